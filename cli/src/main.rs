@@ -1,0 +1,2 @@
+//! `rbd-relay`: parse, validate, build a plan, run it, report.
+fn main() {}

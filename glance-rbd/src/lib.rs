@@ -1,0 +1,1 @@
+//! Glance (Image v2) adapter: register an RBD snapshot as an image by its rbd:// location.

@@ -1,0 +1,1 @@
+//! Thin OpenStack client shared by the Cinder and Glance adapters.

@@ -1,0 +1,44 @@
+#!/bin/sh
+# install-deps.sh - install what rbd-relay needs on a fresh Debian 12 machine.
+#
+# Run as root. Never prompts, never starts services (a temporary policy-rc.d
+# refuses every service start while packages are configured). When everything
+# is already installed it only runs `dpkg -s` and exits (about a second).
+#
+# What it installs, from Debian's own archive:
+#   Ceph 16.2 (Pacific): mon, osd, mgr, rbd-mirror, the CLI and the C headers
+#   OpenStack Zed:       Keystone, Cinder, Glance, glance_store, RabbitMQ
+#   build/test tools:    pkg-config, clang (libclang for nothing: not needed), jq, shellcheck
+set -eu
+
+PKGS="ceph-mon ceph-osd ceph-mgr rbd-mirror ceph-common librados-dev librbd-dev
+      python3-rbd python3-rados uuid-runtime
+      python3-keystone python3-cinder python3-glance python3-glance-store
+      python3-keystoneclient rabbitmq-server
+      pkg-config curl jq shellcheck"
+
+if [ "$(id -u)" != 0 ]; then
+  echo "install-deps.sh: must run as root (it installs Debian packages)" >&2
+  exit 1
+fi
+
+# shellcheck disable=SC2086
+if dpkg -s $PKGS >/dev/null 2>&1; then
+  exit 0
+fi
+
+echo "install-deps.sh: installing Debian packages (Ceph 16.2, OpenStack Zed, tools)..."
+made_policy=0
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+  made_policy=1
+fi
+cleanup() { [ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d; }
+trap cleanup EXIT
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 $PKGS
+echo "install-deps.sh: done"

@@ -1,0 +1,1 @@
+//! Real local test environment: two Ceph clusters with rbd-mirror, optionally two OpenStack clouds.
