@@ -1,0 +1,256 @@
+//! Against a real Keystone + Glance (rbd store) + Ceph: register an RBD snapshot by location,
+//! download it back, and the refusals (member credentials, bad location leaves nothing).
+//!
+//! The cloud comes from [`site`], the one place to switch to `testenv`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use glance_rbd::{CreateImage, Error, Glance, RbdLocation, RegisterRbdImage};
+use openstack_client::{ClientOptions, CloudConfig, ConfigSources, OpenStackClient};
+
+/// The destination cloud the tests use.
+struct Site {
+    clouds_yaml: PathBuf,
+    admin_cloud: String,
+    member_cloud: String,
+    ceph_cluster: String,
+    fsid: String,
+    image_pool: String,
+}
+
+/// THE place to switch to testenv (`testenv::shared_with_openstack()` destination cloud).
+/// Until then: `RBD_RELAY_TEST_*` variables, defaulting to the reference stack (`osks`).
+/// Returns `None` (tests skip loudly) when the clouds.yaml does not exist.
+fn site() -> Option<Site> {
+    let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
+    let clouds_yaml = PathBuf::from(var(
+        "RBD_RELAY_TEST_CLOUDS_YAML",
+        "/tmp/osenv-ks/clouds.yaml",
+    ));
+    if !clouds_yaml.is_file() {
+        eprintln!(
+            "SKIP: {} not found (start the OpenStack test clouds)",
+            clouds_yaml.display()
+        );
+        return None;
+    }
+    let ceph_cluster = var("RBD_RELAY_TEST_CEPH_CLUSTER", "osks");
+    let fsid = match std::env::var("RBD_RELAY_TEST_FSID") {
+        Ok(f) => f,
+        Err(_) => {
+            let out = Command::new("ceph")
+                .args(["--cluster", &ceph_cluster, "fsid"])
+                .output()
+                .expect("run ceph fsid");
+            assert!(out.status.success(), "ceph fsid: {out:?}");
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        }
+    };
+    Some(Site {
+        clouds_yaml,
+        admin_cloud: var("RBD_RELAY_TEST_ADMIN_CLOUD", "osks-admin"),
+        member_cloud: var("RBD_RELAY_TEST_MEMBER_CLOUD", "osks-demo"),
+        ceph_cluster,
+        fsid,
+        image_pool: var("RBD_RELAY_TEST_IMAGE_POOL", "images"),
+    })
+}
+
+impl Site {
+    async fn glance(&self, cloud: &str) -> Glance {
+        let sources = ConfigSources {
+            clouds_files: vec![self.clouds_yaml.clone()],
+            ..Default::default()
+        };
+        let cfg = CloudConfig::from_sources(&sources, Some(cloud)).unwrap();
+        Glance::new(
+            OpenStackClient::connect(cfg, ClientOptions::default())
+                .await
+                .unwrap(),
+        )
+    }
+
+    fn rbd(&self, args: &[&str]) {
+        let out = Command::new("rbd")
+            .args(["--cluster", &self.ceph_cluster])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "rbd {args:?}: {out:?}");
+    }
+
+    fn rbd_exists(&self, spec: &str) -> bool {
+        Command::new("rbd")
+            .args(["--cluster", &self.ceph_cluster, "info", spec])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
+    /// An RBD image with random data and a protected snapshot `snap`; returns its data.
+    fn snapshot_with_data(&self, name: &str, len: usize) -> Vec<u8> {
+        let data: Vec<u8> = (0..len)
+            .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[1] ^ (len as u8))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("data.raw");
+        std::fs::write(&f, &data).unwrap();
+        let spec = format!("{}/{name}", self.image_pool);
+        self.rbd(&["import", "--no-progress", f.to_str().unwrap(), &spec]);
+        self.rbd(&["snap", "create", &format!("{spec}@snap")]);
+        self.rbd(&["snap", "protect", &format!("{spec}@snap")]);
+        data
+    }
+
+    fn location(&self, name: &str) -> RbdLocation {
+        RbdLocation {
+            fsid: self.fsid.clone(),
+            pool: self.image_pool.clone(),
+            image: name.into(),
+            snapshot: "snap".into(),
+        }
+    }
+
+    fn cleanup_rbd(&self, name: &str) {
+        let spec = format!("{}/{name}", self.image_pool);
+        if self.rbd_exists(&spec) {
+            let _ = Command::new("rbd")
+                .args(["--cluster", &self.ceph_cluster, "snap", "unprotect"])
+                .arg(format!("{spec}@snap"))
+                .output();
+            let _ = Command::new("rbd")
+                .args(["--cluster", &self.ceph_cluster, "snap", "purge", &spec])
+                .output();
+            let _ = Command::new("rbd")
+                .args([
+                    "--cluster",
+                    &self.ceph_cluster,
+                    "rm",
+                    "--no-progress",
+                    &spec,
+                ])
+                .output();
+        }
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{prefix}-{}-{}", std::process::id(), t.subsec_nanos())
+}
+
+async fn images_named(g: &Glance, name: &str) -> usize {
+    let req = openstack_client::ApiRequest::new(
+        openstack_client::ServiceType::Image,
+        openstack_client::Method::GET,
+        "v2/images",
+    )
+    .query("name", name);
+    let v: serde_json::Value = g.client().send_json(&req).await.unwrap();
+    v["images"].as_array().unwrap().len()
+}
+
+#[tokio::test]
+async fn register_by_location_then_download_returns_the_same_bytes() {
+    let Some(site) = site() else { return };
+    let g = site.glance(&site.admin_cloud).await;
+    assert!(g.locations_exposed().await.unwrap());
+    let name = unique("gl-reg");
+    let data = site.snapshot_with_data(&name, 4 << 20);
+    let mut image = CreateImage::raw(&name);
+    image.min_disk = Some(glance_rbd::min_disk_gib(data.len() as u64));
+    image
+        .properties
+        .insert("rbd_relay_test".into(), "yes".into());
+    let img = g
+        .register(&RegisterRbdImage {
+            image,
+            location: site.location(&name),
+            allow_member_credentials: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(img.status, "active");
+    assert_eq!(img.size, Some(data.len() as u64));
+    assert_eq!(img.min_disk, Some(1));
+    assert_eq!(img.extra["rbd_relay_test"], "yes");
+    let locs = img.locations.clone().unwrap();
+    assert_eq!(locs[0].url, site.location(&name).to_string());
+
+    let mut dl = g.download(&img.id).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(c) = dl.next_chunk().await.unwrap() {
+        got.extend_from_slice(&c);
+    }
+    assert!(got == data, "downloaded data differs");
+
+    // The documented hazard: deleting the image deletes the RBD data it points at.
+    g.delete_image(&img.id).await.unwrap();
+    let gone = g.get_image(&img.id).await.unwrap_err();
+    assert_eq!(gone.api_error().map(|a| a.status), Some(404), "{gone}");
+    assert!(
+        !site.rbd_exists(&format!("{}/{name}@snap", site.image_pool)),
+        "Glance left the snapshot behind"
+    );
+    site.cleanup_rbd(&name);
+}
+
+#[tokio::test]
+async fn member_credentials_are_refused_before_anything_is_created() {
+    let Some(site) = site() else { return };
+    let g = site.glance(&site.member_cloud).await;
+    let name = unique("gl-member");
+    let e = g
+        .register(&RegisterRbdImage {
+            image: CreateImage::raw(&name),
+            location: site.location("whatever"),
+            allow_member_credentials: false,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::MemberCredentials { .. }), "{e}");
+    assert!(e.to_string().contains("member"), "{e}");
+    assert_eq!(images_named(&g, &name).await, 0);
+}
+
+#[tokio::test]
+async fn bad_location_deletes_the_empty_record_and_keeps_glance_message() {
+    let Some(site) = site() else { return };
+    let g = site.glance(&site.admin_cloud).await;
+    let name = unique("gl-badloc");
+    let e = g
+        .register(&RegisterRbdImage {
+            image: CreateImage::raw(&name),
+            location: site.location("no-such-rbd-image"),
+            allow_member_credentials: false,
+        })
+        .await
+        .unwrap_err();
+    let a = e.api_error().expect("an HTTP error");
+    assert_eq!(a.status, 400, "{e}");
+    assert!(a.message.contains("Invalid location"), "{e}");
+    assert_eq!(images_named(&g, &name).await, 0, "record left behind");
+}
+
+#[tokio::test]
+async fn member_override_registers_own_snapshot() {
+    let Some(site) = site() else { return };
+    let g = site.glance(&site.member_cloud).await;
+    let name = unique("gl-override");
+    site.snapshot_with_data(&name, 1 << 20);
+    let img = g
+        .register(&RegisterRbdImage {
+            image: CreateImage::raw(&name),
+            location: site.location(&name),
+            allow_member_credentials: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(img.status, "active");
+    g.delete_image(&img.id).await.unwrap();
+    site.cleanup_rbd(&name);
+}
