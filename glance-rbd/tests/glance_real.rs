@@ -3,6 +3,8 @@
 //!
 //! The cloud comes from [`site`], the one place to switch to `testenv`.
 
+#![allow(clippy::unwrap_used)] // test code: a failed setup step should panic with its message
+
 use std::path::PathBuf;
 use std::process::Command;
 
