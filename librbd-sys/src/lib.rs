@@ -317,6 +317,8 @@ extern "C" {
         snap_name: *const c_char,
         is_protected: *mut c_int,
     ) -> c_int;
+    pub fn rbd_snap_get_id(image: rbd_image_t, snapname: *const c_char, snap_id: *mut u64)
+        -> c_int;
     pub fn rbd_snap_set(image: rbd_image_t, snapname: *const c_char) -> c_int;
     pub fn rbd_snap_set_by_id(image: rbd_image_t, snap_id: u64) -> c_int;
     pub fn rbd_snap_get_namespace_type(

@@ -1,5 +1,40 @@
 //! Safe wrapper over librbd (`librbd-sys`) and librados (the `ceph` crate).
 //!
 //! The only place in the library that touches raw handles: every handle is owned by a type
-//! here whose `Drop` frees it, and no raw pointer leaves this module.
+//! here whose `Drop` frees it, and no raw pointer leaves this module. Negative return codes
+//! become [`RbdError`] in one place (`check` in `error.rs`); output buffers grow on `-ERANGE`; progress
+//! callbacks never let a panic cross into C.
+//!
+//! Ownership: [`Cluster`] (`rados_t`) is shared by the [`IoCtx`]s (`rados_ioctx_t`) and
+//! [`Image`]s (`rbd_image_t`) made from it, so it is shut down once, after the last of them.
+//! `Cluster` and `IoCtx` are `Send + Sync`, `Image` is `Send`: all can move into
+//! `tokio::task::spawn_blocking`.
 #![allow(unsafe_code)]
+
+mod cluster;
+mod error;
+mod image;
+mod journal;
+mod mirror;
+
+pub use cluster::{Cluster, ClusterConfig, IoCtx, MirrorDaemon, MirrorDaemonHealth, MirrorHealth};
+pub use error::{ErrorKind, RbdError, Result};
+pub use image::{
+    librbd_version, Image, ImageEntry, ImageInfo, ImageOptions, SnapInfo, SnapNamespaceType,
+    Watcher,
+};
+pub use journal::{
+    JournalClient, JournalClientMeta, JournalClientState, JournalLag, JournalPosition,
+    JournalStatus, MirrorPeerState,
+};
+pub use librbd_sys::{
+    RBD_FEATURE_DATA_POOL, RBD_FEATURE_DEEP_FLATTEN, RBD_FEATURE_EXCLUSIVE_LOCK,
+    RBD_FEATURE_FAST_DIFF, RBD_FEATURE_JOURNALING, RBD_FEATURE_LAYERING, RBD_FEATURE_NON_PRIMARY,
+    RBD_FEATURE_OBJECT_MAP, RBD_FEATURE_OPERATIONS, RBD_FEATURE_STRIPINGV2,
+    RBD_FLAG_FAST_DIFF_INVALID, RBD_FLAG_OBJECT_MAP_INVALID,
+};
+pub use mirror::{
+    MirrorImageGlobalStatus, MirrorImageInfo, MirrorImageMode, MirrorImageState, MirrorMode,
+    MirrorPeerSite, MirrorSiteStatus, MirrorSnapshotNamespace, MirrorStatusState, PeerDirection,
+    SnapMirrorState,
+};
