@@ -1,1 +1,180 @@
-fn main() {}
+//! `testenv`: start, inspect and stop the local Ceph pair (and clouds) that rbd-relay's
+//! tests run against. All logic is in the library; this only parses flags and prints.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use testenv::{Daemon, Objectstore, UpOptions, UpOutcome};
+
+/// Real local test environment for rbd-relay: Ceph clusters site-a and site-b with
+/// rbd-mirror (site-a -> site-b), and optionally two OpenStack clouds.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// State directory (daemon data, logs, state file).
+    #[arg(long, global = true, env = testenv::STATE_DIR_ENV, default_value = testenv::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Store {
+    /// In RAM (default for a fresh pair).
+    Memstore,
+    /// On a sparse file in the state directory (for GiB images).
+    Bluestore,
+}
+
+impl From<Store> for Objectstore {
+    fn from(s: Store) -> Self {
+        match s {
+            Store::Memstore => Objectstore::Memstore,
+            Store::Bluestore => Objectstore::Bluestore,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Bring the pair up (idempotent: no-op when up, restarts a dead rbd-mirror, rebuilds a
+    /// half-dead pair).
+    Up {
+        /// Also start the OpenStack clouds.
+        #[arg(long)]
+        openstack: bool,
+        /// OSD objectstore; when given and a pair with another one runs, it is rebuilt.
+        #[arg(long, value_enum)]
+        objectstore: Option<Store>,
+    },
+    /// Stop everything testenv started and wipe its state.
+    Down,
+    /// Show what runs.
+    Status,
+    /// Print `export` lines for a shell: `eval "$(testenv env)"`.
+    Env,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("testenv: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let dir = cli.state_dir;
+    match cli.command {
+        Cmd::Up {
+            openstack,
+            objectstore,
+        } => {
+            let opts = UpOptions {
+                objectstore: objectstore.map(Objectstore::from),
+                openstack,
+            };
+            let report = testenv::up(&dir, &opts).context("testenv up")?;
+            let what = match &report.outcome {
+                UpOutcome::AlreadyUp => "already up, nothing to do".to_string(),
+                UpOutcome::RbdMirrorRestarted => "clusters were up; rbd-mirror restarted".into(),
+                UpOutcome::Built => "built from scratch".into(),
+                UpOutcome::Rebuilt { reason } => format!("rebuilt ({reason})"),
+            };
+            eprintln!(
+                "testenv up: {what} in {:.2}s ({}, state in {})",
+                report.elapsed.as_secs_f64(),
+                report.env.objectstore(),
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Down => {
+            let report = testenv::down(&dir).context("testenv down")?;
+            eprintln!(
+                "testenv down: {} process(es) stopped{} in {:.2}s",
+                report.teardown.stopped,
+                if report.teardown.killed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (SIGKILL: {})", report.teardown.killed.join(", "))
+                },
+                report.elapsed.as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status => {
+            let st = testenv::status(&dir);
+            println!(
+                "state dir {}: {}{}",
+                st.state_dir.display(),
+                if st.up { "UP" } else { "NOT UP" },
+                st.objectstore
+                    .map(|o| format!(" ({o})"))
+                    .unwrap_or_default()
+            );
+            let mut total_peak = 0;
+            for d in &st.daemons {
+                match d.pid {
+                    Some(pid) => {
+                        total_peak += d.peak_rss_kib.unwrap_or(0);
+                        println!(
+                            "  {:<7} {:<20} alive  pid {:<7} rss {:>4} MiB  peak {:>4} MiB",
+                            d.site,
+                            d.daemon.entity(),
+                            pid,
+                            d.rss_kib.unwrap_or(0) / 1024,
+                            d.peak_rss_kib.unwrap_or(0) / 1024
+                        );
+                    }
+                    None => println!("  {:<7} {:<20} DEAD", d.site, d.daemon.entity()),
+                }
+            }
+            if total_peak > 0 {
+                println!("  sum of peak RSS: {} MiB", total_peak / 1024);
+            }
+            for (site, h) in &st.health {
+                println!("  {site} health: {h}");
+            }
+            for (pool, m) in &st.mirroring {
+                println!("  site-b mirror pool {pool}: {m}");
+            }
+            for svc in &st.openstack {
+                match (svc.alive, svc.pid) {
+                    (true, Some(pid)) => println!("  openstack {:<28} alive  pid {pid}", svc.name),
+                    _ => println!("  openstack {:<28} DEAD", svc.name),
+                }
+            }
+            let openstack_dead = st.openstack.iter().any(|s| !s.alive);
+            let mirror_dead = st
+                .daemons
+                .iter()
+                .any(|d| d.daemon == Daemon::RbdMirror && !d.alive());
+            Ok(if st.up && !mirror_dead && !openstack_dead {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        Cmd::Env => {
+            let env = testenv::Env::load(&dir).context("testenv env")?;
+            for line in env.env_lines() {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The one error type of the library: every failure says what was being done (the command
+//! line, the path, the daemon) so a red test run is readable without re-running it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything that can go wrong while starting, inspecting or stopping the environment.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file system operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done ("create", "read", "write", ...).
+        action: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A program could not be started at all (missing binary, ...).
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A program ran and failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Exit status as text.
+        status: String,
+        /// The last part of what it wrote to stderr.
+        stderr: String,
+    },
+    /// A program did not finish in time and was killed.
+    #[error("`{command}` did not finish within {limit:?} (killed)")]
+    CommandTimeout {
+        /// The command line.
+        command: String,
+        /// The limit it exceeded.
+        limit: Duration,
+    },
+    /// A condition did not become true in time.
+    #[error("timeout after {limit:?} waiting for {what}{}", last_seen.as_ref().map(|s| format!(" (last seen: {s})")).unwrap_or_default())]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long it was awaited.
+        limit: Duration,
+        /// The last observation, when there is one worth showing.
+        last_seen: Option<String>,
+    },
+    /// The state file exists but cannot be parsed.
+    #[error("state file {path} is unreadable: {source}")]
+    StateFile {
+        /// Path of the state file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The state file parses but does not describe the pair.
+    #[error("state file {path} is inconsistent: {detail}")]
+    BadState {
+        /// Path of the state file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The environment is not up (for calls that do not start it).
+    #[error("the test environment in {0} is not up (run `testenv up`)")]
+    NotUp(PathBuf),
+    /// The environment must be managed as root (it writes /etc/ceph and binds ports).
+    #[error("testenv must run as root (it writes /etc/ceph and starts daemons)")]
+    NotRoot,
+    /// Output of a Ceph tool did not have the expected shape.
+    #[error("unexpected output of `{command}`: {detail}")]
+    Parse {
+        /// The command line.
+        command: String,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// Taking the environment's file lock failed.
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Starting, checking or stopping the OpenStack clouds failed.
+    #[error("openstack: {0}")]
+    OpenStack(#[from] crate::openstack::Error),
+    /// A worker thread panicked (a bug in this crate).
+    #[error("worker thread for {0} panicked")]
+    ThreadPanicked(String),
+}
+
+/// Shorthand used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
