@@ -1,7 +1,28 @@
 //! rbd-relay's library: move Ceph RBD images from one cluster to another through rbd-mirror.
 //!
 //! Features, mirroring, sync detection, copy, verification, cleanup and the plans that tie them
-//! together. The orchestration code sees Ceph only through [`ceph::CephOps`]-style traits so it
-//! can be unit-tested; [`rbd`] is the real implementation over librbd and librados.
+//! together. The orchestration code sees Ceph only through the [`ops::CephOps`] trait so it can
+//! be unit-tested; [`rbd`] is the real implementation over librbd and librados.
+//!
+//! The entry points are [`exec::migrate_volume`] (run or resume) and [`exec::plan_volume`]
+//! (dry run).
 
+pub mod error;
+pub mod event;
+pub mod exec;
+pub mod features;
+pub mod ops;
+pub mod plan;
+pub mod preflight;
 pub mod rbd;
+pub mod spec;
+pub mod state;
+pub mod status;
+pub mod wait;
+
+pub use error::{Error, Result};
+
+#[cfg(test)]
+mod exec_tests;
+#[cfg(test)]
+mod fake;

@@ -1,0 +1,97 @@
+//! The library's error types. Every error says what was being done (step), to what (cluster,
+//! pool, image) and what to do about it, so the CLI can print it as is.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::ops::OpsError;
+
+/// A name or spec given by the caller that cannot be used.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("invalid {what} '{value}': {reason}")]
+pub struct SpecError {
+    /// What kind of thing was given (pool, image, cluster name...).
+    pub what: &'static str,
+    /// The value as given.
+    pub value: String,
+    /// Why it is refused and what to give instead.
+    pub reason: String,
+}
+
+impl SpecError {
+    pub(crate) fn new(what: &'static str, value: &str, reason: &str) -> Self {
+        Self {
+            what,
+            value: value.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Everything that can go wrong in a migration.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Bad input.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// A Ceph call failed during a step.
+    #[error("{step} on {cluster} ({target}): {source}")]
+    Ceph {
+        /// The plan step or check being done.
+        step: String,
+        /// Cluster name.
+        cluster: String,
+        /// Pool or image concerned.
+        target: String,
+        /// The underlying failure.
+        #[source]
+        source: OpsError,
+    },
+    /// Preflight found problems; nothing was changed.
+    #[error("preflight refused the migration; nothing was changed:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Preflight(Vec<crate::preflight::Problem>),
+    /// Waiting for the replica failed.
+    #[error("{0}")]
+    Wait(#[from] crate::wait::WaitError),
+    /// The destination copy does not match the source.
+    #[error("verification failed: {source_image} has sha256 {source_digest} but {copy} has {copy_digest}; the copy was kept for inspection and nothing on the source was changed for good; re-run to copy again")]
+    VerifyMismatch {
+        /// Source image.
+        source_image: String,
+        /// Digest of the source.
+        source_digest: String,
+        /// Destination copy.
+        copy: String,
+        /// Digest of the copy.
+        copy_digest: String,
+    },
+    /// The state file could not be read or written.
+    #[error("state file {path}: {reason}")]
+    State {
+        /// Path of the state file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Another run holds the lock on this migration.
+    #[error("another rbd-relay run is already working on {image} (lock {path} is held); wait for it to finish or stop it, then re-run")]
+    Locked {
+        /// Image being migrated.
+        image: String,
+        /// Lock file.
+        path: PathBuf,
+    },
+    /// The run was cancelled (by the caller or a signal); a re-run resumes.
+    #[error("cancelled during step '{step}'; re-run the same command to resume")]
+    Cancelled {
+        /// The step that was running.
+        step: String,
+    },
+    /// A rule that keeps data safe would be broken.
+    #[error("refusing: {0}")]
+    Unsafe(String),
+}
+
+/// Result with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

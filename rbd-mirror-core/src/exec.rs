@@ -1,0 +1,550 @@
+//! The executor: runs a plan step by step, emits progress, writes the state file after every
+//! step, and resumes a recorded run. Every step first checks whether its effect is already
+//! there, so a re-run after a crash converges.
+//!
+//! Safety rules enforced here, not left to callers: mirroring of the source is disabled (which
+//! deletes the replica) only after the copy was verified equal to the source; a destination
+//! image this run did not create is never removed.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::event::{Event, EventSink, ProgressInfo, RateMeter};
+use crate::features::{plan_restore, Features};
+use crate::ops::{
+    CephOps, ErrorKind, MirrorImageState, OpsError, PoolMirrorMode, SnapshotNamespace,
+};
+use crate::plan::{Plan, Step, VolumeMigration};
+use crate::preflight;
+use crate::spec::ImageSpec;
+use crate::state::{RunState, StateFile};
+use crate::wait::{self, WaitOptions};
+
+/// Knobs of a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// How to wait for the replica.
+    pub wait: WaitOptions,
+}
+
+/// What a finished migration reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Migration id.
+    pub id: String,
+    /// `cluster:pool/image` of the source.
+    pub source: String,
+    /// `cluster:pool/image` of the verified copy.
+    pub copy: String,
+    /// Bytes of the image.
+    pub bytes: u64,
+    /// sha256 of source and copy (equal).
+    pub sha256: String,
+    /// Seconds per step (kind, seconds), this run and earlier ones.
+    pub steps: Vec<(String, f64)>,
+    /// Features that could not be restored on the source.
+    pub lost_features: Features,
+    /// Whether this run only found everything already done.
+    pub already_done: bool,
+}
+
+/// Run `f` on a blocking thread, turning failures into [`Error::Ceph`] with context.
+async fn on_ceph<T: Send + 'static>(
+    step: &str,
+    cluster: String,
+    target: String,
+    f: impl FnOnce() -> std::result::Result<T, OpsError> + Send + 'static,
+) -> Result<T> {
+    let ctx = |source: OpsError| Error::Ceph {
+        step: step.to_string(),
+        cluster: cluster.clone(),
+        target: target.clone(),
+        source,
+    };
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| {
+            ctx(OpsError::new(
+                ErrorKind::Other,
+                "blocking task",
+                e.to_string(),
+            ))
+        })?
+        .map_err(ctx)
+}
+
+/// Read-only: run preflight and build the plan (or return the recorded one), for `--dry-run`.
+pub async fn plan_volume(
+    m: &VolumeMigration,
+    src: Arc<dyn CephOps>,
+    dst: Arc<dyn CephOps>,
+    state_dir: &Path,
+    events: Arc<dyn EventSink>,
+) -> Result<(Plan, Option<RunState>)> {
+    if let Some(state) = crate::state::load(&StateFile::path_for(state_dir, &m.id()))? {
+        return Ok((state.plan.clone(), Some(state)));
+    }
+    let mm = m.clone();
+    let facts = tokio::task::spawn_blocking(move || {
+        preflight::check_volume(&mm, src.as_ref(), dst.as_ref(), events.as_ref())
+    })
+    .await
+    .map_err(|e| Error::Unsafe(format!("preflight task failed: {e}")))??;
+    Ok((Plan::volume(m.clone(), facts), None))
+}
+
+/// Migrate one volume: preflight, plan, execute; or resume the recorded run of the same
+/// migration. The state file lives in `state_dir`.
+pub async fn migrate_volume(
+    m: &VolumeMigration,
+    src: Arc<dyn CephOps>,
+    dst: Arc<dyn CephOps>,
+    state_dir: &Path,
+    opts: &RunOptions,
+    events: Arc<dyn EventSink>,
+) -> Result<Summary> {
+    let file = StateFile::lock(state_dir, &m.id(), &m.image.to_string())?;
+    let mut state = match file.load()? {
+        Some(s) => {
+            if &s.plan.migration != m {
+                return Err(Error::State {
+                    path: file.path().to_path_buf(),
+                    reason: "a migration with this id but other options is recorded; finish or clean it up first (rbd-relay cleanup ID), or choose another --name".into(),
+                });
+            }
+            if !s.finished() {
+                events.emit(Event::Warning {
+                    message: format!(
+                        "resuming migration {} at step {} of {}",
+                        s.plan.id,
+                        s.next_step + 1,
+                        s.plan.steps.len()
+                    ),
+                });
+            }
+            s
+        }
+        None => {
+            events.emit(Event::StepStarted {
+                index: 0,
+                step: "preflight".into(),
+                description: Step::Preflight.describe(m),
+            });
+            let t = Instant::now();
+            let (s2, d2, e2, mm) = (src.clone(), dst.clone(), events.clone(), m.clone());
+            let facts = tokio::task::spawn_blocking(move || {
+                preflight::check_volume(&mm, s2.as_ref(), d2.as_ref(), e2.as_ref())
+            })
+            .await
+            .map_err(|e| Error::Unsafe(format!("preflight task failed: {e}")))??;
+            let mut s = RunState::new(Plan::volume(m.clone(), facts));
+            s.next_step = 1;
+            s.step_seconds.push(t.elapsed().as_secs_f64());
+            file.save(&s)?;
+            events.emit(Event::StepDone {
+                index: 0,
+                step: "preflight".into(),
+                seconds: t.elapsed().as_secs_f64(),
+            });
+            s
+        }
+    };
+    let already_done = state.finished();
+    let exec = Executor {
+        src,
+        dst,
+        events,
+        opts: opts.clone(),
+    };
+    while !state.finished() {
+        let index = state.next_step;
+        let step = state.plan.steps[index].clone();
+        exec.events.emit(Event::StepStarted {
+            index,
+            step: step.kind().into(),
+            description: step.describe(&state.plan.migration),
+        });
+        let t = Instant::now();
+        let result = exec.run_step(&step, index, &mut state, &file).await;
+        if let Err(e) = result {
+            state.outcome = format!("failed at {}: {e}", step.kind());
+            let _ = file.save(&state);
+            return Err(e);
+        }
+        state.next_step = index + 1;
+        state.step_seconds.push(t.elapsed().as_secs_f64());
+        if state.finished() {
+            state.outcome = "finished".into();
+        }
+        file.save(&state)?;
+        exec.events.emit(Event::StepDone {
+            index,
+            step: step.kind().into(),
+            seconds: t.elapsed().as_secs_f64(),
+        });
+    }
+    let p = &state.plan;
+    let lost = p
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            Step::RestoreFeatures { lost, .. } => Some(*lost),
+            _ => None,
+        })
+        .unwrap_or_default();
+    Ok(Summary {
+        id: p.id.clone(),
+        source: format!("{}:{}", p.migration.source.name, p.migration.image),
+        copy: format!(
+            "{}:{}",
+            p.migration.destination.name,
+            p.migration.copy_target()
+        ),
+        bytes: p.facts.size,
+        sha256: state.copy_digest.clone().unwrap_or_default(),
+        steps: p
+            .steps
+            .iter()
+            .map(|s| s.kind().to_string())
+            .zip(state.step_seconds.iter().copied())
+            .collect(),
+        lost_features: lost,
+        already_done,
+    })
+}
+
+struct Executor {
+    src: Arc<dyn CephOps>,
+    dst: Arc<dyn CephOps>,
+    events: Arc<dyn EventSink>,
+    opts: RunOptions,
+}
+
+impl Executor {
+    fn skipped(&self, index: usize, step: &Step, reason: &str) {
+        self.events.emit(Event::StepSkipped {
+            index,
+            step: step.kind().into(),
+            reason: reason.into(),
+        });
+    }
+
+    async fn run_step(
+        &self,
+        step: &Step,
+        index: usize,
+        state: &mut RunState,
+        file: &StateFile,
+    ) -> Result<()> {
+        let m = state.plan.migration.clone();
+        let kind = step.kind();
+        let (src, dst) = (self.src.clone(), self.dst.clone());
+        match step {
+            Step::Preflight => Ok(()),
+            Step::EnablePoolMirroring => {
+                for c in [src, dst] {
+                    let pool = m.image.pool.clone();
+                    let c2 = c.clone();
+                    on_ceph(
+                        kind,
+                        c.name().to_string(),
+                        pool.clone().to_string(),
+                        move || {
+                            if c2.pool_mirror_mode(&pool)? == PoolMirrorMode::Disabled {
+                                c2.set_pool_mirror_mode(&pool, PoolMirrorMode::Image)?;
+                            }
+                            Ok(())
+                        },
+                    )
+                    .await?;
+                }
+                Ok(())
+            }
+            Step::EnableFeatures { change } => {
+                let change = *change;
+                let image = m.image.clone();
+                let done = on_ceph(
+                    kind,
+                    src.name().to_string(),
+                    m.image.to_string(),
+                    move || {
+                        let current = src.stat(&image)?.features;
+                        if change.apply(current) == current {
+                            return Ok(true);
+                        }
+                        for f in change.disable.disable_order() {
+                            if src.stat(&image)?.features.contains(f) {
+                                src.update_features(&image, f, false)?;
+                            }
+                        }
+                        for f in change.enable.enable_order() {
+                            if !src.stat(&image)?.features.contains(f) {
+                                src.update_features(&image, f, true)?;
+                            }
+                        }
+                        Ok(false)
+                    },
+                )
+                .await?;
+                if done {
+                    self.skipped(index, step, "features already set");
+                }
+                Ok(())
+            }
+            Step::EnableMirroring { mode } => {
+                let mode = *mode;
+                let image = m.image.clone();
+                let already = on_ceph(
+                    kind,
+                    src.name().to_string(),
+                    m.image.to_string(),
+                    move || {
+                        let mi = src.mirror_image(&image)?;
+                        if mi.state == MirrorImageState::Enabled {
+                            return Ok(true);
+                        }
+                        src.enable_mirroring(&image, mode)?;
+                        Ok(false)
+                    },
+                )
+                .await?;
+                if already {
+                    self.skipped(index, step, "mirroring already enabled");
+                }
+                Ok(())
+            }
+            Step::WaitForReplica => {
+                wait::wait_for_replica(
+                    src,
+                    dst,
+                    &m.image,
+                    &m.replica(),
+                    m.mode,
+                    state.plan.facts.objects(),
+                    &self.opts.wait,
+                    self.events.as_ref(),
+                )
+                .await?;
+                Ok(())
+            }
+            Step::CopyReplica => {
+                let target = m.copy_target();
+                let (d, t) = (dst.clone(), target.clone());
+                let exists = on_ceph(
+                    kind,
+                    dst.name().to_string(),
+                    target.to_string(),
+                    move || d.image_exists(&t),
+                )
+                .await?;
+                if exists {
+                    if !state.copy_started {
+                        return Err(Error::Unsafe(format!(
+                            "{}:{target} exists but was not created by this migration; remove or rename it, then re-run",
+                            dst.name()
+                        )));
+                    }
+                    // a partial copy of an interrupted run: ours, start it over
+                    let (d, t) = (dst.clone(), target.clone());
+                    on_ceph(
+                        kind,
+                        dst.name().to_string(),
+                        target.to_string(),
+                        move || d.remove_image(&t),
+                    )
+                    .await?;
+                }
+                state.copy_started = true;
+                state.source_digest = None;
+                state.copy_digest = None;
+                file.save(state)?;
+                let events = self.events.clone();
+                let replica = m.replica();
+                let d = dst.clone();
+                on_ceph(
+                    kind,
+                    dst.name().to_string(),
+                    target.to_string(),
+                    move || {
+                        let mut meter = RateMeter::default();
+                        let mut last = Instant::now();
+                        let mut cb = |done: u64, total: u64| -> bool {
+                            if last.elapsed().as_millis() >= 500 || done == total {
+                                last = Instant::now();
+                                let (rate, eta) = meter.sample(done, total);
+                                events.emit(Event::Progress(ProgressInfo {
+                                    phase: "copy".into(),
+                                    percent: (total > 0)
+                                        .then(|| 100.0 * done as f64 / total as f64),
+                                    bytes_per_second: rate,
+                                    eta_seconds: eta,
+                                    detail: String::new(),
+                                }));
+                            }
+                            true
+                        };
+                        d.copy(&replica, &target, &mut cb)
+                    },
+                )
+                .await
+            }
+            Step::SetCopyFeatures { features } => {
+                let wanted = *features;
+                let target = m.copy_target();
+                let t = target.clone();
+                on_ceph(
+                    kind,
+                    dst.name().to_string(),
+                    target.to_string(),
+                    move || {
+                        let current = dst.stat(&t)?.features;
+                        let (change, _) = plan_restore(current, wanted);
+                        for f in change.disable.disable_order() {
+                            dst.update_features(&t, f, false)?;
+                        }
+                        for f in change.enable.enable_order() {
+                            dst.update_features(&t, f, true)?;
+                        }
+                        Ok(())
+                    },
+                )
+                .await
+            }
+            Step::Verify => self.verify(&m, state, file).await,
+            Step::DisableMirroring => {
+                if !state.verified() {
+                    return Err(Error::Unsafe(
+                        "the copy has not been verified; mirroring stays on so the replica is kept"
+                            .into(),
+                    ));
+                }
+                let image = m.image.clone();
+                let before = state.plan.facts.mirror_snapshots_before.clone();
+                let already = on_ceph(
+                    kind,
+                    src.name().to_string(),
+                    m.image.to_string(),
+                    move || {
+                        let mi = src.mirror_image(&image)?;
+                        let already = mi.state == MirrorImageState::Disabled;
+                        if !already {
+                            src.disable_mirroring(&image, false)?;
+                        }
+                        // no mirror snapshot made by this migration is left behind
+                        for s in src.snapshots(&image)? {
+                            if matches!(s.namespace, SnapshotNamespace::Mirror { .. })
+                                && !before.contains(&s.id)
+                            {
+                                src.remove_snapshot_by_id(&image, s.id)?;
+                            }
+                        }
+                        Ok(already)
+                    },
+                )
+                .await?;
+                if already {
+                    self.skipped(index, step, "mirroring already disabled");
+                }
+                Ok(())
+            }
+            Step::RestoreFeatures { .. } => {
+                let original = state.plan.facts.features;
+                let image = m.image.clone();
+                on_ceph(
+                    kind,
+                    src.name().to_string(),
+                    m.image.to_string(),
+                    move || {
+                        let current = src.stat(&image)?.features;
+                        let (change, _) = plan_restore(current, original);
+                        for f in change.disable.disable_order() {
+                            src.update_features(&image, f, false)?;
+                        }
+                        for f in change.enable.enable_order() {
+                            src.update_features(&image, f, true)?;
+                        }
+                        Ok(())
+                    },
+                )
+                .await
+            }
+        }
+    }
+
+    async fn verify(
+        &self,
+        m: &VolumeMigration,
+        state: &mut RunState,
+        file: &StateFile,
+    ) -> Result<()> {
+        let size = state.plan.facts.size;
+        let digest = |c: Arc<dyn CephOps>, image: ImageSpec, label: &'static str| {
+            let events = self.events.clone();
+            let name = format!("{}:{image}", c.name());
+            async move {
+                let c2 = c.clone();
+                on_ceph(
+                    "verify",
+                    c.name().to_string(),
+                    name.to_string(),
+                    move || {
+                        let mut last = Instant::now();
+                        let mut cb = |done: u64, total: u64| -> bool {
+                            if last.elapsed().as_millis() >= 1000 {
+                                last = Instant::now();
+                                events.emit(Event::Progress(ProgressInfo {
+                                    phase: "verify".into(),
+                                    percent: (total > 0)
+                                        .then(|| 100.0 * done as f64 / total as f64),
+                                    bytes_per_second: None,
+                                    eta_seconds: None,
+                                    detail: label.into(),
+                                }));
+                            }
+                            true
+                        };
+                        c2.digest(&image, &mut cb)
+                    },
+                )
+                .await
+            }
+        };
+        let (a, b) = tokio::join!(
+            digest(self.src.clone(), m.image.clone(), "source"),
+            digest(self.dst.clone(), m.copy_target(), "copy")
+        );
+        let (a, b) = (a?, b?);
+        state.source_digest = Some(a.clone());
+        state.copy_digest = Some(b.clone());
+        if a != b {
+            // go back to waiting + copying on the next run; the copy is ours and is redone
+            let restart = state
+                .plan
+                .steps
+                .iter()
+                .position(|s| *s == Step::WaitForReplica)
+                .unwrap_or(0);
+            state.next_step = restart;
+            state.outcome = "verification failed".into();
+            file.save(state)?;
+            return Err(Error::VerifyMismatch {
+                source_image: format!("{}:{}", self.src.name(), m.image),
+                source_digest: a,
+                copy: format!("{}:{}", self.dst.name(), m.copy_target()),
+                copy_digest: b,
+            });
+        }
+        self.events.emit(Event::Progress(ProgressInfo {
+            phase: "verify".into(),
+            percent: Some(100.0),
+            bytes_per_second: None,
+            eta_seconds: None,
+            detail: format!("{size} bytes equal, sha256 {a}"),
+        }));
+        Ok(())
+    }
+}

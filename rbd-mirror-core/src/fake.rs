@@ -1,0 +1,449 @@
+//! An in-memory pair of clusters with a simulated rbd-mirror, for unit tests of the
+//! orchestration logic (plans, waits, resume). Never used outside tests: the real thing is
+//! tested against real clusters.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use crate::features::{Features, MirrorImageMode};
+use crate::ops::*;
+use crate::spec::{ImageSpec, PoolSpec};
+use crate::status::{MirrorState, SiteStatus};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Img {
+    pub features: Features,
+    pub data: Vec<u8>,
+    pub snaps: Vec<SnapshotInfo>,
+    pub mirror: Option<(MirrorImageMode, bool)>,
+    pub watchers: Vec<String>,
+}
+
+impl Img {
+    pub fn new(features: Features, data: Vec<u8>) -> Self {
+        Self {
+            features,
+            data,
+            snaps: vec![],
+            mirror: None,
+            watchers: vec![],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Site {
+    pub pools: BTreeMap<String, PoolMirrorMode>,
+    pub images: BTreeMap<String, Img>,
+    pub daemon_healthy: bool,
+    pub has_peer: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct World {
+    pub sites: [Site; 2],
+    pub next_snap: u64,
+    /// Polls of the exact signal before a sync completes.
+    pub sync_polls: u32,
+    /// Sync never completes.
+    pub stuck: bool,
+    /// Fail the next call of this operation once.
+    pub fail_once: Option<String>,
+    /// Flip a byte of the next copy.
+    pub corrupt_next_copy: bool,
+}
+
+impl World {
+    /// A standard pair: pools `volumes` (mirrored) and `cinder` on both sites, one image.
+    pub fn standard(features: Features, data: Vec<u8>) -> Self {
+        let mut w = World::default();
+        for s in &mut w.sites {
+            s.pools.insert("volumes".into(), PoolMirrorMode::Image);
+            s.pools.insert("cinder".into(), PoolMirrorMode::Disabled);
+            s.daemon_healthy = true;
+            s.has_peer = true;
+        }
+        w.sites[0]
+            .images
+            .insert("volumes/vol1".into(), Img::new(features, data));
+        w.next_snap = 10;
+        w.sync_polls = 3;
+        w
+    }
+
+    fn replicate(&mut self) {
+        let primaries: Vec<(String, Img)> = self.sites[0]
+            .images
+            .iter()
+            .filter(|(_, i)| matches!(i.mirror, Some((_, true))))
+            .map(|(k, i)| (k.clone(), i.clone()))
+            .collect();
+        for (key, img) in primaries {
+            let Some((mode, _)) = img.mirror else {
+                continue;
+            };
+            let replica = self.sites[1].images.entry(key.clone()).or_insert_with(|| {
+                let mut r = Img::new(
+                    img.features | Features::NON_PRIMARY,
+                    vec![0; img.data.len()],
+                );
+                r.mirror = Some((mode, false));
+                r
+            });
+            if self.stuck {
+                continue;
+            }
+            if self.sync_polls > 0 {
+                self.sync_polls -= 1;
+                continue;
+            }
+            replica.data = img.data.clone();
+            if mode == MirrorImageMode::Snapshot {
+                if let Some(newest) = img
+                    .snaps
+                    .iter()
+                    .filter(|s| {
+                        matches!(s.namespace, SnapshotNamespace::Mirror { primary: true, .. })
+                    })
+                    .map(|s| s.id)
+                    .max()
+                {
+                    if !replica.snaps.iter().any(|s| matches!(s.namespace, SnapshotNamespace::Mirror { primary_snap_id, .. } if primary_snap_id == newest)) {
+                        self.next_snap += 1;
+                        replica.snaps.push(SnapshotInfo {
+                            id: self.next_snap,
+                            name: format!(".mirror.non_primary.{newest}"),
+                            namespace: SnapshotNamespace::Mirror {
+                                primary: false,
+                                complete: true,
+                                primary_snap_id: newest,
+                                last_copied_object_number: 0,
+                            },
+                            protected: false,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub struct Fake {
+    pub side: usize,
+    pub name: String,
+    pub world: Arc<Mutex<World>>,
+}
+
+pub fn pair(world: World) -> (Arc<Fake>, Arc<Fake>, Arc<Mutex<World>>) {
+    let w = Arc::new(Mutex::new(world));
+    (
+        Arc::new(Fake {
+            side: 0,
+            name: "site-a".into(),
+            world: w.clone(),
+        }),
+        Arc::new(Fake {
+            side: 1,
+            name: "site-b".into(),
+            world: w.clone(),
+        }),
+        w,
+    )
+}
+
+fn nf(op: &str, what: &str) -> OpsError {
+    OpsError::new(
+        ErrorKind::NotFound,
+        op,
+        format!("{what}: No such file or directory"),
+    )
+}
+
+impl Fake {
+    fn with<T>(&self, op: &str, f: impl FnOnce(&mut World, usize) -> OpsResult<T>) -> OpsResult<T> {
+        let mut w = self.world.lock().unwrap();
+        if w.fail_once.as_deref() == Some(op) {
+            w.fail_once = None;
+            return Err(OpsError::new(ErrorKind::Other, op, "injected failure"));
+        }
+        w.replicate();
+        f(&mut w, self.side)
+    }
+}
+
+fn img<'a>(w: &'a mut World, side: usize, image: &ImageSpec, op: &str) -> OpsResult<&'a mut Img> {
+    w.sites[side]
+        .images
+        .get_mut(&image.to_string())
+        .ok_or_else(|| nf(op, &image.to_string()))
+}
+
+impl CephOps for Fake {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn fsid(&self) -> OpsResult<String> {
+        Ok(format!("fsid-{}", self.side))
+    }
+    fn pool_exists(&self, pool: &PoolSpec) -> OpsResult<bool> {
+        self.with("pool_exists", |w, s| {
+            Ok(w.sites[s].pools.contains_key(&pool.pool))
+        })
+    }
+    fn image_exists(&self, image: &ImageSpec) -> OpsResult<bool> {
+        self.with("image_exists", |w, s| {
+            Ok(w.sites[s].images.contains_key(&image.to_string()))
+        })
+    }
+    fn stat(&self, image: &ImageSpec) -> OpsResult<ImageStat> {
+        self.with("stat", |w, s| {
+            let i = img(w, s, image, "stat")?;
+            Ok(ImageStat {
+                size: i.data.len() as u64,
+                object_size: 4,
+                features: i.features,
+                id: "id".into(),
+            })
+        })
+    }
+    fn update_features(
+        &self,
+        image: &ImageSpec,
+        features: Features,
+        enable: bool,
+    ) -> OpsResult<()> {
+        self.with("update_features", |w, s| {
+            let i = img(w, s, image, "update_features")?;
+            if enable {
+                let after = i.features | features;
+                if after != after.with_dependencies() {
+                    return Err(OpsError::new(
+                        ErrorKind::InvalidArgument,
+                        "update_features",
+                        "dependency missing",
+                    ));
+                }
+                i.features = after;
+            } else {
+                i.features -= features;
+            }
+            Ok(())
+        })
+    }
+    fn snapshots(&self, image: &ImageSpec) -> OpsResult<Vec<SnapshotInfo>> {
+        self.with("snapshots", |w, s| {
+            Ok(img(w, s, image, "snapshots")?.snaps.clone())
+        })
+    }
+    fn create_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()> {
+        self.with("create_snapshot", |w, s| {
+            w.next_snap += 1;
+            let id = w.next_snap;
+            img(w, s, image, "create_snapshot")?
+                .snaps
+                .push(SnapshotInfo {
+                    id,
+                    name: name.into(),
+                    namespace: SnapshotNamespace::User,
+                    protected: false,
+                });
+            Ok(())
+        })
+    }
+    fn protect_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()> {
+        self.with("protect_snapshot", |w, s| {
+            for sn in &mut img(w, s, image, "protect")?.snaps {
+                if sn.name == name {
+                    sn.protected = true;
+                }
+            }
+            Ok(())
+        })
+    }
+    fn remove_snapshot_by_id(&self, image: &ImageSpec, id: u64) -> OpsResult<()> {
+        self.with("remove_snapshot_by_id", |w, s| {
+            img(w, s, image, "remove_snapshot")?
+                .snaps
+                .retain(|x| x.id != id);
+            Ok(())
+        })
+    }
+    fn watchers(&self, image: &ImageSpec) -> OpsResult<Vec<String>> {
+        self.with("watchers", |w, s| {
+            Ok(img(w, s, image, "watchers")?.watchers.clone())
+        })
+    }
+    fn pool_mirror_mode(&self, pool: &PoolSpec) -> OpsResult<PoolMirrorMode> {
+        self.with("pool_mirror_mode", |w, s| {
+            w.sites[s]
+                .pools
+                .get(&pool.pool)
+                .copied()
+                .ok_or_else(|| nf("pool_mirror_mode", &pool.pool))
+        })
+    }
+    fn set_pool_mirror_mode(&self, pool: &PoolSpec, mode: PoolMirrorMode) -> OpsResult<()> {
+        self.with("set_pool_mirror_mode", |w, s| {
+            w.sites[s].pools.insert(pool.pool.clone(), mode);
+            Ok(())
+        })
+    }
+    fn mirror_peers(&self, _pool: &PoolSpec) -> OpsResult<Vec<MirrorPeer>> {
+        self.with("mirror_peers", |w, s| {
+            Ok(if w.sites[s].has_peer {
+                vec![MirrorPeer {
+                    uuid: "u".into(),
+                    site_name: "other".into(),
+                    direction: "rx-only".into(),
+                }]
+            } else {
+                vec![]
+            })
+        })
+    }
+    fn mirror_daemons(&self) -> OpsResult<Vec<MirrorDaemon>> {
+        self.with("mirror_daemons", |w, s| {
+            Ok(vec![MirrorDaemon {
+                id: "b".into(),
+                healthy: w.sites[s].daemon_healthy,
+                detail: if w.sites[s].daemon_healthy {
+                    String::new()
+                } else {
+                    "not reporting".into()
+                },
+            }])
+        })
+    }
+    fn mirror_image(&self, image: &ImageSpec) -> OpsResult<MirrorImage> {
+        self.with("mirror_image", |w, s| {
+            let i = img(w, s, image, "mirror_image")?;
+            Ok(MirrorImage {
+                state: if i.mirror.is_some() {
+                    MirrorImageState::Enabled
+                } else {
+                    MirrorImageState::Disabled
+                },
+                mode: i.mirror.map(|m| m.0),
+                primary: i.mirror.is_none_or(|m| m.1),
+                global_id: "gid".into(),
+            })
+        })
+    }
+    fn enable_mirroring(&self, image: &ImageSpec, mode: MirrorImageMode) -> OpsResult<()> {
+        self.with("enable_mirroring", |w, s| {
+            w.next_snap += 1;
+            let id = w.next_snap;
+            let i = img(w, s, image, "enable_mirroring")?;
+            if mode == MirrorImageMode::Journal && !i.features.contains(Features::JOURNALING) {
+                return Err(OpsError::new(
+                    ErrorKind::InvalidArgument,
+                    "mirror_image_enable",
+                    "journaling not enabled",
+                ));
+            }
+            i.mirror = Some((mode, true));
+            if mode == MirrorImageMode::Snapshot {
+                i.snaps.push(SnapshotInfo {
+                    id,
+                    name: format!(".mirror.primary.{id}"),
+                    namespace: SnapshotNamespace::Mirror {
+                        primary: true,
+                        complete: true,
+                        primary_snap_id: 0,
+                        last_copied_object_number: 0,
+                    },
+                    protected: false,
+                });
+            }
+            Ok(())
+        })
+    }
+    fn disable_mirroring(&self, image: &ImageSpec, _force: bool) -> OpsResult<()> {
+        self.with("disable_mirroring", |w, s| {
+            img(w, s, image, "disable_mirroring")?.mirror = None;
+            w.sites[1 - s].images.remove(&image.to_string());
+            Ok(())
+        })
+    }
+    fn create_mirror_snapshot(&self, _image: &ImageSpec) -> OpsResult<u64> {
+        Err(OpsError::new(
+            ErrorKind::NotSupported,
+            "create_mirror_snapshot",
+            "not simulated",
+        ))
+    }
+    fn mirror_status(&self, image: &ImageSpec) -> OpsResult<Option<SiteStatus>> {
+        self.with("mirror_status", |w, s| {
+            Ok(w.sites[s]
+                .images
+                .get(&image.to_string())
+                .map(|_| SiteStatus {
+                    up: true,
+                    state: MirrorState::Syncing,
+                    description: "bootstrapping, IMAGE_SYNC/COPY_IMAGE 10%".into(),
+                    last_update: 0,
+                }))
+        })
+    }
+    fn journal_positions(&self, image: &ImageSpec) -> OpsResult<JournalPositions> {
+        self.with("journal_positions", |w, s| {
+            let done = !w.stuck && w.sync_polls == 0;
+            let exists = w.sites[1 - s].images.contains_key(&image.to_string());
+            img(w, s, image, "journal_positions")?;
+            let p = Some(JournalPosition {
+                object_number: 0,
+                tag_tid: 1,
+                entry_tid: 5,
+            });
+            Ok(JournalPositions {
+                master: p,
+                peers: if exists {
+                    vec![JournalPeer {
+                        id: "peer".into(),
+                        position: if done { p } else { None },
+                        syncing: Some(!done),
+                    }]
+                } else {
+                    vec![]
+                },
+            })
+        })
+    }
+    fn copy(&self, src: &ImageSpec, dst: &ImageSpec, progress: Progress<'_>) -> OpsResult<()> {
+        self.with("copy", |w, s| {
+            let mut i = img(w, s, src, "copy")?.clone();
+            i.mirror = None;
+            i.snaps.clear();
+            i.features -= Features::NON_PRIMARY;
+            if w.corrupt_next_copy {
+                w.corrupt_next_copy = false;
+                if let Some(b) = i.data.first_mut() {
+                    *b ^= 0xff;
+                }
+            }
+            let n = i.data.len() as u64;
+            progress(n / 2, n);
+            progress(n, n);
+            w.sites[s].images.insert(dst.to_string(), i);
+            Ok(())
+        })
+    }
+    fn remove_image(&self, image: &ImageSpec) -> OpsResult<()> {
+        self.with("remove_image", |w, s| {
+            w.sites[s]
+                .images
+                .remove(&image.to_string())
+                .map(|_| ())
+                .ok_or_else(|| nf("remove", &image.to_string()))
+        })
+    }
+    fn digest(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<String> {
+        self.with("digest", |w, s| {
+            let i = img(w, s, image, "digest")?;
+            progress(i.data.len() as u64, i.data.len() as u64);
+            Ok(hex::encode(Sha256::digest(&i.data)))
+        })
+    }
+}

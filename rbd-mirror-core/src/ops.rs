@@ -1,0 +1,257 @@
+//! The small surface through which orchestration sees Ceph.
+//!
+//! Plans, waits and the executor only call [`CephOps`]; the real implementation over librbd
+//! lives in [`crate::rbd`] and is tested against real clusters, while unit tests of the
+//! orchestration logic use an in-memory fake. Calls are blocking: the async executor runs them
+//! on tokio's blocking threads.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::features::{Features, MirrorImageMode};
+use crate::spec::{ImageSpec, PoolSpec};
+use crate::status::SiteStatus;
+
+/// What kind of failure a Ceph call had (from its errno).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// ENOENT
+    NotFound,
+    /// EEXIST
+    Exists,
+    /// EBUSY
+    Busy,
+    /// EPERM / EACCES
+    PermissionDenied,
+    /// EINVAL
+    InvalidArgument,
+    /// EROFS
+    ReadOnly,
+    /// EOPNOTSUPP
+    NotSupported,
+    /// ETIMEDOUT
+    TimedOut,
+    /// ECANCELED (a progress callback asked to stop)
+    Cancelled,
+    /// Anything else.
+    Other,
+}
+
+/// A failed Ceph call.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("{op} failed: {message}")]
+pub struct OpsError {
+    /// Kind, for decisions.
+    pub kind: ErrorKind,
+    /// The operation (C function or step).
+    pub op: String,
+    /// Human text (errno text plus context).
+    pub message: String,
+}
+
+impl OpsError {
+    /// Build an error.
+    pub fn new(kind: ErrorKind, op: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            op: op.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Result of a [`CephOps`] call.
+pub type OpsResult<T> = Result<T, OpsError>;
+
+/// Size and features of an image (`rbd_stat` + `rbd_get_features` + `rbd_get_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageStat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Object size in bytes.
+    pub object_size: u64,
+    /// Enabled features.
+    pub features: Features,
+    /// Image id.
+    pub id: String,
+}
+
+/// Namespace of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum SnapshotNamespace {
+    /// A user snapshot.
+    User,
+    /// A snapshot in the trash or group namespace (listed, never touched).
+    Other,
+    /// A mirror snapshot (`rbd_snap_get_mirror_namespace`).
+    Mirror {
+        /// Primary (on the primary image) or non-primary (a replica's copy of one).
+        primary: bool,
+        /// Whether the snapshot's data is complete on this side.
+        complete: bool,
+        /// For non-primary snapshots: the id of the primary snapshot it copies.
+        primary_snap_id: u64,
+        /// For non-primary snapshots being synced: objects copied so far.
+        last_copied_object_number: u64,
+    },
+}
+
+/// One snapshot of an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// Snapshot id.
+    pub id: u64,
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: SnapshotNamespace,
+    /// Protected (only meaningful for user snapshots).
+    pub protected: bool,
+}
+
+/// Mirroring mode of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMirrorMode {
+    /// Mirroring off.
+    Disabled,
+    /// Images are mirrored one by one when enabled.
+    Image,
+    /// Every journaled image is mirrored.
+    Pool,
+}
+
+/// Mirroring state of one image (`rbd_mirror_image_get_info` + `get_mode`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorImage {
+    /// Enabled, disabled or disabling.
+    pub state: MirrorImageState,
+    /// Mode, when enabled.
+    pub mode: Option<MirrorImageMode>,
+    /// Whether this side is primary.
+    pub primary: bool,
+    /// Global id shared by the primary and its replicas.
+    pub global_id: String,
+}
+
+/// `rbd_mirror_image_state_t`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MirrorImageState {
+    /// Mirroring disabled.
+    Disabled,
+    /// Mirroring enabled.
+    Enabled,
+    /// Being disabled.
+    Disabling,
+}
+
+/// A configured mirror peer of a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorPeer {
+    /// Peer uuid.
+    pub uuid: String,
+    /// Peer site name.
+    pub site_name: String,
+    /// `rx-only`, `tx-only` or `rx-tx`.
+    pub direction: String,
+}
+
+/// One rbd-mirror daemon from the cluster's service map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorDaemon {
+    /// Daemon id (e.g. `rbd-mirror.b` or `b`).
+    pub id: String,
+    /// Whether the daemon reports healthy (no callouts, recently seen).
+    pub healthy: bool,
+    /// Why not, when unhealthy.
+    pub detail: String,
+}
+
+/// Journal commit positions of the primary's journal: the master and each mirror peer client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalPositions {
+    /// The master (the image itself) commit position, `None` before anything was written.
+    pub master: Option<JournalPosition>,
+    /// Registered mirror peer clients.
+    pub peers: Vec<JournalPeer>,
+}
+
+/// A mirror peer client registered in a primary image's journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalPeer {
+    /// Client id (the peer's mirror uuid).
+    pub id: String,
+    /// Its commit position, `None` before it committed anything.
+    pub position: Option<JournalPosition>,
+    /// Whether the peer is still in its initial image sync (`None` when unknown).
+    pub syncing: Option<bool>,
+}
+
+/// A position in a journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalPosition {
+    /// Object number.
+    pub object_number: u64,
+    /// Tag tid.
+    pub tag_tid: u64,
+    /// Entry tid.
+    pub entry_tid: u64,
+}
+
+/// Progress callback of long calls: `(done, total) -> keep going?`.
+pub type Progress<'a> = &'a mut (dyn FnMut(u64, u64) -> bool + Send);
+
+/// The Ceph calls orchestration needs, on one cluster.
+pub trait CephOps: Send + Sync {
+    /// Cluster name for messages.
+    fn name(&self) -> &str;
+    /// Cluster fsid.
+    fn fsid(&self) -> OpsResult<String>;
+    /// Does the pool exist?
+    fn pool_exists(&self, pool: &PoolSpec) -> OpsResult<bool>;
+    /// Does the image exist? (`Ok(false)` only for ENOENT)
+    fn image_exists(&self, image: &ImageSpec) -> OpsResult<bool>;
+    /// Size, object size, features, id.
+    fn stat(&self, image: &ImageSpec) -> OpsResult<ImageStat>;
+    /// Enable or disable one or more features (`rbd_update_features`).
+    fn update_features(&self, image: &ImageSpec, features: Features, enable: bool)
+        -> OpsResult<()>;
+    /// All snapshots, with namespaces (`rbd_snap_list2`).
+    fn snapshots(&self, image: &ImageSpec) -> OpsResult<Vec<SnapshotInfo>>;
+    /// Create a user snapshot.
+    fn create_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()>;
+    /// Protect a user snapshot (no-op when already protected).
+    fn protect_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()>;
+    /// Remove a snapshot by id (any namespace).
+    fn remove_snapshot_by_id(&self, image: &ImageSpec, id: u64) -> OpsResult<()>;
+    /// Clients watching the image (addresses).
+    fn watchers(&self, image: &ImageSpec) -> OpsResult<Vec<String>>;
+    /// Pool mirror mode.
+    fn pool_mirror_mode(&self, pool: &PoolSpec) -> OpsResult<PoolMirrorMode>;
+    /// Set the pool mirror mode.
+    fn set_pool_mirror_mode(&self, pool: &PoolSpec, mode: PoolMirrorMode) -> OpsResult<()>;
+    /// Mirror peers of the pool.
+    fn mirror_peers(&self, pool: &PoolSpec) -> OpsResult<Vec<MirrorPeer>>;
+    /// rbd-mirror daemons in this cluster's service map.
+    fn mirror_daemons(&self) -> OpsResult<Vec<MirrorDaemon>>;
+    /// Mirroring state of the image.
+    fn mirror_image(&self, image: &ImageSpec) -> OpsResult<MirrorImage>;
+    /// Enable mirroring of the image in a mode.
+    fn enable_mirroring(&self, image: &ImageSpec, mode: MirrorImageMode) -> OpsResult<()>;
+    /// Disable mirroring of the image (on a primary this deletes the peers' replicas).
+    fn disable_mirroring(&self, image: &ImageSpec, force: bool) -> OpsResult<()>;
+    /// Create a mirror snapshot; returns its id.
+    fn create_mirror_snapshot(&self, image: &ImageSpec) -> OpsResult<u64>;
+    /// The status the local rbd-mirror daemon reports for the image (`None` when none yet).
+    fn mirror_status(&self, image: &ImageSpec) -> OpsResult<Option<SiteStatus>>;
+    /// Journal commit positions of a journaled image.
+    fn journal_positions(&self, image: &ImageSpec) -> OpsResult<JournalPositions>;
+    /// Copy an image within this cluster (`rbd_copy_with_progress`), creating `dst`.
+    fn copy(&self, src: &ImageSpec, dst: &ImageSpec, progress: Progress<'_>) -> OpsResult<()>;
+    /// Remove an image.
+    fn remove_image(&self, image: &ImageSpec) -> OpsResult<()>;
+    /// SHA-256 (hex) of the image's whole content, holes read as zeros.
+    fn digest(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<String>;
+}

@@ -1,0 +1,446 @@
+//! A migration as data: the request ([`VolumeMigration`]), what preflight learned about the
+//! source ([`SourceFacts`]) and the ordered, typed [`Step`]s. The same plan is executed,
+//! printed as a dry run and recorded in the state file, so a re-run resumes exactly it.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::features::{plan_enable, plan_restore, FeatureChange, Features, MirrorImageMode};
+use crate::ops::PoolMirrorMode;
+use crate::spec::{ClusterSpec, ImageSpec, PoolSpec};
+
+/// Version of the plan/state format.
+pub const PLAN_VERSION: u32 = 1;
+
+/// What the caller asks for: move one image from one cluster to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMigration {
+    /// Source cluster.
+    pub source: ClusterSpec,
+    /// Destination cluster.
+    pub destination: ClusterSpec,
+    /// Source image (its pool must be mirrored to the same pool name on the destination).
+    pub image: ImageSpec,
+    /// Destination pool to copy the replica into (e.g. the destination Cinder pool).
+    pub into: PoolSpec,
+    /// Name of the copy in `into` (default: the source image name).
+    pub dest_name: String,
+    /// Mirroring mode.
+    pub mode: MirrorImageMode,
+    /// Also disable object-map, fast-diff and deep-flatten (the runbook's way; never default).
+    pub disable_map_features: bool,
+    /// Accept an image in use (watchers present).
+    pub allow_live: bool,
+    /// Enable image-mode mirroring on the pools when it is off.
+    pub enable_pool_mirroring: bool,
+}
+
+impl VolumeMigration {
+    /// A migration with defaults: journal mode, same image name, cold.
+    pub fn new(
+        source: ClusterSpec,
+        destination: ClusterSpec,
+        image: ImageSpec,
+        into: PoolSpec,
+    ) -> Self {
+        let dest_name = image.image.clone();
+        Self {
+            source,
+            destination,
+            image,
+            into,
+            dest_name,
+            mode: MirrorImageMode::Journal,
+            disable_map_features: false,
+            allow_live: false,
+            enable_pool_mirroring: false,
+        }
+    }
+
+    /// A stable id naming this migration (state file name, locks, `resume ID`).
+    pub fn id(&self) -> String {
+        let raw = format!(
+            "{}_{}_to_{}_{}",
+            self.source.name,
+            self.image,
+            self.destination.name,
+            self.copy_target()
+        );
+        raw.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    }
+
+    /// Where rbd-mirror puts the replica: the same pool and name on the destination.
+    pub fn replica(&self) -> ImageSpec {
+        self.image.clone()
+    }
+
+    /// The destination copy.
+    pub fn copy_target(&self) -> ImageSpec {
+        ImageSpec {
+            pool: self.into.clone(),
+            image: self.dest_name.clone(),
+        }
+    }
+}
+
+/// What preflight read from the source before anything changed: what cleanup restores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceFacts {
+    /// Features before the migration.
+    pub features: Features,
+    /// Size in bytes.
+    pub size: u64,
+    /// Object size in bytes.
+    pub object_size: u64,
+    /// Image id.
+    pub image_id: String,
+    /// User snapshots (names).
+    pub snapshots: Vec<String>,
+    /// Mirror snapshot ids that existed before (never removed by cleanup).
+    pub mirror_snapshots_before: Vec<u64>,
+    /// Source pool mirror mode before the migration.
+    pub source_pool_mode: PoolMirrorMode,
+    /// Destination pool mirror mode before the migration.
+    pub destination_pool_mode: PoolMirrorMode,
+    /// Mirroring was already enabled on the image before (then cleanup leaves it on).
+    pub mirroring_was_enabled: bool,
+    /// Clients watching the image at preflight.
+    pub watchers: Vec<String>,
+}
+
+impl SourceFacts {
+    /// Number of objects of the image.
+    pub fn objects(&self) -> u64 {
+        if self.object_size == 0 {
+            0
+        } else {
+            self.size.div_ceil(self.object_size)
+        }
+    }
+}
+
+/// Who runs a step when roles are split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Ceph admin of the source cluster.
+    SourceCephAdmin,
+    /// Ceph admin of the destination cluster.
+    DestinationCephAdmin,
+    /// OpenStack tenant admin of the destination cloud.
+    TenantAdmin,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::SourceCephAdmin => "Ceph source admin",
+            Role::DestinationCephAdmin => "Ceph destination admin",
+            Role::TenantAdmin => "OpenStack tenant admin",
+        })
+    }
+}
+
+/// One typed step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "step")]
+pub enum Step {
+    /// Read-only checks; nothing changes.
+    Preflight,
+    /// Set image-mode mirroring on the source and destination pools.
+    EnablePoolMirroring,
+    /// Change the source image's features so it can be mirrored.
+    EnableFeatures {
+        /// The change.
+        change: FeatureChange,
+    },
+    /// Enable mirroring of the source image.
+    EnableMirroring {
+        /// Mode.
+        mode: MirrorImageMode,
+    },
+    /// Wait until the replica on the destination is complete.
+    WaitForReplica,
+    /// Copy the replica into the destination pool.
+    CopyReplica,
+    /// Make the copy's features the source's original ones (the replica carries journaling).
+    SetCopyFeatures {
+        /// Features the copy should end with.
+        features: Features,
+    },
+    /// Compare the content of the source and the copy.
+    Verify,
+    /// Disable mirroring of the source image (deletes the replica, not the copy).
+    DisableMirroring,
+    /// Put the source's features back.
+    RestoreFeatures {
+        /// The change.
+        change: FeatureChange,
+        /// Features that cannot come back (deep-flatten once disabled).
+        lost: Features,
+    },
+}
+
+impl Step {
+    /// Short kind name (`wait_for_replica`), also used in events and JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Preflight => "preflight",
+            Step::EnablePoolMirroring => "enable_pool_mirroring",
+            Step::EnableFeatures { .. } => "enable_features",
+            Step::EnableMirroring { .. } => "enable_mirroring",
+            Step::WaitForReplica => "wait_for_replica",
+            Step::CopyReplica => "copy_replica",
+            Step::SetCopyFeatures { .. } => "set_copy_features",
+            Step::Verify => "verify",
+            Step::DisableMirroring => "disable_mirroring",
+            Step::RestoreFeatures { .. } => "restore_features",
+        }
+    }
+
+    /// Who runs it when roles are split.
+    pub fn role(&self) -> Role {
+        match self {
+            Step::Preflight
+            | Step::EnablePoolMirroring
+            | Step::EnableFeatures { .. }
+            | Step::EnableMirroring { .. }
+            | Step::DisableMirroring
+            | Step::RestoreFeatures { .. } => Role::SourceCephAdmin,
+            Step::WaitForReplica
+            | Step::CopyReplica
+            | Step::SetCopyFeatures { .. }
+            | Step::Verify => Role::DestinationCephAdmin,
+        }
+    }
+
+    /// What the step does, for a dry run.
+    pub fn describe(&self, m: &VolumeMigration) -> String {
+        let (src, dst) = (&m.source.name, &m.destination.name);
+        match self {
+            Step::Preflight => format!(
+                "check {src}:{} and {dst}:{} (read only)",
+                m.image,
+                m.copy_target()
+            ),
+            Step::EnablePoolMirroring => format!(
+                "enable image-mode mirroring on pool {} on {src} and {dst}",
+                m.image.pool
+            ),
+            Step::EnableFeatures { change } => {
+                format!("{change} on {src}:{}", m.image)
+            }
+            Step::EnableMirroring { mode } => {
+                format!("enable {mode}-mode mirroring of {src}:{}", m.image)
+            }
+            Step::WaitForReplica => format!(
+                "wait until the replica {dst}:{} is complete (exact signal, with progress)",
+                m.replica()
+            ),
+            Step::CopyReplica => format!("copy {dst}:{} to {dst}:{}", m.replica(), m.copy_target()),
+            Step::SetCopyFeatures { features } => {
+                format!(
+                    "set the features of {dst}:{} to {features}",
+                    m.copy_target()
+                )
+            }
+            Step::Verify => format!(
+                "verify that {dst}:{} has the same content as {src}:{} (sha256 of both)",
+                m.copy_target(),
+                m.image
+            ),
+            Step::DisableMirroring => format!(
+                "disable mirroring of {src}:{} (removes the replica on {dst}, keeps the copy)",
+                m.image
+            ),
+            Step::RestoreFeatures { change, lost } => {
+                let mut s = format!("{change} on {src}:{} (back to the original)", m.image);
+                if !lost.is_empty() {
+                    s.push_str(&format!("; {lost} cannot be restored"));
+                }
+                s
+            }
+        }
+    }
+}
+
+/// A whole migration plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Format version.
+    pub version: u32,
+    /// Stable id.
+    pub id: String,
+    /// The request.
+    pub migration: VolumeMigration,
+    /// What the source looked like before.
+    pub facts: SourceFacts,
+    /// Ordered steps.
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    /// Build the plan of a volume migration from the request and the source's facts.
+    pub fn volume(migration: VolumeMigration, facts: SourceFacts) -> Self {
+        let mut steps = vec![Step::Preflight];
+        let pools_off = facts.source_pool_mode == PoolMirrorMode::Disabled
+            || facts.destination_pool_mode == PoolMirrorMode::Disabled;
+        if migration.enable_pool_mirroring && pools_off {
+            steps.push(Step::EnablePoolMirroring);
+        }
+        let change = if facts.mirroring_was_enabled {
+            FeatureChange::default()
+        } else {
+            plan_enable(
+                facts.features,
+                migration.mode,
+                migration.disable_map_features,
+            )
+        };
+        let during = change.apply(facts.features);
+        if !change.is_empty() {
+            steps.push(Step::EnableFeatures { change });
+        }
+        steps.push(Step::EnableMirroring {
+            mode: migration.mode,
+        });
+        steps.push(Step::WaitForReplica);
+        steps.push(Step::CopyReplica);
+        let (restore, lost) = plan_restore(during, facts.features);
+        steps.push(Step::SetCopyFeatures {
+            features: facts.features - lost,
+        });
+        steps.push(Step::Verify);
+        if !facts.mirroring_was_enabled {
+            steps.push(Step::DisableMirroring);
+            if !restore.is_empty() {
+                steps.push(Step::RestoreFeatures {
+                    change: restore,
+                    lost,
+                });
+            }
+        }
+        Self {
+            version: PLAN_VERSION,
+            id: migration.id(),
+            migration,
+            facts,
+            steps,
+        }
+    }
+
+    /// The dry-run text: one numbered line per step, with the role that runs it.
+    pub fn render(&self) -> String {
+        let m = &self.migration;
+        let mut out = format!(
+            "plan {}: {}:{} -> {}:{} ({} mode)\n",
+            self.id,
+            m.source.name,
+            m.image,
+            m.destination.name,
+            m.copy_target(),
+            m.mode
+        );
+        out.push_str(&format!(
+            "source: {} bytes, features {}, {} user snapshot(s)\n",
+            self.facts.size,
+            self.facts.features,
+            self.facts.snapshots.len()
+        ));
+        for (i, s) in self.steps.iter().enumerate() {
+            out.push_str(&format!("{:>2}. [{}] {}\n", i + 1, s.role(), s.describe(m)));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn facts(features: Features) -> SourceFacts {
+        SourceFacts {
+            features,
+            size: 10 << 20,
+            object_size: 4 << 20,
+            image_id: "abc".into(),
+            snapshots: vec![],
+            mirror_snapshots_before: vec![],
+            source_pool_mode: PoolMirrorMode::Image,
+            destination_pool_mode: PoolMirrorMode::Image,
+            mirroring_was_enabled: false,
+            watchers: vec![],
+        }
+    }
+
+    fn migration() -> VolumeMigration {
+        VolumeMigration::new(
+            ClusterSpec::named("site-a").unwrap(),
+            ClusterSpec::named("site-b").unwrap(),
+            "volumes/vol1".parse().unwrap(),
+            PoolSpec::new("cinder").unwrap(),
+        )
+    }
+
+    #[test]
+    fn journal_plan_has_all_steps_in_order() {
+        let f = Features::LAYERING | Features::EXCLUSIVE_LOCK | Features::OBJECT_MAP;
+        let p = Plan::volume(migration(), facts(f));
+        let kinds: Vec<_> = p.steps.iter().map(Step::kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                "preflight",
+                "enable_features",
+                "enable_mirroring",
+                "wait_for_replica",
+                "copy_replica",
+                "set_copy_features",
+                "verify",
+                "disable_mirroring",
+                "restore_features"
+            ]
+        );
+        assert_eq!(p.facts.objects(), 3);
+        assert!(p
+            .render()
+            .contains("enable journaling on site-a:volumes/vol1"));
+        assert_eq!(p.id, "site-a_volumes_vol1_to_site-b_cinder_vol1");
+    }
+
+    #[test]
+    fn snapshot_plan_changes_no_features() {
+        let mut m = migration();
+        m.mode = MirrorImageMode::Snapshot;
+        let p = Plan::volume(m, facts(Features::LAYERING));
+        assert!(!p.steps.iter().any(|s| matches!(
+            s,
+            Step::EnableFeatures { .. } | Step::RestoreFeatures { .. }
+        )));
+    }
+
+    #[test]
+    fn plan_round_trips_through_json() {
+        let p = Plan::volume(migration(), facts(Features::LAYERING));
+        let j = serde_json::to_string_pretty(&p).unwrap();
+        let back: Plan = serde_json::from_str(&j).unwrap();
+        assert_eq!(p, back);
+    }
+
+    #[test]
+    fn already_mirrored_image_is_left_mirrored() {
+        let mut f = facts(Features::LAYERING | Features::EXCLUSIVE_LOCK | Features::JOURNALING);
+        f.mirroring_was_enabled = true;
+        let p = Plan::volume(migration(), f);
+        assert!(!p.steps.contains(&Step::DisableMirroring));
+    }
+}

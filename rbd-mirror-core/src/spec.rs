@@ -1,0 +1,251 @@
+//! Typed, validated names of the things a migration touches: which cluster, which pool, which
+//! image. Everything the CLI or a caller passes in is parsed here once, so the rest of the
+//! library never handles a raw, unchecked string.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::SpecError;
+
+/// How to reach one Ceph cluster: its name (conf `/etc/ceph/NAME.conf` like `rbd --cluster`),
+/// or an explicit conf file, and the cephx client id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    /// Cluster name, as `rbd --cluster NAME` takes it.
+    pub name: String,
+    /// Path of the cluster's conf file.
+    pub conf: PathBuf,
+    /// cephx client id without the `client.` prefix (`admin` by default).
+    pub client_id: String,
+}
+
+impl ClusterSpec {
+    /// A cluster known by name: conf `/etc/ceph/NAME.conf`, client `admin`.
+    pub fn named(name: &str) -> Result<Self, SpecError> {
+        validate_name("cluster name", name)?;
+        Ok(Self {
+            name: name.to_string(),
+            conf: PathBuf::from(format!("/etc/ceph/{name}.conf")),
+            client_id: "admin".to_string(),
+        })
+    }
+
+    /// A cluster given by an explicit conf file; the name is kept for messages.
+    pub fn with_conf(name: &str, conf: impl Into<PathBuf>) -> Result<Self, SpecError> {
+        let mut spec = Self::named(name)?;
+        spec.conf = conf.into();
+        Ok(spec)
+    }
+
+    /// Use another cephx client id (`client.ID`).
+    pub fn client(mut self, id: &str) -> Result<Self, SpecError> {
+        let id = id.strip_prefix("client.").unwrap_or(id);
+        validate_name("client id", id)?;
+        self.client_id = id.to_string();
+        Ok(self)
+    }
+}
+
+impl fmt::Display for ClusterSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// A pool, optionally with an RBD namespace: `pool` or `pool/namespace`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PoolSpec {
+    /// Pool name.
+    pub pool: String,
+    /// RBD namespace inside the pool; empty for the default namespace.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+}
+
+impl PoolSpec {
+    /// A pool in the default namespace.
+    pub fn new(pool: &str) -> Result<Self, SpecError> {
+        validate_name("pool name", pool)?;
+        Ok(Self {
+            pool: pool.to_string(),
+            namespace: String::new(),
+        })
+    }
+}
+
+impl fmt::Display for PoolSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            f.write_str(&self.pool)
+        } else {
+            write!(f, "{}/{}", self.pool, self.namespace)
+        }
+    }
+}
+
+impl FromStr for PoolSpec {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            [pool] => Self::new(pool),
+            [pool, ns] => {
+                let mut spec = Self::new(pool)?;
+                validate_name("namespace", ns)?;
+                spec.namespace = (*ns).to_string();
+                Ok(spec)
+            }
+            _ => Err(SpecError::new("pool", s, "expected POOL or POOL/NAMESPACE")),
+        }
+    }
+}
+
+/// An RBD image: `pool[/namespace]/image`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ImageSpec {
+    /// Pool (and namespace) holding the image.
+    #[serde(flatten)]
+    pub pool: PoolSpec,
+    /// Image name.
+    pub image: String,
+}
+
+impl ImageSpec {
+    /// An image in a pool's default namespace.
+    pub fn new(pool: &str, image: &str) -> Result<Self, SpecError> {
+        validate_image_name(image)?;
+        Ok(Self {
+            pool: PoolSpec::new(pool)?,
+            image: image.to_string(),
+        })
+    }
+
+    /// The same image name in another pool (namespace kept empty).
+    pub fn in_pool(&self, pool: &PoolSpec) -> Self {
+        Self {
+            pool: pool.clone(),
+            image: self.image.clone(),
+        }
+    }
+
+    /// The same pool with another image name.
+    pub fn renamed(&self, image: &str) -> Result<Self, SpecError> {
+        validate_image_name(image)?;
+        Ok(Self {
+            pool: self.pool.clone(),
+            image: image.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for ImageSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.pool, self.image)
+    }
+}
+
+impl FromStr for ImageSpec {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        let (pool, image) = s.rsplit_once('/').ok_or_else(|| {
+            SpecError::new(
+                "image",
+                s,
+                "expected POOL/IMAGE or POOL/NAMESPACE/IMAGE (e.g. volumes/volume-1234)",
+            )
+        })?;
+        if image.contains('@') {
+            return Err(SpecError::new(
+                "image",
+                s,
+                "give the image itself, not a snapshot (drop the @SNAP part)",
+            ));
+        }
+        validate_image_name(image).map_err(|e| SpecError::new("image", s, &e.reason))?;
+        let pool: PoolSpec = pool
+            .parse()
+            .map_err(|e: SpecError| SpecError::new("image", s, &e.reason))?;
+        Ok(Self {
+            pool,
+            image: image.to_string(),
+        })
+    }
+}
+
+fn validate_name(what: &'static str, value: &str) -> Result<(), SpecError> {
+    if value.is_empty() {
+        return Err(SpecError::new(what, value, "must not be empty"));
+    }
+    if value.len() > 255 {
+        return Err(SpecError::new(what, value, "is longer than 255 characters"));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace() || *c == '/' || *c == '@')
+    {
+        return Err(SpecError::new(
+            what,
+            value,
+            &format!("contains {c:?}; use letters, digits, '.', '_' and '-'"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_image_name(value: &str) -> Result<(), SpecError> {
+    validate_name("image name", value)?;
+    if value.starts_with('.') {
+        return Err(SpecError::new(
+            "image name",
+            value,
+            "names starting with '.' are reserved by Ceph",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_spec_parses_pool_and_namespace() {
+        let s: ImageSpec = "volumes/volume-1".parse().unwrap();
+        assert_eq!(s.pool.pool, "volumes");
+        assert_eq!(s.pool.namespace, "");
+        assert_eq!(s.image, "volume-1");
+        assert_eq!(s.to_string(), "volumes/volume-1");
+        let s: ImageSpec = "volumes/tenant/img".parse().unwrap();
+        assert_eq!(s.pool.namespace, "tenant");
+        assert_eq!(s.to_string(), "volumes/tenant/img");
+    }
+
+    #[test]
+    fn image_spec_rejects_bad_input_with_a_reason() {
+        for bad in [
+            "img",
+            "/img",
+            "vol/",
+            "a/b/c/d",
+            "vol/img@snap",
+            "vol/ img",
+            "vol/.x",
+        ] {
+            let e = bad.parse::<ImageSpec>().unwrap_err();
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn cluster_spec_defaults_like_rbd_cluster() {
+        let c = ClusterSpec::named("site-a").unwrap();
+        assert_eq!(c.conf, PathBuf::from("/etc/ceph/site-a.conf"));
+        assert_eq!(c.client_id, "admin");
+        let c = c.client("client.mirror").unwrap();
+        assert_eq!(c.client_id, "mirror");
+        assert!(ClusterSpec::named("a b").is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! The state file of a migration: the plan plus how far it got. Written atomically (temp file,
+//! fsync, rename) after every step so a re-run resumes where the last one stopped, and guarded
+//! by a lock file so two runs never work on one migration at once.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use fs2::FileExt;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+
+/// How far a migration got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// The plan being executed.
+    pub plan: Plan,
+    /// Index of the next step to run (`steps.len()` when finished).
+    pub next_step: usize,
+    /// The copy step created the destination image (so a leftover partial copy is ours).
+    pub copy_started: bool,
+    /// Digest of the source as verified.
+    pub source_digest: Option<String>,
+    /// Digest of the copy as verified.
+    pub copy_digest: Option<String>,
+    /// Seconds each finished step took.
+    pub step_seconds: Vec<f64>,
+    /// Outcome: `running`, `finished`, `failed: ...`.
+    pub outcome: String,
+}
+
+impl RunState {
+    /// A fresh state for a plan.
+    pub fn new(plan: Plan) -> Self {
+        Self {
+            plan,
+            next_step: 0,
+            copy_started: false,
+            source_digest: None,
+            copy_digest: None,
+            step_seconds: Vec::new(),
+            outcome: "running".into(),
+        }
+    }
+
+    /// Whether every step ran.
+    pub fn finished(&self) -> bool {
+        self.next_step >= self.plan.steps.len()
+    }
+
+    /// Whether the copy was verified equal to the source.
+    pub fn verified(&self) -> bool {
+        self.source_digest.is_some() && self.source_digest == self.copy_digest
+    }
+}
+
+/// A state file on disk with its lock held for as long as this value lives.
+pub struct StateFile {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl StateFile {
+    /// The default directory: `$RBD_RELAY_STATE_DIR`, else `$XDG_STATE_HOME/rbd-relay`, else
+    /// `~/.local/state/rbd-relay`, else `/var/lib/rbd-relay`.
+    pub fn default_dir() -> PathBuf {
+        if let Some(d) = std::env::var_os("RBD_RELAY_STATE_DIR") {
+            return PathBuf::from(d);
+        }
+        if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
+            return PathBuf::from(d).join("rbd-relay");
+        }
+        if let Some(h) = std::env::var_os("HOME") {
+            return PathBuf::from(h).join(".local/state/rbd-relay");
+        }
+        PathBuf::from("/var/lib/rbd-relay")
+    }
+
+    /// Path of the state file of migration `id` in `dir`.
+    pub fn path_for(dir: &Path, id: &str) -> PathBuf {
+        dir.join(format!("{id}.json"))
+    }
+
+    /// Take the lock of migration `id` in `dir` (creating the directory). Fails with
+    /// [`Error::Locked`] when another run holds it.
+    pub fn lock(dir: &Path, id: &str, image: &str) -> Result<Self> {
+        let err = |reason: String| Error::State {
+            path: dir.to_path_buf(),
+            reason,
+        };
+        fs::create_dir_all(dir).map_err(|e| err(format!("cannot create directory: {e}")))?;
+        let lock_path = dir.join(format!("{id}.lock"));
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| err(format!("cannot open lock file: {e}")))?;
+        if lock.try_lock_exclusive().is_err() {
+            return Err(Error::Locked {
+                image: image.to_string(),
+                path: lock_path,
+            });
+        }
+        Ok(Self {
+            path: Self::path_for(dir, id),
+            _lock: lock,
+        })
+    }
+
+    /// Path of the state file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Load the recorded state, `None` when there is none.
+    pub fn load(&self) -> Result<Option<RunState>> {
+        load(&self.path)
+    }
+
+    /// Write the state atomically.
+    pub fn save(&self, state: &RunState) -> Result<()> {
+        let err = |reason: String| Error::State {
+            path: self.path.clone(),
+            reason,
+        };
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)
+            .map_err(|e| err(format!("cannot create temp file: {e}")))?;
+        let json = serde_json::to_vec_pretty(state).map_err(|e| err(e.to_string()))?;
+        tmp.write_all(&json)
+            .and_then(|_| tmp.as_file().sync_all())
+            .map_err(|e| err(format!("cannot write: {e}")))?;
+        tmp.persist(&self.path)
+            .map_err(|e| err(format!("cannot rename into place: {e}")))?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// Read a state file without locking (for `list`/`status`).
+pub fn load(path: &Path) -> Result<Option<RunState>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::State {
+                path: path.to_path_buf(),
+                reason: format!("unreadable ({e}); move it away to start over"),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::State {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// All recorded migrations in a directory.
+pub fn list(dir: &Path) -> Result<Vec<(PathBuf, RunState)>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => {
+            return Err(Error::State {
+                path: dir.to_path_buf(),
+                reason: e.to_string(),
+            })
+        }
+    };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        if p.extension().is_some_and(|e| e == "json") {
+            if let Some(s) = load(&p)? {
+                out.push((p, s));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}

@@ -1,0 +1,441 @@
+//! Knowing when the replica is complete, and waiting for it with progress, stall detection
+//! and a clear error when the rbd-mirror daemon is down.
+//!
+//! Completion is decided from exact signals, never from `rbd mirror image status` alone
+//! (which lags by 10-22 s):
+//! - snapshot mode: the replica has a *complete* non-primary mirror snapshot whose
+//!   `primary_snap_id` is the source's newest primary mirror snapshot;
+//! - journal mode: the peer's initial image sync is over and its commit position in the
+//!   source journal equals the master commit position.
+//!
+//! The status is still read for progress and health.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::event::{Event, EventSink, ProgressInfo};
+use crate::features::MirrorImageMode;
+use crate::ops::{CephOps, JournalPositions, OpsError, SnapshotInfo, SnapshotNamespace};
+use crate::spec::ImageSpec;
+use crate::status::{Health, SyncProgress};
+
+/// Whether the replica is complete, and if not, why and how far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Completion {
+    /// The replica holds everything the source has.
+    Complete,
+    /// Not yet.
+    Pending {
+        /// What is awaited.
+        reason: String,
+        /// Exact progress when known (0..=100).
+        percent: Option<f64>,
+    },
+}
+
+/// The id of the source's newest complete primary mirror snapshot.
+pub fn newest_primary_mirror_snapshot(source: &[SnapshotInfo]) -> Option<u64> {
+    source
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.namespace,
+                SnapshotNamespace::Mirror {
+                    primary: true,
+                    complete: true,
+                    ..
+                }
+            )
+        })
+        .map(|s| s.id)
+        .max()
+}
+
+/// Snapshot mode completion: compare the source's and the replica's mirror snapshots.
+/// `objects` is the number of objects of the image, for percent.
+pub fn snapshot_completion(
+    source: &[SnapshotInfo],
+    replica: &[SnapshotInfo],
+    objects: u64,
+) -> Completion {
+    let Some(want) = newest_primary_mirror_snapshot(source) else {
+        return Completion::Pending {
+            reason: "the source has no complete primary mirror snapshot yet".into(),
+            percent: None,
+        };
+    };
+    let mut percent = None;
+    for s in replica {
+        if let SnapshotNamespace::Mirror {
+            primary: false,
+            complete,
+            primary_snap_id,
+            last_copied_object_number,
+        } = s.namespace
+        {
+            if primary_snap_id == want {
+                if complete {
+                    return Completion::Complete;
+                }
+                if objects > 0 {
+                    percent =
+                        Some((100.0 * last_copied_object_number as f64 / objects as f64).min(99.9));
+                }
+            }
+        }
+    }
+    Completion::Pending {
+        reason: format!("the replica has not completed mirror snapshot {want} yet"),
+        percent,
+    }
+}
+
+/// Journal mode completion from the source journal's commit positions.
+pub fn journal_completion(p: &JournalPositions) -> Completion {
+    if p.peers.is_empty() {
+        return Completion::Pending {
+            reason: "no rbd-mirror peer has registered with the source journal yet".into(),
+            percent: None,
+        };
+    }
+    if let Some(peer) = p.peers.iter().find(|c| c.syncing != Some(false)) {
+        return Completion::Pending {
+            reason: format!("peer {} is still in its initial image sync", peer.id),
+            percent: None,
+        };
+    }
+    match p.peers.iter().find(|c| c.position != p.master) {
+        Some(peer) => Completion::Pending {
+            reason: format!(
+                "peer {} has not replayed up to the master position yet",
+                peer.id
+            ),
+            percent: None,
+        },
+        None => Completion::Complete,
+    }
+}
+
+/// Why waiting for the replica failed.
+#[derive(Debug, Error)]
+pub enum WaitError {
+    /// No progress for too long.
+    #[error("replication of {image} made no progress for {seconds} s (last: {last}); check the rbd-mirror daemon log on {cluster}, then re-run to continue")]
+    Stalled {
+        /// Source image.
+        image: String,
+        /// Destination cluster.
+        cluster: String,
+        /// Stall limit.
+        seconds: u64,
+        /// Last observed state.
+        last: String,
+    },
+    /// No healthy rbd-mirror daemon.
+    #[error("no healthy rbd-mirror daemon on {cluster}: {detail}; start it (e.g. systemctl start ceph-rbd-mirror@ID) and re-run to continue")]
+    DaemonDown {
+        /// Destination cluster.
+        cluster: String,
+        /// What the service map says.
+        detail: String,
+    },
+    /// rbd-mirror reports an error for the image.
+    #[error("rbd-mirror on {cluster} reports an error for {image}: {description}")]
+    ReplicaError {
+        /// Destination cluster.
+        cluster: String,
+        /// Image.
+        image: String,
+        /// Its description.
+        description: String,
+    },
+    /// Overall deadline passed.
+    #[error("replica of {image} not complete after {seconds} s ({last}); re-run to keep waiting")]
+    Timeout {
+        /// Image.
+        image: String,
+        /// Deadline.
+        seconds: u64,
+        /// Last observed state.
+        last: String,
+    },
+    /// A Ceph call failed.
+    #[error("while waiting for the replica of {image}: {source}")]
+    Ops {
+        /// Image.
+        image: String,
+        /// Failure.
+        #[source]
+        source: OpsError,
+    },
+}
+
+/// Knobs of the wait.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WaitOptions {
+    /// Poll interval of the exact signal.
+    pub poll: Duration,
+    /// No progress for this long is a stall.
+    pub stall_after: Duration,
+    /// Give up after this long in total.
+    pub deadline: Duration,
+    /// How often to check rbd-mirror daemon health and read the status.
+    pub health_every: Duration,
+}
+
+impl Default for WaitOptions {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_millis(250),
+            stall_after: Duration::from_secs(300),
+            deadline: Duration::from_secs(24 * 3600),
+            health_every: Duration::from_secs(5),
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    image: &ImageSpec,
+    f: impl FnOnce() -> Result<T, OpsError> + Send + 'static,
+) -> Result<T, WaitError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| WaitError::Ops {
+            image: image.to_string(),
+            source: OpsError::new(crate::ops::ErrorKind::Other, "blocking task", e.to_string()),
+        })?
+        .map_err(|source| WaitError::Ops {
+            image: image.to_string(),
+            source,
+        })
+}
+
+/// Wait until the replica of `image` (named `replica` on `dst`) is complete.
+pub async fn wait_for_replica(
+    src: Arc<dyn CephOps>,
+    dst: Arc<dyn CephOps>,
+    image: &ImageSpec,
+    replica: &ImageSpec,
+    mode: MirrorImageMode,
+    objects: u64,
+    opts: &WaitOptions,
+    events: &dyn EventSink,
+) -> Result<(), WaitError> {
+    let start = Instant::now();
+    let mut last_change = Instant::now();
+    let mut last_signature = String::new();
+    let mut last_health = Instant::now() - opts.health_every;
+    let mut status_note = String::new();
+    loop {
+        // exact signal
+        let completion = {
+            let (s, d, i, r) = (src.clone(), dst.clone(), image.clone(), replica.clone());
+            blocking(image, move || -> Result<Completion, OpsError> {
+                match mode {
+                    MirrorImageMode::Snapshot => {
+                        if !d.image_exists(&r)? {
+                            return Ok(Completion::Pending {
+                                reason: "rbd-mirror has not created the replica yet".into(),
+                                percent: None,
+                            });
+                        }
+                        let ss = s.snapshots(&i)?;
+                        let rs = d.snapshots(&r)?;
+                        Ok(snapshot_completion(&ss, &rs, objects))
+                    }
+                    MirrorImageMode::Journal => Ok(journal_completion(&s.journal_positions(&i)?)),
+                }
+            })
+            .await?
+        };
+        let (reason, percent) = match completion {
+            Completion::Complete => {
+                events.emit(Event::Progress(ProgressInfo {
+                    phase: "sync".into(),
+                    percent: Some(100.0),
+                    bytes_per_second: None,
+                    eta_seconds: None,
+                    detail: "replica complete".into(),
+                }));
+                return Ok(());
+            }
+            Completion::Pending { reason, percent } => (reason, percent),
+        };
+
+        // health and lagging status, less often
+        let mut status_percent = None;
+        let mut rate = None;
+        if last_health.elapsed() >= opts.health_every {
+            last_health = Instant::now();
+            let (d, r) = (dst.clone(), replica.clone());
+            let (daemons, status) = blocking(image, move || {
+                Ok((d.mirror_daemons()?, d.mirror_status(&r).ok().flatten()))
+            })
+            .await?;
+            if !daemons.iter().any(|d| d.healthy) {
+                let detail = if daemons.is_empty() {
+                    "the service map lists no rbd-mirror daemon".to_string()
+                } else {
+                    daemons
+                        .iter()
+                        .map(|d| format!("{}: {}", d.id, d.detail))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                };
+                return Err(WaitError::DaemonDown {
+                    cluster: dst.name().to_string(),
+                    detail,
+                });
+            }
+            if let Some(st) = status {
+                if let Health::Error(description) = st.health() {
+                    return Err(WaitError::ReplicaError {
+                        cluster: dst.name().to_string(),
+                        image: image.to_string(),
+                        description,
+                    });
+                }
+                let p = st.progress();
+                status_percent = p.percent();
+                rate = p.bytes_per_second();
+                status_note = match p {
+                    SyncProgress::Unknown => String::new(),
+                    other => format!("; rbd-mirror: {}", describe(&other)),
+                };
+            }
+        }
+        let percent = percent.or(status_percent);
+        let signature = format!("{reason}|{percent:?}|{status_note}");
+        if signature != last_signature {
+            last_signature = signature;
+            last_change = Instant::now();
+        } else if last_change.elapsed() >= opts.stall_after {
+            return Err(WaitError::Stalled {
+                image: image.to_string(),
+                cluster: dst.name().to_string(),
+                seconds: opts.stall_after.as_secs(),
+                last: reason,
+            });
+        }
+        if start.elapsed() >= opts.deadline {
+            return Err(WaitError::Timeout {
+                image: image.to_string(),
+                seconds: opts.deadline.as_secs(),
+                last: reason,
+            });
+        }
+        events.emit(Event::Progress(ProgressInfo {
+            phase: "sync".into(),
+            percent,
+            bytes_per_second: rate,
+            eta_seconds: None,
+            detail: format!("{reason}{status_note}"),
+        }));
+        tokio::time::sleep(opts.poll).await;
+    }
+}
+
+fn describe(p: &SyncProgress) -> String {
+    match p {
+        SyncProgress::Unknown => "no status yet".into(),
+        SyncProgress::Bootstrapping { step, .. } => format!("initial sync ({step})"),
+        SyncProgress::JournalReplay {
+            entries_behind_primary,
+            ..
+        } => format!("replaying, {entries_behind_primary} entries behind"),
+        SyncProgress::SnapshotSyncing { percent, .. } => match percent {
+            Some(p) => format!("syncing snapshot {p:.0}%"),
+            None => "syncing snapshot".into(),
+        },
+        SyncProgress::SnapshotIdle { .. } => "idle".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{JournalPeer, JournalPosition};
+
+    fn mirror(id: u64, primary: bool, complete: bool, psid: u64, copied: u64) -> SnapshotInfo {
+        SnapshotInfo {
+            id,
+            name: format!(".mirror.{id}"),
+            namespace: SnapshotNamespace::Mirror {
+                primary,
+                complete,
+                primary_snap_id: psid,
+                last_copied_object_number: copied,
+            },
+            protected: false,
+        }
+    }
+
+    #[test]
+    fn snapshot_mode_needs_the_newest_primary_snapshot_complete_on_the_replica() {
+        let src = vec![mirror(6, true, true, 0, 0), mirror(7, true, true, 0, 0)];
+        // replica completed an older snapshot only
+        let old = vec![mirror(3, false, true, 6, 256)];
+        assert!(matches!(
+            snapshot_completion(&src, &old, 256),
+            Completion::Pending { .. }
+        ));
+        // syncing the newest: percent from last_copied_object_number
+        let half = vec![
+            mirror(3, false, true, 6, 256),
+            mirror(4, false, false, 7, 128),
+        ];
+        match snapshot_completion(&src, &half, 256) {
+            Completion::Pending { percent, .. } => assert_eq!(percent, Some(50.0)),
+            other => panic!("{other:?}"),
+        }
+        let done = vec![mirror(4, false, true, 7, 256)];
+        assert_eq!(snapshot_completion(&src, &done, 256), Completion::Complete);
+        // no primary snapshot at all yet
+        assert!(matches!(
+            snapshot_completion(&[], &done, 256),
+            Completion::Pending { .. }
+        ));
+    }
+
+    #[test]
+    fn journal_mode_needs_sync_done_and_positions_equal() {
+        let pos = |e| {
+            Some(JournalPosition {
+                object_number: 1,
+                tag_tid: 2,
+                entry_tid: e,
+            })
+        };
+        let peer = |syncing, e| JournalPeer {
+            id: "peer".into(),
+            position: pos(e),
+            syncing,
+        };
+        let mut p = JournalPositions {
+            master: pos(8193),
+            peers: vec![],
+        };
+        assert!(matches!(journal_completion(&p), Completion::Pending { .. }));
+        p.peers = vec![peer(Some(true), 8193)];
+        assert!(matches!(journal_completion(&p), Completion::Pending { .. }));
+        p.peers = vec![peer(Some(false), 8190)];
+        assert!(matches!(journal_completion(&p), Completion::Pending { .. }));
+        p.peers = vec![peer(None, 8193)];
+        assert!(matches!(journal_completion(&p), Completion::Pending { .. }));
+        p.peers = vec![peer(Some(false), 8193)];
+        assert_eq!(journal_completion(&p), Completion::Complete);
+        // empty journal (cold image): both positions unset counts once sync is over
+        let cold = JournalPositions {
+            master: None,
+            peers: vec![JournalPeer {
+                id: "peer".into(),
+                position: None,
+                syncing: Some(false),
+            }],
+        };
+        assert_eq!(journal_completion(&cold), Completion::Complete);
+    }
+}
