@@ -12,6 +12,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
 
 use glance_rbd::Glance;
 use openstack_client::{
@@ -598,13 +601,22 @@ impl Cinder {
     /// `GET /manageable_volumes/detail?host=...` (admin): the RBD images of a backend and
     /// whether each can be managed.
     pub async fn list_manageable(&self, host: &str) -> Result<Vec<ManageableVolume>, Error> {
-        let r = self
-            .client
-            .send_json::<Manageables>(
-                &self
-                    .req(Method::GET, "manageable_volumes/detail")
-                    .query("host", host),
+        // Cinder's RBD driver lists the pool, then opens each image outside its try block:
+        // an image removed or renamed in between (another migration) fails the whole list
+        // with a 500 ("Listing manageable volumes failed, due to driver error"). It is a read,
+        // so try again a few times.
+        let req = self
+            .req(Method::GET, "manageable_volumes/detail")
+            .query("host", host);
+        let r = (|| self.client.send_json::<Manageables>(&req))
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(300))
+                    .with_max_times(4),
             )
+            .sleep(tokio::time::sleep)
+            .when(|e: &openstack_client::Error| e.api().is_some_and(|a| a.status >= 500))
+            .notify(|e, d| tracing::info!(error = %e, retry_in = ?d, "manageable list failed; retrying"))
             .await;
         match r {
             Ok(m) => Ok(m.volumes),
@@ -690,7 +702,7 @@ impl Cinder {
             if v.status.starts_with("error") {
                 let reason = match self.messages_for(id).await {
                     Ok(m) if !m.is_empty() => m.join("; "),
-                    _ => "Cinder gave no reason; see the cinder-volume log".into(),
+                    _ => format!("Cinder gave no reason; search the cinder-volume log for {id}"),
                 };
                 return Err(Error::VolumeFailed {
                     id: id.to_owned(),
