@@ -1,11 +1,816 @@
-//! The two OpenStack clouds of the test environment (Keystone, Cinder, Glance, RabbitMQ).
+//! The two OpenStack clouds of the test environment: real Keystone, Cinder and Glance (Debian
+//! 12's OpenStack Zed packages) on loopback, on top of the Ceph pair, so rbd-relay's adoption
+//! (Cinder manage-existing) and registration (Glance `rbd://` location) steps run against the
+//! real services, policies and start-up behaviour instead of a fake.
 //!
-//! Interface used by the Ceph side of `testenv` (filled in by the OpenStack work):
-//! `up(state_dir, sites) -> OpenStackInfo`, `down(state_dir)`, `status(state_dir)`.
+//! # Layout
+//!
+//! * One Keystone (`127.0.0.1:5000`, sqlite in WAL mode, fernet tokens) shared by both clouds,
+//!   with one region per cloud, named after the cloud's Ceph cluster (`site-a`, `site-b`).
+//!   Users: `admin` (role admin in project `admin`), `member` (role member in project `demo`),
+//!   service users `cinder` and `glance` (admin + service in project `service`). Catalog:
+//!   `volumev3` and `block-storage` (Cinder) and `image` (Glance), public + internal, plus an
+//!   identity endpoint, in each region, pointing at that region's services.
+//! * Source cloud (region `sites[0]`, e.g. `site-a`): Cinder API on :8776 with scheduler and
+//!   volume service (RBD backend `ceph`, pool `volumes`, service host `site-a`, so the pool's
+//!   host string is `site-a@ceph#ceph`); Glance API on :9292 (rbd store, pool `images`).
+//! * Destination cloud (region `sites[1]`, e.g. `site-b`): Cinder API on :8777 (pool
+//!   `cinder`, host string `site-b@ceph#ceph`), Glance API on :9293 (pool `glance`).
+//! * Ceph users `client.cinder`/`client.glance` on each site, keyrings in
+//!   `/etc/ceph/SITE.client.{cinder,glance}.keyring` (see the `ceph` module).
+//! * One RabbitMQ node (AMQP 5682, distribution 25682, epmd 4379) shared by both Cinders, one
+//!   vhost per cloud: without that, two Cinders on one broker consume each other's
+//!   `cinder-scheduler`/`cinder-volume` queues (see the `rabbit` module).
+//! * `clouds.yaml` with clouds `SITE-admin` and `SITE-member` for both sites.
+//!
+//! Every port differs from the reference fixtures that may run on the same machine (`osks`:
+//! Keystone 5010, Cinder 8786, Glance 9302, RabbitMQ 5692/25692/4389).
+//!
+//! # Life cycle
+//!
+//! Everything lives under `STATE_DIR/openstack`. [`up`] is idempotent: when every daemon is
+//! alive, the recorded sites are the ones given and Keystone answers, it returns the recorded
+//! [`OpenStackInfo`] at once; anything else (half-dead, other sites, a rebuilt Ceph pair) is
+//! stopped, wiped and rebuilt from zero, because a Cinder or Glance database that points at
+//! RBD images of a cluster that is gone is worse than none. Daemons run in their own sessions
+//! (`setsid`), recorded by pid files with the process start time; [`down`] stops only those,
+//! process group by process group, in the reference order (Glance and Cinder, then Keystone,
+//! then RabbitMQ and our epmd), removes the keyrings it wrote and wipes the state.
+//!
+//! Start-up is parallel where the services allow it (about 2 cores' worth of Python start-up
+//! is the floor): RabbitMQ boots while `keystone-manage` (three chains in parallel), the
+//! Cinder and Glance database migrations (run once, the sqlite file copied to the second
+//! cloud) and the cephx users are prepared; then Keystone is initialised over its HTTP API
+//! while both clouds' services start; Cinder's start-up order is the one that avoids its
+//! races (see the `cinder` module).
 
+mod ceph;
+mod cinder;
+mod glance;
+mod keystone;
+mod process;
+mod rabbit;
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fs2::FileExt;
+use reqwest::blocking::Client;
 use serde::{Deserialize, Serialize};
+
+use crate::CephSite;
+
+/// Keystone's port.
+pub const KEYSTONE_PORT: u16 = 5000;
+/// Cinder API port of the source cloud.
+pub const SOURCE_CINDER_PORT: u16 = 8776;
+/// Cinder API port of the destination cloud.
+pub const DESTINATION_CINDER_PORT: u16 = 8777;
+/// Glance API port of the source cloud.
+pub const SOURCE_GLANCE_PORT: u16 = 9292;
+/// Glance API port of the destination cloud.
+pub const DESTINATION_GLANCE_PORT: u16 = 9293;
+/// RabbitMQ AMQP port.
+pub const RABBIT_PORT: u16 = 5682;
+/// RabbitMQ Erlang distribution port.
+pub const RABBIT_DIST_PORT: u16 = 25682;
+/// Port of the epmd our RabbitMQ node registers with.
+pub const RABBIT_EPMD_PORT: u16 = 4379;
+/// Cinder backend name (`enabled_backends`, `volume_backend_name`, the `#pool` part).
+pub const BACKEND: &str = "ceph";
+
+/// Debian's python (python3-cinder, python3-rbd live there; never a pyenv shim).
+const PYTHON: &str = "/usr/bin/python3";
+
+/// Everything that can go wrong while starting, inspecting or stopping the clouds.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file system operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A program could not be started.
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A program ran and failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Exit status.
+        status: String,
+        /// The end of its stderr.
+        stderr: String,
+    },
+    /// A daemon died (or never came up) while being started or waited for.
+    #[error("{service} is not running; its log {log} ends with:\n{tail}")]
+    Died {
+        /// The daemon.
+        service: String,
+        /// Its stdout/stderr log.
+        log: PathBuf,
+        /// The end of that log.
+        tail: String,
+    },
+    /// A wait ran out of time.
+    #[error("timed out after {secs} s waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// The timeout.
+        secs: u64,
+    },
+    /// An HTTP request could not be sent or its answer read.
+    #[error("{method} {url}: {source}")]
+    Http {
+        /// HTTP method.
+        method: String,
+        /// URL.
+        url: String,
+        /// The underlying error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// An HTTP request got an error status.
+    #[error("{method} {url} returned HTTP {status}: {body}")]
+    HttpStatus {
+        /// HTTP method.
+        method: String,
+        /// URL.
+        url: String,
+        /// Status code.
+        status: u16,
+        /// The start of the body.
+        body: String,
+    },
+    /// A response did not have the expected shape.
+    #[error("unexpected response from {url}: {detail}")]
+    BadResponse {
+        /// URL.
+        url: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A port the clouds need is taken by a process this module did not start.
+    #[error("port 127.0.0.1:{port} ({what}) is in use by another process")]
+    PortInUse {
+        /// The port.
+        port: u16,
+        /// What needs it.
+        what: &'static str,
+    },
+    /// `up` needs exactly the source and the destination site.
+    #[error("expected 2 Ceph sites (source, destination), got {0}")]
+    Sites(usize),
+    /// A pool the clouds use does not exist.
+    #[error("pool {pool} does not exist on {site} (the Ceph side of testenv creates it)")]
+    MissingPool {
+        /// The cluster.
+        site: String,
+        /// The pool.
+        pool: String,
+    },
+    /// The recorded state could not be (de)serialised.
+    #[error("state file {path}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A helper thread panicked.
+    #[error("a helper thread ({0}) panicked")]
+    Panicked(&'static str),
+}
+
+impl Error {
+    pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    pub(crate) fn http(method: impl ToString, url: &str, source: reqwest::Error) -> Self {
+        Error::Http {
+            method: method.to_string(),
+            url: url.to_string(),
+            source,
+        }
+    }
+}
+
+/// A user and project to log in with (domain `Default` for both). Test-only passwords.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+    /// Project name.
+    pub project_name: String,
+    /// Project id (hex; Cinder URLs carry it).
+    pub project_id: String,
+}
+
+/// One cloud (a Keystone region with its Cinder and Glance) as a client sees it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CloudInfo {
+    /// Keystone region (the Ceph cluster's name).
+    pub region: String,
+    /// Cloud in clouds.yaml for the admin user (`SITE-admin`).
+    pub admin_cloud: String,
+    /// Cloud in clouds.yaml for the member user (`SITE-member`).
+    pub member_cloud: String,
+    /// Keystone v3 URL (shared by both clouds).
+    pub keystone_url: String,
+    /// Cinder's v3 root (`http://127.0.0.1:8776/v3`); append `/{project_id}`.
+    pub cinder_url: String,
+    /// Glance's root (`http://127.0.0.1:9292`); the API is under `/v2`.
+    pub glance_url: String,
+    /// Pool host string for manage-existing (`site-a@ceph#ceph`).
+    pub cinder_host: String,
+    /// Ceph cluster the cloud stores into.
+    pub ceph_cluster: String,
+    /// That cluster's fsid (the `rbd://FSID/...` location prefix).
+    pub fsid: String,
+    /// Pool of Cinder volumes.
+    pub volume_pool: String,
+    /// Pool of Glance images.
+    pub image_pool: String,
+    /// The ceph.conf Cinder and Glance use (a copy of the site's with their client sections).
+    pub service_ceph_conf: PathBuf,
+}
+
+impl CloudInfo {
+    /// Cinder's URL for `project_id` (`http://127.0.0.1:8776/v3/{project_id}`).
+    pub fn cinder_project_url(&self, project_id: &str) -> String {
+        format!("{}/{project_id}", self.cinder_url)
+    }
+}
 
 /// What the clouds look like to a client: written into the environment's state file and
 /// printed by `testenv env`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct OpenStackInfo {}
+pub struct OpenStackInfo {
+    /// clouds.yaml with `SITE-admin` and `SITE-member` for both clouds.
+    pub clouds_yaml: PathBuf,
+    /// Keystone v3 URL.
+    pub keystone_url: String,
+    /// The admin user (role admin in project `admin`).
+    pub admin: Credentials,
+    /// The non-admin user (role member in project `demo`).
+    pub member: Credentials,
+    /// The source cloud (on `sites[0]`).
+    pub source: CloudInfo,
+    /// The destination cloud (on `sites[1]`).
+    pub destination: CloudInfo,
+}
+
+impl OpenStackInfo {
+    /// `export NAME='value'` lines for a shell (`eval "$(testenv env)"`).
+    pub fn env_lines(&self) -> Vec<String> {
+        let mut vars: Vec<(String, String)> = vec![
+            (
+                "OS_CLIENT_CONFIG_FILE".into(),
+                self.clouds_yaml.display().to_string(),
+            ),
+            ("RBD_RELAY_KEYSTONE_URL".into(), self.keystone_url.clone()),
+            (
+                "RBD_RELAY_OS_ADMIN_PROJECT_ID".into(),
+                self.admin.project_id.clone(),
+            ),
+            (
+                "RBD_RELAY_OS_MEMBER_PROJECT_ID".into(),
+                self.member.project_id.clone(),
+            ),
+        ];
+        for (tag, c) in [("SRC", &self.source), ("DST", &self.destination)] {
+            let p = |k: &str| format!("RBD_RELAY_{tag}_{k}");
+            vars.extend([
+                (p("CLOUD"), c.admin_cloud.clone()),
+                (p("MEMBER_CLOUD"), c.member_cloud.clone()),
+                (p("REGION"), c.region.clone()),
+                (
+                    p("CINDER_URL"),
+                    c.cinder_project_url(&self.admin.project_id),
+                ),
+                (p("GLANCE_URL"), c.glance_url.clone()),
+                (p("CINDER_HOST"), c.cinder_host.clone()),
+            ]);
+        }
+        vars.into_iter()
+            .map(|(k, v)| format!("export {k}='{}'", v.replace('\'', r"'\''")))
+            .collect()
+    }
+
+    /// Does this record describe clouds on exactly these sites?
+    fn matches(&self, sites: &[CephSite]) -> bool {
+        let same = |c: &CloudInfo, s: &CephSite| c.ceph_cluster == s.name && c.fsid == s.fsid;
+        sites.len() == 2 && same(&self.source, &sites[0]) && same(&self.destination, &sites[1])
+    }
+}
+
+/// One daemon of the clouds and whether it runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceStatus {
+    /// Service name (`rabbitmq`, `keystone`, `cinder-volume.site-a`, ...).
+    pub name: String,
+    /// Its recorded pid, if any.
+    pub pid: Option<i32>,
+    /// Whether that process is alive (and is still the one recorded).
+    pub alive: bool,
+}
+
+/// How one cloud is laid out (internal: derived from its site and role).
+#[derive(Debug, Clone)]
+pub(crate) struct CloudPlan {
+    pub(crate) site: CephSite,
+    pub(crate) cinder_port: u16,
+    pub(crate) glance_port: u16,
+    /// Cinder's pool.
+    pub(crate) volume_pool: String,
+    /// Glance's pool.
+    pub(crate) image_pool: String,
+    /// Pool Cinder may read (the site's image pool, for clones of images).
+    pub(crate) read_only_pool: String,
+}
+
+impl CloudPlan {
+    fn cinder_host(&self) -> String {
+        format!("{}@{BACKEND}#{BACKEND}", self.site.name)
+    }
+}
+
+fn plans(sites: &[CephSite]) -> Result<[CloudPlan; 2], Error> {
+    let [src, dst] = sites else {
+        return Err(Error::Sites(sites.len()));
+    };
+    Ok([
+        CloudPlan {
+            site: src.clone(),
+            cinder_port: SOURCE_CINDER_PORT,
+            glance_port: SOURCE_GLANCE_PORT,
+            volume_pool: "volumes".into(),
+            image_pool: "images".into(),
+            read_only_pool: "images".into(),
+        },
+        CloudPlan {
+            site: dst.clone(),
+            cinder_port: DESTINATION_CINDER_PORT,
+            glance_port: DESTINATION_GLANCE_PORT,
+            volume_pool: "cinder".into(),
+            image_pool: "glance".into(),
+            read_only_pool: "glance".into(),
+        },
+    ])
+}
+
+/// Writes a file.
+pub(crate) fn write(path: &Path, text: &str) -> Result<(), Error> {
+    fs::write(path, text).map_err(|e| Error::io("write", path, e))
+}
+
+/// Puts an sqlite database in WAL mode (persistent in the file).
+pub(crate) fn sqlite_wal(db: &Path) -> Result<(), Error> {
+    process::run(
+        std::process::Command::new(PYTHON)
+            .args([
+                "-c",
+                "import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute('PRAGMA journal_mode=WAL')",
+            ])
+            .arg(db),
+    )
+    .map(|_| ())
+}
+
+/// The entry-point shim `name` (`cinder-api`, `glance-manage`, ...).
+pub(crate) fn shim(root: &Path, name: &str) -> PathBuf {
+    root.join("bin").join(name)
+}
+
+/// python3-cinder and python3-glance ship no `/usr/bin` scripts: write `bin/PROJECT-CMD`
+/// calling `PROJECT.cmd.CMD.main`.
+fn write_shims(root: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    for (project, cmd) in [
+        ("cinder", "api"),
+        ("cinder", "scheduler"),
+        ("cinder", "volume"),
+        ("cinder", "manage"),
+        ("glance", "api"),
+        ("glance", "manage"),
+    ] {
+        let path = shim(root, &format!("{project}-{cmd}"));
+        write(
+            &path,
+            &format!(
+                "#!{PYTHON}\nimport sys\nfrom {project}.cmd.{cmd} import main\nsys.exit(main())\n"
+            ),
+        )?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+            .map_err(|e| Error::io("chmod", &path, e))?;
+    }
+    Ok(())
+}
+
+fn info_path(root: &Path) -> PathBuf {
+    root.join("info.json")
+}
+
+fn sites_path(root: &Path) -> PathBuf {
+    root.join("sites.json")
+}
+
+fn load_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Error> {
+    match fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|source| Error::Json {
+                path: path.to_path_buf(),
+                source,
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read", path, e)),
+    }
+}
+
+fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(value).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let tmp = path.with_extension("tmp");
+    write(&tmp, &text)?;
+    fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
+}
+
+/// Serialises `up` and `down` of one state directory across processes.
+fn lock(state_dir: &Path) -> Result<fs::File, Error> {
+    fs::create_dir_all(state_dir).map_err(|e| Error::io("create", state_dir, e))?;
+    let path = state_dir.join("openstack.lock");
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, e))?;
+    f.lock_exclusive()
+        .map_err(|e| Error::io("lock", &path, e))?;
+    Ok(f)
+}
+
+/// The daemons of clouds on `sites`, in start order.
+fn daemons(root: &Path, sites: &[String]) -> Vec<process::Daemon> {
+    let mut v = vec![rabbit::daemon(root), keystone::daemon(root)];
+    for s in sites {
+        for svc in cinder::SERVICES {
+            v.push(cinder::daemon(root, s, svc));
+        }
+        v.push(glance::daemon(root, s));
+    }
+    v
+}
+
+/// Site names recorded by a (possibly half-finished) `up`, else from the pid files.
+fn recorded_sites(root: &Path) -> Vec<String> {
+    load_json::<Vec<String>>(&sites_path(root))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+fn http_client() -> Result<Client, Error> {
+    Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .map_err(|e| Error::http("BUILD", "(client)", e))
+}
+
+/// Brings both clouds up on `sites` (`sites[0]` the source, `sites[1]` the destination) and
+/// returns how to reach them. Idempotent (see the module documentation).
+pub fn up(state_dir: &Path, sites: &[CephSite]) -> Result<OpenStackInfo, Error> {
+    let t0 = Instant::now();
+    let plans = plans(sites)?;
+    let _lock = lock(state_dir)?;
+    let root = state_dir.join("openstack");
+    let http = http_client()?;
+    let names: Vec<String> = sites.iter().map(|s| s.name.clone()).collect();
+
+    if let Some(info) = load_json::<OpenStackInfo>(&info_path(&root))? {
+        let all_alive = daemons(&root, &names).iter().all(|d| d.pid().is_some());
+        if info.matches(sites) && all_alive && keystone::responds(&http) {
+            tracing::info!("openstack: already running");
+            return Ok(info);
+        }
+        tracing::info!("openstack: stale or half-dead clouds: rebuilding");
+    }
+    if root.exists() {
+        stop_and_wipe(&root)?;
+    }
+    check_ports()?;
+    for sub in ["run", "logs", "bin", "ceph"] {
+        let p = root.join(sub);
+        fs::create_dir_all(&p).map_err(|e| Error::io("create", &p, e))?;
+    }
+    save_json(&sites_path(&root), &names)?;
+    let info = build(&root, &http, &plans).inspect_err(|e| {
+        tracing::error!("openstack up failed after {:?}: {e}", t0.elapsed());
+    })?;
+    save_json(&info_path(&root), &info)?;
+    tracing::info!("openstack: both clouds ready in {:.1?}", t0.elapsed());
+    Ok(info)
+}
+
+fn check_ports() -> Result<(), Error> {
+    for (port, what) in [
+        (KEYSTONE_PORT, "keystone"),
+        (SOURCE_CINDER_PORT, "source cinder-api"),
+        (DESTINATION_CINDER_PORT, "destination cinder-api"),
+        (SOURCE_GLANCE_PORT, "source glance-api"),
+        (DESTINATION_GLANCE_PORT, "destination glance-api"),
+        (RABBIT_PORT, "rabbitmq"),
+        (RABBIT_DIST_PORT, "rabbitmq distribution"),
+    ] {
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            return Err(Error::PortInUse { port, what });
+        }
+    }
+    Ok(())
+}
+
+/// Joins a scoped thread, turning a panic into an error.
+fn join<T>(
+    h: thread::ScopedJoinHandle<'_, Result<T, Error>>,
+    what: &'static str,
+) -> Result<T, Error> {
+    h.join().map_err(|_| Error::Panicked(what))?
+}
+
+fn build(root: &Path, http: &Client, plans: &[CloudPlan; 2]) -> Result<OpenStackInfo, Error> {
+    let t0 = Instant::now();
+    let step =
+        |what: &str| tracing::info!("openstack [{:5.1}s] {what}", t0.elapsed().as_secs_f64());
+    let [src, dst] = plans;
+    let vhosts = [src.site.name.as_str(), dst.site.name.as_str()];
+
+    // Phase 1: broker boot, keystone-manage, cephx users, configs and database migrations.
+    rabbit::start(root, &vhosts)?;
+    step("rabbitmq starting");
+    write_shims(root)?;
+    keystone::write_conf(root)?;
+    for p in plans {
+        cinder::write_conf(root, p)?;
+        glance::write_conf(root, p)?;
+    }
+    thread::scope(|s| {
+        let ks = s.spawn(|| keystone::prepare(root, &src.site.name));
+        let users: Vec<_> = plans
+            .iter()
+            .map(|p| {
+                s.spawn(move || {
+                    ceph::check_pools(p)?;
+                    ceph::prepare(root, p)
+                })
+            })
+            .collect();
+        let cinder_db = s.spawn(|| {
+            cinder::db_sync(root, &src.site.name)?;
+            copy(
+                &cinder::db_path(root, &src.site.name),
+                &cinder::db_path(root, &dst.site.name),
+            )
+        });
+        let glance_db = s.spawn(|| {
+            glance::db_sync(root, &src.site.name)?;
+            copy(
+                &glance::db_path(root, &src.site.name),
+                &glance::db_path(root, &dst.site.name),
+            )
+        });
+        join(ks, "keystone-manage")?;
+        step("keystone-manage done");
+        for u in users {
+            join(u, "ceph users")?;
+        }
+        join(cinder_db, "cinder db sync")?;
+        join(glance_db, "glance db sync")?;
+        step("ceph users, cinder and glance databases ready");
+        Ok::<(), Error>(())
+    })?;
+
+    // Phase 2: keystone up and initialised while both clouds' services start.
+    let regions: Vec<keystone::RegionServices> = plans
+        .iter()
+        .map(|p| keystone::RegionServices {
+            region: p.site.name.clone(),
+            cinder: format!("http://127.0.0.1:{}", p.cinder_port),
+            glance: format!("http://127.0.0.1:{}", p.glance_port),
+        })
+        .collect();
+    let long = Duration::from_secs(90);
+    let ids = thread::scope(|s| {
+        let ks = s.spawn(|| {
+            keystone::start(root)?;
+            keystone::wait_ready(root, http, long)?;
+            step("keystone answers");
+            let ids = keystone::init(http, &regions)?;
+            step("keystone initialised");
+            Ok(ids)
+        });
+        for p in plans {
+            glance::start(root, &p.site.name)?;
+        }
+        rabbit::wait_ready(root, long)?;
+        step("rabbitmq ready");
+        let cinders: Vec<_> = plans
+            .iter()
+            .map(|p| s.spawn(move || cinder::start(root, &p.site.name, long)))
+            .collect();
+        for c in cinders {
+            join(c, "cinder start")?;
+        }
+        step("cinder volume + scheduler reported");
+        join(ks, "keystone")
+    })?;
+
+    // Phase 3: the APIs answer through Keystone and the schedulers know their pools.
+    let token = keystone::issue_token(http, "admin", keystone::ADMIN_PASSWORD, "admin")?;
+    thread::scope(|s| {
+        let waits: Vec<_> = plans
+            .iter()
+            .map(|p| {
+                let token = &token;
+                s.spawn(move || {
+                    glance::wait_ready(root, http, p, long)?;
+                    cinder::wait_pool(root, http, p, token, &p.cinder_host(), long)
+                })
+            })
+            .collect();
+        for w in waits {
+            join(w, "readiness")?;
+        }
+        Ok::<(), Error>(())
+    })?;
+    step("cinder pools listed, glance healthy");
+
+    let keystone_url = format!("{}/v3", keystone::base_url());
+    let cloud = |p: &CloudPlan| CloudInfo {
+        region: p.site.name.clone(),
+        admin_cloud: format!("{}-admin", p.site.name),
+        member_cloud: format!("{}-member", p.site.name),
+        keystone_url: keystone_url.clone(),
+        cinder_url: format!("http://127.0.0.1:{}/v3", p.cinder_port),
+        glance_url: format!("http://127.0.0.1:{}", p.glance_port),
+        cinder_host: p.cinder_host(),
+        ceph_cluster: p.site.name.clone(),
+        fsid: p.site.fsid.clone(),
+        volume_pool: p.volume_pool.clone(),
+        image_pool: p.image_pool.clone(),
+        service_ceph_conf: ceph::client_conf_path(root, &p.site.name),
+    };
+    let info = OpenStackInfo {
+        clouds_yaml: root.join("clouds.yaml"),
+        keystone_url: keystone_url.clone(),
+        admin: Credentials {
+            username: "admin".into(),
+            password: keystone::ADMIN_PASSWORD.into(),
+            project_name: "admin".into(),
+            project_id: ids.admin_project,
+        },
+        member: Credentials {
+            username: "member".into(),
+            password: keystone::MEMBER_PASSWORD.into(),
+            project_name: "demo".into(),
+            project_id: ids.member_project,
+        },
+        source: cloud(src),
+        destination: cloud(dst),
+    };
+    write(&info.clouds_yaml, &clouds_yaml(&info))?;
+    Ok(info)
+}
+
+fn copy(from: &Path, to: &Path) -> Result<(), Error> {
+    fs::copy(from, to)
+        .map(|_| ())
+        .map_err(|e| Error::io("copy to", to, e))
+}
+
+/// clouds.yaml for openstacksdk/openstackclient: admin and member per cloud.
+fn clouds_yaml(info: &OpenStackInfo) -> String {
+    let mut y = String::from("clouds:\n");
+    for c in [&info.source, &info.destination] {
+        for (name, cred) in [
+            (&c.admin_cloud, &info.admin),
+            (&c.member_cloud, &info.member),
+        ] {
+            y.push_str(&format!(
+                "  {name}:\n    auth:\n      auth_url: {url}\n      username: {user}\n      \
+                 password: {pw}\n      project_name: {project}\n      user_domain_name: Default\n      \
+                 project_domain_name: Default\n    region_name: {region}\n    interface: public\n    \
+                 identity_api_version: 3\n",
+                url = info.keystone_url.trim_end_matches("/v3"),
+                user = cred.username,
+                pw = cred.password,
+                project = cred.project_name,
+                region = c.region,
+            ));
+        }
+    }
+    y
+}
+
+/// Stops every recorded daemon in the reference order and wipes `root` and our keyrings.
+fn stop_and_wipe(root: &Path) -> Result<(), Error> {
+    let sites = recorded_sites(root);
+    let grace = Duration::from_secs(15);
+    // 1. Glance and Cinder (in parallel: each takes ~2 s to exit on SIGTERM)
+    let mut services = Vec::new();
+    for s in &sites {
+        services.push(glance::daemon(root, s));
+        for svc in cinder::SERVICES {
+            services.push(cinder::daemon(root, s, svc));
+        }
+    }
+    // pid files of sites not recorded (should not happen, but never leave a daemon behind)
+    if let Ok(rd) = fs::read_dir(root.join("run")) {
+        for e in rd.flatten() {
+            let name = e
+                .file_name()
+                .to_string_lossy()
+                .trim_end_matches(".pid")
+                .to_string();
+            if name != "rabbitmq" && name != "keystone" && !services.iter().any(|d| d.name == name)
+            {
+                services.push(process::Daemon::new(root, &name));
+            }
+        }
+    }
+    thread::scope(|s| {
+        let hs: Vec<_> = services
+            .iter()
+            .map(|d| s.spawn(move || process::stop(&d.pid_file, grace)))
+            .collect();
+        for h in hs {
+            join(h, "stop")?;
+        }
+        Ok::<(), Error>(())
+    })?;
+    // 2. Keystone (Cinder/Glance may validate tokens while stopping)
+    process::stop(&keystone::daemon(root).pid_file, grace)?;
+    // 3. RabbitMQ, then our epmd
+    rabbit::stop(root)?;
+    // 4. state
+    for s in &sites {
+        ceph::remove_keyrings(s)?;
+    }
+    match fs::remove_dir_all(root) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", root, e)),
+    }
+}
+
+/// Stops what [`up`] started under `state_dir` (only processes recorded in its pid files)
+/// and wipes the clouds' state. Safe to run when nothing is up.
+pub fn down(state_dir: &Path) -> Result<(), Error> {
+    let _lock = lock(state_dir)?;
+    stop_and_wipe(&state_dir.join("openstack"))
+}
+
+/// Every daemon of the clouds recorded under `state_dir`, with its pid and liveness.
+pub fn status(state_dir: &Path) -> Vec<ServiceStatus> {
+    let root = state_dir.join("openstack");
+    if !root.exists() {
+        return Vec::new();
+    }
+    daemons(&root, &recorded_sites(&root))
+        .into_iter()
+        .map(|d| {
+            let rec = process::read_pid_file(&d.pid_file);
+            ServiceStatus {
+                name: d.name,
+                pid: rec.map(|r| r.pid),
+                alive: rec.is_some_and(process::is_alive),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,286 @@
+//! Smoke tests of the two OpenStack clouds against the real services: Cinder manage-existing
+//! of an RBD image in each cloud (which also proves the two Cinders on one broker do not
+//! consume each other's RPC queues), Glance registration by `rbd://` location with a content
+//! check, and the member user's refusal. Plain reqwest, so they test the environment, not
+//! rbd-relay's own clients.
+
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+use testenv::openstack::{CloudInfo, Credentials, OpenStackInfo};
+
+/// The clouds on the shared Ceph pair, brought up once per test binary.
+fn clouds() -> &'static OpenStackInfo {
+    static INFO: OnceLock<OpenStackInfo> = OnceLock::new();
+    INFO.get_or_init(|| {
+        let t0 = Instant::now();
+        let env = testenv::shared_with_openstack().expect("shared test environment with clouds");
+        let info = match env.openstack() {
+            Some(info) => info.clone(),
+            // the pair's `up` did not bring the clouds up: do it here
+            None => testenv::openstack::up(
+                env.state_dir(),
+                &[env.site_a().clone(), env.site_b().clone()],
+            )
+            .expect("openstack up"),
+        };
+        eprintln!("environment with clouds ready in {:.1?}", t0.elapsed());
+        info
+    })
+}
+
+fn http() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("http client")
+}
+
+/// A project-scoped token.
+fn token(info: &OpenStackInfo, who: &Credentials) -> String {
+    let t0 = Instant::now();
+    let resp = http()
+        .post(format!("{}/auth/tokens", info.keystone_url))
+        .json(&json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": who.username, "domain": {"id": "default"}, "password": who.password}}},
+            "scope": {"project": {"name": who.project_name, "domain": {"id": "default"}}}}}))
+        .send()
+        .expect("POST /auth/tokens");
+    assert_eq!(resp.status().as_u16(), 201, "token for {}", who.username);
+    let tok = resp.headers()["x-subject-token"]
+        .to_str()
+        .expect("token header")
+        .to_string();
+    eprintln!("token for {} in {:.0?}", who.username, t0.elapsed());
+    tok
+}
+
+fn unique(prefix: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    format!("{prefix}-{}-{}", std::process::id(), n % 1_000_000_000)
+}
+
+fn rbd(cluster: &str, args: &[&str]) -> std::process::Output {
+    let out = Command::new("rbd")
+        .arg("--cluster")
+        .arg(cluster)
+        .args(args)
+        .output()
+        .expect("run rbd");
+    out
+}
+
+fn rbd_ok(cluster: &str, args: &[&str]) {
+    let out = rbd(cluster, args);
+    assert!(
+        out.status.success(),
+        "rbd --cluster {cluster} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn json_of(resp: reqwest::blocking::Response, what: &str) -> Value {
+    let status = resp.status();
+    let text = resp.text().expect("body");
+    assert!(status.is_success(), "{what}: HTTP {status}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: {e}: {text}"))
+}
+
+/// POST manageable_volumes as `who` in the project `project_id`.
+fn manage(
+    cloud: &CloudInfo,
+    tok: &str,
+    project_id: &str,
+    source_name: &str,
+) -> reqwest::blocking::Response {
+    http()
+        .post(format!(
+            "{}/manageable_volumes",
+            cloud.cinder_project_url(project_id)
+        ))
+        .header("X-Auth-Token", tok)
+        .header("OpenStack-API-Version", "volume 3.8")
+        .json(&json!({"volume": {
+            "host": cloud.cinder_host,
+            "ref": {"source-name": source_name},
+            "name": format!("adopted-{source_name}"),
+            "bootable": false}}))
+        .send()
+        .expect("POST manageable_volumes")
+}
+
+/// An RBD image made behind Cinder's back is adopted and renamed to `volume-<id>`.
+fn manage_existing_works(cloud: &CloudInfo) {
+    let info = clouds();
+    let tok = token(info, &info.admin);
+    let name = unique("smoke-manage");
+    let image = format!("{}/{name}", cloud.volume_pool);
+    rbd_ok(&cloud.ceph_cluster, &["create", "--size", "64", &image]);
+
+    let t0 = Instant::now();
+    let v = json_of(manage(cloud, &tok, &info.admin.project_id, &name), "manage");
+    let id = v["volume"]["id"].as_str().expect("volume id").to_string();
+    let url = format!(
+        "{}/volumes/{id}",
+        cloud.cinder_project_url(&info.admin.project_id)
+    );
+    let mut status = String::new();
+    while t0.elapsed() < Duration::from_secs(90) {
+        let v = json_of(
+            http()
+                .get(&url)
+                .header("X-Auth-Token", &tok)
+                .send()
+                .expect("GET volume"),
+            "GET volume",
+        );
+        status = v["volume"]["status"].as_str().unwrap_or("").to_string();
+        if status != "creating" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!(
+        "{}: manage -> {status} in {:.1?}",
+        cloud.region,
+        t0.elapsed()
+    );
+    assert_eq!(
+        status, "available",
+        "managed volume {id} on {}",
+        cloud.region
+    );
+    rbd_ok(
+        &cloud.ceph_cluster,
+        &["info", &format!("{}/volume-{id}", cloud.volume_pool)],
+    );
+    assert!(
+        !rbd(&cloud.ceph_cluster, &["info", &image]).status.success(),
+        "{image} should have been renamed"
+    );
+
+    // clean up: deleting the volume deletes its RBD image
+    let resp = http()
+        .delete(&url)
+        .header("X-Auth-Token", &tok)
+        .send()
+        .expect("DELETE volume");
+    assert_eq!(resp.status().as_u16(), 202, "delete volume {id}");
+}
+
+#[test]
+fn destination_cinder_adopts_an_rbd_image_by_manage_existing() {
+    manage_existing_works(&clouds().destination);
+}
+
+/// The same on the source cloud: each Cinder answers for its own pool only when the two
+/// deployments on one broker do not share RPC queues.
+#[test]
+fn source_cinder_adopts_an_rbd_image_by_manage_existing() {
+    manage_existing_works(&clouds().source);
+}
+
+#[test]
+fn member_user_is_refused_manage_existing() {
+    let info = clouds();
+    let tok = token(info, &info.member);
+    for cloud in [&info.source, &info.destination] {
+        let resp = manage(cloud, &tok, &info.member.project_id, "does-not-matter");
+        let status = resp.status().as_u16();
+        let body = resp.text().unwrap_or_default();
+        assert_eq!(status, 403, "{}: member manage: {body}", cloud.region);
+        assert!(body.contains("volume_extension:volume_manage"), "{body}");
+    }
+}
+
+#[test]
+fn destination_glance_registers_an_rbd_location_and_serves_its_data() {
+    let info = clouds();
+    let cloud = &info.destination;
+    let tok = token(info, &info.admin);
+    let name = unique("smoke-img");
+    let data: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let file = std::env::temp_dir().join(format!("{name}.raw"));
+    std::fs::write(&file, &data).expect("write image data");
+    let image = format!("{}/{name}", cloud.image_pool);
+    rbd_ok(
+        &cloud.ceph_cluster,
+        &[
+            "import",
+            "--no-progress",
+            file.to_str().expect("utf-8 path"),
+            &image,
+        ],
+    );
+    let _ = std::fs::remove_file(&file);
+    rbd_ok(
+        &cloud.ceph_cluster,
+        &["snap", "create", &format!("{image}@snap")],
+    );
+    rbd_ok(
+        &cloud.ceph_cluster,
+        &["snap", "protect", &format!("{image}@snap")],
+    );
+
+    let t0 = Instant::now();
+    let created = json_of(
+        http()
+            .post(format!("{}/v2/images", cloud.glance_url))
+            .header("X-Auth-Token", &tok)
+            .json(&json!({"name": name, "disk_format": "raw", "container_format": "bare"}))
+            .send()
+            .expect("POST image"),
+        "create image",
+    );
+    let id = created["id"].as_str().expect("image id").to_string();
+    let location = format!("rbd://{}/{}/{name}/snap", cloud.fsid, cloud.image_pool);
+    let patched = json_of(
+        http()
+            .patch(format!("{}/v2/images/{id}", cloud.glance_url))
+            .header("X-Auth-Token", &tok)
+            .header(
+                "Content-Type",
+                "application/openstack-images-v2.1-json-patch",
+            )
+            .body(
+                json!([{"op": "add", "path": "/locations/-",
+                        "value": {"url": location, "metadata": {}}}])
+                .to_string(),
+            )
+            .send()
+            .expect("PATCH image"),
+        "add location",
+    );
+    assert_eq!(patched["status"], "active", "{patched}");
+    assert_eq!(patched["size"], json!(data.len()), "{patched}");
+    eprintln!(
+        "glance: location added, image active in {:.1?}",
+        t0.elapsed()
+    );
+
+    let resp = http()
+        .get(format!("{}/v2/images/{id}/file", cloud.glance_url))
+        .header("X-Auth-Token", &tok)
+        .send()
+        .expect("GET image file");
+    assert!(resp.status().is_success(), "download: {}", resp.status());
+    let got = resp.bytes().expect("image data");
+    assert!(got.as_ref() == data.as_slice(), "downloaded data differs");
+
+    // clean up: deleting the image deletes its RBD image (and snapshot)
+    let resp = http()
+        .delete(format!("{}/v2/images/{id}", cloud.glance_url))
+        .header("X-Auth-Token", &tok)
+        .send()
+        .expect("DELETE image");
+    assert_eq!(resp.status().as_u16(), 204, "delete image {id}");
+}
