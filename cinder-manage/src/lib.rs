@@ -695,7 +695,14 @@ impl Cinder {
     pub async fn wait_status(&self, id: &str, want: &[&str]) -> Result<Volume, Error> {
         let what = format!("volume {id} to become {}", want.join(" or "));
         poll_until(&what, &self.poll, || async {
-            let v = self.get_volume(id).await?;
+            let v = match self.get_volume(id).await {
+                Ok(v) => v,
+                // A restarting API or a lost connection should not end a long wait.
+                Err(Error::Api { source, .. }) if source.is_transient() => {
+                    return Ok(Poll::Pending(format!("Cinder unavailable: {source}")))
+                }
+                Err(e) => return Err(e),
+            };
             if want.contains(&v.status.as_str()) {
                 return Ok(Poll::Ready(v));
             }

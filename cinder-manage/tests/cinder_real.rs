@@ -185,6 +185,24 @@ async fn adopt_by_ceph_pool_renames_image_and_maps_back() {
     assert_eq!(loc.image, adopted.rbd_image);
     assert_eq!(loc.host, site.cinder_host);
 
+    // A wait that cannot succeed ends at its deadline and names the last state.
+    let short = PollOptions {
+        timeout: Duration::from_secs(2),
+        interval: Duration::from_millis(200),
+        max_interval: Duration::from_millis(500),
+    };
+    let e = c
+        .clone()
+        .with_poll(short)
+        .wait_status(&v.id, &["in-use"])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Timeout(_)), "{e}");
+    assert!(
+        e.to_string().contains("last state: status available"),
+        "{e}"
+    );
+
     // Adopting the same image again is refused before anything is created.
     let again = c
         .adopt(&site.adopt_request(&adopted.rbd_image))

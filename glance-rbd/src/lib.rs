@@ -555,7 +555,14 @@ impl Glance {
     pub async fn wait_active(&self, id: &str) -> Result<Image, Error> {
         let what = format!("image {id} to become active");
         poll_until(&what, &self.poll, || async {
-            let i = self.get_image(id).await?;
+            let i = match self.get_image(id).await {
+                Ok(i) => i,
+                // A restarting API or a lost connection should not end a long wait.
+                Err(Error::Api { source, .. }) if source.is_transient() => {
+                    return Ok(Poll::Pending(format!("Glance unavailable: {source}")))
+                }
+                Err(e) => return Err(e),
+            };
             match i.status.as_str() {
                 "active" => Ok(Poll::Ready(i)),
                 "killed" | "deleted" | "pending_delete" => Err(Error::ImageFailed {

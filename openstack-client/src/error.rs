@@ -158,6 +158,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether retrying later may help: the service was unreachable or answered 5xx.
+    /// Waits treat such errors as "not yet" until their deadline.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unreachable { .. } => true,
+            Error::Api(a) => a.status >= 500,
+            _ => false,
+        }
+    }
+
     /// The HTTP error, if this is one.
     pub fn api(&self) -> Option<&ApiError> {
         match self {
