@@ -8,6 +8,29 @@
 //! (bootable) volume to Glance (`os-volume_upload_image`), waiting until the image is active.
 //!
 //! Every failure keeps Cinder's message; a 403 says which role is missing.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use cinder_manage::{AdoptRequest, Cinder, HostTarget, Side};
+//! use openstack_client::OpenStackClient;
+//!
+//! let client = OpenStackClient::from_cloud("site-b-admin").await?;
+//! let cinder = Cinder::new(client, Side::Destination);
+//! let adopted = cinder
+//!     .adopt(&AdoptRequest {
+//!         target: HostTarget::CephPool { pool: "volumes".into(), fsid: None },
+//!         rbd_image: "migrated-disk".into(),
+//!         name: Some("disk".into()),
+//!         description: None,
+//!         volume_type: None,
+//!         availability_zone: None,
+//!         bootable: false,
+//!         metadata: Default::default(),
+//!     })
+//!     .await?;
+//! println!("volume {} now backed by {}", adopted.volume.id, adopted.rbd_image);
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
 
 use std::collections::BTreeMap;

@@ -10,6 +10,22 @@
 //! *another project's* snapshot; deleting the member's image then deletes the other project's
 //! data (reproduced on Glance 25.1.0). So [`Glance::register`] refuses member credentials
 //! unless the caller overrides it explicitly.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use glance_rbd::{min_disk_gib, CreateImage, Glance, RbdLocation, RegisterRbdImage};
+//! use openstack_client::OpenStackClient;
+//!
+//! let glance = Glance::new(OpenStackClient::from_cloud("site-b-admin").await?);
+//! let mut image = CreateImage::raw("debian-12");
+//! image.min_disk = Some(min_disk_gib(2 << 30));
+//! let location: RbdLocation = "rbd://FSID/images/debian-12/snap".parse()?;
+//! let active = glance
+//!     .register(&RegisterRbdImage { image, location, allow_member_credentials: false })
+//!     .await?;
+//! println!("image {} is {}", active.id, active.status);
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
 
 use std::collections::BTreeMap;

@@ -85,8 +85,15 @@ impl ConfigSources {
         let env: BTreeMap<String, String> = std::env::vars()
             .filter(|(k, _)| k.starts_with("OS_") || k.starts_with("XDG_") || k == "HOME")
             .collect();
+        Self::from_vars(env, std::env::current_dir().ok())
+    }
+
+    /// The search path for these environment variables (`HOME`, `XDG_CONFIG_HOME`,
+    /// `XDG_CONFIG_DIRS`, `OS_CLIENT_CONFIG_FILE`, `OS_CLIENT_SECURE_FILE`, `OS_*`) and
+    /// working directory.
+    pub fn from_vars(env: BTreeMap<String, String>, cwd: Option<PathBuf>) -> Self {
         let mut dirs: Vec<PathBuf> = Vec::new();
-        if let Ok(cwd) = std::env::current_dir() {
+        if let Some(cwd) = cwd {
             dirs.push(cwd);
         }
         let home = env.get("HOME").map(PathBuf::from);
@@ -811,6 +818,32 @@ clouds:
             AuthMethod::Password { password, .. } => assert_eq!(password.expose(), "topsecret"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn search_path_follows_openstacksdk() {
+        let env = BTreeMap::from([
+            ("HOME".to_owned(), "/home/u".to_owned()),
+            ("OS_CLIENT_CONFIG_FILE".to_owned(), "/x/my.yaml".to_owned()),
+        ]);
+        let s = ConfigSources::from_vars(env, Some(PathBuf::from("/work")));
+        let files: Vec<String> = s
+            .clouds_files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        assert_eq!(files[0], "/x/my.yaml");
+        assert_eq!(files[1], "/work/clouds.yaml");
+        assert!(files.contains(&"/home/u/.config/openstack/clouds.yml".to_owned()));
+        assert!(files.contains(&"/etc/xdg/openstack/clouds.yaml".to_owned()));
+        assert_eq!(files.last().unwrap(), "/etc/openstack/clouds.json");
+        assert_eq!(s.secure_files[0], PathBuf::from("/work/secure.yaml"));
+        let xdg = BTreeMap::from([("XDG_CONFIG_HOME".to_owned(), "/cfg".to_owned())]);
+        let s = ConfigSources::from_vars(xdg, None);
+        assert_eq!(
+            s.clouds_files[0],
+            PathBuf::from("/cfg/openstack/clouds.yaml")
+        );
     }
 
     #[test]

@@ -8,6 +8,22 @@
 //! endpoints from the catalog ([`catalog`]), re-authenticates on expiry or 401
 //! ([`client`]), keeps the services' error messages ([`error`]) and polls with a deadline
 //! ([`wait`]). Secrets never appear in `Debug` output or logs ([`secret`]).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), openstack_client::Error> {
+//! use openstack_client::{ApiRequest, Method, OpenStackClient, ServiceType};
+//!
+//! // OS_CLOUD / clouds.yaml search path / OS_* variables, as the `openstack` CLI reads them.
+//! let client = OpenStackClient::from_cloud("site-b-admin").await?;
+//! let admin = client.token_info().await?.is_admin(); // Some(true) / Some(false) / None
+//! let volumes: serde_json::Value = client
+//!     .send_json(
+//!         &ApiRequest::new(ServiceType::BlockStorage, Method::GET, "volumes")
+//!             .microversion("volume", "3.8"),
+//!     )
+//!     .await?;
+//! # let _ = (admin, volumes); Ok(()) }
+//! ```
 #![deny(missing_docs)]
 
 pub mod catalog;
