@@ -1,2 +1,102 @@
-//! `rbd-relay`: parse, validate, build a plan, run it, report.
-fn main() {}
+//! `rbd-relay`: move Ceph RBD volumes between clusters through rbd-mirror.
+//!
+//! The binary is thin: parse flags ([`args`]), validate them into library types, build the
+//! plan, run it, report ([`report`]). All logic lives in `rbd-mirror-core`.
+
+mod args;
+mod report;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use rbd_mirror_core::exec::{migrate_volume, plan_volume, RunOptions};
+use rbd_mirror_core::ops::CephOps;
+use rbd_mirror_core::real::RbdCeph;
+use rbd_mirror_core::spec::ClusterSpec;
+use rbd_mirror_core::state;
+
+use args::{Cli, Command, MigrateCommand, OutputFormat};
+use report::Reporter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let json = cli.output == OutputFormat::Json;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rbd-relay: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"result": "error", "error": format!("{e:#}")})
+                );
+            }
+            eprintln!("rbd-relay: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn connect(spec: ClusterSpec) -> Result<Arc<dyn CephOps>> {
+    let name = spec.name.clone();
+    let ops = tokio::task::spawn_blocking(move || RbdCeph::connect(&spec))
+        .await?
+        .with_context(|| format!("cannot connect to Ceph cluster '{name}'"))?;
+    Ok(Arc::new(ops))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let state_dir = cli
+        .state_dir
+        .clone()
+        .unwrap_or_else(rbd_mirror_core::state::StateFile::default_dir);
+    let reporter = Arc::new(Reporter::new(cli.output, cli.quiet));
+    match cli.command {
+        Command::Migrate(MigrateCommand::Volume(args)) => {
+            let m = args.to_migration()?;
+            let src = connect(m.source.clone()).await?;
+            let dst = connect(m.destination.clone()).await?;
+            if args.dry_run {
+                let (plan, recorded) =
+                    plan_volume(&m, src, dst, &state_dir, reporter.clone()).await?;
+                reporter.plan(&plan, recorded.as_ref());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut opts = RunOptions::default();
+            opts.wait.stall_after = std::time::Duration::from_secs(args.stall_timeout);
+            let summary = migrate_volume(&m, src, dst, &state_dir, &opts, reporter.clone()).await;
+            reporter.finish();
+            let summary = summary?;
+            reporter.summary(&summary);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List => {
+            let all = state::list(&state_dir)?;
+            reporter.list(&all);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

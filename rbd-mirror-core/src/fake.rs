@@ -303,7 +303,7 @@ impl CephOps for Fake {
             })
         })
     }
-    fn mirror_daemons(&self) -> OpsResult<Vec<MirrorDaemon>> {
+    fn mirror_daemons(&self, _pool: &PoolSpec) -> OpsResult<Vec<MirrorDaemon>> {
         self.with("mirror_daemons", |w, s| {
             Ok(vec![MirrorDaemon {
                 id: "b".into(),

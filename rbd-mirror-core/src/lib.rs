@@ -15,6 +15,7 @@ pub mod ops;
 pub mod plan;
 pub mod preflight;
 pub mod rbd;
+pub mod real;
 pub mod spec;
 pub mod state;
 pub mod status;

@@ -234,8 +234,8 @@ pub trait CephOps: Send + Sync {
     fn set_pool_mirror_mode(&self, pool: &PoolSpec, mode: PoolMirrorMode) -> OpsResult<()>;
     /// Mirror peers of the pool.
     fn mirror_peers(&self, pool: &PoolSpec) -> OpsResult<Vec<MirrorPeer>>;
-    /// rbd-mirror daemons in this cluster's service map.
-    fn mirror_daemons(&self) -> OpsResult<Vec<MirrorDaemon>>;
+    /// rbd-mirror daemons in this cluster's service map and their health for `pool`.
+    fn mirror_daemons(&self, pool: &PoolSpec) -> OpsResult<Vec<MirrorDaemon>>;
     /// Mirroring state of the image.
     fn mirror_image(&self, image: &ImageSpec) -> OpsResult<MirrorImage>;
     /// Enable mirroring of the image in a mode.

@@ -204,7 +204,7 @@ pub fn check_volume(
         Err(e) if e.kind == ErrorKind::NotFound => {}
         Err(e) => problems.push(access(dst, did, &e, &format!("mirror peers of pool {pool}"))),
     }
-    match dst.mirror_daemons() {
+    match dst.mirror_daemons(pool) {
         Ok(d) if d.iter().any(|d| d.healthy) => {}
         Ok(d) => problems.push(problem(
             format!(

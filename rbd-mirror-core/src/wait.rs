@@ -107,7 +107,12 @@ pub fn journal_completion(p: &JournalPositions) -> Completion {
             percent: None,
         };
     }
-    match p.peers.iter().find(|c| c.position != p.master) {
+    let same = |a: &Option<crate::ops::JournalPosition>| match (a, &p.master) {
+        (None, None) => true,
+        (Some(a), Some(m)) => a.tag_tid == m.tag_tid && a.entry_tid == m.entry_tid,
+        _ => false,
+    };
+    match p.peers.iter().find(|c| !same(&c.position)) {
         Some(peer) => Completion::Pending {
             reason: format!(
                 "peer {} has not replayed up to the master position yet",
@@ -272,7 +277,10 @@ pub async fn wait_for_replica(
             last_health = Instant::now();
             let (d, r) = (dst.clone(), replica.clone());
             let (daemons, status) = blocking(image, move || {
-                Ok((d.mirror_daemons()?, d.mirror_status(&r).ok().flatten()))
+                Ok((
+                    d.mirror_daemons(&r.pool)?,
+                    d.mirror_status(&r).ok().flatten(),
+                ))
             })
             .await?;
             if !daemons.iter().any(|d| d.healthy) {

@@ -1,0 +1,32 @@
+# rbd-relay: the two set-up commands of the README are `make demo` and `make test`.
+# Both install what they need first (Debian packages, as root) and tear down what they start.
+.PHONY: deps build demo test unit env-up env-down clippy fmt
+
+CARGO ?= cargo
+
+deps:
+	./scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --workspace --all-targets
+
+demo: deps
+	./scripts/demo.sh
+
+test: deps
+	./scripts/test.sh
+
+unit:
+	$(CARGO) test --workspace --lib --bins
+
+env-up: deps
+	$(CARGO) run -q -p testenv -- up --openstack
+
+env-down:
+	$(CARGO) run -q -p testenv -- down
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all

@@ -1,0 +1,200 @@
+//! Turning library events and results into output: a live progress line (terminal) or plain
+//! lines (pipe) on stderr for people, JSON lines on stdout for machines.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use rbd_mirror_core::event::{Event, EventSink};
+use rbd_mirror_core::exec::Summary;
+use rbd_mirror_core::plan::Plan;
+use rbd_mirror_core::state::RunState;
+
+use crate::args::OutputFormat;
+
+pub struct Reporter {
+    format: OutputFormat,
+    quiet: bool,
+    tty: bool,
+    line_open: Mutex<bool>,
+}
+
+fn human_bytes(b: f64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.1} {}", units[i])
+}
+
+impl Reporter {
+    pub fn new(format: OutputFormat, quiet: bool) -> Self {
+        Self {
+            format,
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+            line_open: Mutex::new(false),
+        }
+    }
+
+    fn json(&self, v: serde_json::Value) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{v}");
+        let _ = out.flush();
+    }
+
+    fn line(&self, text: &str, transient: bool) {
+        if self.quiet {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        let mut open = self.line_open.lock().unwrap_or_else(|p| p.into_inner());
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K{text}");
+            if !transient {
+                let _ = writeln!(err);
+            }
+            *open = transient;
+        } else {
+            let _ = writeln!(err, "{text}");
+        }
+        let _ = err.flush();
+    }
+
+    /// End a transient progress line.
+    pub fn finish(&self) {
+        let mut open = self.line_open.lock().unwrap_or_else(|p| p.into_inner());
+        if *open {
+            let _ = writeln!(std::io::stderr());
+            *open = false;
+        }
+    }
+
+    pub fn plan(&self, plan: &Plan, recorded: Option<&RunState>) {
+        match self.format {
+            OutputFormat::Json => self.json(serde_json::json!({
+                "result": "plan", "plan": plan,
+                "next_step": recorded.map(|r| r.next_step),
+            })),
+            OutputFormat::Text => {
+                print!("{}", plan.render());
+                match recorded {
+                    Some(r) if r.finished() => println!("(recorded run: finished)"),
+                    Some(r) => println!(
+                        "(recorded run: stopped before step {}; re-run without --dry-run to resume)",
+                        r.next_step + 1
+                    ),
+                    None => println!("(dry run: nothing was changed)"),
+                }
+            }
+        }
+    }
+
+    pub fn summary(&self, s: &Summary) {
+        match self.format {
+            OutputFormat::Json => self.json(serde_json::json!({"result": "ok", "summary": s})),
+            OutputFormat::Text => {
+                if s.already_done {
+                    println!("migration {} was already finished; nothing to do", s.id);
+                }
+                println!(
+                    "migrated {} -> {} ({})",
+                    s.source,
+                    s.copy,
+                    human_bytes(s.bytes as f64)
+                );
+                println!("verified: sha256 {}", s.sha256);
+                let total: f64 = s.steps.iter().map(|(_, t)| t).sum();
+                let steps: Vec<String> = s
+                    .steps
+                    .iter()
+                    .map(|(k, t)| format!("{k} {t:.1}s"))
+                    .collect();
+                println!("time: {total:.1}s ({})", steps.join(", "));
+                if !s.lost_features.is_empty() {
+                    println!(
+                        "note: {} could not be restored on the source",
+                        s.lost_features
+                    );
+                }
+                println!("the source image was left in place; delete it yourself once the destination is in use");
+            }
+        }
+    }
+
+    pub fn list(&self, all: &[(PathBuf, RunState)]) {
+        match self.format {
+            OutputFormat::Json => {
+                for (p, s) in all {
+                    self.json(serde_json::json!({
+                        "id": s.plan.id, "state_file": p, "outcome": s.outcome,
+                        "next_step": s.next_step, "steps": s.plan.steps.len(),
+                    }))
+                }
+            }
+            OutputFormat::Text => {
+                if all.is_empty() {
+                    println!("no recorded migrations");
+                }
+                for (_, s) in all {
+                    let m = &s.plan.migration;
+                    println!(
+                        "{}  {}:{} -> {}:{}  step {}/{}  {}",
+                        s.plan.id,
+                        m.source.name,
+                        m.image,
+                        m.destination.name,
+                        m.copy_target(),
+                        s.next_step.min(s.plan.steps.len()),
+                        s.plan.steps.len(),
+                        s.outcome
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl EventSink for Reporter {
+    fn emit(&self, event: Event) {
+        if self.format == OutputFormat::Json {
+            if let Ok(v) = serde_json::to_value(&event) {
+                self.json(v);
+            }
+            return;
+        }
+        match event {
+            Event::StepStarted {
+                index, description, ..
+            } => self.line(&format!("[{}] {description}", index + 1), false),
+            Event::StepSkipped { reason, .. } => {
+                self.line(&format!("    already done: {reason}"), false)
+            }
+            Event::StepDone { .. } => {}
+            Event::Warning { message } => self.line(&format!("warning: {message}"), false),
+            Event::Progress(p) => {
+                let mut s = format!("    {}", p.phase);
+                if let Some(pc) = p.percent {
+                    s.push_str(&format!(" {pc:5.1}%"));
+                }
+                if let Some(r) = p.bytes_per_second {
+                    s.push_str(&format!("  {}/s", human_bytes(r)));
+                }
+                if let Some(eta) = p.eta_seconds {
+                    s.push_str(&format!("  ETA {eta:.0}s"));
+                }
+                if !p.detail.is_empty() {
+                    s.push_str(&format!("  {}", p.detail));
+                }
+                // on a pipe, progress lines would flood: print them only on a terminal,
+                // plus the final 100% one
+                if self.tty || p.percent == Some(100.0) {
+                    self.line(&s, self.tty && p.percent != Some(100.0));
+                }
+            }
+        }
+    }
+}

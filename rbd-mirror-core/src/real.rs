@@ -1,0 +1,387 @@
+//! The real [`CephOps`]: librbd and librados through the safe wrapper in [`crate::rbd`].
+//!
+//! One connection per cluster, opened once; every call opens the image it needs (read-only
+//! where it only reads, so no watch is registered and the image's own watcher list stays
+//! honest) and closes it again.
+
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+use crate::features::{Features, MirrorImageMode};
+use crate::ops::{
+    CephOps, ErrorKind, ImageStat, JournalPeer, JournalPosition, JournalPositions, MirrorDaemon,
+    MirrorImage, MirrorImageState, MirrorPeer, OpsError, OpsResult, PoolMirrorMode, Progress,
+    SnapshotInfo, SnapshotNamespace,
+};
+use crate::rbd::{self, Cluster, ClusterConfig, Image, IoCtx, RbdError};
+use crate::spec::{ClusterSpec, ImageSpec, PoolSpec};
+use crate::status::{MirrorState, SiteStatus};
+
+impl From<RbdError> for OpsError {
+    fn from(e: RbdError) -> Self {
+        let kind = match e.kind {
+            rbd::ErrorKind::NotFound => ErrorKind::NotFound,
+            rbd::ErrorKind::Exists => ErrorKind::Exists,
+            rbd::ErrorKind::Busy | rbd::ErrorKind::NotEmpty => ErrorKind::Busy,
+            rbd::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+            rbd::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
+            rbd::ErrorKind::ReadOnly => ErrorKind::ReadOnly,
+            rbd::ErrorKind::NotSupported => ErrorKind::NotSupported,
+            rbd::ErrorKind::TimedOut => ErrorKind::TimedOut,
+            rbd::ErrorKind::Canceled => ErrorKind::Cancelled,
+            rbd::ErrorKind::Malformed | rbd::ErrorKind::Other(_) => ErrorKind::Other,
+        };
+        OpsError::new(kind, e.op, e.to_string())
+    }
+}
+
+/// A connected cluster, implementing [`CephOps`].
+pub struct RbdCeph {
+    name: String,
+    cluster: Cluster,
+    /// Digest buffer size (one object by default).
+    chunk: Mutex<usize>,
+}
+
+impl RbdCeph {
+    /// Connect to the cluster of `spec` (conf, client id); fails fast when it is unreachable.
+    pub fn connect(spec: &ClusterSpec) -> OpsResult<Self> {
+        let config = ClusterConfig::new(spec.name.clone())
+            .conf(spec.conf.clone())
+            .client_id(spec.client_id.clone());
+        if !spec.conf.exists() {
+            return Err(OpsError::new(
+                ErrorKind::NotFound,
+                "connect",
+                format!(
+                    "no conf file {} for cluster '{}'; pass --from-conf/--to-conf or install the conf and keyring under /etc/ceph",
+                    spec.conf.display(),
+                    spec.name
+                ),
+            ));
+        }
+        let cluster = Cluster::connect(&config)?;
+        Ok(Self {
+            name: spec.name.clone(),
+            cluster,
+            chunk: Mutex::new(4 << 20),
+        })
+    }
+
+    /// The underlying connection (for callers that need more than [`CephOps`]).
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    fn io(&self, pool: &PoolSpec) -> OpsResult<IoCtx> {
+        Ok(self.cluster.ioctx_ns(&pool.pool, &pool.namespace)?)
+    }
+
+    fn open(&self, image: &ImageSpec) -> OpsResult<Image> {
+        Ok(self.io(&image.pool)?.open_image(&image.image)?)
+    }
+
+    fn open_ro(&self, image: &ImageSpec) -> OpsResult<Image> {
+        let io = self.io(&image.pool)?;
+        Ok(Image::open_read_only(&io, &image.image, None)?)
+    }
+}
+
+fn mirror_mode_of(m: rbd::MirrorImageMode) -> Option<MirrorImageMode> {
+    match m {
+        rbd::MirrorImageMode::Journal => Some(MirrorImageMode::Journal),
+        rbd::MirrorImageMode::Snapshot => Some(MirrorImageMode::Snapshot),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+fn status_state(s: rbd::MirrorStatusState) -> MirrorState {
+    match s {
+        rbd::MirrorStatusState::Error => MirrorState::Error,
+        rbd::MirrorStatusState::Syncing => MirrorState::Syncing,
+        rbd::MirrorStatusState::StartingReplay => MirrorState::StartingReplay,
+        rbd::MirrorStatusState::Replaying => MirrorState::Replaying,
+        rbd::MirrorStatusState::StoppingReplay => MirrorState::StoppingReplay,
+        rbd::MirrorStatusState::Stopped => MirrorState::Stopped,
+        _ => MirrorState::Unknown,
+    }
+}
+
+impl CephOps for RbdCeph {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn fsid(&self) -> OpsResult<String> {
+        Ok(self.cluster.fsid()?)
+    }
+
+    fn pool_exists(&self, pool: &PoolSpec) -> OpsResult<bool> {
+        match self.cluster.ioctx(&pool.pool) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn image_exists(&self, image: &ImageSpec) -> OpsResult<bool> {
+        Ok(self.io(&image.pool)?.image_exists(&image.image)?)
+    }
+
+    fn stat(&self, image: &ImageSpec) -> OpsResult<ImageStat> {
+        let img = self.open_ro(image)?;
+        let info = img.stat()?;
+        Ok(ImageStat {
+            size: info.size,
+            object_size: info.obj_size,
+            features: Features::from_bits_retain(img.features()?),
+            id: img.id()?,
+        })
+    }
+
+    fn update_features(
+        &self,
+        image: &ImageSpec,
+        features: Features,
+        enable: bool,
+    ) -> OpsResult<()> {
+        Ok(self.open(image)?.update_features(features.bits(), enable)?)
+    }
+
+    fn snapshots(&self, image: &ImageSpec) -> OpsResult<Vec<SnapshotInfo>> {
+        let img = self.open_ro(image)?;
+        let mut out = Vec::new();
+        for s in img.snapshots()? {
+            let namespace = match s.namespace {
+                rbd::SnapNamespaceType::User => SnapshotNamespace::User,
+                rbd::SnapNamespaceType::Mirror => {
+                    let m = img.snap_mirror_namespace(s.id)?;
+                    SnapshotNamespace::Mirror {
+                        primary: m.state.is_primary(),
+                        complete: m.complete,
+                        primary_snap_id: m.primary_snap_id,
+                        last_copied_object_number: m.last_copied_object_number,
+                    }
+                }
+                _ => SnapshotNamespace::Other,
+            };
+            let protected = namespace == SnapshotNamespace::User
+                && img.snap_is_protected(&s.name).unwrap_or(false);
+            out.push(SnapshotInfo {
+                id: s.id,
+                name: s.name,
+                namespace,
+                protected,
+            });
+        }
+        Ok(out)
+    }
+
+    fn create_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()> {
+        let img = self.open(image)?;
+        if !img.snap_exists(name)? {
+            img.snap_create(name)?;
+        }
+        Ok(())
+    }
+
+    fn protect_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()> {
+        let img = self.open(image)?;
+        if !img.snap_is_protected(name)? {
+            img.snap_protect(name)?;
+        }
+        Ok(())
+    }
+
+    fn remove_snapshot_by_id(&self, image: &ImageSpec, id: u64) -> OpsResult<()> {
+        match self.open(image)?.snap_remove_by_id(id) {
+            Err(e) if e.is_not_found() => Ok(()),
+            r => Ok(r?),
+        }
+    }
+
+    fn watchers(&self, image: &ImageSpec) -> OpsResult<Vec<String>> {
+        let img = self.open_ro(image)?;
+        Ok(img.watchers()?.into_iter().map(|w| w.addr).collect())
+    }
+
+    fn pool_mirror_mode(&self, pool: &PoolSpec) -> OpsResult<PoolMirrorMode> {
+        Ok(match self.io(pool)?.mirror_mode()? {
+            rbd::MirrorMode::Image => PoolMirrorMode::Image,
+            rbd::MirrorMode::Pool => PoolMirrorMode::Pool,
+            _ => PoolMirrorMode::Disabled,
+        })
+    }
+
+    fn set_pool_mirror_mode(&self, pool: &PoolSpec, mode: PoolMirrorMode) -> OpsResult<()> {
+        let m = match mode {
+            PoolMirrorMode::Disabled => rbd::MirrorMode::Disabled,
+            PoolMirrorMode::Image => rbd::MirrorMode::Image,
+            PoolMirrorMode::Pool => rbd::MirrorMode::Pool,
+        };
+        Ok(self.io(pool)?.set_mirror_mode(m)?)
+    }
+
+    fn mirror_peers(&self, pool: &PoolSpec) -> OpsResult<Vec<MirrorPeer>> {
+        Ok(self
+            .io(pool)?
+            .mirror_peer_sites()?
+            .into_iter()
+            .map(|p| MirrorPeer {
+                uuid: p.uuid,
+                site_name: p.site_name,
+                direction: match p.direction {
+                    rbd::PeerDirection::RxOnly => "rx-only".to_string(),
+                    rbd::PeerDirection::TxOnly => "tx-only".to_string(),
+                    rbd::PeerDirection::RxTx => "rx-tx".to_string(),
+                    rbd::PeerDirection::Unknown(v) => format!("unknown ({v})"),
+                },
+            })
+            .collect())
+    }
+
+    fn mirror_daemons(&self, pool: &PoolSpec) -> OpsResult<Vec<MirrorDaemon>> {
+        let io = self.io(pool)?;
+        let health = self.cluster.mirror_daemon_health(&io)?;
+        Ok(health
+            .daemons
+            .into_iter()
+            .map(|d| MirrorDaemon {
+                id: d.client_id.clone(),
+                healthy: d.health == rbd::MirrorHealth::Ok,
+                detail: if d.callouts.is_empty() {
+                    format!("{:?}", d.health).to_lowercase()
+                } else {
+                    d.callouts.join("; ")
+                },
+            })
+            .collect())
+    }
+
+    fn mirror_image(&self, image: &ImageSpec) -> OpsResult<MirrorImage> {
+        let img = self.open_ro(image)?;
+        let info = img.mirror_info()?;
+        let state = match info.state {
+            rbd::MirrorImageState::Enabled => MirrorImageState::Enabled,
+            rbd::MirrorImageState::Disabling => MirrorImageState::Disabling,
+            _ => MirrorImageState::Disabled,
+        };
+        let mode = if state == MirrorImageState::Enabled {
+            img.mirror_mode().ok().and_then(mirror_mode_of)
+        } else {
+            None
+        };
+        Ok(MirrorImage {
+            state,
+            mode,
+            primary: info.primary || state == MirrorImageState::Disabled,
+            global_id: info.global_id,
+        })
+    }
+
+    fn enable_mirroring(&self, image: &ImageSpec, mode: MirrorImageMode) -> OpsResult<()> {
+        let m = match mode {
+            MirrorImageMode::Journal => rbd::MirrorImageMode::Journal,
+            MirrorImageMode::Snapshot => rbd::MirrorImageMode::Snapshot,
+        };
+        Ok(self.open(image)?.mirror_enable(m)?)
+    }
+
+    fn disable_mirroring(&self, image: &ImageSpec, force: bool) -> OpsResult<()> {
+        Ok(self.open(image)?.mirror_disable(force)?)
+    }
+
+    fn create_mirror_snapshot(&self, image: &ImageSpec) -> OpsResult<u64> {
+        Ok(self.open(image)?.mirror_create_snapshot()?)
+    }
+
+    fn mirror_status(&self, image: &ImageSpec) -> OpsResult<Option<SiteStatus>> {
+        let img = match self.open_ro(image) {
+            Ok(i) => i,
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let g = img.mirror_global_status()?;
+        Ok(g.local().map(|s| SiteStatus {
+            up: s.up,
+            state: status_state(s.state),
+            description: s.description.clone(),
+            last_update: s.last_update,
+        }))
+    }
+
+    fn journal_positions(&self, image: &ImageSpec) -> OpsResult<JournalPositions> {
+        let io = self.io(&image.pool)?;
+        let id = Image::open_read_only(&io, &image.image, None)?.id()?;
+        let status = io.journal_status(&id)?;
+        let pos = |c: &rbd::JournalClient| {
+            c.newest().map(|p| JournalPosition {
+                object_number: p.object_number,
+                tag_tid: p.tag_tid,
+                entry_tid: p.entry_tid,
+            })
+        };
+        Ok(JournalPositions {
+            master: status.master().and_then(pos),
+            peers: status
+                .mirror_peers()
+                .map(|c| JournalPeer {
+                    id: c.id.clone(),
+                    position: pos(c),
+                    syncing: match &c.meta {
+                        rbd::JournalClientMeta::MirrorPeer {
+                            state, sync_points, ..
+                        } => Some(
+                            *state != rbd::MirrorPeerState::Replaying
+                                || *sync_points != 0
+                                || c.state != rbd::JournalClientState::Connected,
+                        ),
+                        _ => None,
+                    },
+                })
+                .collect(),
+        })
+    }
+
+    fn copy(&self, src: &ImageSpec, dst: &ImageSpec, progress: Progress<'_>) -> OpsResult<()> {
+        let img = self.open_ro(src)?;
+        let dio = self.io(&dst.pool)?;
+        Ok(
+            img.copy_to(&dio, &dst.image, &rbd::ImageOptions::default(), |d, t| {
+                progress(d, t)
+            })?,
+        )
+    }
+
+    fn remove_image(&self, image: &ImageSpec) -> OpsResult<()> {
+        Ok(self.io(&image.pool)?.remove_image(&image.image)?)
+    }
+
+    fn digest(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<String> {
+        let img = self.open_ro(image)?;
+        let size = img.size()?;
+        let chunk = self.chunk.lock().map(|c| *c).unwrap_or(4 << 20);
+        let mut buf = vec![0u8; chunk];
+        let mut hasher = Sha256::new();
+        let mut off = 0u64;
+        while off < size {
+            let n = ((size - off) as usize).min(chunk);
+            let got = img.read_at(off, &mut buf[..n])?;
+            // librbd returns short reads only at the end of the image; holes read as zeros
+            let got = if got < n {
+                buf[got..n].fill(0);
+                n
+            } else {
+                got
+            };
+            hasher.update(&buf[..got]);
+            off += got as u64;
+            if !progress(off, size) {
+                return Err(OpsError::new(ErrorKind::Cancelled, "digest", "cancelled"));
+            }
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+}

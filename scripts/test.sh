@@ -1,0 +1,47 @@
+#!/bin/sh
+# test.sh - the whole test suite, real-cluster tier included.
+#
+# 1. builds everything; 2. starts the real test environment (two Ceph clusters with
+# rbd-mirror, two OpenStack clouds) with `testenv up --openstack`; 3. runs every test of the
+# workspace against it (the real-cluster tests never skip: without the environment they
+# fail); 4. tears the environment down, also on failure (KEEP_ENV=1 keeps it for debugging).
+# The output of `cargo test` is also written to $TEST_LOG (default target/test.log).
+set -eu
+cd "$(dirname "$0")/.."
+CARGO=${CARGO:-cargo}
+TEST_LOG=${TEST_LOG:-target/test.log}
+mkdir -p "$(dirname "$TEST_LOG")"
+
+if ! command -v "$CARGO" >/dev/null 2>&1; then
+  echo "test.sh: cargo not found; install a Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+
+echo "== build"
+"$CARGO" build --workspace --all-targets --quiet
+TESTENV=target/debug/testenv
+
+down() {
+  if [ "${KEEP_ENV:-0}" != 1 ]; then
+    echo "== testenv down"
+    "$TESTENV" down || true
+  fi
+}
+trap down EXIT INT TERM
+
+echo "== testenv up --openstack"
+start=$(date +%s)
+"$TESTENV" up --openstack
+echo "   (took $(( $(date +%s) - start )) s)"
+"$TESTENV" status
+
+echo "== cargo test (unit + real clusters + real clouds)"
+# tests share the one environment; two test threads keep the 2-core budget
+rcfile=$(mktemp)
+{ "$CARGO" test --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-2}" 2>&1; echo $? > "$rcfile"; } | tee "$TEST_LOG"
+rc=$(cat "$rcfile"); rm -f "$rcfile"
+if [ "$rc" != 0 ]; then
+  echo "test.sh: some tests failed (exit $rc; full output in $TEST_LOG)" >&2
+  exit "$rc"
+fi
+echo "test.sh: all tests passed"
