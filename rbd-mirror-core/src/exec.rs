@@ -371,7 +371,7 @@ impl Executor {
                     target.to_string(),
                     move || {
                         let mut meter = RateMeter::default();
-                        let mut last = Instant::now();
+                        let mut last = Instant::now() - std::time::Duration::from_secs(1);
                         let mut cb = |done: u64, total: u64| -> bool {
                             if last.elapsed().as_millis() >= 500 || done == total {
                                 last = Instant::now();
@@ -492,7 +492,7 @@ impl Executor {
                     c.name().to_string(),
                     name.to_string(),
                     move || {
-                        let mut last = Instant::now();
+                        let mut last = Instant::now() - std::time::Duration::from_secs(2);
                         let mut cb = |done: u64, total: u64| -> bool {
                             if last.elapsed().as_millis() >= 1000 {
                                 last = Instant::now();
