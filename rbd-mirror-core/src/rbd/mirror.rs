@@ -591,8 +591,9 @@ impl Image {
         Ok(out)
     }
 
-    /// Mirroring mode (`rbd_mirror_image_get_mode`); `InvalidArgument` when mirroring is
-    /// disabled for the image.
+    /// Mirroring mode (`rbd_mirror_image_get_mode`). Meaningful only while mirroring is
+    /// enabled: for a disabled image librbd 16.2 answers `Journal`, so check
+    /// [`Image::mirror_info`] first.
     pub fn mirror_mode(&self) -> Result<MirrorImageMode> {
         let mut v: sys::rbd_mirror_image_mode_t = 0;
         // SAFETY: valid image and out-pointer.

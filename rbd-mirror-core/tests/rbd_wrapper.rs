@@ -1,0 +1,747 @@
+//! The librbd/librados wrapper (`rbd_mirror_core::rbd`) against real clusters: a mirrored
+//! pair (A -> B, rbd-mirror on B, a pool mirrored in image mode) and a plain pool.
+//!
+//! Every test uses unique image names and removes what it created; none reconfigures
+//! the clusters (mirror modes, peers and site names are only read).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rbd_mirror_core::rbd::{
+    Cluster, ClusterConfig, ErrorKind, Image, ImageOptions, IoCtx, MirrorHealth, MirrorImageMode,
+    MirrorImageState, MirrorMode, PeerDirection, SnapMirrorState, SnapNamespaceType,
+    RBD_FEATURE_DEEP_FLATTEN, RBD_FEATURE_EXCLUSIVE_LOCK, RBD_FEATURE_FAST_DIFF,
+    RBD_FEATURE_JOURNALING, RBD_FEATURE_LAYERING, RBD_FEATURE_OBJECT_MAP,
+};
+
+// ======================================================================================
+// THE single place choosing the clusters.
+// Default: the project's own pair, `testenv::shared()` (site-a -> site-b, mirrored pool
+// `volumes`, plain pool `cinder`). `RBD_RELAY_TEST_PAIR=ref` uses the reference pair that
+// ran during development instead (ref-a -> ref-b, mirrored `volumes`, plain `volumes2`).
+// ======================================================================================
+struct Pair {
+    a: ClusterConfig,
+    b: ClusterConfig,
+    mirrored: &'static str,
+    plain: &'static str,
+    a_keyring: PathBuf,
+}
+
+fn pair() -> Pair {
+    if std::env::var("RBD_RELAY_TEST_PAIR").as_deref() == Ok("ref") {
+        return Pair {
+            a: ClusterConfig::new("ref-a"),
+            b: ClusterConfig::new("ref-b"),
+            mirrored: "volumes",
+            plain: "volumes2",
+            a_keyring: "/etc/ceph/ref-a.client.admin.keyring".into(),
+        };
+    }
+    let env = testenv::shared().expect("testenv::shared(): the local Ceph pair");
+    let (a, b) = (env.site_a(), env.site_b());
+    Pair {
+        a: ClusterConfig::new(&a.name).conf(&a.conf),
+        b: ClusterConfig::new(&b.name).conf(&b.conf),
+        mirrored: env.pools().volumes,
+        plain: env.pools().cinder,
+        a_keyring: a.admin_keyring.clone(),
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("wrap-{prefix}-{}-{nanos:x}", std::process::id())
+}
+
+fn connect(cfg: &ClusterConfig) -> Cluster {
+    Cluster::connect(cfg).unwrap_or_else(|e| panic!("connect {}: {e}", cfg.cluster_name))
+}
+
+const MIB: u64 = 1 << 20;
+
+fn opts(features: u64, order: u32) -> ImageOptions {
+    ImageOptions {
+        features: Some(features),
+        order: Some(order),
+        data_pool: None,
+    }
+}
+
+/// Removes the image when dropped (disabling mirroring and removing snapshots first), so
+/// a failing test leaves nothing behind.
+struct Scratch<'a> {
+    io: &'a IoCtx,
+    name: String,
+}
+
+impl Drop for Scratch<'_> {
+    fn drop(&mut self) {
+        if let Ok(img) = Image::open(self.io, &self.name) {
+            if img
+                .mirror_info()
+                .map(|i| i.state == MirrorImageState::Enabled)
+                .unwrap_or(false)
+            {
+                let _ = img.mirror_disable(true);
+            }
+            if let Ok(snaps) = img.snapshots() {
+                for s in snaps {
+                    if s.namespace == SnapNamespaceType::User {
+                        let _ = img.snap_unprotect(&s.name);
+                    }
+                    let _ = img.snap_remove_by_id(s.id);
+                }
+            }
+        }
+        let _ = self.io.remove_image(&self.name);
+    }
+}
+
+fn scratch<'a>(io: &'a IoCtx, prefix: &str, size: u64, o: &ImageOptions) -> Scratch<'a> {
+    let name = unique(prefix);
+    io.create_image(&name, size, o)
+        .unwrap_or_else(|e| panic!("create {name}: {e}"));
+    Scratch { io, name }
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn open_stat_features_round_trip_with_librbd_dependency_errors() {
+    let p = pair();
+    let a = connect(&p.a);
+    let io = a.ioctx(p.plain).unwrap();
+    let all = RBD_FEATURE_LAYERING
+        | RBD_FEATURE_EXCLUSIVE_LOCK
+        | RBD_FEATURE_OBJECT_MAP
+        | RBD_FEATURE_FAST_DIFF
+        | RBD_FEATURE_DEEP_FLATTEN;
+    let s = scratch(&io, "feat", 64 * MIB, &opts(all, 22));
+    assert!(io.image_exists(&s.name).unwrap());
+    let listed = io.list_images().unwrap();
+    let entry = listed
+        .iter()
+        .find(|e| e.name == s.name)
+        .expect("listed by rbd_list2");
+
+    let img = Image::open(&io, &s.name).unwrap();
+    let info = img.stat().unwrap();
+    assert_eq!(
+        (info.size, info.order, info.obj_size, info.num_objs),
+        (64 * MIB, 22, 4 * MIB, 16)
+    );
+    assert_eq!(img.id().unwrap(), entry.id);
+    assert_eq!(info.block_name_prefix, format!("rbd_data.{}", entry.id));
+    assert_eq!(img.block_name_prefix().unwrap(), info.block_name_prefix);
+    assert_eq!(img.name().unwrap(), s.name);
+    assert_eq!(img.size().unwrap(), 64 * MIB);
+    assert_eq!(img.flags().unwrap(), 0);
+    assert_eq!(img.features().unwrap() & all, all);
+
+    // journaling on and off
+    img.update_features(RBD_FEATURE_JOURNALING, true).unwrap();
+    assert_ne!(img.features().unwrap() & RBD_FEATURE_JOURNALING, 0);
+    // exclusive-lock cannot go while object-map/journaling depend on it
+    let e = img
+        .update_features(RBD_FEATURE_EXCLUSIVE_LOCK, false)
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    assert_eq!(e.op, "rbd_update_features");
+    assert!(e.context.contains(&s.name), "{e}");
+    img.update_features(RBD_FEATURE_JOURNALING, false).unwrap();
+    // enabling what is already enabled is refused
+    let e = img
+        .update_features(RBD_FEATURE_OBJECT_MAP, true)
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    // disabling object-map takes fast-diff (which depends on it) along
+    img.update_features(RBD_FEATURE_OBJECT_MAP, false).unwrap();
+    let f = img.features().unwrap();
+    assert_eq!(f & (RBD_FEATURE_OBJECT_MAP | RBD_FEATURE_FAST_DIFF), 0);
+    img.update_features(RBD_FEATURE_EXCLUSIVE_LOCK, false)
+        .unwrap();
+    // journaling needs exclusive-lock
+    let e = img
+        .update_features(RBD_FEATURE_JOURNALING, true)
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    // deep-flatten can be disabled, never re-enabled
+    img.update_features(RBD_FEATURE_DEEP_FLATTEN, false)
+        .unwrap();
+    let e = img
+        .update_features(RBD_FEATURE_DEEP_FLATTEN, true)
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    // and back: restore what can be restored
+    img.update_features(
+        RBD_FEATURE_EXCLUSIVE_LOCK | RBD_FEATURE_OBJECT_MAP | RBD_FEATURE_FAST_DIFF,
+        true,
+    )
+    .unwrap();
+    let f = img.features().unwrap();
+    assert_eq!(f & all, all & !RBD_FEATURE_DEEP_FLATTEN);
+    img.close().unwrap();
+
+    let name = s.name.clone();
+    drop(s);
+    assert!(!io.image_exists(&name).unwrap());
+    assert!(!io.list_images().unwrap().iter().any(|e| e.name == name));
+}
+
+#[test]
+fn snapshots_create_protect_unprotect_remove_and_list() {
+    let p = pair();
+    let a = connect(&p.a);
+    let io = a.ioctx(p.plain).unwrap();
+    let s = scratch(&io, "snap", 8 * MIB, &opts(RBD_FEATURE_LAYERING, 22));
+    let img = Image::open(&io, &s.name).unwrap();
+    assert!(img.snapshots().unwrap().is_empty());
+
+    let id1 = img.snap_create("one").unwrap();
+    img.write_at(0, b"after one").unwrap();
+    let id2 = img.snap_create("two").unwrap();
+    assert_ne!(id1, id2);
+    let snaps = img.snapshots().unwrap();
+    let names: Vec<_> = snaps
+        .iter()
+        .map(|s| (s.name.as_str(), s.id, s.namespace))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("one", id1, SnapNamespaceType::User),
+            ("two", id2, SnapNamespaceType::User)
+        ]
+    );
+    assert_eq!(snaps[0].size, 8 * MIB);
+    assert_eq!(img.snap_id("two").unwrap(), id2);
+    assert!(img.snap_exists("one").unwrap());
+
+    let e = img.snap_create("one").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Exists, "{e}");
+
+    img.snap_protect("one").unwrap();
+    assert!(img.snap_is_protected("one").unwrap());
+    let e = img.snap_protect("one").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Busy, "{e}");
+    let e = img.snap_remove("one").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Busy, "protected snapshot: {e}");
+    assert!(e.context.ends_with("@one"), "{e}");
+    img.snap_unprotect("one").unwrap();
+    let e = img.snap_unprotect("one").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    assert!(!img.snap_is_protected("one").unwrap());
+
+    // an image with snapshots cannot be removed
+    let e = io.remove_image(&s.name).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotEmpty, "{e}");
+
+    img.snap_remove("one").unwrap();
+    img.snap_remove_by_id(id2).unwrap();
+    assert!(img.snapshots().unwrap().is_empty());
+    assert!(!img.snap_exists("one").unwrap());
+    let e = img.snap_remove("one").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+}
+
+#[test]
+fn watchers_list_an_other_handle_holding_the_exclusive_lock() {
+    let p = pair();
+    let a = connect(&p.a);
+    let io = a.ioctx(p.plain).unwrap();
+    let s = scratch(
+        &io,
+        "watch",
+        4 * MIB,
+        &opts(RBD_FEATURE_LAYERING | RBD_FEATURE_EXCLUSIVE_LOCK, 22),
+    );
+    // read-only handles do not watch the header
+    let observer = Image::open_read_only(&io, &s.name, None).unwrap();
+    assert!(observer.watchers().unwrap().is_empty());
+
+    // another connection, another client: opens and takes the exclusive lock
+    let other = connect(&p.a);
+    let other_io = other.ioctx(p.plain).unwrap();
+    let holder = Image::open(&other_io, &s.name).unwrap();
+    holder.lock_acquire_exclusive().unwrap();
+    assert!(holder.is_exclusive_lock_owner().unwrap());
+    let watchers = observer.watchers().unwrap();
+    assert_eq!(watchers.len(), 1, "{watchers:?}");
+    assert!(watchers[0].addr.contains("127.0.0.1"), "{watchers:?}");
+    assert_ne!(watchers[0].cookie, 0);
+
+    // in use: cannot be removed
+    let e = io.remove_image(&s.name).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Busy, "{e}");
+
+    holder.lock_release().unwrap();
+    drop(holder);
+    wait_for("watcher to go", Duration::from_secs(30), || {
+        observer.watchers().unwrap().is_empty().then_some(())
+    });
+}
+
+#[test]
+fn read_only_open_refuses_writes_and_changes() {
+    let p = pair();
+    let a = connect(&p.a);
+    let io = a.ioctx(p.plain).unwrap();
+    let s = scratch(&io, "ro", 4 * MIB, &opts(RBD_FEATURE_LAYERING, 22));
+    let img = Image::open_read_only(&io, &s.name, None).unwrap();
+    assert!(img.is_read_only());
+    let e = img.write_at(0, b"nope").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::ReadOnly, "{e}");
+    assert_eq!(e.op, "rbd_write");
+    let e = img.snap_create("x").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::ReadOnly, "{e}");
+    let e = img
+        .update_features(RBD_FEATURE_EXCLUSIVE_LOCK, true)
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::ReadOnly, "{e}");
+    // reads work: a new image reads as zeros
+    let mut buf = vec![1u8; 4096];
+    assert_eq!(img.read_at(0, &mut buf).unwrap(), 4096);
+    assert!(buf.iter().all(|&b| b == 0));
+}
+
+#[test]
+fn missing_image_and_pool_are_not_found_with_context() {
+    let p = pair();
+    let a = connect(&p.a);
+    let io = a.ioctx(p.plain).unwrap();
+    let name = unique("missing");
+    let e = Image::open(&io, &name).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    assert_eq!(e.op, "rbd_open");
+    assert!(e.context.contains(&format!("{}/{name}", p.plain)), "{e}");
+    let e = Image::open_read_only(&io, &name, None).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    assert!(!io.image_exists(&name).unwrap());
+    let e = io.remove_image(&name).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+
+    let e = a.ioctx("no-such-pool-rbd-relay").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    assert_eq!(e.op, "rados_ioctx_create");
+
+    let e = Cluster::connect(&ClusterConfig::new("x").conf("/nonexistent/x.conf")).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    assert_eq!(e.op, "rados_conf_read_file");
+}
+
+#[test]
+fn dead_cluster_conf_fails_within_the_timeout() {
+    let p = pair();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("dead.conf");
+    // a port nothing listens on
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\nmon_host = 127.0.0.1:1\nkeyring = {}\n",
+            p.a_keyring.display()
+        ),
+    )
+    .unwrap();
+    let cfg = ClusterConfig::new("dead")
+        .conf(&conf)
+        .timeout(Duration::from_secs(3));
+    let start = Instant::now();
+    let e = Cluster::connect(&cfg).unwrap_err();
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(15), "took {took:?}: {e}");
+    assert_eq!(e.kind, ErrorKind::TimedOut, "{e}");
+    assert_eq!(e.op, "rados_connect");
+}
+
+#[test]
+fn copy_and_deep_copy_report_progress_and_keep_content() {
+    let p = pair();
+    let a = connect(&p.a);
+    let io = a.ioctx(p.plain).unwrap();
+    let feats = RBD_FEATURE_LAYERING
+        | RBD_FEATURE_EXCLUSIVE_LOCK
+        | RBD_FEATURE_OBJECT_MAP
+        | RBD_FEATURE_FAST_DIFF
+        | RBD_FEATURE_DEEP_FLATTEN;
+    let src = scratch(&io, "copysrc", 16 * MIB, &opts(feats, 20));
+    let img = Image::open(&io, &src.name).unwrap();
+    img.write_at(0, &pattern(1, 300_000)).unwrap();
+    img.write_at(5 * MIB + 17, &pattern(2, 70_000)).unwrap();
+    img.snap_create("base").unwrap();
+    img.write_at(9 * MIB, &pattern(3, 2 * MIB as usize))
+        .unwrap();
+    img.write_at(16 * MIB - 5, b"tail!").unwrap();
+    img.flush().unwrap();
+    let head_sha = img.sha256().unwrap();
+    let mut at_base = Image::open_read_only(&io, &src.name, Some("base")).unwrap();
+    let base_sha = at_base.sha256().unwrap();
+    assert_ne!(head_sha, base_sha);
+
+    // plain copy: head only
+    let copy = Scratch {
+        io: &io,
+        name: unique("copy"),
+    };
+    let mut calls = Vec::new();
+    img.copy_to(&io, &copy.name, &ImageOptions::default(), |done, total| {
+        calls.push((done, total));
+        true
+    })
+    .unwrap();
+    assert!(!calls.is_empty(), "progress callback never called");
+    assert_eq!(
+        calls.last().copied(),
+        Some((16 * MIB, 16 * MIB)),
+        "{calls:?}"
+    );
+    let c = Image::open_read_only(&io, &copy.name, None).unwrap();
+    assert_eq!(c.sha256().unwrap(), head_sha);
+    assert!(
+        c.snapshots().unwrap().is_empty(),
+        "plain copy has no snapshots"
+    );
+
+    // deep copy: head and snapshots
+    let deep = Scratch {
+        io: &io,
+        name: unique("deep"),
+    };
+    let mut deep_calls = 0u32;
+    let mut last = (0, 0);
+    img.deep_copy_to(&io, &deep.name, &ImageOptions::default(), |done, total| {
+        deep_calls += 1;
+        last = (done, total);
+        true
+    })
+    .unwrap();
+    assert!(deep_calls > 0, "deep copy progress never called");
+    assert_eq!(last.0, last.1, "last progress {last:?}");
+    let d = Image::open_read_only(&io, &deep.name, None).unwrap();
+    assert_eq!(d.sha256().unwrap(), head_sha);
+    let snaps = d.snapshots().unwrap();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0].name, "base");
+    let d_base = Image::open_read_only(&io, &deep.name, Some("base")).unwrap();
+    assert_eq!(d_base.sha256().unwrap(), base_sha);
+    assert_eq!(d.stat().unwrap().order, 20);
+
+    // ranges
+    at_base.snap_set(None).unwrap();
+    assert_eq!(
+        at_base.sha256_range(9 * MIB, MIB).unwrap(),
+        d.sha256_range(9 * MIB, MIB).unwrap()
+    );
+    let e = d.sha256_range(16 * MIB - 1, 2).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument);
+
+    // copying onto an existing name
+    let e = img
+        .copy_to(&io, &copy.name, &ImageOptions::default(), |_, _| true)
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Exists, "{e}");
+}
+
+#[test]
+fn panicking_progress_callback_is_resumed_after_the_copy_not_aborting() {
+    let p = pair();
+    let a = connect(&p.a);
+    let io = a.ioctx(p.plain).unwrap();
+    let src = scratch(&io, "panicsrc", 8 * MIB, &opts(RBD_FEATURE_LAYERING, 20));
+    let img = Image::open(&io, &src.name).unwrap();
+    img.write_at(MIB, &pattern(9, 100_000)).unwrap();
+    let want = img.sha256().unwrap();
+
+    let dest = Scratch {
+        io: &io,
+        name: unique("panicdst"),
+    };
+    let mut calls = 0;
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        img.copy_to(&io, &dest.name, &ImageOptions::default(), |_, _| {
+            calls += 1;
+            panic!("progress closure panicked");
+        })
+    }));
+    let payload = caught.expect_err("the closure's panic must reach the caller");
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"progress closure panicked")
+    );
+    assert_eq!(calls, 1, "closure must not be called again after panicking");
+    // librbd 16.2 ignores the callback's return value: the copy ran to the end.
+    let d = Image::open_read_only(&io, &dest.name, None).unwrap();
+    assert_eq!(d.sha256().unwrap(), want);
+
+    // returning false: called once more never, copy still completes (documented)
+    let dest2 = Scratch {
+        io: &io,
+        name: unique("stopdst"),
+    };
+    let mut calls = 0;
+    let r = img.deep_copy_to(&io, &dest2.name, &ImageOptions::default(), |_, _| {
+        calls += 1;
+        false
+    });
+    assert_eq!(calls, 1);
+    assert!(r.is_ok(), "{r:?}");
+}
+
+#[test]
+fn pool_mirroring_peers_site_names_and_daemon_health_are_read() {
+    let p = pair();
+    let a = connect(&p.a);
+    let b = connect(&p.b);
+    let io_a = a.ioctx(p.mirrored).unwrap();
+    let io_b = b.ioctx(p.mirrored).unwrap();
+    assert_eq!(io_a.mirror_mode().unwrap(), MirrorMode::Image);
+    assert_eq!(io_b.mirror_mode().unwrap(), MirrorMode::Image);
+    // setting the mode it already has is a no-op round trip
+    io_a.set_mirror_mode(MirrorMode::Image).unwrap();
+    let plain = a.ioctx(p.plain).unwrap();
+    assert_eq!(plain.mirror_mode().unwrap(), MirrorMode::Disabled);
+
+    let site_a = a.mirror_site_name().unwrap();
+    let site_b = b.mirror_site_name().unwrap();
+    assert!(!site_a.is_empty() && site_a != site_b);
+    assert_eq!(a.fsid().unwrap().len(), 36);
+
+    let peers_b = io_b.mirror_peer_sites().unwrap();
+    let from_a = peers_b
+        .iter()
+        .find(|p| p.site_name == site_a)
+        .expect("B has A as peer");
+    assert_eq!(from_a.direction, PeerDirection::RxOnly);
+    let peers_a = io_a.mirror_peer_sites().unwrap();
+    let to_b = peers_a
+        .iter()
+        .find(|p| p.site_name == site_b)
+        .expect("A has B as peer");
+    assert_eq!(to_b.direction, PeerDirection::TxOnly);
+    // A knows B's pool mirror uuid (B's daemon registered it)
+    assert_eq!(to_b.mirror_uuid, io_b.mirror_uuid().unwrap());
+
+    let token = io_a.mirror_peer_bootstrap_create().unwrap();
+    assert!(token.len() > 100, "token too short");
+    let e = plain
+        .mirror_peer_bootstrap_import(PeerDirection::RxOnly, "not-a-token")
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+
+    let hb = b.mirror_daemon_health(&io_b).unwrap();
+    assert_eq!(hb.health, MirrorHealth::Ok, "{hb:?}");
+    assert!(hb.daemons.iter().any(|d| d.leader), "{hb:?}");
+    // nothing runs rbd-mirror on A
+    let ha = a.mirror_daemon_health(&io_a).unwrap();
+    assert_eq!(ha.health, MirrorHealth::Error, "{ha:?}");
+    assert!(ha.daemons.is_empty());
+
+    // the summary and the list agree on the number of images
+    let summary = io_b.mirror_image_status_summary().unwrap();
+    let listed = io_b.mirror_image_global_status_list().unwrap();
+    let total: u32 = summary.iter().map(|(_, n)| n).sum();
+    assert!(
+        total as usize >= listed.len().saturating_sub(2),
+        "{summary:?} vs {}",
+        listed.len()
+    );
+}
+
+#[test]
+fn journal_mirroring_replicates_and_journal_clients_show_completion() {
+    let p = pair();
+    let a = connect(&p.a);
+    let b = connect(&p.b);
+    let io_a = a.ioctx(p.mirrored).unwrap();
+    let io_b = b.ioctx(p.mirrored).unwrap();
+    let feats = RBD_FEATURE_LAYERING | RBD_FEATURE_EXCLUSIVE_LOCK | RBD_FEATURE_JOURNALING;
+    let s = scratch(&io_a, "jrnl", 8 * MIB, &opts(feats, 22));
+    let img = Image::open(&io_a, &s.name).unwrap();
+    img.write_at(0, &pattern(5, 200_000)).unwrap();
+    img.flush().unwrap();
+    assert_eq!(img.mirror_info().unwrap().state, MirrorImageState::Disabled);
+
+    img.mirror_enable(MirrorImageMode::Journal).unwrap();
+    let info = img.mirror_info().unwrap();
+    assert!(info.primary);
+    assert_eq!(info.state, MirrorImageState::Enabled);
+    assert_eq!(img.mirror_mode().unwrap(), MirrorImageMode::Journal);
+    img.write_at(3 * MIB, &pattern(6, 100_000)).unwrap();
+    img.flush().unwrap();
+    let id = img.id().unwrap();
+    drop(img); // closing commits the master position
+    let want = Image::open_read_only(&io_a, &s.name, None)
+        .unwrap()
+        .sha256()
+        .unwrap();
+
+    let peer_uuid = io_b.mirror_uuid().unwrap();
+    let lag = wait_for(
+        "peer to replay the journal",
+        Duration::from_secs(120),
+        || {
+            let status = io_a.journal_status(&id).ok()?;
+            let peer = status.mirror_peer(&peer_uuid)?;
+            let lag = status.lag(peer)?;
+            lag.caught_up.then_some(lag)
+        },
+    );
+    assert_eq!(lag.entries_behind, Some(0));
+    let status = io_a.journal_status(&id).unwrap();
+    assert!(status.master().is_some(), "{status:?}");
+    assert!(
+        status.master().unwrap().newest().is_some(),
+        "writes were journaled"
+    );
+
+    // the replica on B: non-primary, same global id, same content
+    let replica = wait_for("replica on B", Duration::from_secs(60), || {
+        Image::open_read_only(&io_b, &s.name, None).ok()
+    });
+    let rinfo = replica.mirror_info().unwrap();
+    assert!(!rinfo.primary);
+    assert_eq!(rinfo.global_id, info.global_id);
+    assert_eq!(replica.sha256().unwrap(), want);
+    let e = replica.write_at(0, b"x").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::ReadOnly, "{e}");
+
+    // global status: A lists the image; B reports its replica replaying
+    let listed = io_a.mirror_image_global_status_list().unwrap();
+    assert!(listed
+        .iter()
+        .any(|(iid, st)| *iid == id && st.name == s.name));
+    wait_for("B to report the replica", Duration::from_secs(90), || {
+        let st = replica.mirror_global_status().ok()?;
+        let local = st.local()?;
+        (local.up && local.state == rbd_mirror_core::rbd::MirrorStatusState::Replaying)
+            .then_some(())
+    });
+
+    // not a journal image: NotFound
+    let e = io_a.journal_status("0000nojournal").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+}
+
+#[test]
+fn snapshot_mirroring_replica_has_complete_non_primary_mirror_snapshot() {
+    let p = pair();
+    let a = connect(&p.a);
+    let b = connect(&p.b);
+    let io_a = a.ioctx(p.mirrored).unwrap();
+    let io_b = b.ioctx(p.mirrored).unwrap();
+    let feats = RBD_FEATURE_LAYERING | RBD_FEATURE_EXCLUSIVE_LOCK;
+    let s = scratch(&io_a, "snapm", 8 * MIB, &opts(feats, 22));
+    let img = Image::open(&io_a, &s.name).unwrap();
+    img.write_at(MIB, &pattern(7, 500_000)).unwrap();
+    img.mirror_enable(MirrorImageMode::Snapshot).unwrap();
+    assert_eq!(img.mirror_mode().unwrap(), MirrorImageMode::Snapshot);
+    let first: Vec<_> = img
+        .snapshots()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.namespace == SnapNamespaceType::Mirror)
+        .collect();
+    assert_eq!(first.len(), 1, "enable creates one mirror snapshot");
+
+    img.write_at(6 * MIB, &pattern(8, 300_000)).unwrap();
+    let snap_id = img.mirror_create_snapshot().unwrap();
+    let ns = img.snap_mirror_namespace(snap_id).unwrap();
+    assert_eq!(ns.state, SnapMirrorState::Primary);
+    assert!(!ns.mirror_peer_uuids.is_empty(), "{ns:?}");
+    let peers = io_a.mirror_peer_sites().unwrap();
+    assert!(ns
+        .mirror_peer_uuids
+        .iter()
+        .all(|u| peers.iter().any(|p| &p.uuid == u)));
+    let e = img.snap_mirror_namespace(u64::MAX - 1).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    drop(img);
+    let mut src_at = Image::open_read_only(&io_a, &s.name, None).unwrap();
+    src_at.snap_set_by_id(snap_id).unwrap();
+    let want = src_at.sha256().unwrap();
+
+    let (replica_snap, replica_ns) = wait_for(
+        "complete non-primary mirror snapshot on B",
+        Duration::from_secs(120),
+        || {
+            let r = Image::open_read_only(&io_b, &s.name, None).ok()?;
+            r.snapshots().ok()?.into_iter().find_map(|sn| {
+                let ns = r.snap_mirror_namespace(sn.id).ok()?;
+                (ns.primary_snap_id == snap_id && ns.complete).then_some((sn.id, ns))
+            })
+        },
+    );
+    assert_eq!(replica_ns.state, SnapMirrorState::NonPrimary);
+    // the replica names the primary's pool mirror uuid
+    assert_eq!(replica_ns.primary_mirror_uuid, io_a.mirror_uuid().unwrap());
+    let mut replica = Image::open_read_only(&io_b, &s.name, None).unwrap();
+    assert!(!replica.mirror_info().unwrap().primary);
+    // Once the copy for the source's mirror snapshot is complete (and nothing newer is
+    // syncing), the replica's HEAD holds exactly the source at that snapshot.
+    // (Observed on 16.2.15: reading the non-primary snapshot itself returns the state of
+    // the previous sync, so content checks must read the replica's head.)
+    assert_eq!(replica.sha256().unwrap(), want);
+    replica.snap_set_by_id(replica_snap).unwrap();
+    assert_eq!(replica.size().unwrap(), 8 * MIB);
+}
+
+#[test]
+fn promote_demote_round_trip_on_a_scratch_image() {
+    let p = pair();
+    let a = connect(&p.a);
+    let io = a.ioctx(p.mirrored).unwrap();
+    let s = scratch(
+        &io,
+        "promo",
+        4 * MIB,
+        &opts(RBD_FEATURE_LAYERING | RBD_FEATURE_EXCLUSIVE_LOCK, 22),
+    );
+    let img = Image::open(&io, &s.name).unwrap();
+    img.mirror_enable(MirrorImageMode::Snapshot).unwrap();
+    assert!(img.mirror_info().unwrap().primary);
+    img.mirror_demote().unwrap();
+    assert!(!img.mirror_info().unwrap().primary);
+    let demoted = img
+        .snapshots()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.namespace == SnapNamespaceType::Mirror)
+        .filter_map(|s| img.snap_mirror_namespace(s.id).ok())
+        .any(|ns| ns.state == SnapMirrorState::PrimaryDemoted);
+    assert!(demoted, "demotion leaves a primary-demoted mirror snapshot");
+    let e = img.write_at(0, b"while demoted").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::ReadOnly, "{e}");
+    let e = img.mirror_demote().unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "already demoted: {e}");
+
+    img.mirror_promote(false).unwrap();
+    assert!(img.mirror_info().unwrap().primary);
+    img.write_at(0, b"primary again").unwrap();
+    let e = img.mirror_promote(false).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "already primary: {e}");
+    img.mirror_disable(false).unwrap();
+    assert_eq!(img.mirror_info().unwrap().state, MirrorImageState::Disabled);
+}
