@@ -348,15 +348,9 @@ impl Executor {
                             dst.name()
                         )));
                     }
-                    // a partial copy of an interrupted run: ours, start it over
-                    let (d, t) = (dst.clone(), target.clone());
-                    on_ceph(
-                        kind,
-                        dst.name().to_string(),
-                        target.to_string(),
-                        move || d.remove_image(&t),
-                    )
-                    .await?;
+                    // a partial copy of an interrupted run: ours, start it over. A killed
+                    // run's watch on it lingers until the OSD times it out (~30 s): retry
+                    self.remove_partial_copy(&dst, &target).await?;
                 }
                 state.copy_started = true;
                 state.source_digest = None;
@@ -473,6 +467,39 @@ impl Executor {
                 .await
             }
         }
+    }
+
+    async fn remove_partial_copy(&self, dst: &Arc<dyn CephOps>, target: &ImageSpec) -> Result<()> {
+        use backon::{ConstantBuilder, Retryable};
+        let remove = || {
+            let (d, t) = (dst.clone(), target.clone());
+            on_ceph(
+                "copy_replica",
+                dst.name().to_string(),
+                target.to_string(),
+                move || d.remove_image(&t),
+            )
+        };
+        let mut warned = false;
+        remove
+            .retry(
+                ConstantBuilder::default()
+                    .with_delay(std::time::Duration::from_secs(1))
+                    .with_max_times(90),
+            )
+            .when(|e: &Error| matches!(e, Error::Ceph { source, .. } if source.kind == ErrorKind::Busy))
+            .notify(|_, _| {
+                if !warned {
+                    warned = true;
+                    self.events.emit(Event::Warning {
+                        message: format!(
+                            "{}:{target} (the partial copy of the interrupted run) is still watched by that run's dead client; waiting until Ceph expires the watch (about 30 s)",
+                            dst.name()
+                        ),
+                    });
+                }
+            })
+            .await
     }
 
     async fn verify(
