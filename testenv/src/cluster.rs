@@ -462,6 +462,78 @@ fn wait_healthy(site: &str) -> Result<()> {
     }
 }
 
+/// How long rbd-mirror may take to report itself healthy for every mirrored pool.
+const MIRROR_HEALTH_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long the daemon health must stay OK before it counts (several readings): cheap
+/// insurance against one transient reading while the daemon's pool replayers start.
+const MIRROR_HEALTH_STABLE: Duration = Duration::from_millis(500);
+
+/// Waits until `rbd mirror pool status` on site-b reports daemon health OK for every
+/// mirrored pool, continuously for [`MIRROR_HEALTH_STABLE`]. rbd-mirror reaches the mgr's
+/// service map a few seconds after it starts; until then rbd-relay's preflight (which
+/// checks exactly this) would refuse to run.
+pub(crate) fn wait_rbd_mirror_healthy() -> Result<()> {
+    let deadline = Instant::now() + MIRROR_HEALTH_LIMIT;
+    let mut ok_since: Option<Instant> = None;
+    loop {
+        let mut last = None;
+        for pool in MIRRORED_POOLS {
+            match mirror_daemon_health(pool) {
+                Ok(h) if h == "OK" => {}
+                Ok(h) => {
+                    last = Some(format!("{pool}: daemon health {h}"));
+                    break;
+                }
+                Err(e) => {
+                    last = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        tracing::debug!(observation = ?last, "rbd-mirror daemon health");
+        match last {
+            None => {
+                let since = *ok_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= MIRROR_HEALTH_STABLE {
+                    return Ok(());
+                }
+            }
+            Some(last) => {
+                ok_since = None;
+                if Instant::now() >= deadline {
+                    return Err(Error::Timeout {
+                        what: "rbd-mirror daemon health OK on site-b".into(),
+                        limit: MIRROR_HEALTH_LIMIT,
+                        last_seen: Some(last),
+                    });
+                }
+            }
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn mirror_pool_status(pool: &str) -> Result<serde_json::Value> {
+    let out = rbd(
+        SITE_B,
+        &["mirror", "pool", "status", pool, "--format", "json"],
+        None,
+    )?;
+    serde_json::from_str(&out.stdout).map_err(|e| Error::Parse {
+        command: format!("rbd --cluster {SITE_B} mirror pool status {pool}"),
+        detail: e.to_string(),
+    })
+}
+
+fn mirror_daemon_health(pool: &str) -> Result<String> {
+    let v = mirror_pool_status(pool)?;
+    Ok(v["summary"]["daemon_health"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string())
+}
+
 /// Builds the pair from nothing (the caller has torn down any leftovers) and writes the
 /// state file once both sites are HEALTH_OK.
 pub(crate) fn build(layout: &Layout, objectstore: Objectstore) -> Result<State> {
@@ -487,7 +559,7 @@ pub(crate) fn build(layout: &Layout, objectstore: Objectstore) -> Result<State> 
     let pid = start_rbd_mirror(layout)?;
     tracing::info!(elapsed = ?t0.elapsed(), pid, "rbd-mirror started");
     thread::scope(|s| {
-        let handles = SITES
+        let mut handles: Vec<(String, thread::ScopedJoinHandle<'_, Result<()>>)> = SITES
             .iter()
             .map(|spec| {
                 (
@@ -496,9 +568,10 @@ pub(crate) fn build(layout: &Layout, objectstore: Objectstore) -> Result<State> 
                 )
             })
             .collect();
+        handles.push(("rbd-mirror health".into(), s.spawn(wait_rbd_mirror_healthy)));
         join_all(handles)
     })?;
-    tracing::info!(elapsed = ?t0.elapsed(), "both clusters HEALTH_OK");
+    tracing::info!(elapsed = ?t0.elapsed(), "both clusters HEALTH_OK, rbd-mirror healthy");
     let state = State {
         version: STATE_VERSION,
         objectstore,
@@ -676,15 +749,7 @@ pub(crate) fn daemons(layout: &Layout) -> Vec<DaemonStatus> {
 
 /// `rbd mirror pool status` summary of a pool on site-b (daemon and image health).
 pub(crate) fn mirror_pool_health(pool: &str) -> Result<String> {
-    let out = rbd(
-        SITE_B,
-        &["mirror", "pool", "status", pool, "--format", "json"],
-        None,
-    )?;
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).map_err(|e| Error::Parse {
-        command: format!("rbd --cluster {SITE_B} mirror pool status {pool}"),
-        detail: e.to_string(),
-    })?;
+    let v = mirror_pool_status(pool)?;
     let s = &v["summary"];
     Ok(format!(
         "health {}, daemon {}, images {}",

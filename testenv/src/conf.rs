@@ -61,6 +61,9 @@ mon_memory_target = 268435456
 paxos_propose_interval = 0.05
 
 [mgr]
+# daemons (OSD, rbd-mirror) report to the mgr every 1 s instead of 5 s: PG states and
+# rbd-mirror's service status (daemon health) show up seconds earlier
+mgr_stats_period = 1
 mgr_data = {d}/mgr.$id
 keyring = {d}/mgr.$id/keyring
 mgr_initial_modules = iostat
@@ -129,7 +132,7 @@ mod tests {
             Path::new("/s/site-a"),
             Objectstore::Bluestore,
         );
-        assert!(!a.contains("rbd-mirror"));
+        assert!(!a.contains("[client.rbd-mirror.b]"));
         assert!(a.contains("osd_objectstore = bluestore"));
         assert!(a.contains("ms_bind_port_max = 7349"));
     }

@@ -2,8 +2,9 @@
 //! [`LogGuard`], which prints the daemon logs when a test fails.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::layout::{
@@ -127,6 +128,7 @@ impl Env {
         LogGuard {
             dir: self.dir.clone(),
             lines: 40,
+            sink: None,
         }
     }
 
@@ -227,6 +229,8 @@ pub(crate) fn tail_lines(path: &Path, n: usize) -> std::io::Result<Vec<String>> 
 pub struct LogGuard {
     dir: PathBuf,
     lines: usize,
+    /// Where the tails go instead of stderr (unit tests of the guard itself).
+    sink: Option<Arc<Mutex<Vec<u8>>>>,
 }
 
 impl LogGuard {
@@ -236,26 +240,48 @@ impl LogGuard {
         self
     }
 
-    /// Writes the log tails to stderr now.
-    pub fn dump(&self) {
+    /// Writes `===== last N lines of FILE =====` and the lines, for every daemon log.
+    pub fn write_tails(&self, out: &mut dyn Write) -> std::io::Result<()> {
         for file in log_files(&Layout::new(&self.dir)) {
-            eprintln!(
+            writeln!(
+                out,
                 "===== last {} lines of {} =====",
                 self.lines,
                 file.display()
-            );
+            )?;
             match tail_lines(&file, self.lines) {
-                Ok(lines) => lines.iter().for_each(|l| eprintln!("{l}")),
-                Err(e) => eprintln!("(cannot read: {e})"),
+                Ok(lines) => {
+                    for l in lines {
+                        writeln!(out, "{l}")?;
+                    }
+                }
+                Err(e) => writeln!(out, "(cannot read: {e})")?,
             }
         }
+        Ok(())
+    }
+
+    /// Writes the log tails to stderr now.
+    pub fn dump(&self) {
+        // Nothing sensible to do when stderr itself fails.
+        let _ = self.write_tails(&mut std::io::stderr().lock());
     }
 }
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.dump();
+        if !std::thread::panicking() {
+            return;
+        }
+        match &self.sink {
+            Some(sink) => {
+                let mut buf = Vec::new();
+                let _ = self.write_tails(&mut buf);
+                if let Ok(mut s) = sink.lock() {
+                    s.extend(buf);
+                }
+            }
+            None => self.dump(),
         }
     }
 }
@@ -273,6 +299,51 @@ mod tests {
         assert_eq!(shell_quote("volumes images"), "'volumes images'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn log_guard_prints_log_tails_only_when_panicking() {
+        let dir = std::env::temp_dir().join(format!("testenv-guard-{}", std::process::id()));
+        let log_dir = Layout::new(&dir).log_dir("site-a");
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let text: String = (0..100).map(|i| format!("mon line {i}\n")).collect();
+        std::fs::write(log_dir.join("site-a-mon.a.log"), text).unwrap();
+        std::fs::write(log_dir.join("ignored.txt"), "x").unwrap();
+        let guard = |sink: &Arc<Mutex<Vec<u8>>>| LogGuard {
+            dir: dir.clone(),
+            lines: 40,
+            sink: Some(sink.clone()),
+        };
+
+        let quiet = Arc::new(Mutex::new(Vec::new()));
+        drop(guard(&quiet));
+        assert!(
+            quiet.lock().unwrap().is_empty(),
+            "no output without a panic"
+        );
+
+        let loud = Arc::new(Mutex::new(Vec::new()));
+        let g = guard(&loud);
+        let joined = std::thread::spawn(move || {
+            let _g = g;
+            panic!("test failure");
+        })
+        .join();
+        assert!(joined.is_err());
+        let out = String::from_utf8(loud.lock().unwrap().clone()).unwrap();
+        assert!(
+            out.contains("last 40 lines of") && out.contains("site-a-mon.a.log"),
+            "{out}"
+        );
+        assert!(
+            out.contains("mon line 99") && out.contains("mon line 60"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("mon line 59\n") && !out.contains("ignored"),
+            "{out}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

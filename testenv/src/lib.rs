@@ -176,6 +176,7 @@ pub fn up(state_dir: &Path, opts: &UpOptions) -> Result<UpReport> {
                 (state, UpOutcome::AlreadyUp)
             } else {
                 let pid = cluster::start_rbd_mirror(&layout)?;
+                cluster::wait_rbd_mirror_healthy()?;
                 tracing::info!(pid, "clusters were up; rbd-mirror restarted");
                 (state, UpOutcome::RbdMirrorRestarted)
             }
