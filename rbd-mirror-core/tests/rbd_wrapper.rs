@@ -745,3 +745,33 @@ fn promote_demote_round_trip_on_a_scratch_image() {
     img.mirror_disable(false).unwrap();
     assert_eq!(img.mirror_info().unwrap().state, MirrorImageState::Disabled);
 }
+
+#[test]
+fn handles_are_send_and_an_image_outlives_its_ioctx_and_cluster_values() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Cluster>();
+    send_sync::<IoCtx>();
+    send::<Image>();
+
+    let p = pair();
+    let a = connect(&p.a);
+    let io = a.ioctx(p.plain).unwrap();
+    let s = scratch(&io, "owner", 4 * MIB, &opts(RBD_FEATURE_LAYERING, 22));
+    let name = s.name.clone();
+    // a second connection owns the image handle; drop its Cluster and IoCtx values first
+    let img = {
+        let c = connect(&p.a);
+        let other_io = c.ioctx(p.plain).unwrap();
+        Image::open(&other_io, &name).unwrap()
+    };
+    // and use the image from another thread (as spawn_blocking would)
+    let handle = std::thread::spawn(move || {
+        img.write_at(4096, b"still connected").unwrap();
+        let mut buf = [0u8; 15];
+        img.read_at(4096, &mut buf).unwrap();
+        img.close().unwrap();
+        buf
+    });
+    assert_eq!(&handle.join().unwrap(), b"still connected");
+}
