@@ -2,13 +2,15 @@
 //! manage-existing, the refusals (member, wrong host, already managed, missing image), the
 //! volume → RBD image mapping and upload-to-image.
 //!
-//! The cloud comes from [`site`], the one place to switch to `testenv`.
+//! The cloud comes from [`site`]: the project's test environment, or the clouds.yaml named by
+//! `RBD_RELAY_TEST_CLOUDS_YAML`.
 
 #![allow(clippy::unwrap_used)] // test code: a failed setup step should panic with its message
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use cinder_manage::{
@@ -27,30 +29,45 @@ struct Site {
     volume_pool: String,
 }
 
-/// THE place to switch to testenv (`testenv::shared_with_openstack()` destination cloud).
-/// Until then: `RBD_RELAY_TEST_*` variables, defaulting to the reference stack (`osks`).
-/// Returns `None` (tests skip loudly) when the clouds.yaml does not exist.
-fn site() -> Option<Site> {
-    let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
-    let clouds_yaml = PathBuf::from(var(
-        "RBD_RELAY_TEST_CLOUDS_YAML",
-        "/tmp/osenv-ks/clouds.yaml",
-    ));
-    if !clouds_yaml.is_file() {
-        eprintln!(
-            "SKIP: {} not found (start the OpenStack test clouds)",
-            clouds_yaml.display()
-        );
-        return None;
+/// THE one place that picks the cloud. Default: the destination cloud of the project's test
+/// environment (`testenv::shared_with_openstack()`, started if it is not running). With
+/// `RBD_RELAY_TEST_CLOUDS_YAML` set: that clouds.yaml and `RBD_RELAY_TEST_*` variables,
+/// defaulting to the development reference stack (`osks-admin`, `osks-demo`, ...).
+fn site() -> &'static Site {
+    static SITE: OnceLock<Site> = OnceLock::new();
+    SITE.get_or_init(|| match std::env::var("RBD_RELAY_TEST_CLOUDS_YAML") {
+        Ok(path) => site_from_vars(path),
+        // testenv blocks (and uses reqwest's blocking client): keep it off the async runtime.
+        Err(_) => std::thread::spawn(site_from_testenv).join().unwrap(),
+    })
+}
+
+fn site_from_testenv() -> Site {
+    let env = testenv::shared_with_openstack().expect("test environment with OpenStack");
+    let os = env
+        .openstack()
+        .expect("test environment has no OpenStack clouds");
+    let d = &os.destination;
+    Site {
+        clouds_yaml: os.clouds_yaml.clone(),
+        admin_cloud: d.admin_cloud.clone(),
+        member_cloud: d.member_cloud.clone(),
+        cinder_host: d.cinder_host.clone(),
+        ceph_cluster: d.ceph_cluster.clone(),
+        volume_pool: d.volume_pool.clone(),
     }
-    Some(Site {
-        clouds_yaml,
+}
+
+fn site_from_vars(clouds_yaml: String) -> Site {
+    let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
+    Site {
+        clouds_yaml: PathBuf::from(clouds_yaml),
         admin_cloud: var("RBD_RELAY_TEST_ADMIN_CLOUD", "osks-admin"),
         member_cloud: var("RBD_RELAY_TEST_MEMBER_CLOUD", "osks-demo"),
         cinder_host: var("RBD_RELAY_TEST_CINDER_HOST", "osks@ceph#ceph"),
         ceph_cluster: var("RBD_RELAY_TEST_CEPH_CLUSTER", "osks"),
         volume_pool: var("RBD_RELAY_TEST_VOLUME_POOL", "volumes"),
-    })
+    }
 }
 
 /// Cinder's test deployments keep their database in SQLite, which fails concurrent writes
@@ -143,7 +160,7 @@ fn unique(prefix: &str) -> String {
 
 #[tokio::test]
 async fn adopt_by_ceph_pool_renames_image_and_maps_back() {
-    let Some(site) = site() else { return };
+    let site = site();
     let _serial = CINDER_WRITES.lock().await;
     let c = site.cinder(&site.admin_cloud).await;
     let name = unique("cm-adopt");
@@ -219,7 +236,7 @@ async fn adopt_by_ceph_pool_renames_image_and_maps_back() {
 
 #[tokio::test]
 async fn wrong_host_string_keeps_cinders_message() {
-    let Some(site) = site() else { return };
+    let site = site();
     let _serial = CINDER_WRITES.lock().await;
     let c = site.cinder(&site.admin_cloud).await;
     let name = unique("cm-host");
@@ -246,7 +263,7 @@ async fn wrong_host_string_keeps_cinders_message() {
 
 #[tokio::test]
 async fn missing_image_is_refused_before_manage() {
-    let Some(site) = site() else { return };
+    let site = site();
     let _serial = CINDER_WRITES.lock().await;
     let c = site.cinder(&site.admin_cloud).await;
     let e = c
@@ -258,7 +275,7 @@ async fn missing_image_is_refused_before_manage() {
 
 #[tokio::test]
 async fn member_credentials_need_admin_in_destination() {
-    let Some(site) = site() else { return };
+    let site = site();
     let _serial = CINDER_WRITES.lock().await;
     let c = site.cinder(&site.member_cloud).await;
     let name = unique("cm-member");
@@ -287,7 +304,7 @@ async fn member_credentials_need_admin_in_destination() {
 
 #[tokio::test]
 async fn upload_to_image_waits_for_active_image_with_volume_data() {
-    let Some(site) = site() else { return };
+    let site = site();
     let _serial = CINDER_WRITES.lock().await;
     let client = site.client(&site.admin_cloud).await;
     let c = Cinder::new(client.clone(), Side::Source).with_poll(poll());

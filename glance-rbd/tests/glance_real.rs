@@ -1,12 +1,14 @@
 //! Against a real Keystone + Glance (rbd store) + Ceph: register an RBD snapshot by location,
 //! download it back, and the refusals (member credentials, bad location leaves nothing).
 //!
-//! The cloud comes from [`site`], the one place to switch to `testenv`.
+//! The cloud comes from [`site`]: the project's test environment, or the clouds.yaml named by
+//! `RBD_RELAY_TEST_CLOUDS_YAML`.
 
 #![allow(clippy::unwrap_used)] // test code: a failed setup step should panic with its message
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use glance_rbd::{CreateImage, Error, Glance, RbdLocation, RegisterRbdImage};
 use openstack_client::{ClientOptions, CloudConfig, ConfigSources, OpenStackClient};
@@ -21,42 +23,56 @@ struct Site {
     image_pool: String,
 }
 
-/// THE place to switch to testenv (`testenv::shared_with_openstack()` destination cloud).
-/// Until then: `RBD_RELAY_TEST_*` variables, defaulting to the reference stack (`osks`).
-/// Returns `None` (tests skip loudly) when the clouds.yaml does not exist.
-fn site() -> Option<Site> {
-    let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
-    let clouds_yaml = PathBuf::from(var(
-        "RBD_RELAY_TEST_CLOUDS_YAML",
-        "/tmp/osenv-ks/clouds.yaml",
-    ));
-    if !clouds_yaml.is_file() {
-        eprintln!(
-            "SKIP: {} not found (start the OpenStack test clouds)",
-            clouds_yaml.display()
-        );
-        return None;
+/// THE one place that picks the cloud. Default: the destination cloud of the project's test
+/// environment (`testenv::shared_with_openstack()`, started if it is not running). With
+/// `RBD_RELAY_TEST_CLOUDS_YAML` set: that clouds.yaml and `RBD_RELAY_TEST_*` variables,
+/// defaulting to the development reference stack (`osks-admin`, `osks-demo`, ...).
+fn site() -> &'static Site {
+    static SITE: OnceLock<Site> = OnceLock::new();
+    SITE.get_or_init(|| match std::env::var("RBD_RELAY_TEST_CLOUDS_YAML") {
+        Ok(path) => site_from_vars(path),
+        // testenv blocks (and uses reqwest's blocking client): keep it off the async runtime.
+        Err(_) => std::thread::spawn(site_from_testenv).join().unwrap(),
+    })
+}
+
+fn site_from_testenv() -> Site {
+    let env = testenv::shared_with_openstack().expect("test environment with OpenStack");
+    let os = env
+        .openstack()
+        .expect("test environment has no OpenStack clouds");
+    let d = &os.destination;
+    Site {
+        clouds_yaml: os.clouds_yaml.clone(),
+        admin_cloud: d.admin_cloud.clone(),
+        member_cloud: d.member_cloud.clone(),
+        ceph_cluster: d.ceph_cluster.clone(),
+        fsid: d.fsid.clone(),
+        image_pool: d.image_pool.clone(),
     }
-    let ceph_cluster = var("RBD_RELAY_TEST_CEPH_CLUSTER", "osks");
-    let fsid = match std::env::var("RBD_RELAY_TEST_FSID") {
-        Ok(f) => f,
-        Err(_) => {
+}
+
+fn site_from_vars(clouds_yaml: String) -> Site {
+    let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
+    Site {
+        clouds_yaml: PathBuf::from(clouds_yaml),
+        admin_cloud: var("RBD_RELAY_TEST_ADMIN_CLOUD", "osks-admin"),
+        member_cloud: var("RBD_RELAY_TEST_MEMBER_CLOUD", "osks-demo"),
+        ceph_cluster: var("RBD_RELAY_TEST_CEPH_CLUSTER", "osks"),
+        fsid: std::env::var("RBD_RELAY_TEST_FSID").unwrap_or_else(|_| {
             let out = Command::new("ceph")
-                .args(["--cluster", &ceph_cluster, "fsid"])
+                .args([
+                    "--cluster",
+                    &var("RBD_RELAY_TEST_CEPH_CLUSTER", "osks"),
+                    "fsid",
+                ])
                 .output()
                 .expect("run ceph fsid");
             assert!(out.status.success(), "ceph fsid: {out:?}");
             String::from_utf8(out.stdout).unwrap().trim().to_owned()
-        }
-    };
-    Some(Site {
-        clouds_yaml,
-        admin_cloud: var("RBD_RELAY_TEST_ADMIN_CLOUD", "osks-admin"),
-        member_cloud: var("RBD_RELAY_TEST_MEMBER_CLOUD", "osks-demo"),
-        ceph_cluster,
-        fsid,
+        }),
         image_pool: var("RBD_RELAY_TEST_IMAGE_POOL", "images"),
-    })
+    }
 }
 
 impl Site {
@@ -158,7 +174,7 @@ async fn images_named(g: &Glance, name: &str) -> usize {
 
 #[tokio::test]
 async fn register_by_location_then_download_returns_the_same_bytes() {
-    let Some(site) = site() else { return };
+    let site = site();
     let g = site.glance(&site.admin_cloud).await;
     assert!(g.locations_exposed().await.unwrap());
     let name = unique("gl-reg");
@@ -203,7 +219,7 @@ async fn register_by_location_then_download_returns_the_same_bytes() {
 
 #[tokio::test]
 async fn member_credentials_are_refused_before_anything_is_created() {
-    let Some(site) = site() else { return };
+    let site = site();
     let g = site.glance(&site.member_cloud).await;
     let name = unique("gl-member");
     let e = g
@@ -221,7 +237,7 @@ async fn member_credentials_are_refused_before_anything_is_created() {
 
 #[tokio::test]
 async fn bad_location_deletes_the_empty_record_and_keeps_glance_message() {
-    let Some(site) = site() else { return };
+    let site = site();
     let g = site.glance(&site.admin_cloud).await;
     let name = unique("gl-badloc");
     let e = g
@@ -240,7 +256,7 @@ async fn bad_location_deletes_the_empty_record_and_keeps_glance_message() {
 
 #[tokio::test]
 async fn member_override_registers_own_snapshot() {
-    let Some(site) = site() else { return };
+    let site = site();
     let g = site.glance(&site.member_cloud).await;
     let name = unique("gl-override");
     site.snapshot_with_data(&name, 1 << 20);

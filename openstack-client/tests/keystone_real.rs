@@ -2,12 +2,14 @@
 //! token, application credential, static token with explicit endpoints), roles from the token,
 //! catalog endpoints, and Keystone's refusal of a wrong password.
 //!
-//! The cloud comes from [`site`], the one place to switch to `testenv`.
+//! The cloud comes from [`site`]: the project's test environment, or the clouds.yaml named by
+//! `RBD_RELAY_TEST_CLOUDS_YAML`.
 
 #![allow(clippy::unwrap_used)] // test code: a failed setup step should panic with its message
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use openstack_client::{
     config::{DomainRef, Scope},
@@ -23,27 +25,39 @@ struct Site {
     member_cloud: String,
 }
 
-/// THE place to switch to testenv (`testenv::shared_with_openstack()` destination cloud).
-/// Until then: `RBD_RELAY_TEST_*` variables, defaulting to the reference stack (`osks`).
-/// Returns `None` (tests skip loudly) when the clouds.yaml does not exist.
-fn site() -> Option<Site> {
-    let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
-    let clouds_yaml = PathBuf::from(var(
-        "RBD_RELAY_TEST_CLOUDS_YAML",
-        "/tmp/osenv-ks/clouds.yaml",
-    ));
-    if !clouds_yaml.is_file() {
-        eprintln!(
-            "SKIP: {} not found (start the OpenStack test clouds)",
-            clouds_yaml.display()
-        );
-        return None;
+/// THE one place that picks the cloud. Default: the destination cloud of the project's test
+/// environment (`testenv::shared_with_openstack()`, started if it is not running). With
+/// `RBD_RELAY_TEST_CLOUDS_YAML` set: that clouds.yaml and `RBD_RELAY_TEST_*` variables,
+/// defaulting to the development reference stack (`osks-admin`, `osks-demo`, ...).
+fn site() -> &'static Site {
+    static SITE: OnceLock<Site> = OnceLock::new();
+    SITE.get_or_init(|| match std::env::var("RBD_RELAY_TEST_CLOUDS_YAML") {
+        Ok(path) => site_from_vars(path),
+        // testenv blocks (and uses reqwest's blocking client): keep it off the async runtime.
+        Err(_) => std::thread::spawn(site_from_testenv).join().unwrap(),
+    })
+}
+
+fn site_from_testenv() -> Site {
+    let env = testenv::shared_with_openstack().expect("test environment with OpenStack");
+    let os = env
+        .openstack()
+        .expect("test environment has no OpenStack clouds");
+    let d = &os.destination;
+    Site {
+        clouds_yaml: os.clouds_yaml.clone(),
+        admin_cloud: d.admin_cloud.clone(),
+        member_cloud: d.member_cloud.clone(),
     }
-    Some(Site {
-        clouds_yaml,
+}
+
+fn site_from_vars(clouds_yaml: String) -> Site {
+    let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
+    Site {
+        clouds_yaml: PathBuf::from(clouds_yaml),
         admin_cloud: var("RBD_RELAY_TEST_ADMIN_CLOUD", "osks-admin"),
         member_cloud: var("RBD_RELAY_TEST_MEMBER_CLOUD", "osks-demo"),
-    })
+    }
 }
 
 impl Site {
@@ -108,7 +122,7 @@ impl Site {
 
 #[tokio::test]
 async fn admin_password_cloud_has_roles_and_endpoints() {
-    let Some(site) = site() else { return };
+    let site = site();
     let c = site.client(&site.admin_cloud).await;
     let info = c.token_info().await.unwrap();
     assert_eq!(info.is_admin(), Some(true), "{info:?}");
@@ -137,7 +151,7 @@ async fn admin_password_cloud_has_roles_and_endpoints() {
 
 #[tokio::test]
 async fn member_is_not_admin_and_os_cloud_selects() {
-    let Some(site) = site() else { return };
+    let site = site();
     let sources = ConfigSources {
         clouds_files: vec![site.clouds_yaml.clone()],
         secure_files: vec![],
@@ -155,7 +169,7 @@ async fn member_is_not_admin_and_os_cloud_selects() {
 
 #[tokio::test]
 async fn wrong_password_keeps_keystones_message_and_hides_the_password() {
-    let Some(site) = site() else { return };
+    let site = site();
     let mut cfg = site.config(&site.member_cloud);
     if let AuthMethod::Password { password, .. } = &mut cfg.auth {
         *password = Secret::new("definitely-wrong-pw");
@@ -171,7 +185,7 @@ async fn wrong_password_keeps_keystones_message_and_hides_the_password() {
 
 #[tokio::test]
 async fn token_and_application_credential_auth() {
-    let Some(site) = site() else { return };
+    let site = site();
     let (tok, user_id, auth_url) = site.raw_token(&site.member_cloud).await;
     let member = site.config(&site.member_cloud);
     let AuthMethod::Password { scope, .. } = member.auth.clone() else {
@@ -249,7 +263,7 @@ async fn token_and_application_credential_auth() {
 
 #[tokio::test]
 async fn static_token_with_explicit_endpoints() {
-    let Some(site) = site() else { return };
+    let site = site();
     let admin = site.client(&site.admin_cloud).await;
     let cinder = admin.endpoint(ServiceType::BlockStorage).await.unwrap();
     let (tok, _, _) = site.raw_token(&site.admin_cloud).await;
