@@ -378,6 +378,26 @@ fn dead_cluster_conf_fails_within_the_timeout() {
 }
 
 #[test]
+fn wrong_cephx_key_is_permission_denied() {
+    let p = pair();
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = dir.path().join("wrong.keyring");
+    // a freshly generated (`ceph-authtool --gen-print-key`) key no cluster knows
+    std::fs::write(
+        &keyring,
+        "[client.admin]\n\tkey = AQB6DgNr2RbYNxAA5ZmrCqdOHkJ3KCsSB+mmqA==\n",
+    )
+    .unwrap();
+    let cfg =
+        p.a.clone()
+            .keyring(&keyring)
+            .timeout(Duration::from_secs(10));
+    let e = Cluster::connect(&cfg).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::PermissionDenied, "{e}");
+    assert_eq!(e.op, "rados_connect");
+}
+
+#[test]
 fn copy_and_deep_copy_report_progress_and_keep_content() {
     let p = pair();
     let a = connect(&p.a);
