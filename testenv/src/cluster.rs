@@ -600,8 +600,17 @@ pub(crate) fn assess(layout: &Layout) -> Assessment {
     let state = State::load(&layout.state_file());
     let mut missing = Vec::new();
     for spec in &SITES {
-        if !conf_path(spec.name).exists() {
-            missing.push(format!("{} missing", conf_path(spec.name).display()));
+        let mut files = vec![
+            conf_path(spec.name),
+            keyring_path(spec.name, "client.admin"),
+        ];
+        if spec.runs_rbd_mirror {
+            files.push(keyring_path(spec.name, &format!("client.{RBD_MIRROR_ID}")));
+        }
+        for f in files {
+            if !f.exists() {
+                missing.push(format!("{} missing", f.display()));
+            }
         }
         for daemon in [Daemon::Mon, Daemon::Mgr, Daemon::Osd] {
             if process::live_pid(&layout.pid_file(spec.name, daemon), spec.name).is_none() {
@@ -649,7 +658,7 @@ fn etc_files(site: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// What [`teardown`] did.
+/// What a teardown ([`crate::down`], or `up` replacing a broken pair) did.
 #[derive(Debug, Clone, Default)]
 pub struct Teardown {
     /// Processes signalled.

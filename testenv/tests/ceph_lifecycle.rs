@@ -52,6 +52,32 @@ fn status_sees_every_daemon_and_both_mons_answer() {
     assert_eq!(st.mirroring.len(), 2, "{st:#?}");
 }
 
+/// `up` used to return as soon as the rbd-mirror pid file appeared, while
+/// `rbd mirror pool status` still said daemon health UNKNOWN/ERROR for a few seconds: a
+/// test running rbd-relay's preflight right after `shared()` saw a "down" daemon.
+#[test]
+fn rbd_mirror_daemon_health_is_ok_when_shared_returns() {
+    let env = testenv::shared().expect("test environment");
+    let _logs = env.log_guard();
+    for pool in [env.pools().volumes, env.pools().images] {
+        let out = Command::new("rbd")
+            .args([
+                "--cluster",
+                &env.site_b().name,
+                "mirror",
+                "pool",
+                "status",
+                pool,
+            ])
+            .args(["--format", "json"])
+            .output()
+            .expect("rbd mirror pool status");
+        let status: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("mirror pool status json");
+        assert_eq!(status["summary"]["daemon_health"], "OK", "{pool}: {status}");
+    }
+}
+
 #[test]
 fn env_lines_point_a_shell_at_the_running_clusters() {
     let env = testenv::shared().expect("test environment");
