@@ -1,0 +1,157 @@
+//! A Glance configured with `show_multiple_locations = False` cannot be had from the test
+//! clouds (they need locations), so a tiny loopback HTTP server plays one: registration must
+//! then fail with a clear error and delete the empty record it created.
+
+#![allow(clippy::unwrap_used)] // test code
+
+use std::sync::{Arc, Mutex};
+
+use glance_rbd::{CreateImage, Error, Glance, RbdLocation, RegisterRbdImage};
+use openstack_client::{
+    AuthMethod, ClientOptions, CloudConfig, Interface, OpenStackClient, Secret, ServiceType,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// Serves `(status, body)` from `route(method, path)`, logging `METHOD path`.
+async fn serve(log: Log, route: fn(&str, &str) -> (u16, String)) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                let end = loop {
+                    let n = s.read(&mut tmp).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&tmp[..n]);
+                    if let Some(e) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break e;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                while buf.len() < end + 4 + len {
+                    let n = s.read(&mut tmp).await.unwrap();
+                    buf.extend_from_slice(&tmp[..n]);
+                }
+                let mut first = head.lines().next().unwrap().split(' ');
+                let (m, p) = (first.next().unwrap(), first.next().unwrap());
+                log.lock().unwrap().push(format!("{m} {p}"));
+                let (status, body) = route(m, p);
+                let out = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\
+                     Content-Type: application/json\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(out.as_bytes()).await.unwrap();
+            });
+        }
+    });
+    port
+}
+
+async fn glance(port: u16) -> Glance {
+    let mut cfg = CloudConfig {
+        name: "fake-glance".into(),
+        auth: AuthMethod::Static {
+            token: Some(Secret::new("t")),
+        },
+        region_name: None,
+        interface: Interface::Public,
+        endpoint_overrides: Default::default(),
+        tls: Default::default(),
+        source: None,
+    };
+    cfg.endpoint_overrides.insert(
+        ServiceType::Image,
+        format!("http://127.0.0.1:{port}").parse().unwrap(),
+    );
+    Glance::new(
+        OpenStackClient::connect(cfg, ClientOptions::default())
+            .await
+            .unwrap(),
+    )
+}
+
+fn request() -> RegisterRbdImage {
+    RegisterRbdImage {
+        image: CreateImage::raw("img"),
+        location: RbdLocation {
+            fsid: "f".into(),
+            pool: "images".into(),
+            image: "img".into(),
+            snapshot: "snap".into(),
+        },
+        // A static token has no known roles; the refusal itself is tested on real clouds.
+        allow_member_credentials: true,
+    }
+}
+
+const QUEUED_NO_LOCATIONS: &str = r#"{"id": "i1", "name": "img", "status": "queued"}"#;
+const QUEUED_WITH_LOCATIONS: &str =
+    r#"{"id": "i1", "name": "img", "status": "queued", "locations": []}"#;
+
+#[tokio::test]
+async fn hidden_locations_fail_clearly_and_delete_the_empty_record() {
+    let log: Log = Default::default();
+    let port = serve(log.clone(), |m, p| match (m, p) {
+        ("POST", "/v2/images") => (201, QUEUED_NO_LOCATIONS.into()),
+        ("GET", "/v2/images/i1") => (200, QUEUED_NO_LOCATIONS.into()),
+        ("DELETE", "/v2/images/i1") => (204, String::new()),
+        _ => (500, "{}".into()),
+    })
+    .await;
+    let e = glance(port).await.register(&request()).await.unwrap_err();
+    assert!(matches!(e, Error::LocationsDisabled { .. }), "{e}");
+    assert!(
+        e.to_string().contains("show_multiple_locations = True"),
+        "{e}"
+    );
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.first().map(String::as_str), Some("POST /v2/images"));
+    assert_eq!(log.last().map(String::as_str), Some("DELETE /v2/images/i1"));
+    assert!(!log.iter().any(|l| l.starts_with("PATCH")), "{log:?}");
+}
+
+#[tokio::test]
+async fn patch_refused_for_invisible_locations_maps_to_locations_disabled() {
+    let log: Log = Default::default();
+    let port = serve(log.clone(), |m, p| match (m, p) {
+        ("POST", "/v2/images") => (201, QUEUED_WITH_LOCATIONS.into()),
+        ("GET", "/versions") => (
+            200,
+            r#"{"versions": [{"id": "v2.16"}, {"id": "v2.9"}]}"#.into(),
+        ),
+        ("PATCH", "/v2/images/i1") => (
+            403,
+            "<html><body><h1>403 Forbidden</h1>It's not allowed to add locations if locations \
+             are invisible.<br /><br /></body></html>"
+                .into(),
+        ),
+        ("GET", "/v2/images/i1") => (200, QUEUED_WITH_LOCATIONS.into()),
+        ("DELETE", "/v2/images/i1") => (204, String::new()),
+        _ => (500, "{}".into()),
+    })
+    .await;
+    let e = glance(port).await.register(&request()).await.unwrap_err();
+    assert!(matches!(e, Error::LocationsDisabled { .. }), "{e}");
+    assert!(e.to_string().contains("locations are invisible"), "{e}");
+    let log = log.lock().unwrap().clone();
+    assert!(log.contains(&"PATCH /v2/images/i1".to_owned()), "{log:?}");
+    assert_eq!(log.last().map(String::as_str), Some("DELETE /v2/images/i1"));
+}
