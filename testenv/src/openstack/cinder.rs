@@ -147,8 +147,10 @@ fn paste_ini(d: &Path) -> String {
     )
 }
 
-/// `cinder-manage db sync` into the cloud's database (WAL mode afterwards, so the API, the
-/// scheduler and the volume service never block each other's commits).
+/// `cinder-manage db sync` into the cloud's database. Not WAL (unlike Keystone's): in WAL
+/// mode a read transaction that turns into a write after another process committed fails
+/// at once with "database is locked" (no busy wait), which broke quota reservations in
+/// manage-existing while the volume service wrote its state reports.
 pub(crate) fn db_sync(root: &Path, site: &str) -> Result<(), Error> {
     let log = dir(root, site).join("log").join("dbsync.log");
     let out = process::run(
@@ -160,8 +162,7 @@ pub(crate) fn db_sync(root: &Path, site: &str) -> Result<(), Error> {
     if let Ok(o) = &out {
         let _ = std::fs::write(&log, &o.stderr);
     }
-    out?;
-    super::sqlite_wal(&db_path(root, site))
+    out.map(|_| ())
 }
 
 fn start_service(root: &Path, site: &str, service: &str) -> Result<(), Error> {

@@ -93,15 +93,35 @@ fn manage(root: &Path, args: &[&str]) -> Result<(), Error> {
     .map(|_| ())
 }
 
-/// db_sync + WAL + bootstrap (admin user, `region` and identity endpoints), fernet_setup and
-/// credential_setup, the three chains in parallel.
-pub(crate) fn prepare(root: &Path, region: &str) -> Result<(), Error> {
+/// In parallel: db_sync + WAL (or the cached migrated schema) then `bootstrap` (admin user,
+/// `region`, identity endpoints); fernet_setup; credential_setup. The daemon is started as
+/// soon as schema and fernet keys exist. Returns when all are done (the daemon may still be
+/// importing).
+pub(crate) fn prepare(root: &Path, region: &str, cache: &super::SchemaCache) -> Result<(), Error> {
     let url = format!("{}/v3", base_url());
     let db = dir(root).join("keystone.sqlite");
     thread::scope(|s| {
-        let db_chain = s.spawn(|| -> Result<(), Error> {
-            manage(root, &["db_sync"])?;
-            super::sqlite_wal(&db)?;
+        let schema = s.spawn(|| {
+            cache.migrated("keystone", &db, || {
+                manage(root, &["db_sync"])?;
+                super::sqlite_wal(&db)
+            })
+        });
+        let setup = |what: &'static str| {
+            s.spawn(move || {
+                manage(
+                    root,
+                    &[what, "--keystone-user", "root", "--keystone-group", "root"],
+                )
+            })
+        };
+        let fernet = setup("fernet_setup");
+        let cred = setup("credential_setup");
+        let join = |h: thread::ScopedJoinHandle<'_, Result<(), Error>>| {
+            h.join().map_err(|_| Error::Panicked("keystone-manage"))?
+        };
+        join(schema)?;
+        let boot = s.spawn(|| {
             manage(
                 root,
                 &[
@@ -119,34 +139,12 @@ pub(crate) fn prepare(root: &Path, region: &str) -> Result<(), Error> {
                 ],
             )
         });
-        let fernet = s.spawn(|| {
-            manage(
-                root,
-                &[
-                    "fernet_setup",
-                    "--keystone-user",
-                    "root",
-                    "--keystone-group",
-                    "root",
-                ],
-            )
-        });
-        let cred = s.spawn(|| {
-            manage(
-                root,
-                &[
-                    "credential_setup",
-                    "--keystone-user",
-                    "root",
-                    "--keystone-group",
-                    "root",
-                ],
-            )
-        });
-        for h in [db_chain, fernet, cred] {
-            h.join().map_err(|_| Error::Panicked("keystone-manage"))??;
-        }
-        Ok(())
+        // The daemon needs the schema and the fernet keys to start: its ~2 s of imports then
+        // overlap the bootstrap (nothing asks it for a token before this returns).
+        join(fernet)?;
+        start(root)?;
+        join(boot)?;
+        join(cred)
     })
 }
 
@@ -332,7 +330,8 @@ impl Admin<'_> {
         .map(|_| ())
     }
 
-    /// Id of the first `collection` entry listed by `query`, else of a new one from `body`.
+    /// Creates a `collection` entry from `body`; if it exists (409), the id of the first
+    /// entry listed by `query`. (A fresh Keystone never conflicts: one call per entry.)
     fn ensure(
         &self,
         collection: &str,
@@ -340,22 +339,39 @@ impl Admin<'_> {
         item: &str,
         body: Value,
     ) -> Result<String, Error> {
-        let listed = self.get(&format!("/{collection}?{query}"))?;
-        if let Some(id) = listed[collection]
+        let id = match self.post(&format!("/{collection}"), json!({ item: body })) {
+            Ok(created) => created[item]["id"].as_str().map(str::to_string),
+            Err(Error::HttpStatus { status: 409, .. }) => {
+                let listed = self.get(&format!("/{collection}?{query}"))?;
+                listed[collection]
+                    .as_array()
+                    .and_then(|a| a.first())
+                    .and_then(|x| x["id"].as_str())
+                    .map(str::to_string)
+            }
+            Err(e) => return Err(e),
+        };
+        id.ok_or_else(|| Error::BadResponse {
+            url: format!("{}/{collection}", self.v3),
+            detail: format!("no {item}.id in the response"),
+        })
+    }
+
+    /// `(id, name-ish key)` pairs of a listed collection.
+    fn list(
+        &self,
+        collection: &str,
+        key: impl Fn(&Value) -> String,
+    ) -> Result<Vec<(String, String)>, Error> {
+        let listed = self.get(&format!("/{collection}"))?;
+        Ok(listed[collection]
             .as_array()
-            .and_then(|a| a.first())
-            .and_then(|x| x["id"].as_str())
-        {
-            return Ok(id.to_string());
-        }
-        let created = self.post(&format!("/{collection}"), json!({ item: body }))?;
-        created[item]["id"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| Error::BadResponse {
-                url: format!("{}/{collection}", self.v3),
-                detail: format!("no {item}.id in the response"),
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["id"].as_str().map(|id| (id.to_string(), key(x))))
+                    .collect()
             })
+            .unwrap_or_default())
     }
 
     fn project(&self, name: &str, description: &str) -> Result<String, Error> {
@@ -364,14 +380,6 @@ impl Admin<'_> {
             &format!("name={name}&domain_id=default"),
             "project",
             json!({"name": name, "domain_id": "default", "description": description}),
-        )
-    }
-    fn role(&self, name: &str) -> Result<String, Error> {
-        self.ensure(
-            "roles",
-            &format!("name={name}"),
-            "role",
-            json!({ "name": name }),
         )
     }
     fn user(&self, name: &str, password: &str, project: &str) -> Result<String, Error> {
@@ -386,62 +394,22 @@ impl Admin<'_> {
     fn grant(&self, project: &str, user: &str, role: &str) -> Result<(), Error> {
         self.put(&format!("/projects/{project}/users/{user}/roles/{role}"))
     }
-    fn region(&self, id: &str) -> Result<(), Error> {
-        let listed = self.get("/regions")?;
-        let exists = listed["regions"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|r| r["id"].as_str() == Some(id)));
-        if !exists {
-            self.post("/regions", json!({"region": {"id": id}}))?;
-        }
-        Ok(())
-    }
-    fn service(&self, stype: &str, name: &str) -> Result<String, Error> {
-        let listed = self.get(&format!("/services?type={stype}"))?;
-        if let Some(id) = listed["services"].as_array().and_then(|a| {
-            a.iter()
-                .find(|s| s["name"].as_str() == Some(name))
-                .and_then(|s| s["id"].as_str())
-        }) {
-            return Ok(id.to_string());
-        }
-        let created = self.post(
-            "/services",
-            json!({"service": {"name": name, "type": stype, "enabled": true}}),
-        )?;
-        created["service"]["id"]
+    fn created_id(&self, collection: &str, item: &str, body: Value) -> Result<String, Error> {
+        let created = self.post(&format!("/{collection}"), json!({ item: body }))?;
+        created[item]["id"]
             .as_str()
             .map(str::to_string)
             .ok_or_else(|| Error::BadResponse {
-                url: format!("{}/services", self.v3),
-                detail: "no service.id in the response".into(),
+                url: format!("{}/{collection}", self.v3),
+                detail: format!("no {item}.id in the response"),
             })
     }
-    fn endpoints(
-        &self,
-        service: &str,
-        region: &str,
-        url: &str,
-        interfaces: &[&str],
-    ) -> Result<(), Error> {
-        let listed = self.get(&format!(
-            "/endpoints?service_id={service}&region_id={region}"
-        ))?;
-        let have: Vec<&str> = listed["endpoints"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|e| e["interface"].as_str()).collect())
-            .unwrap_or_default();
-        for itf in interfaces {
-            if !have.contains(itf) {
-                self.post(
-                    "/endpoints",
-                    json!({"endpoint": {"service_id": service, "interface": itf,
-                                        "url": url, "region_id": region}}),
-                )?;
-            }
-        }
-        Ok(())
-    }
+}
+
+fn find<'a>(have: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    have.iter()
+        .find(|(_, k)| k == key)
+        .map(|(id, _)| id.as_str())
 }
 
 /// Creates (if missing) the projects `service` and `demo`, the role `service`, the service
@@ -458,9 +426,18 @@ pub(crate) fn init(http: &Client, regions: &[RegionServices]) -> Result<Ids, Err
     };
     let service = a.project("service", "service users")?;
     let demo = a.project("demo", "non-admin test project")?;
-    let admin_role = a.role("admin")?;
-    let member_role = a.role("member")?;
-    let service_role = a.role("service")?;
+    let mut roles = a.list("roles", |r| r["name"].as_str().unwrap_or("").to_string())?;
+    let mut role = |name: &str| -> Result<String, Error> {
+        if let Some(id) = find(&roles, name) {
+            return Ok(id.to_string());
+        }
+        let id = a.created_id("roles", "role", json!({ "name": name }))?;
+        roles.push((id.clone(), name.to_string()));
+        Ok(id)
+    };
+    let admin_role = role("admin")?;
+    let member_role = role("member")?;
+    let service_role = role("service")?;
     for name in ["cinder", "glance"] {
         let u = a.user(name, SERVICE_PASSWORD, &service)?;
         a.grant(&service, &u, &admin_role)?;
@@ -469,18 +446,59 @@ pub(crate) fn init(http: &Client, regions: &[RegionServices]) -> Result<Ids, Err
     let m = a.user("member", MEMBER_PASSWORD, &demo)?;
     a.grant(&demo, &m, &member_role)?;
 
-    let identity = a.service("identity", "keystone")?;
-    let volumev3 = a.service("volumev3", "cinderv3")?;
-    let block = a.service("block-storage", "cinder")?;
-    let image = a.service("image", "glance")?;
+    let services = a.list("services", |s| {
+        format!(
+            "{}/{}",
+            s["type"].as_str().unwrap_or(""),
+            s["name"].as_str().unwrap_or("")
+        )
+    })?;
+    let service_id = |stype: &str, name: &str| -> Result<String, Error> {
+        match find(&services, &format!("{stype}/{name}")) {
+            Some(id) => Ok(id.to_string()),
+            None => a.created_id(
+                "services",
+                "service",
+                json!({"name": name, "type": stype, "enabled": true}),
+            ),
+        }
+    };
+    let identity = service_id("identity", "keystone")?;
+    let volumev3 = service_id("volumev3", "cinderv3")?;
+    let block = service_id("block-storage", "cinder")?;
+    let image = service_id("image", "glance")?;
+    let have_regions = a.list("regions", |_| String::new())?;
+    let endpoints = a.list("endpoints", |e| {
+        format!(
+            "{}/{}/{}",
+            e["service_id"].as_str().unwrap_or(""),
+            e["region_id"].as_str().unwrap_or(""),
+            e["interface"].as_str().unwrap_or("")
+        )
+    })?;
     let ks = format!("{}/v3", base_url());
     for r in regions {
-        a.region(&r.region)?;
-        a.endpoints(&identity, &r.region, &ks, &["public", "internal", "admin"])?;
+        if !have_regions.iter().any(|(id, _)| *id == r.region) {
+            a.post("/regions", json!({"region": {"id": r.region}}))?;
+        }
         let cinder = format!("{}/v3/%(project_id)s", r.cinder);
-        a.endpoints(&volumev3, &r.region, &cinder, &["public", "internal"])?;
-        a.endpoints(&block, &r.region, &cinder, &["public", "internal"])?;
-        a.endpoints(&image, &r.region, &r.glance, &["public", "internal"])?;
+        let wanted: [(&str, &str, &[&str]); 4] = [
+            (&identity, &ks, &["public", "internal", "admin"]),
+            (&volumev3, &cinder, &["public", "internal"]),
+            (&block, &cinder, &["public", "internal"]),
+            (&image, &r.glance, &["public", "internal"]),
+        ];
+        for (svc, url, interfaces) in wanted {
+            for itf in interfaces {
+                if find(&endpoints, &format!("{svc}/{}/{itf}", r.region)).is_none() {
+                    a.post(
+                        "/endpoints",
+                        json!({"endpoint": {"service_id": svc, "interface": itf,
+                                            "url": url, "region_id": r.region}}),
+                    )?;
+                }
+            }
+        }
     }
     Ok(Ids {
         admin_project: t.project_id,

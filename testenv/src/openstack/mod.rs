@@ -401,6 +401,61 @@ pub(crate) fn sqlite_wal(db: &Path) -> Result<(), Error> {
     .map(|_| ())
 }
 
+/// Migrated, still empty databases (keystone, cinder, glance) kept next to the state
+/// directory, keyed by the installed package versions: a schema migration costs 2-3 s of CPU
+/// per service and the result only changes with the packages. Not state: `down` keeps it.
+pub(crate) struct SchemaCache {
+    dir: Option<PathBuf>,
+}
+
+impl SchemaCache {
+    /// The cache for the installed packages (disabled if their versions cannot be read).
+    fn new(state_dir: &Path) -> Self {
+        let out = std::process::Command::new("dpkg-query")
+            .args(["-W", "-f", "${Package}=${Version} "])
+            .args(["python3-keystone", "python3-cinder", "python3-glance"])
+            .output();
+        let dir = match out {
+            Ok(o) if o.status.success() => {
+                use sha2::Digest;
+                let mut h = sha2::Sha256::new();
+                // bump when what is cached changes (v2: cinder's database not in WAL mode)
+                h.update(b"schema-cache-v2 ");
+                h.update(&o.stdout);
+                let digest = h.finalize();
+                let key: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+                Some(state_dir.join("openstack-cache").join(key))
+            }
+            _ => None,
+        };
+        SchemaCache { dir }
+    }
+
+    /// Puts a migrated `name` database at `dest`: from the cache, else by running `migrate`
+    /// (which must create `dest`) and storing the result.
+    pub(crate) fn migrated(
+        &self,
+        name: &str,
+        dest: &Path,
+        migrate: impl FnOnce() -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let cached = self.dir.as_ref().map(|d| d.join(format!("{name}.sqlite")));
+        if let Some(c) = cached.as_ref().filter(|c| c.is_file()) {
+            tracing::debug!("{name}: migrated schema from {}", c.display());
+            return copy(c, dest);
+        }
+        migrate()?;
+        if let (Some(c), Some(d)) = (cached, self.dir.as_ref()) {
+            // best effort: a failure here only costs the next start-up time
+            let tmp = c.with_extension(format!("tmp{}", std::process::id()));
+            if fs::create_dir_all(d).is_ok() && fs::copy(dest, &tmp).is_ok() {
+                let _ = fs::rename(&tmp, &c);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The entry-point shim `name` (`cinder-api`, `glance-manage`, ...).
 pub(crate) fn shim(root: &Path, name: &str) -> PathBuf {
     root.join("bin").join(name)
@@ -571,52 +626,20 @@ fn build(root: &Path, http: &Client, plans: &[CloudPlan; 2]) -> Result<OpenStack
     let [src, dst] = plans;
     let vhosts = [src.site.name.as_str(), dst.site.name.as_str()];
 
-    // Phase 1: broker boot, keystone-manage, cephx users, configs and database migrations.
+    // Every chain starts as soon as what it needs is there; the critical paths are Keystone
+    // (manage -> daemon -> init) and Cinder (db sync -> volume -> first report -> scheduler).
     rabbit::start(root, &vhosts)?;
-    step("rabbitmq starting");
+    let cache = root
+        .parent()
+        .map(SchemaCache::new)
+        .unwrap_or(SchemaCache { dir: None });
     write_shims(root)?;
     keystone::write_conf(root)?;
     for p in plans {
         cinder::write_conf(root, p)?;
         glance::write_conf(root, p)?;
     }
-    thread::scope(|s| {
-        let ks = s.spawn(|| keystone::prepare(root, &src.site.name));
-        let users: Vec<_> = plans
-            .iter()
-            .map(|p| {
-                s.spawn(move || {
-                    ceph::check_pools(p)?;
-                    ceph::prepare(root, p)
-                })
-            })
-            .collect();
-        let cinder_db = s.spawn(|| {
-            cinder::db_sync(root, &src.site.name)?;
-            copy(
-                &cinder::db_path(root, &src.site.name),
-                &cinder::db_path(root, &dst.site.name),
-            )
-        });
-        let glance_db = s.spawn(|| {
-            glance::db_sync(root, &src.site.name)?;
-            copy(
-                &glance::db_path(root, &src.site.name),
-                &glance::db_path(root, &dst.site.name),
-            )
-        });
-        join(ks, "keystone-manage")?;
-        step("keystone-manage done");
-        for u in users {
-            join(u, "ceph users")?;
-        }
-        join(cinder_db, "cinder db sync")?;
-        join(glance_db, "glance db sync")?;
-        step("ceph users, cinder and glance databases ready");
-        Ok::<(), Error>(())
-    })?;
-
-    // Phase 2: keystone up and initialised while both clouds' services start.
+    step("rabbitmq starting, configs written");
     let regions: Vec<keystone::RegionServices> = plans
         .iter()
         .map(|p| keystone::RegionServices {
@@ -628,22 +651,54 @@ fn build(root: &Path, http: &Client, plans: &[CloudPlan; 2]) -> Result<OpenStack
     let long = Duration::from_secs(90);
     let ids = thread::scope(|s| {
         let ks = s.spawn(|| {
-            keystone::start(root)?;
+            keystone::prepare(root, &src.site.name, &cache)?;
+            step("keystone-manage done");
             keystone::wait_ready(root, http, long)?;
             step("keystone answers");
             let ids = keystone::init(http, &regions)?;
             step("keystone initialised");
             Ok(ids)
         });
-        for p in plans {
-            glance::start(root, &p.site.name)?;
+        let users: Vec<_> = plans
+            .iter()
+            .map(|p| {
+                s.spawn(move || {
+                    ceph::check_pools(p)?;
+                    ceph::prepare(root, p)
+                })
+            })
+            .collect();
+        let glances = s.spawn(|| {
+            let db = glance::db_path(root, &src.site.name);
+            cache.migrated("glance", &db, || glance::db_sync(root, &src.site.name))?;
+            copy(
+                &glance::db_path(root, &src.site.name),
+                &glance::db_path(root, &dst.site.name),
+            )?;
+            step("glance database ready");
+            Ok(())
+        });
+        let db = cinder::db_path(root, &src.site.name);
+        cache.migrated("cinder", &db, || cinder::db_sync(root, &src.site.name))?;
+        copy(
+            &cinder::db_path(root, &src.site.name),
+            &cinder::db_path(root, &dst.site.name),
+        )?;
+        step("cinder database ready");
+        for u in users {
+            join(u, "ceph users")?;
         }
+        step("ceph users ready");
         rabbit::wait_ready(root, long)?;
         step("rabbitmq ready");
         let cinders: Vec<_> = plans
             .iter()
             .map(|p| s.spawn(move || cinder::start(root, &p.site.name, long)))
             .collect();
+        join(glances, "glance db sync")?;
+        for p in plans {
+            glance::start(root, &p.site.name)?;
+        }
         for c in cinders {
             join(c, "cinder start")?;
         }
@@ -651,7 +706,7 @@ fn build(root: &Path, http: &Client, plans: &[CloudPlan; 2]) -> Result<OpenStack
         join(ks, "keystone")
     })?;
 
-    // Phase 3: the APIs answer through Keystone and the schedulers know their pools.
+    // The APIs answer through Keystone and the schedulers know their pools.
     let token = keystone::issue_token(http, "admin", keystone::ADMIN_PASSWORD, "admin")?;
     thread::scope(|s| {
         let waits: Vec<_> = plans
@@ -740,6 +795,13 @@ fn clouds_yaml(info: &OpenStackInfo) -> String {
 
 /// Stops every recorded daemon in the reference order and wipes `root` and our keyrings.
 fn stop_and_wipe(root: &Path) -> Result<(), Error> {
+    let t0 = Instant::now();
+    let step = |what: &str| {
+        tracing::info!(
+            "openstack down [{:5.1}s] {what}",
+            t0.elapsed().as_secs_f64()
+        )
+    };
     let sites = recorded_sites(root);
     let grace = Duration::from_secs(15);
     // 1. Glance and Cinder (in parallel: each takes ~2 s to exit on SIGTERM)
@@ -774,10 +836,13 @@ fn stop_and_wipe(root: &Path) -> Result<(), Error> {
         }
         Ok::<(), Error>(())
     })?;
+    step("cinder and glance stopped");
     // 2. Keystone (Cinder/Glance may validate tokens while stopping)
     process::stop(&keystone::daemon(root).pid_file, grace)?;
+    step("keystone stopped");
     // 3. RabbitMQ, then our epmd
     rabbit::stop(root)?;
+    step("rabbitmq stopped");
     // 4. state
     for s in &sites {
         ceph::remove_keyrings(s)?;
