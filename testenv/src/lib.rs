@@ -13,6 +13,27 @@
 //! // rbd --cluster site-a create volumes/<image> ...
 //! # Ok::<(), testenv::Error>(())
 //! ```
+//!
+//! From a shell (as root): `testenv up [--openstack] [--objectstore bluestore]`,
+//! `eval "$(testenv env)"`, `testenv status`, `testenv down`.
+//!
+//! # What runs
+//!
+//! | | site-a (source) | site-b (destination) |
+//! |---|---|---|
+//! | daemons | mon.a, mgr.x, osd.0 | mon.a, mgr.x, osd.0, rbd-mirror (`client.rbd-mirror.b`) |
+//! | mon v2 / v1 | 3400 / 6840 | 3410 / 6850 |
+//! | mgr/OSD ports | 7300-7349 | 7350-7399 |
+//! | mirrored pools (mode `image`) | `volumes`, `images` | `volumes`, `images` (peer: site-a, rx-only) |
+//! | plain RBD pools | `cinder`, `glance` | `cinder`, `glance` |
+//!
+//! Confs and keyrings are `/etc/ceph/site-{a,b}.conf` and
+//! `/etc/ceph/site-{a,b}.client.admin.keyring`, so `rbd --cluster site-a` just works. Daemon
+//! data, pid files, admin sockets and logs live under the state directory
+//! (`/var/tmp/rbd-relay-testenv`, or `$RBD_RELAY_TESTENV_DIR`): `site-X/{mon.a,mgr.x,osd.0}`,
+//! `site-X/run`, `site-X/log` (rbd-mirror logs to `site-b/log/rbd-mirror.log`), plus
+//! `state.json` ([`Env`]'s contents) and `lock`. OSDs use memstore unless bluestore (a
+//! sparse 20 GiB file in the OSD directory) is asked for, for GiB-sized images.
 
 pub mod openstack;
 
