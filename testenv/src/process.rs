@@ -91,6 +91,7 @@ pub(crate) fn run(
     limit: Duration,
 ) -> Result<Output> {
     let command = describe(program, args);
+    let t0 = Instant::now();
     let mut child = Command::new(program)
         .args(args)
         .stdin(if stdin.is_some() {
@@ -140,6 +141,7 @@ pub(crate) fn run(
     };
     let stdout = collect(out_reader);
     let stderr = collect(err_reader);
+    tracing::debug!(%command, elapsed = ?t0.elapsed(), %status, "ran");
     if !status.success() {
         return Err(Error::Command {
             command,
@@ -175,7 +177,9 @@ pub(crate) fn start_daemon(
             command: command.clone(),
             source,
         })?;
+    let t0 = Instant::now();
     let status = wait_bounded(&mut child, &command, limit)?;
+    tracing::debug!(%command, elapsed = ?t0.elapsed(), %status, "daemon started");
     if !status.success() {
         let mut text = String::new();
         if let Ok(mut f) = File::open(log) {
