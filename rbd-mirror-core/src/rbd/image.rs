@@ -8,6 +8,7 @@
 use std::any::Any;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::ptr;
+use std::sync::Mutex;
 
 use libc::{c_int, c_void};
 use librbd_sys as sys;
@@ -260,20 +261,27 @@ impl std::fmt::Debug for Image {
 
 /// Shared state of one progress-reporting call: the closure and a caught panic.
 struct Progress<'a> {
-    f: &'a mut dyn FnMut(u64, u64) -> bool,
+    f: &'a mut (dyn FnMut(u64, u64) -> bool + Send),
     stop: bool,
     panic: Option<Box<dyn Any + Send + 'static>>,
 }
 
 /// `librbd_progress_fn_t` trampoline: calls the closure, never unwinds into C.
+///
+/// librbd calls it from the calling thread (`rbd_copy*`) or from its own worker threads
+/// (`rbd_deep_copy*`, per copied object), so the state sits behind a mutex and the
+/// closure must be `Send`.
 unsafe extern "C" fn progress_trampoline(done: u64, total: u64, data: *mut c_void) -> c_int {
-    // SAFETY: data is the `&mut Progress` passed by run_with_progress, alive for the whole
-    // C call. librbd calls the callback under its own lock, one call at a time.
-    let p = unsafe { &mut *data.cast::<Progress<'_>>() };
+    // SAFETY: data is the `&Mutex<Progress>` passed by run_with_progress; it outlives the
+    // whole C call, during which librbd may invoke this from any of its threads.
+    let state = unsafe { &*data.cast_const().cast::<Mutex<Progress<'_>>>() };
+    // A poisoned lock cannot happen (the closure runs inside catch_unwind); be lenient.
+    let mut p = state.lock().unwrap_or_else(|e| e.into_inner());
     if p.stop {
         return -libc::ECANCELED;
     }
-    match catch_unwind(AssertUnwindSafe(|| (p.f)(done, total))) {
+    let outcome = catch_unwind(AssertUnwindSafe(|| (p.f)(done, total)));
+    match outcome {
         Ok(true) => 0,
         Ok(false) => {
             p.stop = true;
@@ -290,19 +298,24 @@ unsafe extern "C" fn progress_trampoline(done: u64, total: u64, data: *mut c_voi
 /// Runs `call(cb, cbdata)` with the trampoline; resumes a panic from the closure after the
 /// C call has returned.
 fn run_with_progress(
-    f: &mut dyn FnMut(u64, u64) -> bool,
+    f: &mut (dyn FnMut(u64, u64) -> bool + Send),
     call: impl FnOnce(sys::librbd_progress_fn_t, *mut c_void) -> c_int,
 ) -> c_int {
-    let mut p = Progress {
+    let state = Mutex::new(Progress {
         f,
         stop: false,
         panic: None,
-    };
+    });
     let ret = call(
         Some(progress_trampoline),
-        (&mut p as *mut Progress<'_>).cast(),
+        (&state as *const Mutex<Progress<'_>>).cast_mut().cast(),
     );
-    if let Some(panic) = p.panic.take() {
+    let panic = state
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .panic
+        .take();
+    if let Some(panic) = panic {
         resume_unwind(panic);
     }
     ret
@@ -765,7 +778,8 @@ impl Image {
     /// Copies the image head (no snapshots) to a new image `dest_name` in `dest`
     /// (`rbd_copy_with_progress4`, sparse size 4 KiB: zero runs stay holes).
     ///
-    /// `progress(done, total)` is called from librbd's thread while the call blocks; a
+    /// `progress(done, total)` counts bytes (the last call is `(size, size)`). It is
+    /// called from the thread making the call, while librbd works; a
     /// panic inside it is caught and resumed after librbd returns. Returning `false` asks
     /// to stop: the closure is not called again and librbd gets a non-zero return, but
     /// librbd 16.2 ignores progress return values, so the copy still runs to the end.
@@ -774,7 +788,7 @@ impl Image {
         dest: &IoCtx,
         dest_name: &str,
         opts: &ImageOptions,
-        mut progress: impl FnMut(u64, u64) -> bool,
+        mut progress: impl FnMut(u64, u64) -> bool + Send,
     ) -> Result<()> {
         let ctx = || format!("{} -> {}", self.ctx, dest.image_ctx(dest_name));
         let name_c = cstring(dest_name, "rbd_copy_with_progress4", ctx)?;
@@ -799,14 +813,14 @@ impl Image {
     }
 
     /// Deep copy: the head and all snapshots, to a new image `dest_name` in `dest`
-    /// (`rbd_deep_copy_with_progress`). Progress/panic/stop behave as in
-    /// [`Image::copy_to`].
+    /// (`rbd_deep_copy_with_progress`). Here `progress(done, total)` counts objects of the
+    /// image (done == total at the end); panic and stop behave as in [`Image::copy_to`].
     pub fn deep_copy_to(
         &self,
         dest: &IoCtx,
         dest_name: &str,
         opts: &ImageOptions,
-        mut progress: impl FnMut(u64, u64) -> bool,
+        mut progress: impl FnMut(u64, u64) -> bool + Send,
     ) -> Result<()> {
         let ctx = || format!("{} -> {}", self.ctx, dest.image_ctx(dest_name));
         let name_c = cstring(dest_name, "rbd_deep_copy_with_progress", ctx)?;
