@@ -658,6 +658,34 @@ fn etc_files(site: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The state directory a site's `/etc/ceph` conf was written for (its `run_dir` line).
+fn conf_owner(site: &str) -> Option<PathBuf> {
+    let text = fs::read_to_string(conf_path(site)).ok()?;
+    let run_dir = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("run_dir = "))?;
+    Path::new(run_dir.trim())
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+}
+
+/// Refuses to touch a pair that was built from another state directory: cluster names,
+/// ports and /etc/ceph files are fixed, so wiping "our" leftovers would break it.
+pub(crate) fn check_owner(layout: &Layout) -> Result<()> {
+    for spec in &SITES {
+        if let Some(owner) = conf_owner(spec.name) {
+            if owner != layout.root() {
+                return Err(Error::OtherStateDir {
+                    site: spec.name.to_string(),
+                    owner,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What a teardown ([`crate::down`], or `up` replacing a broken pair) did.
 #[derive(Debug, Clone, Default)]
 pub struct Teardown {
@@ -671,6 +699,7 @@ pub struct Teardown {
 /// sites per phase) and removes the site directories, the state file and the /etc/ceph
 /// files of both sites. `fast` sends SIGKILL at once (for throw-away leftovers).
 pub(crate) fn teardown(layout: &Layout, fast: bool) -> Result<Teardown> {
+    check_owner(layout)?;
     let mut report = Teardown::default();
     // The clouds use the pair: they go first.
     crate::openstack::down(layout.root())?;

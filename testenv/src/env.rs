@@ -48,9 +48,10 @@ impl Env {
     /// Loads the environment described by the state file in `state_dir`, without checking
     /// that the daemons run (use [`crate::shared`] for that).
     pub fn load(state_dir: &Path) -> Result<Env> {
-        let layout = Layout::new(state_dir);
+        let root = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+        let layout = Layout::new(&root);
         match State::load(&layout.state_file())? {
-            Some(state) => Env::from_state(state_dir, state),
+            Some(state) => Env::from_state(&root, state),
             None => Err(Error::NotUp(state_dir.to_path_buf())),
         }
     }

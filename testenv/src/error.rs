@@ -75,6 +75,14 @@ pub enum Error {
     /// The environment is not up (for calls that do not start it).
     #[error("the test environment in {0} is not up (run `testenv up`)")]
     NotUp(PathBuf),
+    /// The pair's /etc/ceph files belong to an environment in another state directory.
+    #[error("{site} belongs to the test environment in {owner} (run `testenv --state-dir {owner} down` first)", owner = owner.display())]
+    OtherStateDir {
+        /// The site whose conf names another state directory.
+        site: String,
+        /// That state directory.
+        owner: PathBuf,
+    },
     /// The environment must be managed as root (it writes /etc/ceph and binds ports).
     #[error("testenv must run as root (it writes /etc/ceph and starts daemons)")]
     NotRoot,

@@ -153,9 +153,12 @@ struct DirLock {
     _file: File,
 }
 
-fn lock(layout: &Layout) -> Result<DirLock> {
-    let root = layout.root();
-    std::fs::create_dir_all(root).map_err(|e| Error::io("create", root, e))?;
+/// Creates the state directory, takes its lock and returns its layout (with the
+/// directory's canonical path: confs record it, and a pair is recognised by it).
+fn lock(state_dir: &Path) -> Result<(Layout, DirLock)> {
+    std::fs::create_dir_all(state_dir).map_err(|e| Error::io("create", state_dir, e))?;
+    let root = std::fs::canonicalize(state_dir).map_err(|e| Error::io("resolve", state_dir, e))?;
+    let layout = Layout::new(root);
     let path = layout.lock_file();
     let file = OpenOptions::new()
         .create(true)
@@ -165,7 +168,7 @@ fn lock(layout: &Layout) -> Result<DirLock> {
         .map_err(|e| Error::io("open", &path, e))?;
     file.lock_exclusive()
         .map_err(|source| Error::Lock { path, source })?;
-    Ok(DirLock { _file: file })
+    Ok((layout, DirLock { _file: file }))
 }
 
 fn objectstore_from_env() -> Result<Objectstore> {
@@ -188,8 +191,7 @@ pub fn up(state_dir: &Path, opts: &UpOptions) -> Result<UpReport> {
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::NotRoot);
     }
-    let layout = Layout::new(state_dir);
-    let _lock = lock(&layout)?;
+    let (layout, _lock) = lock(state_dir)?;
     let (state, outcome) = match cluster::assess(&layout) {
         Assessment::Up(state) if opts.objectstore.is_none_or(|o| o == state.objectstore) => {
             let mirror_pid = layout.pid_file(SITE_B, Daemon::RbdMirror);
@@ -239,13 +241,13 @@ pub fn up(state_dir: &Path, opts: &UpOptions) -> Result<UpReport> {
     let mut state = *state;
     if opts.openstack {
         // Idempotent on its side: returns at once when the clouds run on these sites.
-        let info = openstack::up(state_dir, &state.sites)?;
+        let info = openstack::up(layout.root(), &state.sites)?;
         if state.openstack.as_ref() != Some(&info) {
             state.openstack = Some(info);
             state.save(&layout.state_file())?;
         }
     }
-    let env = Env::from_state(state_dir, state)?;
+    let env = Env::from_state(layout.root(), state)?;
     Ok(UpReport {
         outcome,
         elapsed: t0.elapsed(),
@@ -254,16 +256,14 @@ pub fn up(state_dir: &Path, opts: &UpOptions) -> Result<UpReport> {
 }
 
 /// Stops everything this environment started in `state_dir` (clouds first via
-/// [`openstack::down`], then
-/// rbd-mirror, OSDs, mgr + mon; SIGTERM, SIGKILL after 5 s) and wipes its state and the
+/// [`openstack::down`], then rbd-mirror, OSDs, mgr + mon; SIGTERM, SIGKILL after 5 s) and wipes its state and the
 /// `/etc/ceph/site-{a,b}.*` files. Safe to run when nothing is up. Must run as root.
 pub fn down(state_dir: &Path) -> Result<DownReport> {
     let t0 = Instant::now();
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::NotRoot);
     }
-    let layout = Layout::new(state_dir);
-    let _lock = lock(&layout)?;
+    let (layout, _lock) = lock(state_dir)?;
     let teardown = cluster::teardown(&layout, false)?;
     Ok(DownReport {
         teardown,
