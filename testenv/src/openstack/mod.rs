@@ -879,3 +879,145 @@ pub fn status(state_dir: &Path) -> Vec<ServiceStatus> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn cloud(site: &str, cinder: u16) -> CloudInfo {
+        CloudInfo {
+            region: site.into(),
+            admin_cloud: format!("{site}-admin"),
+            member_cloud: format!("{site}-member"),
+            keystone_url: "http://127.0.0.1:5000/v3".into(),
+            cinder_url: format!("http://127.0.0.1:{cinder}/v3"),
+            cinder_host: format!("{site}@ceph#ceph"),
+            ceph_cluster: site.into(),
+            ..CloudInfo::default()
+        }
+    }
+
+    fn info() -> OpenStackInfo {
+        OpenStackInfo {
+            clouds_yaml: "/x/clouds.yaml".into(),
+            keystone_url: "http://127.0.0.1:5000/v3".into(),
+            admin: Credentials {
+                username: "admin".into(),
+                password: "it's".into(),
+                project_name: "admin".into(),
+                project_id: "abc123".into(),
+            },
+            member: Credentials::default(),
+            source: cloud("site-a", 8776),
+            destination: cloud("site-b", 8777),
+        }
+    }
+
+    #[test]
+    fn env_lines_quote_every_value_and_carry_the_admin_project_in_cinder_urls() {
+        let lines = info().env_lines();
+        assert!(lines.contains(&"export RBD_RELAY_SRC_CINDER_HOST='site-a@ceph#ceph'".to_string()));
+        assert!(lines.contains(
+            &"export RBD_RELAY_DST_CINDER_URL='http://127.0.0.1:8777/v3/abc123'".to_string()
+        ));
+        assert!(lines
+            .iter()
+            .all(|l| l.starts_with("export ") && l.ends_with('\'')));
+        let mut i = info();
+        i.clouds_yaml = "/tmp/it's/clouds.yaml".into();
+        assert!(i
+            .env_lines()
+            .contains(&r"export OS_CLIENT_CONFIG_FILE='/tmp/it'\''s/clouds.yaml'".to_string()));
+    }
+
+    #[test]
+    fn clouds_yaml_has_admin_and_member_clouds_per_region() {
+        let y = clouds_yaml(&info());
+        for name in [
+            "site-a-admin:",
+            "site-a-member:",
+            "site-b-admin:",
+            "site-b-member:",
+        ] {
+            assert!(y.contains(name), "{name} in\n{y}");
+        }
+        assert_eq!(y.matches("region_name: site-b").count(), 2);
+        assert!(y.contains("auth_url: http://127.0.0.1:5000\n"));
+        assert_eq!(y.matches("identity_api_version: 3").count(), 4);
+    }
+
+    #[test]
+    fn info_matches_only_the_same_sites() {
+        let site = |name: &str, fsid: &str| CephSite {
+            name: name.into(),
+            conf: PathBuf::new(),
+            admin_keyring: PathBuf::new(),
+            fsid: fsid.into(),
+        };
+        let mut i = info();
+        i.source.fsid = "f1".into();
+        i.destination.fsid = "f2".into();
+        assert!(i.matches(&[site("site-a", "f1"), site("site-b", "f2")]));
+        // a rebuilt pair (new fsid) means the clouds' databases point at nothing
+        assert!(!i.matches(&[site("site-a", "f1"), site("site-b", "new")]));
+        assert!(!i.matches(&[site("site-a", "f1")]));
+    }
+
+    #[test]
+    fn a_daemon_runs_in_its_own_process_group_and_stop_ends_the_group() {
+        let dir = std::env::temp_dir().join(format!("t2-proc-{}", std::process::id()));
+        fs::create_dir_all(dir.join("run")).unwrap();
+        fs::create_dir_all(dir.join("logs")).unwrap();
+        let d = process::Daemon::new(&dir, "sleeper");
+        // a shell with a child: both must go
+        let pid = d
+            .start(
+                Path::new("/bin/sh"),
+                &["-c".into(), "sleep 60 & sleep 60; wait".into()],
+                &[],
+            )
+            .unwrap();
+        assert_eq!(d.pid(), Some(pid));
+        assert_eq!(
+            nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
+                .unwrap()
+                .as_raw(),
+            pid
+        );
+        // starting again is a no-op
+        assert_eq!(
+            d.start(Path::new("/bin/sh"), &["-c".into(), "exit 1".into()], &[])
+                .unwrap(),
+            pid
+        );
+        assert_eq!(
+            process::stop(&d.pid_file, Duration::from_secs(5)).unwrap(),
+            Some(pid)
+        );
+        assert!(nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), None).is_err());
+        assert_eq!(d.pid(), None);
+        assert!(!d.pid_file.exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_taken_for_ours() {
+        let dir = std::env::temp_dir().join(format!("t2-pid-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("x.pid");
+        // our own pid, but another start time: a different process as far as we know
+        fs::write(&f, format!("{} 1\n", std::process::id())).unwrap();
+        assert_eq!(process::alive_pid(&f), None);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tail_cuts_on_a_char_boundary() {
+        assert_eq!(process::tail("abc", 10), "abc");
+        // byte 4 is inside '€': the cut moves forward to the next boundary
+        assert_eq!(process::tail("aé€z", 3), "...z");
+        assert_eq!(process::tail("aé€z", 4), "...€z");
+    }
+}

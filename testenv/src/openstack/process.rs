@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::unistd::{getpgid, Pid};
 
 use super::Error;
 
@@ -155,6 +155,14 @@ pub(crate) fn spawn(
     thread::spawn(move || {
         let _ = child.wait();
     });
+    // `setsid` makes its new session a moment after the spawn returns: until then a
+    // group-wide signal would miss the daemon. Wait for it (or for an early exit).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while getpgid(Some(Pid::from_raw(pid))).is_ok_and(|g| g.as_raw() != pid)
+        && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(2));
+    }
     let mut f =
         fs::File::create(pid_file).map_err(|source| Error::io("write", pid_file, source))?;
     writeln!(f, "{pid} {start_time}").map_err(|source| Error::io("write", pid_file, source))?;

@@ -165,3 +165,32 @@ pub(crate) fn stop(root: &Path) -> Result<(), Error> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn password_hash_is_rabbitmq_salted_sha256() {
+        let b64 = password_hash("pw");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        assert_eq!(bytes.len(), 4 + 32);
+        let (salt, digest) = bytes.split_at(4);
+        let mut h = Sha256::new();
+        h.update(salt);
+        h.update(b"pw");
+        assert_eq!(digest, h.finalize().as_slice());
+    }
+
+    #[test]
+    fn each_cloud_has_its_own_vhost() {
+        assert_eq!(
+            transport_url("site-b"),
+            "rabbit://openstack:rabbit-secret@127.0.0.1:5682/site-b"
+        );
+    }
+}
