@@ -528,6 +528,25 @@ fn panicking_progress_callback_is_resumed_after_the_copy_not_aborting() {
     });
     assert_eq!(calls, 1);
     assert!(r.is_ok(), "{r:?}");
+
+    // deep copy calls back from a librbd worker thread: the panic must still come back
+    // to this thread, after librbd returned
+    let dest3 = Scratch {
+        io: &io,
+        name: unique("deeppanic"),
+    };
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        img.deep_copy_to(&io, &dest3.name, &ImageOptions::default(), |_, _| {
+            panic!("deep copy closure panicked");
+        })
+    }));
+    let payload = caught.expect_err("the deep copy closure's panic must reach the caller");
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"deep copy closure panicked")
+    );
+    let d3 = Image::open_read_only(&io, &dest3.name, None).unwrap();
+    assert_eq!(d3.sha256().unwrap(), want);
 }
 
 #[test]
