@@ -57,6 +57,23 @@ enum Cmd {
     Env,
 }
 
+/// `writeln!` into a String (cannot fail).
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {{
+        $out.push_str(&format!($($arg)*));
+        $out.push('\n');
+    }};
+}
+
+/// Writes to stdout; a closed pipe (`testenv env | head -1`) is not an error.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("write stdout"),
+        _ => Ok(()),
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -118,7 +135,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Status => {
             let st = testenv::status(&dir);
-            println!(
+            let mut out = String::new();
+            outln!(
+                out,
                 "state dir {}: {}{}",
                 st.state_dir.display(),
                 if st.up { "UP" } else { "NOT UP" },
@@ -131,7 +150,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 match d.pid {
                     Some(pid) => {
                         total_peak += d.peak_rss_kib.unwrap_or(0);
-                        println!(
+                        outln!(
+                            out,
                             "  {:<7} {:<20} alive  pid {:<7} rss {:>4} MiB  peak {:>4} MiB",
                             d.site,
                             d.daemon.entity(),
@@ -140,22 +160,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             d.peak_rss_kib.unwrap_or(0) / 1024
                         );
                     }
-                    None => println!("  {:<7} {:<20} DEAD", d.site, d.daemon.entity()),
+                    None => outln!(out, "  {:<7} {:<20} DEAD", d.site, d.daemon.entity()),
                 }
             }
             if total_peak > 0 {
-                println!("  sum of peak RSS: {} MiB", total_peak / 1024);
+                outln!(out, "  sum of peak RSS: {} MiB", total_peak / 1024);
             }
             for (site, h) in &st.health {
-                println!("  {site} health: {h}");
+                outln!(out, "  {site} health: {h}");
             }
             for (pool, m) in &st.mirroring {
-                println!("  site-b mirror pool {pool}: {m}");
+                outln!(out, "  site-b mirror pool {pool}: {m}");
             }
             for svc in &st.openstack {
                 match (svc.alive, svc.pid) {
-                    (true, Some(pid)) => println!("  openstack {:<28} alive  pid {pid}", svc.name),
-                    _ => println!("  openstack {:<28} DEAD", svc.name),
+                    (true, Some(pid)) => {
+                        outln!(out, "  openstack {:<28} alive  pid {pid}", svc.name)
+                    }
+                    _ => outln!(out, "  openstack {:<28} DEAD", svc.name),
                 }
             }
             let openstack_dead = st.openstack.iter().any(|s| !s.alive);
@@ -163,6 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .daemons
                 .iter()
                 .any(|d| d.daemon == Daemon::RbdMirror && !d.alive());
+            write_stdout(&out)?;
             Ok(if st.up && !mirror_dead && !openstack_dead {
                 ExitCode::SUCCESS
             } else {
@@ -171,9 +194,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Env => {
             let env = testenv::Env::load(&dir).context("testenv env")?;
-            for line in env.env_lines() {
-                println!("{line}");
-            }
+            write_stdout(&(env.env_lines().join("\n") + "\n"))?;
             Ok(ExitCode::SUCCESS)
         }
     }
