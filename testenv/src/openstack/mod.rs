@@ -621,8 +621,16 @@ fn join<T>(
 
 fn build(root: &Path, http: &Client, plans: &[CloudPlan; 2]) -> Result<OpenStackInfo, Error> {
     let t0 = Instant::now();
-    let step =
-        |what: &str| tracing::info!("openstack [{:5.1}s] {what}", t0.elapsed().as_secs_f64());
+    // Start-up milestones: logged, and kept in logs/up-timings.txt for later comparison.
+    let timings = std::sync::Mutex::new(String::new());
+    let step = |what: &str| {
+        let line = format!("[{:5.1}s] {what}", t0.elapsed().as_secs_f64());
+        tracing::info!("openstack {line}");
+        if let Ok(mut t) = timings.lock() {
+            t.push_str(&line);
+            t.push('\n');
+        }
+    };
     let [src, dst] = plans;
     let vhosts = [src.site.name.as_str(), dst.site.name.as_str()];
 
@@ -725,6 +733,10 @@ fn build(root: &Path, http: &Client, plans: &[CloudPlan; 2]) -> Result<OpenStack
         Ok::<(), Error>(())
     })?;
     step("cinder pools listed, glance healthy");
+    if let Ok(t) = timings.lock() {
+        // diagnostics only
+        let _ = fs::write(root.join("logs").join("up-timings.txt"), t.as_bytes());
+    }
 
     let keystone_url = format!("{}/v3", keystone::base_url());
     let cloud = |p: &CloudPlan| CloudInfo {
