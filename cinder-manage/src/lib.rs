@@ -140,6 +140,17 @@ pub enum Error {
         /// Cinder's reason.
         reason: String,
     },
+    /// Cinder will not manage the image for another reason (`volume in use`: it has
+    /// watchers, e.g. a client or rbd-mirror still has it open).
+    #[error("Cinder will not manage RBD image `{image}` on `{host}`: {reason}")]
+    NotManageable {
+        /// The image.
+        image: String,
+        /// The host string.
+        host: String,
+        /// Cinder's reason.
+        reason: String,
+    },
     /// The backend does not list the image at all.
     #[error("Cinder backend `{host}` lists no RBD image named `{image}`")]
     ImageNotFound {
@@ -778,6 +789,20 @@ impl Cinder {
             .iter()
             .find(|m| m.source_name() == Some(req.rbd_image.as_str()))
         {
+            Some(m)
+                if !m.safe_to_manage
+                    && m.cinder_id.is_none()
+                    && m.reason_not_safe.as_deref() != Some("already managed") =>
+            {
+                return Err(Error::NotManageable {
+                    image: req.rbd_image.clone(),
+                    host,
+                    reason: m
+                        .reason_not_safe
+                        .clone()
+                        .unwrap_or_else(|| "no reason given".into()),
+                })
+            }
             Some(m) if !m.safe_to_manage => {
                 return Err(Error::AlreadyManaged {
                     image: req.rbd_image.clone(),
@@ -836,11 +861,16 @@ impl Cinder {
     pub async fn volume_rbd_image(&self, id: &str) -> Result<VolumeRbdImage, Error> {
         let v = self.get_volume(id).await?;
         let Some(host) = v.host.clone() else {
+            // Cinder shows `os-vol-host-attr:host` to admins only.
+            let roles = match self.client.token_info().await {
+                Ok(i) => i.roles_display(),
+                Err(_) => "unknown".into(),
+            };
             return Err(Error::NotAdmin {
-                action: format!("finding the RBD image of volume {id}"),
+                action: format!("finding the RBD image of volume {id} (its host is hidden)"),
                 side: self.side,
                 cloud: self.client.cloud_name().to_owned(),
-                roles: "(Cinder hid the volume's host attribute)".into(),
+                roles,
             });
         };
         let pools = self.list_pools().await?;

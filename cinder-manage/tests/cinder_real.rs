@@ -303,6 +303,54 @@ async fn member_credentials_need_admin_in_destination() {
 }
 
 #[tokio::test]
+async fn image_held_open_is_not_manageable() {
+    let site = site();
+    let _serial = CINDER_WRITES.lock().await;
+    let c = site.cinder(&site.admin_cloud).await;
+    let name = unique("cm-inuse");
+    site.image_with_data(&name, 4096);
+    // A long read benchmark keeps the image open (a watcher), as a running client or
+    // rbd-mirror would.
+    let spec = format!("{}/{name}", site.volume_pool);
+    let mut watch = Command::new("rbd")
+        .args([
+            "--cluster",
+            &site.ceph_cluster,
+            "bench",
+            "--io-type",
+            "read",
+        ])
+        .args(["--io-size", "4096", "--io-total", "1T", &spec])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&site.rbd(&["status", &spec]).stdout).contains("watcher=") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rbd watch never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = c.adopt(&site.adopt_request(&name)).await;
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    let e = match r {
+        Ok(a) => {
+            c.unmanage(&a.volume.id).await.unwrap();
+            site.remove(&a.rbd_image);
+            panic!("an image with a watcher was adopted");
+        }
+        Err(e) => e,
+    };
+    assert!(matches!(e, Error::NotManageable { .. }), "{e}");
+    assert!(e.to_string().contains("volume in use"), "{e}");
+    assert!(site.exists(&name));
+    site.remove(&name);
+}
+
+#[tokio::test]
 async fn upload_to_image_waits_for_active_image_with_volume_data() {
     let site = site();
     let _serial = CINDER_WRITES.lock().await;
