@@ -583,6 +583,16 @@ fn pool_mirroring_peers_site_names_and_daemon_health_are_read() {
     // A knows B's pool mirror uuid (B's daemon registered it)
     assert_eq!(to_b.mirror_uuid, io_b.mirror_uuid().unwrap());
 
+    let pools = a
+        .mon_command(r#"{"prefix":"osd pool ls","format":"json"}"#)
+        .unwrap();
+    assert!(pools.contains(&format!("\"{}\"", p.plain)), "{pools}");
+    let e = a
+        .mon_command(r#"{"prefix":"no such command"}"#)
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    assert!(e.detail.is_some(), "the monitor's explanation is kept: {e}");
+
     let token = io_a.mirror_peer_bootstrap_create().unwrap();
     assert!(token.len() > 100, "token too short");
     let e = plain
@@ -622,6 +632,12 @@ fn journal_mirroring_replicates_and_journal_clients_show_completion() {
     img.write_at(0, &pattern(5, 200_000)).unwrap();
     img.flush().unwrap();
     assert_eq!(img.mirror_info().unwrap().state, MirrorImageState::Disabled);
+    // journaling alone: the image's own client is registered, no peers yet. (Its commit
+    // position is written lazily while the image is open: every rbd_journal_commit_age
+    // seconds and on close.)
+    let before = io_a.journal_status(&img.id().unwrap()).unwrap();
+    assert!(before.master().is_some(), "{before:?}");
+    assert_eq!(before.mirror_peers().count(), 0, "{before:?}");
 
     img.mirror_enable(MirrorImageMode::Journal).unwrap();
     let info = img.mirror_info().unwrap();

@@ -137,6 +137,12 @@ impl JournalStatus {
     }
 
     /// Lag of `peer` against the master position; `None` if there is no master client.
+    ///
+    /// Exact only when the image is closed everywhere (no watchers): an open image writes
+    /// its own commit position lazily (every `rbd_journal_commit_age`, 5 s by default, and
+    /// on close), so while it is open the master position can trail the journal and an
+    /// idle-looking peer may still have entries to replay. For live images use the orderly
+    /// demote / replay / promote protocol instead.
     pub fn lag(&self, peer: &JournalClient) -> Option<JournalLag> {
         let master = self.master()?;
         let m = master.newest();
