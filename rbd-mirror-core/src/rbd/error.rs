@@ -85,7 +85,12 @@ fn detail_suffix(detail: &Option<String>) -> String {
 }
 
 fn strerror(errno: i32) -> String {
-    std::io::Error::from_raw_os_error(errno).to_string()
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    // io::Error appends " (os error N)"; the errno is printed separately
+    match text.rfind(" (os error ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
 }
 
 impl RbdError {
