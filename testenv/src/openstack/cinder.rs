@@ -72,6 +72,8 @@ pub(crate) fn write_conf(root: &Path, plan: &CloudPlan) -> Result<(), Error> {
              enabled_backends = {BACKEND}\n\
              glance_api_servers = http://127.0.0.1:{glance_port}\n\
              report_interval = 2\n\
+             # test env: stop within seconds on SIGTERM (default 60 s of draining)\n\
+             graceful_shutdown_timeout = 3\n\
              periodic_interval = 5\n\
              # re-publish pool stats to the scheduler every 10 s (default 60)\n\
              backend_stats_polling_interval = 10\n\

@@ -34,8 +34,10 @@
 //! stopped, wiped and rebuilt from zero, because a Cinder or Glance database that points at
 //! RBD images of a cluster that is gone is worse than none. Daemons run in their own sessions
 //! (`setsid`), recorded by pid files with the process start time; [`down`] stops only those,
-//! process group by process group, in the reference order (Glance and Cinder, then Keystone,
-//! then RabbitMQ and our epmd), removes the keyrings it wrote and wipes the state.
+//! process group by process group, in the reference order (Glance and Cinder first, then
+//! Keystone and RabbitMQ with our epmd, side by side), removes the keyrings it wrote and wipes
+//! the state. A failed `up` leaves its daemons and logs for inspection; the next `up` or
+//! `down` clears them.
 //!
 //! Start-up is parallel where the services allow it (about 2 cores' worth of Python start-up
 //! is the floor): RabbitMQ boots while `keystone-manage` (three chains in parallel), the
@@ -849,12 +851,15 @@ fn stop_and_wipe(root: &Path) -> Result<(), Error> {
         Ok::<(), Error>(())
     })?;
     step("cinder and glance stopped");
-    // 2. Keystone (Cinder/Glance may validate tokens while stopping)
-    process::stop(&keystone::daemon(root).pid_file, grace)?;
-    step("keystone stopped");
-    // 3. RabbitMQ, then our epmd
-    rabbit::stop(root)?;
-    step("rabbitmq stopped");
+    // 2. Keystone (Cinder/Glance may validate tokens while stopping) and RabbitMQ, then our
+    //    epmd: nothing uses either once Cinder and Glance are gone, so side by side.
+    thread::scope(|s| {
+        let ks = s.spawn(|| process::stop(&keystone::daemon(root).pid_file, grace).map(|_| ()));
+        let mq = s.spawn(|| rabbit::stop(root));
+        join(ks, "stop keystone")?;
+        join(mq, "stop rabbitmq")
+    })?;
+    step("keystone and rabbitmq stopped");
     // 4. state
     for s in &sites {
         ceph::remove_keyrings(s)?;
@@ -869,6 +874,9 @@ fn stop_and_wipe(root: &Path) -> Result<(), Error> {
 /// Stops what [`up`] started under `state_dir` (only processes recorded in its pid files)
 /// and wipes the clouds' state. Safe to run when nothing is up.
 pub fn down(state_dir: &Path) -> Result<(), Error> {
+    if !state_dir.join("openstack").exists() {
+        return Ok(());
+    }
     let _lock = lock(state_dir)?;
     stop_and_wipe(&state_dir.join("openstack"))
 }
