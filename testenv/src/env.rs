@@ -118,7 +118,7 @@ impl Env {
         self.state.openstack.as_ref()
     }
 
-    /// Every daemon log file of both sites.
+    /// Every daemon log file of both sites (and of the clouds, when they run).
     pub fn log_files(&self) -> Vec<PathBuf> {
         log_files(&Layout::new(&self.dir))
     }
@@ -192,20 +192,23 @@ pub(crate) fn shell_quote(v: &str) -> String {
     }
 }
 
-/// Every `*.log` and `*.out` under the sites' log directories.
+/// Every `*.log` and `*.out` under the sites' log directories and the clouds' log directory
+/// (`openstack/logs`, when the clouds were started).
 pub(crate) fn log_files(layout: &Layout) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = SITES.iter().map(|s| layout.log_dir(s.name)).collect();
+    dirs.push(layout.root().join("openstack").join("logs"));
     let mut files = Vec::new();
-    for spec in &SITES {
-        if let Ok(entries) = std::fs::read_dir(layout.log_dir(spec.name)) {
-            for e in entries.flatten() {
-                let p = e.path();
-                if matches!(p.extension().and_then(|x| x.to_str()), Some("log" | "out")) {
-                    files.push(p);
-                }
-            }
-        }
+    for dir in dirs {
+        let mut in_dir: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| matches!(p.extension().and_then(|x| x.to_str()), Some("log" | "out")))
+            .collect();
+        in_dir.sort();
+        files.extend(in_dir);
     }
-    files.sort();
     files
 }
 
