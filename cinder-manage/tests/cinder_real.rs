@@ -370,6 +370,10 @@ async fn upload_to_image_waits_for_active_image_with_volume_data() {
         .unwrap();
     assert_eq!(up.image.status, "active");
     assert_eq!(up.volume.status, "available");
+    // The image's data is an RBD image in Glance's pool, named after the image id.
+    let loc = up.image.rbd_location().expect("rbd:// location");
+    assert_eq!(loc.image, up.image.id);
+    assert_eq!(loc.snapshot, "snap");
 
     let mut dl = g.download(&up.image.id).await.unwrap();
     let mut got = Vec::new();

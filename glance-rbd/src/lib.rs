@@ -288,6 +288,17 @@ impl Image {
     pub fn locations_exposed(&self) -> bool {
         self.locations.is_some()
     }
+
+    /// Where an rbd-store image's data is: the first `rbd://` location (or `direct_url`).
+    /// Source side: this is the RBD image to mirror after upload-to-image.
+    pub fn rbd_location(&self) -> Option<RbdLocation> {
+        self.locations
+            .iter()
+            .flatten()
+            .map(|l| l.url.as_str())
+            .chain(self.direct_url.as_deref())
+            .find_map(|u| u.parse().ok())
+    }
 }
 
 /// Which API adds a location.
@@ -684,6 +695,11 @@ mod tests {
             serde_json::from_value(json!({"id": "x", "status": "queued", "locations": []}))
                 .unwrap();
         assert!(i.locations_exposed());
+        assert_eq!(i.rbd_location(), None);
+        let i: Image = serde_json::from_value(json!({"id": "x", "status": "active",
+            "locations": [{"url": "rbd://f/images/x/snap", "metadata": {}}]}))
+        .unwrap();
+        assert_eq!(i.rbd_location().unwrap().image, "x");
     }
 
     #[test]

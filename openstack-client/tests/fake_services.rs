@@ -258,6 +258,7 @@ async fn unreachable_endpoint_names_the_url() {
         .unwrap();
     let e = c.send_empty(&volumes()).await.unwrap_err();
     let s = e.to_string();
+    eprintln!("unreachable error reads: {s}");
     assert!(matches!(e, Error::Unreachable { .. }), "{s}");
     assert!(
         s.contains(&format!(
