@@ -284,3 +284,33 @@ fn destination_glance_registers_an_rbd_location_and_serves_its_data() {
         .expect("DELETE image");
     assert_eq!(resp.status().as_u16(), 204, "delete image {id}");
 }
+
+/// Both Cinders share one broker: were their RPC queues shared, the two schedulers would take
+/// turns answering `get_pools`, and a cloud would now and then list the other cloud's pool.
+#[test]
+fn each_cloud_scheduler_lists_only_its_own_pool() {
+    let info = clouds();
+    let tok = token(info, &info.admin);
+    for cloud in [&info.source, &info.destination] {
+        for _ in 0..6 {
+            let v = json_of(
+                http()
+                    .get(format!(
+                        "{}/scheduler-stats/get_pools",
+                        cloud.cinder_project_url(&info.admin.project_id)
+                    ))
+                    .header("X-Auth-Token", &tok)
+                    .send()
+                    .expect("GET get_pools"),
+                "get_pools",
+            );
+            let names: Vec<&str> = v["pools"]
+                .as_array()
+                .expect("pools")
+                .iter()
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            assert_eq!(names, [cloud.cinder_host.as_str()], "{}", cloud.region);
+        }
+    }
+}
