@@ -201,6 +201,17 @@ async fn adopt_by_ceph_pool_renames_image_and_maps_back() {
     assert_eq!(loc.pool, site.volume_pool);
     assert_eq!(loc.image, adopted.rbd_image);
     assert_eq!(loc.host, site.cinder_host);
+    let by_fsid = HostTarget::CephPool {
+        pool: site.volume_pool.clone(),
+        fsid: Some(loc.fsid.clone()),
+    };
+    assert_eq!(c.resolve_host(&by_fsid).await.unwrap(), site.cinder_host);
+    let other = HostTarget::CephPool {
+        pool: site.volume_pool.clone(),
+        fsid: Some("00000000-0000-0000-0000-000000000000".into()),
+    };
+    let e = c.resolve_host(&other).await.unwrap_err();
+    assert!(matches!(e, Error::PoolNotFound { .. }), "{e}");
 
     // A wait that cannot succeed ends at its deadline and names the last state.
     let short = PollOptions {
@@ -262,6 +273,31 @@ async fn wrong_host_string_keeps_cinders_message() {
 }
 
 #[tokio::test]
+async fn failed_manage_reports_error_state_and_can_be_unmanaged() {
+    let site = site();
+    let _serial = CINDER_WRITES.lock().await;
+    let c = site.cinder(&site.admin_cloud).await;
+    // Without adopt()'s preflight, Cinder accepts the request and fails in the background.
+    let v = c
+        .manage(&ManageRequest {
+            host: site.cinder_host.clone(),
+            source_name: unique("cm-nosuch"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let e = c.wait_available(&v.id).await.unwrap_err();
+    match &e {
+        Error::VolumeFailed { id, status, .. } => {
+            assert_eq!(id, &v.id);
+            assert!(status.starts_with("error"), "{e}");
+        }
+        other => panic!("expected VolumeFailed, got {other}"),
+    }
+    c.unmanage(&v.id).await.unwrap();
+}
+
+#[tokio::test]
 async fn missing_image_is_refused_before_manage() {
     let site = site();
     let _serial = CINDER_WRITES.lock().await;
@@ -302,6 +338,15 @@ async fn member_credentials_need_admin_in_destination() {
     site.remove(&name);
 }
 
+/// Ends a child with SIGTERM, so an rbd client closes its image (a SIGKILLed client leaves a
+/// watcher that blocks `rbd rm` for ~30 s).
+fn stop(child: &mut std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait().unwrap();
+}
+
 #[tokio::test]
 async fn image_held_open_is_not_manageable() {
     let site = site();
@@ -334,8 +379,7 @@ async fn image_held_open_is_not_manageable() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let r = c.adopt(&site.adopt_request(&name)).await;
-    watch.kill().unwrap();
-    watch.wait().unwrap();
+    stop(&mut watch);
     let e = match r {
         Ok(a) => {
             c.unmanage(&a.volume.id).await.unwrap();
