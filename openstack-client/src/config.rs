@@ -5,7 +5,9 @@
 //! `~/.config/openstack`), `/etc/xdg/openstack` and `/etc/openstack`, takes the first file that
 //! exists, merges `secure.yaml` (`$OS_CLIENT_SECURE_FILE` first) over it, picks the cloud named
 //! by the caller or `$OS_CLOUD`, and turns `OS_*` environment variables into a cloud of their
-//! own (`envvars`, or `$OS_CLOUD_NAME`). Operators already have such files; reading them the same
+//! own (`envvars`, or `$OS_CLOUD_NAME`) or, like the `openstack` CLI, lays them over the cloud
+//! `$OS_CLOUD` chose (never over a cloud the caller names: with two clouds in play, one
+//! shell's `OS_PASSWORD` must not leak into the other). Operators already have such files; reading them the same
 //! way means rbd-relay needs no configuration of its own. Vendor profiles (`profile:`) are not
 //! supported.
 
@@ -296,8 +298,8 @@ impl CloudConfig {
             .unwrap_or_else(|| "envvars".to_owned());
         let env_cloud = env_cloud(env);
         let env_has_cloud = env_cloud.is_some();
-        if let Some(c) = env_cloud {
-            clouds.insert(env_name.clone(), c);
+        if let Some(c) = &env_cloud {
+            clouds.insert(env_name.clone(), c.clone());
         }
         let available = || {
             if clouds.is_empty() {
@@ -343,7 +345,15 @@ impl CloudConfig {
         } else {
             path
         };
-        let mut cfg = build(&chosen, entry, source)?;
+        // Like the `openstack` CLI, whose OS_* variables are option defaults that override
+        // the file: OS_PASSWORD etc. apply on top of the cloud OS_CLOUD chose. Not on a cloud
+        // named by the caller: rbd-relay talks to two clouds, and one shell's OS_PASSWORD
+        // must not leak into the other cloud.
+        let mut entry = entry.clone();
+        if let (Some(over), false, None) = (env_cloud, chosen == env_name, name) {
+            merge(&mut entry, over);
+        }
+        let mut cfg = build(&chosen, &entry, source)?;
         if let Some(r) = env.get("OS_REGION_NAME").filter(|s| !s.is_empty()) {
             cfg.region_name = Some(r.clone());
         }
@@ -423,11 +433,11 @@ fn env_cloud(env: &BTreeMap<String, String>) -> Option<Value> {
     ];
     let keys: Vec<&String> = env
         .keys()
-        .filter(|k| k.starts_with("OS_"))
+        .filter(|k| k.starts_with("OS_") && !SELECTORS.contains(&k.as_str()))
         .filter(|k| !k.starts_with("OS_TEST") && !k.starts_with("OS_STD"))
         .filter(|k| !k.starts_with("OS_LOG"))
         .collect();
-    if keys.iter().all(|k| SELECTORS.contains(&k.as_str())) {
+    if keys.is_empty() {
         return None;
     }
     let mut top = Mapping::new();
@@ -784,6 +794,31 @@ clouds:
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn os_vars_override_the_chosen_file_cloud() {
+        let (_d, s) = sources(
+            YAML,
+            &[
+                ("OS_CLOUD", "a"),
+                ("OS_PASSWORD", "from-env"),
+                ("OS_INTERFACE", "admin"),
+            ],
+        );
+        let c = CloudConfig::from_sources(&s, None).unwrap();
+        assert_eq!(c.name, "a");
+        assert_eq!(c.interface, Interface::Admin);
+        match c.auth {
+            AuthMethod::Password { password, user, .. } => {
+                assert_eq!(password.expose(), "from-env");
+                assert!(matches!(user, UserRef::Name { ref name, .. } if name == "admin"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A cloud named by the caller is taken as written.
+        let c = CloudConfig::from_sources(&s, Some("a")).unwrap();
+        assert_eq!(c.interface, Interface::Internal);
     }
 
     #[test]
