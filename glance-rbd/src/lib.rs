@@ -525,11 +525,25 @@ impl Glance {
 
     /// Adds `location` to image `id` (JSON patch, or the locations API; see [`LocationApi`]).
     pub async fn add_location(&self, id: &str, location: &RbdLocation) -> Result<(), Error> {
-        let use_new = match self.location_api {
+        let use_new = self.uses_locations_api().await?;
+        self.add_location_via(use_new, id, location).await
+    }
+
+    /// Whether [`Glance::add_location`] will try the locations API (resolves `Auto`).
+    async fn uses_locations_api(&self) -> Result<bool, Error> {
+        Ok(match self.location_api {
             LocationApi::JsonPatch => false,
             LocationApi::LocationsApi => true,
             LocationApi::Auto => self.has_locations_api().await?,
-        };
+        })
+    }
+
+    async fn add_location_via(
+        &self,
+        use_new: bool,
+        id: &str,
+        location: &RbdLocation,
+    ) -> Result<(), Error> {
         let url = location.to_string();
         if use_new {
             let r = self
@@ -615,13 +629,17 @@ impl Glance {
             .await?;
         let created = self.create_image(&req.image).await?;
         tracing::info!(image = %created.id, location = %req.location, "created image record");
-        let added = if created.locations_exposed() {
-            self.add_location(&created.id, &req.location).await
-        } else {
-            Err(Error::LocationsDisabled {
+        // The JSON patch needs visible locations; the locations API (Glance >= 2.17) does not.
+        let added = match self.uses_locations_api().await {
+            Ok(use_new) if use_new || created.locations_exposed() => {
+                self.add_location_via(use_new, &created.id, &req.location)
+                    .await
+            }
+            Ok(_) => Err(Error::LocationsDisabled {
                 cloud: self.client.cloud_name().to_owned(),
                 detail: "the new image record has no `locations` field".into(),
-            })
+            }),
+            Err(e) => Err(e),
         };
         if let Err(original) = added {
             return Err(self.discard_empty(&created.id, original).await);
