@@ -314,3 +314,22 @@ fn each_cloud_scheduler_lists_only_its_own_pool() {
         }
     }
 }
+
+#[test]
+fn the_running_clouds_log_files_are_listed() {
+    let _ = clouds();
+    let env = testenv::shared_with_openstack().expect("shared test environment with clouds");
+    let files = testenv::openstack::log_files(env.state_dir());
+    for name in [
+        "keystone.log",
+        "cinder-volume.log",
+        "glance-api.log",
+        "rabbitmq.out",
+    ] {
+        assert!(
+            files.iter().any(|f| f.ends_with(name)),
+            "{name} not in {files:?}"
+        );
+    }
+    assert!(files.iter().all(|f| f.is_file()));
+}

@@ -886,6 +886,31 @@ pub fn down(state_dir: &Path) -> Result<(), Error> {
     stop_and_wipe(&state_dir.join("openstack"))
 }
 
+/// The clouds' log files under `state_dir` that exist (service logs and each daemon's
+/// stdout/stderr), for printing when a test fails.
+pub fn log_files(state_dir: &Path) -> Vec<PathBuf> {
+    let root = state_dir.join("openstack");
+    let mut files = Vec::new();
+    let mut add_dir = |dir: PathBuf, ext: &str| {
+        if let Ok(rd) = fs::read_dir(&dir) {
+            let mut v: Vec<PathBuf> = rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == ext))
+                .collect();
+            v.sort();
+            files.extend(v);
+        }
+    };
+    add_dir(root.join("logs"), "out");
+    add_dir(keystone::dir(&root).join("log"), "log");
+    for site in recorded_sites(&root) {
+        add_dir(cinder::dir(&root, &site).join("log"), "log");
+        add_dir(glance::dir(&root, &site).join("log"), "log");
+    }
+    files
+}
+
 /// Every daemon of the clouds recorded under `state_dir`, with its pid and liveness.
 pub fn status(state_dir: &Path) -> Vec<ServiceStatus> {
     let root = state_dir.join("openstack");
