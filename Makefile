@@ -1,6 +1,6 @@
 # rbd-relay: the two set-up commands of the README are `make demo` and `make test`.
 # Both install what they need first (Debian packages, as root) and tear down what they start.
-.PHONY: deps build demo test unit env-up env-down clippy fmt
+.PHONY: deps build demo test unit env-up env-down clippy fmt bench
 
 CARGO ?= cargo
 
@@ -30,3 +30,8 @@ clippy:
 
 fmt:
 	$(CARGO) fmt --all
+
+# Benchmark on the local pair: writes target/bench-report.md (SIZE_MIB=1024 by default)
+bench: deps
+	$(CARGO) run --release -q -p testenv -- up
+	$(CARGO) run --release -q -p bench -- --size-mib $${SIZE_MIB:-1024}

@@ -52,6 +52,10 @@ crash_dir = {d}/crash
 
 [client]
 keyring = {ETC_CEPH}/$cluster.$name.keyring
+# one socket per client process (Ceph's own default pattern): with the global path every
+# `rbd` command and every rbd-relay connection would fight over one socket name and print
+# "failed to bind the UNIX domain socket ... File exists"
+admin_socket = {d}/run/$cluster-$name.$pid.$cctid.asok
 
 [mon]
 mon_data = {d}/mon.$id
@@ -95,6 +99,7 @@ osd_op_num_threads_per_shard = 1
 [client.{RBD_MIRROR_ID}]
 # rbd-mirror daemon: own log/asok; react in seconds instead of 30 s
 log_file = {d}/log/rbd-mirror.log
+admin_socket = {d}/run/$cluster-$name.asok
 rbd_mirror_pool_replayers_refresh_interval = 2
 rbd_mirror_image_state_check_interval = 2
 rbd_mirror_journal_poll_age = 1
@@ -126,6 +131,7 @@ mod tests {
         assert!(conf.contains("mon_host = [v2:127.0.0.1:3410,v1:127.0.0.1:6850]"));
         assert!(conf.contains("ms_bind_port_min = 7350"));
         assert!(conf.contains("admin_socket = /s/site-b/run/$cluster-$name.asok"));
+        assert!(conf.contains("admin_socket = /s/site-b/run/$cluster-$name.$pid.$cctid.asok"));
         let a = render(
             &SITES[0],
             "f",
