@@ -93,9 +93,9 @@ fn manage(root: &Path, args: &[&str]) -> Result<(), Error> {
     .map(|_| ())
 }
 
-/// In parallel: db_sync + WAL (or the cached migrated schema) then `bootstrap` (admin user,
-/// `region`, identity endpoints); fernet_setup; credential_setup. The daemon is started as
-/// soon as schema and fernet keys exist. Returns when all are done (the daemon may still be
+/// In parallel: db_sync + WAL (or the cached migrated schema), fernet_setup and
+/// credential_setup; once schema and fernet keys exist, `bootstrap` (admin user, `region`,
+/// identity endpoints) and the daemon's start overlap. Returns when all are done (the daemon may still be
 /// importing).
 pub(crate) fn prepare(root: &Path, region: &str, cache: &super::SchemaCache) -> Result<(), Error> {
     let url = format!("{}/v3", base_url());
@@ -120,7 +120,10 @@ pub(crate) fn prepare(root: &Path, region: &str, cache: &super::SchemaCache) -> 
         let join = |h: thread::ScopedJoinHandle<'_, Result<(), Error>>| {
             h.join().map_err(|_| Error::Panicked("keystone-manage"))?
         };
+        // bootstrap refuses to run without fernet keys ("fernet-keys does not contain keys"):
+        // with a cached schema it would otherwise race fernet_setup and lose
         join(schema)?;
+        join(fernet)?;
         let boot = s.spawn(|| {
             manage(
                 root,
@@ -141,7 +144,6 @@ pub(crate) fn prepare(root: &Path, region: &str, cache: &super::SchemaCache) -> 
         });
         // The daemon needs the schema and the fernet keys to start: its ~2 s of imports then
         // overlap the bootstrap (nothing asks it for a token before this returns).
-        join(fernet)?;
         start(root)?;
         join(boot)?;
         join(cred)
