@@ -1,0 +1,162 @@
+//! Deleting the source image after a finished migration: never automatic, always a separate,
+//! explicit call that first re-verifies the destination copy against the source.
+//!
+//! Refuses when the migration is not finished, the copy is gone or differs, the source is in
+//! use, still mirrored, or has snapshots. Nothing is changed unless every check passes.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::event::{Event, EventSink, ProgressInfo};
+use crate::ops::{CephOps, ErrorKind, MirrorImageState, OpsError, SnapshotNamespace};
+use crate::spec::ImageSpec;
+use crate::state::{self, StateFile};
+
+/// What [`delete_source`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteReport {
+    /// `cluster:pool/image` of the deleted source.
+    pub source: String,
+    /// `cluster:pool/image` of the copy it was verified against.
+    pub copy: String,
+    /// sha256 both had.
+    pub sha256: String,
+    /// The source was already gone (nothing done).
+    pub already_deleted: bool,
+}
+
+async fn blocking<T: Send + 'static>(
+    step: &str,
+    cluster: &dyn CephOps,
+    target: &ImageSpec,
+    f: impl FnOnce() -> std::result::Result<T, OpsError> + Send + 'static,
+) -> Result<T> {
+    let (step, name, target) = (step.to_string(), cluster.name().to_string(), target.to_string());
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Unsafe(format!("task failed: {e}")))?
+        .map_err(|source| Error::Ceph {
+            step,
+            cluster: name,
+            target,
+            source,
+        })
+}
+
+/// Delete the source image of the finished migration `id` recorded in `state_dir`, after
+/// re-verifying that `copy` (default: the plan's copy target) holds the same content.
+pub async fn delete_source(
+    state_dir: &Path,
+    id: &str,
+    copy: Option<ImageSpec>,
+    src: Arc<dyn CephOps>,
+    dst: Arc<dyn CephOps>,
+    events: Arc<dyn EventSink>,
+) -> Result<DeleteReport> {
+    let run = state::load(&StateFile::path_for(state_dir, id))?.ok_or_else(|| Error::State {
+        path: StateFile::path_for(state_dir, id),
+        reason: format!("no migration '{id}' is recorded; see `rbd-relay list`"),
+    })?;
+    let _lock = StateFile::lock(state_dir, id, &run.plan.migration.image.to_string())?;
+    let m = &run.plan.migration;
+    let source = m.image.clone();
+    let copy = copy.unwrap_or_else(|| m.copy_target());
+    let label = (
+        format!("{}:{source}", src.name()),
+        format!("{}:{copy}", dst.name()),
+    );
+    if !run.finished() || !run.verified() {
+        return Err(Error::Unsafe(format!(
+            "migration {id} is not finished and verified (outcome: {}); finish it first by re-running the migration",
+            run.outcome
+        )));
+    }
+    let (s, i) = (src.clone(), source.clone());
+    if !blocking("delete-source", src.as_ref(), &source, move || s.image_exists(&i)).await? {
+        return Ok(DeleteReport {
+            source: label.0,
+            copy: label.1,
+            sha256: run.copy_digest.clone().unwrap_or_default(),
+            already_deleted: true,
+        });
+    }
+    let (d, c) = (dst.clone(), copy.clone());
+    if !blocking("delete-source", dst.as_ref(), &copy, move || d.image_exists(&c)).await? {
+        return Err(Error::Unsafe(format!(
+            "the copy {} does not exist (adopted under another name? pass it explicitly); the source is kept",
+            label.1
+        )));
+    }
+    // the source must be idle, unmirrored and without snapshots
+    let (s, i) = (src.clone(), source.clone());
+    let (watchers, mirror, snaps) = blocking("delete-source", src.as_ref(), &source, move || {
+        Ok((s.watchers(&i)?, s.mirror_image(&i)?, s.snapshots(&i)?))
+    })
+    .await?;
+    if !watchers.is_empty() {
+        return Err(Error::Unsafe(format!(
+            "{} is in use (watchers: {}); stop its users first",
+            label.0,
+            watchers.join(", ")
+        )));
+    }
+    if mirror.state != MirrorImageState::Disabled {
+        return Err(Error::Unsafe(format!(
+            "{} is still mirrored; finish or clean up the migration first",
+            label.0
+        )));
+    }
+    let user: Vec<&str> = snaps
+        .iter()
+        .filter(|s| s.namespace == SnapshotNamespace::User)
+        .map(|s| s.name.as_str())
+        .collect();
+    if !snaps.is_empty() {
+        return Err(Error::Unsafe(format!(
+            "{} has snapshots ({}); they are not in the copy: remove them yourself first if the source may really go",
+            label.0,
+            if user.is_empty() { "non-user snapshots".to_string() } else { user.join(", ") }
+        )));
+    }
+    // re-verify now, not trusting the recorded digests
+    events.emit(Event::Progress(ProgressInfo {
+        phase: "verify".into(),
+        percent: Some(0.0),
+        bytes_per_second: None,
+        eta_seconds: None,
+        detail: format!("re-verifying {} against {}", label.1, label.0),
+    }));
+    let (s, i) = (src.clone(), source.clone());
+    let (d, c) = (dst.clone(), copy.clone());
+    let (a, b) = tokio::join!(
+        blocking("delete-source", src.as_ref(), &source, move || s.digest(&i, &mut |_, _| true)),
+        blocking("delete-source", dst.as_ref(), &copy, move || d.digest(&c, &mut |_, _| true)),
+    );
+    let (a, b) = (a?, b?);
+    if a != b {
+        return Err(Error::VerifyMismatch {
+            source_image: label.0,
+            source_digest: a,
+            copy: label.1,
+            copy_digest: b,
+        });
+    }
+    let (s, i) = (src.clone(), source.clone());
+    blocking("delete-source", src.as_ref(), &source, move || match s.remove_image(&i) {
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+        r => r,
+    })
+    .await?;
+    events.emit(Event::Warning {
+        message: format!("deleted {} (verified equal to {}, sha256 {a})", label.0, label.1),
+    });
+    Ok(DeleteReport {
+        source: label.0,
+        copy: label.1,
+        sha256: a,
+        already_deleted: false,
+    })
+}
