@@ -3,6 +3,8 @@
 //! and ends in the same state as an uninterrupted one. Also: two runs at once are refused,
 //! bad input exits non-zero with a clear message and changes nothing.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

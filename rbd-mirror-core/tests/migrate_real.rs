@@ -3,6 +3,8 @@
 //! sizes not a multiple of the object size, sparse images; preflight refusals that change
 //! nothing. Setup and inspection use the `rbd` CLI, an independent view of the result.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
