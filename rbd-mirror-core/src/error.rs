@@ -88,6 +88,17 @@ pub enum Error {
         /// The step that was running.
         step: String,
     },
+    /// A call to an OpenStack cloud failed during a step (the service's message is kept).
+    #[error("{step} in cloud {cloud}: {source}")]
+    Cloud {
+        /// The plan step or check being done.
+        step: String,
+        /// Cloud name.
+        cloud: String,
+        /// The underlying failure.
+        #[source]
+        source: crate::cloud::CloudError,
+    },
     /// A rule that keeps data safe would be broken.
     #[error("refusing: {0}")]
     Unsafe(String),

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cloud::{AdoptSpec, AdoptedVolume, CloudError, CloudOps, MARKER_KEY};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink, ProgressInfo, RateMeter};
 use crate::features::{plan_restore, Features};
@@ -50,6 +51,38 @@ pub struct Summary {
     pub lost_features: Features,
     /// Whether this run only found everything already done.
     pub already_done: bool,
+    /// The Cinder volume the destination cloud adopted the copy as (with `--adopt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<AdoptedVolume>,
+}
+
+/// The clouds a plan may talk to (none for a Ceph-only migration).
+#[derive(Clone, Default)]
+pub struct Clouds {
+    /// The destination cloud (adoption, registration).
+    pub destination: Option<Arc<dyn CloudOps>>,
+}
+
+impl Clouds {
+    fn destination_for(&self, m: &VolumeMigration) -> Result<Option<Arc<dyn CloudOps>>> {
+        match (&m.adopt, &self.destination) {
+            (None, _) => Ok(None),
+            (Some(_), Some(c)) => Ok(Some(c.clone())),
+            (Some(a), None) => Err(Error::Unsafe(format!(
+                "the plan adopts the copy in cloud '{}', but no cloud was given (--os-cloud)",
+                a.cloud
+            ))),
+        }
+    }
+}
+
+fn cloud_err(step: &str, cloud: &dyn CloudOps) -> impl FnOnce(CloudError) -> Error {
+    let (step, cloud) = (step.to_string(), cloud.name().to_string());
+    move |source| Error::Cloud {
+        step,
+        cloud,
+        source,
+    }
 }
 
 /// Run `f` on a blocking thread, turning failures into [`Error::Ceph`] with context.
@@ -85,8 +118,24 @@ pub async fn plan_volume(
     state_dir: &Path,
     events: Arc<dyn EventSink>,
 ) -> Result<(Plan, Option<RunState>)> {
+    plan(m, src, dst, &Clouds::default(), state_dir, events).await
+}
+
+/// [`plan_volume`] with the clouds: a plan that adopts the copy also runs the cloud part of
+/// preflight (read only).
+pub async fn plan(
+    m: &VolumeMigration,
+    src: Arc<dyn CephOps>,
+    dst: Arc<dyn CephOps>,
+    clouds: &Clouds,
+    state_dir: &Path,
+    events: Arc<dyn EventSink>,
+) -> Result<(Plan, Option<RunState>)> {
     if let Some(state) = crate::state::load(&StateFile::path_for(state_dir, &m.id()))? {
         return Ok((state.plan.clone(), Some(state)));
+    }
+    if let Some(c) = clouds.destination_for(m)? {
+        preflight::check_adoption(m, c.as_ref()).await?;
     }
     let mm = m.clone();
     let facts = tokio::task::spawn_blocking(move || {
@@ -107,6 +156,22 @@ pub async fn migrate_volume(
     opts: &RunOptions,
     events: Arc<dyn EventSink>,
 ) -> Result<Summary> {
+    migrate(m, src, dst, &Clouds::default(), state_dir, opts, events).await
+}
+
+/// [`migrate_volume`] with the clouds, for plans that end in the destination cloud
+/// (`m.adopt`). The cloud part of preflight runs before any Ceph change and again on a
+/// resumed run until the adoption is done.
+pub async fn migrate(
+    m: &VolumeMigration,
+    src: Arc<dyn CephOps>,
+    dst: Arc<dyn CephOps>,
+    clouds: &Clouds,
+    state_dir: &Path,
+    opts: &RunOptions,
+    events: Arc<dyn EventSink>,
+) -> Result<Summary> {
+    let dst_cloud = clouds.destination_for(m)?;
     let file = StateFile::lock(state_dir, &m.id(), &m.image.to_string())?;
     let mut state = match file.load()? {
         Some(s) => {
@@ -126,6 +191,11 @@ pub async fn migrate_volume(
                     ),
                 });
             }
+            if s.adopted.is_none() {
+                if let Some(c) = &dst_cloud {
+                    preflight::check_adoption(m, c.as_ref()).await?;
+                }
+            }
             s
         }
         None => {
@@ -135,6 +205,9 @@ pub async fn migrate_volume(
                 description: Step::Preflight.describe(m),
             });
             let t = Instant::now();
+            if let Some(c) = &dst_cloud {
+                preflight::check_adoption(m, c.as_ref()).await?;
+            }
             let (s2, d2, e2, mm) = (src.clone(), dst.clone(), events.clone(), m.clone());
             let facts = tokio::task::spawn_blocking(move || {
                 preflight::check_volume(&mm, s2.as_ref(), d2.as_ref(), e2.as_ref())
@@ -157,6 +230,7 @@ pub async fn migrate_volume(
     let exec = Executor {
         src,
         dst,
+        dst_cloud,
         events,
         opts: opts.clone(),
     };
@@ -214,12 +288,14 @@ pub async fn migrate_volume(
             .collect(),
         lost_features: lost,
         already_done,
+        volume: state.adopted.clone(),
     })
 }
 
 struct Executor {
     src: Arc<dyn CephOps>,
     dst: Arc<dyn CephOps>,
+    dst_cloud: Option<Arc<dyn CloudOps>>,
     events: Arc<dyn EventSink>,
     opts: RunOptions,
 }
@@ -466,6 +542,151 @@ impl Executor {
                 )
                 .await
             }
+            Step::AdoptVolume { target, name, .. } => {
+                self.adopt(step, index, state, file, target.clone(), name.clone())
+                    .await
+            }
+        }
+    }
+
+    /// Adopt the verified copy in the destination cloud. Idempotent: a volume an interrupted
+    /// run adopted (found by the marker in its metadata) is taken over; one that failed is
+    /// forgotten again before a new attempt.
+    async fn adopt(
+        &self,
+        step: &Step,
+        index: usize,
+        state: &mut RunState,
+        file: &StateFile,
+        target: crate::cloud::AdoptTarget,
+        name: Option<String>,
+    ) -> Result<()> {
+        let kind = step.kind();
+        if let Some(v) = &state.adopted {
+            self.skipped(index, step, &format!("already adopted as volume {}", v.id));
+            return Ok(());
+        }
+        if !state.verified() {
+            return Err(Error::Unsafe(
+                "the copy has not been verified; it is not handed to Cinder".into(),
+            ));
+        }
+        let Some(cloud) = self.dst_cloud.clone() else {
+            return Err(Error::Unsafe(
+                "this step adopts the copy in the destination cloud, but no cloud was given (--os-cloud)".into(),
+            ));
+        };
+        let m = state.plan.migration.clone();
+        let marker = state.plan.id.clone();
+        if state.adopt_started {
+            if let Some(v) = self.find_adopted(cloud.as_ref(), kind, &marker).await? {
+                self.skipped(
+                    index,
+                    step,
+                    &format!("the interrupted run adopted it as volume {}", v.id),
+                );
+                state.adopted = Some(v);
+                return Ok(());
+            }
+        }
+        let target_image = m.copy_target();
+        let (d, t) = (self.dst.clone(), target_image.clone());
+        let exists = on_ceph(
+            kind,
+            self.dst.name().to_string(),
+            target_image.to_string(),
+            move || d.image_exists(&t),
+        )
+        .await?;
+        if !exists {
+            return Err(Error::Unsafe(format!(
+                "{}:{target_image} is gone and cloud {} has no volume adopted by migration {marker}; check the pool (was it renamed or managed by hand?)",
+                self.dst.name(),
+                cloud.name()
+            )));
+        }
+        state.adopt_started = true;
+        file.save(state)?;
+        let mut metadata = std::collections::BTreeMap::new();
+        metadata.insert(MARKER_KEY.to_string(), marker);
+        metadata.insert(
+            "rbd_relay_source".to_string(),
+            format!("{}:{}", m.source.name, m.image),
+        );
+        let spec = AdoptSpec {
+            target,
+            rbd_image: m.dest_name.clone(),
+            name,
+            bootable: m.adopt.as_ref().is_some_and(|a| a.bootable),
+            metadata,
+        };
+        let v = cloud
+            .adopt(&spec)
+            .await
+            .map_err(cloud_err(kind, cloud.as_ref()))?;
+        self.events.emit(Event::Progress(ProgressInfo {
+            phase: "adopt".into(),
+            percent: Some(100.0),
+            bytes_per_second: None,
+            eta_seconds: None,
+            detail: format!(
+                "volume {} ({} GiB) is {}, backed by {}/{}",
+                v.id, v.size_gib, v.status, m.into, v.rbd_image
+            ),
+        }));
+        state.adopted = Some(v);
+        Ok(())
+    }
+
+    /// The volume an earlier run adopted: an available one is returned; failed records are
+    /// forgotten (the RBD image stays); one still being managed is waited for.
+    async fn find_adopted(
+        &self,
+        cloud: &dyn CloudOps,
+        kind: &str,
+        marker: &str,
+    ) -> Result<Option<AdoptedVolume>> {
+        let deadline = Instant::now() + std::time::Duration::from_secs(600);
+        loop {
+            let found = cloud
+                .find_adopted(marker)
+                .await
+                .map_err(cloud_err(kind, cloud))?;
+            if let Some(v) = found.iter().find(|v| v.status == "available") {
+                return Ok(Some(v.clone()));
+            }
+            let mut pending = false;
+            for v in &found {
+                if v.status.starts_with("error") {
+                    self.events.emit(Event::Warning {
+                        message: format!(
+                            "volume {} of the interrupted adoption ended in '{}'; forgetting its record (the RBD image stays) and adopting again",
+                            v.id, v.status
+                        ),
+                    });
+                    cloud
+                        .forget_volume(&v.id)
+                        .await
+                        .map_err(cloud_err(kind, cloud))?;
+                } else {
+                    pending = true;
+                }
+            }
+            if !pending {
+                return Ok(None);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Unsafe(format!(
+                    "cloud {} still has volume(s) of migration {marker} being adopted after 10 minutes: {}; check them, then re-run",
+                    cloud.name(),
+                    found
+                        .iter()
+                        .map(|v| format!("{} ({})", v.id, v.status))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         }
     }
 
@@ -574,4 +795,64 @@ impl Executor {
         }));
         Ok(())
     }
+}
+
+/// The tenant admin's step alone (split roles): adopt an RBD image that is already in the
+/// destination Cinder pool as a volume. Read-only checks first (admin credentials, host
+/// resolvable and storing into `image`'s pool); idempotent: a re-run returns the volume an
+/// earlier run adopted (found by the marker in its metadata) instead of adopting again.
+pub async fn adopt_image(
+    cloud: Arc<dyn CloudOps>,
+    image: &ImageSpec,
+    adoption: &crate::plan::Adoption,
+    events: Arc<dyn EventSink>,
+) -> Result<AdoptedVolume> {
+    let kind = "adopt_volume";
+    let marker = format!("adopt_{}_{}", image.pool, image.image);
+    let check = cloud
+        .check_adopt(&adoption.target)
+        .await
+        .map_err(cloud_err(kind, cloud.as_ref()))?;
+    if let Some(pool) = &check.pool {
+        if pool != &image.pool.pool {
+            return Err(Error::Preflight(vec![crate::preflight::Problem {
+                what: format!(
+                    "Cinder host {} of cloud {} stores into Ceph pool '{pool}', not '{}'",
+                    check.host,
+                    cloud.name(),
+                    image.pool
+                ),
+                fix: "give the --cinder-host whose backend stores into the image's pool".into(),
+            }]));
+        }
+    }
+    let found = cloud
+        .find_adopted(&marker)
+        .await
+        .map_err(cloud_err(kind, cloud.as_ref()))?;
+    if let Some(v) = found.iter().find(|v| v.status == "available") {
+        events.emit(Event::Warning {
+            message: format!("{image} was already adopted as volume {}", v.id),
+        });
+        return Ok(v.clone());
+    }
+    for v in found.iter().filter(|v| v.status.starts_with("error")) {
+        cloud
+            .forget_volume(&v.id)
+            .await
+            .map_err(cloud_err(kind, cloud.as_ref()))?;
+    }
+    let mut metadata = std::collections::BTreeMap::new();
+    metadata.insert(MARKER_KEY.to_string(), marker);
+    let spec = AdoptSpec {
+        target: adoption.target.clone(),
+        rbd_image: image.image.clone(),
+        name: adoption.name.clone(),
+        bootable: adoption.bootable,
+        metadata,
+    };
+    cloud
+        .adopt(&spec)
+        .await
+        .map_err(cloud_err(kind, cloud.as_ref()))
 }

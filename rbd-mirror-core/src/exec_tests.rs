@@ -343,3 +343,311 @@ async fn runbook_option_reports_deep_flatten_lost() {
         DEFAULT - Features::DEEP_FLATTEN
     );
 }
+
+// ---- adoption in the destination cloud
+
+mod adopt {
+    use super::*;
+    use crate::cloud::AdoptTarget;
+    use crate::exec::{migrate, plan, Clouds};
+    use crate::fake::FakeCloud;
+    use crate::plan::Adoption;
+
+    fn adopting(target: AdoptTarget) -> VolumeMigration {
+        let mut m = migration(MirrorImageMode::Snapshot);
+        m.adopt = Some(Adoption {
+            cloud: "site-b-admin".into(),
+            target,
+            name: Some("disk1".into()),
+            bootable: false,
+        });
+        m
+    }
+
+    fn by_pool() -> VolumeMigration {
+        adopting(AdoptTarget::CephPool {
+            pool: "cinder".into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn adopted_copy_is_renamed_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, w) = pair(World::standard(DEFAULT, data()));
+        let (cloud, c) = FakeCloud::new(w.clone());
+        let clouds = Clouds {
+            destination: Some(cloud),
+        };
+        let s = migrate(
+            &by_pool(),
+            a.clone(),
+            b.clone(),
+            &clouds,
+            dir.path(),
+            &opts(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap();
+        let v = s.volume.clone().expect("adopted volume in the summary");
+        assert_eq!(v.status, "available");
+        assert_eq!(v.name.as_deref(), Some("disk1"));
+        assert_eq!(v.rbd_image, format!("volume-{}", v.id));
+        {
+            let ww = w.lock().unwrap();
+            assert!(!ww.sites[1].images.contains_key("cinder/vol1"));
+            let copy = &ww.sites[1].images[&format!("cinder/{}", v.rbd_image)];
+            assert_eq!(copy.data, ww.sites[0].images["volumes/vol1"].data);
+            assert_eq!(ww.sites[0].images["volumes/vol1"].features, DEFAULT);
+        }
+        let cw = c.lock().unwrap().clone();
+        assert_eq!(cw.volumes.len(), 1);
+        assert_eq!(cw.volumes[0].1[crate::cloud::MARKER_KEY], s.id);
+        // a re-run finds it done, adopts nothing more
+        let again = migrate(
+            &by_pool(),
+            a,
+            b,
+            &clouds,
+            dir.path(),
+            &opts(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap();
+        assert!(again.already_done);
+        assert_eq!(again.volume, Some(v));
+        assert_eq!(c.lock().unwrap().adopt_calls, 1);
+    }
+
+    #[tokio::test]
+    async fn member_credentials_are_refused_before_any_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let world = World::standard(DEFAULT, data());
+        let before = world.clone();
+        let (a, b, w) = pair(world);
+        let (cloud, c) = FakeCloud::new(w.clone());
+        c.lock().unwrap().admin = false;
+        let clouds = Clouds {
+            destination: Some(cloud),
+        };
+        let e = migrate(
+            &by_pool(),
+            a.clone(),
+            b.clone(),
+            &clouds,
+            dir.path(),
+            &opts(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, Error::Preflight(_)), "{text}");
+        assert!(text.contains("needs an admin role"), "{text}");
+        assert!(text.contains("nothing was changed"), "{text}");
+        assert_eq!(*w.lock().unwrap(), before);
+        assert!(c.lock().unwrap().volumes.is_empty());
+        assert_eq!(c.lock().unwrap().adopt_calls, 0);
+        // the dry run refuses the same way
+        let e = plan(&by_pool(), a, b, &clouds, dir.path(), Arc::new(NullSink))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Preflight(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn wrong_host_and_wrong_pool_are_refused_before_any_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let world = World::standard(DEFAULT, data());
+        let before = world.clone();
+        let (a, b, w) = pair(world);
+        let (cloud, c) = FakeCloud::new(w.clone());
+        c.lock()
+            .unwrap()
+            .hosts
+            .insert("site-b@other#other".into(), "other".into());
+        let clouds = Clouds {
+            destination: Some(cloud),
+        };
+        let wrong = adopting(AdoptTarget::Host {
+            host: "nohost@ceph#ceph".into(),
+        });
+        let e = migrate(
+            &wrong,
+            a.clone(),
+            b.clone(),
+            &clouds,
+            dir.path(),
+            &opts(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("Host nohost@ceph#ceph could not be found"),
+            "{e}"
+        );
+        let other_pool = adopting(AdoptTarget::Host {
+            host: "site-b@other#other".into(),
+        });
+        let e = migrate(
+            &other_pool,
+            a,
+            b,
+            &clouds,
+            dir.path(),
+            &opts(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("stores into Ceph pool 'other'"),
+            "{e}"
+        );
+        assert_eq!(*w.lock().unwrap(), before);
+        assert_eq!(c.lock().unwrap().adopt_calls, 0);
+    }
+
+    #[tokio::test]
+    async fn lost_adopt_answer_resumes_without_a_second_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, w) = pair(World::standard(DEFAULT, data()));
+        let (cloud, c) = FakeCloud::new(w.clone());
+        c.lock().unwrap().lose_next_adopt_answer = true;
+        let clouds = Clouds {
+            destination: Some(cloud),
+        };
+        let m = by_pool();
+        let e = migrate(
+            &m,
+            a.clone(),
+            b.clone(),
+            &clouds,
+            dir.path(),
+            &opts(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, Error::Cloud { .. }), "{e}");
+        assert!(e.to_string().contains("connection reset"), "{e}");
+        let s = migrate(&m, a, b, &clouds, dir.path(), &opts(), Arc::new(NullSink))
+            .await
+            .unwrap();
+        let cw = c.lock().unwrap().clone();
+        assert_eq!(
+            cw.adopt_calls, 1,
+            "the interrupted adoption is found, not redone"
+        );
+        assert_eq!(cw.volumes.len(), 1);
+        assert_eq!(s.volume.unwrap().id, cw.volumes[0].0.id);
+    }
+
+    #[tokio::test]
+    async fn failed_adopt_record_is_forgotten_and_adoption_redone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, w) = pair(World::standard(DEFAULT, data()));
+        let (cloud, c) = FakeCloud::new(w.clone());
+        c.lock().unwrap().error_record_next_adopt = true;
+        let clouds = Clouds {
+            destination: Some(cloud),
+        };
+        let m = by_pool();
+        migrate(
+            &m,
+            a.clone(),
+            b.clone(),
+            &clouds,
+            dir.path(),
+            &opts(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            w.lock().unwrap().sites[1]
+                .images
+                .contains_key("cinder/vol1"),
+            "the copy keeps its name after a failed adoption"
+        );
+        let s = migrate(&m, a, b, &clouds, dir.path(), &opts(), Arc::new(NullSink))
+            .await
+            .unwrap();
+        let cw = c.lock().unwrap().clone();
+        assert_eq!(cw.adopt_calls, 2);
+        assert_eq!(cw.volumes.len(), 1, "the failed record was forgotten");
+        assert_eq!(cw.volumes[0].0.status, "available");
+        assert_eq!(s.volume.unwrap().id, cw.volumes[0].0.id);
+    }
+
+    #[tokio::test]
+    async fn resume_after_a_failure_in_every_operation_still_adopts_once() {
+        for op in ["copy", "digest", "disable_mirroring", "update_features"] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut world = World::standard(DEFAULT, data());
+            world.fail_once = Some(op.into());
+            let (a, b, w) = pair(world);
+            let (cloud, c) = FakeCloud::new(w.clone());
+            let clouds = Clouds {
+                destination: Some(cloud),
+            };
+            let m = by_pool();
+            let mut runs = 0;
+            let s = loop {
+                runs += 1;
+                assert!(runs < 5, "{op}: no convergence");
+                match migrate(
+                    &m,
+                    a.clone(),
+                    b.clone(),
+                    &clouds,
+                    dir.path(),
+                    &opts(),
+                    Arc::new(NullSink),
+                )
+                .await
+                {
+                    Ok(s) => break s,
+                    Err(_) => continue,
+                }
+            };
+            assert!(s.volume.is_some(), "{op}");
+            assert_eq!(c.lock().unwrap().volumes.len(), 1, "{op}");
+        }
+    }
+
+    #[tokio::test]
+    async fn plan_without_cloud_is_refused_and_dry_run_lists_adoption() {
+        let dir = tempfile::tempdir().unwrap();
+        let world = World::standard(DEFAULT, data());
+        let before = world.clone();
+        let (a, b, w) = pair(world);
+        let e = migrate(
+            &by_pool(),
+            a.clone(),
+            b.clone(),
+            &Clouds::default(),
+            dir.path(),
+            &opts(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("--os-cloud"), "{e}");
+        let (cloud, c) = FakeCloud::new(w.clone());
+        let clouds = Clouds {
+            destination: Some(cloud),
+        };
+        let (p, recorded) = plan(&by_pool(), a, b, &clouds, dir.path(), Arc::new(NullSink))
+            .await
+            .unwrap();
+        assert!(recorded.is_none());
+        assert_eq!(p.steps.last().unwrap().kind(), "adopt_volume");
+        assert!(p.render().contains("OpenStack tenant admin"));
+        assert_eq!(*w.lock().unwrap(), before);
+        assert_eq!(c.lock().unwrap().adopt_calls, 0);
+    }
+}

@@ -5,8 +5,15 @@
 //! be unit-tested; [`rbd`] is the real implementation over librbd and librados.
 //!
 //! The entry points are [`exec::migrate_volume`] (run or resume) and [`exec::plan_volume`]
-//! (dry run).
+//! (dry run); [`exec::migrate`] and [`exec::plan`] also take the clouds ([`cloud::CloudOps`])
+//! for plans that end in the destination cloud (adopt as a Cinder volume).
 
+// Errors carry their context (step, cluster, image, the failing call) by value; they are
+// rare and never on a hot path, so their size is not worth boxing every variant.
+#![allow(clippy::result_large_err)]
+
+pub mod cloud;
+pub mod delete;
 pub mod error;
 pub mod event;
 pub mod exec;
@@ -23,6 +30,8 @@ pub mod wait;
 
 pub use error::{Error, Result};
 
+#[cfg(test)]
+mod delete_tests;
 #[cfg(test)]
 mod exec_tests;
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cloud::AdoptTarget;
 use crate::features::{plan_enable, plan_restore, FeatureChange, Features, MirrorImageMode};
 use crate::ops::PoolMirrorMode;
 use crate::spec::{ClusterSpec, ImageSpec, PoolSpec};
@@ -34,6 +35,22 @@ pub struct VolumeMigration {
     pub allow_live: bool,
     /// Enable image-mode mirroring on the pools when it is off.
     pub enable_pool_mirroring: bool,
+    /// Adopt the verified copy as a Cinder volume in the destination cloud at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<Adoption>,
+}
+
+/// How the verified copy becomes a Cinder volume in the destination cloud.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adoption {
+    /// The destination cloud (its name in clouds.yaml).
+    pub cloud: String,
+    /// Where Cinder adopts from (default: the backend of the `into` pool).
+    pub target: AdoptTarget,
+    /// Name of the new volume.
+    pub name: Option<String>,
+    /// Mark the volume bootable.
+    pub bootable: bool,
 }
 
 impl VolumeMigration {
@@ -55,6 +72,7 @@ impl VolumeMigration {
             disable_map_features: false,
             allow_live: false,
             enable_pool_mirroring: false,
+            adopt: None,
         }
     }
 
@@ -188,6 +206,16 @@ pub enum Step {
         /// Features that cannot come back (deep-flatten once disabled).
         lost: Features,
     },
+    /// Adopt the verified copy as a Cinder volume (manage-existing); Cinder renames the RBD
+    /// image to `volume-<id>`.
+    AdoptVolume {
+        /// The destination cloud.
+        cloud: String,
+        /// Where Cinder adopts from.
+        target: AdoptTarget,
+        /// Name of the new volume.
+        name: Option<String>,
+    },
 }
 
 impl Step {
@@ -204,6 +232,7 @@ impl Step {
             Step::Verify => "verify",
             Step::DisableMirroring => "disable_mirroring",
             Step::RestoreFeatures { .. } => "restore_features",
+            Step::AdoptVolume { .. } => "adopt_volume",
         }
     }
 
@@ -220,6 +249,7 @@ impl Step {
             | Step::CopyReplica
             | Step::SetCopyFeatures { .. }
             | Step::Verify => Role::DestinationCephAdmin,
+            Step::AdoptVolume { .. } => Role::TenantAdmin,
         }
     }
 
@@ -269,6 +299,17 @@ impl Step {
                 }
                 s
             }
+            Step::AdoptVolume {
+                cloud,
+                target,
+                name,
+            } => format!(
+                "adopt {dst}:{} as a Cinder volume{} in cloud {cloud} ({target}); Cinder renames the image to volume-<id>",
+                m.copy_target(),
+                name.as_ref()
+                    .map(|n| format!(" named '{n}'"))
+                    .unwrap_or_default()
+            ),
         }
     }
 }
@@ -328,6 +369,13 @@ impl Plan {
                     lost,
                 });
             }
+        }
+        if let Some(a) = &migration.adopt {
+            steps.push(Step::AdoptVolume {
+                cloud: a.cloud.clone(),
+                target: a.target.clone(),
+                name: a.name.clone(),
+            });
         }
         Self {
             version: PLAN_VERSION,
@@ -434,6 +482,41 @@ mod tests {
         let j = serde_json::to_string_pretty(&p).unwrap();
         let back: Plan = serde_json::from_str(&j).unwrap();
         assert_eq!(p, back);
+    }
+
+    #[test]
+    fn adoption_is_the_last_step_and_the_tenant_admins() {
+        let mut m = migration();
+        m.adopt = Some(Adoption {
+            cloud: "site-b-admin".into(),
+            target: AdoptTarget::CephPool {
+                pool: "cinder".into(),
+            },
+            name: Some("disk1".into()),
+            bootable: false,
+        });
+        let p = Plan::volume(m, facts(Features::LAYERING | Features::EXCLUSIVE_LOCK));
+        let last = p.steps.last().unwrap();
+        assert_eq!(last.kind(), "adopt_volume");
+        assert_eq!(last.role(), Role::TenantAdmin);
+        let verify = p.steps.iter().position(|s| *s == Step::Verify).unwrap();
+        assert!(verify < p.steps.len() - 1);
+        let text = p.render();
+        assert!(
+            text.contains("[OpenStack tenant admin] adopt site-b:cinder/vol1 as a Cinder volume named 'disk1' in cloud site-b-admin"),
+            "{text}"
+        );
+        let j = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<Plan>(&j).unwrap(), p);
+    }
+
+    #[test]
+    fn plan_without_adoption_reads_old_state_files() {
+        let p = Plan::volume(migration(), facts(Features::LAYERING));
+        let mut v = serde_json::to_value(&p).unwrap();
+        assert!(v["migration"].get("adopt").is_none());
+        v["migration"].as_object_mut().unwrap().remove("adopt");
+        assert_eq!(serde_json::from_value::<Plan>(v).unwrap(), p);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cloud::{AdoptCheck, CloudErrorKind, CloudOps};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink};
 use crate::features::MirrorImageMode;
@@ -339,4 +340,52 @@ pub fn check_volume(
         mirroring_was_enabled,
         watchers,
     })
+}
+
+/// The cloud part of preflight (read only), run before any Ceph change: the destination
+/// cloud's credentials may adopt (admin), the host string or pool resolves to a Cinder backend,
+/// and that backend stores into the pool the copy goes to.
+///
+/// Fails with [`Error::Preflight`]; a member's credentials are refused here with the cloud's
+/// explanation, so nothing is left half done.
+pub async fn check_adoption(
+    m: &VolumeMigration,
+    cloud: &dyn CloudOps,
+) -> Result<Option<AdoptCheck>> {
+    let Some(a) = &m.adopt else {
+        return Ok(None);
+    };
+    let check = match cloud.check_adopt(&a.target).await {
+        Ok(c) => c,
+        Err(e) => {
+            let fix = match e.kind {
+                CloudErrorKind::Forbidden => format!(
+                    "use the destination cloud's admin credentials (--os-cloud naming an admin of cloud '{}'), or let its tenant admin run 'rbd-relay adopt volume' after the Ceph part",
+                    cloud.name()
+                ),
+                CloudErrorKind::NotFound => {
+                    "give --cinder-host as 'cinder get-pools' (or 'openstack volume backend pool list') prints it, or leave it out to find the backend of the --into pool".to_string()
+                }
+                _ => "check that the destination cloud is reachable and re-run".to_string(),
+            };
+            return Err(Error::Preflight(vec![Problem {
+                what: format!("cloud {}: {e}", cloud.name()),
+                fix,
+            }]));
+        }
+    };
+    if let Some(pool) = &check.pool {
+        if pool != &m.into.pool {
+            return Err(Error::Preflight(vec![problem(
+                format!(
+                    "Cinder host {} of cloud {} stores into Ceph pool '{pool}', but the copy goes to '{}'",
+                    check.host,
+                    cloud.name(),
+                    m.into
+                ),
+                "give --into the pool of that backend, or the --cinder-host whose backend stores into --into",
+            )]));
+        }
+    }
+    Ok(Some(check))
 }

@@ -29,6 +29,12 @@ pub struct RunState {
     pub step_seconds: Vec<f64>,
     /// Outcome: `running`, `finished`, `failed: ...`.
     pub outcome: String,
+    /// The adoption was sent to the cloud at least once (a re-run looks for its volume).
+    #[serde(default)]
+    pub adopt_started: bool,
+    /// The volume the destination cloud adopted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<crate::cloud::AdoptedVolume>,
 }
 
 impl RunState {
@@ -42,6 +48,8 @@ impl RunState {
             copy_digest: None,
             step_seconds: Vec::new(),
             outcome: "running".into(),
+            adopt_started: false,
+            adopted: None,
         }
     }
 
