@@ -13,10 +13,10 @@
 //! same command resumes an interrupted run.
 
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rbd_mirror_core::error::Error;
-use rbd_mirror_core::event::Event;
+use rbd_mirror_core::event::{Event, EventSink};
 use rbd_mirror_core::exec::{migrate_volume, plan_volume, RunOptions};
 use rbd_mirror_core::ops::CephOps;
 use rbd_mirror_core::plan::VolumeMigration;
@@ -26,19 +26,32 @@ use rbd_mirror_core::state::StateFile;
 
 const USAGE: &str = "usage: migrate_volume FROM TO POOL/IMAGE INTO [--dry-run]";
 
-/// Print every event the library emits, one line each.
-fn print_event(event: Event) {
-    match event {
-        Event::StepStarted {
-            index, description, ..
-        } => println!("[{}] {description}", index + 1),
-        Event::StepSkipped { reason, .. } => println!("    already done: {reason}"),
-        Event::StepDone { step, seconds, .. } => println!("    {step} done in {seconds:.1}s"),
-        Event::Progress(p) => {
-            let percent = p.percent.map(|x| format!(" {x:.0}%")).unwrap_or_default();
-            println!("    {}{percent} {}", p.phase, p.detail);
+/// Prints every event the library emits, one line each; a progress line only when it says
+/// something new (the wait polls its signal four times a second).
+#[derive(Default)]
+struct Printer {
+    last_progress: Mutex<String>,
+}
+
+impl EventSink for Printer {
+    fn emit(&self, event: Event) {
+        match event {
+            Event::StepStarted {
+                index, description, ..
+            } => println!("[{}] {description}", index + 1),
+            Event::StepSkipped { reason, .. } => println!("    already done: {reason}"),
+            Event::StepDone { step, seconds, .. } => println!("    {step} done in {seconds:.1}s"),
+            Event::Progress(p) => {
+                let percent = p.percent.map(|x| format!(" {x:.0}%")).unwrap_or_default();
+                let line = format!("    {}{percent} {}", p.phase, p.detail);
+                let mut last = self.last_progress.lock().unwrap_or_else(|e| e.into_inner());
+                if *last != line {
+                    println!("{line}");
+                    *last = line;
+                }
+            }
+            Event::Warning { message } => println!("warning: {message}"),
         }
-        Event::Warning { message } => println!("warning: {message}"),
     }
 }
 
@@ -77,9 +90,10 @@ fn run(
     let src: Arc<dyn CephOps> = Arc::new(RbdCeph::connect(&source)?);
     let dst: Arc<dyn CephOps> = Arc::new(RbdCeph::connect(&destination)?);
 
-    // 3. Run (or only plan) it. Any `Fn(Event) + Send + Sync` is an `EventSink`.
+    // 3. Run (or only plan) it. Events go to any `EventSink` (a closure
+    //    `Fn(Event) + Send + Sync` is one too).
     let state_dir = StateFile::default_dir();
-    let events = Arc::new(print_event);
+    let events = Arc::new(Printer::default());
     let runtime = tokio::runtime::Runtime::new()?;
     if dry_run {
         let (plan, recorded) =
