@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use rbd_mirror_core::cloud::{AdoptTarget, SourceVolume};
 use rbd_mirror_core::features::MirrorImageMode;
-use rbd_mirror_core::plan::VolumeMigration;
+use rbd_mirror_core::plan::{Adoption, VolumeMigration};
 use rbd_mirror_core::spec::{ClusterSpec, ImageSpec, PoolSpec};
 
 /// Move Ceph RBD volumes and images from one OpenStack+Ceph cloud to another through
@@ -43,9 +44,77 @@ pub enum OutputFormat {
 pub enum Command {
     /// Migrate an image to another cluster.
     #[command(subcommand)]
-    Migrate(MigrateCommand),
+    Migrate(Box<MigrateCommand>),
     /// List recorded migrations and how far they got.
     List,
+    /// Only the OpenStack tenant admin's step (split roles).
+    #[command(subcommand)]
+    Adopt(AdoptCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdoptCommand {
+    /// Adopt an RBD image already in the destination Cinder pool as a Cinder volume
+    /// (manage-existing; Cinder renames the image to volume-<id>).
+    Volume(AdoptArgs),
+}
+
+/// Where and how the destination cloud adopts (shared by `migrate volume --adopt` and
+/// `adopt volume`).
+#[derive(Debug, Args)]
+pub struct CloudArgs {
+    /// Destination cloud, as named in clouds.yaml (OS_CLIENT_CONFIG_FILE, OS_CLOUD and OS_*
+    /// are read like the openstack CLI does); needs an admin role there.
+    #[arg(long, env = "OS_CLOUD")]
+    pub os_cloud: Option<String>,
+    /// Cinder host string to adopt into (host@backend#pool, as 'cinder get-pools' prints);
+    /// default: the backend that stores into the destination pool.
+    #[arg(long)]
+    pub cinder_host: Option<String>,
+    /// Mark the adopted volume bootable.
+    #[arg(long)]
+    pub bootable: bool,
+}
+
+impl CloudArgs {
+    fn adoption(&self, pool: &PoolSpec, name: Option<String>) -> Result<Adoption> {
+        let Some(cloud) = self.os_cloud.clone() else {
+            anyhow::bail!(
+                "adopting needs the destination cloud: give --os-cloud (or set OS_CLOUD)"
+            );
+        };
+        let target = match &self.cinder_host {
+            Some(h) => AdoptTarget::Host { host: h.clone() },
+            None => AdoptTarget::CephPool {
+                pool: pool.pool.clone(),
+            },
+        };
+        Ok(Adoption {
+            cloud,
+            target,
+            name,
+            bootable: self.bootable,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// The RBD image in the destination Cinder pool: POOL/IMAGE.
+    pub image: String,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+    /// Name of the new volume.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+impl AdoptArgs {
+    pub fn to_request(&self) -> Result<(ImageSpec, Adoption)> {
+        let image: ImageSpec = self.image.parse()?;
+        let a = self.cloud.adoption(&image.pool, self.name.clone())?;
+        Ok((image, a))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,14 +167,26 @@ fn spec(name: &str, conf: Option<&PathBuf>, id: &str) -> Result<ClusterSpec> {
 pub struct VolumeArgs {
     #[command(flatten)]
     pub clusters: ClusterArgs,
-    /// Source image: POOL/IMAGE or POOL/NAMESPACE/IMAGE (its pool must be mirrored).
+    /// Source image: POOL/IMAGE or POOL/NAMESPACE/IMAGE (its pool must be mirrored); with
+    /// --source-cloud, a Cinder volume id in that cloud.
     pub image: String,
     /// Destination pool to copy the replica into (e.g. the destination Cinder pool).
     #[arg(long)]
     pub into: String,
-    /// Name of the copy (default: the source image name).
+    /// Name of the copy (default: the source image name); with --adopt, the name of the new
+    /// Cinder volume (default: the source volume's name with --source-cloud).
     #[arg(long)]
     pub name: Option<String>,
+    /// After the verified copy and the cleanup, adopt the copy as a Cinder volume in the
+    /// destination cloud (--os-cloud).
+    #[arg(long)]
+    pub adopt: bool,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+    /// The source is a Cinder volume of this cloud (IMAGE is its id); needs an admin role
+    /// there to see where the volume is stored.
+    #[arg(long)]
+    pub source_cloud: Option<String>,
     /// Mirroring mode.
     #[arg(long, default_value = "journal", value_parser = ["journal", "snapshot"])]
     pub mode: String,
@@ -128,17 +209,33 @@ pub struct VolumeArgs {
 }
 
 impl VolumeArgs {
-    pub fn to_migration(&self) -> Result<VolumeMigration> {
-        let image: ImageSpec = self.image.parse()?;
+    /// The migration; `source` is the Cinder volume IMAGE named with --source-cloud.
+    pub fn to_migration(&self, source: Option<&SourceVolume>) -> Result<VolumeMigration> {
+        let image: ImageSpec = match source {
+            Some(v) => format!("{}/{}", v.pool, v.image)
+                .parse()
+                .with_context(|| format!("the RBD image of volume {}", v.id))?,
+            None => self.image.parse()?,
+        };
         let into: PoolSpec = self.into.parse().context("--into")?;
         let mut m = VolumeMigration::new(
             self.clusters.source()?,
             self.clusters.destination()?,
             image,
-            into,
+            into.clone(),
         );
-        if let Some(n) = &self.name {
+        if self.adopt {
+            let name = self.name.clone().or_else(|| {
+                source
+                    .and_then(|v| v.name.clone())
+                    .filter(|n| !n.is_empty())
+            });
+            m.adopt = Some(self.cloud.adoption(&into, name)?);
+        } else if let Some(n) = &self.name {
             m.dest_name = m.copy_target().renamed(n).context("--name")?.image;
+        }
+        if !self.adopt && (self.cloud.cinder_host.is_some() || self.cloud.bootable) {
+            anyhow::bail!("--cinder-host and --bootable apply to the adoption: add --adopt");
         }
         m.mode = self.mode.parse::<MirrorImageMode>()?;
         m.allow_live = self.live;

@@ -4,20 +4,24 @@
 //! plan, run it, report ([`report`]). All logic lives in `rbd-mirror-core`.
 
 mod args;
+mod cloud;
 mod report;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
+use cinder_manage::Side;
 use clap::Parser;
-use rbd_mirror_core::exec::{migrate_volume, plan_volume, RunOptions};
+use rbd_mirror_core::cloud::CloudOps;
+use rbd_mirror_core::exec::{adopt_image, migrate, plan, Clouds, RunOptions};
 use rbd_mirror_core::ops::CephOps;
 use rbd_mirror_core::real::RbdCeph;
 use rbd_mirror_core::spec::ClusterSpec;
 use rbd_mirror_core::state;
 
-use args::{Cli, Command, MigrateCommand, OutputFormat};
+use args::{AdoptCommand, Cli, Command, MigrateCommand, OutputFormat};
+use cloud::OpenStackCloud;
 use report::Reporter;
 
 fn main() -> ExitCode {
@@ -75,22 +79,50 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         .unwrap_or_else(rbd_mirror_core::state::StateFile::default_dir);
     let reporter = Arc::new(Reporter::new(cli.output, cli.quiet));
     match cli.command {
-        Command::Migrate(MigrateCommand::Volume(args)) => {
-            let m = args.to_migration()?;
+        Command::Migrate(migrate_cmd) => {
+            let MigrateCommand::Volume(args) = *migrate_cmd;
+            let source = match &args.source_cloud {
+                Some(name) => {
+                    let c = OpenStackCloud::connect(name, Side::Source).await?;
+                    let v = c
+                        .source_volume(&args.image)
+                        .await
+                        .map_err(|e| anyhow!("source cloud {name}: {e}"))?;
+                    Some(v)
+                }
+                None => None,
+            };
+            let m = args.to_migration(source.as_ref())?;
+            let clouds = Clouds {
+                destination: match &m.adopt {
+                    Some(a) => Some(Arc::new(
+                        OpenStackCloud::connect(&a.cloud, Side::Destination).await?,
+                    ) as Arc<dyn CloudOps>),
+                    None => None,
+                },
+            };
             let src = connect(m.source.clone()).await?;
             let dst = connect(m.destination.clone()).await?;
             if args.dry_run {
                 let (plan, recorded) =
-                    plan_volume(&m, src, dst, &state_dir, reporter.clone()).await?;
+                    plan(&m, src, dst, &clouds, &state_dir, reporter.clone()).await?;
                 reporter.plan(&plan, recorded.as_ref());
                 return Ok(ExitCode::SUCCESS);
             }
             let mut opts = RunOptions::default();
             opts.wait.stall_after = std::time::Duration::from_secs(args.stall_timeout);
-            let summary = migrate_volume(&m, src, dst, &state_dir, &opts, reporter.clone()).await;
+            let summary = migrate(&m, src, dst, &clouds, &state_dir, &opts, reporter.clone()).await;
             reporter.finish();
             let summary = summary?;
             reporter.summary(&summary);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Adopt(AdoptCommand::Volume(args)) => {
+            let (image, adoption) = args.to_request()?;
+            let cloud: Arc<dyn CloudOps> =
+                Arc::new(OpenStackCloud::connect(&adoption.cloud, Side::Destination).await?);
+            let v = adopt_image(cloud, &image, &adoption, reporter.clone()).await?;
+            reporter.adopted(&adoption.cloud, &image.pool.to_string(), &v);
             Ok(ExitCode::SUCCESS)
         }
         Command::List => {

@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use rbd_mirror_core::cloud::AdoptedVolume;
 use rbd_mirror_core::event::{Event, EventSink};
 use rbd_mirror_core::exec::Summary;
 use rbd_mirror_core::plan::Plan;
@@ -107,6 +108,19 @@ impl Reporter {
                     human_bytes(s.bytes as f64)
                 );
                 println!("verified: sha256 {}", s.sha256);
+                if let Some(v) = &s.volume {
+                    println!(
+                        "adopted as Cinder volume {} ({}{} GiB, {}), backed by RBD image {}",
+                        v.id,
+                        v.name
+                            .as_ref()
+                            .map(|n| format!("'{n}', "))
+                            .unwrap_or_default(),
+                        v.size_gib,
+                        v.status,
+                        v.rbd_image
+                    );
+                }
                 let total: f64 = s.steps.iter().map(|(_, t)| t).sum();
                 let steps: Vec<String> = s
                     .steps
@@ -122,6 +136,25 @@ impl Reporter {
                 }
                 println!("the source image was left in place; delete it yourself once the destination is in use");
             }
+        }
+    }
+
+    pub fn adopted(&self, cloud: &str, pool: &str, v: &AdoptedVolume) {
+        match self.format {
+            OutputFormat::Json => {
+                self.json(serde_json::json!({"result": "ok", "cloud": cloud, "volume": v}))
+            }
+            OutputFormat::Text => println!(
+                "adopted in cloud {cloud} as Cinder volume {} ({}{} GiB, {}), backed by RBD image {pool}/{}",
+                v.id,
+                v.name
+                    .as_ref()
+                    .map(|n| format!("'{n}', "))
+                    .unwrap_or_default(),
+                v.size_gib,
+                v.status,
+                v.rbd_image
+            ),
         }
     }
 

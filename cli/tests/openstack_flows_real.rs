@@ -1,0 +1,494 @@
+//! The `rbd-relay` binary against the real Ceph pair and the two real OpenStack clouds of the
+//! test environment (Keystone, Cinder, Glance): `migrate volume --adopt` end to end (the
+//! volume is `available` in the destination cloud with the expected size and name, its RBD
+//! image renamed to `volume-<id>`, the data equal to the source's), the source given as a
+//! Cinder volume id of the source cloud, `adopt volume` alone (split roles, idempotent), and
+//! the refusals: member credentials (clear message, nothing changed anywhere) and a wrong
+//! Cinder host string (Cinder's own message, nothing changed).
+
+#![allow(clippy::unwrap_used)] // test code: a failed setup step should panic with its message
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+
+use cinder_manage::{AdoptRequest, Cinder, HostTarget, Side};
+use openstack_client::{
+    ApiRequest, ClientOptions, CloudConfig, ConfigSources, Method, OpenStackClient, ServiceType,
+};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rbd-relay");
+
+/// Cinder's test deployments keep their database in SQLite, which fails concurrent writes;
+/// the tests of this file change Cinder state one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Site {
+    clouds_yaml: PathBuf,
+    a: String,
+    b: String,
+    src_admin: String,
+    dst_admin: String,
+    dst_member: String,
+    src_pool: String,
+    dst_pool: String,
+    dst_host: String,
+}
+
+fn site() -> &'static Site {
+    static SITE: OnceLock<Site> = OnceLock::new();
+    SITE.get_or_init(|| {
+        let env = testenv::shared_with_openstack().expect("test environment with OpenStack");
+        let os = env.openstack().expect("OpenStack clouds").clone();
+        Site {
+            clouds_yaml: os.clouds_yaml.clone(),
+            a: env.site_a().name.clone(),
+            b: env.site_b().name.clone(),
+            src_admin: os.source.admin_cloud.clone(),
+            dst_admin: os.destination.admin_cloud.clone(),
+            dst_member: os.destination.member_cloud.clone(),
+            src_pool: os.source.volume_pool.clone(),
+            dst_pool: os.destination.volume_pool.clone(),
+            dst_host: os.destination.cinder_host.clone(),
+        }
+    })
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn rbd(cluster: &str, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .args(["120", "rbd", "--cluster", cluster])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn exists(cluster: &str, spec: &str) -> bool {
+    rbd(cluster, &["info", spec]).status.success()
+}
+
+fn info(cluster: &str, spec: &str) -> Value {
+    let out = rbd(cluster, &["info", spec, "--format", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn sha(cluster: &str, spec: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "rbd --cluster {cluster} export --no-progress {spec} - | sha256sum"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+/// An RBD image of `len` bytes of known data.
+fn image_with_data(cluster: &str, spec: &str, len: usize) {
+    let data: Vec<u8> = (0..len)
+        .map(|i| ((i as u32).wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), &data).unwrap();
+    let out = rbd(
+        cluster,
+        &["import", "--no-progress", f.path().to_str().unwrap(), spec],
+    );
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Runs the binary with the test clouds; returns (success, JSON lines, stderr).
+fn relay(args: &[&str], state: &str) -> (bool, Vec<Value>, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .args(["--output", "json", "--state-dir", state])
+        .env("OS_CLIENT_CONFIG_FILE", &site().clouds_yaml)
+        .env_remove("OS_CLOUD")
+        .output()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or(Value::String(l.to_string())))
+        .collect();
+    (
+        out.status.success(),
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn client(cloud: &str) -> OpenStackClient {
+    let sources = ConfigSources {
+        clouds_files: vec![site().clouds_yaml.clone()],
+        ..Default::default()
+    };
+    let cfg = CloudConfig::from_sources(&sources, Some(cloud)).unwrap();
+    OpenStackClient::connect(cfg, ClientOptions::default())
+        .await
+        .unwrap()
+}
+
+async fn cinder(cloud: &str, side: Side) -> Cinder {
+    Cinder::new(client(cloud).await, side)
+}
+
+/// Every volume of every project in the cloud whose name is `name`.
+async fn volumes_named(cloud: &str, name: &str) -> Vec<Value> {
+    let c = client(cloud).await;
+    let v: Value = c
+        .send_json(
+            &ApiRequest::new(ServiceType::BlockStorage, Method::GET, "volumes/detail")
+                .microversion("volume", cinder_manage::MICROVERSION)
+                .query("all_tenants", "1")
+                .query("name", name),
+        )
+        .await
+        .unwrap();
+    v["volumes"].as_array().cloned().unwrap_or_default()
+}
+
+/// Cleans up an adopted volume: Cinder forgets it, the RBD image is removed.
+async fn drop_volume(cloud: &str, side: Side, pool_cluster: &str, pool: &str, id: &str) {
+    let c = cinder(cloud, side).await;
+    let v = c.get_volume(id).await.unwrap();
+    c.unmanage(id).await.unwrap();
+    let _ = rbd(
+        pool_cluster,
+        &[
+            "rm",
+            "--no-progress",
+            &format!("{pool}/{}", v.rbd_image_name()),
+        ],
+    );
+}
+
+fn source_untouched(cluster: &str, spec: &str, features: &Value) {
+    let i = info(cluster, spec);
+    assert_eq!(&i["features"], features, "source features unchanged");
+    assert!(
+        i.get("mirroring").is_none_or(|m| m["state"] == "disabled"),
+        "source not mirrored: {i}"
+    );
+}
+
+#[test]
+fn migrate_volume_with_adopt_ends_available_in_destination() {
+    let s = site();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let name = testenv::unique_name("flow-adopt");
+    let spec = format!("{}/{name}", s.src_pool);
+    image_with_data(&s.a, &spec, (24 << 20) + 333);
+    let features = info(&s.a, &spec)["features"].clone();
+    let want = sha(&s.a, &spec);
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path().to_str().unwrap();
+    let vol_name = format!("vol-{name}");
+    let args = [
+        "migrate",
+        "volume",
+        "--from",
+        &s.a,
+        "--to",
+        &s.b,
+        &spec,
+        "--into",
+        &s.dst_pool,
+        "--adopt",
+        "--os-cloud",
+        &s.dst_admin,
+        "--name",
+        &vol_name,
+    ];
+
+    // the dry run shows the adoption as the tenant admin's last step and changes nothing
+    let (ok, lines, err) = relay(&[&args[..], &["--dry-run"]].concat(), state);
+    assert!(ok, "{err}");
+    let steps = lines.last().unwrap()["plan"]["steps"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let last = steps.last().unwrap();
+    assert_eq!(last["step"], "adopt_volume", "{last}");
+    source_untouched(&s.a, &spec, &features);
+
+    let t = std::time::Instant::now();
+    let (ok, lines, err) = relay(&args, state);
+    assert!(ok, "migration failed: {err}\n{lines:?}");
+    eprintln!("migrate --adopt took {:.1}s", t.elapsed().as_secs_f64());
+    let result = lines.last().unwrap();
+    assert_eq!(result["result"], "ok", "{result}");
+    assert_eq!(result["summary"]["sha256"], want);
+    let vol = &result["summary"]["volume"];
+    let id = vol["id"].as_str().unwrap().to_string();
+    assert_eq!(vol["rbd_image"], format!("volume-{id}"));
+
+    // what the destination cloud says, asked independently
+    let v = rt().block_on(async {
+        cinder(&s.dst_admin, Side::Destination)
+            .await
+            .get_volume(&id)
+            .await
+            .unwrap()
+    });
+    assert_eq!(v.status, "available");
+    assert_eq!(v.size, 1, "24 MiB rounds up to 1 GiB");
+    assert_eq!(v.name.as_deref(), Some(vol_name.as_str()));
+    assert_eq!(v.host.as_deref(), Some(s.dst_host.as_str()));
+
+    // Ceph: the copy was renamed to volume-<id> and holds the source's data
+    let renamed = format!("{}/volume-{id}", s.dst_pool);
+    assert!(exists(&s.b, &renamed));
+    assert!(!exists(&s.b, &format!("{}/{name}", s.dst_pool)));
+    assert!(!exists(&s.b, &spec), "replica removed");
+    assert_eq!(sha(&s.b, &renamed), want);
+    source_untouched(&s.a, &spec, &features);
+
+    // a re-run finds everything done and adopts nothing more
+    let (ok, lines, err) = relay(&args, state);
+    assert!(ok, "{err}");
+    let again = lines.last().unwrap();
+    assert_eq!(again["summary"]["already_done"], true);
+    assert_eq!(again["summary"]["volume"]["id"], id.as_str());
+    assert_eq!(
+        rt().block_on(volumes_named(&s.dst_admin, &vol_name)).len(),
+        1
+    );
+
+    rt().block_on(drop_volume(
+        &s.dst_admin,
+        Side::Destination,
+        &s.b,
+        &s.dst_pool,
+        &id,
+    ));
+    let _ = rbd(&s.a, &["rm", "--no-progress", &spec]);
+}
+
+#[test]
+fn member_credentials_are_refused_before_anything_changes() {
+    let s = site();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let name = testenv::unique_name("flow-member");
+    let spec = format!("{}/{name}", s.src_pool);
+    image_with_data(&s.a, &spec, 1 << 20);
+    let features = info(&s.a, &spec)["features"].clone();
+    let state = tempfile::tempdir().unwrap();
+    let vol_name = format!("vol-{name}");
+    let (ok, lines, err) = relay(
+        &[
+            "migrate",
+            "volume",
+            "--from",
+            &s.a,
+            "--to",
+            &s.b,
+            &spec,
+            "--into",
+            &s.dst_pool,
+            "--adopt",
+            "--os-cloud",
+            &s.dst_member,
+            "--name",
+            &vol_name,
+        ],
+        state.path().to_str().unwrap(),
+    );
+    assert!(!ok, "a member must not adopt: {lines:?}");
+    assert!(err.contains("needs an admin role"), "{err}");
+    assert!(err.contains(&s.dst_member), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(lines.last().unwrap()["result"], "error");
+    source_untouched(&s.a, &spec, &features);
+    assert!(
+        !exists(&s.b, &format!("{}/{name}", s.dst_pool)),
+        "no copy made"
+    );
+    assert!(!exists(&s.b, &spec), "no replica made");
+    assert!(rt()
+        .block_on(volumes_named(&s.dst_admin, &vol_name))
+        .is_empty());
+    let _ = rbd(&s.a, &["rm", "--no-progress", &spec]);
+}
+
+#[test]
+fn wrong_cinder_host_shows_cinders_message_and_changes_nothing() {
+    let s = site();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let name = testenv::unique_name("flow-host");
+    let spec = format!("{}/{name}", s.src_pool);
+    image_with_data(&s.a, &spec, 1 << 20);
+    let features = info(&s.a, &spec)["features"].clone();
+    let state = tempfile::tempdir().unwrap();
+    let (ok, _, err) = relay(
+        &[
+            "migrate",
+            "volume",
+            "--from",
+            &s.a,
+            "--to",
+            &s.b,
+            &spec,
+            "--into",
+            &s.dst_pool,
+            "--adopt",
+            "--os-cloud",
+            &s.dst_admin,
+            "--cinder-host",
+            "nohost@ceph#ceph",
+        ],
+        state.path().to_str().unwrap(),
+    );
+    assert!(!ok);
+    assert!(err.contains("nohost@ceph#ceph"), "{err}");
+    assert!(
+        err.contains("could not be found"),
+        "Cinder's message: {err}"
+    );
+    assert!(err.contains(&s.dst_host), "known pools listed: {err}");
+    source_untouched(&s.a, &spec, &features);
+    assert!(!exists(&s.b, &format!("{}/{name}", s.dst_pool)));
+    let _ = rbd(&s.a, &["rm", "--no-progress", &spec]);
+}
+
+#[test]
+fn adopt_volume_alone_is_idempotent() {
+    let s = site();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let name = testenv::unique_name("flow-split");
+    let spec = format!("{}/{name}", s.dst_pool);
+    image_with_data(&s.b, &spec, (1 << 30) + 4096);
+    let want = sha(&s.b, &spec);
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path().to_str().unwrap();
+    let vol_name = format!("vol-{name}");
+    let args = [
+        "adopt",
+        "volume",
+        &spec,
+        "--os-cloud",
+        &s.dst_admin,
+        "--name",
+        &vol_name,
+    ];
+    let (ok, lines, err) = relay(&args, state);
+    assert!(ok, "{err}");
+    let v = &lines.last().unwrap()["volume"];
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(v["status"], "available");
+    assert_eq!(v["size_gib"], 2, "1 GiB + 4 KiB rounds up to 2 GiB");
+    assert_eq!(sha(&s.b, &format!("{}/volume-{id}", s.dst_pool)), want);
+    assert!(!exists(&s.b, &spec));
+    // again: the same volume, no second record
+    let (ok, lines, err) = relay(&args, state);
+    assert!(ok, "{err}");
+    assert_eq!(lines.last().unwrap()["volume"]["id"], id.as_str());
+    assert_eq!(
+        rt().block_on(volumes_named(&s.dst_admin, &vol_name)).len(),
+        1
+    );
+    // a member is refused with the clear message
+    let (ok, _, err) = relay(
+        &["adopt", "volume", &spec, "--os-cloud", &s.dst_member],
+        state,
+    );
+    assert!(!ok);
+    assert!(err.contains("needs an admin role"), "{err}");
+    rt().block_on(drop_volume(
+        &s.dst_admin,
+        Side::Destination,
+        &s.b,
+        &s.dst_pool,
+        &id,
+    ));
+}
+
+#[test]
+fn source_given_as_a_cinder_volume_id_of_the_source_cloud() {
+    let s = site();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let name = testenv::unique_name("flow-srcvol");
+    let raw = format!("{}/{name}", s.src_pool);
+    image_with_data(&s.a, &raw, 3 << 20);
+    let want = sha(&s.a, &raw);
+    let src_name = format!("src-{name}");
+    // the source volume: the image adopted by the source cloud's Cinder
+    let src = rt().block_on(async {
+        cinder(&s.src_admin, Side::Source)
+            .await
+            .adopt(&AdoptRequest {
+                target: HostTarget::CephPool {
+                    pool: s.src_pool.clone(),
+                    fsid: None,
+                },
+                rbd_image: name.clone(),
+                name: Some(src_name.clone()),
+                description: None,
+                volume_type: None,
+                availability_zone: None,
+                bootable: false,
+                metadata: Default::default(),
+            })
+            .await
+            .unwrap()
+    });
+    let src_spec = format!("{}/{}", s.src_pool, src.rbd_image);
+    let features = info(&s.a, &src_spec)["features"].clone();
+    let state = tempfile::tempdir().unwrap();
+    let (ok, lines, err) = relay(
+        &[
+            "migrate",
+            "volume",
+            "--from",
+            &s.a,
+            "--to",
+            &s.b,
+            "--source-cloud",
+            &s.src_admin,
+            &src.volume.id,
+            "--into",
+            &s.dst_pool,
+            "--adopt",
+            "--os-cloud",
+            &s.dst_admin,
+        ],
+        state.path().to_str().unwrap(),
+    );
+    assert!(ok, "{err}\n{lines:?}");
+    let result = lines.last().unwrap();
+    assert_eq!(result["summary"]["sha256"], want);
+    let vol = &result["summary"]["volume"];
+    assert_eq!(vol["name"], src_name.as_str(), "the source volume's name");
+    assert_eq!(vol["status"], "available");
+    let id = vol["id"].as_str().unwrap().to_string();
+    source_untouched(&s.a, &src_spec, &features);
+    let still = rt().block_on(async {
+        cinder(&s.src_admin, Side::Source)
+            .await
+            .get_volume(&src.volume.id)
+            .await
+            .unwrap()
+    });
+    assert_eq!(still.status, "available", "the source volume is untouched");
+    rt().block_on(drop_volume(
+        &s.dst_admin,
+        Side::Destination,
+        &s.b,
+        &s.dst_pool,
+        &id,
+    ));
+    rt().block_on(drop_volume(
+        &s.src_admin,
+        Side::Source,
+        &s.a,
+        &s.src_pool,
+        &src.volume.id,
+    ));
+}
