@@ -348,11 +348,17 @@ impl CephOps for RbdCeph {
     fn copy(&self, src: &ImageSpec, dst: &ImageSpec, progress: Progress<'_>) -> OpsResult<()> {
         let img = self.open_ro(src)?;
         let dio = self.io(&dst.pool)?;
-        Ok(
-            img.copy_to(&dio, &dst.image, &rbd::ImageOptions::default(), |d, t| {
-                progress(d, t)
-            })?,
-        )
+        // A journal-mode replica carries journaling (and non-primary): a copy created with
+        // them would push every copied write through a journal (about 9x slower for 1 GiB
+        // here). The plan sets the copy's final features afterwards.
+        let features = Features::from_bits_retain(img.features()?)
+            - Features::JOURNALING
+            - Features::NON_PRIMARY;
+        let opts = rbd::ImageOptions {
+            features: Some(features.bits()),
+            ..Default::default()
+        };
+        Ok(img.copy_to(&dio, &dst.image, &opts, |d, t| progress(d, t))?)
     }
 
     fn remove_image(&self, image: &ImageSpec) -> OpsResult<()> {
