@@ -354,10 +354,15 @@ async fn preflight_refusals_change_nothing() {
     rbd(&f.a, &["create", "--size", "4M", &mspec]);
     rbd(&f.a, &["mirror", "image", "enable", &mspec, "snapshot"]);
     let t = Instant::now();
-    while !exists(&f.b, &mspec) {
+    // wait until the replica exists and its mirror record says non-primary
+    let replica_ready = || {
+        exists(&f.b, &mspec)
+            && rbd_json(&f.b, &["info", &mspec])["mirroring"]["primary"] == Value::Bool(false)
+    };
+    while !replica_ready() {
         assert!(
             t.elapsed() < Duration::from_secs(60),
-            "replica never appeared"
+            "replica never became a non-primary mirror image"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
