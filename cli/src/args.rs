@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use rbd_mirror_core::cloud::{AdoptTarget, SourceVolume};
+use rbd_mirror_core::exec::BootableMigration;
 use rbd_mirror_core::features::MirrorImageMode;
-use rbd_mirror_core::plan::{Adoption, VolumeMigration};
+use rbd_mirror_core::plan::{Adoption, Registration, VolumeMigration};
 use rbd_mirror_core::spec::{ClusterSpec, ImageSpec, PoolSpec};
 
 /// Move Ceph RBD volumes and images from one OpenStack+Ceph cloud to another through
@@ -50,6 +51,111 @@ pub enum Command {
     /// Only the OpenStack tenant admin's step (split roles).
     #[command(subcommand)]
     Adopt(AdoptCommand),
+    /// Only the OpenStack tenant admin's step of the bootable path (split roles).
+    #[command(subcommand)]
+    Register(RegisterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegisterCommand {
+    /// Register POOL/IMAGE@snap (in the destination Glance pool, snapshot protected) as a
+    /// Glance image by its rbd:// location.
+    Image(RegisterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// The RBD image in the destination Glance pool: POOL/IMAGE.
+    pub image: String,
+    /// Destination cloud, as named in clouds.yaml; needs an admin role there.
+    #[arg(long, env = "OS_CLOUD")]
+    pub os_cloud: Option<String>,
+    /// The destination Ceph cluster (for its fsid and to check the snapshot).
+    #[arg(long)]
+    pub to: String,
+    /// Destination conf file (default /etc/ceph/TO.conf).
+    #[arg(long)]
+    pub to_conf: Option<PathBuf>,
+    /// Destination cephx client id (default admin).
+    #[arg(long, default_value = "admin")]
+    pub to_id: String,
+    /// Image name (default: the RBD image name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Minimum disk in GiB (use at least the source volume's size).
+    #[arg(long, default_value_t = 0)]
+    pub min_disk: u64,
+    /// The protected snapshot Glance reads.
+    #[arg(long, default_value = "snap")]
+    pub snapshot: String,
+}
+
+impl RegisterArgs {
+    pub fn to_request(&self) -> Result<(ImageSpec, ClusterSpec, Registration)> {
+        let image: ImageSpec = self.image.parse()?;
+        let Some(cloud) = self.os_cloud.clone() else {
+            anyhow::bail!(
+                "registering needs the destination cloud: give --os-cloud (or set OS_CLOUD)"
+            );
+        };
+        let cluster = spec(&self.to, self.to_conf.as_ref(), &self.to_id).context("--to")?;
+        let r = Registration {
+            cloud,
+            name: self.name.clone().unwrap_or_else(|| image.image.clone()),
+            snapshot: self.snapshot.clone(),
+            min_disk_gib: self.min_disk,
+        };
+        Ok((image, cluster, r))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BootableArgs {
+    #[command(flatten)]
+    pub clusters: ClusterArgs,
+    /// The bootable Cinder volume's id in the source cloud.
+    pub volume_id: String,
+    /// The source cloud (clouds.yaml name); needs an admin role there.
+    #[arg(long)]
+    pub source_cloud: String,
+    /// The destination cloud (clouds.yaml name); needs an admin role there.
+    #[arg(long, env = "OS_CLOUD")]
+    pub os_cloud: Option<String>,
+    /// The destination Glance pool to copy the image into.
+    #[arg(long, default_value = "images")]
+    pub into: String,
+    /// The source Glance pool (used when Glance hides image locations).
+    #[arg(long, default_value = "images")]
+    pub source_pool: String,
+    /// Name of the image in both clouds (default: '<volume name>-image').
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Mirroring mode.
+    #[arg(long, default_value = "journal", value_parser = ["journal", "snapshot"])]
+    pub mode: String,
+    /// Seconds without replication progress before giving up (a re-run continues).
+    #[arg(long, default_value_t = 300)]
+    pub stall_timeout: u64,
+}
+
+impl BootableArgs {
+    pub fn to_migration(&self) -> Result<(BootableMigration, String)> {
+        let Some(cloud) = self.os_cloud.clone() else {
+            anyhow::bail!(
+                "the bootable path needs the destination cloud: give --os-cloud (or set OS_CLOUD)"
+            );
+        };
+        let b = BootableMigration {
+            source: self.clusters.source()?,
+            destination: self.clusters.destination()?,
+            volume_id: self.volume_id.clone(),
+            source_image_pool: self.source_pool.parse().context("--source-pool")?,
+            into: self.into.parse().context("--into")?,
+            name: self.name.clone(),
+            mode: self.mode.parse::<MirrorImageMode>()?,
+        };
+        Ok((b, cloud))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,6 +227,10 @@ impl AdoptArgs {
 pub enum MigrateCommand {
     /// Migrate one RBD volume: mirror, wait, copy into --into, verify, clean up.
     Volume(VolumeArgs),
+    /// Migrate a bootable volume through Glance: upload-to-image at the source, mirror the
+    /// image, copy it into the destination Glance pool, verify, clean up, snapshot + protect,
+    /// register, check min_disk.
+    Bootable(BootableArgs),
 }
 
 /// Which two clusters, like `rbd --cluster`.

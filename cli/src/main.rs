@@ -14,13 +14,15 @@ use anyhow::{anyhow, Context, Result};
 use cinder_manage::Side;
 use clap::Parser;
 use rbd_mirror_core::cloud::CloudOps;
-use rbd_mirror_core::exec::{adopt_image, migrate, plan, Clouds, RunOptions};
+use rbd_mirror_core::exec::{
+    adopt_image, migrate, migrate_bootable, plan, register_image, Clouds, RunOptions,
+};
 use rbd_mirror_core::ops::CephOps;
 use rbd_mirror_core::real::RbdCeph;
 use rbd_mirror_core::spec::ClusterSpec;
 use rbd_mirror_core::state;
 
-use args::{AdoptCommand, Cli, Command, MigrateCommand, OutputFormat};
+use args::{AdoptCommand, Cli, Command, MigrateCommand, OutputFormat, RegisterCommand};
 use cloud::OpenStackCloud;
 use report::Reporter;
 
@@ -79,42 +81,37 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         .unwrap_or_else(rbd_mirror_core::state::StateFile::default_dir);
     let reporter = Arc::new(Reporter::new(cli.output, cli.quiet));
     match cli.command {
-        Command::Migrate(migrate_cmd) => {
-            let MigrateCommand::Volume(args) = *migrate_cmd;
-            let source = match &args.source_cloud {
-                Some(name) => {
-                    let c = OpenStackCloud::connect(name, Side::Source).await?;
-                    let v = c
-                        .source_volume(&args.image)
-                        .await
-                        .map_err(|e| anyhow!("source cloud {name}: {e}"))?;
-                    Some(v)
-                }
-                None => None,
-            };
-            let m = args.to_migration(source.as_ref())?;
-            let clouds = Clouds {
-                destination: match &m.adopt {
-                    Some(a) => Some(Arc::new(
-                        OpenStackCloud::connect(&a.cloud, Side::Destination).await?,
-                    ) as Arc<dyn CloudOps>),
-                    None => None,
-                },
-            };
-            let src = connect(m.source.clone()).await?;
-            let dst = connect(m.destination.clone()).await?;
-            if args.dry_run {
-                let (plan, recorded) =
-                    plan(&m, src, dst, &clouds, &state_dir, reporter.clone()).await?;
-                reporter.plan(&plan, recorded.as_ref());
-                return Ok(ExitCode::SUCCESS);
+        Command::Migrate(migrate_cmd) => match *migrate_cmd {
+            MigrateCommand::Volume(args) => migrate_volume(args, &state_dir, reporter).await,
+            MigrateCommand::Bootable(args) => {
+                let (b, dest) = args.to_migration()?;
+                let clouds = Clouds {
+                    source: Some(Arc::new(
+                        OpenStackCloud::connect(&args.source_cloud, Side::Source).await?,
+                    )),
+                    destination: Some(Arc::new(
+                        OpenStackCloud::connect(&dest, Side::Destination).await?,
+                    )),
+                };
+                let src = connect(b.source.clone()).await?;
+                let dst = connect(b.destination.clone()).await?;
+                let mut opts = RunOptions::default();
+                opts.wait.stall_after = std::time::Duration::from_secs(args.stall_timeout);
+                let summary =
+                    migrate_bootable(&b, src, dst, &clouds, &state_dir, &opts, reporter.clone())
+                        .await;
+                reporter.finish();
+                reporter.summary(&summary?);
+                Ok(ExitCode::SUCCESS)
             }
-            let mut opts = RunOptions::default();
-            opts.wait.stall_after = std::time::Duration::from_secs(args.stall_timeout);
-            let summary = migrate(&m, src, dst, &clouds, &state_dir, &opts, reporter.clone()).await;
-            reporter.finish();
-            let summary = summary?;
-            reporter.summary(&summary);
+        },
+        Command::Register(RegisterCommand::Image(args)) => {
+            let (image, cluster, r) = args.to_request()?;
+            let cloud: Arc<dyn CloudOps> =
+                Arc::new(OpenStackCloud::connect(&r.cloud, Side::Destination).await?);
+            let dst = connect(cluster).await?;
+            let i = register_image(cloud, dst, &image, &r, reporter.clone()).await?;
+            reporter.registered(&r.cloud, &i);
             Ok(ExitCode::SUCCESS)
         }
         Command::Adopt(AdoptCommand::Volume(args)) => {
@@ -131,4 +128,47 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn migrate_volume(
+    args: args::VolumeArgs,
+    state_dir: &std::path::Path,
+    reporter: Arc<Reporter>,
+) -> Result<ExitCode> {
+    let source = match &args.source_cloud {
+        Some(name) => {
+            let c = OpenStackCloud::connect(name, Side::Source).await?;
+            let v = c
+                .source_volume(&args.image)
+                .await
+                .map_err(|e| anyhow!("source cloud {name}: {e}"))?;
+            Some(v)
+        }
+        None => None,
+    };
+    let m = args.to_migration(source.as_ref())?;
+    let clouds = Clouds {
+        destination: match &m.adopt {
+            Some(a) => Some(
+                Arc::new(OpenStackCloud::connect(&a.cloud, Side::Destination).await?)
+                    as Arc<dyn CloudOps>,
+            ),
+            None => None,
+        },
+        source: None,
+    };
+    let src = connect(m.source.clone()).await?;
+    let dst = connect(m.destination.clone()).await?;
+    if args.dry_run {
+        let (plan, recorded) = plan(&m, src, dst, &clouds, state_dir, reporter.clone()).await?;
+        reporter.plan(&plan, recorded.as_ref());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut opts = RunOptions::default();
+    opts.wait.stall_after = std::time::Duration::from_secs(args.stall_timeout);
+    let summary = migrate(&m, src, dst, &clouds, state_dir, &opts, reporter.clone()).await;
+    reporter.finish();
+    let summary = summary?;
+    reporter.summary(&summary);
+    Ok(ExitCode::SUCCESS)
 }

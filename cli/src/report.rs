@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use rbd_mirror_core::cloud::AdoptedVolume;
+use rbd_mirror_core::cloud::{AdoptedVolume, CloudImage};
 use rbd_mirror_core::event::{Event, EventSink};
 use rbd_mirror_core::exec::Summary;
 use rbd_mirror_core::plan::Plan;
@@ -121,6 +121,18 @@ impl Reporter {
                         v.rbd_image
                     );
                 }
+                if let Some(i) = &s.image {
+                    println!(
+                        "registered as Glance image {} ({}min_disk {} GiB, {})",
+                        i.id,
+                        i.name
+                            .as_ref()
+                            .map(|n| format!("'{n}', "))
+                            .unwrap_or_default(),
+                        i.min_disk_gib,
+                        i.status
+                    );
+                }
                 let total: f64 = s.steps.iter().map(|(_, t)| t).sum();
                 let steps: Vec<String> = s
                     .steps
@@ -154,6 +166,24 @@ impl Reporter {
                 v.size_gib,
                 v.status,
                 v.rbd_image
+            ),
+        }
+    }
+
+    pub fn registered(&self, cloud: &str, i: &CloudImage) {
+        match self.format {
+            OutputFormat::Json => {
+                self.json(serde_json::json!({"result": "ok", "cloud": cloud, "image": i}))
+            }
+            OutputFormat::Text => println!(
+                "registered in cloud {cloud} as image {} ({}min_disk {} GiB, {})",
+                i.id,
+                i.name
+                    .as_ref()
+                    .map(|n| format!("'{n}', "))
+                    .unwrap_or_default(),
+                i.min_disk_gib,
+                i.status
             ),
         }
     }

@@ -4,7 +4,9 @@
 //! image renamed to `volume-<id>`, the data equal to the source's), the source given as a
 //! Cinder volume id of the source cloud, `adopt volume` alone (split roles, idempotent), and
 //! the refusals: member credentials (clear message, nothing changed anywhere) and a wrong
-//! Cinder host string (Cinder's own message, nothing changed).
+//! Cinder host string (Cinder's own message, nothing changed). And `migrate bootable`: the
+//! destination image is `active`, its min_disk at least the source volume's size and its
+//! downloaded bytes equal the source volume's.
 
 #![allow(clippy::unwrap_used)] // test code: a failed setup step should panic with its message
 
@@ -34,6 +36,9 @@ struct Site {
     src_pool: String,
     dst_pool: String,
     dst_host: String,
+    src_member: String,
+    src_image_pool: String,
+    dst_image_pool: String,
 }
 
 fn site() -> &'static Site {
@@ -51,6 +56,9 @@ fn site() -> &'static Site {
             src_pool: os.source.volume_pool.clone(),
             dst_pool: os.destination.volume_pool.clone(),
             dst_host: os.destination.cinder_host.clone(),
+            src_member: os.source.member_cloud.clone(),
+            src_image_pool: os.source.image_pool.clone(),
+            dst_image_pool: os.destination.image_pool.clone(),
         }
     })
 }
@@ -72,6 +80,19 @@ fn rbd(cluster: &str, args: &[&str]) -> Output {
 
 fn exists(cluster: &str, spec: &str) -> bool {
     rbd(cluster, &["info", spec]).status.success()
+}
+
+/// rbd-mirror removes a replica asynchronously once mirroring of its primary is disabled
+/// (later still when the replica has protected snapshots): wait up to a minute.
+fn gone_soon(cluster: &str, spec: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while exists(cluster, spec) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    true
 }
 
 fn info(cluster: &str, spec: &str) -> Value {
@@ -247,7 +268,7 @@ fn migrate_volume_with_adopt_ends_available_in_destination() {
     let renamed = format!("{}/volume-{id}", s.dst_pool);
     assert!(exists(&s.b, &renamed));
     assert!(!exists(&s.b, &format!("{}/{name}", s.dst_pool)));
-    assert!(!exists(&s.b, &spec), "replica removed");
+    assert!(gone_soon(&s.b, &spec), "replica removed");
     assert_eq!(sha(&s.b, &renamed), want);
     source_untouched(&s.a, &spec, &features);
 
@@ -484,6 +505,267 @@ fn source_given_as_a_cinder_volume_id_of_the_source_cloud() {
         &s.dst_pool,
         &id,
     ));
+    rt().block_on(drop_volume(
+        &s.src_admin,
+        Side::Source,
+        &s.a,
+        &s.src_pool,
+        &src.volume.id,
+    ));
+}
+
+/// The source volume of the bootable tests: known data adopted by the source cloud's Cinder.
+fn source_volume(s: &Site, name: &str, len: usize) -> cinder_manage::AdoptedVolume {
+    let raw = format!("{}/{name}", s.src_pool);
+    image_with_data(&s.a, &raw, len);
+    rt().block_on(async {
+        cinder(&s.src_admin, Side::Source)
+            .await
+            .adopt(&AdoptRequest {
+                target: HostTarget::CephPool {
+                    pool: s.src_pool.clone(),
+                    fsid: None,
+                },
+                rbd_image: name.to_string(),
+                name: Some(format!("src-{name}")),
+                description: None,
+                volume_type: None,
+                availability_zone: None,
+                bootable: true,
+                metadata: Default::default(),
+            })
+            .await
+            .unwrap()
+    })
+}
+
+/// Images of cloud `cloud` named `name` (any owner the credentials see).
+async fn images_named(cloud: &str, name: &str) -> Vec<Value> {
+    let c = client(cloud).await;
+    let v: Value = c
+        .send_json(
+            &ApiRequest::new(ServiceType::Image, Method::GET, "v2/images").query("name", name),
+        )
+        .await
+        .unwrap();
+    v["images"].as_array().cloned().unwrap_or_default()
+}
+
+/// Streams image `id` from Glance and compares it with `rbd export` of `spec`, byte for byte.
+async fn download_equals_export(cloud: &str, id: &str, cluster: &str, spec: &str) -> u64 {
+    use std::io::Read;
+    let g = glance_rbd::Glance::new(client(cloud).await);
+    let mut dl = g.download(id).await.unwrap();
+    let mut export = Command::new("rbd")
+        .args(["--cluster", cluster, "export", "--no-progress", spec, "-"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = export.stdout.take().unwrap();
+    let mut total = 0u64;
+    let mut want = vec![0u8; 0];
+    while let Some(chunk) = dl.next_chunk().await.unwrap() {
+        want.resize(chunk.len(), 0);
+        out.read_exact(&mut want).unwrap();
+        assert!(
+            want[..] == chunk[..],
+            "bytes differ in the chunk at offset {total}"
+        );
+        total += chunk.len() as u64;
+    }
+    let mut rest = Vec::new();
+    out.read_to_end(&mut rest).unwrap();
+    assert!(
+        rest.is_empty(),
+        "the image has {total} bytes, the volume {} more",
+        rest.len()
+    );
+    export.wait().unwrap();
+    total
+}
+
+#[test]
+fn migrate_bootable_registers_an_active_image_with_the_volumes_bytes() {
+    let s = site();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let name = testenv::unique_name("flow-boot");
+    let src = source_volume(s, &name, (5 << 20) + 77);
+    let src_spec = format!("{}/{}", s.src_pool, src.rbd_image);
+    let src_features = info(&s.a, &src_spec)["features"].clone();
+    let img_name = format!("img-{name}");
+    let state = tempfile::tempdir().unwrap();
+    let t = std::time::Instant::now();
+    let (ok, lines, err) = relay(
+        &[
+            "migrate",
+            "bootable",
+            "--from",
+            &s.a,
+            "--to",
+            &s.b,
+            "--source-cloud",
+            &s.src_admin,
+            "--os-cloud",
+            &s.dst_admin,
+            &src.volume.id,
+            "--into",
+            &s.dst_image_pool,
+            "--source-pool",
+            &s.src_image_pool,
+            "--name",
+            &img_name,
+        ],
+        state.path().to_str().unwrap(),
+    );
+    assert!(ok, "{err}\n{lines:?}");
+    eprintln!("migrate bootable took {:.1}s", t.elapsed().as_secs_f64());
+    let result = lines.last().unwrap();
+    let image = &result["summary"]["image"];
+    let id = image["id"].as_str().unwrap().to_string();
+    assert_eq!(image["status"], "active", "{result}");
+    assert!(
+        image["min_disk_gib"].as_u64().unwrap() >= src.volume.size,
+        "min_disk {} < volume size {}",
+        image["min_disk_gib"],
+        src.volume.size
+    );
+    // the copy in the destination Glance pool, with the protected snapshot Glance reads
+    let copy = format!(
+        "{}/{}",
+        s.dst_image_pool,
+        result["summary"]["copy"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+    );
+    let snaps: Value =
+        serde_json::from_slice(&rbd(&s.b, &["snap", "ls", &copy, "--format", "json"]).stdout)
+            .unwrap();
+    assert!(
+        snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["name"] == "snap" && x["protected"] == "true"),
+        "{snaps}"
+    );
+    // asked independently: Glance serves the source volume's bytes
+    let bytes = rt().block_on(download_equals_export(&s.dst_admin, &id, &s.a, &src_spec));
+    assert!(bytes >= (5 << 20) + 77);
+    let i = rt().block_on(async {
+        glance_rbd::Glance::new(client(&s.dst_admin).await)
+            .get_image(&id)
+            .await
+            .unwrap()
+    });
+    assert_eq!(i.status, "active");
+    assert_eq!(i.name.as_deref(), Some(img_name.as_str()));
+    // the source: volume untouched, the uploaded image's features back, mirroring off
+    source_untouched(&s.a, &src_spec, &src_features);
+    let src_image = result["summary"]["source"]
+        .as_str()
+        .unwrap()
+        .split_once(':')
+        .unwrap()
+        .1
+        .to_string();
+    let si = info(&s.a, &src_image);
+    assert!(
+        si.get("mirroring").is_none_or(|m| m["state"] == "disabled"),
+        "{si}"
+    );
+    assert!(gone_soon(&s.b, &src_image), "replica removed");
+
+    // a re-run finds it done
+    let (ok, lines, err) = relay(
+        &[
+            "migrate",
+            "bootable",
+            "--from",
+            &s.a,
+            "--to",
+            &s.b,
+            "--source-cloud",
+            &s.src_admin,
+            "--os-cloud",
+            &s.dst_admin,
+            &src.volume.id,
+            "--into",
+            &s.dst_image_pool,
+            "--source-pool",
+            &s.src_image_pool,
+            "--name",
+            &img_name,
+        ],
+        state.path().to_str().unwrap(),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(lines.last().unwrap()["summary"]["image"]["id"], id.as_str());
+    assert_eq!(
+        rt().block_on(images_named(&s.dst_admin, &img_name)).len(),
+        1
+    );
+
+    // clean up: both images belong to this test (deleting deletes their RBD data)
+    rt().block_on(async {
+        let dg = glance_rbd::Glance::new(client(&s.dst_admin).await);
+        dg.delete_image(&id).await.unwrap();
+        let sg = glance_rbd::Glance::new(client(&s.src_admin).await);
+        for im in images_named(&s.src_admin, &img_name).await {
+            sg.delete_image(im["id"].as_str().unwrap()).await.unwrap();
+        }
+    });
+    rt().block_on(drop_volume(
+        &s.src_admin,
+        Side::Source,
+        &s.a,
+        &s.src_pool,
+        &src.volume.id,
+    ));
+}
+
+#[test]
+fn migrate_bootable_with_member_credentials_changes_nothing() {
+    let s = site();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let name = testenv::unique_name("flow-bootm");
+    let src = source_volume(s, &name, 1 << 20);
+    let img_name = format!("img-{name}");
+    let state = tempfile::tempdir().unwrap();
+    let (ok, _, err) = relay(
+        &[
+            "migrate",
+            "bootable",
+            "--from",
+            &s.a,
+            "--to",
+            &s.b,
+            "--source-cloud",
+            &s.src_admin,
+            "--os-cloud",
+            &s.dst_member,
+            &src.volume.id,
+            "--into",
+            &s.dst_image_pool,
+            "--name",
+            &img_name,
+        ],
+        state.path().to_str().unwrap(),
+    );
+    assert!(!ok);
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert!(err.contains(&s.dst_member), "{err}");
+    assert!(
+        rt().block_on(images_named(&s.src_admin, &img_name))
+            .is_empty(),
+        "no upload was made"
+    );
+    assert!(rt()
+        .block_on(images_named(&s.dst_admin, &img_name))
+        .is_empty());
+    let _ = &s.src_member;
     rt().block_on(drop_volume(
         &s.src_admin,
         Side::Source,

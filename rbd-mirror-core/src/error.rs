@@ -89,15 +89,17 @@ pub enum Error {
         step: String,
     },
     /// A call to an OpenStack cloud failed during a step (the service's message is kept).
-    #[error("{step} in cloud {cloud}: {source}")]
+    ///
+    /// The cloud's message is part of this error's text (not a `source`), so a chain printer
+    /// does not repeat it.
+    #[error("{step} in cloud {cloud}: {error}")]
     Cloud {
         /// The plan step or check being done.
         step: String,
         /// Cloud name.
         cloud: String,
         /// The underlying failure.
-        #[source]
-        source: crate::cloud::CloudError,
+        error: crate::cloud::CloudError,
     },
     /// A rule that keeps data safe would be broken.
     #[error("refusing: {0}")]

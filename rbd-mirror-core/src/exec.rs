@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cloud::{AdoptSpec, AdoptedVolume, CloudError, CloudOps, MARKER_KEY};
+use crate::cloud::{
+    AdoptSpec, AdoptedVolume, CloudError, CloudImage, CloudOps, RegisterSpec, MARKER_KEY,
+};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink, ProgressInfo, RateMeter};
 use crate::features::{plan_restore, Features};
@@ -54,6 +56,9 @@ pub struct Summary {
     /// The Cinder volume the destination cloud adopted the copy as (with `--adopt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<AdoptedVolume>,
+    /// The Glance image the destination cloud registered the copy as (bootable path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<CloudImage>,
 }
 
 /// The clouds a plan may talk to (none for a Ceph-only migration).
@@ -61,16 +66,22 @@ pub struct Summary {
 pub struct Clouds {
     /// The destination cloud (adoption, registration).
     pub destination: Option<Arc<dyn CloudOps>>,
+    /// The source cloud (upload-to-image of a bootable volume).
+    pub source: Option<Arc<dyn CloudOps>>,
 }
 
 impl Clouds {
     fn destination_for(&self, m: &VolumeMigration) -> Result<Option<Arc<dyn CloudOps>>> {
-        match (&m.adopt, &self.destination) {
+        let wanted = m
+            .adopt
+            .as_ref()
+            .map(|a| a.cloud.clone())
+            .or_else(|| m.register.as_ref().map(|r| r.cloud.clone()));
+        match (wanted, &self.destination) {
             (None, _) => Ok(None),
             (Some(_), Some(c)) => Ok(Some(c.clone())),
-            (Some(a), None) => Err(Error::Unsafe(format!(
-                "the plan adopts the copy in cloud '{}', but no cloud was given (--os-cloud)",
-                a.cloud
+            (Some(cloud), None) => Err(Error::Unsafe(format!(
+                "the plan hands the copy to cloud '{cloud}', but no cloud was given (--os-cloud)"
             ))),
         }
     }
@@ -78,11 +89,7 @@ impl Clouds {
 
 fn cloud_err(step: &str, cloud: &dyn CloudOps) -> impl FnOnce(CloudError) -> Error {
     let (step, cloud) = (step.to_string(), cloud.name().to_string());
-    move |source| Error::Cloud {
-        step,
-        cloud,
-        source,
-    }
+    move |error| Error::Cloud { step, cloud, error }
 }
 
 /// Run `f` on a blocking thread, turning failures into [`Error::Ceph`] with context.
@@ -136,6 +143,7 @@ pub async fn plan(
     }
     if let Some(c) = clouds.destination_for(m)? {
         preflight::check_adoption(m, c.as_ref()).await?;
+        preflight::check_registration(m, c.as_ref()).await?;
     }
     let mm = m.clone();
     let facts = tokio::task::spawn_blocking(move || {
@@ -191,9 +199,14 @@ pub async fn migrate(
                     ),
                 });
             }
-            if s.adopted.is_none() {
+            if !s.finished() {
                 if let Some(c) = &dst_cloud {
-                    preflight::check_adoption(m, c.as_ref()).await?;
+                    if s.adopted.is_none() {
+                        preflight::check_adoption(m, c.as_ref()).await?;
+                    }
+                    if s.registered.is_none() {
+                        preflight::check_registration(m, c.as_ref()).await?;
+                    }
                 }
             }
             s
@@ -207,6 +220,7 @@ pub async fn migrate(
             let t = Instant::now();
             if let Some(c) = &dst_cloud {
                 preflight::check_adoption(m, c.as_ref()).await?;
+                preflight::check_registration(m, c.as_ref()).await?;
             }
             let (s2, d2, e2, mm) = (src.clone(), dst.clone(), events.clone(), m.clone());
             let facts = tokio::task::spawn_blocking(move || {
@@ -289,6 +303,7 @@ pub async fn migrate(
         lost_features: lost,
         already_done,
         volume: state.adopted.clone(),
+        image: state.registered.clone(),
     })
 }
 
@@ -546,7 +561,167 @@ impl Executor {
                 self.adopt(step, index, state, file, target.clone(), name.clone())
                     .await
             }
+            Step::SnapshotAndProtect { snap } => {
+                if !state.verified() {
+                    return Err(Error::Unsafe(
+                        "the copy has not been verified; it is not handed to Glance".into(),
+                    ));
+                }
+                let (d, t, snap) = (dst.clone(), m.copy_target(), snap.clone());
+                let already = on_ceph(
+                    kind,
+                    dst.name().to_string(),
+                    m.copy_target().to_string(),
+                    move || {
+                        let snaps = d.snapshots(&t)?;
+                        let found = snaps
+                            .iter()
+                            .find(|s| s.name == snap && s.namespace == SnapshotNamespace::User);
+                        let already = found.is_some_and(|s| s.protected);
+                        if found.is_none() {
+                            d.create_snapshot(&t, &snap)?;
+                        }
+                        if !already {
+                            d.protect_snapshot(&t, &snap)?;
+                        }
+                        Ok(already)
+                    },
+                )
+                .await?;
+                if already {
+                    self.skipped(index, step, "snapshot already there and protected");
+                }
+                Ok(())
+            }
+            Step::RegisterImage { name, .. } => {
+                self.register(step, index, state, file, name.clone()).await
+            }
+            Step::CheckMinDisk { min_gib } => {
+                let Some(image) = state.registered.clone() else {
+                    return Err(Error::Unsafe(
+                        "no registered image recorded; re-run to register it first".into(),
+                    ));
+                };
+                let cloud = self.cloud()?;
+                let now = cloud
+                    .get_image(&image.id)
+                    .await
+                    .map_err(cloud_err(kind, cloud.as_ref()))?;
+                if now.min_disk_gib < *min_gib {
+                    return Err(Error::Unsafe(format!(
+                        "image {} in cloud {} has min_disk {} GiB, less than the source volume's {min_gib} GiB: instances booted from it could get a smaller disk; set it with: openstack image set --min-disk {min_gib} {}",
+                        image.id,
+                        cloud.name(),
+                        now.min_disk_gib,
+                        image.id
+                    )));
+                }
+                state.registered = Some(now);
+                Ok(())
+            }
         }
+    }
+
+    fn cloud(&self) -> Result<Arc<dyn CloudOps>> {
+        self.dst_cloud.clone().ok_or_else(|| {
+            Error::Unsafe(
+                "this step needs the destination cloud, but no cloud was given (--os-cloud)".into(),
+            )
+        })
+    }
+
+    /// Register the protected snapshot of the verified copy in the destination Glance.
+    /// Idempotent: an image an interrupted run registered (found by the marker property) is
+    /// taken over.
+    async fn register(
+        &self,
+        step: &Step,
+        index: usize,
+        state: &mut RunState,
+        file: &StateFile,
+        name: String,
+    ) -> Result<()> {
+        let kind = step.kind();
+        if let Some(i) = &state.registered {
+            self.skipped(
+                index,
+                step,
+                &format!("already registered as image {}", i.id),
+            );
+            return Ok(());
+        }
+        if !state.verified() {
+            return Err(Error::Unsafe(
+                "the copy has not been verified; it is not handed to Glance".into(),
+            ));
+        }
+        let cloud = self.cloud()?;
+        let m = state.plan.migration.clone();
+        let Some(r) = m.register.clone() else {
+            return Err(Error::Unsafe("the plan has no registration".into()));
+        };
+        let marker = state.plan.id.clone();
+        if state.register_started {
+            let found = cloud
+                .find_images(&marker)
+                .await
+                .map_err(cloud_err(kind, cloud.as_ref()))?;
+            if let Some(i) = found.iter().find(|i| i.status == "active") {
+                self.skipped(
+                    index,
+                    step,
+                    &format!("the interrupted run registered it as image {}", i.id),
+                );
+                state.registered = Some(i.clone());
+                return Ok(());
+            }
+            if let Some(i) = found.first() {
+                return Err(Error::Unsafe(format!(
+                    "cloud {} has image {} (status {}) from the interrupted registration; check it (deleting an image with an rbd:// location deletes its data: remove the location first), then re-run",
+                    cloud.name(),
+                    i.id,
+                    i.status
+                )));
+            }
+        }
+        let d = self.dst.clone();
+        let fsid = on_ceph(
+            kind,
+            self.dst.name().to_string(),
+            "fsid".into(),
+            move || d.fsid(),
+        )
+        .await?;
+        state.register_started = true;
+        file.save(state)?;
+        let target = m.copy_target();
+        let mut properties = std::collections::BTreeMap::new();
+        properties.insert(MARKER_KEY.to_string(), marker);
+        let spec = RegisterSpec {
+            name,
+            fsid,
+            pool: target.pool.pool.clone(),
+            image: target.image.clone(),
+            snapshot: r.snapshot.clone(),
+            min_disk_gib: r.min_disk_gib,
+            properties,
+        };
+        let i = cloud
+            .register_image(&spec)
+            .await
+            .map_err(cloud_err(kind, cloud.as_ref()))?;
+        self.events.emit(Event::Progress(ProgressInfo {
+            phase: "register".into(),
+            percent: Some(100.0),
+            bytes_per_second: None,
+            eta_seconds: None,
+            detail: format!(
+                "image {} is {} (min_disk {} GiB), at rbd://{}/{}/{}/{}",
+                i.id, i.status, i.min_disk_gib, spec.fsid, spec.pool, spec.image, spec.snapshot
+            ),
+        }));
+        state.registered = Some(i);
+        Ok(())
     }
 
     /// Adopt the verified copy in the destination cloud. Idempotent: a volume an interrupted
@@ -855,4 +1030,245 @@ pub async fn adopt_image(
         .adopt(&spec)
         .await
         .map_err(cloud_err(kind, cloud.as_ref()))
+}
+
+/// The tenant admin's registration alone (split roles): register `image@snapshot` (already
+/// in the destination Glance pool, snapshot protected by the Ceph destination admin) as a
+/// Glance image by its rbd:// location. Read-only checks first (admin credentials, snapshot
+/// there and protected); idempotent: a re-run returns the image an earlier run registered.
+pub async fn register_image(
+    cloud: Arc<dyn CloudOps>,
+    dst: Arc<dyn CephOps>,
+    image: &ImageSpec,
+    registration: &crate::plan::Registration,
+    events: Arc<dyn EventSink>,
+) -> Result<CloudImage> {
+    let kind = "register_image";
+    let problem =
+        |what: String, fix: String| Error::Preflight(vec![crate::preflight::Problem { what, fix }]);
+    cloud.check_register().await.map_err(|e| {
+        problem(
+            format!("cloud {}: {e}", cloud.name()),
+            "use the destination cloud's admin credentials (--os-cloud)".into(),
+        )
+    })?;
+    let (d, i, snap) = (dst.clone(), image.clone(), registration.snapshot.clone());
+    let (fsid, protected) = on_ceph(kind, dst.name().to_string(), image.to_string(), move || {
+        let snaps = d.snapshots(&i)?;
+        let p = snaps
+            .iter()
+            .find(|s| s.name == snap && s.namespace == SnapshotNamespace::User)
+            .map(|s| s.protected);
+        Ok((d.fsid()?, p))
+    })
+    .await?;
+    if protected != Some(true) {
+        let (c, snap) = (dst.name(), &registration.snapshot);
+        return Err(problem(
+            format!(
+                "{c}:{image}@{snap} {}",
+                if protected.is_none() { "does not exist" } else { "is not protected" }
+            ),
+            format!("the Ceph destination admin runs: rbd --cluster {c} snap create {image}@{snap}; rbd --cluster {c} snap protect {image}@{snap}"),
+        ));
+    }
+    let marker = format!("register_{}_{}", image.pool, image.image);
+    let found = cloud
+        .find_images(&marker)
+        .await
+        .map_err(cloud_err(kind, cloud.as_ref()))?;
+    if let Some(i) = found.iter().find(|i| i.status == "active") {
+        events.emit(Event::Warning {
+            message: format!("{image} was already registered as image {}", i.id),
+        });
+        return Ok(i.clone());
+    }
+    let mut properties = std::collections::BTreeMap::new();
+    properties.insert(MARKER_KEY.to_string(), marker);
+    let spec = RegisterSpec {
+        name: registration.name.clone(),
+        fsid,
+        pool: image.pool.pool.clone(),
+        image: image.image.clone(),
+        snapshot: registration.snapshot.clone(),
+        min_disk_gib: registration.min_disk_gib,
+        properties,
+    };
+    cloud
+        .register_image(&spec)
+        .await
+        .map_err(cloud_err(kind, cloud.as_ref()))
+}
+
+/// A bootable volume's move through Glance (the runbook's second half): upload-to-image in
+/// the source cloud, mirror the Glance image, copy it into the destination Glance pool,
+/// verify, clean up the source, snapshot + protect, register, check min_disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootableMigration {
+    /// Source cluster.
+    pub source: crate::spec::ClusterSpec,
+    /// Destination cluster.
+    pub destination: crate::spec::ClusterSpec,
+    /// The Cinder volume in the source cloud.
+    pub volume_id: String,
+    /// The source Glance pool (used when Glance does not show the image's location).
+    pub source_image_pool: crate::spec::PoolSpec,
+    /// The destination Glance pool.
+    pub into: crate::spec::PoolSpec,
+    /// Name of the image (default: `<volume name>-image`).
+    pub name: Option<String>,
+    /// Mirroring mode.
+    pub mode: crate::features::MirrorImageMode,
+}
+
+/// What the upload-to-image step recorded (the rest of the run is an ordinary plan).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct UploadRecord {
+    volume_id: String,
+    volume_size_gib: u64,
+    image: CloudImage,
+    image_name: String,
+    pool: String,
+    rbd_image: String,
+}
+
+fn upload_record_path(dir: &Path, volume_id: &str) -> std::path::PathBuf {
+    dir.join(format!("bootable_{volume_id}.upload.json"))
+}
+
+fn save_upload_record(path: &Path, r: &UploadRecord) -> Result<()> {
+    let err = |reason: String| Error::State {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(e.to_string()))?;
+    serde_json::to_writer_pretty(tmp.as_file(), r).map_err(|e| err(e.to_string()))?;
+    tmp.as_file().sync_all().map_err(|e| err(e.to_string()))?;
+    tmp.persist(path).map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
+fn load_upload_record(path: &Path) -> Result<Option<UploadRecord>> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::State {
+                path: path.to_path_buf(),
+                reason: format!("unreadable ({e})"),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::State {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Migrate a bootable volume through Glance; resumes a recorded run. The cloud checks
+/// (source volume readable, destination credentials may register locations) run before the
+/// upload and before any Ceph change. Returns the Ceph plan's summary, whose `image` is the
+/// registered destination image.
+pub async fn migrate_bootable(
+    b: &BootableMigration,
+    src: Arc<dyn CephOps>,
+    dst: Arc<dyn CephOps>,
+    clouds: &Clouds,
+    state_dir: &Path,
+    opts: &RunOptions,
+    events: Arc<dyn EventSink>,
+) -> Result<Summary> {
+    let (Some(src_cloud), Some(dst_cloud)) = (clouds.source.clone(), clouds.destination.clone())
+    else {
+        return Err(Error::Unsafe(
+            "a bootable migration needs the source cloud (--source-cloud) and the destination cloud (--os-cloud)".into(),
+        ));
+    };
+    let lock_id = format!("bootable_{}", b.volume_id);
+    let lock = StateFile::lock(state_dir, &lock_id, &b.volume_id)?;
+    let record_path = upload_record_path(state_dir, &b.volume_id);
+    let record = match load_upload_record(&record_path)? {
+        Some(r) => r,
+        None => {
+            let pre = |e: CloudError, c: &dyn CloudOps, fix: &str| {
+                Error::Preflight(vec![crate::preflight::Problem {
+                    what: format!("cloud {}: {e}", c.name()),
+                    fix: fix.to_string(),
+                }])
+            };
+            let vol = src_cloud.source_volume(&b.volume_id).await.map_err(|e| {
+                pre(
+                    e,
+                    src_cloud.as_ref(),
+                    "give --source-cloud a cloud entry with the admin role in the source cloud and an existing volume id",
+                )
+            })?;
+            dst_cloud.check_register().await.map_err(|e| {
+                pre(
+                    e,
+                    dst_cloud.as_ref(),
+                    "give --os-cloud a cloud entry with the admin role in the destination cloud",
+                )
+            })?;
+            let image_name = b.name.clone().unwrap_or_else(|| {
+                format!(
+                    "{}-image",
+                    vol.name
+                        .clone()
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or_else(|| vol.id.clone())
+                )
+            });
+            events.emit(Event::StepStarted {
+                index: 0,
+                step: "upload_to_image".into(),
+                description: format!(
+                    "upload volume {} ({} GiB) to image '{image_name}' in cloud {} (source tenant)",
+                    vol.id,
+                    vol.size_gib,
+                    src_cloud.name()
+                ),
+            });
+            let t = Instant::now();
+            let img = src_cloud
+                .upload_to_image(&vol.id, &image_name)
+                .await
+                .map_err(cloud_err("upload_to_image", src_cloud.as_ref()))?;
+            let (pool, rbd_image) = img
+                .rbd
+                .clone()
+                .unwrap_or_else(|| (b.source_image_pool.pool.clone(), img.id.clone()));
+            let r = UploadRecord {
+                volume_id: vol.id.clone(),
+                volume_size_gib: vol.size_gib,
+                image: img,
+                image_name,
+                pool,
+                rbd_image,
+            };
+            save_upload_record(&record_path, &r)?;
+            events.emit(Event::StepDone {
+                index: 0,
+                step: "upload_to_image".into(),
+                seconds: t.elapsed().as_secs_f64(),
+            });
+            r
+        }
+    };
+    drop(lock);
+    let image: ImageSpec = format!("{}/{}", record.pool, record.rbd_image).parse()?;
+    let mut m = VolumeMigration::new(
+        b.source.clone(),
+        b.destination.clone(),
+        image,
+        b.into.clone(),
+    );
+    m.mode = b.mode;
+    m.register = Some(crate::plan::Registration {
+        cloud: dst_cloud.name().to_string(),
+        name: record.image_name.clone(),
+        snapshot: "snap".into(),
+        min_disk_gib: record.volume_size_gib.max(record.image.min_disk_gib),
+    });
+    migrate(&m, src, dst, clouds, state_dir, opts, events).await
 }

@@ -377,6 +377,7 @@ mod adopt {
         let (cloud, c) = FakeCloud::new(w.clone());
         let clouds = Clouds {
             destination: Some(cloud),
+            source: None,
         };
         let s = migrate(
             &by_pool(),
@@ -430,6 +431,7 @@ mod adopt {
         c.lock().unwrap().admin = false;
         let clouds = Clouds {
             destination: Some(cloud),
+            source: None,
         };
         let e = migrate(
             &by_pool(),
@@ -469,6 +471,7 @@ mod adopt {
             .insert("site-b@other#other".into(), "other".into());
         let clouds = Clouds {
             destination: Some(cloud),
+            source: None,
         };
         let wrong = adopting(AdoptTarget::Host {
             host: "nohost@ceph#ceph".into(),
@@ -519,6 +522,7 @@ mod adopt {
         c.lock().unwrap().lose_next_adopt_answer = true;
         let clouds = Clouds {
             destination: Some(cloud),
+            source: None,
         };
         let m = by_pool();
         let e = migrate(
@@ -554,6 +558,7 @@ mod adopt {
         c.lock().unwrap().error_record_next_adopt = true;
         let clouds = Clouds {
             destination: Some(cloud),
+            source: None,
         };
         let m = by_pool();
         migrate(
@@ -593,6 +598,7 @@ mod adopt {
             let (cloud, c) = FakeCloud::new(w.clone());
             let clouds = Clouds {
                 destination: Some(cloud),
+                source: None,
             };
             let m = by_pool();
             let mut runs = 0;
@@ -640,6 +646,7 @@ mod adopt {
         let (cloud, c) = FakeCloud::new(w.clone());
         let clouds = Clouds {
             destination: Some(cloud),
+            source: None,
         };
         let (p, recorded) = plan(&by_pool(), a, b, &clouds, dir.path(), Arc::new(NullSink))
             .await

@@ -38,6 +38,23 @@ pub struct VolumeMigration {
     /// Adopt the verified copy as a Cinder volume in the destination cloud at the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopt: Option<Adoption>,
+    /// Register the verified copy as a Glance image in the destination cloud at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register: Option<Registration>,
+}
+
+/// How the verified copy becomes a Glance image in the destination cloud (the runbook's
+/// bootable path): snapshot + protect it, register `rbd://fsid/pool/image/snap`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// The destination cloud (its name in clouds.yaml).
+    pub cloud: String,
+    /// Name of the new image.
+    pub name: String,
+    /// The protected snapshot Glance reads (`snap`).
+    pub snapshot: String,
+    /// Minimum disk of the image in GiB: at least the source volume's size.
+    pub min_disk_gib: u64,
 }
 
 /// How the verified copy becomes a Cinder volume in the destination cloud.
@@ -73,6 +90,7 @@ impl VolumeMigration {
             allow_live: false,
             enable_pool_mirroring: false,
             adopt: None,
+            register: None,
         }
     }
 
@@ -216,6 +234,23 @@ pub enum Step {
         /// Name of the new volume.
         name: Option<String>,
     },
+    /// Create the snapshot Glance reads on the copy and protect it.
+    SnapshotAndProtect {
+        /// Snapshot name (`snap`).
+        snap: String,
+    },
+    /// Register the copy's snapshot as a Glance image by its rbd:// location.
+    RegisterImage {
+        /// The destination cloud.
+        cloud: String,
+        /// Image name.
+        name: String,
+    },
+    /// Check that the registered image's min_disk is at least the source volume's size.
+    CheckMinDisk {
+        /// The least acceptable min_disk in GiB.
+        min_gib: u64,
+    },
 }
 
 impl Step {
@@ -233,6 +268,9 @@ impl Step {
             Step::DisableMirroring => "disable_mirroring",
             Step::RestoreFeatures { .. } => "restore_features",
             Step::AdoptVolume { .. } => "adopt_volume",
+            Step::SnapshotAndProtect { .. } => "snapshot_and_protect",
+            Step::RegisterImage { .. } => "register_image",
+            Step::CheckMinDisk { .. } => "check_min_disk",
         }
     }
 
@@ -248,8 +286,11 @@ impl Step {
             Step::WaitForReplica
             | Step::CopyReplica
             | Step::SetCopyFeatures { .. }
-            | Step::Verify => Role::DestinationCephAdmin,
-            Step::AdoptVolume { .. } => Role::TenantAdmin,
+            | Step::Verify
+            | Step::SnapshotAndProtect { .. } => Role::DestinationCephAdmin,
+            Step::AdoptVolume { .. } | Step::RegisterImage { .. } | Step::CheckMinDisk { .. } => {
+                Role::TenantAdmin
+            }
         }
     }
 
@@ -310,6 +351,20 @@ impl Step {
                     .map(|n| format!(" named '{n}'"))
                     .unwrap_or_default()
             ),
+            Step::SnapshotAndProtect { snap } => format!(
+                "create snapshot {dst}:{}@{snap} and protect it",
+                m.copy_target()
+            ),
+            Step::RegisterImage { cloud, name } => format!(
+                "register image '{name}' in cloud {cloud} at rbd://<{dst} fsid>/{}/{}",
+                m.copy_target(),
+                m.register
+                    .as_ref()
+                    .map_or("snap", |r| r.snapshot.as_str())
+            ),
+            Step::CheckMinDisk { min_gib } => format!(
+                "check that the registered image's min_disk is at least {min_gib} GiB (the source volume's size)"
+            ),
         }
     }
 }
@@ -369,6 +424,18 @@ impl Plan {
                     lost,
                 });
             }
+        }
+        if let Some(r) = &migration.register {
+            steps.push(Step::SnapshotAndProtect {
+                snap: r.snapshot.clone(),
+            });
+            steps.push(Step::RegisterImage {
+                cloud: r.cloud.clone(),
+                name: r.name.clone(),
+            });
+            steps.push(Step::CheckMinDisk {
+                min_gib: r.min_disk_gib,
+            });
         }
         if let Some(a) = &migration.adopt {
             steps.push(Step::AdoptVolume {

@@ -360,7 +360,7 @@ pub async fn check_adoption(
         Err(e) => {
             let fix = match e.kind {
                 CloudErrorKind::Forbidden => format!(
-                    "use the destination cloud's admin credentials (--os-cloud naming an admin of cloud '{}'), or let its tenant admin run 'rbd-relay adopt volume' after the Ceph part",
+                    "give --os-cloud a cloud entry whose credentials have the admin role in the destination cloud ('{}' has not), or let the destination's tenant admin run 'rbd-relay adopt volume' after the Ceph part",
                     cloud.name()
                 ),
                 CloudErrorKind::NotFound => {
@@ -388,4 +388,24 @@ pub async fn check_adoption(
         }
     }
     Ok(Some(check))
+}
+
+/// The cloud part of preflight for a registration (read only): the destination cloud's
+/// credentials may add rbd:// locations (admin). Fails with [`Error::Preflight`].
+pub async fn check_registration(m: &VolumeMigration, cloud: &dyn CloudOps) -> Result<()> {
+    if m.register.is_none() {
+        return Ok(());
+    }
+    cloud.check_register().await.map_err(|e| {
+        Error::Preflight(vec![Problem {
+            what: format!("cloud {}: {e}", cloud.name()),
+            fix: match e.kind {
+                CloudErrorKind::Forbidden => format!(
+                    "give --os-cloud a cloud entry whose credentials have the admin role in the destination cloud ('{}' has not), or let the destination's tenant admin run 'rbd-relay register image' after the Ceph part",
+                    cloud.name()
+                ),
+                _ => "check that the destination cloud is reachable and re-run".to_string(),
+            },
+        }])
+    })
 }

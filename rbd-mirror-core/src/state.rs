@@ -35,6 +35,12 @@ pub struct RunState {
     /// The volume the destination cloud adopted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopted: Option<crate::cloud::AdoptedVolume>,
+    /// The registration was sent to the cloud at least once.
+    #[serde(default)]
+    pub register_started: bool,
+    /// The image the destination cloud registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered: Option<crate::cloud::CloudImage>,
 }
 
 impl RunState {
@@ -50,6 +56,8 @@ impl RunState {
             outcome: "running".into(),
             adopt_started: false,
             adopted: None,
+            register_started: false,
+            registered: None,
         }
     }
 
