@@ -658,3 +658,173 @@ mod adopt {
         assert_eq!(c.lock().unwrap().adopt_calls, 0);
     }
 }
+
+// ---- registration in the destination Glance (bootable path)
+
+mod register {
+    use super::*;
+    use crate::exec::{migrate, Clouds};
+    use crate::fake::FakeCloud;
+    use crate::plan::Registration;
+
+    fn registering(min_disk_gib: u64) -> VolumeMigration {
+        let mut m = migration(MirrorImageMode::Journal);
+        m.register = Some(Registration {
+            cloud: "site-b-admin".into(),
+            name: "boot-img".into(),
+            snapshot: "snap".into(),
+            min_disk_gib,
+        });
+        m
+    }
+
+    #[tokio::test]
+    async fn copy_is_snapshotted_protected_and_registered_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, w) = pair(World::standard(DEFAULT, data()));
+        let (cloud, c) = FakeCloud::new(w.clone());
+        let clouds = Clouds {
+            destination: Some(cloud),
+            source: None,
+        };
+        let m = registering(3);
+        let kinds: Vec<_> =
+            crate::plan::Plan::volume(m.clone(), crate::plan::tests::facts(DEFAULT))
+                .steps
+                .iter()
+                .map(|s| s.kind())
+                .collect();
+        assert_eq!(
+            &kinds[kinds.len() - 3..],
+            ["snapshot_and_protect", "register_image", "check_min_disk"]
+        );
+        let s = migrate(
+            &m,
+            a.clone(),
+            b.clone(),
+            &clouds,
+            dir.path(),
+            &opts(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap();
+        let i = s.image.clone().expect("registered image in the summary");
+        assert_eq!(i.status, "active");
+        assert_eq!(i.min_disk_gib, 3);
+        {
+            let ww = w.lock().unwrap();
+            let copy = &ww.sites[1].images["cinder/vol1"];
+            assert!(copy.snaps.iter().any(|x| x.name == "snap" && x.protected));
+            assert_migrated(&ww, DEFAULT);
+        }
+        let cw = c.lock().unwrap().clone();
+        assert_eq!(cw.images.len(), 1);
+        assert_eq!(cw.images[0].2, "rbd://fsid-1/cinder/vol1/snap");
+        let again = migrate(&m, a, b, &clouds, dir.path(), &opts(), Arc::new(NullSink))
+            .await
+            .unwrap();
+        assert!(again.already_done);
+        assert_eq!(c.lock().unwrap().register_calls, 1);
+    }
+
+    #[tokio::test]
+    async fn lost_register_answer_resumes_without_a_second_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, w) = pair(World::standard(DEFAULT, data()));
+        let (cloud, c) = FakeCloud::new(w.clone());
+        c.lock().unwrap().lose_next_register_answer = true;
+        let clouds = Clouds {
+            destination: Some(cloud),
+            source: None,
+        };
+        let m = registering(1);
+        let e = migrate(
+            &m,
+            a.clone(),
+            b.clone(),
+            &clouds,
+            dir.path(),
+            &opts(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, Error::Cloud { .. }), "{e}");
+        let s = migrate(&m, a, b, &clouds, dir.path(), &opts(), Arc::new(NullSink))
+            .await
+            .unwrap();
+        let cw = c.lock().unwrap().clone();
+        assert_eq!(cw.register_calls, 1);
+        assert_eq!(cw.images.len(), 1);
+        assert_eq!(s.image.unwrap().id, cw.images[0].0.id);
+    }
+
+    #[tokio::test]
+    async fn member_credentials_are_refused_before_any_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let world = World::standard(DEFAULT, data());
+        let before = world.clone();
+        let (a, b, w) = pair(world);
+        let (cloud, c) = FakeCloud::new(w.clone());
+        c.lock().unwrap().admin = false;
+        let clouds = Clouds {
+            destination: Some(cloud),
+            source: None,
+        };
+        let e = migrate(
+            &registering(1),
+            a,
+            b,
+            &clouds,
+            dir.path(),
+            &opts(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, Error::Preflight(_)), "{e}");
+        assert!(e.to_string().contains("rbd:// location"), "{e}");
+        assert_eq!(*w.lock().unwrap(), before);
+        assert_eq!(c.lock().unwrap().register_calls, 0);
+    }
+
+    #[tokio::test]
+    async fn too_small_min_disk_is_an_error_naming_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, w) = pair(World::standard(DEFAULT, data()));
+        let (cloud, c) = FakeCloud::new(w.clone());
+        c.lock().unwrap().drop_min_disk = true;
+        let clouds = Clouds {
+            destination: Some(cloud),
+            source: None,
+        };
+        let m = registering(5);
+        let e = migrate(
+            &m,
+            a.clone(),
+            b.clone(),
+            &clouds,
+            dir.path(),
+            &opts(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("min_disk 0 GiB, less than the source volume's 5 GiB"),
+            "{text}"
+        );
+        assert!(text.contains("openstack image set --min-disk 5"), "{text}");
+        // fixed by hand, the re-run passes the check without registering again
+        for (i, _, _) in &mut c.lock().unwrap().images {
+            i.min_disk_gib = 5;
+        }
+        let s = migrate(&m, a, b, &clouds, dir.path(), &opts(), Arc::new(NullSink))
+            .await
+            .unwrap();
+        assert_eq!(s.image.unwrap().min_disk_gib, 5);
+        assert_eq!(c.lock().unwrap().register_calls, 1);
+    }
+}

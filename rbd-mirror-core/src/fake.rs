@@ -468,6 +468,14 @@ pub struct CloudWorld {
     pub error_record_next_adopt: bool,
     /// How many adopt calls were made.
     pub adopt_calls: u32,
+    /// Registered images with their properties and locations (`rbd://fsid/pool/image/snap`).
+    pub images: Vec<(CloudImage, BTreeMap<String, String>, String)>,
+    /// The next registration is made, then its answer is lost.
+    pub lose_next_register_answer: bool,
+    /// Glance ignores min_disk (to test the check).
+    pub drop_min_disk: bool,
+    /// How many register calls were made.
+    pub register_calls: u32,
     next_id: u32,
 }
 
@@ -630,19 +638,80 @@ impl CloudOps for FakeCloud {
         unsupported("source_volume")
     }
     fn check_register(&self) -> BoxFuture<'_, CloudResult<()>> {
-        unsupported("check_register")
+        Box::pin(async move {
+            if self.cloud.lock().unwrap().admin {
+                Ok(())
+            } else {
+                Err(CloudError::new(
+                    CloudErrorKind::Forbidden,
+                    "refusing to add an rbd:// location with the credentials of cloud `fake` (roles: member)",
+                ))
+            }
+        })
     }
     fn register_image<'a>(
         &'a self,
-        _spec: &'a RegisterSpec,
+        spec: &'a RegisterSpec,
     ) -> BoxFuture<'a, CloudResult<CloudImage>> {
-        unsupported("register_image")
+        Box::pin(async move {
+            let mut c = self.cloud.lock().unwrap();
+            c.register_calls += 1;
+            let w = self.world.lock().unwrap();
+            let key = format!("{}/{}", spec.pool, spec.image);
+            let ok = w.sites[1].images.get(&key).is_some_and(|i| {
+                i.snaps
+                    .iter()
+                    .any(|s| s.name == spec.snapshot && s.protected)
+            });
+            if !ok {
+                return Err(CloudError::new(
+                    CloudErrorKind::Other,
+                    format!("image {key}@{} is missing or unprotected", spec.snapshot),
+                ));
+            }
+            c.next_id += 1;
+            let image = CloudImage {
+                id: format!("img-{}", c.next_id),
+                name: Some(spec.name.clone()),
+                status: "active".into(),
+                min_disk_gib: if c.drop_min_disk {
+                    0
+                } else {
+                    spec.min_disk_gib
+                },
+                size: Some(w.sites[1].images[&key].data.len() as u64),
+                rbd: Some((spec.pool.clone(), spec.image.clone())),
+            };
+            let url = format!(
+                "rbd://{}/{}/{}/{}",
+                spec.fsid, spec.pool, spec.image, spec.snapshot
+            );
+            c.images.push((image.clone(), spec.properties.clone(), url));
+            if std::mem::take(&mut c.lose_next_register_answer) {
+                return Err(CloudError::new(CloudErrorKind::Other, "connection reset"));
+            }
+            Ok(image)
+        })
     }
-    fn find_images<'a>(&'a self, _marker: &'a str) -> BoxFuture<'a, CloudResult<Vec<CloudImage>>> {
-        unsupported("find_images")
+    fn find_images<'a>(&'a self, marker: &'a str) -> BoxFuture<'a, CloudResult<Vec<CloudImage>>> {
+        Box::pin(async move {
+            let c = self.cloud.lock().unwrap();
+            Ok(c.images
+                .iter()
+                .filter(|(_, p, _)| p.get(MARKER_KEY).map(String::as_str) == Some(marker))
+                .map(|(i, _, _)| i.clone())
+                .collect())
+        })
     }
-    fn get_image<'a>(&'a self, _id: &'a str) -> BoxFuture<'a, CloudResult<CloudImage>> {
-        unsupported("get_image")
+    fn get_image<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CloudResult<CloudImage>> {
+        Box::pin(async move {
+            let c = self.cloud.lock().unwrap();
+            c.images
+                .iter()
+                .find(|(i, _, _)| i.id == id)
+                .map(|(i, _, _)| i.clone())
+                .ok_or_else(|| CloudError::new(CloudErrorKind::NotFound, format!("no image {id}")))
+        })
     }
     fn upload_to_image<'a>(
         &'a self,

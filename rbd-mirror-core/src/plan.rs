@@ -479,7 +479,7 @@ impl Plan {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn facts(features: Features) -> SourceFacts {
