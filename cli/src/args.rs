@@ -136,6 +136,9 @@ pub struct BootableArgs {
     /// Seconds without replication progress before giving up (a re-run continues).
     #[arg(long, default_value_t = 300)]
     pub stall_timeout: u64,
+    /// Check the clouds and print what would be done; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 impl BootableArgs {

@@ -15,7 +15,7 @@ use cinder_manage::Side;
 use clap::Parser;
 use rbd_mirror_core::cloud::CloudOps;
 use rbd_mirror_core::exec::{
-    adopt_image, migrate, migrate_bootable, plan, register_image, Clouds, RunOptions,
+    adopt_image, migrate, migrate_bootable, plan, plan_bootable, register_image, Clouds, RunOptions,
 };
 use rbd_mirror_core::ops::CephOps;
 use rbd_mirror_core::real::RbdCeph;
@@ -95,6 +95,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 };
                 let src = connect(b.source.clone()).await?;
                 let dst = connect(b.destination.clone()).await?;
+                if args.dry_run {
+                    let d =
+                        plan_bootable(&b, src, dst, &clouds, &state_dir, reporter.clone()).await?;
+                    reporter.bootable_plan(&d);
+                    return Ok(ExitCode::SUCCESS);
+                }
                 let mut opts = RunOptions::default();
                 opts.wait.stall_after = std::time::Duration::from_secs(args.stall_timeout);
                 let summary =

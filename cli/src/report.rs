@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use rbd_mirror_core::cloud::{AdoptedVolume, CloudImage};
 use rbd_mirror_core::event::{Event, EventSink};
-use rbd_mirror_core::exec::Summary;
+use rbd_mirror_core::exec::{BootableDryRun, Summary};
 use rbd_mirror_core::plan::Plan;
 use rbd_mirror_core::state::RunState;
 
@@ -167,6 +167,22 @@ impl Reporter {
                 v.status,
                 v.rbd_image
             ),
+        }
+    }
+
+    pub fn bootable_plan(&self, d: &BootableDryRun) {
+        if let Some((plan, recorded)) = &d.plan {
+            return self.plan(plan, recorded.as_ref());
+        }
+        match self.format {
+            OutputFormat::Json => self.json(serde_json::json!({"result": "plan", "bootable": d})),
+            OutputFormat::Text => {
+                let all: Vec<&String> = d.upload.iter().chain(d.then.iter()).collect();
+                for (i, line) in all.iter().enumerate() {
+                    println!("{:>2}. {line}", i + 1);
+                }
+                println!("(dry run: nothing was changed; the Ceph steps are planned exactly once the image exists)");
+            }
         }
     }
 

@@ -594,6 +594,41 @@ fn migrate_bootable_registers_an_active_image_with_the_volumes_bytes() {
     let src_features = info(&s.a, &src_spec)["features"].clone();
     let img_name = format!("img-{name}");
     let state = tempfile::tempdir().unwrap();
+    let (ok, lines, err) = relay(
+        &[
+            "migrate",
+            "bootable",
+            "--from",
+            &s.a,
+            "--to",
+            &s.b,
+            "--source-cloud",
+            &s.src_admin,
+            "--os-cloud",
+            &s.dst_admin,
+            &src.volume.id,
+            "--into",
+            &s.dst_image_pool,
+            "--source-pool",
+            &s.src_image_pool,
+            "--name",
+            &img_name,
+            "--dry-run",
+        ],
+        state.path().to_str().unwrap(),
+    );
+    assert!(ok, "{err}");
+    let dry = &lines.last().unwrap()["bootable"];
+    assert!(
+        dry["upload"].as_str().unwrap().contains(&src.volume.id),
+        "{dry}"
+    );
+    assert!(dry["then"].to_string().contains("min_disk"), "{dry}");
+    assert!(
+        rt().block_on(images_named(&s.src_admin, &img_name))
+            .is_empty(),
+        "the dry run uploaded nothing"
+    );
     let t = std::time::Instant::now();
     let (ok, lines, err) = relay(
         &[
@@ -773,4 +808,150 @@ fn migrate_bootable_with_member_credentials_changes_nothing() {
         &s.src_pool,
         &src.volume.id,
     ));
+}
+
+#[test]
+fn register_image_alone_is_idempotent_and_refuses_members() {
+    let s = site();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let name = testenv::unique_name("flow-reg");
+    let spec = format!("{}/{name}", s.dst_image_pool);
+    image_with_data(&s.b, &spec, (2 << 20) + 5);
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path().to_str().unwrap();
+    let img_name = format!("img-{name}");
+    let args = [
+        "register",
+        "image",
+        &spec,
+        "--to",
+        &s.b,
+        "--os-cloud",
+        &s.dst_admin,
+        "--name",
+        &img_name,
+        "--min-disk",
+        "1",
+    ];
+    // the snapshot is the Ceph destination admin's: refused, with the commands to run
+    let (ok, _, err) = relay(&args, state);
+    assert!(!ok);
+    assert!(err.contains("snap protect"), "{err}");
+    assert!(rt()
+        .block_on(images_named(&s.dst_admin, &img_name))
+        .is_empty());
+    for op in ["create", "protect"] {
+        let out = rbd(&s.b, &["snap", op, &format!("{spec}@snap")]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    // a member is refused before anything is created
+    let (ok, _, err) = relay(
+        &[
+            "register",
+            "image",
+            &spec,
+            "--to",
+            &s.b,
+            "--os-cloud",
+            &s.dst_member,
+            "--name",
+            &img_name,
+        ],
+        state,
+    );
+    assert!(!ok);
+    assert!(err.contains("admin or service"), "{err}");
+    assert!(rt()
+        .block_on(images_named(&s.dst_admin, &img_name))
+        .is_empty());
+
+    let (ok, lines, err) = relay(&args, state);
+    assert!(ok, "{err}");
+    let i = &lines.last().unwrap()["image"];
+    let id = i["id"].as_str().unwrap().to_string();
+    assert_eq!(i["status"], "active");
+    assert_eq!(i["min_disk_gib"], 1);
+    let bytes = rt().block_on(download_equals_export(&s.dst_admin, &id, &s.b, &spec));
+    assert_eq!(bytes, (2 << 20) + 5);
+    let (ok, lines, err) = relay(&args, state);
+    assert!(ok, "{err}");
+    assert_eq!(lines.last().unwrap()["image"]["id"], id.as_str());
+    assert_eq!(
+        rt().block_on(images_named(&s.dst_admin, &img_name)).len(),
+        1
+    );
+    // deleting the image deletes its data (Glance's rbd store owns it): this test's data
+    rt().block_on(async {
+        glance_rbd::Glance::new(client(&s.dst_admin).await)
+            .delete_image(&id)
+            .await
+            .unwrap()
+    });
+}
+
+#[test]
+fn killed_at_the_adoption_resumes_with_one_volume() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let s = site();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let name = testenv::unique_name("flow-kill");
+    let spec = format!("{}/{name}", s.src_pool);
+    image_with_data(&s.a, &spec, 4 << 20);
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path().to_str().unwrap();
+    let vol_name = format!("vol-{name}");
+    let args = [
+        "migrate",
+        "volume",
+        "--from",
+        &s.a,
+        "--to",
+        &s.b,
+        &spec,
+        "--into",
+        &s.dst_pool,
+        "--adopt",
+        "--os-cloud",
+        &s.dst_admin,
+        "--name",
+        &vol_name,
+    ];
+    let mut child = Command::new(BIN)
+        .args(args)
+        .args(["--output", "json", "--state-dir", state])
+        .env("OS_CLIENT_CONFIG_FILE", &s.clouds_yaml)
+        .env_remove("OS_CLOUD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut killed = false;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap_or(Value::Null);
+        if v["event"] == "step_started" && v["step"] == "adopt_volume" {
+            child.kill().unwrap();
+            killed = true;
+            break;
+        }
+    }
+    child.wait().unwrap();
+    assert!(killed, "the adoption step was reached");
+    let (ok, lines, err) = relay(&args, state);
+    assert!(ok, "{err}\n{lines:?}");
+    let v = &lines.last().unwrap()["summary"]["volume"];
+    assert_eq!(v["status"], "available");
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        rt().block_on(volumes_named(&s.dst_admin, &vol_name)).len(),
+        1
+    );
+    rt().block_on(drop_volume(
+        &s.dst_admin,
+        Side::Destination,
+        &s.b,
+        &s.dst_pool,
+        &id,
+    ));
+    let _ = rbd(&s.a, &["rm", "--no-progress", &spec]);
 }

@@ -1190,35 +1190,8 @@ pub async fn migrate_bootable(
     let record = match load_upload_record(&record_path)? {
         Some(r) => r,
         None => {
-            let pre = |e: CloudError, c: &dyn CloudOps, fix: &str| {
-                Error::Preflight(vec![crate::preflight::Problem {
-                    what: format!("cloud {}: {e}", c.name()),
-                    fix: fix.to_string(),
-                }])
-            };
-            let vol = src_cloud.source_volume(&b.volume_id).await.map_err(|e| {
-                pre(
-                    e,
-                    src_cloud.as_ref(),
-                    "give --source-cloud a cloud entry with the admin role in the source cloud and an existing volume id",
-                )
-            })?;
-            dst_cloud.check_register().await.map_err(|e| {
-                pre(
-                    e,
-                    dst_cloud.as_ref(),
-                    "give --os-cloud a cloud entry with the admin role in the destination cloud",
-                )
-            })?;
-            let image_name = b.name.clone().unwrap_or_else(|| {
-                format!(
-                    "{}-image",
-                    vol.name
-                        .clone()
-                        .filter(|n| !n.is_empty())
-                        .unwrap_or_else(|| vol.id.clone())
-                )
-            });
+            let (vol, image_name) =
+                check_bootable(b, src_cloud.as_ref(), dst_cloud.as_ref()).await?;
             events.emit(Event::StepStarted {
                 index: 0,
                 step: "upload_to_image".into(),
@@ -1256,6 +1229,16 @@ pub async fn migrate_bootable(
         }
     };
     drop(lock);
+    let m = bootable_plan_request(b, &record, dst_cloud.as_ref())?;
+    migrate(&m, src, dst, clouds, state_dir, opts, events).await
+}
+
+/// The Ceph plan's request once the volume is uploaded.
+fn bootable_plan_request(
+    b: &BootableMigration,
+    record: &UploadRecord,
+    dst_cloud: &dyn CloudOps,
+) -> Result<VolumeMigration> {
     let image: ImageSpec = format!("{}/{}", record.pool, record.rbd_image).parse()?;
     let mut m = VolumeMigration::new(
         b.source.clone(),
@@ -1270,5 +1253,101 @@ pub async fn migrate_bootable(
         snapshot: "snap".into(),
         min_disk_gib: record.volume_size_gib.max(record.image.min_disk_gib),
     });
-    migrate(&m, src, dst, clouds, state_dir, opts, events).await
+    Ok(m)
+}
+
+/// The cloud checks of the bootable path (read only): the source volume is readable, the
+/// destination credentials may register locations. Returns the volume and the image name.
+async fn check_bootable(
+    b: &BootableMigration,
+    src_cloud: &dyn CloudOps,
+    dst_cloud: &dyn CloudOps,
+) -> Result<(crate::cloud::SourceVolume, String)> {
+    let pre = |e: CloudError, c: &dyn CloudOps, fix: &str| {
+        Error::Preflight(vec![crate::preflight::Problem {
+            what: format!("cloud {}: {e}", c.name()),
+            fix: fix.to_string(),
+        }])
+    };
+    let vol = src_cloud.source_volume(&b.volume_id).await.map_err(|e| {
+        pre(
+            e,
+            src_cloud,
+            "give --source-cloud a cloud entry with the admin role in the source cloud and an existing volume id",
+        )
+    })?;
+    dst_cloud.check_register().await.map_err(|e| {
+        pre(
+            e,
+            dst_cloud,
+            "give --os-cloud a cloud entry with the admin role in the destination cloud",
+        )
+    })?;
+    let image_name = b.name.clone().unwrap_or_else(|| {
+        format!(
+            "{}-image",
+            vol.name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| vol.id.clone())
+        )
+    });
+    Ok((vol, image_name))
+}
+
+/// The dry run of a bootable migration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BootableDryRun {
+    /// The upload still to do (`None` when a run recorded it).
+    pub upload: Option<String>,
+    /// What follows the upload, in order, while the image id is not known yet.
+    pub then: Vec<String>,
+    /// The Ceph plan, once the upload is recorded (and its recorded state).
+    pub plan: Option<(Plan, Option<RunState>)>,
+}
+
+/// Read-only: the cloud checks and what a bootable migration would do (`--dry-run`).
+pub async fn plan_bootable(
+    b: &BootableMigration,
+    src: Arc<dyn CephOps>,
+    dst: Arc<dyn CephOps>,
+    clouds: &Clouds,
+    state_dir: &Path,
+    events: Arc<dyn EventSink>,
+) -> Result<BootableDryRun> {
+    let (Some(src_cloud), Some(dst_cloud)) = (clouds.source.clone(), clouds.destination.clone())
+    else {
+        return Err(Error::Unsafe(
+            "a bootable migration needs the source cloud (--source-cloud) and the destination cloud (--os-cloud)".into(),
+        ));
+    };
+    if let Some(r) = load_upload_record(&upload_record_path(state_dir, &b.volume_id))? {
+        let m = bootable_plan_request(b, &r, dst_cloud.as_ref())?;
+        let p = plan(&m, src, dst, clouds, state_dir, events).await?;
+        return Ok(BootableDryRun {
+            upload: None,
+            then: vec![],
+            plan: Some(p),
+        });
+    }
+    let (vol, name) = check_bootable(b, src_cloud.as_ref(), dst_cloud.as_ref()).await?;
+    let (s, d) = (&b.source.name, &b.destination.name);
+    let pool = &b.source_image_pool;
+    Ok(BootableDryRun {
+        upload: Some(format!(
+            "[OpenStack source tenant] upload volume {} ({} GiB) to image '{name}' in cloud {} (Cinder upload-to-image; the data lands in {s}:{pool}/<image id>)",
+            vol.id,
+            vol.size_gib,
+            src_cloud.name()
+        )),
+        then: vec![
+            format!("[Ceph source admin] preflight, enable the mirroring features and {} -mode mirroring of {s}:{pool}/<image id>", b.mode),
+            format!("[Ceph destination admin] wait for the replica, copy it to {d}:{}/<image id>, verify (sha256)", b.into),
+            format!("[Ceph source admin] disable mirroring of {s}:{pool}/<image id> and restore its features"),
+            format!("[Ceph destination admin] create snapshot {d}:{}/<image id>@snap and protect it", b.into),
+            format!("[OpenStack tenant admin] register image '{name}' in cloud {} at rbd://<{d} fsid>/{}/<image id>/snap", dst_cloud.name(), b.into),
+            format!("[OpenStack tenant admin] check that its min_disk is at least {} GiB (the source volume's size)", vol.size_gib),
+        ],
+        plan: None,
+    })
 }
