@@ -269,6 +269,24 @@ impl CloudOps for OpenStackCloud {
         })
     }
 
+    fn images_named<'a>(&'a self, name: &'a str) -> BoxFuture<'a, CloudResult<Vec<CloudImage>>> {
+        Box::pin(async move {
+            let req =
+                ApiRequest::new(ServiceType::Image, Method::GET, "v2/images").query("name", name);
+            let l: Images = self.glance.client().send_json(&req).await.map_err(|e| {
+                CloudError::new(
+                    CloudErrorKind::Other,
+                    format!("listing images named '{name}': {e}"),
+                )
+            })?;
+            Ok(l.images
+                .iter()
+                .filter(|i| i.name.as_deref() == Some(name))
+                .map(image)
+                .collect())
+        })
+    }
+
     fn upload_to_image<'a>(
         &'a self,
         volume_id: &'a str,

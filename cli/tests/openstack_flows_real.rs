@@ -742,6 +742,10 @@ fn migrate_bootable_registers_an_active_image_with_the_volumes_bytes() {
         rt().block_on(images_named(&s.dst_admin, &img_name)).len(),
         1
     );
+    let (ok, lines, err) = relay(&["list"], state.path().to_str().unwrap());
+    assert!(ok, "list reads the state dir of a bootable run: {err}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["outcome"], "finished");
 
     // clean up: both images belong to this test (deleting deletes their RBD data)
     rt().block_on(async {
@@ -954,4 +958,186 @@ fn killed_at_the_adoption_resumes_with_one_volume() {
         &id,
     ));
     let _ = rbd(&s.a, &["rm", "--no-progress", &spec]);
+}
+
+#[test]
+fn bootable_killed_at_the_upload_resumes_with_one_image() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let s = site();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let name = testenv::unique_name("flow-bootk");
+    let src = source_volume(s, &name, 2 << 20);
+    let img_name = format!("img-{name}");
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path().to_str().unwrap();
+    let args = [
+        "migrate",
+        "bootable",
+        "--from",
+        &s.a,
+        "--to",
+        &s.b,
+        "--source-cloud",
+        &s.src_admin,
+        "--os-cloud",
+        &s.dst_admin,
+        &src.volume.id,
+        "--into",
+        &s.dst_image_pool,
+        "--source-pool",
+        &s.src_image_pool,
+        "--name",
+        &img_name,
+    ];
+    let mut child = Command::new(BIN)
+        .args(args)
+        .args(["--output", "json", "--state-dir", state])
+        .env("OS_CLIENT_CONFIG_FILE", &s.clouds_yaml)
+        .env_remove("OS_CLOUD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut killed = false;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap_or(Value::Null);
+        if v["event"] == "step_started" && v["step"] == "upload_to_image" {
+            child.kill().unwrap();
+            killed = true;
+            break;
+        }
+    }
+    child.wait().unwrap();
+    assert!(killed, "the upload step was reached");
+    let (ok, lines, err) = relay(&args, state);
+    assert!(ok, "{err}\n{lines:?}");
+    let id = lines.last().unwrap()["summary"]["image"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reused = lines.iter().any(|l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("interrupted run's upload"))
+    });
+    eprintln!("re-run reused the interrupted upload: {reused}");
+    let sources = rt().block_on(images_named(&s.src_admin, &img_name));
+    assert_eq!(
+        sources.len(),
+        1,
+        "one upload in the source cloud: {sources:?}"
+    );
+    assert_eq!(
+        rt().block_on(images_named(&s.dst_admin, &img_name)).len(),
+        1
+    );
+    rt().block_on(async {
+        glance_rbd::Glance::new(client(&s.dst_admin).await)
+            .delete_image(&id)
+            .await
+            .unwrap();
+        let sg = glance_rbd::Glance::new(client(&s.src_admin).await);
+        for im in &sources {
+            sg.delete_image(im["id"].as_str().unwrap()).await.unwrap();
+        }
+    });
+    rt().block_on(drop_volume(
+        &s.src_admin,
+        Side::Source,
+        &s.a,
+        &s.src_pool,
+        &src.volume.id,
+    ));
+}
+
+/// The state a run leaves when it dies after Cinder accepted the upload but before the image
+/// id was recorded: the `.uploading` mark and an image of that name in the source cloud. The
+/// re-run takes that image over instead of uploading a second one.
+#[test]
+fn bootable_rerun_takes_over_an_upload_whose_answer_was_lost() {
+    use cinder_manage::UploadToImageRequest;
+    let s = site();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let name = testenv::unique_name("flow-bootl");
+    let src = source_volume(s, &name, 2 << 20);
+    let img_name = format!("img-{name}");
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(
+        state
+            .path()
+            .join(format!("bootable_{}.uploading", src.volume.id)),
+        &img_name,
+    )
+    .unwrap();
+    let uploaded = rt().block_on(async {
+        let c = client(&s.src_admin).await;
+        Cinder::new(c.clone(), Side::Source)
+            .upload_to_image(
+                &UploadToImageRequest::raw(&src.volume.id, &img_name),
+                &glance_rbd::Glance::new(c),
+            )
+            .await
+            .unwrap()
+    });
+    let (ok, lines, err) = relay(
+        &[
+            "migrate",
+            "bootable",
+            "--from",
+            &s.a,
+            "--to",
+            &s.b,
+            "--source-cloud",
+            &s.src_admin,
+            "--os-cloud",
+            &s.dst_admin,
+            &src.volume.id,
+            "--into",
+            &s.dst_image_pool,
+            "--source-pool",
+            &s.src_image_pool,
+            "--name",
+            &img_name,
+        ],
+        state.path().to_str().unwrap(),
+    );
+    assert!(ok, "{err}\n{lines:?}");
+    assert!(
+        lines.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&uploaded.image.id))),
+        "the re-run says it took over image {}: {lines:?}",
+        uploaded.image.id
+    );
+    let result = lines.last().unwrap();
+    assert!(result["summary"]["source"]
+        .as_str()
+        .unwrap()
+        .ends_with(&uploaded.image.id));
+    let id = result["summary"]["image"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        rt().block_on(images_named(&s.src_admin, &img_name)).len(),
+        1
+    );
+    rt().block_on(async {
+        glance_rbd::Glance::new(client(&s.dst_admin).await)
+            .delete_image(&id)
+            .await
+            .unwrap();
+        glance_rbd::Glance::new(client(&s.src_admin).await)
+            .delete_image(&uploaded.image.id)
+            .await
+            .unwrap();
+    });
+    rt().block_on(drop_volume(
+        &s.src_admin,
+        Side::Source,
+        &s.a,
+        &s.src_pool,
+        &src.volume.id,
+    ));
 }

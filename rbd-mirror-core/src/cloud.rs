@@ -211,6 +211,8 @@ pub trait CloudOps: Send + Sync {
     fn find_images<'a>(&'a self, marker: &'a str) -> BoxFuture<'a, CloudResult<Vec<CloudImage>>>;
     /// One image.
     fn get_image<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CloudResult<CloudImage>>;
+    /// The images named `name` that the credentials see.
+    fn images_named<'a>(&'a self, name: &'a str) -> BoxFuture<'a, CloudResult<Vec<CloudImage>>>;
     /// Upload a volume to a new raw image and wait until it is active.
     fn upload_to_image<'a>(
         &'a self,

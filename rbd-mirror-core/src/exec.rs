@@ -1132,21 +1132,86 @@ struct UploadRecord {
     rbd_image: String,
 }
 
+/// Not `*.json`: `rbd-relay list` reads those as migration state files.
 fn upload_record_path(dir: &Path, volume_id: &str) -> std::path::PathBuf {
-    dir.join(format!("bootable_{volume_id}.upload.json"))
+    dir.join(format!("bootable_{volume_id}.upload"))
 }
 
-fn save_upload_record(path: &Path, r: &UploadRecord) -> Result<()> {
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
     let err = |reason: String| Error::State {
         path: path.to_path_buf(),
         reason,
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(e.to_string()))?;
-    serde_json::to_writer_pretty(tmp.as_file(), r).map_err(|e| err(e.to_string()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(e.to_string()))?;
+    tmp.write_all(bytes).map_err(|e| err(e.to_string()))?;
     tmp.as_file().sync_all().map_err(|e| err(e.to_string()))?;
     tmp.persist(path).map_err(|e| err(e.to_string()))?;
     Ok(())
+}
+
+fn save_upload_record(path: &Path, r: &UploadRecord) -> Result<()> {
+    let json = serde_json::to_vec_pretty(r).map_err(|e| Error::State {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    write_atomically(path, &json)
+}
+
+/// The image an interrupted upload made (the run died after asking Cinder): found by name;
+/// waited for while Cinder still writes it. `None` when there is none (upload again).
+async fn find_upload(
+    cloud: &dyn CloudOps,
+    name: &str,
+    events: &dyn EventSink,
+) -> Result<Option<CloudImage>> {
+    let kind = "upload_to_image";
+    let deadline = Instant::now() + std::time::Duration::from_secs(3600);
+    loop {
+        let found: Vec<CloudImage> = cloud
+            .images_named(name)
+            .await
+            .map_err(cloud_err(kind, cloud))?
+            .into_iter()
+            .filter(|i| !matches!(i.status.as_str(), "killed" | "deleted" | "pending_delete"))
+            .collect();
+        match found.as_slice() {
+            [] => return Ok(None),
+            [one] if one.status == "active" => {
+                events.emit(Event::Warning {
+                    message: format!(
+                        "the interrupted run's upload made image {} in cloud {}; using it",
+                        one.id,
+                        cloud.name()
+                    ),
+                });
+                return Ok(Some(one.clone()));
+            }
+            [one] => {
+                if Instant::now() > deadline {
+                    return Err(Error::Unsafe(format!(
+                        "image {} of the interrupted upload is still '{}' after an hour; check it in cloud {}, then re-run",
+                        one.id,
+                        one.status,
+                        cloud.name()
+                    )));
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            many => {
+                return Err(Error::Unsafe(format!(
+                    "cloud {} has {} images named '{name}' ({}); the interrupted upload cannot be told apart: remove the extra ones or give another --name, then re-run",
+                    cloud.name(),
+                    many.len(),
+                    many.iter()
+                        .map(|i| format!("{} {}", i.id, i.status))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )))
+            }
+        }
+    }
 }
 
 fn load_upload_record(path: &Path) -> Result<Option<UploadRecord>> {
@@ -1203,10 +1268,22 @@ pub async fn migrate_bootable(
                 ),
             });
             let t = Instant::now();
-            let img = src_cloud
-                .upload_to_image(&vol.id, &image_name)
-                .await
-                .map_err(cloud_err("upload_to_image", src_cloud.as_ref()))?;
+            let started = record_path.with_extension("uploading");
+            let earlier = if started.exists() {
+                find_upload(src_cloud.as_ref(), &image_name, events.as_ref()).await?
+            } else {
+                None
+            };
+            let img = match earlier {
+                Some(i) => i,
+                None => {
+                    write_atomically(&started, image_name.as_bytes())?;
+                    src_cloud
+                        .upload_to_image(&vol.id, &image_name)
+                        .await
+                        .map_err(cloud_err("upload_to_image", src_cloud.as_ref()))?
+                }
+            };
             let (pool, rbd_image) = img
                 .rbd
                 .clone()
@@ -1220,6 +1297,7 @@ pub async fn migrate_bootable(
                 rbd_image,
             };
             save_upload_record(&record_path, &r)?;
+            let _ = std::fs::remove_file(&started);
             events.emit(Event::StepDone {
                 index: 0,
                 step: "upload_to_image".into(),

@@ -713,6 +713,16 @@ impl CloudOps for FakeCloud {
                 .ok_or_else(|| CloudError::new(CloudErrorKind::NotFound, format!("no image {id}")))
         })
     }
+    fn images_named<'a>(&'a self, name: &'a str) -> BoxFuture<'a, CloudResult<Vec<CloudImage>>> {
+        Box::pin(async move {
+            let c = self.cloud.lock().unwrap();
+            Ok(c.images
+                .iter()
+                .filter(|(i, _, _)| i.name.as_deref() == Some(name))
+                .map(|(i, _, _)| i.clone())
+                .collect())
+        })
+    }
     fn upload_to_image<'a>(
         &'a self,
         _volume_id: &'a str,
