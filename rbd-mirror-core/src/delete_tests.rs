@@ -31,30 +31,104 @@ fn opts() -> RunOptions {
 #[tokio::test]
 async fn deletes_only_after_re_verifying() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b, w) = pair(World::standard(Features::LAYERING | Features::EXCLUSIVE_LOCK, vec![7; 1000]));
+    let (a, b, w) = pair(World::standard(
+        Features::LAYERING | Features::EXCLUSIVE_LOCK,
+        vec![7; 1000],
+    ));
     let m = migration();
     // not recorded yet
-    let e = delete_source(dir.path(), &m.id(), None, a.clone(), b.clone(), Arc::new(NullSink)).await.unwrap_err();
+    let e = delete_source(
+        dir.path(),
+        &m.id(),
+        None,
+        a.clone(),
+        b.clone(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(e, Error::State { .. }), "{e}");
-    migrate_volume(&m, a.clone(), b.clone(), dir.path(), &opts(), Arc::new(NullSink)).await.unwrap();
+    migrate_volume(
+        &m,
+        a.clone(),
+        b.clone(),
+        dir.path(),
+        &opts(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
 
     // in use: refused, nothing changed
-    w.lock().unwrap().sites[0].images.get_mut("volumes/vol1").unwrap().watchers = vec!["c".into()];
-    let e = delete_source(dir.path(), &m.id(), None, a.clone(), b.clone(), Arc::new(NullSink)).await.unwrap_err();
+    w.lock().unwrap().sites[0]
+        .images
+        .get_mut("volumes/vol1")
+        .unwrap()
+        .watchers = vec!["c".into()];
+    let e = delete_source(
+        dir.path(),
+        &m.id(),
+        None,
+        a.clone(),
+        b.clone(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
     assert!(e.to_string().contains("in use"), "{e}");
-    w.lock().unwrap().sites[0].images.get_mut("volumes/vol1").unwrap().watchers.clear();
+    w.lock().unwrap().sites[0]
+        .images
+        .get_mut("volumes/vol1")
+        .unwrap()
+        .watchers
+        .clear();
 
     // the copy changed since: refused by the re-verification
-    w.lock().unwrap().sites[1].images.get_mut("cinder/vol1").unwrap().data[0] ^= 1;
-    let e = delete_source(dir.path(), &m.id(), None, a.clone(), b.clone(), Arc::new(NullSink)).await.unwrap_err();
+    w.lock().unwrap().sites[1]
+        .images
+        .get_mut("cinder/vol1")
+        .unwrap()
+        .data[0] ^= 1;
+    let e = delete_source(
+        dir.path(),
+        &m.id(),
+        None,
+        a.clone(),
+        b.clone(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(e, Error::VerifyMismatch { .. }), "{e}");
-    assert!(w.lock().unwrap().sites[0].images.contains_key("volumes/vol1"), "source kept");
-    w.lock().unwrap().sites[1].images.get_mut("cinder/vol1").unwrap().data[0] ^= 1;
+    assert!(
+        w.lock().unwrap().sites[0]
+            .images
+            .contains_key("volumes/vol1"),
+        "source kept"
+    );
+    w.lock().unwrap().sites[1]
+        .images
+        .get_mut("cinder/vol1")
+        .unwrap()
+        .data[0] ^= 1;
 
-    let r = delete_source(dir.path(), &m.id(), None, a.clone(), b.clone(), Arc::new(NullSink)).await.unwrap();
+    let r = delete_source(
+        dir.path(),
+        &m.id(),
+        None,
+        a.clone(),
+        b.clone(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
     assert!(!r.already_deleted);
-    assert!(!w.lock().unwrap().sites[0].images.contains_key("volumes/vol1"));
-    let again = delete_source(dir.path(), &m.id(), None, a, b, Arc::new(NullSink)).await.unwrap();
+    assert!(!w.lock().unwrap().sites[0]
+        .images
+        .contains_key("volumes/vol1"));
+    let again = delete_source(dir.path(), &m.id(), None, a, b, Arc::new(NullSink))
+        .await
+        .unwrap();
     assert!(again.already_deleted);
 }
 
@@ -65,8 +139,21 @@ async fn refuses_an_unfinished_migration() {
     world.fail_once = Some("copy".into());
     let (a, b, w) = pair(world);
     let m = migration();
-    assert!(migrate_volume(&m, a.clone(), b.clone(), dir.path(), &opts(), Arc::new(NullSink)).await.is_err());
-    let e = delete_source(dir.path(), &m.id(), None, a, b, Arc::new(NullSink)).await.unwrap_err();
+    assert!(migrate_volume(
+        &m,
+        a.clone(),
+        b.clone(),
+        dir.path(),
+        &opts(),
+        Arc::new(NullSink)
+    )
+    .await
+    .is_err());
+    let e = delete_source(dir.path(), &m.id(), None, a, b, Arc::new(NullSink))
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("not finished"), "{e}");
-    assert!(w.lock().unwrap().sites[0].images.contains_key("volumes/vol1"));
+    assert!(w.lock().unwrap().sites[0]
+        .images
+        .contains_key("volumes/vol1"));
 }

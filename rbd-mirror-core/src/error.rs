@@ -106,5 +106,5 @@ pub enum Error {
     Unsafe(String),
 }
 
-/// Result with the library's [`Error`].
+/// Result with the library's [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

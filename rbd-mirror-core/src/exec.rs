@@ -186,7 +186,7 @@ pub async fn migrate(
             if &s.plan.migration != m {
                 return Err(Error::State {
                     path: file.path().to_path_buf(),
-                    reason: "a migration with this id but other options is recorded; finish or clean it up first (rbd-relay cleanup ID), or choose another --name".into(),
+                    reason: "a migration with this id but other options is recorded; re-run it with the options it was started with (see `rbd-relay list` and the state file), or choose another --name".into(),
                 });
             }
             if !s.finished() {
@@ -1419,7 +1419,7 @@ pub async fn plan_bootable(
             src_cloud.name()
         )),
         then: vec![
-            format!("[Ceph source admin] preflight, enable the mirroring features and {} -mode mirroring of {s}:{pool}/<image id>", b.mode),
+            format!("[Ceph source admin] preflight, enable the mirroring features and {}-mode mirroring of {s}:{pool}/<image id>", b.mode),
             format!("[Ceph destination admin] wait for the replica, copy it to {d}:{}/<image id>, verify (sha256)", b.into),
             format!("[Ceph source admin] disable mirroring of {s}:{pool}/<image id> and restore its features"),
             format!("[Ceph destination admin] create snapshot {d}:{}/<image id>@snap and protect it", b.into),

@@ -197,9 +197,9 @@ pub fn check_volume(
         Ok(_) => problems.push(problem(
             format!("pool '{pool}' on {} has no mirror peer that receives from {}", dst.name(), src.name()),
             format!(
-                "connect the peers: rbd-relay pair --from {} --to {} --pool {pool} (or rbd mirror pool peer bootstrap create/import)",
-                src.name(),
-                dst.name()
+                "connect the peers: rbd --cluster {s} mirror pool peer bootstrap create --site-name {s} {pool} > token; rbd --cluster {d} mirror pool peer bootstrap import --site-name {d} --direction rx-only {pool} token",
+                s = src.name(),
+                d = dst.name()
             ),
         )),
         Err(e) if e.kind == ErrorKind::NotFound => {}

@@ -358,7 +358,7 @@ impl CephOps for RbdCeph {
             features: Some(features.bits()),
             ..Default::default()
         };
-        Ok(img.copy_to(&dio, &dst.image, &opts, |d, t| progress(d, t))?)
+        Ok(img.copy_to(&dio, &dst.image, &opts, progress)?)
     }
 
     fn remove_image(&self, image: &ImageSpec) -> OpsResult<()> {

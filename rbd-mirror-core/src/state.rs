@@ -175,12 +175,20 @@ pub fn load(path: &Path) -> Result<Option<RunState>> {
     }
 }
 
-/// All recorded migrations in a directory.
+/// All readable recorded migrations in a directory; see [`list_all`] for the unreadable ones.
 pub fn list(dir: &Path) -> Result<Vec<(PathBuf, RunState)>> {
+    Ok(list_all(dir)?.0)
+}
+
+/// All recorded migrations in a directory, plus the state files that could not be read (with
+/// why), so one damaged file does not hide the others.
+#[allow(clippy::type_complexity)]
+pub fn list_all(dir: &Path) -> Result<(Vec<(PathBuf, RunState)>, Vec<(PathBuf, String)>)> {
+    let mut bad = Vec::new();
     let mut out = Vec::new();
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((out, bad)),
         Err(e) => {
             return Err(Error::State {
                 path: dir.to_path_buf(),
@@ -191,11 +199,14 @@ pub fn list(dir: &Path) -> Result<Vec<(PathBuf, RunState)>> {
     for entry in entries.flatten() {
         let p = entry.path();
         if p.extension().is_some_and(|e| e == "json") {
-            if let Some(s) = load(&p)? {
-                out.push((p, s));
+            match load(&p) {
+                Ok(Some(s)) => out.push((p, s)),
+                Ok(None) => {}
+                Err(e) => bad.push((p, e.to_string())),
             }
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
+    bad.sort();
+    Ok((out, bad))
 }

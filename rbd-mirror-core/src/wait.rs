@@ -235,6 +235,8 @@ pub async fn wait_for_replica(
     let mut last_signature = String::new();
     let mut last_health = Instant::now() - opts.health_every;
     let mut status_note = String::new();
+    // progress events: on change, else at most once per second (polls run at 4 Hz)
+    let mut last_emit: Option<(Instant, String)> = None;
     loop {
         // exact signal
         let completion = {
@@ -336,13 +338,20 @@ pub async fn wait_for_replica(
                 last: reason,
             });
         }
-        events.emit(Event::Progress(ProgressInfo {
-            phase: "sync".into(),
-            percent,
-            bytes_per_second: rate,
-            eta_seconds: None,
-            detail: format!("{reason}{status_note}"),
-        }));
+        let due = match &last_emit {
+            None => true,
+            Some((at, sig)) => *sig != last_signature || at.elapsed() >= Duration::from_secs(1),
+        };
+        if due {
+            last_emit = Some((Instant::now(), last_signature.clone()));
+            events.emit(Event::Progress(ProgressInfo {
+                phase: "sync".into(),
+                percent,
+                bytes_per_second: rate,
+                eta_seconds: None,
+                detail: format!("{reason}{status_note}"),
+            }));
+        }
         tokio::time::sleep(opts.poll).await;
     }
 }
