@@ -54,6 +54,22 @@ pub enum Command {
     /// Only the OpenStack tenant admin's step of the bootable path (split roles).
     #[command(subcommand)]
     Register(RegisterCommand),
+    /// Delete the source image of a finished migration, after re-verifying the copy against
+    /// it (never automatic). Asks for confirmation unless --yes.
+    DeleteSource(DeleteSourceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteSourceArgs {
+    /// Migration id, as `rbd-relay list` shows it.
+    pub id: String,
+    /// The destination copy to verify against (default: the recorded copy, or the adopted
+    /// volume's `volume-<id>` image).
+    #[arg(long)]
+    pub copy: Option<String>,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Subcommand)]

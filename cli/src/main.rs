@@ -128,8 +128,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             reporter.adopted(&adoption.cloud, &image.pool.to_string(), &v);
             Ok(ExitCode::SUCCESS)
         }
+        Command::DeleteSource(args) => delete_source(args, &state_dir, reporter).await,
         Command::List => {
-            let all = state::list(&state_dir)?;
+            let (all, unreadable) = state::list_all(&state_dir)?;
+            for (path, why) in &unreadable {
+                eprintln!("rbd-relay: warning: skipping {}: {why}", path.display());
+            }
             reporter.list(&all);
             Ok(ExitCode::SUCCESS)
         }
@@ -176,5 +180,61 @@ async fn migrate_volume(
     reporter.finish();
     let summary = summary?;
     reporter.summary(&summary);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `delete-source ID`: re-verify, confirm, delete the source image.
+async fn delete_source(
+    args: args::DeleteSourceArgs,
+    state_dir: &std::path::Path,
+    reporter: Arc<Reporter>,
+) -> Result<ExitCode> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let path = rbd_mirror_core::state::StateFile::path_for(state_dir, &args.id);
+    let run = state::load(&path)?.with_context(|| {
+        format!(
+            "no migration '{}' is recorded in {}; see `rbd-relay list`",
+            args.id,
+            state_dir.display()
+        )
+    })?;
+    let copy = args
+        .copy
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .context("--copy")?;
+    let m = &run.plan.migration;
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "refusing to delete {}:{} without confirmation; re-run with --yes",
+                m.source.name,
+                m.image
+            );
+        }
+        eprint!(
+            "delete the source image {}:{} after re-verifying its copy? type 'yes': ",
+            m.source.name, m.image
+        );
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if answer.trim() != "yes" {
+            anyhow::bail!("not confirmed; nothing was deleted");
+        }
+    }
+    let src = connect(m.source.clone()).await?;
+    let dst = connect(m.destination.clone()).await?;
+    let report = rbd_mirror_core::delete::delete_source(
+        state_dir,
+        &args.id,
+        copy,
+        src,
+        dst,
+        reporter.clone(),
+    )
+    .await?;
+    reporter.deleted(&report);
     Ok(ExitCode::SUCCESS)
 }

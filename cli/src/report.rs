@@ -204,6 +204,22 @@ impl Reporter {
         }
     }
 
+    pub fn deleted(&self, r: &rbd_mirror_core::delete::DeleteReport) {
+        match self.format {
+            OutputFormat::Json => self.json(serde_json::json!({"result": "ok", "deleted": r})),
+            OutputFormat::Text => {
+                if r.already_deleted {
+                    println!("{} was already deleted; nothing to do", r.source);
+                } else {
+                    println!(
+                        "deleted {} after re-verifying {} (sha256 {})",
+                        r.source, r.copy, r.sha256
+                    );
+                }
+            }
+        }
+    }
+
     pub fn list(&self, all: &[(PathBuf, RunState)]) {
         match self.format {
             OutputFormat::Json => {

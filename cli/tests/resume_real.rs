@@ -397,3 +397,77 @@ fn two_runs_on_one_image_are_refused() {
         &format!("cinder/{image}"),
     ]);
 }
+
+#[test]
+fn delete_source_needs_confirmation_and_re_verifies() {
+    let env = testenv::shared().expect("testenv");
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let image = testenv::unique_name("del");
+    let spec = format!("volumes/{image}");
+    rbd(&["--cluster", &a, "create", "--size", "12M", &spec]);
+    rbd(&[
+        "--cluster",
+        &a,
+        "bench",
+        "--io-type",
+        "write",
+        "--io-total",
+        "3M",
+        &spec,
+    ]);
+    let state = tempfile::tempdir().unwrap();
+    let s = state.path().to_str().unwrap().to_string();
+    let args: Vec<String> = [
+        "migrate", "volume", "--from", &a, "--to", &b, &spec, "--into", "cinder",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    let (_, ok, ev) = run(&args, &s, KillAt::Never);
+    assert!(ok, "{ev:?}");
+    let id = ev.last().unwrap()["summary"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // without --yes and without a terminal: refused, nothing deleted
+    let out = Command::new(BIN)
+        .args(["delete-source", &id, "--state-dir", &s])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--yes"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(exists(&a, &spec), "source kept");
+
+    // with --yes: re-verified, deleted; again: already deleted
+    let out = Command::new(BIN)
+        .args(["delete-source", &id, "--yes", "--state-dir", &s])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("after re-verifying"));
+    assert!(!exists(&a, &spec), "source deleted");
+    assert!(exists(&b, &format!("cinder/{image}")), "copy kept");
+    let out = Command::new(BIN)
+        .args(["delete-source", &id, "--yes", "--state-dir", &s])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already deleted"));
+    rbd(&[
+        "--cluster",
+        &b,
+        "rm",
+        "--no-progress",
+        &format!("cinder/{image}"),
+    ]);
+}

@@ -34,7 +34,11 @@ async fn blocking<T: Send + 'static>(
     target: &ImageSpec,
     f: impl FnOnce() -> std::result::Result<T, OpsError> + Send + 'static,
 ) -> Result<T> {
-    let (step, name, target) = (step.to_string(), cluster.name().to_string(), target.to_string());
+    let (step, name, target) = (
+        step.to_string(),
+        cluster.name().to_string(),
+        target.to_string(),
+    );
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Unsafe(format!("task failed: {e}")))?
@@ -47,7 +51,8 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Delete the source image of the finished migration `id` recorded in `state_dir`, after
-/// re-verifying that `copy` (default: the plan's copy target) holds the same content.
+/// re-verifying that `copy` (default: the plan's copy target, or `volume-<id>` when it was
+/// adopted by Cinder) holds the same content.
 pub async fn delete_source(
     state_dir: &Path,
     id: &str,
@@ -63,7 +68,12 @@ pub async fn delete_source(
     let _lock = StateFile::lock(state_dir, id, &run.plan.migration.image.to_string())?;
     let m = &run.plan.migration;
     let source = m.image.clone();
-    let copy = copy.unwrap_or_else(|| m.copy_target());
+    // an adopted copy was renamed by Cinder to volume-<id> in the same pool
+    let copy = match (copy, &run.adopted) {
+        (Some(c), _) => c,
+        (None, Some(a)) => m.copy_target().renamed(&a.rbd_image)?,
+        (None, None) => m.copy_target(),
+    };
     let label = (
         format!("{}:{source}", src.name()),
         format!("{}:{copy}", dst.name()),
@@ -75,7 +85,11 @@ pub async fn delete_source(
         )));
     }
     let (s, i) = (src.clone(), source.clone());
-    if !blocking("delete-source", src.as_ref(), &source, move || s.image_exists(&i)).await? {
+    if !blocking("delete-source", src.as_ref(), &source, move || {
+        s.image_exists(&i)
+    })
+    .await?
+    {
         return Ok(DeleteReport {
             source: label.0,
             copy: label.1,
@@ -84,7 +98,11 @@ pub async fn delete_source(
         });
     }
     let (d, c) = (dst.clone(), copy.clone());
-    if !blocking("delete-source", dst.as_ref(), &copy, move || d.image_exists(&c)).await? {
+    if !blocking("delete-source", dst.as_ref(), &copy, move || {
+        d.image_exists(&c)
+    })
+    .await?
+    {
         return Err(Error::Unsafe(format!(
             "the copy {} does not exist (adopted under another name? pass it explicitly); the source is kept",
             label.1
@@ -132,8 +150,10 @@ pub async fn delete_source(
     let (s, i) = (src.clone(), source.clone());
     let (d, c) = (dst.clone(), copy.clone());
     let (a, b) = tokio::join!(
-        blocking("delete-source", src.as_ref(), &source, move || s.digest(&i, &mut |_, _| true)),
-        blocking("delete-source", dst.as_ref(), &copy, move || d.digest(&c, &mut |_, _| true)),
+        blocking("delete-source", src.as_ref(), &source, move || s
+            .digest(&i, &mut |_, _| true)),
+        blocking("delete-source", dst.as_ref(), &copy, move || d
+            .digest(&c, &mut |_, _| true)),
     );
     let (a, b) = (a?, b?);
     if a != b {
@@ -145,13 +165,18 @@ pub async fn delete_source(
         });
     }
     let (s, i) = (src.clone(), source.clone());
-    blocking("delete-source", src.as_ref(), &source, move || match s.remove_image(&i) {
-        Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
-        r => r,
+    blocking("delete-source", src.as_ref(), &source, move || {
+        match s.remove_image(&i) {
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
     })
     .await?;
     events.emit(Event::Warning {
-        message: format!("deleted {} (verified equal to {}, sha256 {a})", label.0, label.1),
+        message: format!(
+            "deleted {} (verified equal to {}, sha256 {a})",
+            label.0, label.1
+        ),
     });
     Ok(DeleteReport {
         source: label.0,
