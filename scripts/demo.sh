@@ -57,7 +57,7 @@ VOLID=$(rbd-relay adopt volume "volumes/$BOOT" --os-cloud site-a-admin --bootabl
   --name demo-boot --output json | jq -r 'select(.result == "ok") | .volume.id')
 echo "source cloud volume: $VOLID (bootable, 64 MiB, sha256 $BOOT_SHA)"
 rbd-relay migrate bootable --from site-a --to site-b --source-cloud site-a-admin \
-  --os-cloud site-b-admin "$VOLID" --name demo-boot-image
+  --os-cloud site-b-admin "$VOLID" --into glance --name demo-boot-image
 
 say "result"
 rbd-relay list

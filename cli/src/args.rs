@@ -137,8 +137,9 @@ pub struct BootableArgs {
     /// The destination cloud (clouds.yaml name); needs an admin role there.
     #[arg(long, env = "OS_CLOUD")]
     pub os_cloud: Option<String>,
-    /// The destination Glance pool to copy the image into.
-    #[arg(long, default_value = "images")]
+    /// The destination Glance pool to copy the image into (the destination Glance's
+    /// rbd_store_pool; not the mirrored pool, where the replica lives).
+    #[arg(long)]
     pub into: String,
     /// The source Glance pool (used when Glance hides image locations).
     #[arg(long, default_value = "images")]
@@ -164,6 +165,12 @@ impl BootableArgs {
                 "the bootable path needs the destination cloud: give --os-cloud (or set OS_CLOUD)"
             );
         };
+        if self.into == self.source_pool {
+            anyhow::bail!(
+                "--into {} is the mirrored Glance pool, where the replica itself appears; give the destination Glance's own pool (its rbd_store_pool), e.g. --into glance",
+                self.into
+            );
+        }
         let b = BootableMigration {
             source: self.clusters.source()?,
             destination: self.clusters.destination()?,
