@@ -117,6 +117,33 @@ async fn on_ceph<T: Send + 'static>(
         .map_err(ctx)
 }
 
+/// Bring an image's features to `wanted` as far as librbd allows (deep-flatten never comes
+/// back), one feature at a time in dependency order. Features are re-read before each change,
+/// so a re-run, or librbd's own implied changes (disabling object-map also drops fast-diff),
+/// never cause a redundant call (librbd refuses to enable an enabled feature). Returns
+/// whether anything had to change.
+fn converge_features(
+    ops: &dyn CephOps,
+    image: &ImageSpec,
+    wanted: Features,
+) -> std::result::Result<bool, OpsError> {
+    let (change, _) = plan_restore(ops.stat(image)?.features, wanted);
+    if change.is_empty() {
+        return Ok(false);
+    }
+    for f in change.disable.disable_order() {
+        if ops.stat(image)?.features.contains(f) {
+            ops.update_features(image, f, false)?;
+        }
+    }
+    for f in change.enable.enable_order() {
+        if !ops.stat(image)?.features.contains(f) {
+            ops.update_features(image, f, true)?;
+        }
+    }
+    Ok(true)
+}
+
 /// Read-only: run preflight and build the plan (or return the recorded one), for `--dry-run`.
 pub async fn plan_volume(
     m: &VolumeMigration,
@@ -356,32 +383,16 @@ impl Executor {
                 Ok(())
             }
             Step::EnableFeatures { change } => {
-                let change = *change;
+                let wanted = change.apply(state.plan.facts.features);
                 let image = m.image.clone();
-                let done = on_ceph(
+                let changed = on_ceph(
                     kind,
                     src.name().to_string(),
                     m.image.to_string(),
-                    move || {
-                        let current = src.stat(&image)?.features;
-                        if change.apply(current) == current {
-                            return Ok(true);
-                        }
-                        for f in change.disable.disable_order() {
-                            if src.stat(&image)?.features.contains(f) {
-                                src.update_features(&image, f, false)?;
-                            }
-                        }
-                        for f in change.enable.enable_order() {
-                            if !src.stat(&image)?.features.contains(f) {
-                                src.update_features(&image, f, true)?;
-                            }
-                        }
-                        Ok(false)
-                    },
+                    move || converge_features(src.as_ref(), &image, wanted),
                 )
                 .await?;
-                if done {
+                if !changed {
                     self.skipped(index, step, "features already set");
                 }
                 Ok(())
@@ -485,17 +496,7 @@ impl Executor {
                     kind,
                     dst.name().to_string(),
                     target.to_string(),
-                    move || {
-                        let current = dst.stat(&t)?.features;
-                        let (change, _) = plan_restore(current, wanted);
-                        for f in change.disable.disable_order() {
-                            dst.update_features(&t, f, false)?;
-                        }
-                        for f in change.enable.enable_order() {
-                            dst.update_features(&t, f, true)?;
-                        }
-                        Ok(())
-                    },
+                    move || converge_features(dst.as_ref(), &t, wanted).map(|_| ()),
                 )
                 .await
             }
@@ -543,17 +544,7 @@ impl Executor {
                     kind,
                     src.name().to_string(),
                     m.image.to_string(),
-                    move || {
-                        let current = src.stat(&image)?.features;
-                        let (change, _) = plan_restore(current, original);
-                        for f in change.disable.disable_order() {
-                            src.update_features(&image, f, false)?;
-                        }
-                        for f in change.enable.enable_order() {
-                            src.update_features(&image, f, true)?;
-                        }
-                        Ok(())
-                    },
+                    move || converge_features(src.as_ref(), &image, original).map(|_| ()),
                 )
                 .await
             }
