@@ -19,6 +19,7 @@ pub mod event;
 pub mod exec;
 pub mod features;
 pub mod ops;
+pub mod pairing;
 pub mod plan;
 pub mod preflight;
 pub mod rbd;
