@@ -8,6 +8,7 @@ use rbd_mirror_core::cloud::{AdoptTarget, SourceVolume};
 use rbd_mirror_core::exec::BootableMigration;
 use rbd_mirror_core::features::MirrorImageMode;
 use rbd_mirror_core::plan::{Adoption, Registration, VolumeMigration};
+use rbd_mirror_core::rbd::PeerDirection;
 use rbd_mirror_core::spec::{ClusterSpec, ImageSpec, PoolSpec};
 
 /// Move Ceph RBD volumes and images from one OpenStack+Ceph cloud to another through
@@ -57,6 +58,84 @@ pub enum Command {
     /// Delete the source image of a finished migration, after re-verifying the copy against
     /// it (never automatic). Asks for confirmation unless --yes.
     DeleteSource(DeleteSourceArgs),
+    /// Pair two clusters for rbd-mirror on one pool: image-mode mirroring on both, site
+    /// names, a bootstrapped peer. Does nothing when already paired.
+    Pair(PairArgs),
+    /// Mirroring health of a pool (or one image) on a cluster: mode, peers, rbd-mirror
+    /// daemon, image states, progress.
+    Status(StatusArgs),
+}
+
+/// Peer direction for `pair`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Direction {
+    /// The destination only receives (one-way mirroring).
+    RxOnly,
+    /// Both send and receive.
+    RxTx,
+}
+
+impl Direction {
+    pub fn peer(self) -> PeerDirection {
+        match self {
+            Self::RxOnly => PeerDirection::RxOnly,
+            Self::RxTx => PeerDirection::RxTx,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PairArgs {
+    #[command(flatten)]
+    pub clusters: ClusterArgs,
+    /// The pool to mirror (same name on both clusters; it must exist on both).
+    #[arg(long)]
+    pub pool: String,
+    /// Peer direction given to the bootstrap import on --to.
+    #[arg(long, value_enum, default_value_t = Direction::RxOnly)]
+    pub direction: Direction,
+}
+
+impl PairArgs {
+    pub fn validate(&self) -> Result<(ClusterSpec, ClusterSpec, PoolSpec)> {
+        let pool = PoolSpec::new(&self.pool).context("--pool")?;
+        Ok((self.clusters.source()?, self.clusters.destination()?, pool))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// POOL or POOL/IMAGE.
+    pub target: String,
+    /// The cluster to ask (usually the receiving one), like rbd --cluster.
+    #[arg(long)]
+    pub cluster: String,
+    /// Conf file (default /etc/ceph/CLUSTER.conf).
+    #[arg(long)]
+    pub conf: Option<PathBuf>,
+    /// cephx client id (default admin).
+    #[arg(long, default_value = "admin")]
+    pub id: String,
+    /// Refresh every 2 s until Ctrl-C (or --watch-seconds).
+    #[arg(long)]
+    pub watch: bool,
+    /// Stop watching after this many seconds.
+    #[arg(long, requires = "watch")]
+    pub watch_seconds: Option<u64>,
+}
+
+impl StatusArgs {
+    /// Cluster, pool and optional image name.
+    pub fn validate(&self) -> Result<(ClusterSpec, PoolSpec, Option<String>)> {
+        let cluster = spec(&self.cluster, self.conf.as_ref(), &self.id).context("--cluster")?;
+        let (pool, image) = match self.target.split_once('/') {
+            Some((p, i)) if !i.is_empty() && !i.contains('/') => (p, Some(i.to_string())),
+            Some(_) => anyhow::bail!("'{}': give POOL or POOL/IMAGE", self.target),
+            None => (self.target.as_str(), None),
+        };
+        let pool = PoolSpec::new(pool).with_context(|| format!("'{}'", self.target))?;
+        Ok((cluster, pool, image))
+    }
 }
 
 #[derive(Debug, Args)]

@@ -74,6 +74,51 @@ async fn connect(spec: ClusterSpec) -> Result<Arc<dyn CephOps>> {
     Ok(Arc::new(ops))
 }
 
+/// A raw connection for the commands that work on pools rather than through `CephOps`.
+async fn connect_cluster(spec: ClusterSpec) -> Result<rbd_mirror_core::rbd::Cluster> {
+    let name = spec.name.clone();
+    let ops = tokio::task::spawn_blocking(move || RbdCeph::connect(&spec))
+        .await?
+        .with_context(|| format!("cannot connect to Ceph cluster '{name}'"))?;
+    Ok(ops.cluster().clone())
+}
+
+/// `status POOL[/IMAGE] --cluster C [--watch]`.
+async fn status(args: args::StatusArgs, reporter: Arc<Reporter>) -> Result<ExitCode> {
+    let (spec, pool, image) = args.validate()?;
+    if !spec.conf.exists() {
+        anyhow::bail!(
+            "no conf file {} for cluster '{}'; pass --conf or install the conf and keyring under /etc/ceph",
+            spec.conf.display(),
+            spec.name
+        );
+    }
+    let cluster = connect_cluster(spec).await?;
+    let deadline = args
+        .watch_seconds
+        .map(|s| tokio::time::Instant::now() + std::time::Duration::from_secs(s));
+    loop {
+        let c = cluster.clone();
+        let (p, i) = (pool.pool.clone(), image.clone());
+        let st = tokio::task::spawn_blocking(move || {
+            rbd_mirror_core::pairing::pool_status(&c, &p, i.as_deref()).map_err(anyhow::Error::from)
+        })
+        .await??;
+        reporter.status(&st);
+        if !args.watch || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut wait = std::time::Duration::from_secs(2);
+        if let Some(d) = deadline {
+            wait = wait.min(d.saturating_duration_since(tokio::time::Instant::now()));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
     let state_dir = cli
         .state_dir
@@ -129,6 +174,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::DeleteSource(args) => delete_source(args, &state_dir, reporter).await,
+        Command::Pair(args) => {
+            let (from, to, pool) = args.validate()?;
+            let direction = args.direction.peer();
+            let from = connect_cluster(from).await?;
+            let to = connect_cluster(to).await?;
+            let report = tokio::task::spawn_blocking(move || {
+                rbd_mirror_core::pairing::pair(&from, &to, &pool.pool, direction)
+                    .map_err(anyhow::Error::from)
+            })
+            .await??;
+            reporter.paired(&report);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status(args) => status(args, reporter).await,
         Command::List => {
             let (all, unreadable) = state::list_all(&state_dir)?;
             for (path, why) in &unreadable {

@@ -8,8 +8,10 @@ use std::sync::Mutex;
 use rbd_mirror_core::cloud::{AdoptedVolume, CloudImage};
 use rbd_mirror_core::event::{Event, EventSink};
 use rbd_mirror_core::exec::{BootableDryRun, Summary};
+use rbd_mirror_core::pairing::{PairReport, PoolStatus};
 use rbd_mirror_core::plan::Plan;
 use rbd_mirror_core::state::RunState;
+use rbd_mirror_core::status::SyncProgress;
 
 use crate::args::OutputFormat;
 
@@ -18,6 +20,43 @@ pub struct Reporter {
     quiet: bool,
     tty: bool,
     line_open: Mutex<bool>,
+}
+
+fn progress_text(p: &SyncProgress) -> String {
+    match p {
+        SyncProgress::Unknown => String::new(),
+        SyncProgress::Bootstrapping { percent, step } => format!(
+            "  bootstrapping {step}{}",
+            percent.map(|v| format!(" {v:.0}%")).unwrap_or_default()
+        ),
+        SyncProgress::JournalReplay {
+            entries_behind_primary,
+            bytes_per_second,
+            ..
+        } => format!(
+            "  {entries_behind_primary} entries behind, {}/s",
+            human_bytes(*bytes_per_second)
+        ),
+        SyncProgress::SnapshotSyncing {
+            percent,
+            bytes_per_second,
+        } => format!(
+            "  syncing snapshot{}, {}/s",
+            percent.map(|v| format!(" {v:.0}%")).unwrap_or_default(),
+            human_bytes(*bytes_per_second)
+        ),
+        SyncProgress::SnapshotIdle {
+            remote_snapshot_timestamp,
+            local_snapshot_timestamp,
+        } => {
+            let lag = remote_snapshot_timestamp - local_snapshot_timestamp;
+            if lag <= 0 {
+                "  in sync with the newest snapshot".into()
+            } else {
+                format!("  {lag} s behind the newest snapshot")
+            }
+        }
+    }
 }
 
 fn human_bytes(b: f64) -> String {
@@ -216,6 +255,92 @@ impl Reporter {
                         r.source, r.copy, r.sha256
                     );
                 }
+            }
+        }
+    }
+
+    pub fn paired(&self, r: &PairReport) {
+        match self.format {
+            OutputFormat::Json => self.json(serde_json::json!({"result": "ok", "pair": r})),
+            OutputFormat::Text => {
+                let peer = r
+                    .peer
+                    .as_ref()
+                    .map(|p| format!("peer {} ({}, {})", p.site_name, p.direction, p.uuid))
+                    .unwrap_or_else(|| "no peer found afterwards".into());
+                if r.already_paired {
+                    println!(
+                        "{}:{} is already paired with {}:{} ({peer}); nothing to do",
+                        r.to, r.pool, r.from, r.pool
+                    );
+                    return;
+                }
+                println!("paired {}:{} -> {}:{}", r.from, r.pool, r.to, r.pool);
+                for a in &r.actions {
+                    println!("  - {}", a.describe(&r.from, &r.to, &r.pool));
+                }
+                println!("  {}:{} now has {peer}", r.to, r.pool);
+                println!(
+                    "  note: rbd-mirror on {} registers with {} within about a minute; an image enabled in snapshot mode before that replicates from its next mirror snapshot",
+                    r.to, r.from
+                );
+            }
+        }
+    }
+
+    pub fn status(&self, s: &PoolStatus) {
+        match self.format {
+            OutputFormat::Json => self.json(serde_json::json!({"result": "ok", "status": s})),
+            OutputFormat::Text => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(
+                    out,
+                    "{}:{}  mode {}  site {}",
+                    s.cluster, s.pool, s.mode, s.site_name
+                );
+                if s.peers.is_empty() {
+                    let _ = writeln!(out, "  peers: none");
+                }
+                for p in &s.peers {
+                    let _ = writeln!(out, "  peer {} ({}, {})", p.site_name, p.direction, p.uuid);
+                }
+                let _ = writeln!(
+                    out,
+                    "  rbd-mirror daemon health: {} ({} daemon(s){})",
+                    s.daemon.health,
+                    s.daemon.daemons.len(),
+                    s.daemon
+                        .daemons
+                        .iter()
+                        .flat_map(|d| d.callouts.iter())
+                        .map(|c| format!("; {c}"))
+                        .collect::<String>()
+                );
+                let summary = s
+                    .summary
+                    .iter()
+                    .map(|(k, n)| format!("{k}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let _ = writeln!(
+                    out,
+                    "  images: {}",
+                    if summary.is_empty() {
+                        "none".into()
+                    } else {
+                        summary
+                    }
+                );
+                for i in &s.images {
+                    let _ = writeln!(
+                        out,
+                        "  {}  {}{}",
+                        i.name,
+                        i.state,
+                        progress_text(&i.progress)
+                    );
+                }
+                let _ = out.flush();
             }
         }
     }
