@@ -223,7 +223,7 @@ pub struct BootableArgs {
     /// The source Glance pool (used when Glance hides image locations).
     #[arg(long, default_value = "images")]
     pub source_pool: String,
-    /// Name of the image in both clouds (default: '<volume name>-image').
+    /// Name of the image in both clouds (default: the volume's name followed by '-image').
     #[arg(long)]
     pub name: Option<String>,
     /// Mirroring mode.
@@ -266,7 +266,7 @@ impl BootableArgs {
 #[derive(Debug, Subcommand)]
 pub enum AdoptCommand {
     /// Adopt an RBD image already in the destination Cinder pool as a Cinder volume
-    /// (manage-existing; Cinder renames the image to volume-<id>).
+    /// (manage-existing; Cinder renames the image to volume-ID).
     Volume(AdoptArgs),
 }
 

@@ -197,7 +197,7 @@ pub fn check_volume(
         Ok(_) => problems.push(problem(
             format!("pool '{pool}' on {} has no mirror peer that receives from {}", dst.name(), src.name()),
             format!(
-                "connect the peers: rbd --cluster {s} mirror pool peer bootstrap create --site-name {s} {pool} > token; rbd --cluster {d} mirror pool peer bootstrap import --site-name {d} --direction rx-only {pool} token",
+                "connect the peers: rbd-relay pair --from {s} --to {d} --pool {pool} (or: rbd --cluster {s} mirror pool peer bootstrap create --site-name {s} {pool} > token; rbd --cluster {d} mirror pool peer bootstrap import --site-name {d} --direction rx-only {pool} token)",
                 s = src.name(),
                 d = dst.name()
             ),
