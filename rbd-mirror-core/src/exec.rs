@@ -71,6 +71,17 @@ pub struct Clouds {
 }
 
 impl Clouds {
+    /// Both clouds, which the bootable path needs (upload at the source, register at the
+    /// destination).
+    fn both_for_bootable(&self) -> Result<(Arc<dyn CloudOps>, Arc<dyn CloudOps>)> {
+        match (&self.source, &self.destination) {
+            (Some(s), Some(d)) => Ok((s.clone(), d.clone())),
+            _ => Err(Error::Unsafe(
+                "a bootable migration needs the source cloud (--source-cloud) and the destination cloud (--os-cloud)".into(),
+            )),
+        }
+    }
+
     fn destination_for(&self, m: &VolumeMigration) -> Result<Option<Arc<dyn CloudOps>>> {
         let wanted = m
             .adopt
@@ -1234,12 +1245,7 @@ pub async fn migrate_bootable(
     opts: &RunOptions,
     events: Arc<dyn EventSink>,
 ) -> Result<Summary> {
-    let (Some(src_cloud), Some(dst_cloud)) = (clouds.source.clone(), clouds.destination.clone())
-    else {
-        return Err(Error::Unsafe(
-            "a bootable migration needs the source cloud (--source-cloud) and the destination cloud (--os-cloud)".into(),
-        ));
-    };
+    let (src_cloud, dst_cloud) = clouds.both_for_bootable()?;
     let lock_id = format!("bootable_{}", b.volume_id);
     let lock = StateFile::lock(state_dir, &lock_id, &b.volume_id)?;
     let record_path = upload_record_path(state_dir, &b.volume_id);
@@ -1384,12 +1390,7 @@ pub async fn plan_bootable(
     state_dir: &Path,
     events: Arc<dyn EventSink>,
 ) -> Result<BootableDryRun> {
-    let (Some(src_cloud), Some(dst_cloud)) = (clouds.source.clone(), clouds.destination.clone())
-    else {
-        return Err(Error::Unsafe(
-            "a bootable migration needs the source cloud (--source-cloud) and the destination cloud (--os-cloud)".into(),
-        ));
-    };
+    let (src_cloud, dst_cloud) = clouds.both_for_bootable()?;
     if let Some(r) = load_upload_record(&upload_record_path(state_dir, &b.volume_id))? {
         let m = bootable_plan_request(b, &r, dst_cloud.as_ref())?;
         let p = plan(&m, src, dst, clouds, state_dir, events).await?;
