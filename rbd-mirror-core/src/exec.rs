@@ -285,6 +285,7 @@ pub async fn migrate(
         dst_cloud,
         events,
         opts: opts.clone(),
+        early_source_digest: std::sync::Mutex::new(None),
     };
     while !state.finished() {
         let index = state.next_step;
@@ -351,6 +352,25 @@ struct Executor {
     dst_cloud: Option<Arc<dyn CloudOps>>,
     events: Arc<dyn EventSink>,
     opts: RunOptions,
+    /// The source digest computed while rbd-mirror builds the replica (journal mode, cold),
+    /// with the journal's master position seen before it started: `verify` uses it only if
+    /// that position has not moved since, i.e. nothing was written to the source.
+    early_source_digest: std::sync::Mutex<Option<EarlyDigest>>,
+}
+
+/// A source digest started at the beginning of the wait.
+struct EarlyDigest {
+    master: Option<crate::ops::JournalPosition>,
+    task: tokio::task::JoinHandle<Result<String>>,
+    /// Set when the run ends without using the digest: the hashing thread stops reading.
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for EarlyDigest {
+    fn drop(&mut self) {
+        self.cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Executor {
@@ -431,6 +451,7 @@ impl Executor {
                 Ok(())
             }
             Step::WaitForReplica => {
+                self.start_early_source_digest(&m, state).await;
                 wait::wait_for_replica(
                     src,
                     dst,
@@ -900,6 +921,65 @@ impl Executor {
             .await
     }
 
+    /// Journal mode, cold migration: hash the source while rbd-mirror builds the replica, so
+    /// `verify` only has to read the copy. The journal's master position is noted first; a
+    /// write to the source moves it, and then `verify` hashes the source again.
+    async fn start_early_source_digest(&self, m: &VolumeMigration, state: &RunState) {
+        let cold = !m.allow_live && state.plan.facts.watchers.is_empty();
+        if m.mode != crate::features::MirrorImageMode::Journal || !cold {
+            return;
+        }
+        let (src, image) = (self.src.clone(), m.image.clone());
+        let master = match on_ceph(
+            "verify",
+            src.name().to_string(),
+            image.to_string(),
+            move || src.journal_positions(&image),
+        )
+        .await
+        {
+            Ok(p) => p.master,
+            Err(_) => return, // verify hashes the source itself
+        };
+        let (src, image) = (self.src.clone(), m.image.clone());
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = cancel.clone();
+        let task = tokio::spawn(async move {
+            let name = format!("{}:{image}", src.name());
+            let c = src.clone();
+            on_ceph("verify", src.name().to_string(), name, move || {
+                c.digest(&image, &mut |_, _| {
+                    !stop.load(std::sync::atomic::Ordering::Relaxed)
+                })
+            })
+            .await
+        });
+        if let Ok(mut slot) = self.early_source_digest.lock() {
+            *slot = Some(EarlyDigest {
+                master,
+                task,
+                cancel,
+            });
+        }
+    }
+
+    /// The early source digest, if one was taken in this process and the source's journal
+    /// master position is where it was when hashing started (nothing written since).
+    async fn take_early_source_digest(&self, m: &VolumeMigration) -> Option<String> {
+        let mut early = self.early_source_digest.lock().ok()?.take()?;
+        let digest = (&mut early.task).await.ok()?.ok()?;
+        let (src, image) = (self.src.clone(), m.image.clone());
+        let now = on_ceph(
+            "verify",
+            src.name().to_string(),
+            image.to_string(),
+            move || src.journal_positions(&image),
+        )
+        .await
+        .ok()?;
+        (now.master == early.master).then_some(digest)
+    }
+
     async fn verify(
         &self,
         m: &VolumeMigration,
@@ -938,11 +1018,17 @@ impl Executor {
                 .await
             }
         };
-        let (a, b) = tokio::join!(
-            digest(self.src.clone(), m.image.clone(), "source"),
-            digest(self.dst.clone(), m.copy_target(), "copy")
-        );
-        let (a, b) = (a?, b?);
+        let early = self.take_early_source_digest(m).await;
+        let (a, b) = match early {
+            Some(a) => (a, digest(self.dst.clone(), m.copy_target(), "copy").await?),
+            None => {
+                let (a, b) = tokio::join!(
+                    digest(self.src.clone(), m.image.clone(), "source"),
+                    digest(self.dst.clone(), m.copy_target(), "copy")
+                );
+                (a?, b?)
+            }
+        };
         state.source_digest = Some(a.clone());
         state.copy_digest = Some(b.clone());
         if a != b {
