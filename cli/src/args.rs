@@ -94,6 +94,13 @@ pub struct PairArgs {
     /// Peer direction given to the bootstrap import on --to.
     #[arg(long, value_enum, default_value_t = Direction::RxOnly)]
     pub direction: Direction,
+    /// Return once the peers are configured, without waiting for the rbd-mirror daemon on
+    /// --to to connect to the pool on --from.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the rbd-mirror daemon on --to to connect, in seconds.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub wait_timeout: u64,
 }
 
 impl PairArgs {

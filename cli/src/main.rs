@@ -179,12 +179,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let direction = args.direction.peer();
             let from = connect_cluster(from).await?;
             let to = connect_cluster(to).await?;
+            let (f, t, p) = (from.clone(), to.clone(), pool.pool.clone());
             let report = tokio::task::spawn_blocking(move || {
-                rbd_mirror_core::pairing::pair(&from, &to, &pool.pool, direction)
-                    .map_err(anyhow::Error::from)
+                rbd_mirror_core::pairing::pair(&f, &t, &p, direction).map_err(anyhow::Error::from)
             })
             .await??;
             reporter.paired(&report);
+            if !args.no_wait {
+                let timeout = std::time::Duration::from_secs(args.wait_timeout);
+                let r = reporter.clone();
+                let waited = tokio::task::spawn_blocking(move || {
+                    let mut tick = |w: std::time::Duration| r.waiting_for_daemon(&to, &from, w);
+                    rbd_mirror_core::pairing::wait_daemon_connected(
+                        &from, &to, &pool.pool, timeout, &mut tick,
+                    )
+                    .map_err(anyhow::Error::from)
+                })
+                .await??;
+                reporter.daemon_connected(&report, waited);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => status(args, reporter).await,

@@ -280,11 +280,48 @@ impl Reporter {
                     println!("  - {}", a.describe(&r.from, &r.to, &r.pool));
                 }
                 println!("  {}:{} now has {peer}", r.to, r.pool);
-                println!(
-                    "  note: rbd-mirror on {} registers with {} within about a minute; an image enabled in snapshot mode before that replicates from its next mirror snapshot",
-                    r.to, r.from
-                );
             }
+        }
+    }
+
+    /// Waiting for the destination's rbd-mirror to connect to the source pool (every ~5 s).
+    pub fn waiting_for_daemon(
+        &self,
+        to: &rbd_mirror_core::rbd::Cluster,
+        from: &rbd_mirror_core::rbd::Cluster,
+        waited: std::time::Duration,
+    ) {
+        if self.format == OutputFormat::Text && (self.tty || waited.as_secs() % 5 == 0) {
+            self.line(
+                &format!(
+                    "waiting for rbd-mirror on {} to connect to {} ({} s)",
+                    to.name(),
+                    from.name(),
+                    waited.as_secs()
+                ),
+                true,
+            );
+        }
+    }
+
+    /// The destination's rbd-mirror is connected: replication can start.
+    pub fn daemon_connected(&self, r: &PairReport, waited: std::time::Duration) {
+        self.finish();
+        match self.format {
+            OutputFormat::Json => self.json(serde_json::json!({
+                "event": "daemon_connected",
+                "from": r.from,
+                "to": r.to,
+                "pool": r.pool,
+                "waited_seconds": waited.as_secs_f64(),
+            })),
+            OutputFormat::Text => println!(
+                "rbd-mirror on {} is connected to {}:{} (waited {:.0} s): ready to migrate",
+                r.to,
+                r.from,
+                r.pool,
+                waited.as_secs_f64()
+            ),
         }
     }
 

@@ -895,3 +895,57 @@ async fn snapshot_mode_and_live_runs_hash_the_source_at_verify_only() {
         assert_migrated(&w, DEFAULT);
     }
 }
+
+#[tokio::test]
+async fn a_destination_daemon_not_yet_connected_refuses_snapshot_mode_and_warns_in_journal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::standard(DEFAULT, data());
+    world.sites[0].has_peer = false; // site-b's rbd-mirror has not pinged site-a's pool yet
+    let before = world.clone();
+    let (a, b, w) = pair(world.clone());
+    let e = migrate_volume(
+        &migration(MirrorImageMode::Snapshot),
+        a,
+        b,
+        dir.path(),
+        &opts(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::Preflight(_)), "{e}");
+    assert!(e.to_string().contains("has not connected"), "{e}");
+    assert!(e.to_string().contains("rbd-relay pair"), "{e}");
+    assert_eq!(*w.lock().unwrap(), before, "nothing changed");
+
+    let warnings = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = {
+        let warnings = warnings.clone();
+        move |e: crate::event::Event| {
+            if let crate::event::Event::Warning { message } = e {
+                warnings.lock().unwrap().push(message);
+            }
+        }
+    };
+    let (a, b, w) = pair(world);
+    migrate_volume(
+        &migration(MirrorImageMode::Journal),
+        a,
+        b,
+        dir.path(),
+        &opts(),
+        Arc::new(sink),
+    )
+    .await
+    .unwrap();
+    assert_migrated(&w.lock().unwrap(), DEFAULT);
+    assert!(
+        warnings
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.contains("has not connected")),
+        "{:?}",
+        warnings.lock().unwrap()
+    );
+}

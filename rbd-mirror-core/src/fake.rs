@@ -302,11 +302,14 @@ impl CephOps for Fake {
     }
     fn mirror_peers(&self, _pool: &PoolSpec) -> OpsResult<Vec<MirrorPeer>> {
         self.with("mirror_peers", |w, s| {
+            // the source (site 0) sees the destination's daemon as a tx-only peer once it
+            // has connected; the destination has the rx-only peer made by pairing
             Ok(if w.sites[s].has_peer {
                 vec![MirrorPeer {
                     uuid: "u".into(),
                     site_name: "other".into(),
-                    direction: "rx-only".into(),
+                    direction: if s == 0 { "tx-only" } else { "rx-only" }.into(),
+                    mirror_uuid: if s == 0 { "uuid-b" } else { "" }.into(),
                 }]
             } else {
                 vec![]

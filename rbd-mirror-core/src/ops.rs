@@ -156,6 +156,10 @@ pub struct MirrorPeer {
     pub site_name: String,
     /// `rx-only`, `tx-only` or `rx-tx`.
     pub direction: String,
+    /// The peer pool's mirror uuid: on a sending side it is set once the peer's rbd-mirror
+    /// daemon has connected to this pool (empty before).
+    #[serde(default)]
+    pub mirror_uuid: String,
 }
 
 /// One rbd-mirror daemon from the cluster's service map.

@@ -238,6 +238,7 @@ impl CephOps for RbdCeph {
                     rbd::PeerDirection::RxTx => "rx-tx".to_string(),
                     rbd::PeerDirection::Unknown(v) => format!("unknown ({v})"),
                 },
+                mirror_uuid: p.mirror_uuid,
             })
             .collect())
     }
