@@ -44,6 +44,7 @@ mod error;
 mod layout;
 mod process;
 mod state;
+mod test_cloud;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -61,6 +62,7 @@ pub use layout::{
     DEFAULT_STATE_DIR, ETC_CEPH, MIRRORED_POOLS, PLAIN_POOLS, POOL_CINDER, POOL_GLANCE,
     POOL_IMAGES, POOL_VOLUMES, RBD_MIRROR_ID, SITE_A, SITE_B, STATE_DIR_ENV,
 };
+pub use test_cloud::{test_cloud, TestCloud};
 
 use cluster::Assessment;
 use layout::{Layout, SITES};
