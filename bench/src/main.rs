@@ -310,7 +310,7 @@ async fn bench_mode(
     ))?;
     sh(&format!("rbd --cluster {b} rm --no-progress cinder/{rb}"))?;
     let t = Instant::now();
-    while sh(&format!("rbd --cluster {b} info volumes/{rb}")).is_ok()
+    while sh(&format!("rbd --cluster {b} info volumes/{rb} 2>/dev/null")).is_ok()
         && t.elapsed() < Duration::from_secs(60)
     {
         std::thread::sleep(Duration::from_millis(500));
