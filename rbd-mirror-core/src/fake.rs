@@ -417,6 +417,7 @@ impl CephOps for Fake {
                         id: "peer".into(),
                         position: if done { p } else { None },
                         syncing: Some(!done),
+                        replica_image_id: None,
                     }]
                 } else {
                     vec![]

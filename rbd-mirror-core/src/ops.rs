@@ -191,6 +191,11 @@ pub struct JournalPeer {
     pub position: Option<JournalPosition>,
     /// Whether the peer is still in its initial image sync (`None` when unknown).
     pub syncing: Option<bool>,
+    /// Id of the replica image the peer syncs into, from its client data (`None` when
+    /// unknown): a replica with another id was recreated and is not the one this position
+    /// describes.
+    #[serde(default)]
+    pub replica_image_id: Option<String>,
 }
 
 /// A position in a journal.

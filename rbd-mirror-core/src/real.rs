@@ -331,6 +331,14 @@ impl CephOps for RbdCeph {
                 .map(|c| JournalPeer {
                     id: c.id.clone(),
                     position: pos(c),
+                    replica_image_id: match &c.meta {
+                        rbd::JournalClientMeta::MirrorPeer { image_id, .. }
+                            if !image_id.is_empty() =>
+                        {
+                            Some(image_id.clone())
+                        }
+                        _ => None,
+                    },
                     syncing: match &c.meta {
                         rbd::JournalClientMeta::MirrorPeer {
                             state, sync_points, ..
