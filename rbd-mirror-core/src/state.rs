@@ -181,6 +181,19 @@ impl StateFile {
     }
 }
 
+/// The recorded state of migration `id` for `rbd-relay resume`: like [`recorded`], but an
+/// aborted migration is refused (resuming it would silently start a fresh plan).
+pub fn resumable(dir: &Path, id: &str) -> Result<RunState> {
+    let s = recorded(dir, id)?;
+    if s.aborted {
+        return Err(Error::Unsafe(format!(
+            "migration {id} was aborted, so there is nothing to resume; to migrate {} again, run `rbd-relay migrate volume ...` (it starts a fresh plan)",
+            s.plan.migration.image
+        )));
+    }
+    Ok(s)
+}
+
 /// Read a state file without locking (for `list`/`status`).
 pub fn load(path: &Path) -> Result<Option<RunState>> {
     match fs::read(path) {
