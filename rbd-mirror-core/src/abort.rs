@@ -200,8 +200,10 @@ pub async fn abort(
             src.name().to_string(),
             image.to_string(),
             move || {
+                // `disabling` too: a run killed in the middle of disabling left it so, and
+                // disabling again completes it (as the executor's own step does)
                 let mi = s.mirror_image(&i)?;
-                if mi.state == MirrorImageState::Enabled {
+                if mi.state != MirrorImageState::Disabled {
                     s.disable_mirroring(&i, false)?;
                     return Ok(true);
                 }
