@@ -282,7 +282,10 @@ pub async fn migrate(
             if &s.plan.migration != m {
                 return Err(Error::State {
                     path: file.path().to_path_buf(),
-                    reason: "a migration with this id but other options is recorded; re-run it with the options it was started with (see `rbd-relay list` and the state file), or choose another --name".into(),
+                    reason: format!(
+                        "a migration with this id but other options is recorded; continue it as recorded (`rbd-relay resume {id}`), undo it to start over with these options (`rbd-relay abort {id}`; once finished: `rbd-relay cleanup {id} --forget`), or choose another --name",
+                        id = s.plan.id
+                    ),
                 });
             }
             if !s.finished() {
