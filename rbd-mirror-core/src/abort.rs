@@ -21,6 +21,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -56,11 +57,13 @@ pub struct AbortReport {
 struct Undo<'a> {
     events: &'a dyn EventSink,
     index: usize,
+    started: Instant,
     undone: Vec<String>,
 }
 
 impl Undo<'_> {
     fn start(&mut self, step: &str, description: String) {
+        self.started = Instant::now();
         self.events.emit(Event::StepStarted {
             index: self.index,
             step: step.into(),
@@ -74,7 +77,7 @@ impl Undo<'_> {
                 self.events.emit(Event::StepDone {
                     index: self.index,
                     step: step.into(),
-                    seconds: 0.0,
+                    seconds: self.started.elapsed().as_secs_f64(),
                 });
                 self.undone.push(what);
             }
@@ -145,6 +148,7 @@ pub async fn abort(
     let mut undo = Undo {
         events: events.as_ref(),
         index: 0,
+        started: Instant::now(),
         undone: Vec::new(),
     };
 
