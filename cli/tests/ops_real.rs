@@ -4,7 +4,8 @@
 //! killed (SIGKILL) mid-wait is aborted (the source exactly as before, no replica, no copy,
 //! no mirror snapshot, state `aborted`, a second abort a no-op) or resumed by id; a verified
 //! copy is cleaned up without the cloud steps; a batch with one missing image migrates the
-//! others and exits 3; bad input exits non-zero and changes nothing.
+//! others and exits 3; bad input exits non-zero and changes nothing. With the clouds: `resume
+//! ID` of an adopting plan adopts in the plan's cloud, and abort then refuses.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
@@ -98,10 +99,14 @@ fn wait_gone(site: &str, image: &str) {
     }
 }
 
-/// An image with 40 MiB of non-repeating data (the sync takes a moment).
+/// An image in `volumes` with 40 MiB of non-repeating data (the sync takes a moment).
 fn make_image(site: &str, prefix: &str) -> (String, String) {
+    make_image_in(site, "volumes", prefix)
+}
+
+fn make_image_in(site: &str, pool: &str, prefix: &str) -> (String, String) {
     let image = testenv::unique_name(prefix);
-    let spec = format!("volumes/{image}");
+    let spec = format!("{pool}/{image}");
     let data = tempfile::NamedTempFile::new().unwrap();
     let bytes: Vec<u8> = (0..(40u32 << 20) + 333)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
@@ -119,9 +124,15 @@ fn make_image(site: &str, prefix: &str) -> (String, String) {
 }
 
 fn relay(args: &[&str], state: &str) -> Output {
+    relay_env(args, state, &[])
+}
+
+fn relay_env(args: &[&str], state: &str, env: &[(&str, &str)]) -> Output {
     Command::new(BIN)
         .args(args)
         .args(["--state-dir", state])
+        .envs(env.iter().copied())
+        .env_remove("OS_CLOUD")
         .stdin(Stdio::null())
         .output()
         .unwrap()
@@ -139,9 +150,20 @@ fn text(o: &Output) -> String {
 /// Run a migration with JSON output and SIGKILL it when `kill` says so. Returns whether it
 /// was killed.
 fn run_and_kill(args: &[String], state: &str, kill: impl Fn(&Value) -> bool) -> bool {
+    run_and_kill_env(args, state, &[], kill)
+}
+
+fn run_and_kill_env(
+    args: &[String],
+    state: &str,
+    env: &[(&str, &str)],
+    kill: impl Fn(&Value) -> bool,
+) -> bool {
     let mut child = Command::new(BIN)
         .args(args)
         .args(["--output", "json", "--state-dir", state])
+        .envs(env.iter().copied())
+        .env_remove("OS_CLOUD")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -199,7 +221,23 @@ fn abort_after_kill_mid_wait(mode: &str) {
     let state = tempfile::tempdir().unwrap();
     let s = state.path().to_str().unwrap().to_string();
     let args = migrate_args(&a, &b, &spec, mode);
-    assert!(run_and_kill(&args, &s, mid_wait), "killed mid-wait");
+    // while the run is at work, abort is refused by the lock (and changes nothing)
+    assert!(
+        run_and_kill(&args, &s, |v| {
+            if !mid_wait(v) {
+                return false;
+            }
+            let out = relay(&["abort", &the_id(&s)], &s);
+            assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("already working"),
+                "{}",
+                text(&out)
+            );
+            true
+        }),
+        "killed mid-wait"
+    );
     let id = the_id(&s);
     assert!(!mirroring_off(&a, &spec), "mirroring was on when killed");
 
@@ -551,5 +589,95 @@ fn bad_input_exits_non_zero_and_changes_nothing() {
         0,
         "no state written"
     );
+    rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
+}
+
+/// `resume ID` of a plan that adopts the copy connects to the destination cloud named in the
+/// plan (no --os-cloud given); once adopted, abort refuses: the cloud owns the copy.
+#[test]
+fn resume_by_id_adopts_in_the_plans_cloud_then_abort_refuses() {
+    let env = testenv::shared_with_openstack().expect("testenv with OpenStack");
+    let os = env.openstack().expect("OpenStack clouds").clone();
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let clouds_yaml = os.clouds_yaml.to_str().unwrap().to_string();
+    let cloud_env = [("OS_CLIENT_CONFIG_FILE", clouds_yaml.as_str())];
+    let dst_admin = os.destination.admin_cloud.clone();
+    let dst_pool = os.destination.volume_pool.clone();
+    let (image, spec) = make_image_in(&a, &os.source.volume_pool, "resume-adopt");
+    let original = info(&a, &spec)["features"].clone();
+    let want = sha(&a, &spec);
+    let state = tempfile::tempdir().unwrap();
+    let s = state.path().to_str().unwrap().to_string();
+    let vol_name = format!("vol-{image}");
+    let args: Vec<String> = [
+        "migrate",
+        "volume",
+        "--from",
+        &a,
+        "--to",
+        &b,
+        &spec,
+        "--into",
+        &dst_pool,
+        "--adopt",
+        "--os-cloud",
+        &dst_admin,
+        "--name",
+        &vol_name,
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    assert!(
+        run_and_kill_env(&args, &s, &cloud_env, mid_wait),
+        "killed mid-wait"
+    );
+    let id = the_id(&s);
+
+    let out = relay_env(&["resume", &id, "--output", "json"], &s, &cloud_env);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["summary"]["sha256"], want, "{last}");
+    let vol = &last["summary"]["volume"];
+    assert_eq!(vol["status"], "available", "{last}");
+    let vol_id = vol["id"].as_str().unwrap().to_string();
+    let renamed = format!("{dst_pool}/volume-{vol_id}");
+    assert_eq!(sha(&b, &renamed), want);
+    assert_eq!(info(&a, &spec)["features"], original);
+    assert!(mirroring_off(&a, &spec));
+
+    let out = relay_env(&["abort", &id], &s, &cloud_env);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("owns it now"),
+        "{}",
+        text(&out)
+    );
+    assert!(exists(&b, &renamed), "the adopted copy is kept");
+
+    // clean up: Cinder forgets the volume, then the RBD image and the source go
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let sources = openstack_client::ConfigSources {
+            clouds_files: vec![os.clouds_yaml.clone()],
+            ..Default::default()
+        };
+        let cfg = openstack_client::CloudConfig::from_sources(&sources, Some(&dst_admin)).unwrap();
+        let client = openstack_client::OpenStackClient::connect(
+            cfg,
+            openstack_client::ClientOptions::default(),
+        )
+        .await
+        .unwrap();
+        cinder_manage::Cinder::new(client, cinder_manage::Side::Destination)
+            .unmanage(&vol_id)
+            .await
+            .unwrap();
+    });
+    rbd(&["--cluster", &b, "rm", "--no-progress", &renamed]);
     rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
 }
