@@ -129,7 +129,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         .state_dir
         .clone()
         .unwrap_or_else(rbd_mirror_core::state::StateFile::default_dir);
-    let reporter = Arc::new(Reporter::new(cli.output, cli.quiet));
+    let logs = cli.verbose > 0 || std::env::var_os("RUST_LOG").is_some();
+    let reporter = Arc::new(Reporter::new(cli.output, cli.quiet).with_bars(!logs));
     match cli.command {
         Command::Migrate(migrate_cmd) => match *migrate_cmd {
             MigrateCommand::Volume(args) => migrate_volume(args, &state_dir, reporter).await,

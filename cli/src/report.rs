@@ -105,6 +105,15 @@ impl Reporter {
         }
     }
 
+    /// No progress bars (plain lines instead) unless `bars`: log output (`-v`, `RUST_LOG`)
+    /// writes straight to stderr and would tear the bars apart.
+    pub fn with_bars(mut self, bars: bool) -> Self {
+        if !bars {
+            self.bars = None;
+        }
+        self
+    }
+
     fn json(&self, v: serde_json::Value) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{v}");
