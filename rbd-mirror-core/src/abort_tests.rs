@@ -146,8 +146,10 @@ async fn abort_mid_wait_undoes_everything_and_a_rerun_is_a_no_op() {
 async fn abort_removes_an_unverified_copy_this_run_made() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    // snapshot mode: verify digests both images then (journal mode may have hashed the
+    // source during the wait already, and the injected failure would hit that instead)
     w.lock().unwrap().fail_once = Some("digest".into());
-    let m = migration("vol1", MirrorImageMode::Journal);
+    let m = migration("vol1", MirrorImageMode::Snapshot);
     migrate_volume(
         &m,
         a.clone(),
