@@ -5,6 +5,11 @@
 
 mod args;
 mod cloud;
+mod exit;
+mod gen;
+mod operations;
+mod ops_args;
+mod progress;
 mod report;
 
 use std::process::ExitCode;
@@ -27,7 +32,7 @@ use cloud::OpenStackCloud;
 use report::Reporter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse(); // bad usage: clap prints it and exits with 2 (exit::USAGE)
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (_, 0) => "warn",
@@ -61,12 +66,12 @@ fn main() -> ExitCode {
                 );
             }
             eprintln!("rbd-relay: error: {e:#}");
-            ExitCode::from(1)
+            exit::of_error(&e)
         }
     }
 }
 
-async fn connect(spec: ClusterSpec) -> Result<Arc<dyn CephOps>> {
+pub(crate) async fn connect(spec: ClusterSpec) -> Result<Arc<dyn CephOps>> {
     let name = spec.name.clone();
     let ops = tokio::task::spawn_blocking(move || RbdCeph::connect(&spec))
         .await?
@@ -124,7 +129,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         .state_dir
         .clone()
         .unwrap_or_else(rbd_mirror_core::state::StateFile::default_dir);
-    let reporter = Arc::new(Reporter::new(cli.output, cli.quiet));
+    let logs = cli.verbose > 0 || std::env::var_os("RUST_LOG").is_some();
+    let reporter = Arc::new(Reporter::new(cli.output, cli.quiet).with_bars(!logs));
     match cli.command {
         Command::Migrate(migrate_cmd) => match *migrate_cmd {
             MigrateCommand::Volume(args) => migrate_volume(args, &state_dir, reporter).await,
@@ -201,6 +207,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => status(args, reporter).await,
+        Command::Resume(args) => operations::resume(args, &state_dir, reporter).await,
+        Command::Abort(args) => operations::abort_cmd(args, &state_dir, reporter).await,
+        Command::Cleanup(args) => operations::cleanup_cmd(args, &state_dir, reporter).await,
+        Command::Completions(args) => {
+            gen::completions(args.shell, &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man(args) => {
+            match &args.out {
+                Some(dir) => {
+                    for p in gen::man_pages(dir)? {
+                        println!("{}", p.display());
+                    }
+                }
+                None => gen::man(&mut std::io::stdout())?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::List => {
             let (all, unreadable) = state::list_all(&state_dir)?;
             for (path, why) in &unreadable {
@@ -217,18 +241,24 @@ async fn migrate_volume(
     state_dir: &std::path::Path,
     reporter: Arc<Reporter>,
 ) -> Result<ExitCode> {
+    let images = ops_args::image_list(&args).map_err(exit::usage)?;
+    let [image] = images.as_slice() else {
+        return operations::batch(&args, images, state_dir, reporter).await;
+    };
     let source = match &args.source_cloud {
         Some(name) => {
             let c = OpenStackCloud::connect(name, Side::Source).await?;
             let v = c
-                .source_volume(&args.image)
+                .source_volume(image)
                 .await
                 .map_err(|e| anyhow!("source cloud {name}: {e}"))?;
             Some(v)
         }
         None => None,
     };
-    let m = args.to_migration(source.as_ref())?;
+    let m = args
+        .to_migration(image, source.as_ref())
+        .map_err(exit::usage)?;
     let clouds = Clouds {
         destination: match &m.adopt {
             Some(a) => Some(
