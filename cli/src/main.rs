@@ -3,6 +3,22 @@
 //! The binary is thin: parse flags ([`args`]), validate them into library types, build the
 //! plan, run it, report ([`report`]). All logic lives in `rbd-mirror-core`.
 
+/// `print!` for stdout that never panics: std's `print!` panics ("failed printing to
+/// stdout: Broken pipe", exit code 101) when the reader went away, as in
+/// `rbd-relay list | head -1`. Write errors are dropped, like those of the JSON lines.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = $crate::write_stdout(format!($($arg)*).as_bytes());
+    }};
+}
+
+/// `println!` for stdout that never panics; see [`out!`].
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        let _ = $crate::write_stdout(format!("{}\n", format_args!($($arg)*)).as_bytes());
+    }};
+}
+
 mod args;
 mod cloud;
 mod exit;
@@ -30,6 +46,17 @@ use rbd_mirror_core::state;
 use args::{AdoptCommand, Cli, Command, MigrateCommand, OutputFormat, RegisterCommand};
 use cloud::OpenStackCloud;
 use report::Reporter;
+
+/// Write `bytes` to stdout. A reader that went away (`| head`) is not an error: there is
+/// nobody left to tell. Other errors (a full disk behind `>`) are returned.
+fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // bad usage: clap prints it and exits with 2 (exit::USAGE)
@@ -60,7 +87,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"result": "error", "error": format!("{e:#}")})
                 );
@@ -211,17 +238,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Abort(args) => operations::abort_cmd(args, &state_dir, reporter).await,
         Command::Cleanup(args) => operations::cleanup_cmd(args, &state_dir, reporter).await,
         Command::Completions(args) => {
-            gen::completions(args.shell, &mut std::io::stdout());
+            // generated into memory first: clap_complete panics on a write error
+            let mut text = Vec::new();
+            gen::completions(args.shell, &mut text);
+            write_stdout(&text).context("writing the completions")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Man(args) => {
             match &args.out {
                 Some(dir) => {
                     for p in gen::man_pages(dir)? {
-                        println!("{}", p.display());
+                        outln!("{}", p.display());
                     }
                 }
-                None => gen::man(&mut std::io::stdout())?,
+                None => {
+                    let mut page = Vec::new();
+                    gen::man(&mut page)?;
+                    write_stdout(&page).context("writing the man page")?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

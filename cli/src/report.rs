@@ -163,14 +163,14 @@ impl Reporter {
                 "next_step": recorded.map(|r| r.next_step),
             })),
             OutputFormat::Text => {
-                print!("{}", plan.render());
+                out!("{}", plan.render());
                 match recorded {
-                    Some(r) if r.finished() => println!("(recorded run: finished)"),
-                    Some(r) => println!(
+                    Some(r) if r.finished() => outln!("(recorded run: finished)"),
+                    Some(r) => outln!(
                         "(recorded run: stopped before step {}; re-run without --dry-run to resume)",
                         r.next_step + 1
                     ),
-                    None => println!("(dry run: nothing was changed)"),
+                    None => outln!("(dry run: nothing was changed)"),
                 }
             }
         }
@@ -181,17 +181,17 @@ impl Reporter {
             OutputFormat::Json => self.json(serde_json::json!({"result": "ok", "summary": s})),
             OutputFormat::Text => {
                 if s.already_done {
-                    println!("migration {} was already finished; nothing to do", s.id);
+                    outln!("migration {} was already finished; nothing to do", s.id);
                 }
-                println!(
+                outln!(
                     "migrated {} -> {} ({})",
                     s.source,
                     s.copy,
                     human_bytes(s.bytes as f64)
                 );
-                println!("verified: sha256 {}", s.sha256);
+                outln!("verified: sha256 {}", s.sha256);
                 if let Some(v) = &s.volume {
-                    println!(
+                    outln!(
                         "adopted as Cinder volume {} ({}{} GiB, {}), backed by RBD image {}",
                         v.id,
                         v.name
@@ -204,7 +204,7 @@ impl Reporter {
                     );
                 }
                 if let Some(i) = &s.image {
-                    println!(
+                    outln!(
                         "registered as Glance image {} ({}min_disk {} GiB, {})",
                         i.id,
                         i.name
@@ -221,14 +221,14 @@ impl Reporter {
                     .iter()
                     .map(|(k, t)| format!("{k} {t:.1}s"))
                     .collect();
-                println!("time: {total:.1}s ({})", steps.join(", "));
+                outln!("time: {total:.1}s ({})", steps.join(", "));
                 if !s.lost_features.is_empty() {
-                    println!(
+                    outln!(
                         "note: {} could not be restored on the source",
                         s.lost_features
                     );
                 }
-                println!("the source image was left in place; delete it yourself once the destination is in use");
+                outln!("the source image was left in place; delete it yourself once the destination is in use");
             }
         }
     }
@@ -238,7 +238,7 @@ impl Reporter {
             OutputFormat::Json => {
                 self.json(serde_json::json!({"result": "ok", "cloud": cloud, "volume": v}))
             }
-            OutputFormat::Text => println!(
+            OutputFormat::Text => outln!(
                 "adopted in cloud {cloud} as Cinder volume {} ({}{} GiB, {}), backed by RBD image {pool}/{}",
                 v.id,
                 v.name
@@ -261,9 +261,9 @@ impl Reporter {
             OutputFormat::Text => {
                 let all: Vec<&String> = d.upload.iter().chain(d.then.iter()).collect();
                 for (i, line) in all.iter().enumerate() {
-                    println!("{:>2}. {line}", i + 1);
+                    outln!("{:>2}. {line}", i + 1);
                 }
-                println!("(dry run: nothing was changed; the Ceph steps are planned exactly once the image exists)");
+                outln!("(dry run: nothing was changed; the Ceph steps are planned exactly once the image exists)");
             }
         }
     }
@@ -273,7 +273,7 @@ impl Reporter {
             OutputFormat::Json => {
                 self.json(serde_json::json!({"result": "ok", "cloud": cloud, "image": i}))
             }
-            OutputFormat::Text => println!(
+            OutputFormat::Text => outln!(
                 "registered in cloud {cloud} as image {} ({}min_disk {} GiB, {})",
                 i.id,
                 i.name
@@ -291,11 +291,13 @@ impl Reporter {
             OutputFormat::Json => self.json(serde_json::json!({"result": "ok", "deleted": r})),
             OutputFormat::Text => {
                 if r.already_deleted {
-                    println!("{} was already deleted; nothing to do", r.source);
+                    outln!("{} was already deleted; nothing to do", r.source);
                 } else {
-                    println!(
+                    outln!(
                         "deleted {} after re-verifying {} (sha256 {})",
-                        r.source, r.copy, r.sha256
+                        r.source,
+                        r.copy,
+                        r.sha256
                     );
                 }
             }
@@ -312,17 +314,20 @@ impl Reporter {
                     .map(|p| format!("peer {} ({}, {})", p.site_name, p.direction, p.uuid))
                     .unwrap_or_else(|| "no peer found afterwards".into());
                 if r.already_paired {
-                    println!(
+                    outln!(
                         "{}:{} is already paired with {}:{} ({peer}); nothing to do",
-                        r.to, r.pool, r.from, r.pool
+                        r.to,
+                        r.pool,
+                        r.from,
+                        r.pool
                     );
                     return;
                 }
-                println!("paired {}:{} -> {}:{}", r.from, r.pool, r.to, r.pool);
+                outln!("paired {}:{} -> {}:{}", r.from, r.pool, r.to, r.pool);
                 for a in &r.actions {
-                    println!("  - {}", a.describe(&r.from, &r.to, &r.pool));
+                    outln!("  - {}", a.describe(&r.from, &r.to, &r.pool));
                 }
-                println!("  {}:{} now has {peer}", r.to, r.pool);
+                outln!("  {}:{} now has {peer}", r.to, r.pool);
             }
         }
     }
@@ -358,7 +363,7 @@ impl Reporter {
                 "pool": r.pool,
                 "waited_seconds": waited.as_secs_f64(),
             })),
-            OutputFormat::Text => println!(
+            OutputFormat::Text => outln!(
                 "rbd-mirror on {} is connected to {}:{} (waited {:.0} s): ready to migrate",
                 r.to,
                 r.from,
@@ -437,11 +442,11 @@ impl Reporter {
             }
             OutputFormat::Text => {
                 if all.is_empty() {
-                    println!("no recorded migrations");
+                    outln!("no recorded migrations");
                 }
                 for (_, s) in all {
                     let m = &s.plan.migration;
-                    println!(
+                    outln!(
                         "{}  {}:{} -> {}:{}  step {}/{}  {}",
                         s.plan.id,
                         m.source.name,
@@ -533,17 +538,17 @@ impl Reporter {
             OutputFormat::Json => self.json(serde_json::json!({"result": "ok", "aborted": r})),
             OutputFormat::Text => {
                 if r.undone.is_empty() {
-                    println!("migration {} is aborted; nothing was left to undo", r.id);
+                    outln!("migration {} is aborted; nothing was left to undo", r.id);
                 } else {
-                    println!("aborted migration {}:", r.id);
+                    outln!("aborted migration {}:", r.id);
                     for u in &r.undone {
-                        println!("  - {u}");
+                        outln!("  - {u}");
                     }
                 }
                 for n in &r.notes {
-                    println!("note: {n}");
+                    outln!("note: {n}");
                 }
-                println!(
+                outln!(
                     "{} is as it was before the migration (its data was never touched); a new `rbd-relay migrate` starts afresh",
                     r.source
                 );
@@ -556,12 +561,12 @@ impl Reporter {
             OutputFormat::Json => self.json(serde_json::json!({"result": "ok", "cleanup": r})),
             OutputFormat::Text => {
                 if r.already_done {
-                    println!(
+                    outln!(
                         "the source side of migration {} was already cleaned up; nothing to do",
                         r.id
                     );
                 } else {
-                    println!(
+                    outln!(
                         "cleaned up the source side of migration {} ({}); the verified copy {} is kept",
                         r.id,
                         r.ran.join(", "),
@@ -569,14 +574,14 @@ impl Reporter {
                     );
                 }
                 if !r.remaining.is_empty() {
-                    println!(
+                    outln!(
                         "still to do: {} (rbd-relay resume {}, or by the role that owns them)",
                         r.remaining.join(", "),
                         r.id
                     );
                 }
                 if r.forgotten {
-                    println!("the state record of {} was removed", r.id);
+                    outln!("the state record of {} was removed", r.id);
                 }
             }
         }
@@ -646,11 +651,11 @@ impl Reporter {
                         ]
                     })
                     .collect();
-                print!(
+                out!(
                     "{}",
                     table(["IMAGE", "RESULT", "COPY", "SECONDS", "ERROR"], &rows)
                 );
-                println!(
+                outln!(
                     "{} of {} migrated and verified{}",
                     items.len() - failed,
                     items.len(),
