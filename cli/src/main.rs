@@ -133,10 +133,20 @@ async fn status(args: args::StatusArgs, reporter: Arc<Reporter>) -> Result<ExitC
         let c = cluster.clone();
         let (p, i) = (pool.pool.clone(), image.clone());
         let st = tokio::task::spawn_blocking(move || {
-            rbd_mirror_core::pairing::pool_status(&c, &p, i.as_deref()).map_err(anyhow::Error::from)
+            rbd_mirror_core::pairing::pool_status(&c, &p, i.as_deref()).map_err(Box::new)
         })
-        .await??;
-        reporter.status(&st);
+        .await?;
+        match st.map_err(|e| *e) {
+            Ok(st) => reporter.status(&st),
+            // watching a migration: its image is mirror-enabled only from its first seconds
+            // until its cleanup, so keep watching across both ends
+            Err(rbd_mirror_core::pairing::PairError::NoImage {
+                cluster,
+                pool,
+                image,
+            }) if args.watch => reporter.not_mirrored(&cluster, &pool, &image),
+            Err(e) => return Err(e.into()),
+        }
         if !args.watch || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             return Ok(ExitCode::SUCCESS);
         }

@@ -373,6 +373,23 @@ impl Reporter {
         }
     }
 
+    /// `status --watch` of an image that is not (or no longer) mirror-enabled.
+    pub fn not_mirrored(&self, cluster: &str, pool: &str, image: &str) {
+        match self.format {
+            OutputFormat::Json => self.json(serde_json::json!({
+                "result": "ok",
+                "status": null,
+                "not_mirrored": {"cluster": cluster, "pool": pool, "image": image},
+            })),
+            OutputFormat::Text => self.line(
+                &format!(
+                    "{cluster}:{pool}/{image} is not mirror-enabled (not yet, or no longer); still watching"
+                ),
+                false,
+            ),
+        }
+    }
+
     pub fn status(&self, s: &PoolStatus) {
         match self.format {
             OutputFormat::Json => self.json(serde_json::json!({"result": "ok", "status": s})),

@@ -262,3 +262,31 @@ fn missing_pool_is_refused_naming_it_and_the_fix() {
         "{err}"
     );
 }
+
+#[test]
+fn watching_an_image_that_is_not_mirrored_yet_keeps_watching() {
+    let _env = testenv::shared().expect("testenv");
+    let img = format!("volumes/{}", testenv::unique_name("notyet"));
+    // a migration's image is mirror-enabled only from its first seconds to its cleanup
+    let out = relay(&[
+        "status",
+        &img,
+        "--cluster",
+        "site-b",
+        "--watch",
+        "--watch-seconds",
+        "3",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is not mirror-enabled (not yet, or no longer); still watching"),
+        "{stderr}"
+    );
+    // without --watch it is an error naming the image
+    let out = relay(&["status", &img, "--cluster", "site-b"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not mirror-enabled in pool 'volumes'")
+    );
+}
