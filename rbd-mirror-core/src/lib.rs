@@ -12,6 +12,7 @@
 // rare and never on a hot path, so their size is not worth boxing every variant.
 #![allow(clippy::result_large_err)]
 
+pub mod bundle;
 pub mod cloud;
 pub mod delete;
 pub mod error;
