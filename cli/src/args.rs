@@ -64,6 +64,10 @@ pub enum Command {
     /// Mirroring health of a pool (or one image) on a cluster: mode, peers, rbd-mirror
     /// daemon, image states, progress.
     Status(StatusArgs),
+    /// Write the plan as one shell script per role (Ceph source admin, Ceph destination
+    /// admin, OpenStack tenant admin, cleanup) plus a README, for split roles.
+    #[command(subcommand)]
+    Bundle(Box<crate::bundle::BundleCommand>),
 }
 
 /// Peer direction for `pair`.

@@ -4,6 +4,7 @@
 //! plan, run it, report ([`report`]). All logic lives in `rbd-mirror-core`.
 
 mod args;
+mod bundle;
 mod cloud;
 mod report;
 
@@ -188,6 +189,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => status(args, reporter).await,
+        Command::Bundle(cmd) => bundle::run(*cmd, cli.output, &state_dir, reporter).await,
         Command::List => {
             let (all, unreadable) = state::list_all(&state_dir)?;
             for (path, why) in &unreadable {

@@ -1,0 +1,196 @@
+//! `rbd-relay bundle volume|bootable ... --out DIR`: the plan `migrate` would run, written as
+//! one shell script per role plus a README (see `rbd_mirror_core::bundle`).
+//!
+//! The plan comes from the same read-only preflight as `migrate --dry-run`, so whoever
+//! generates the bundle needs read access to both clusters (any cephx user that may read the
+//! pools; no write cap). The destination cloud is not contacted: the tenant script checks its
+//! own credentials when it runs.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use rbd_mirror_core::bundle::{render, sh_quote, Bundle};
+use rbd_mirror_core::exec::plan;
+use rbd_mirror_core::exec::Clouds;
+use rbd_mirror_core::plan::Plan;
+
+use crate::args::{OutputFormat, VolumeArgs};
+use crate::report::Reporter;
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Scripts for a volume migration: takes the arguments of `migrate volume` (add --adopt
+    /// --os-cloud CLOUD for the tenant admin's Cinder manage script).
+    Volume(BundleVolumeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BundleVolumeArgs {
+    #[command(flatten)]
+    pub volume: VolumeArgs,
+    #[command(flatten)]
+    pub out: OutArgs,
+}
+
+/// Where the bundle goes.
+#[derive(Debug, Args)]
+pub struct OutArgs {
+    /// Directory to write the scripts and README.md into (created; must be empty unless
+    /// --force).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write into a non-empty directory, replacing files of the same names.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The command line that made the bundle, for its README (flags only: rbd-relay takes no
+/// secret on its command line).
+fn command_line() -> String {
+    let mut parts = vec!["rbd-relay".to_string()];
+    for a in std::env::args().skip(1) {
+        if a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@#".contains(c))
+        {
+            parts.push(a);
+        } else {
+            parts.push(sh_quote(&a));
+        }
+    }
+    parts.join(" ")
+}
+
+pub async fn run(
+    cmd: BundleCommand,
+    format: OutputFormat,
+    state_dir: &Path,
+    reporter: Arc<Reporter>,
+) -> Result<ExitCode> {
+    match cmd {
+        BundleCommand::Volume(args) => {
+            let v = &args.volume;
+            if v.dry_run {
+                anyhow::bail!("bundle never changes anything; drop --dry-run");
+            }
+            if v.source_cloud.is_some() {
+                anyhow::bail!(
+                    "bundle takes the source as POOL/IMAGE (the tenant admin can look it up: openstack volume show ID -c os-vol-host-attr:host); --source-cloud is not supported here"
+                );
+            }
+            let m = v.to_migration(None)?;
+            check_out_dir(&args.out)?;
+            // The destination cloud is not contacted here (the tenant script checks its own
+            // credentials): build the plan's Ceph facts without the cloud part.
+            let mut ceph_only = m.clone();
+            ceph_only.adopt = None;
+            let src = crate::connect(m.source.clone()).await?;
+            let dst = crate::connect(m.destination.clone()).await?;
+            let (recorded, state) = plan(
+                &ceph_only,
+                src,
+                dst,
+                &Clouds::default(),
+                state_dir,
+                reporter.clone(),
+            )
+            .await?;
+            if state.is_some() {
+                anyhow::bail!(
+                    "migration {} is recorded in {} (rbd-relay started it); finish it with rbd-relay (re-run the same migrate command) rather than with a bundle",
+                    recorded.id,
+                    state_dir.display()
+                );
+            }
+            let p = Plan::volume(m, recorded.facts);
+            let bundle = render(&p, &command_line())?;
+            write(&args.out, &bundle)?;
+            report(format, &args.out.out, &p, &bundle);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn check_out_dir(out: &OutArgs) -> Result<()> {
+    match std::fs::read_dir(&out.out) {
+        Ok(mut entries) => {
+            if entries.next().is_some() && !out.force {
+                anyhow::bail!(
+                    "{} is not empty; give an empty or new directory, or --force to replace the bundle's files in it",
+                    out.out.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", out.out.display())),
+    }
+}
+
+fn write(out: &OutArgs, bundle: &Bundle) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(&out.out)
+        .with_context(|| format!("cannot create {}", out.out.display()))?;
+    for f in &bundle.files {
+        let path = out.out.join(&f.name);
+        let mode = if f.executable { 0o755 } else { 0o644 };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        file.write_all(f.contents.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        // an existing file keeps its old mode with OpenOptions::mode
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .with_context(|| format!("cannot chmod {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn report(format: OutputFormat, dir: &Path, p: &Plan, bundle: &Bundle) {
+    match format {
+        OutputFormat::Json => {
+            let files: Vec<serde_json::Value> = bundle
+                .files
+                .iter()
+                .map(|f| {
+                    let role = bundle
+                        .scripts
+                        .iter()
+                        .find(|(s, _)| s.file_name() == f.name)
+                        .map(|(s, _)| s.role().to_string());
+                    serde_json::json!({
+                        "name": f.name,
+                        "path": dir.join(&f.name),
+                        "role": role,
+                        "steps": bundle.scripts.iter().find(|(s, _)| s.file_name() == f.name).map(|(_, st)| st.iter().map(|i| i + 1).collect::<Vec<_>>()),
+                    })
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"result": "bundle", "id": p.id, "out": dir, "files": files})
+            );
+        }
+        OutputFormat::Text => {
+            println!("bundle of migration {} written to {}:", p.id, dir.display());
+            for (n, (s, _)) in bundle.scripts.iter().enumerate() {
+                println!("  {}. {:<34} run by the {}", n + 1, s.file_name(), s.role());
+            }
+            println!("  README.md: who runs what, in which order, and what each hands to the next");
+            if let Some((first, _)) = bundle.scripts.first() {
+                println!(
+                    "first: the {} runs sh ./{} (each script prints the next role's command line)",
+                    first.role(),
+                    first.file_name()
+                );
+            }
+        }
+    }
+}
