@@ -1,0 +1,377 @@
+//! `rbd-relay bundle volume` against the real Ceph pair and clouds of the test environment:
+//! every generated script is shellcheck-clean, and the bundle, run in order with each role's
+//! own credentials (source script and cleanup with `client.relay-src` on site-a only, the
+//! destination script with `client.relay-dst` on site-b only, the tenant script with the
+//! Keystone admin cloud `site-b-admin`), each script run twice, performs the whole migration
+//! of an image and a volume with hostile names and ends like `migrate`: the Cinder volume is
+//! `available` with the source's content, the source's features are as before, mirroring is
+//! off, no replica and no mirror snapshot is left. A cleanup given a wrong digest stops at
+//! its check with a clear message and changes nothing.
+
+#![allow(clippy::unwrap_used)] // test code: a failed setup step should panic with its message
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rbd-relay");
+
+fn rbd(cluster: &str, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .args(["120", "rbd", "--cluster", cluster])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn image_args<'a>(pool: &'a str, image: &'a str) -> [&'a str; 4] {
+    ["--pool", pool, "--image", image]
+}
+
+fn info(cluster: &str, pool: &str, image: &str) -> Option<Value> {
+    let mut args = vec!["info", "--format", "json"];
+    args.extend(image_args(pool, image));
+    let out = rbd(cluster, &args);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn sha(cluster: &str, pool: &str, image: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("rbd --cluster \"$1\" export --no-progress --pool \"$2\" --image \"$3\" - | sha256sum")
+        .args(["sh", cluster, pool, image])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+/// An RBD image of `len` bytes of known data, with rbd's default features.
+fn image_with_data(cluster: &str, pool: &str, image: &str, len: usize) {
+    let data: Vec<u8> = (0..len)
+        .map(|i| ((i as u32).wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), &data).unwrap();
+    let mut args = vec!["import", "--no-progress", f.path().to_str().unwrap()];
+    args.extend(["--dest-pool", pool, "--dest", image]);
+    let out = rbd(cluster, &args);
+    assert!(out.status.success(), "{out:?}");
+}
+
+fn mirror_snapshots(cluster: &str, pool: &str, image: &str) -> Vec<Value> {
+    let mut args = vec!["snap", "ls", "--all", "--format", "json"];
+    args.extend(image_args(pool, image));
+    let out = rbd(cluster, &args);
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["namespace"]["type"] == "mirror")
+        .cloned()
+        .collect()
+}
+
+/// rbd-mirror removes a replica asynchronously once mirroring of its primary is disabled.
+fn gone_soon(cluster: &str, pool: &str, image: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while info(cluster, pool, image).is_some() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    true
+}
+
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `sh ./SCRIPT ARGS...` in the bundle directory with exactly `env` added to a minimal
+/// environment (no CEPH_ARGS, no OS_* of the caller).
+fn script(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = Command::new("timeout");
+    c.args(["600", "sh", &format!("./{name}")])
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env(
+            "HOME",
+            std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+        )
+        .env("RBD_RELAY_POLL_INTERVAL", "2")
+        .env("RBD_RELAY_WAIT_TIMEOUT", "300");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    let r = Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    eprintln!("--- {name} {args:?}: ok={}\n{}{}", r.ok, r.stdout, r.stderr);
+    r
+}
+
+/// The arguments of the `sh ./NEXT ARGS` line a script printed for the next role.
+fn next_line(r: &Run, next: &str) -> Vec<String> {
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("sh ./{next} ")))
+        .unwrap_or_else(|| panic!("no 'sh ./{next}' line in:\n{}", r.stdout));
+    line.split_whitespace().skip(2).map(String::from).collect()
+}
+
+fn shellcheck(path: &Path) {
+    let out = Command::new("shellcheck")
+        .args(["-s", "sh"])
+        .arg(path)
+        .output()
+        .expect(
+            "shellcheck must be installed (apt-get install shellcheck); this test never skips it",
+        );
+    assert!(
+        out.status.success(),
+        "shellcheck {}:\n{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn openstack(clouds_yaml: &Path, cloud: &str, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .args(["120", "openstack", "--os-cloud", cloud])
+        .args(args)
+        .env("OS_CLIENT_CONFIG_FILE", clouds_yaml)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn volume_bundle_run_by_split_roles_ends_like_migrate() {
+    let env = testenv::shared_with_openstack().expect("test environment with OpenStack");
+    let _logs = env.log_guard();
+    let users = env.role_users().expect("per-role cephx users");
+    let os = env.openstack().expect("OpenStack clouds").clone();
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let (pool, into) = (
+        os.source.volume_pool.clone(),
+        os.destination.volume_pool.clone(),
+    );
+    assert_eq!(users.tenant_admin_cloud, os.destination.admin_cloud);
+
+    // hostile names, as far as RBD (no whitespace, '/', '@', leading '.') and Cinder accept
+    let image = format!(
+        "{}-$(touch${{IFS}}pwned)-'q'`touch${{IFS}}pwned`;*&|<>\"",
+        testenv::unique_name("bdl")
+    );
+    let volume = format!(
+        "vol 'x' $(touch pwned) `touch pwned`; * \"q\" {}",
+        testenv::unique_name("v")
+    );
+    image_with_data(&a, &pool, &image, 6 << 20);
+    let before = info(&a, &pool, &image).unwrap();
+    let source_sha = sha(&a, &pool, &image);
+
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir: PathBuf = dir.path().join("bundle");
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["bundle", "volume", "--from", &a, "--to", &b])
+        .arg(format!("{pool}/{image}"))
+        .args([
+            "--into",
+            &into,
+            "--adopt",
+            "--os-cloud",
+            &os.destination.admin_cloud,
+        ])
+        .args(["--name", &volume, "--out"])
+        .arg(&out_dir)
+        .args(["--output", "json", "--state-dir"])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = result["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "1-source-ceph-admin.sh",
+            "2-destination-ceph-admin.sh",
+            "3-tenant-admin.sh",
+            "4-source-ceph-admin-cleanup.sh",
+            "README.md"
+        ]
+    );
+    // a second bundle into the same directory is refused without --force
+    let again = Command::new(BIN)
+        .args(["bundle", "volume", "--from", &a, "--to", &b])
+        .arg(format!("{pool}/{image}"))
+        .args(["--into", &into, "--out"])
+        .arg(&out_dir)
+        .args(["--state-dir"])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is not empty"),
+        "{again:?}"
+    );
+
+    for n in &names[..4] {
+        let path = out_dir.join(n);
+        shellcheck(&path);
+        let text = std::fs::read_to_string(&path).unwrap();
+        for secret in ["key =", "AQ", "password"] {
+            assert!(!text.contains(secret), "{n} contains {secret}");
+        }
+    }
+
+    let src_env = [("SRC_ID", users.source_admin.id.as_str())];
+    let dst_env = [("DST_ID", users.destination_admin.id.as_str())];
+    let clouds = os.clouds_yaml.display().to_string();
+    let tenant_env = [
+        ("OS_CLOUD", os.destination.admin_cloud.as_str()),
+        ("OS_CLIENT_CONFIG_FILE", clouds.as_str()),
+    ];
+
+    // 1. Ceph source admin, twice
+    let mut handoff = Vec::new();
+    for _ in 0..2 {
+        let r = script(&out_dir, names[0], &[], &src_env);
+        assert!(r.ok, "source script failed");
+        handoff = next_line(&r, names[1]);
+    }
+    assert_eq!(handoff, [source_sha.clone()]);
+    let during = info(&a, &pool, &image).unwrap();
+    assert_eq!(during["mirroring"]["state"], "enabled");
+
+    // 2. Ceph destination admin, twice
+    let args: Vec<&str> = handoff.iter().map(String::as_str).collect();
+    let mut to_tenant = Vec::new();
+    for _ in 0..2 {
+        let r = script(&out_dir, names[1], &args, &dst_env);
+        assert!(r.ok, "destination script failed");
+        to_tenant = next_line(&r, names[2]);
+    }
+    assert_eq!(to_tenant, [source_sha.clone()]);
+    assert_eq!(sha(&b, &into, &image), source_sha);
+
+    // a precondition failure: the cleanup with a wrong digest stops at its check, changes
+    // nothing (mirroring stays on, the replica stays)
+    let wrong = "0".repeat(64);
+    let r = script(&out_dir, names[3], &[&wrong], &src_env);
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("STOPPED: the digest given") && r.stderr.contains("Nothing was changed"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stdout.contains("step 8"),
+        "went past its check: {}",
+        r.stdout
+    );
+    assert_eq!(
+        info(&a, &pool, &image).unwrap()["mirroring"]["state"],
+        "enabled"
+    );
+    assert!(info(&b, &pool, &image).is_some(), "replica kept");
+    // and a malformed one is refused before anything is read
+    let r = script(&out_dir, names[1], &["not-a-digest"], &dst_env);
+    assert!(
+        !r.ok && r.stderr.contains("is not a sha256 digest"),
+        "{}",
+        r.stderr
+    );
+
+    // 3. OpenStack tenant admin, twice
+    let mut volume_ids = Vec::new();
+    let mut to_cleanup = Vec::new();
+    for _ in 0..2 {
+        let r = script(&out_dir, names[2], &[&to_tenant[0]], &tenant_env);
+        assert!(r.ok, "tenant script failed");
+        to_cleanup = next_line(&r, names[3]);
+        let id = r
+            .stdout
+            .lines()
+            .filter(|l| l.contains(" is available"))
+            .find_map(|l| l.split_whitespace().skip_while(|w| *w != "volume").nth(1))
+            .unwrap()
+            .to_string();
+        volume_ids.push(id);
+    }
+    assert_eq!(volume_ids[0], volume_ids[1], "the re-run adopted again");
+    let vid = volume_ids[0].clone();
+
+    // 4. Ceph source admin's cleanup, twice
+    for _ in 0..2 {
+        let r = script(
+            &out_dir,
+            names[3],
+            &to_cleanup.iter().map(String::as_str).collect::<Vec<_>>(),
+            &src_env,
+        );
+        assert!(r.ok, "cleanup failed");
+    }
+
+    // the end state of `migrate --adopt`
+    let after = info(&a, &pool, &image).unwrap();
+    assert_eq!(
+        after["features"], before["features"],
+        "source features restored"
+    );
+    assert!(
+        after
+            .get("mirroring")
+            .is_none_or(|m| m["state"] == "disabled"),
+        "mirroring off: {after}"
+    );
+    assert!(mirror_snapshots(&a, &pool, &image).is_empty());
+    assert!(gone_soon(&b, &pool, &image), "the replica is removed");
+    let v = openstack(
+        &os.clouds_yaml,
+        &os.destination.admin_cloud,
+        &["volume", "show", "-f", "json", &vid],
+    );
+    assert!(v.status.success(), "{v:?}");
+    let v: Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(v["status"], "available");
+    assert_eq!(v["name"], volume.as_str());
+    assert_eq!(sha(&b, &into, &format!("volume-{vid}")), source_sha);
+    assert!(info(&b, &into, &image).is_none(), "Cinder renamed the copy");
+    assert!(
+        !out_dir.join("pwned").exists(),
+        "a name was executed by a script"
+    );
+
+    // leave nothing behind
+    let d = openstack(
+        &os.clouds_yaml,
+        &os.destination.admin_cloud,
+        &["volume", "delete", &vid],
+    );
+    assert!(d.status.success(), "{d:?}");
+    let mut rm = vec!["rm", "--no-progress"];
+    rm.extend(image_args(&pool, &image));
+    assert!(rbd(&a, &rm).status.success());
+}
