@@ -261,7 +261,7 @@ fn volume_bundle_run_by_split_roles_ends_like_migrate() {
         assert!(r.ok, "source script failed");
         handoff = next_line(&r, names[1]);
     }
-    assert_eq!(handoff, [source_sha.clone()]);
+    assert_eq!(handoff, std::slice::from_ref(&source_sha));
     let during = info(&a, &pool, &image).unwrap();
     assert_eq!(during["mirroring"]["state"], "enabled");
 
@@ -273,7 +273,7 @@ fn volume_bundle_run_by_split_roles_ends_like_migrate() {
         assert!(r.ok, "destination script failed");
         to_tenant = next_line(&r, names[2]);
     }
-    assert_eq!(to_tenant, [source_sha.clone()]);
+    assert_eq!(to_tenant, std::slice::from_ref(&source_sha));
     assert_eq!(sha(&b, &into, &image), source_sha);
 
     // a precondition failure: the cleanup with a wrong digest stops at its check, changes
