@@ -160,6 +160,15 @@ fn openstack(clouds_yaml: &Path, cloud: &str, args: &[&str]) -> Output {
 
 #[test]
 fn volume_bundle_run_by_split_roles_ends_like_migrate() {
+    volume_bundle("journal");
+}
+
+#[test]
+fn snapshot_mode_volume_bundle_run_by_split_roles_ends_like_migrate() {
+    volume_bundle("snapshot");
+}
+
+fn volume_bundle(mode: &str) {
     let env = testenv::shared_with_openstack().expect("test environment with OpenStack");
     let _logs = env.log_guard();
     let users = env.role_users().expect("per-role cephx users");
@@ -197,7 +206,7 @@ fn volume_bundle_run_by_split_roles_ends_like_migrate() {
             "--os-cloud",
             &os.destination.admin_cloud,
         ])
-        .args(["--name", &volume, "--out"])
+        .args(["--name", &volume, "--mode", mode, "--out"])
         .arg(&out_dir)
         .args(["--output", "json", "--state-dir"])
         .arg(state.path())
@@ -261,9 +270,22 @@ fn volume_bundle_run_by_split_roles_ends_like_migrate() {
         assert!(r.ok, "source script failed");
         handoff = next_line(&r, names[1]);
     }
-    assert_eq!(handoff, std::slice::from_ref(&source_sha));
+    assert_eq!(handoff[0], source_sha);
+    if mode == "snapshot" {
+        // the id of the source's primary mirror snapshot the replica must complete
+        assert_eq!(handoff.len(), 2, "{handoff:?}");
+        let ids: Vec<String> = mirror_snapshots(&a, &pool, &image)
+            .iter()
+            .filter(|s| s["namespace"]["state"] == "primary")
+            .map(|s| s["id"].to_string())
+            .collect();
+        assert!(ids.contains(&handoff[1]), "{ids:?} {handoff:?}");
+    } else {
+        assert_eq!(handoff.len(), 1, "{handoff:?}");
+    }
     let during = info(&a, &pool, &image).unwrap();
     assert_eq!(during["mirroring"]["state"], "enabled");
+    assert_eq!(during["mirroring"]["mode"], mode);
 
     // 2. Ceph destination admin, twice
     let args: Vec<&str> = handoff.iter().map(String::as_str).collect();

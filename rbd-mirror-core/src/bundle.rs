@@ -1101,6 +1101,19 @@ say "features restored: $NOW"
                 }
             }
         }
+        if !self.steps.is_empty()
+            && !self
+                .steps
+                .iter()
+                .any(|&i| matches!(p.steps[i], Step::RestoreFeatures { .. }))
+        {
+            s.push_str(
+                r#"NOW=$(features_of "$(src_image info)")
+[ "$NOW" = "$RESTORABLE_FEATURES" ] || fail "the source has features '$NOW', expected its original '$RESTORABLE_FEATURES'"
+say "features as before: $NOW"
+"#,
+            );
+        }
         if !lost.is_empty() {
             let _ = writeln!(
                 s,
