@@ -18,7 +18,7 @@ use rbd_mirror_core::exec::plan;
 use rbd_mirror_core::exec::Clouds;
 use rbd_mirror_core::plan::Plan;
 
-use crate::args::{OutputFormat, VolumeArgs};
+use crate::args::{BootableArgs, OutputFormat, VolumeArgs};
 use crate::report::Reporter;
 
 #[derive(Debug, Subcommand)]
@@ -26,6 +26,18 @@ pub enum BundleCommand {
     /// Scripts for a volume migration: takes the arguments of `migrate volume` (add --adopt
     /// --os-cloud CLOUD for the tenant admin's Cinder manage script).
     Volume(BundleVolumeArgs),
+    /// Scripts for a bootable volume through Glance: takes the arguments of `migrate
+    /// bootable`. The upload-to-image is the prerequisite the source tenant admin does first
+    /// (`openstack image create --volume VOLUME_ID ...`); the bundle starts from its image.
+    Bootable(BundleBootableArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BundleBootableArgs {
+    #[command(flatten)]
+    pub bootable: BootableArgs,
+    #[command(flatten)]
+    pub out: OutArgs,
 }
 
 #[derive(Debug, Args)]
@@ -111,7 +123,105 @@ pub async fn run(
             report(format, &args.out.out, &p, &bundle);
             Ok(ExitCode::SUCCESS)
         }
+        BundleCommand::Bootable(args) => {
+            let a = &args.bootable;
+            if a.dry_run {
+                anyhow::bail!("bundle never changes anything; drop --dry-run");
+            }
+            let (b, dest) = a.to_migration()?;
+            check_out_dir(&args.out)?;
+            let m = uploaded_image_request(a, &b, &dest).await?;
+            let mut ceph_only = m.clone();
+            ceph_only.register = None;
+            let src = crate::connect(m.source.clone()).await?;
+            let dst = crate::connect(m.destination.clone()).await?;
+            let (recorded, state) = plan(
+                &ceph_only,
+                src,
+                dst,
+                &Clouds::default(),
+                state_dir,
+                reporter.clone(),
+            )
+            .await?;
+            if state.is_some() {
+                anyhow::bail!(
+                    "migration {} is recorded in {} (rbd-relay started it); finish it with rbd-relay (re-run the same migrate command) rather than with a bundle",
+                    recorded.id,
+                    state_dir.display()
+                );
+            }
+            let p = Plan::volume(m, recorded.facts);
+            let bundle = render(&p, &command_line())?;
+            write(&args.out, &bundle)?;
+            report(format, &args.out.out, &p, &bundle);
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// The request of a bootable migration from the image the source tenant admin uploaded
+/// (read only: the source cloud is asked for the volume and the image of the expected name).
+async fn uploaded_image_request(
+    a: &BootableArgs,
+    b: &rbd_mirror_core::exec::BootableMigration,
+    dest: &str,
+) -> Result<rbd_mirror_core::plan::VolumeMigration> {
+    use rbd_mirror_core::cloud::CloudOps;
+    let cloud =
+        crate::cloud::OpenStackCloud::connect(&a.source_cloud, cinder_manage::Side::Source).await?;
+    let vol = cloud
+        .source_volume(&b.volume_id)
+        .await
+        .map_err(|e| anyhow::anyhow!("source cloud {}: {e}", a.source_cloud))?;
+    // the name `migrate bootable` gives the image
+    let name = b.name.clone().unwrap_or_else(|| {
+        format!(
+            "{}-image",
+            vol.name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| vol.id.clone())
+        )
+    });
+    let upload = format!(
+        "the OpenStack source tenant admin first uploads the volume (Cinder upload-to-image):\n    openstack --os-cloud {} image create --volume {} --disk-format raw --container-format bare {}\nwaits until `openstack image show` says active, then the bundle is generated again",
+        a.source_cloud,
+        b.volume_id,
+        sh_quote(&name)
+    );
+    let found: Vec<_> = cloud
+        .images_named(&name)
+        .await
+        .map_err(|e| anyhow::anyhow!("source cloud {}: {e}", a.source_cloud))?
+        .into_iter()
+        .filter(|i| !matches!(i.status.as_str(), "killed" | "deleted" | "pending_delete"))
+        .collect();
+    let image = match found.as_slice() {
+        [] => anyhow::bail!(
+            "cloud {} has no image '{name}' yet: {upload}",
+            a.source_cloud
+        ),
+        [one] if one.status == "active" => one.clone(),
+        [one] => anyhow::bail!(
+            "image {} ('{name}') in cloud {} is still '{}'; generate the bundle once it is active",
+            one.id,
+            a.source_cloud,
+            one.status
+        ),
+        many => anyhow::bail!(
+            "cloud {} has {} images named '{name}'; give the one to migrate a unique name (--name)",
+            a.source_cloud,
+            many.len()
+        ),
+    };
+    Ok(rbd_mirror_core::exec::bootable_request(
+        b,
+        &image,
+        &name,
+        vol.size_gib,
+        dest,
+    )?)
 }
 
 fn check_out_dir(out: &OutArgs) -> Result<()> {

@@ -397,3 +397,223 @@ fn volume_bundle(mode: &str) {
     rm.extend(image_args(&pool, &image));
     assert!(rbd(&a, &rm).status.success());
 }
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A bootable volume of the source cloud: an RBD image with data, managed by the source
+/// Cinder.
+fn source_volume(os: &testenv::openstack::OpenStackInfo, a: &str, name: &str) -> String {
+    use cinder_manage::{AdoptRequest, Cinder, HostTarget, Side};
+    use openstack_client::{ClientOptions, CloudConfig, ConfigSources, OpenStackClient};
+    image_with_data(a, &os.source.volume_pool, name, (3 << 20) + 77);
+    rt().block_on(async {
+        let sources = ConfigSources {
+            clouds_files: vec![os.clouds_yaml.clone()],
+            ..Default::default()
+        };
+        let cfg = CloudConfig::from_sources(&sources, Some(&os.source.admin_cloud)).unwrap();
+        let client = OpenStackClient::connect(cfg, ClientOptions::default())
+            .await
+            .unwrap();
+        Cinder::new(client, Side::Source)
+            .adopt(&AdoptRequest {
+                target: HostTarget::CephPool {
+                    pool: os.source.volume_pool.clone(),
+                    fsid: None,
+                },
+                rbd_image: name.to_string(),
+                name: Some(format!("src-{name}")),
+                description: None,
+                volume_type: None,
+                availability_zone: None,
+                bootable: true,
+                metadata: Default::default(),
+            })
+            .await
+            .unwrap()
+            .volume
+            .id
+    })
+}
+
+#[test]
+fn bootable_bundle_registers_an_active_image_by_split_roles() {
+    let env = testenv::shared_with_openstack().expect("test environment with OpenStack");
+    let _logs = env.log_guard();
+    let users = env.role_users().expect("per-role cephx users");
+    let os = env.openstack().expect("OpenStack clouds").clone();
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let name = testenv::unique_name("bdl-boot");
+    let volume_id = source_volume(&os, &a, &name);
+    let image_name = format!("img '{name}' $(touch pwned) `id`; *");
+    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("bundle");
+    let bundle = |out: &Path| {
+        Command::new(BIN)
+            .args(["bundle", "bootable", "--from", &a, "--to", &b])
+            .args(["--source-cloud", &os.source.admin_cloud])
+            .args(["--os-cloud", &os.destination.admin_cloud, &volume_id])
+            .args(["--into", &os.destination.image_pool])
+            .args(["--source-pool", &os.source.image_pool])
+            .args(["--name", &image_name, "--out"])
+            .arg(out)
+            .arg("--state-dir")
+            .arg(state.path())
+            .env("OS_CLIENT_CONFIG_FILE", &os.clouds_yaml)
+            .env_remove("OS_CLOUD")
+            .output()
+            .unwrap()
+    };
+
+    // before the upload: refused, naming the source tenant admin's upload command
+    let early = bundle(&out_dir);
+    assert!(!early.status.success());
+    let err = String::from_utf8_lossy(&early.stderr);
+    assert!(err.contains("image create --volume"), "{err}");
+    assert!(!out_dir.exists(), "nothing written");
+
+    // the prerequisite, as the README and the message say
+    let up = openstack(
+        &os.clouds_yaml,
+        &os.source.admin_cloud,
+        &[
+            "image",
+            "create",
+            "--volume",
+            &volume_id,
+            "--disk-format",
+            "raw",
+            "--container-format",
+            "bare",
+            &image_name,
+        ],
+    );
+    assert!(up.status.success(), "{up:?}");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let source_image_id = loop {
+        let l = openstack(
+            &os.clouds_yaml,
+            &os.source.admin_cloud,
+            &["image", "list", "--name", &image_name, "-f", "json"],
+        );
+        let v: Value = serde_json::from_slice(&l.stdout).unwrap_or(Value::Null);
+        if let Some(i) = v
+            .as_array()
+            .and_then(|a| a.first())
+            .filter(|i| i["Status"] == "active")
+        {
+            break i["ID"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "upload not active: {v}");
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let (src_pool, dst_pool) = (
+        os.source.image_pool.clone(),
+        os.destination.image_pool.clone(),
+    );
+    let before = info(&a, &src_pool, &source_image_id).unwrap();
+    let source_sha = sha(&a, &src_pool, &source_image_id);
+
+    let out = bundle(&out_dir);
+    assert!(out.status.success(), "{out:?}");
+    for n in [
+        "1-source-ceph-admin.sh",
+        "2-destination-ceph-admin.sh",
+        "3-tenant-admin.sh",
+        "4-source-ceph-admin-cleanup.sh",
+    ] {
+        shellcheck(&out_dir.join(n));
+    }
+    let src_env = [("SRC_ID", users.source_admin.id.as_str())];
+    let dst_env = [("DST_ID", users.destination_admin.id.as_str())];
+    let clouds = os.clouds_yaml.display().to_string();
+    let tenant_env = [
+        ("OS_CLOUD", os.destination.admin_cloud.as_str()),
+        ("OS_CLIENT_CONFIG_FILE", clouds.as_str()),
+    ];
+    let mut to_dst = Vec::new();
+    for _ in 0..2 {
+        let r = script(&out_dir, "1-source-ceph-admin.sh", &[], &src_env);
+        assert!(r.ok, "source script failed");
+        to_dst = next_line(&r, "2-destination-ceph-admin.sh");
+    }
+    assert_eq!(to_dst[0], source_sha);
+    let mut to_tenant = Vec::new();
+    for _ in 0..2 {
+        let args: Vec<&str> = to_dst.iter().map(String::as_str).collect();
+        let r = script(&out_dir, "2-destination-ceph-admin.sh", &args, &dst_env);
+        assert!(r.ok, "destination script failed");
+        to_tenant = next_line(&r, "3-tenant-admin.sh");
+    }
+    assert_eq!(to_tenant[0], source_sha);
+    assert_eq!(
+        to_tenant[1],
+        env.site_b().fsid,
+        "the destination fsid is handed over"
+    );
+    let mut image_id = String::new();
+    let mut to_cleanup = Vec::new();
+    for _ in 0..2 {
+        let args: Vec<&str> = to_tenant.iter().map(String::as_str).collect();
+        let r = script(&out_dir, "3-tenant-admin.sh", &args, &tenant_env);
+        assert!(r.ok, "tenant script failed");
+        to_cleanup = next_line(&r, "4-source-ceph-admin-cleanup.sh");
+        let id = r
+            .stdout
+            .lines()
+            .filter(|l| l.contains(" is active"))
+            .find_map(|l| l.split_whitespace().skip_while(|w| *w != "image").nth(1))
+            .unwrap()
+            .to_string();
+        assert!(image_id.is_empty() || image_id == id, "registered twice");
+        image_id = id;
+    }
+    for _ in 0..2 {
+        let args: Vec<&str> = to_cleanup.iter().map(String::as_str).collect();
+        let r = script(&out_dir, "4-source-ceph-admin-cleanup.sh", &args, &src_env);
+        assert!(r.ok, "cleanup failed");
+    }
+
+    // the end state of `migrate bootable`
+    let img = openstack(
+        &os.clouds_yaml,
+        &os.destination.admin_cloud,
+        &["image", "show", "-f", "json", &image_id],
+    );
+    assert!(img.status.success(), "{img:?}");
+    let img: Value = serde_json::from_slice(&img.stdout).unwrap();
+    assert_eq!(img["status"], "active");
+    assert_eq!(img["name"], image_name.as_str());
+    assert!(img["min_disk"].as_u64().unwrap() >= 1, "{img}");
+    assert_eq!(sha(&b, &dst_pool, &source_image_id), source_sha);
+    let snaps = {
+        let mut args = vec!["snap", "ls", "--format", "json"];
+        args.extend(image_args(&dst_pool, &source_image_id));
+        let o = rbd(&b, &args);
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()
+    };
+    assert!(
+        snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "snap" && s["protected"] == "true"),
+        "{snaps}"
+    );
+    let after = info(&a, &src_pool, &source_image_id).unwrap();
+    assert_eq!(after["features"], before["features"]);
+    assert!(after
+        .get("mirroring")
+        .is_none_or(|m| m["state"] == "disabled"));
+    assert!(
+        gone_soon(&b, &src_pool, &source_image_id),
+        "replica removed"
+    );
+    assert!(!out_dir.join("pwned").exists());
+}

@@ -798,10 +798,11 @@ fi
             }
         }
         let next = self.next_script();
-        let mut handoff = "\"$SOURCE_DIGEST\"".to_string();
+        let handoff = "\"$HANDOFF\"";
         if snapshot.is_some() {
-            s.push_str("FSID=$(dst_ceph fsid)\nsay \"destination fsid: $FSID\"\n");
-            handoff.push_str(" \"$FSID\"");
+            s.push_str("FSID=$(dst_ceph fsid)\nsay \"destination fsid: $FSID\"\nHANDOFF=\"$SOURCE_DIGEST $FSID\"\n");
+        } else {
+            s.push_str("HANDOFF=\"$SOURCE_DIGEST\"\n");
         }
         match next {
             Some(Script::Tenant) => {
@@ -979,7 +980,7 @@ case $FOUND in
     say "already registered as image $IMAGE_ID"
     ;;
 '')
-    say "register image '$IMAGE_NAME' at rbd://$FSID/$LOCATION_TAIL"
+    say "register $COPY_POOL/$COPY_IMAGE as image '$IMAGE_NAME' at rbd://$FSID/$LOCATION_TAIL"
     IMAGE_ID=$(openstack image create --disk-format raw --container-format bare --min-disk "$MIN_DISK" --property "$MARKER_KEY=$PLAN_ID" -f value -c id "$IMAGE_NAME") || fail "cannot create image '$IMAGE_NAME'"
     ;;
 esac
@@ -1141,6 +1142,20 @@ fn readme(plan: &Plan, scripts: &[(Script, Vec<usize>)], generated_by: &str) -> 
         m.copy_target(),
         m.mode
     );
+    if let Some(reg) = &m.register {
+        let _ = writeln!(
+            r,
+            "## Before script 1: the upload (done)\n\nThe OpenStack source tenant admin uploaded the bootable volume to an image in the source\ncloud (Cinder upload-to-image: `openstack image create --volume VOLUME_ID --disk-format raw\n--container-format bare NAME`); its data is `{}:{}`, the image this bundle moves. At the\nend it is registered in cloud `{}` as image '{}' (min_disk {} GiB) at\n`rbd://<{} fsid>/{}/{}`.\n",
+            m.source.name,
+            m.image,
+            reg.cloud,
+            reg.name,
+            reg.min_disk_gib,
+            m.destination.name,
+            m.copy_target(),
+            reg.snapshot
+        );
+    }
     let _ = writeln!(r, "## Who runs what, in this order\n");
     let _ = writeln!(
         r,
