@@ -16,7 +16,8 @@ use clap::{Args, Subcommand};
 use rbd_mirror_core::bundle::{render, sh_quote, Bundle};
 use rbd_mirror_core::exec::plan;
 use rbd_mirror_core::exec::Clouds;
-use rbd_mirror_core::plan::Plan;
+use rbd_mirror_core::plan::{Plan, VolumeMigration};
+use rbd_mirror_core::state::StateFile;
 
 use crate::args::{BootableArgs, OutputFormat, VolumeArgs};
 use crate::report::Reporter;
@@ -58,6 +59,11 @@ pub struct OutArgs {
     /// Write into a non-empty directory, replacing files of the same names.
     #[arg(long)]
     pub force: bool,
+    /// Plan from the source cluster alone (for a source admin without a destination key):
+    /// the destination's pools, peer, daemon and names are checked by the destination
+    /// script when it runs instead of now.
+    #[arg(long)]
+    pub source_only: bool,
 }
 
 /// The command line that made the bundle, for its README (flags only: rbd-relay takes no
@@ -95,29 +101,7 @@ pub async fn run(
             }
             let m = v.to_migration(None)?;
             check_out_dir(&args.out)?;
-            // The destination cloud is not contacted here (the tenant script checks its own
-            // credentials): build the plan's Ceph facts without the cloud part.
-            let mut ceph_only = m.clone();
-            ceph_only.adopt = None;
-            let src = crate::connect(m.source.clone()).await?;
-            let dst = crate::connect(m.destination.clone()).await?;
-            let (recorded, state) = plan(
-                &ceph_only,
-                src,
-                dst,
-                &Clouds::default(),
-                state_dir,
-                reporter.clone(),
-            )
-            .await?;
-            if state.is_some() {
-                anyhow::bail!(
-                    "migration {} is recorded in {} (rbd-relay started it); finish it with rbd-relay (re-run the same migrate command) rather than with a bundle",
-                    recorded.id,
-                    state_dir.display()
-                );
-            }
-            let p = Plan::volume(m, recorded.facts);
+            let p = plan_for_bundle(m, args.out.source_only, state_dir, reporter).await?;
             let bundle = render(&p, &command_line())?;
             write(&args.out, &bundle)?;
             report(format, &args.out.out, &p, &bundle);
@@ -131,33 +115,58 @@ pub async fn run(
             let (b, dest) = a.to_migration()?;
             check_out_dir(&args.out)?;
             let m = uploaded_image_request(a, &b, &dest).await?;
-            let mut ceph_only = m.clone();
-            ceph_only.register = None;
-            let src = crate::connect(m.source.clone()).await?;
-            let dst = crate::connect(m.destination.clone()).await?;
-            let (recorded, state) = plan(
-                &ceph_only,
-                src,
-                dst,
-                &Clouds::default(),
-                state_dir,
-                reporter.clone(),
-            )
-            .await?;
-            if state.is_some() {
-                anyhow::bail!(
-                    "migration {} is recorded in {} (rbd-relay started it); finish it with rbd-relay (re-run the same migrate command) rather than with a bundle",
-                    recorded.id,
-                    state_dir.display()
-                );
-            }
-            let p = Plan::volume(m, recorded.facts);
+            let p = plan_for_bundle(m, args.out.source_only, state_dir, reporter).await?;
             let bundle = render(&p, &command_line())?;
             write(&args.out, &bundle)?;
             report(format, &args.out.out, &p, &bundle);
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The plan `migrate` would run, from the read-only preflight (both clusters, or the source
+/// alone with `source_only`). The destination cloud is not contacted (the tenant script
+/// checks its own credentials when it runs), so the cloud part of the request is set aside
+/// for the preflight and put back into the plan.
+async fn plan_for_bundle(
+    m: VolumeMigration,
+    source_only: bool,
+    state_dir: &Path,
+    reporter: Arc<Reporter>,
+) -> Result<Plan> {
+    let recorded_path = StateFile::path_for(state_dir, &m.id());
+    if rbd_mirror_core::state::load(&recorded_path)?.is_some() {
+        anyhow::bail!(
+            "migration {} is recorded in {} (rbd-relay started it); finish it with rbd-relay (re-run the same migrate command) rather than with a bundle",
+            m.id(),
+            state_dir.display()
+        );
+    }
+    let mut ceph_only = m.clone();
+    ceph_only.adopt = None;
+    ceph_only.register = None;
+    let src = crate::connect(m.source.clone()).await?;
+    let facts = if source_only {
+        let events = reporter.clone();
+        tokio::task::spawn_blocking(move || {
+            rbd_mirror_core::preflight::check_source(&ceph_only, src.as_ref(), events.as_ref())
+        })
+        .await??
+    } else {
+        let dst = crate::connect(m.destination.clone()).await?;
+        plan(
+            &ceph_only,
+            src,
+            dst,
+            &Clouds::default(),
+            state_dir,
+            reporter,
+        )
+        .await?
+        .0
+        .facts
+    };
+    Ok(Plan::volume(m, facts))
 }
 
 /// The request of a bootable migration from the image the source tenant admin uploaded

@@ -160,15 +160,17 @@ fn openstack(clouds_yaml: &Path, cloud: &str, args: &[&str]) -> Output {
 
 #[test]
 fn volume_bundle_run_by_split_roles_ends_like_migrate() {
-    volume_bundle("journal");
+    volume_bundle("journal", false);
 }
 
 #[test]
 fn snapshot_mode_volume_bundle_run_by_split_roles_ends_like_migrate() {
-    volume_bundle("snapshot");
+    volume_bundle("snapshot", true);
 }
 
-fn volume_bundle(mode: &str) {
+/// `source_only`: the bundle is generated like a source admin without a destination key
+/// would, with `--source-only --from-id relay-src` (the scripts then default to that user).
+fn volume_bundle(mode: &str, source_only: bool) {
     let env = testenv::shared_with_openstack().expect("test environment with OpenStack");
     let _logs = env.log_guard();
     let users = env.role_users().expect("per-role cephx users");
@@ -196,8 +198,14 @@ fn volume_bundle(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     let out_dir: PathBuf = dir.path().join("bundle");
     let state = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args(["bundle", "volume", "--from", &a, "--to", &b])
+    let mut generate = Command::new(BIN);
+    generate.args(["bundle", "volume"]);
+    if source_only {
+        generate.args(["--source-only", "--from-id", &users.source_admin.id]);
+        generate.args(["--to-id", &users.destination_admin.id]);
+    }
+    let out = generate
+        .args(["--from", &a, "--to", &b])
         .arg(format!("{pool}/{image}"))
         .args([
             "--into",

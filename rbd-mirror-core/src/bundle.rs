@@ -691,6 +691,9 @@ else
     PINFO=$(dst_rbd mirror pool info --pool "$REPLICA_POOL" 2>&1) || fail "cannot read the mirroring of pool $REPLICA_POOL on $DST_CLUSTER: $PINFO"
     [ "$(printf '%s\n' "$PINFO" | sed -n 's/^Mode: *//p')" = image ] || fail "pool $REPLICA_POOL on $DST_CLUSTER does not mirror in image mode; run: rbd --cluster $DST_CLUSTER mirror pool enable $REPLICA_POOL image (and pair it)"
     printf '%s\n' "$PINFO" | grep -q '^UUID:' || fail "pool $REPLICA_POOL on $DST_CLUSTER has no mirror peer; pair it with the source (rbd-relay pair, or rbd mirror pool peer bootstrap import)"
+    if RINFO=$(replica info 2>/dev/null); then
+        [ "$(mirroring_of "$RINFO" primary)" = false ] || fail "$DST_CLUSTER:$REPLICA_POOL/$REPLICA_IMAGE exists and is not a mirror replica; rbd-mirror cannot create the replica there: rename or remove that image, then re-run"
+    fi
     HEALTH=$(dst_rbd mirror pool status --pool "$REPLICA_POOL" 2>&1 | sed -n 's/^daemon health: *//p')
     [ "$HEALTH" = OK ] || [ "$HEALTH" = WARNING ] || fail "no healthy rbd-mirror daemon for pool $REPLICA_POOL on $DST_CLUSTER (daemon health: ${HEALTH:-unknown}); start rbd-mirror and re-run"
 fi
