@@ -150,6 +150,7 @@ async fn plan_for_bundle(
         let events = reporter.clone();
         tokio::task::spawn_blocking(move || {
             rbd_mirror_core::preflight::check_source(&ceph_only, src.as_ref(), events.as_ref())
+                .map_err(anyhow::Error::from)
         })
         .await??
     } else {
