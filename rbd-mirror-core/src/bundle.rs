@@ -574,11 +574,11 @@ journal_caught_up() {
     _peers=$(printf '%s\n' "$_js" | sed -n 's/^[[:space:]]*\[id=[^,][^,]*, commit_position=\(.*\), state=.*$/\1/p')
     _status=$(src_image mirror image status 2>/dev/null | sed -n -e 's/^[[:space:]]*state: *//p' -e 's/^[[:space:]]*description: *//p' | tr '\n' ' ')
     if [ -z "$_peers" ]; then
-        PROGRESS="no rbd-mirror peer has registered in the journal yet; $_status"
+        PROGRESS="no rbd-mirror peer has registered in the journal yet${_status:+; $_status}"
         return 1
     fi
     if printf '%s\n' "$_peers" | grep -qvxF "$_master"; then
-        PROGRESS="the peer has not replayed up to the master position yet; $_status"
+        PROGRESS="the peer has not replayed up to the master position yet${_status:+; $_status}"
         return 1
     fi
     return 0

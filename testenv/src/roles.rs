@@ -5,7 +5,7 @@
 //! The caps are the narrowest found (by trying) that let the bundle scripts work:
 //! `profile rbd` on the pools each role touches, plus, on the destination, the two mon
 //! commands `rbd mirror pool status` needs to report the rbd-mirror daemon's health.
-//! Changing a pool's mirror mode (`--enable-pool-mirroring`) needs more and is not covered.
+//! Changing a pool's mirror mode (`--enable-pool-mirroring`) was not tried with them.
 
 use std::path::PathBuf;
 use std::time::Duration;
