@@ -353,6 +353,12 @@ fn volume_bundle(mode: &str, source_only: bool) {
     assert_eq!(volume_ids[0], volume_ids[1], "the re-run adopted again");
     let vid = volume_ids[0].clone();
 
+    // the destination script re-run after the adoption renamed the copy: no second copy
+    let r = script(&out_dir, names[1], &args, &dst_env);
+    assert!(r.ok, "destination re-run after the adoption failed");
+    assert!(r.stdout.contains("nothing to copy again"), "{}", r.stdout);
+    assert!(info(&b, &into, &image).is_none(), "a second copy was made");
+
     // 4. Ceph source admin's cleanup, twice
     for _ in 0..2 {
         let r = script(

@@ -679,13 +679,28 @@ fi
             );
         }
         s.push_str(
-            r#"COPY_DONE=no
+            r#"# what this script verified, kept beside it: the copy's image id and digest, so that a re-run
+# after the cloud adopted (and renamed) the copy does not copy again
+STATE_FILE=${RBD_RELAY_BUNDLE_STATE:-$(dirname "$0")/.2-destination-ceph-admin.state}
+COPY_DONE=no
+RENAMED=no
+REC_ID=''
+REC_DIGEST=''
+if [ -s "$STATE_FILE" ]; then
+    read -r REC_ID REC_DIGEST <"$STATE_FILE" || true
+fi
 if copy info >/dev/null 2>&1; then
     say "$DST_CLUSTER:$COPY_POOL/$COPY_IMAGE exists: checking whether it is this migration's verified copy (reads the whole image)"
     HAVE=$(sha256_of copy export --no-progress -)
     [ "$HAVE" = "$SOURCE_DIGEST" ] || fail "$DST_CLUSTER:$COPY_POOL/$COPY_IMAGE exists and its content differs from the source (sha256 $HAVE): a partial copy of an interrupted run, or another image. Check it; if it is a leftover remove it (rbd --cluster $DST_CLUSTER rm --pool $COPY_POOL --image <name>) and re-run"
     COPY_DONE=yes
     say "the copy is already there with the source's content"
+elif [ -n "$REC_ID" ] && [ "$REC_DIGEST" = "$SOURCE_DIGEST" ] &&
+    RNAME=$(dst_rbd info --pool "$COPY_POOL" --namespace "$COPY_NAMESPACE" --image-id "$REC_ID" 2>/dev/null | sed -n "s/^rbd image '\(.*\)':\$/\1/p") &&
+    [ -n "$RNAME" ]; then
+    COPY_DONE=yes
+    RENAMED=yes
+    say "this script already made and verified the copy (image id $REC_ID, see $STATE_FILE); it is now named '$RNAME' (adopted by the cloud): nothing to copy again"
 else
     dst_rbd ls --pool "$COPY_POOL" --namespace "$COPY_NAMESPACE" >/dev/null 2>&1 || fail "cannot list pool $COPY_POOL on $DST_CLUSTER as client.$DST_ID (does it exist, may this user read it?)"
     PINFO=$(dst_rbd mirror pool info --pool "$REPLICA_POOL" 2>&1) || fail "cannot read the mirroring of pool $REPLICA_POOL on $DST_CLUSTER: $PINFO"
@@ -763,7 +778,14 @@ fi
                     );
                 }
                 Step::SetCopyFeatures { .. } => s.push_str(
-                    "converge_features dst_rbd \"$COPY_POOL\" \"$COPY_NAMESPACE\" \"$COPY_IMAGE\" \"$COPY_FEATURES\"\nNOW=$(features_of \"$(copy info)\")\n[ \"$NOW\" = \"$COPY_FEATURES\" ] || fail \"the copy has features '$NOW', expected '$COPY_FEATURES'\"\n",
+                    r#"if [ "$RENAMED" = yes ]; then
+    say "the copy's features were set before it was adopted"
+else
+    converge_features dst_rbd "$COPY_POOL" "$COPY_NAMESPACE" "$COPY_IMAGE" "$COPY_FEATURES"
+    NOW=$(features_of "$(copy info)")
+    [ "$NOW" = "$COPY_FEATURES" ] || fail "the copy has features '$NOW', expected '$COPY_FEATURES'"
+fi
+"#,
                 ),
                 Step::Verify => s.push_str(
                     r#"if [ "$COPY_DONE" = yes ]; then
@@ -774,10 +796,15 @@ else
     [ "$HAVE" = "$SOURCE_DIGEST" ] || fail "the copy's sha256 $HAVE differs from the source's $SOURCE_DIGEST; remove the copy (rbd --cluster $DST_CLUSTER rm --pool $COPY_POOL --image <name>) and re-run"
     say "verified: the copy's sha256 equals the source's ($HAVE)"
 fi
+if [ "$RENAMED" = no ]; then
+    COPY_ID=$(copy info | sed -n 's/^[[:space:]]*id: *//p')
+    printf '%s %s\n' "$COPY_ID" "$SOURCE_DIGEST" >"$STATE_FILE" || say "warning: cannot write $STATE_FILE; do not re-run this script after the cloud adopted the copy"
+fi
 "#,
                 ),
                 Step::SnapshotAndProtect { .. } => s.push_str(
-                    r#"SNAPS=$(copy snap ls --format json)
+                    r#"[ "$RENAMED" = no ] || fail "the copy was renamed (image id $REC_ID); Glance reads it by its name: rename it back to $COPY_IMAGE"
+SNAPS=$(copy snap ls --format json)
 if printf '%s\n' "$SNAPS" | grep -qF "\"name\":\"$GLANCE_SNAP\""; then
     say "snapshot $GLANCE_SNAP already there"
 else
