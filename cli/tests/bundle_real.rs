@@ -631,3 +631,69 @@ fn bootable_bundle_registers_an_active_image_by_split_roles() {
     );
     assert!(!out_dir.join("pwned").exists());
 }
+
+/// The source script checks the image against the facts the plan recorded and stops at the
+/// first failed check, before it changes anything: here the image lost a feature after the
+/// bundle was made.
+#[test]
+fn source_script_stops_when_the_image_changed_since_the_plan() {
+    let env = testenv::shared().expect("test environment");
+    let _logs = env.log_guard();
+    let users = env.role_users().expect("per-role cephx users");
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let pool = env.pools().volumes;
+    let image = testenv::unique_name("bdl-changed");
+    image_with_data(&a, pool, &image, 1 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("bundle");
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["bundle", "volume", "--from", &a, "--to", &b])
+        .arg(format!("{pool}/{image}"))
+        .args(["--into", env.pools().cinder, "--out"])
+        .arg(&out_dir)
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1-source-ceph-admin.sh"), "{text}");
+    assert!(
+        !out_dir.join("3-tenant-admin.sh").exists(),
+        "no adoption asked"
+    );
+
+    let mut args = vec!["feature", "disable"];
+    args.extend(image_args(pool, &image));
+    args.push("fast-diff");
+    assert!(rbd(&a, &args).status.success());
+    let changed = info(&a, pool, &image).unwrap();
+
+    let r = script(
+        &out_dir,
+        "1-source-ceph-admin.sh",
+        &[],
+        &[("SRC_ID", users.source_admin.id.as_str())],
+    );
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("STOPPED") && r.stderr.contains("changed since the plan"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stdout.contains("step 2"),
+        "went past its checks: {}",
+        r.stdout
+    );
+    let now = info(&a, pool, &image).unwrap();
+    assert_eq!(now["features"], changed["features"], "nothing changed");
+    assert!(now
+        .get("mirroring")
+        .is_none_or(|m| m["state"] == "disabled"));
+
+    let mut rm = vec!["rm", "--no-progress"];
+    rm.extend(image_args(pool, &image));
+    assert!(rbd(&a, &rm).status.success());
+}
