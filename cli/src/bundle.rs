@@ -25,7 +25,8 @@ use crate::report::Reporter;
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
     /// Scripts for a volume migration: takes the arguments of `migrate volume` (add --adopt
-    /// --os-cloud CLOUD for the tenant admin's Cinder manage script).
+    /// --os-cloud CLOUD for the tenant admin's Cinder manage script; --live is refused: the
+    /// scripts verify by the source's digest, which an image in use keeps changing).
     Volume(BundleVolumeArgs),
     /// Scripts for a bootable volume through Glance: takes the arguments of `migrate
     /// bootable`. The upload-to-image is the prerequisite the source tenant admin does first
@@ -94,13 +95,28 @@ pub async fn run(
             if v.dry_run {
                 anyhow::bail!("bundle never changes anything; drop --dry-run");
             }
-            if v.source_cloud.is_some() {
+            if v.live {
                 anyhow::bail!(
-                    "bundle takes the source as POOL/IMAGE (the tenant admin can look it up: openstack volume show ID -c os-vol-host-attr:host); --source-cloud is not supported here"
+                    "a bundle hands the source's sha256 from script to script, and an image in use keeps changing it: stop the instance using the image (or detach the volume) and drop --live, or use rbd-relay migrate --live"
                 );
             }
-            let m = v.to_migration(None)?;
             check_out_dir(&args.out)?;
+            // like `migrate volume`: the source may be a Cinder volume id of --source-cloud
+            let source = match &v.source_cloud {
+                Some(name) => {
+                    use rbd_mirror_core::cloud::CloudOps;
+                    let c =
+                        crate::cloud::OpenStackCloud::connect(name, cinder_manage::Side::Source)
+                            .await?;
+                    Some(
+                        c.source_volume(&v.image)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("source cloud {name}: {e}"))?,
+                    )
+                }
+                None => None,
+            };
+            let m = v.to_migration(source.as_ref())?;
             let p = plan_for_bundle(m, args.out.source_only, state_dir, reporter).await?;
             let bundle = render(&p, &command_line())?;
             write(&args.out, &bundle)?;
