@@ -109,6 +109,10 @@ fn ensure_user(u: &RoleUser) -> Result<()> {
             limit,
         )?;
     }
+    // like the admin keyrings: readable by root only
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&u.keyring, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| crate::error::Error::io("chmod", &u.keyring, e))?;
     Ok(())
 }
 
