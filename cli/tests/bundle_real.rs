@@ -663,6 +663,13 @@ fn source_script_stops_when_the_image_changed_since_the_plan() {
         !out_dir.join("3-tenant-admin.sh").exists(),
         "no adoption asked"
     );
+    for n in [
+        "1-source-ceph-admin.sh",
+        "2-destination-ceph-admin.sh",
+        "4-source-ceph-admin-cleanup.sh",
+    ] {
+        shellcheck(&out_dir.join(n));
+    }
 
     let mut args = vec!["feature", "disable"];
     args.extend(image_args(pool, &image));

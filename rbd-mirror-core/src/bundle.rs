@@ -565,6 +565,44 @@ POOL_MODE=$(src_rbd mirror pool info --pool "$SRC_POOL" 2>&1 | sed -n 's/^Mode: 
 # --- handoff: wait until the rbd-mirror peer has registered in the source journal and its
 # commit position equals the master's (the exact journal-mode signal readable on the source;
 # `rbd mirror image status` lags 10-22 s and is shown for progress only)
+# peer_sync_states: from `rbd journal status --format json` on stdin, one line per mirror
+# peer client: "ID replaying", "ID syncing", "ID disconnected" or "ID unknown". The peer's
+# state is in its client data (a hex dump): ENCODE_START header (6 bytes), meta type (u32,
+# 1 = mirror peer), image id (u32 length + bytes), state (u32, 1 = replaying), sync object
+# count (u64), number of sync points (u32); the initial sync is over when the state is
+# replaying with no sync point left.
+peer_sync_states() {
+    awk '
+    function byte(k) { return (index("0123456789abcdef", substr(hex, 2 * k + 1, 1)) - 1) * 16 + index("0123456789abcdef", substr(hex, 2 * k + 2, 1)) - 1 }
+    function u32(k) { return byte(k) + 256 * (byte(k + 1) + 256 * (byte(k + 2) + 256 * byte(k + 3))) }
+    {
+        n = split($0, parts, /\{"id":"/)
+        for (i = 2; i <= n; i++) {
+            p = parts[i]
+            id = p
+            sub(/".*/, "", id)
+            if (id == "") continue
+            if (index(p, "\"state\":\"connected\"") == 0) { print id, "disconnected"; continue }
+            s = index(p, "\"data\":\"")
+            e = index(p, "\",\"commit_position\"")
+            if (s == 0 || e == 0) { print id, "unknown"; continue }
+            d = substr(p, s + 8, e - s - 8)
+            nl = split(d, lines, /\\n/)
+            hex = ""
+            for (j = 1; j <= nl; j++) {
+                if (length(lines[j]) <= 10) continue
+                h = substr(lines[j], 11, 48)
+                gsub(/[^0-9a-f]/, "", h)
+                hex = hex h
+            }
+            if (length(hex) < 28 || u32(6) != 1) { print id, "unknown"; continue }
+            off = 14 + u32(10)
+            if (length(hex) < 2 * (off + 16)) { print id, "unknown"; continue }
+            print id, ((u32(off) == 1 && u32(off + 12) == 0) ? "replaying" : "syncing")
+        }
+    }'
+}
+PEER_STATE_UNKNOWN=no
 journal_caught_up() {
     _js=$(src_image journal status 2>&1) || {
         PROGRESS="cannot read the journal: $_js"
@@ -577,14 +615,30 @@ journal_caught_up() {
         PROGRESS="no rbd-mirror peer has registered in the journal yet${_status:+; $_status}"
         return 1
     fi
+    _meta=$(src_image journal status --format json 2>/dev/null | peer_sync_states)
+    if printf '%s\n' "$_meta" | grep -q ' syncing$'; then
+        PROGRESS="the peer is still in its initial image sync${_status:+; $_status}"
+        return 1
+    fi
+    if printf '%s\n' "$_meta" | grep -q ' disconnected$'; then
+        PROGRESS="the peer's journal client is disconnected (is rbd-mirror running on the destination?)${_status:+; $_status}"
+        return 1
+    fi
     if printf '%s\n' "$_peers" | grep -qvxF "$_master"; then
         PROGRESS="the peer has not replayed up to the master position yet${_status:+; $_status}"
         return 1
     fi
+    if [ -z "$_meta" ] || printf '%s\n' "$_meta" | grep -q ' unknown$'; then
+        PEER_STATE_UNKNOWN=yes
+    fi
     return 0
 }
 wait_until "the replica to catch up with $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE" journal_caught_up
-say "the rbd-mirror peer's commit position equals the master position"
+if [ "$PEER_STATE_UNKNOWN" = yes ]; then
+    say "the rbd-mirror peer's commit position equals the master position (its sync state could not be read: the destination script's content check decides)"
+else
+    say "the rbd-mirror peer has finished its initial sync and its commit position equals the master position"
+fi
 say "computing the sha256 of $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE (reads the whole image)"
 DIGEST=$(sha256_of src_image export --no-progress -)
 say "source sha256: $DIGEST"
@@ -829,13 +883,13 @@ fi
         }
         let next = self.next_script();
         let handoff = "\"$HANDOFF\"";
-        if snapshot.is_some() {
-            s.push_str("FSID=$(dst_ceph fsid)\nsay \"destination fsid: $FSID\"\nHANDOFF=\"$SOURCE_DIGEST $FSID\"\n");
-        } else {
-            s.push_str("HANDOFF=\"$SOURCE_DIGEST\"\n");
-        }
         match next {
             Some(Script::Tenant) => {
+                if snapshot.is_some() {
+                    s.push_str("FSID=$(dst_ceph fsid)\nsay \"destination fsid: $FSID\"\nHANDOFF=\"$SOURCE_DIGEST $FSID\"\n");
+                } else {
+                    s.push_str("HANDOFF=\"$SOURCE_DIGEST\"\n");
+                }
                 let _ = writeln!(
                     s,
                     "\nsay \"done. NEXT: the OpenStack tenant admin runs (this line carries no secret):\"\nprintf '    sh ./%s %s\\n' {} {handoff}",
@@ -1508,6 +1562,83 @@ mod tests {
         assert!(cleanup.contains("RESTORABLE_FEATURES='layering exclusive-lock object-map'"));
         let readme = &b.files[4].contents;
         assert!(readme.contains("| 1 | `1-source-ceph-admin.sh` | Ceph source admin |"));
+    }
+
+    /// Runs `sh -c SCRIPT` with `stdin`; returns (success, stdout).
+    fn sh(script: &str, stdin: &str) -> (bool, String) {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    #[test]
+    fn every_script_is_valid_sh() {
+        for plan in [
+            volume_plan(MirrorImageMode::Journal),
+            volume_plan(MirrorImageMode::Snapshot),
+            bootable_plan(),
+            Plan::volume(
+                migration(MirrorImageMode::Journal),
+                facts(Features::LAYERING),
+            ),
+        ] {
+            for f in render(&plan, "x")
+                .unwrap()
+                .files
+                .iter()
+                .filter(|f| f.executable)
+            {
+                let (ok, _) = sh("sh -n", &f.contents);
+                assert!(ok, "{} does not parse", f.name);
+            }
+        }
+    }
+
+    /// `rbd journal status --format json` of a journal-mode image with its rbd-mirror peer
+    /// registered (Ceph 16.2), as the test environment printed it.
+    const JOURNAL_STATUS: &str = r#"{"minimum_set":0,"active_set":0,"registered_clients":[{"id":"","data":"00000000  02 01 0d 00 00 00 00 00  00 00 00 00 00 00 00 00  |................|\n00000010  00 00 00                                          |...|\n00000013\n","commit_position":{"object_positions":[]},"state":"connected"},{"id":"1747830b-bdf3-4c68-844e-e0018dae6d02","data":"00000000  02 01 38 00 00 00 01 00  00 00 0c 00 00 00 31 30  |..8...........10|\n00000010  31 63 37 65 37 31 33 36  34 37 01 00 00 00 02 00  |1c7e713647......|\n00000020  00 00 00 00 00 00 00 00  00 00 01 00 00 00 06 00  |................|\n00000030  00 00 00 00 00 00 06 00  00 00 00 00 00 00        |..............|\n0000003e\n","commit_position":{"object_positions":[]},"state":"connected"}]}"#;
+
+    #[test]
+    fn journal_peer_sync_state_is_read_from_the_client_data() {
+        let b = render(&volume_plan(MirrorImageMode::Journal), "x").unwrap();
+        let src = &b.files[0].contents;
+        let start = src.find("peer_sync_states() {").unwrap();
+        let end = start + src[start..].find("\n}\n").unwrap() + 3;
+        let f = &src[start..end];
+        let run = |json: &str| sh(&format!("{f}\npeer_sync_states"), json).1;
+        let peer = "1747830b-bdf3-4c68-844e-e0018dae6d02";
+        assert_eq!(run(JOURNAL_STATUS), format!("{peer} replaying\n"));
+        // state 0: syncing
+        let syncing = JOURNAL_STATUS.replace("34 37 01 00 00 00 02 00", "34 37 00 00 00 00 02 00");
+        assert_eq!(run(&syncing), format!("{peer} syncing\n"));
+        // a sync point left
+        let point = JOURNAL_STATUS.replace(
+            "00 00 00 00 00 00 00 00  00 00 01 00",
+            "00 00 00 00 00 00 00 00  01 00 01 00",
+        );
+        assert_eq!(run(&point), format!("{peer} syncing\n"));
+        let gone =
+            JOURNAL_STATUS.replace(r#""state":"connected"}]"#, r#""state":"disconnected"}]"#);
+        assert_eq!(run(&gone), format!("{peer} disconnected\n"));
+        let junk = r#"{"registered_clients":[{"id":"x","data":"junk","commit_position":{},"state":"connected"}]}"#;
+        assert_eq!(run(junk), "x unknown\n");
     }
 
     #[test]
