@@ -630,6 +630,25 @@ fn bootable_bundle_registers_an_active_image_by_split_roles() {
         "replica removed"
     );
     assert!(!out_dir.join("pwned").exists());
+
+    // leave nothing behind: the registered image (Glance removes its RBD copy and snapshot),
+    // the uploaded source image and the source volume
+    for (cloud, what, id) in [
+        (&os.destination.admin_cloud, "image", &image_id),
+        (&os.source.admin_cloud, "image", &source_image_id),
+        (&os.source.admin_cloud, "volume", &volume_id),
+    ] {
+        let d = openstack(&os.clouds_yaml, cloud, &[what, "delete", id]);
+        assert!(d.status.success(), "{d:?}");
+    }
+    // Glance leaves the RBD image of a location it did not create: remove the copy
+    let snap = format!("{dst_pool}/{source_image_id}@snap");
+    assert!(rbd(&b, &["snap", "unprotect", &snap]).status.success());
+    let copy = format!("{dst_pool}/{source_image_id}");
+    assert!(rbd(&b, &["snap", "purge", "--no-progress", &copy])
+        .status
+        .success());
+    assert!(rbd(&b, &["rm", "--no-progress", &copy]).status.success());
 }
 
 /// The source script checks the image against the facts the plan recorded and stops at the
