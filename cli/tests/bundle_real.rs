@@ -723,3 +723,92 @@ fn source_script_stops_when_the_image_changed_since_the_plan() {
     rm.extend(image_args(pool, &image));
     assert!(rbd(&a, &rm).status.success());
 }
+
+/// Every kind of plan renders shellcheck-clean scripts that parse: already mirrored images
+/// (nothing to clean up), the old runbook's feature dance (deep-flatten lost), a namespace,
+/// pool mirroring to enable, both modes, an explicit Cinder host, the bootable path.
+#[test]
+fn every_plan_variant_renders_shellcheck_clean_scripts() {
+    use rbd_mirror_core::bundle::render;
+    use rbd_mirror_core::cloud::AdoptTarget;
+    use rbd_mirror_core::features::{Features, MirrorImageMode};
+    use rbd_mirror_core::ops::PoolMirrorMode;
+    use rbd_mirror_core::plan::{Adoption, Plan, Registration, SourceFacts, VolumeMigration};
+    use rbd_mirror_core::spec::{ClusterSpec, PoolSpec};
+
+    let facts = |features: Features, mirrored: bool, pool_mode: PoolMirrorMode| SourceFacts {
+        features,
+        size: 10 << 20,
+        object_size: 4 << 20,
+        image_id: "abc".into(),
+        snapshots: vec!["s1".into()],
+        mirror_snapshots_before: if mirrored { vec![3, 5] } else { vec![] },
+        source_pool_mode: pool_mode,
+        destination_pool_mode: pool_mode,
+        mirroring_was_enabled: mirrored,
+        watchers: vec![],
+    };
+    let base = |image: &str, mode: MirrorImageMode| {
+        let mut m = VolumeMigration::new(
+            ClusterSpec::named("site-a").unwrap(),
+            ClusterSpec::named("site-b")
+                .unwrap()
+                .client("relay-dst")
+                .unwrap(),
+            image.parse().unwrap(),
+            PoolSpec::new("cinder").unwrap(),
+        );
+        m.mode = mode;
+        m
+    };
+    let all = Features::LAYERING
+        | Features::EXCLUSIVE_LOCK
+        | Features::OBJECT_MAP
+        | Features::FAST_DIFF
+        | Features::DEEP_FLATTEN;
+    let mut plans = Vec::new();
+    for mode in [MirrorImageMode::Journal, MirrorImageMode::Snapshot] {
+        // already mirrored: no cleanup steps
+        plans.push(Plan::volume(
+            base("volumes/a", mode),
+            facts(all | Features::JOURNALING, true, PoolMirrorMode::Image),
+        ));
+        // the runbook's dance, a namespace, pools to enable, an explicit host
+        let mut m = base("volumes/ns1/b", mode);
+        m.disable_map_features = true;
+        m.enable_pool_mirroring = true;
+        m.adopt = Some(Adoption {
+            cloud: "site-b-admin".into(),
+            target: AdoptTarget::Host {
+                host: "site-b@ceph#ceph".into(),
+            },
+            name: None,
+            bootable: true,
+        });
+        plans.push(Plan::volume(m, facts(all, false, PoolMirrorMode::Disabled)));
+        // bootable
+        let mut m = base("images/0d3e5c1a-1111-2222-3333-444455556666", mode);
+        m.into = PoolSpec::new("glance").unwrap();
+        m.register = Some(Registration {
+            cloud: "site-b-admin".into(),
+            name: "x".into(),
+            snapshot: "snap".into(),
+            min_disk_gib: 2,
+        });
+        plans.push(Plan::volume(
+            m,
+            facts(Features::LAYERING, false, PoolMirrorMode::Image),
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (i, plan) in plans.iter().enumerate() {
+        let b = render(plan, "test").unwrap();
+        for f in b.files.iter().filter(|f| f.executable) {
+            let path = dir.path().join(format!("{i}-{}", f.name));
+            std::fs::write(&path, &f.contents).unwrap();
+            shellcheck(&path);
+            let n = Command::new("sh").arg("-n").arg(&path).output().unwrap();
+            assert!(n.status.success(), "{}: {n:?}", path.display());
+        }
+    }
+}

@@ -1124,12 +1124,20 @@ say "image $IMAGE_ID is active"
             .collect();
         let _ = writeln!(s, "# facts recorded by the plan's read-only preflight");
         let _ = writeln!(s, "ORIGINAL_FEATURES={}", sh_quote(&names(original)));
-        let _ = writeln!(
-            s,
-            "RESTORABLE_FEATURES={}",
-            sh_quote(&names(original - lost))
-        );
-        let _ = writeln!(s, "MIRROR_SNAPSHOTS_BEFORE={}", sh_quote(&before.join(" ")));
+        if !self.steps.is_empty() {
+            let _ = writeln!(
+                s,
+                "RESTORABLE_FEATURES={}",
+                sh_quote(&names(original - lost))
+            );
+        }
+        if self
+            .steps
+            .iter()
+            .any(|&i| p.steps[i] == Step::DisableMirroring)
+        {
+            let _ = writeln!(s, "MIRROR_SNAPSHOTS_BEFORE={}", sh_quote(&before.join(" ")));
+        }
         s.push_str(
             r#"say "the plan recorded the source's original features: $ORIGINAL_FEATURES"
 [ "$#" -ge 1 ] || fail "usage: sh ./$SCRIPT VERIFIED_SHA256 (the previous script printed the line to run)"
