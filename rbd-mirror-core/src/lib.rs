@@ -7,6 +7,7 @@
 //! The entry points are [`exec::migrate_volume`] (run or resume) and [`exec::plan_volume`]
 //! (dry run); [`exec::migrate`] and [`exec::plan`] also take the clouds ([`cloud::CloudOps`])
 //! for plans that end in the destination cloud (adopt as a Cinder volume).
+//! [`bundle::render`] writes the same plan as one shell script per role, for split roles.
 
 // Errors carry their context (step, cluster, image, the failing call) by value; they are
 // rare and never on a hot path, so their size is not worth boxing every variant.
