@@ -14,7 +14,12 @@ use rbd_mirror_core::spec::{ClusterSpec, ImageSpec, PoolSpec};
 /// Move Ceph RBD volumes and images from one OpenStack+Ceph cloud to another through
 /// rbd-mirror: enable mirroring, wait for the replica, copy and verify it, clean up.
 #[derive(Debug, Parser)]
-#[command(name = "rbd-relay", version, propagate_version = true)]
+#[command(
+    name = "rbd-relay",
+    version,
+    propagate_version = true,
+    after_help = crate::exit::AFTER_HELP
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -68,6 +73,18 @@ pub enum Command {
     /// admin, OpenStack tenant admin, cleanup) plus a README, for split roles.
     #[command(subcommand)]
     Bundle(Box<crate::bundle::BundleCommand>),
+    /// Continue a recorded migration where it stopped (the same as re-running its command).
+    Resume(crate::ops_args::ResumeArgs),
+    /// Undo a migration that will not be finished: remove the copy it made, disable the
+    /// mirroring it enabled, restore the source's features. Never touches the source's data.
+    Abort(crate::ops_args::AbortArgs),
+    /// Finish only the source side of a migration whose copy is verified (disable mirroring,
+    /// restore features), without the remaining cloud steps.
+    Cleanup(crate::ops_args::CleanupArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(crate::ops_args::CompletionsArgs),
+    /// Write the man page (stdout), or one page per subcommand into --out DIR.
+    Man(crate::ops_args::ManArgs),
 }
 
 /// Peer direction for `pair`.
@@ -98,6 +115,13 @@ pub struct PairArgs {
     /// Peer direction given to the bootstrap import on --to.
     #[arg(long, value_enum, default_value_t = Direction::RxOnly)]
     pub direction: Direction,
+    /// Return once the peers are configured, without waiting for the rbd-mirror daemon on
+    /// --to to connect to the pool on --from.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the rbd-mirror daemon on --to to connect, in seconds.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub wait_timeout: u64,
 }
 
 impl PairArgs {
@@ -386,9 +410,18 @@ fn spec(name: &str, conf: Option<&PathBuf>, id: &str) -> Result<ClusterSpec> {
 pub struct VolumeArgs {
     #[command(flatten)]
     pub clusters: ClusterArgs,
-    /// Source image: POOL/IMAGE or POOL/NAMESPACE/IMAGE (its pool must be mirrored); with
-    /// --source-cloud, a Cinder volume id in that cloud.
-    pub image: String,
+    /// Source image(s): POOL/IMAGE or POOL/NAMESPACE/IMAGE (its pool must be mirrored); with
+    /// --source-cloud, Cinder volume ids in that cloud. Several run as a batch.
+    #[arg(required_unless_present = "from_file")]
+    pub images: Vec<String>,
+    /// Read the images from a file: one POOL/IMAGE per line, '#' comments and blank lines
+    /// allowed ('-' reads stdin).
+    #[arg(long, value_name = "LIST")]
+    pub from_file: Option<PathBuf>,
+    /// How many images of a batch migrate at once.
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
     /// Destination pool to copy the replica into (e.g. the destination Cinder pool).
     #[arg(long)]
     pub into: String,
@@ -428,13 +461,18 @@ pub struct VolumeArgs {
 }
 
 impl VolumeArgs {
-    /// The migration; `source` is the Cinder volume IMAGE named with --source-cloud.
-    pub fn to_migration(&self, source: Option<&SourceVolume>) -> Result<VolumeMigration> {
+    /// The migration of `image` (one of [`crate::ops_args::image_list`]); `source` is the
+    /// Cinder volume `image` names with --source-cloud.
+    pub fn to_migration(
+        &self,
+        image: &str,
+        source: Option<&SourceVolume>,
+    ) -> Result<VolumeMigration> {
         let image: ImageSpec = match source {
             Some(v) => format!("{}/{}", v.pool, v.image)
                 .parse()
                 .with_context(|| format!("the RBD image of volume {}", v.id))?,
-            None => self.image.parse()?,
+            None => image.parse()?,
         };
         let into: PoolSpec = self.into.parse().context("--into")?;
         let mut m = VolumeMigration::new(

@@ -100,6 +100,13 @@ pub async fn run(
                     "a bundle hands the source's sha256 from script to script, and an image in use keeps changing it: stop the instance using the image (or detach the volume) and drop --live, or use rbd-relay migrate --live"
                 );
             }
+            let images = crate::ops_args::image_list(v)?;
+            let [image] = images.as_slice() else {
+                anyhow::bail!(
+                    "a bundle moves one image, {} were given; make one bundle per image (each into its own --out DIR)",
+                    images.len()
+                );
+            };
             check_out_dir(&args.out)?;
             // like `migrate volume`: the source may be a Cinder volume id of --source-cloud
             let source = match &v.source_cloud {
@@ -109,14 +116,14 @@ pub async fn run(
                         crate::cloud::OpenStackCloud::connect(name, cinder_manage::Side::Source)
                             .await?;
                     Some(
-                        c.source_volume(&v.image)
+                        c.source_volume(image)
                             .await
                             .map_err(|e| anyhow::anyhow!("source cloud {name}: {e}"))?,
                     )
                 }
                 None => None,
             };
-            let m = v.to_migration(source.as_ref())?;
+            let m = v.to_migration(image, source.as_ref())?;
             let p = plan_for_bundle(m, args.out.source_only, state_dir, reporter).await?;
             let bundle = render(&p, &command_line())?;
             write(&args.out, &bundle)?;

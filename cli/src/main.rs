@@ -6,6 +6,11 @@
 mod args;
 mod bundle;
 mod cloud;
+mod exit;
+mod gen;
+mod operations;
+mod ops_args;
+mod progress;
 mod report;
 
 use std::process::ExitCode;
@@ -28,7 +33,7 @@ use cloud::OpenStackCloud;
 use report::Reporter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse(); // bad usage: clap prints it and exits with 2 (exit::USAGE)
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (_, 0) => "warn",
@@ -62,12 +67,12 @@ fn main() -> ExitCode {
                 );
             }
             eprintln!("rbd-relay: error: {e:#}");
-            ExitCode::from(1)
+            exit::of_error(&e)
         }
     }
 }
 
-async fn connect(spec: ClusterSpec) -> Result<Arc<dyn CephOps>> {
+pub(crate) async fn connect(spec: ClusterSpec) -> Result<Arc<dyn CephOps>> {
     let name = spec.name.clone();
     let ops = tokio::task::spawn_blocking(move || RbdCeph::connect(&spec))
         .await?
@@ -125,7 +130,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         .state_dir
         .clone()
         .unwrap_or_else(rbd_mirror_core::state::StateFile::default_dir);
-    let reporter = Arc::new(Reporter::new(cli.output, cli.quiet));
+    let logs = cli.verbose > 0 || std::env::var_os("RUST_LOG").is_some();
+    let reporter = Arc::new(Reporter::new(cli.output, cli.quiet).with_bars(!logs));
     match cli.command {
         Command::Migrate(migrate_cmd) => match *migrate_cmd {
             MigrateCommand::Volume(args) => migrate_volume(args, &state_dir, reporter).await,
@@ -180,16 +186,47 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let direction = args.direction.peer();
             let from = connect_cluster(from).await?;
             let to = connect_cluster(to).await?;
+            let (f, t, p) = (from.clone(), to.clone(), pool.pool.clone());
             let report = tokio::task::spawn_blocking(move || {
-                rbd_mirror_core::pairing::pair(&from, &to, &pool.pool, direction)
-                    .map_err(anyhow::Error::from)
+                rbd_mirror_core::pairing::pair(&f, &t, &p, direction).map_err(anyhow::Error::from)
             })
             .await??;
             reporter.paired(&report);
+            if !args.no_wait {
+                let timeout = std::time::Duration::from_secs(args.wait_timeout);
+                let r = reporter.clone();
+                let waited = tokio::task::spawn_blocking(move || {
+                    let mut tick = |w: std::time::Duration| r.waiting_for_daemon(&to, &from, w);
+                    rbd_mirror_core::pairing::wait_daemon_connected(
+                        &from, &to, &pool.pool, timeout, &mut tick,
+                    )
+                    .map_err(anyhow::Error::from)
+                })
+                .await??;
+                reporter.daemon_connected(&report, waited);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => status(args, reporter).await,
         Command::Bundle(cmd) => bundle::run(*cmd, cli.output, &state_dir, reporter).await,
+        Command::Resume(args) => operations::resume(args, &state_dir, reporter).await,
+        Command::Abort(args) => operations::abort_cmd(args, &state_dir, reporter).await,
+        Command::Cleanup(args) => operations::cleanup_cmd(args, &state_dir, reporter).await,
+        Command::Completions(args) => {
+            gen::completions(args.shell, &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man(args) => {
+            match &args.out {
+                Some(dir) => {
+                    for p in gen::man_pages(dir)? {
+                        println!("{}", p.display());
+                    }
+                }
+                None => gen::man(&mut std::io::stdout())?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::List => {
             let (all, unreadable) = state::list_all(&state_dir)?;
             for (path, why) in &unreadable {
@@ -206,18 +243,24 @@ async fn migrate_volume(
     state_dir: &std::path::Path,
     reporter: Arc<Reporter>,
 ) -> Result<ExitCode> {
+    let images = ops_args::image_list(&args).map_err(exit::usage)?;
+    let [image] = images.as_slice() else {
+        return operations::batch(&args, images, state_dir, reporter).await;
+    };
     let source = match &args.source_cloud {
         Some(name) => {
             let c = OpenStackCloud::connect(name, Side::Source).await?;
             let v = c
-                .source_volume(&args.image)
+                .source_volume(image)
                 .await
                 .map_err(|e| anyhow!("source cloud {name}: {e}"))?;
             Some(v)
         }
         None => None,
     };
-    let m = args.to_migration(source.as_ref())?;
+    let m = args
+        .to_migration(image, source.as_ref())
+        .map_err(exit::usage)?;
     let clouds = Clouds {
         destination: match &m.adopt {
             Some(a) => Some(

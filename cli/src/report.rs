@@ -1,9 +1,10 @@
-//! Turning library events and results into output: a live progress line (terminal) or plain
-//! lines (pipe) on stderr for people, JSON lines on stdout for machines.
+//! Turning library events and results into output: progress bars (terminal) or plain lines
+//! (pipe) on stderr for people, JSON lines on stdout for machines. Events of a batch carry
+//! their migration: the image as a line prefix or bar label, the id in JSON.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rbd_mirror_core::cloud::{AdoptedVolume, CloudImage};
 use rbd_mirror_core::event::{Event, EventSink};
@@ -14,12 +15,34 @@ use rbd_mirror_core::state::RunState;
 use rbd_mirror_core::status::SyncProgress;
 
 use crate::args::OutputFormat;
+use crate::progress::Bars;
 
 pub struct Reporter {
     format: OutputFormat,
     quiet: bool,
     tty: bool,
     line_open: Mutex<bool>,
+    bars: Option<Bars>,
+}
+
+/// Which migration of a batch an event belongs to.
+pub struct Tag {
+    /// The migration id (JSON `migration`).
+    pub id: String,
+    /// The source image, for people (line prefix, bar label).
+    pub label: String,
+}
+
+/// The event sink of one migration of a batch.
+pub struct TaggedSink {
+    pub tag: Tag,
+    pub reporter: Arc<Reporter>,
+}
+
+impl EventSink for TaggedSink {
+    fn emit(&self, event: Event) {
+        self.reporter.emit_for(Some(&self.tag), event);
+    }
 }
 
 fn progress_text(p: &SyncProgress) -> String {
@@ -72,12 +95,23 @@ fn human_bytes(b: f64) -> String {
 
 impl Reporter {
     pub fn new(format: OutputFormat, quiet: bool) -> Self {
+        let tty = std::io::stderr().is_terminal();
         Self {
             format,
             quiet,
-            tty: std::io::stderr().is_terminal(),
+            tty,
             line_open: Mutex::new(false),
+            bars: (tty && format == OutputFormat::Text && !quiet).then(Bars::new),
         }
+    }
+
+    /// No progress bars (plain lines instead) unless `bars`: log output (`-v`, `RUST_LOG`)
+    /// writes straight to stderr and would tear the bars apart.
+    pub fn with_bars(mut self, bars: bool) -> Self {
+        if !bars {
+            self.bars = None;
+        }
+        self
     }
 
     fn json(&self, v: serde_json::Value) {
@@ -88,6 +122,12 @@ impl Reporter {
 
     fn line(&self, text: &str, transient: bool) {
         if self.quiet {
+            return;
+        }
+        if let Some(b) = &self.bars {
+            if !transient {
+                b.println(text);
+            }
             return;
         }
         let mut err = std::io::stderr().lock();
@@ -104,8 +144,11 @@ impl Reporter {
         let _ = err.flush();
     }
 
-    /// End a transient progress line.
+    /// End a transient progress line (and remove the bars).
     pub fn finish(&self) {
+        if let Some(b) = &self.bars {
+            b.finish();
+        }
         let mut open = self.line_open.lock().unwrap_or_else(|p| p.into_inner());
         if *open {
             let _ = writeln!(std::io::stderr());
@@ -280,11 +323,48 @@ impl Reporter {
                     println!("  - {}", a.describe(&r.from, &r.to, &r.pool));
                 }
                 println!("  {}:{} now has {peer}", r.to, r.pool);
-                println!(
-                    "  note: rbd-mirror on {} registers with {} within about a minute; an image enabled in snapshot mode before that replicates from its next mirror snapshot",
-                    r.to, r.from
-                );
             }
+        }
+    }
+
+    /// Waiting for the destination's rbd-mirror to connect to the source pool (every ~5 s).
+    pub fn waiting_for_daemon(
+        &self,
+        to: &rbd_mirror_core::rbd::Cluster,
+        from: &rbd_mirror_core::rbd::Cluster,
+        waited: std::time::Duration,
+    ) {
+        if self.format == OutputFormat::Text && (self.tty || waited.as_secs() % 5 == 0) {
+            self.line(
+                &format!(
+                    "waiting for rbd-mirror on {} to connect to {} ({} s)",
+                    to.name(),
+                    from.name(),
+                    waited.as_secs()
+                ),
+                true,
+            );
+        }
+    }
+
+    /// The destination's rbd-mirror is connected: replication can start.
+    pub fn daemon_connected(&self, r: &PairReport, waited: std::time::Duration) {
+        self.finish();
+        match self.format {
+            OutputFormat::Json => self.json(serde_json::json!({
+                "event": "daemon_connected",
+                "from": r.from,
+                "to": r.to,
+                "pool": r.pool,
+                "waited_seconds": waited.as_secs_f64(),
+            })),
+            OutputFormat::Text => println!(
+                "rbd-mirror on {} is connected to {}:{} (waited {:.0} s): ready to migrate",
+                r.to,
+                r.from,
+                r.pool,
+                waited.as_secs_f64()
+            ),
         }
     }
 
@@ -380,26 +460,41 @@ impl Reporter {
 
 impl EventSink for Reporter {
     fn emit(&self, event: Event) {
+        self.emit_for(None, event);
+    }
+}
+
+impl Reporter {
+    /// One event, of the single migration (`tag` is `None`) or of one migration of a batch.
+    pub fn emit_for(&self, tag: Option<&Tag>, event: Event) {
         if self.format == OutputFormat::Json {
-            if let Ok(v) = serde_json::to_value(&event) {
+            if let Ok(mut v) = serde_json::to_value(&event) {
+                if let (Some(t), Some(o)) = (tag, v.as_object_mut()) {
+                    o.insert("migration".into(), t.id.clone().into());
+                }
                 self.json(v);
             }
             return;
         }
+        let key = tag.map_or("", |t| t.label.as_str());
+        let prefix = tag.map(|t| format!("[{}] ", t.label)).unwrap_or_default();
         match event {
             Event::StepStarted {
                 index, description, ..
-            } => self.line(&format!("[{}] {description}", index + 1), false),
+            } => {
+                let text = format!("[{}] {description}", index + 1);
+                if let Some(b) = &self.bars {
+                    b.step(key, &text);
+                }
+                self.line(&format!("{prefix}{text}"), false)
+            }
             Event::StepSkipped { reason, .. } => {
-                self.line(&format!("    already done: {reason}"), false)
+                self.line(&format!("{prefix}    already done: {reason}"), false)
             }
             Event::StepDone { .. } => {}
-            Event::Warning { message } => self.line(&format!("warning: {message}"), false),
+            Event::Warning { message } => self.line(&format!("{prefix}warning: {message}"), false),
             Event::Progress(p) => {
-                let mut s = format!("    {}", p.phase);
-                if let Some(pc) = p.percent {
-                    s.push_str(&format!(" {pc:5.1}%"));
-                }
+                let mut s = p.phase.to_string();
                 if let Some(r) = p.bytes_per_second {
                     s.push_str(&format!("  {}/s", human_bytes(r)));
                 }
@@ -409,12 +504,215 @@ impl EventSink for Reporter {
                 if !p.detail.is_empty() {
                     s.push_str(&format!("  {}", p.detail));
                 }
+                if let Some(b) = &self.bars {
+                    b.progress(key, p.percent, &s);
+                    if p.percent == Some(100.0) && !self.quiet {
+                        b.println(&format!("{prefix}    {s}"));
+                    }
+                    return;
+                }
+                let pc = p
+                    .percent
+                    .map(|pc| format!(" {pc:5.1}%"))
+                    .unwrap_or_default();
+                let line = format!("{prefix}    {}{pc}{}", p.phase, &s[p.phase.len()..]);
                 // on a pipe, progress lines would flood: print them only on a terminal,
                 // plus the final 100% one
                 if self.tty || p.percent == Some(100.0) {
-                    self.line(&s, self.tty && p.percent != Some(100.0));
+                    self.line(&line, self.tty && p.percent != Some(100.0));
                 }
             }
         }
+    }
+}
+
+/// Results of the operations on recorded migrations and of batches.
+impl Reporter {
+    pub fn aborted(&self, r: &rbd_mirror_core::abort::AbortReport) {
+        match self.format {
+            OutputFormat::Json => self.json(serde_json::json!({"result": "ok", "aborted": r})),
+            OutputFormat::Text => {
+                if r.undone.is_empty() {
+                    println!("migration {} is aborted; nothing was left to undo", r.id);
+                } else {
+                    println!("aborted migration {}:", r.id);
+                    for u in &r.undone {
+                        println!("  - {u}");
+                    }
+                }
+                for n in &r.notes {
+                    println!("note: {n}");
+                }
+                println!(
+                    "{} is as it was before the migration (its data was never touched); a new `rbd-relay migrate` starts afresh",
+                    r.source
+                );
+            }
+        }
+    }
+
+    pub fn cleaned(&self, r: &rbd_mirror_core::cleanup::CleanupReport) {
+        match self.format {
+            OutputFormat::Json => self.json(serde_json::json!({"result": "ok", "cleanup": r})),
+            OutputFormat::Text => {
+                if r.already_done {
+                    println!(
+                        "the source side of migration {} was already cleaned up; nothing to do",
+                        r.id
+                    );
+                } else {
+                    println!(
+                        "cleaned up the source side of migration {} ({}); the verified copy {} is kept",
+                        r.id,
+                        r.ran.join(", "),
+                        r.copy
+                    );
+                }
+                if !r.remaining.is_empty() {
+                    println!(
+                        "still to do: {} (rbd-relay resume {}, or by the role that owns them)",
+                        r.remaining.join(", "),
+                        r.id
+                    );
+                }
+                if r.forgotten {
+                    println!("the state record of {} was removed", r.id);
+                }
+            }
+        }
+    }
+
+    /// A batch of `n` images starts.
+    pub fn batch_start(&self, n: usize) {
+        if let Some(b) = &self.bars {
+            b.start_total(n as u64);
+        }
+    }
+
+    /// One image of a batch ended.
+    pub fn batch_item(&self, tag: &Tag, item: &rbd_mirror_core::batch::BatchItem) {
+        let line = match (&item.summary, &item.error) {
+            (Some(s), _) => format!(
+                "[{}] ok: {} verified (sha256 {}), {:.1}s",
+                tag.label,
+                s.copy,
+                &s.sha256[..s.sha256.len().min(12)],
+                item.seconds
+            ),
+            (_, Some(e)) => format!("[{}] FAILED: {}", tag.label, one_line(e)),
+            _ => format!("[{}] ended", tag.label),
+        };
+        match self.format {
+            OutputFormat::Json => self.json(serde_json::json!({
+                "result": if item.ok() { "ok" } else { "error" },
+                "migration": item.id,
+                "source": item.source,
+                "seconds": item.seconds,
+                "summary": item.summary,
+                "error": item.error,
+            })),
+            OutputFormat::Text => match &self.bars {
+                Some(b) => b.done(&tag.label, &line, !item.ok()),
+                None => {
+                    if !self.quiet || !item.ok() {
+                        eprintln!("{line}");
+                    }
+                }
+            },
+        }
+    }
+
+    /// The summary of a batch: a table (text) or the overall result object (JSON).
+    pub fn batch_summary(&self, items: &[rbd_mirror_core::batch::BatchItem]) {
+        self.finish();
+        let failed = items.iter().filter(|i| !i.ok()).count();
+        match self.format {
+            OutputFormat::Json => self.json(serde_json::json!({
+                "result": if failed == 0 { "ok" } else { "some_failed" },
+                "batch": {"ok": items.len() - failed, "failed": failed, "items": items},
+            })),
+            OutputFormat::Text => {
+                let rows: Vec<[String; 5]> = items
+                    .iter()
+                    .map(|i| {
+                        [
+                            i.source.clone(),
+                            if i.ok() { "ok" } else { "FAILED" }.to_string(),
+                            i.summary
+                                .as_ref()
+                                .map_or("-".to_string(), |s| s.copy.clone()),
+                            format!("{:.1}", i.seconds),
+                            i.error.as_deref().map_or(String::new(), one_line),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    table(["IMAGE", "RESULT", "COPY", "SECONDS", "ERROR"], &rows)
+                );
+                println!(
+                    "{} of {} migrated and verified{}",
+                    items.len() - failed,
+                    items.len(),
+                    if failed > 0 {
+                        format!(
+                            "; {failed} failed (fix the cause and re-run the same command: finished ones are skipped, failed ones resume)"
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+    }
+}
+
+/// An error on one line (preflight problems are one per line).
+fn one_line(e: &str) -> String {
+    e.lines().map(str::trim).collect::<Vec<_>>().join(" ")
+}
+
+/// A plain text table, columns padded to the widest cell (the last one is not padded).
+fn table<const N: usize>(head: [&str; N], rows: &[[String; N]]) -> String {
+    let mut width = head.map(str::len);
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut push = |cells: Vec<&str>| {
+        let mut line = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == N {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}  ", w = width[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    };
+    push(head.to_vec());
+    for r in rows {
+        push(r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_pads_columns() {
+        let t = table(
+            ["A", "RESULT"],
+            &[
+                ["long-name".into(), "ok".into()],
+                ["x".into(), "FAILED".into()],
+            ],
+        );
+        assert_eq!(t, "A          RESULT\nlong-name  ok\nx          FAILED\n");
     }
 }

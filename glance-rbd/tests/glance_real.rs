@@ -6,72 +6,25 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed setup step should panic with its message
 
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use glance_rbd::{CreateImage, Error, Glance, RbdLocation, RegisterRbdImage};
 use openstack_client::{ClientOptions, CloudConfig, ConfigSources, OpenStackClient};
 
-/// The destination cloud the tests use.
-struct Site {
-    clouds_yaml: PathBuf,
-    admin_cloud: String,
-    member_cloud: String,
-    ceph_cluster: String,
-    fsid: String,
-    image_pool: String,
+/// The cloud the tests use: the test environment's destination cloud, or the stack named by
+/// `RBD_RELAY_TEST_CLOUDS_YAML` (see `testenv::test_cloud`).
+fn site() -> Site {
+    Site(testenv::test_cloud())
 }
 
-/// THE one place that picks the cloud. Default: the destination cloud of the project's test
-/// environment (`testenv::shared_with_openstack()`, started if it is not running). With
-/// `RBD_RELAY_TEST_CLOUDS_YAML` set: that clouds.yaml and `RBD_RELAY_TEST_*` variables,
-/// defaulting to the development reference stack (`osks-admin`, `osks-demo`, ...).
-fn site() -> &'static Site {
-    static SITE: OnceLock<Site> = OnceLock::new();
-    SITE.get_or_init(|| match std::env::var("RBD_RELAY_TEST_CLOUDS_YAML") {
-        Ok(path) => site_from_vars(path),
-        // testenv blocks (and uses reqwest's blocking client): keep it off the async runtime.
-        Err(_) => std::thread::spawn(site_from_testenv).join().unwrap(),
-    })
-}
+/// The shared test cloud, with this file's helpers.
+#[derive(Clone, Copy)]
+struct Site(&'static testenv::TestCloud);
 
-fn site_from_testenv() -> Site {
-    let env = testenv::shared_with_openstack().expect("test environment with OpenStack");
-    let os = env
-        .openstack()
-        .expect("test environment has no OpenStack clouds");
-    let d = &os.destination;
-    Site {
-        clouds_yaml: os.clouds_yaml.clone(),
-        admin_cloud: d.admin_cloud.clone(),
-        member_cloud: d.member_cloud.clone(),
-        ceph_cluster: d.ceph_cluster.clone(),
-        fsid: d.fsid.clone(),
-        image_pool: d.image_pool.clone(),
-    }
-}
-
-fn site_from_vars(clouds_yaml: String) -> Site {
-    let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
-    Site {
-        clouds_yaml: PathBuf::from(clouds_yaml),
-        admin_cloud: var("RBD_RELAY_TEST_ADMIN_CLOUD", "osks-admin"),
-        member_cloud: var("RBD_RELAY_TEST_MEMBER_CLOUD", "osks-demo"),
-        ceph_cluster: var("RBD_RELAY_TEST_CEPH_CLUSTER", "osks"),
-        fsid: std::env::var("RBD_RELAY_TEST_FSID").unwrap_or_else(|_| {
-            let out = Command::new("ceph")
-                .args([
-                    "--cluster",
-                    &var("RBD_RELAY_TEST_CEPH_CLUSTER", "osks"),
-                    "fsid",
-                ])
-                .output()
-                .expect("run ceph fsid");
-            assert!(out.status.success(), "ceph fsid: {out:?}");
-            String::from_utf8(out.stdout).unwrap().trim().to_owned()
-        }),
-        image_pool: var("RBD_RELAY_TEST_IMAGE_POOL", "images"),
+impl std::ops::Deref for Site {
+    type Target = testenv::TestCloud;
+    fn deref(&self) -> &testenv::TestCloud {
+        self.0
     }
 }
 
@@ -124,7 +77,7 @@ impl Site {
 
     fn location(&self, name: &str) -> RbdLocation {
         RbdLocation {
-            fsid: self.fsid.clone(),
+            fsid: self.fsid().to_owned(),
             pool: self.image_pool.clone(),
             image: name.into(),
             snapshot: "snap".into(),

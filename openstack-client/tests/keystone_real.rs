@@ -8,8 +8,6 @@
 #![allow(clippy::unwrap_used)] // test code: a failed setup step should panic with its message
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use openstack_client::{
     config::{DomainRef, Scope},
@@ -18,45 +16,20 @@ use openstack_client::{
 };
 use serde_json::{json, Value};
 
-/// The cloud the tests use.
-struct Site {
-    clouds_yaml: PathBuf,
-    admin_cloud: String,
-    member_cloud: String,
+/// The cloud the tests use: the test environment's destination cloud, or the stack named by
+/// `RBD_RELAY_TEST_CLOUDS_YAML` (see `testenv::test_cloud`).
+fn site() -> Site {
+    Site(testenv::test_cloud())
 }
 
-/// THE one place that picks the cloud. Default: the destination cloud of the project's test
-/// environment (`testenv::shared_with_openstack()`, started if it is not running). With
-/// `RBD_RELAY_TEST_CLOUDS_YAML` set: that clouds.yaml and `RBD_RELAY_TEST_*` variables,
-/// defaulting to the development reference stack (`osks-admin`, `osks-demo`, ...).
-fn site() -> &'static Site {
-    static SITE: OnceLock<Site> = OnceLock::new();
-    SITE.get_or_init(|| match std::env::var("RBD_RELAY_TEST_CLOUDS_YAML") {
-        Ok(path) => site_from_vars(path),
-        // testenv blocks (and uses reqwest's blocking client): keep it off the async runtime.
-        Err(_) => std::thread::spawn(site_from_testenv).join().unwrap(),
-    })
-}
+/// The shared test cloud, with this file's helpers.
+#[derive(Clone, Copy)]
+struct Site(&'static testenv::TestCloud);
 
-fn site_from_testenv() -> Site {
-    let env = testenv::shared_with_openstack().expect("test environment with OpenStack");
-    let os = env
-        .openstack()
-        .expect("test environment has no OpenStack clouds");
-    let d = &os.destination;
-    Site {
-        clouds_yaml: os.clouds_yaml.clone(),
-        admin_cloud: d.admin_cloud.clone(),
-        member_cloud: d.member_cloud.clone(),
-    }
-}
-
-fn site_from_vars(clouds_yaml: String) -> Site {
-    let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
-    Site {
-        clouds_yaml: PathBuf::from(clouds_yaml),
-        admin_cloud: var("RBD_RELAY_TEST_ADMIN_CLOUD", "osks-admin"),
-        member_cloud: var("RBD_RELAY_TEST_MEMBER_CLOUD", "osks-demo"),
+impl std::ops::Deref for Site {
+    type Target = testenv::TestCloud;
+    fn deref(&self) -> &testenv::TestCloud {
+        self.0
     }
 }
 

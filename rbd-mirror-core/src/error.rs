@@ -74,6 +74,14 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// No migration with this id is recorded in the state directory.
+    #[error("no migration '{id}' is recorded in {}; see `rbd-relay list` for the recorded ids (and --state-dir / $RBD_RELAY_STATE_DIR for where they live)", dir.display())]
+    UnknownMigration {
+        /// The id asked for.
+        id: String,
+        /// The state directory searched.
+        dir: PathBuf,
+    },
     /// Another run holds the lock on this migration.
     #[error("another rbd-relay run is already working on {image} (lock {path} is held); wait for it to finish or stop it, then re-run")]
     Locked {

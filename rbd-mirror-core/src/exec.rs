@@ -104,7 +104,7 @@ fn cloud_err(step: &str, cloud: &dyn CloudOps) -> impl FnOnce(CloudError) -> Err
 }
 
 /// Run `f` on a blocking thread, turning failures into [`Error::Ceph`] with context.
-async fn on_ceph<T: Send + 'static>(
+pub(crate) async fn on_ceph<T: Send + 'static>(
     step: &str,
     cluster: String,
     target: String,
@@ -133,7 +133,7 @@ async fn on_ceph<T: Send + 'static>(
 /// so a re-run, or librbd's own implied changes (disabling object-map also drops fast-diff),
 /// never cause a redundant call (librbd refuses to enable an enabled feature). Returns
 /// whether anything had to change.
-fn converge_features(
+pub(crate) fn converge_features(
     ops: &dyn CephOps,
     image: &ImageSpec,
     wanted: Features,
@@ -153,6 +153,50 @@ fn converge_features(
         }
     }
     Ok(true)
+}
+
+/// Remove an image this migration created (a partial or discarded copy). A killed run's
+/// watch on it lingers until the OSD times it out (~30 s), so `EBUSY` is retried for up to
+/// 90 s. An image that is already gone is fine (a re-run converges).
+pub(crate) async fn remove_own_image(
+    step: &str,
+    dst: &Arc<dyn CephOps>,
+    target: &ImageSpec,
+    events: &dyn EventSink,
+) -> Result<()> {
+    use backon::{ConstantBuilder, Retryable};
+    let remove = || {
+        let (d, t) = (dst.clone(), target.clone());
+        on_ceph(
+            step,
+            dst.name().to_string(),
+            target.to_string(),
+            move || match d.remove_image(&t) {
+                Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+                r => r,
+            },
+        )
+    };
+    let mut warned = false;
+    remove
+        .retry(
+            ConstantBuilder::default()
+                .with_delay(std::time::Duration::from_secs(1))
+                .with_max_times(90),
+        )
+        .when(|e: &Error| matches!(e, Error::Ceph { source, .. } if source.kind == ErrorKind::Busy))
+        .notify(|_, _| {
+            if !warned {
+                warned = true;
+                events.emit(Event::Warning {
+                    message: format!(
+                        "{}:{target} (the copy of the interrupted run) is still watched by that run's dead client; waiting until Ceph expires the watch (about 30 s)",
+                        dst.name()
+                    ),
+                });
+            }
+        })
+        .await
 }
 
 /// Read-only: run preflight and build the plan (or return the recorded one), for `--dry-run`.
@@ -177,7 +221,9 @@ pub async fn plan(
     events: Arc<dyn EventSink>,
 ) -> Result<(Plan, Option<RunState>)> {
     if let Some(state) = crate::state::load(&StateFile::path_for(state_dir, &m.id()))? {
-        return Ok((state.plan.clone(), Some(state)));
+        if !state.aborted {
+            return Ok((state.plan.clone(), Some(state)));
+        }
     }
     if let Some(c) = clouds.destination_for(m)? {
         preflight::check_adoption(m, c.as_ref()).await?;
@@ -219,12 +265,27 @@ pub async fn migrate(
 ) -> Result<Summary> {
     let dst_cloud = clouds.destination_for(m)?;
     let file = StateFile::lock(state_dir, &m.id(), &m.image.to_string())?;
-    let mut state = match file.load()? {
+    let recorded = match file.load()? {
+        Some(s) if s.aborted => {
+            events.emit(Event::Warning {
+                message: format!(
+                    "migration {} was aborted earlier; starting a fresh plan",
+                    s.plan.id
+                ),
+            });
+            None
+        }
+        other => other,
+    };
+    let mut state = match recorded {
         Some(s) => {
             if &s.plan.migration != m {
                 return Err(Error::State {
                     path: file.path().to_path_buf(),
-                    reason: "a migration with this id but other options is recorded; re-run it with the options it was started with (see `rbd-relay list` and the state file), or choose another --name".into(),
+                    reason: format!(
+                        "a migration with this id but other options is recorded; continue it as recorded (`rbd-relay resume {id}`), undo it to start over with these options (`rbd-relay abort {id}`; once finished: `rbd-relay cleanup {id} --forget`), or choose another --name",
+                        id = s.plan.id
+                    ),
                 });
             }
             if !s.finished() {
@@ -279,40 +340,8 @@ pub async fn migrate(
         }
     };
     let already_done = state.finished();
-    let exec = Executor {
-        src,
-        dst,
-        dst_cloud,
-        events,
-        opts: opts.clone(),
-    };
-    while !state.finished() {
-        let index = state.next_step;
-        let step = state.plan.steps[index].clone();
-        exec.events.emit(Event::StepStarted {
-            index,
-            step: step.kind().into(),
-            description: step.describe(&state.plan.migration),
-        });
-        let t = Instant::now();
-        let result = exec.run_step(&step, index, &mut state, &file).await;
-        if let Err(e) = result {
-            state.outcome = format!("failed at {}: {e}", step.kind());
-            let _ = file.save(&state);
-            return Err(e);
-        }
-        state.next_step = index + 1;
-        state.step_seconds.push(t.elapsed().as_secs_f64());
-        if state.finished() {
-            state.outcome = "finished".into();
-        }
-        file.save(&state)?;
-        exec.events.emit(Event::StepDone {
-            index,
-            step: step.kind().into(),
-            seconds: t.elapsed().as_secs_f64(),
-        });
-    }
+    let exec = Executor::new(src, dst, dst_cloud, events, opts.clone());
+    exec.run_steps(&mut state, &file, |_| true).await?;
     let p = &state.plan;
     let lost = p
         .steps
@@ -345,15 +374,91 @@ pub async fn migrate(
     })
 }
 
-struct Executor {
+/// Runs the steps of a recorded plan (shared by [`migrate`] and [`crate::cleanup`]).
+pub(crate) struct Executor {
     src: Arc<dyn CephOps>,
     dst: Arc<dyn CephOps>,
     dst_cloud: Option<Arc<dyn CloudOps>>,
     events: Arc<dyn EventSink>,
     opts: RunOptions,
+    /// The source digest computed while rbd-mirror builds the replica (journal mode, cold),
+    /// with the journal's master position seen before it started: `verify` uses it only if
+    /// that position has not moved since, i.e. nothing was written to the source.
+    early_source_digest: std::sync::Mutex<Option<EarlyDigest>>,
+}
+
+/// A source digest started at the beginning of the wait.
+struct EarlyDigest {
+    master: Option<crate::ops::JournalPosition>,
+    task: tokio::task::JoinHandle<Result<String>>,
+    /// Set when the run ends without using the digest: the hashing thread stops reading.
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for EarlyDigest {
+    fn drop(&mut self) {
+        self.cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Executor {
+    /// An executor over the two clusters (and the destination cloud, for cloud steps).
+    pub(crate) fn new(
+        src: Arc<dyn CephOps>,
+        dst: Arc<dyn CephOps>,
+        dst_cloud: Option<Arc<dyn CloudOps>>,
+        events: Arc<dyn EventSink>,
+        opts: RunOptions,
+    ) -> Self {
+        Self {
+            src,
+            dst,
+            dst_cloud,
+            events,
+            opts,
+            early_source_digest: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Run the plan's steps from `state.next_step` on while `take` accepts the next one,
+    /// saving the state after every step (and the failure when one fails).
+    pub(crate) async fn run_steps(
+        &self,
+        state: &mut RunState,
+        file: &StateFile,
+        take: impl Fn(&Step) -> bool,
+    ) -> Result<()> {
+        while !state.finished() && take(&state.plan.steps[state.next_step]) {
+            let index = state.next_step;
+            let step = state.plan.steps[index].clone();
+            self.events.emit(Event::StepStarted {
+                index,
+                step: step.kind().into(),
+                description: step.describe(&state.plan.migration),
+            });
+            let t = Instant::now();
+            let result = self.run_step(&step, index, state, file).await;
+            if let Err(e) = result {
+                state.outcome = format!("failed at {}: {e}", step.kind());
+                let _ = file.save(state);
+                return Err(e);
+            }
+            state.next_step = index + 1;
+            state.step_seconds.push(t.elapsed().as_secs_f64());
+            if state.finished() {
+                state.outcome = "finished".into();
+            }
+            file.save(state)?;
+            self.events.emit(Event::StepDone {
+                index,
+                step: step.kind().into(),
+                seconds: t.elapsed().as_secs_f64(),
+            });
+        }
+        Ok(())
+    }
+
     fn skipped(&self, index: usize, step: &Step, reason: &str) {
         self.events.emit(Event::StepSkipped {
             index,
@@ -431,6 +536,7 @@ impl Executor {
                 Ok(())
             }
             Step::WaitForReplica => {
+                self.start_early_source_digest(&m, state).await;
                 wait::wait_for_replica(
                     src,
                     dst,
@@ -868,36 +974,66 @@ impl Executor {
     }
 
     async fn remove_partial_copy(&self, dst: &Arc<dyn CephOps>, target: &ImageSpec) -> Result<()> {
-        use backon::{ConstantBuilder, Retryable};
-        let remove = || {
-            let (d, t) = (dst.clone(), target.clone());
-            on_ceph(
-                "copy_replica",
-                dst.name().to_string(),
-                target.to_string(),
-                move || d.remove_image(&t),
-            )
+        remove_own_image("copy_replica", dst, target, self.events.as_ref()).await
+    }
+
+    /// Journal mode, cold migration: hash the source while rbd-mirror builds the replica, so
+    /// `verify` only has to read the copy. The journal's master position is noted first; a
+    /// write to the source moves it, and then `verify` hashes the source again.
+    async fn start_early_source_digest(&self, m: &VolumeMigration, state: &RunState) {
+        let cold = !m.allow_live && state.plan.facts.watchers.is_empty();
+        if m.mode != crate::features::MirrorImageMode::Journal || !cold {
+            return;
+        }
+        let (src, image) = (self.src.clone(), m.image.clone());
+        let master = match on_ceph(
+            "verify",
+            src.name().to_string(),
+            image.to_string(),
+            move || src.journal_positions(&image),
+        )
+        .await
+        {
+            Ok(p) => p.master,
+            Err(_) => return, // verify hashes the source itself
         };
-        let mut warned = false;
-        remove
-            .retry(
-                ConstantBuilder::default()
-                    .with_delay(std::time::Duration::from_secs(1))
-                    .with_max_times(90),
-            )
-            .when(|e: &Error| matches!(e, Error::Ceph { source, .. } if source.kind == ErrorKind::Busy))
-            .notify(|_, _| {
-                if !warned {
-                    warned = true;
-                    self.events.emit(Event::Warning {
-                        message: format!(
-                            "{}:{target} (the partial copy of the interrupted run) is still watched by that run's dead client; waiting until Ceph expires the watch (about 30 s)",
-                            dst.name()
-                        ),
-                    });
-                }
+        let (src, image) = (self.src.clone(), m.image.clone());
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = cancel.clone();
+        let task = tokio::spawn(async move {
+            let name = format!("{}:{image}", src.name());
+            let c = src.clone();
+            on_ceph("verify", src.name().to_string(), name, move || {
+                c.digest(&image, &mut |_, _| {
+                    !stop.load(std::sync::atomic::Ordering::Relaxed)
+                })
             })
             .await
+        });
+        if let Ok(mut slot) = self.early_source_digest.lock() {
+            *slot = Some(EarlyDigest {
+                master,
+                task,
+                cancel,
+            });
+        }
+    }
+
+    /// The early source digest, if one was taken in this process and the source's journal
+    /// master position is where it was when hashing started (nothing written since).
+    async fn take_early_source_digest(&self, m: &VolumeMigration) -> Option<String> {
+        let mut early = self.early_source_digest.lock().ok()?.take()?;
+        let digest = (&mut early.task).await.ok()?.ok()?;
+        let (src, image) = (self.src.clone(), m.image.clone());
+        let now = on_ceph(
+            "verify",
+            src.name().to_string(),
+            image.to_string(),
+            move || src.journal_positions(&image),
+        )
+        .await
+        .ok()?;
+        (now.master == early.master).then_some(digest)
     }
 
     async fn verify(
@@ -938,11 +1074,17 @@ impl Executor {
                 .await
             }
         };
-        let (a, b) = tokio::join!(
-            digest(self.src.clone(), m.image.clone(), "source"),
-            digest(self.dst.clone(), m.copy_target(), "copy")
-        );
-        let (a, b) = (a?, b?);
+        let early = self.take_early_source_digest(m).await;
+        let (a, b) = match early {
+            Some(a) => (a, digest(self.dst.clone(), m.copy_target(), "copy").await?),
+            None => {
+                let (a, b) = tokio::join!(
+                    digest(self.src.clone(), m.image.clone(), "source"),
+                    digest(self.dst.clone(), m.copy_target(), "copy")
+                );
+                (a?, b?)
+            }
+        };
         state.source_digest = Some(a.clone());
         state.copy_digest = Some(b.clone());
         if a != b {

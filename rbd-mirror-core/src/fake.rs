@@ -57,6 +57,12 @@ pub struct World {
     pub fail_once: Option<String>,
     /// Flip a byte of the next copy.
     pub corrupt_next_copy: bool,
+    /// Every digest call, as `SITE:POOL/IMAGE` (site 0 is `a`, site 1 `b`).
+    pub digests: Vec<String>,
+    /// Entries written to the source journal so far (moves its master position).
+    pub journal_writes: u64,
+    /// A digest of the source counts as a write to its journal (something wrote meanwhile).
+    pub write_during_source_digest: bool,
 }
 
 impl World {
@@ -296,11 +302,14 @@ impl CephOps for Fake {
     }
     fn mirror_peers(&self, _pool: &PoolSpec) -> OpsResult<Vec<MirrorPeer>> {
         self.with("mirror_peers", |w, s| {
+            // the source (site 0) sees the destination's daemon as a tx-only peer once it
+            // has connected; the destination has the rx-only peer made by pairing
             Ok(if w.sites[s].has_peer {
                 vec![MirrorPeer {
                     uuid: "u".into(),
                     site_name: "other".into(),
-                    direction: "rx-only".into(),
+                    direction: if s == 0 { "tx-only" } else { "rx-only" }.into(),
+                    mirror_uuid: if s == 0 { "uuid-b" } else { "" }.into(),
                 }]
             } else {
                 vec![]
@@ -399,7 +408,7 @@ impl CephOps for Fake {
             let p = Some(JournalPosition {
                 object_number: 0,
                 tag_tid: 1,
-                entry_tid: 5,
+                entry_tid: 5 + w.journal_writes,
             });
             Ok(JournalPositions {
                 master: p,
@@ -408,6 +417,7 @@ impl CephOps for Fake {
                         id: "peer".into(),
                         position: if done { p } else { None },
                         syncing: Some(!done),
+                        replica_image_id: None,
                     }]
                 } else {
                     vec![]
@@ -445,6 +455,11 @@ impl CephOps for Fake {
     }
     fn digest(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<String> {
         self.with("digest", |w, s| {
+            w.digests
+                .push(format!("{}:{image}", if s == 0 { "a" } else { "b" }));
+            if s == 0 && w.write_during_source_digest {
+                w.journal_writes += 1;
+            }
             let i = img(w, s, image, "digest")?;
             progress(i.data.len() as u64, i.data.len() as u64);
             Ok(hex::encode(Sha256::digest(&i.data)))

@@ -6,14 +6,19 @@
 //!
 //! The entry points are [`exec::migrate_volume`] (run or resume) and [`exec::plan_volume`]
 //! (dry run); [`exec::migrate`] and [`exec::plan`] also take the clouds ([`cloud::CloudOps`])
-//! for plans that end in the destination cloud (adopt as a Cinder volume).
-//! [`bundle::render`] writes the same plan as one shell script per role, for split roles.
+//! for plans that end in the destination cloud (adopt as a Cinder volume). A recorded
+//! migration is undone by [`abort::abort`], its source side finished by [`cleanup::cleanup`],
+//! and several run at once by [`batch::migrate_batch`]. [`bundle::render`] writes the same
+//! plan as one shell script per role, for split roles.
 
 // Errors carry their context (step, cluster, image, the failing call) by value; they are
 // rare and never on a hot path, so their size is not worth boxing every variant.
 #![allow(clippy::result_large_err)]
 
+pub mod abort;
+pub mod batch;
 pub mod bundle;
+pub mod cleanup;
 pub mod cloud;
 pub mod delete;
 pub mod error;
@@ -33,6 +38,8 @@ pub mod wait;
 
 pub use error::{Error, Result};
 
+#[cfg(test)]
+mod abort_tests;
 #[cfg(test)]
 mod delete_tests;
 #[cfg(test)]

@@ -156,6 +156,10 @@ pub struct MirrorPeer {
     pub site_name: String,
     /// `rx-only`, `tx-only` or `rx-tx`.
     pub direction: String,
+    /// The peer pool's mirror uuid: on a sending side it is set once the peer's rbd-mirror
+    /// daemon has connected to this pool (empty before).
+    #[serde(default)]
+    pub mirror_uuid: String,
 }
 
 /// One rbd-mirror daemon from the cluster's service map.
@@ -187,6 +191,11 @@ pub struct JournalPeer {
     pub position: Option<JournalPosition>,
     /// Whether the peer is still in its initial image sync (`None` when unknown).
     pub syncing: Option<bool>,
+    /// Id of the replica image the peer syncs into, from its client data (`None` when
+    /// unknown): a replica with another id was recreated and is not the one this position
+    /// describes.
+    #[serde(default)]
+    pub replica_image_id: Option<String>,
 }
 
 /// A position in a journal.

@@ -56,6 +56,18 @@ pub enum PairError {
         #[source]
         source: RbdError,
     },
+    /// The destination's rbd-mirror did not connect to the source pool in time.
+    #[error("the peers are configured, but rbd-mirror on cluster '{to}' has not connected to pool '{pool}' on cluster '{from}' after {seconds} s; check that an rbd-mirror daemon runs on '{to}' (`rbd --cluster {to} mirror pool status {pool} --verbose`) and that it can reach '{from}', then re-run this command")]
+    DaemonNotConnected {
+        /// Source cluster.
+        from: String,
+        /// Destination cluster.
+        to: String,
+        /// Pool name.
+        pool: String,
+        /// How long it waited.
+        seconds: u64,
+    },
 }
 
 /// Result of this module.
@@ -617,6 +629,51 @@ pub fn pool_status(cluster: &Cluster, pool: &str, image: Option<&str>) -> PairRe
             .collect(),
         images,
     })
+}
+
+/// Whether the rbd-mirror daemon of `to` has connected to `pool` on `from`: it then appears on
+/// `from` as a sending peer (tx-only or rx-tx) under `to`'s site name with its mirror uuid.
+/// Right after pairing this takes up to `rbd_mirror_pool_replayers_refresh_interval` (30 s by
+/// default) on `to`.
+pub fn daemon_connected(from: &Cluster, to: &Cluster, pool: &str) -> PairResult<bool> {
+    let fio = open_pool(from, pool)?;
+    let to_site = to
+        .mirror_site_name()
+        .map_err(ceph_err("read the mirror site name", to, pool))?;
+    let peers = fio
+        .mirror_peer_sites()
+        .map_err(ceph_err("list the mirror peers", from, pool))?;
+    Ok(peers.iter().any(|p| {
+        p.site_name == to_site && p.direction != PeerDirection::RxOnly && !p.mirror_uuid.is_empty()
+    }))
+}
+
+/// Polls [`daemon_connected`] once a second until it is true or `timeout` passed
+/// ([`PairError::DaemonNotConnected`]); `on_wait` gets the time waited so far after each miss.
+pub fn wait_daemon_connected(
+    from: &Cluster,
+    to: &Cluster,
+    pool: &str,
+    timeout: std::time::Duration,
+    on_wait: &mut dyn FnMut(std::time::Duration),
+) -> PairResult<std::time::Duration> {
+    let start = std::time::Instant::now();
+    loop {
+        if daemon_connected(from, to, pool)? {
+            return Ok(start.elapsed());
+        }
+        let waited = start.elapsed();
+        if waited >= timeout {
+            return Err(PairError::DaemonNotConnected {
+                from: from.name().to_string(),
+                to: to.name().to_string(),
+                pool: pool.to_string(),
+                seconds: waited.as_secs(),
+            });
+        }
+        on_wait(waited);
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 #[cfg(test)]

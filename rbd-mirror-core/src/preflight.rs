@@ -227,7 +227,7 @@ fn check(
         ));
     }
     if let Some(dst) = dst {
-        check_destination(m, src, dst, mirroring_was_enabled, &mut problems);
+        check_destination(m, src, dst, mirroring_was_enabled, events, &mut problems);
     }
 
     // --- in use?
@@ -308,13 +308,16 @@ fn check_destination(
     src: &dyn CephOps,
     dst: &dyn CephOps,
     mirroring_was_enabled: bool,
+    events: &dyn EventSink,
     problems: &mut Vec<Problem>,
 ) {
     let did = &m.destination.client_id;
     let pool = &m.image.pool;
     let target = m.copy_target();
     match dst.mirror_peers(pool) {
-        Ok(peers) if peers.iter().any(|p| p.direction != "tx-only") => {}
+        Ok(peers) if peers.iter().any(|p| p.direction != "tx-only") => {
+            check_daemon_connected(m, src, dst, events, problems);
+        }
         Ok(_) => problems.push(problem(
             format!("pool '{pool}' on {} has no mirror peer that receives from {}", dst.name(), src.name()),
             format!(
@@ -451,6 +454,46 @@ pub async fn check_registration(m: &VolumeMigration, cloud: &dyn CloudOps) -> Re
             },
         }])
     })
+}
+
+/// Right after pairing, the destination's rbd-mirror has not yet connected to the source pool
+/// (it does so on its next pool refresh, `rbd_mirror_pool_replayers_refresh_interval`, 30 s by
+/// default). Until it has, the source lists no sending peer with a mirror uuid. A snapshot-mode
+/// image enabled then gets a first mirror snapshot for no peer and is not replicated until the
+/// next one, so that is refused; journal mode only starts later, so that is a warning.
+fn check_daemon_connected(
+    m: &VolumeMigration,
+    src: &dyn CephOps,
+    dst: &dyn CephOps,
+    events: &dyn EventSink,
+    problems: &mut Vec<Problem>,
+) {
+    let pool = &m.image.pool;
+    let Ok(peers) = src.mirror_peers(pool) else {
+        return; // access problems on the source are reported by its own checks
+    };
+    if peers
+        .iter()
+        .any(|p| p.direction != "rx-only" && !p.mirror_uuid.is_empty())
+    {
+        return;
+    }
+    let what = format!(
+        "rbd-mirror on {d} has not connected to pool '{pool}' on {s} yet (no sending peer with a mirror uuid on {s})",
+        s = src.name(),
+        d = dst.name()
+    );
+    let fix = format!(
+        "it connects within rbd_mirror_pool_replayers_refresh_interval (30 s by default) after pairing: wait for it with `rbd-relay pair --from {s} --to {d} --pool {pool}` (it waits by default) or re-run in a minute; check that rbd-mirror runs on {d}",
+        s = src.name(),
+        d = dst.name()
+    );
+    match m.mode {
+        MirrorImageMode::Snapshot => problems.push(problem(what, fix)),
+        MirrorImageMode::Journal => events.emit(Event::Warning {
+            message: format!("{what}; replication starts once it has: {fix}"),
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,10 @@ pub struct RunState {
     /// The image the destination cloud registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered: Option<crate::cloud::CloudImage>,
+    /// `rbd-relay abort` undid this migration; a later run of the same migration starts a
+    /// fresh plan instead of resuming this one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub aborted: bool,
 }
 
 impl RunState {
@@ -58,6 +62,7 @@ impl RunState {
             adopted: None,
             register_started: false,
             registered: None,
+            aborted: false,
         }
     }
 
@@ -70,6 +75,24 @@ impl RunState {
     pub fn verified(&self) -> bool {
         self.source_digest.is_some() && self.source_digest == self.copy_digest
     }
+
+    /// Whether the copy was handed to the destination cloud (adoption or registration was
+    /// sent at least once): the cloud owns it from then on.
+    pub fn handed_to_cloud(&self) -> bool {
+        self.adopt_started
+            || self.register_started
+            || self.adopted.is_some()
+            || self.registered.is_some()
+    }
+}
+
+/// The recorded state of migration `id` in `dir`, or [`Error::UnknownMigration`] naming the
+/// directory and pointing at `rbd-relay list`.
+pub fn recorded(dir: &Path, id: &str) -> Result<RunState> {
+    load(&StateFile::path_for(dir, id))?.ok_or_else(|| Error::UnknownMigration {
+        id: id.to_string(),
+        dir: dir.to_path_buf(),
+    })
 }
 
 /// A state file on disk with its lock held for as long as this value lives.
@@ -156,6 +179,19 @@ impl StateFile {
         }
         Ok(())
     }
+}
+
+/// The recorded state of migration `id` for `rbd-relay resume`: like [`recorded`], but an
+/// aborted migration is refused (resuming it would silently start a fresh plan).
+pub fn resumable(dir: &Path, id: &str) -> Result<RunState> {
+    let s = recorded(dir, id)?;
+    if s.aborted {
+        return Err(Error::Unsafe(format!(
+            "migration {id} was aborted, so there is nothing to resume; to migrate {} again, run `rbd-relay migrate volume ...` (it starts a fresh plan)",
+            s.plan.migration.image
+        )));
+    }
+    Ok(s)
 }
 
 /// Read a state file without locking (for `list`/`status`).

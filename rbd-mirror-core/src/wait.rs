@@ -124,6 +124,26 @@ pub fn journal_completion(p: &JournalPositions) -> Completion {
     }
 }
 
+/// A complete journal position only counts for the replica that exists now: every peer that
+/// names the replica image it syncs into must name `replica_id`.
+pub fn journal_replica_matches(p: &JournalPositions, replica_id: &str) -> Completion {
+    match p.peers.iter().find(|c| {
+        c.replica_image_id
+            .as_deref()
+            .is_some_and(|id| id != replica_id)
+    }) {
+        Some(peer) => Completion::Pending {
+            reason: format!(
+                "peer {} synced replica image id {}, but the replica now has id {replica_id} (recreated by rbd-mirror); waiting for its new sync",
+                peer.id,
+                peer.replica_image_id.as_deref().unwrap_or_default()
+            ),
+            percent: None,
+        },
+        None => Completion::Complete,
+    }
+}
+
 /// Why waiting for the replica failed.
 #[derive(Debug, Error)]
 pub enum WaitError {
@@ -254,7 +274,25 @@ pub async fn wait_for_replica(
                         let rs = d.snapshots(&r)?;
                         Ok(snapshot_completion(&ss, &rs, objects))
                     }
-                    MirrorImageMode::Journal => Ok(journal_completion(&s.journal_positions(&i)?)),
+                    MirrorImageMode::Journal => {
+                        // the source journal says how far the peer got; the replica must
+                        // also be there, and be the image the peer synced (a daemon that
+                        // restarted mid-bootstrap may delete and recreate it)
+                        if !d.image_exists(&r)? {
+                            return Ok(Completion::Pending {
+                                reason: "rbd-mirror has not created the replica yet".into(),
+                                percent: None,
+                            });
+                        }
+                        let positions = s.journal_positions(&i)?;
+                        match journal_completion(&positions) {
+                            Completion::Complete => {
+                                let id = d.stat(&r)?.id;
+                                Ok(journal_replica_matches(&positions, &id))
+                            }
+                            pending => Ok(pending),
+                        }
+                    }
                 }
             })
             .await?
@@ -431,6 +469,7 @@ mod tests {
             id: "peer".into(),
             position: pos(e),
             syncing,
+            replica_image_id: None,
         };
         let mut p = JournalPositions {
             master: pos(8193),
@@ -452,8 +491,31 @@ mod tests {
                 id: "peer".into(),
                 position: None,
                 syncing: Some(false),
+                replica_image_id: None,
             }],
         };
         assert_eq!(journal_completion(&cold), Completion::Complete);
+    }
+
+    #[test]
+    fn a_complete_position_of_a_recreated_replica_is_pending() {
+        let mut p = JournalPositions {
+            master: None,
+            peers: vec![JournalPeer {
+                id: "peer".into(),
+                position: None,
+                syncing: Some(false),
+                replica_image_id: Some("10a2".into()),
+            }],
+        };
+        assert_eq!(journal_replica_matches(&p, "10a2"), Completion::Complete);
+        match journal_replica_matches(&p, "77f1") {
+            Completion::Pending { reason, .. } => {
+                assert!(reason.contains("recreated"), "{reason}")
+            }
+            c => panic!("{c:?}"),
+        }
+        p.peers[0].replica_image_id = None; // unknown: the position decides alone
+        assert_eq!(journal_replica_matches(&p, "77f1"), Completion::Complete);
     }
 }

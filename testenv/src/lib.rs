@@ -45,6 +45,7 @@ mod layout;
 mod process;
 mod roles;
 mod state;
+mod test_cloud;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -63,6 +64,7 @@ pub use layout::{
     POOL_IMAGES, POOL_VOLUMES, RBD_MIRROR_ID, SITE_A, SITE_B, STATE_DIR_ENV,
 };
 pub use roles::{RoleUser, RoleUsers, DESTINATION_ADMIN_ID, SOURCE_ADMIN_ID};
+pub use test_cloud::{test_cloud, TestCloud};
 
 use cluster::Assessment;
 use layout::{Layout, SITES};

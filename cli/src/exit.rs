@@ -1,0 +1,64 @@
+//! The exit codes of `rbd-relay`, in one place: scripts and batch callers decide on them, so
+//! they are documented in `--help` (below), in docs/operations.md and in the man page.
+
+use std::process::ExitCode;
+
+/// Everything asked for succeeded (also: nothing was left to do).
+pub const OK: u8 = 0;
+/// The command failed: an error before any work (connection, refusal, unknown id, a lock
+/// held by another run), or the one migration asked for failed. A re-run resumes.
+pub const FAILED: u8 = 1;
+/// Bad usage: the command line or its values are wrong (clap's own code); nothing was done.
+pub const USAGE: u8 = 2;
+/// A batch ran and some of its images failed (the others finished); see the summary table.
+pub const SOME_FAILED: u8 = 3;
+
+/// The exit code section of `--help` and the man page.
+pub const AFTER_HELP: &str = "\
+Exit codes:
+  0  success (or nothing left to do)
+  1  failed: an error before any work, a refusal, or the single migration failed (re-run or `rbd-relay resume ID` continues it)
+  2  bad usage: wrong flags or values; nothing was done
+  3  a batch ran and some images failed; the others finished (see the summary table)
+
+Environment: RBD_RELAY_STATE_DIR (state files), RUST_LOG (log filter, overrides -v/-q), OS_CLOUD.";
+
+/// An error in what the user typed (flags, values, the image list), found before anything
+/// connected or changed: exits with [`USAGE`].
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Mark an argument-validation error as bad usage (keeping its whole context chain).
+pub fn usage(e: anyhow::Error) -> anyhow::Error {
+    anyhow::Error::new(UsageError(format!("{e:#}")))
+}
+
+/// The exit code of a failed command.
+pub fn of_error(e: &anyhow::Error) -> ExitCode {
+    if e.downcast_ref::<UsageError>().is_some() {
+        ExitCode::from(USAGE)
+    } else {
+        ExitCode::from(FAILED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_errors_exit_2_and_others_1() {
+        let u = usage(anyhow::anyhow!("--name with several images"));
+        assert_eq!(of_error(&u), ExitCode::from(USAGE));
+        assert_eq!(u.to_string(), "--name with several images");
+        assert_eq!(of_error(&anyhow::anyhow!("x")), ExitCode::from(FAILED));
+    }
+}

@@ -1,0 +1,192 @@
+//! The operations on a recorded migration (`resume`, `abort`, `cleanup`) and batches of
+//! `migrate volume`: connect to what the state file (or the flags) name, call the library,
+//! report. The logic is in `rbd-mirror-core` (`exec`, `abort`, `cleanup`, `batch`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use cinder_manage::Side;
+use rbd_mirror_core::abort::{abort, AbortOptions};
+use rbd_mirror_core::batch::{check_distinct, migrate_batch};
+use rbd_mirror_core::cleanup::cleanup;
+use rbd_mirror_core::cloud::CloudOps;
+use rbd_mirror_core::event::EventSink;
+use rbd_mirror_core::exec::{migrate, plan, Clouds, RunOptions};
+use rbd_mirror_core::plan::VolumeMigration;
+use rbd_mirror_core::state;
+
+use crate::args::VolumeArgs;
+use crate::cloud::OpenStackCloud;
+use crate::exit::{self, usage};
+use crate::ops_args::{AbortArgs, CleanupArgs, ResumeArgs};
+use crate::report::{Reporter, Tag, TaggedSink};
+
+/// The destination cloud a plan hands its copy to, connected (none for a Ceph-only plan).
+async fn destination_cloud(m: &VolumeMigration) -> Result<Clouds> {
+    let wanted = m
+        .adopt
+        .as_ref()
+        .map(|a| a.cloud.clone())
+        .or_else(|| m.register.as_ref().map(|r| r.cloud.clone()));
+    Ok(Clouds {
+        destination: match wanted {
+            Some(c) => Some(
+                Arc::new(OpenStackCloud::connect(&c, Side::Destination).await?)
+                    as Arc<dyn CloudOps>,
+            ),
+            None => None,
+        },
+        source: None,
+    })
+}
+
+/// `resume ID`: the recorded plan, continued exactly (clusters and cloud from the plan).
+pub async fn resume(
+    args: ResumeArgs,
+    state_dir: &Path,
+    reporter: Arc<Reporter>,
+) -> Result<ExitCode> {
+    let run = state::resumable(state_dir, &args.id)?;
+    let m = run.plan.migration.clone();
+    let clouds = destination_cloud(&m).await?;
+    let src = crate::connect(m.source.clone()).await?;
+    let dst = crate::connect(m.destination.clone()).await?;
+    let mut opts = RunOptions::default();
+    opts.wait.stall_after = std::time::Duration::from_secs(args.stall_timeout);
+    let summary = migrate(&m, src, dst, &clouds, state_dir, &opts, reporter.clone()).await;
+    reporter.finish();
+    reporter.summary(&summary?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `abort ID`.
+pub async fn abort_cmd(
+    args: AbortArgs,
+    state_dir: &Path,
+    reporter: Arc<Reporter>,
+) -> Result<ExitCode> {
+    let run = state::recorded(state_dir, &args.id)?;
+    let m = &run.plan.migration;
+    let src = crate::connect(m.source.clone()).await?;
+    let dst = crate::connect(m.destination.clone()).await?;
+    let opts = AbortOptions {
+        discard_verified_copy: args.discard_verified_copy,
+    };
+    let r = abort(state_dir, &args.id, src, dst, opts, reporter.clone()).await;
+    reporter.finish();
+    reporter.aborted(&r?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cleanup ID [--forget]`.
+pub async fn cleanup_cmd(
+    args: CleanupArgs,
+    state_dir: &Path,
+    reporter: Arc<Reporter>,
+) -> Result<ExitCode> {
+    let run = state::recorded(state_dir, &args.id)?;
+    let m = &run.plan.migration;
+    let src = crate::connect(m.source.clone()).await?;
+    let dst = crate::connect(m.destination.clone()).await?;
+    let r = cleanup(state_dir, &args.id, src, dst, args.forget, reporter.clone()).await;
+    reporter.finish();
+    reporter.cleaned(&r?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `migrate volume A B ... [--from-file LIST] [--parallel N]`: every image validated before
+/// anything connects (bad input changes nothing), then each image its own migration.
+pub async fn batch(
+    args: &VolumeArgs,
+    images: Vec<String>,
+    state_dir: &Path,
+    reporter: Arc<Reporter>,
+) -> Result<ExitCode> {
+    let source_cloud = match &args.source_cloud {
+        Some(name) => Some((name, OpenStackCloud::connect(name, Side::Source).await?)),
+        None => None,
+    };
+    let mut ms = Vec::new();
+    for image in &images {
+        let source = match &source_cloud {
+            Some((name, c)) => Some(
+                c.source_volume(image)
+                    .await
+                    .map_err(|e| anyhow!("source cloud {name}: {e}"))?,
+            ),
+            None => None,
+        };
+        ms.push(
+            args.to_migration(image, source.as_ref())
+                .with_context(|| format!("'{image}'"))
+                .map_err(usage)?,
+        );
+    }
+    if ms.is_empty() {
+        return Err(usage(anyhow!(
+            "no image given; give POOL/IMAGE or --from-file LIST"
+        )));
+    }
+    check_distinct(&ms).map_err(|e| usage(e.into()))?;
+    let clouds = match ms.first() {
+        Some(m) => destination_cloud(m).await?,
+        None => Clouds::default(),
+    };
+    let src = crate::connect(ms[0].source.clone()).await?;
+    let dst = crate::connect(ms[0].destination.clone()).await?;
+    let tags: BTreeMap<String, String> = ms.iter().map(|m| (m.id(), m.image.to_string())).collect();
+    let tag = |id: &str| Tag {
+        id: id.to_string(),
+        label: tags.get(id).cloned().unwrap_or_else(|| id.to_string()),
+    };
+    if args.dry_run {
+        let mut failed = 0;
+        for m in &ms {
+            let sink: Arc<dyn EventSink> = Arc::new(TaggedSink {
+                tag: tag(&m.id()),
+                reporter: reporter.clone(),
+            });
+            match plan(m, src.clone(), dst.clone(), &clouds, state_dir, sink).await {
+                Ok((p, recorded)) => reporter.plan(&p, recorded.as_ref()),
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("rbd-relay: error: {}: {e:#}", m.image);
+                }
+            }
+        }
+        return Ok(ExitCode::from(if failed == 0 {
+            exit::OK
+        } else {
+            exit::SOME_FAILED
+        }));
+    }
+    let mut opts = RunOptions::default();
+    opts.wait.stall_after = std::time::Duration::from_secs(args.stall_timeout);
+    reporter.batch_start(ms.len());
+    let items = migrate_batch(
+        ms,
+        src,
+        dst,
+        &clouds,
+        state_dir,
+        &opts,
+        usize::from(args.parallel),
+        |m| {
+            Arc::new(TaggedSink {
+                tag: tag(&m.id()),
+                reporter: reporter.clone(),
+            })
+        },
+        |item| reporter.batch_item(&tag(&item.id), item),
+    )
+    .await;
+    reporter.batch_summary(&items);
+    Ok(ExitCode::from(if items.iter().all(|i| i.ok()) {
+        exit::OK
+    } else {
+        exit::SOME_FAILED
+    }))
+}

@@ -1,0 +1,683 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+//! `rbd-relay resume`, `abort`, `cleanup` and batches against the real Ceph pair: a run
+//! killed (SIGKILL) mid-wait is aborted (the source exactly as before, no replica, no copy,
+//! no mirror snapshot, state `aborted`, a second abort a no-op) or resumed by id; a verified
+//! copy is cleaned up without the cloud steps; a batch with one missing image migrates the
+//! others and exits 3; bad input exits non-zero and changes nothing. With the clouds: `resume
+//! ID` of an adopting plan adopts in the plan's cloud, and abort then refuses.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rbd-relay");
+
+fn rbd(args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg("rbd")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rbd {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn exists(site: &str, image: &str) -> bool {
+    Command::new("rbd")
+        .args(["--cluster", site, "info", image])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+fn sha(site: &str, image: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "rbd --cluster {site} export --no-progress {image} - | sha256sum"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+fn info(site: &str, image: &str) -> Value {
+    serde_json::from_str(&rbd(&[
+        "--cluster",
+        site,
+        "info",
+        image,
+        "--format",
+        "json",
+    ]))
+    .unwrap()
+}
+
+fn mirror_snapshots(site: &str, image: &str) -> usize {
+    let snaps: Value = serde_json::from_str(&rbd(&[
+        "--cluster",
+        site,
+        "snap",
+        "ls",
+        "--all",
+        image,
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["namespace"]["type"] == "mirror")
+        .count()
+}
+
+fn mirroring_off(site: &str, image: &str) -> bool {
+    info(site, image)
+        .get("mirroring")
+        .is_none_or(|m| m["state"] == "disabled")
+}
+
+fn wait_gone(site: &str, image: &str) {
+    let t = Instant::now();
+    while exists(site, image) {
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "{site}:{image} left behind"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// An image in `volumes` with 40 MiB of non-repeating data (the sync takes a moment).
+fn make_image(site: &str, prefix: &str) -> (String, String) {
+    make_image_in(site, "volumes", prefix)
+}
+
+fn make_image_in(site: &str, pool: &str, prefix: &str) -> (String, String) {
+    let image = testenv::unique_name(prefix);
+    let spec = format!("{pool}/{image}");
+    let data = tempfile::NamedTempFile::new().unwrap();
+    let bytes: Vec<u8> = (0..(40u32 << 20) + 333)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(data.path(), &bytes).unwrap();
+    rbd(&[
+        "--cluster",
+        site,
+        "import",
+        "--no-progress",
+        data.path().to_str().unwrap(),
+        &spec,
+    ]);
+    (image, spec)
+}
+
+fn relay(args: &[&str], state: &str) -> Output {
+    relay_env(args, state, &[])
+}
+
+fn relay_env(args: &[&str], state: &str, env: &[(&str, &str)]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .args(["--state-dir", state])
+        .envs(env.iter().copied())
+        .env_remove("OS_CLOUD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Run a migration with JSON output and SIGKILL it when `kill` says so. Returns whether it
+/// was killed.
+fn run_and_kill(args: &[String], state: &str, kill: impl Fn(&Value) -> bool) -> bool {
+    run_and_kill_env(args, state, &[], kill)
+}
+
+fn run_and_kill_env(
+    args: &[String],
+    state: &str,
+    env: &[(&str, &str)],
+    kill: impl Fn(&Value) -> bool,
+) -> bool {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .args(["--output", "json", "--state-dir", state])
+        .envs(env.iter().copied())
+        .env_remove("OS_CLOUD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut killed = false;
+    for line in BufReader::new(stdout).lines() {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap_or(Value::Null);
+        if kill(&v) {
+            child.kill().unwrap();
+            killed = true;
+            break;
+        }
+    }
+    child.wait().unwrap();
+    killed
+}
+
+fn mid_wait(v: &Value) -> bool {
+    v["event"] == "progress" && v["phase"] == "sync" && v["percent"] != 100.0
+}
+
+fn the_id(state: &str) -> String {
+    let out = relay(&["list", "--output", "json"], state);
+    assert!(out.status.success(), "{}", text(&out));
+    let first = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let v: Value = serde_json::from_str(&first).unwrap();
+    v["id"].as_str().unwrap().to_string()
+}
+
+fn recorded(state: &str, id: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(format!("{state}/{id}.json")).unwrap()).unwrap()
+}
+
+fn migrate_args(a: &str, b: &str, spec: &str, mode: &str) -> Vec<String> {
+    [
+        "migrate", "volume", "--from", a, "--to", b, spec, "--into", "cinder", "--mode", mode,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn abort_after_kill_mid_wait(mode: &str) {
+    let env = testenv::shared().expect("testenv");
+    let _logs = env.log_guard();
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let (image, spec) = make_image(&a, &format!("abort-{mode}"));
+    let original = info(&a, &spec)["features"].clone();
+    let want = sha(&a, &spec);
+    let state = tempfile::tempdir().unwrap();
+    let s = state.path().to_str().unwrap().to_string();
+    let args = migrate_args(&a, &b, &spec, mode);
+    // while the run is at work, abort is refused by the lock (and changes nothing)
+    assert!(
+        run_and_kill(&args, &s, |v| {
+            if !mid_wait(v) {
+                return false;
+            }
+            let out = relay(&["abort", &the_id(&s)], &s);
+            assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("already working"),
+                "{}",
+                text(&out)
+            );
+            true
+        }),
+        "killed mid-wait"
+    );
+    let id = the_id(&s);
+    assert!(!mirroring_off(&a, &spec), "mirroring was on when killed");
+
+    // cleanup refuses an unverified copy, pointing at resume and abort; nothing changes
+    let out = relay(&["cleanup", &id], &s);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not verified") && err.contains("resume") && err.contains("abort"),
+        "{err}"
+    );
+    assert!(!mirroring_off(&a, &spec));
+
+    let out = relay(&["abort", &id], &s);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("disabled mirroring"), "{stdout}");
+    assert_eq!(info(&a, &spec)["features"], original, "features as before");
+    assert!(mirroring_off(&a, &spec), "mirroring off");
+    assert_eq!(mirror_snapshots(&a, &spec), 0, "no mirror snapshot left");
+    assert_eq!(sha(&a, &spec), want, "source data untouched");
+    assert!(!exists(&b, &format!("cinder/{image}")), "no copy");
+    wait_gone(&b, &spec);
+    let st = recorded(&s, &id);
+    assert_eq!(st["aborted"], true, "{st}");
+    assert_eq!(st["outcome"], "aborted");
+
+    // again: a no-op success
+    let out = relay(&["abort", &id, "--output", "json"], &s);
+    assert!(out.status.success(), "{}", text(&out));
+    let last: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["result"], "ok");
+    assert_eq!(last["aborted"]["undone"], serde_json::json!([]), "{last}");
+    // resume refuses an aborted migration
+    let out = relay(&["resume", &id], &s);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was aborted"));
+    rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
+}
+
+#[test]
+fn journal_abort_after_kill_mid_wait_restores_the_source() {
+    abort_after_kill_mid_wait("journal");
+}
+
+#[test]
+fn snapshot_abort_after_kill_mid_wait_restores_the_source() {
+    abort_after_kill_mid_wait("snapshot");
+}
+
+#[test]
+fn resume_by_id_finishes_a_killed_run() {
+    let env = testenv::shared().expect("testenv");
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let (image, spec) = make_image(&a, "resume-id");
+    let original = info(&a, &spec)["features"].clone();
+    let want = sha(&a, &spec);
+    let state = tempfile::tempdir().unwrap();
+    let s = state.path().to_str().unwrap().to_string();
+    assert!(run_and_kill(
+        &migrate_args(&a, &b, &spec, "journal"),
+        &s,
+        mid_wait
+    ));
+    let id = the_id(&s);
+    let out = relay(&["resume", &id, "--output", "json"], &s);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("resuming migration"),
+        "a resume, not a new run: {stdout}"
+    );
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["summary"]["sha256"], want);
+    assert_eq!(sha(&b, &format!("cinder/{image}")), want);
+    assert_eq!(info(&a, &spec)["features"], original);
+    assert!(mirroring_off(&a, &spec));
+    // finished: says so, exit 0
+    let out = relay(&["resume", &id], &s);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already finished"));
+    rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
+    rbd(&[
+        "--cluster",
+        &b,
+        "rm",
+        "--no-progress",
+        &format!("cinder/{image}"),
+    ]);
+}
+
+#[test]
+fn cleanup_after_a_verified_copy_keeps_it_and_restores_the_source() {
+    let env = testenv::shared().expect("testenv");
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let (image, spec) = make_image(&a, "cleanup");
+    let original = info(&a, &spec)["features"].clone();
+    let want = sha(&a, &spec);
+    let state = tempfile::tempdir().unwrap();
+    let s = state.path().to_str().unwrap().to_string();
+    // killed when the cleanup starts: the copy is verified and recorded as such (the step
+    // itself may or may not have got through before the kill; cleanup converges either way)
+    assert!(run_and_kill(
+        &migrate_args(&a, &b, &spec, "journal"),
+        &s,
+        |v| v["event"] == "step_started" && v["step"] == "disable_mirroring"
+    ));
+    let id = the_id(&s);
+
+    // abort refuses to remove a verified copy without the flag; nothing changes
+    let out = relay(&["abort", &id], &s);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--discard-verified-copy"),
+        "{}",
+        text(&out)
+    );
+    assert!(exists(&b, &format!("cinder/{image}")));
+
+    let out = relay(&["cleanup", &id], &s);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("cleaned up the source side"),
+        "{}",
+        text(&out)
+    );
+    assert!(mirroring_off(&a, &spec));
+    assert_eq!(info(&a, &spec)["features"], original);
+    assert_eq!(mirror_snapshots(&a, &spec), 0);
+    assert_eq!(sha(&b, &format!("cinder/{image}")), want, "copy kept");
+    wait_gone(&b, &spec);
+    // again: nothing to do; --forget drops the finished record
+    let out = relay(&["cleanup", &id, "--forget"], &s);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("already cleaned up") && stdout.contains("removed"));
+    assert!(!std::path::Path::new(&format!("{s}/{id}.json")).exists());
+    rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
+    rbd(&[
+        "--cluster",
+        &b,
+        "rm",
+        "--no-progress",
+        &format!("cinder/{image}"),
+    ]);
+}
+
+#[test]
+fn a_batch_with_a_missing_image_migrates_the_others_and_exits_3() {
+    let env = testenv::shared().expect("testenv");
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let good: Vec<(String, String)> = (0..2)
+        .map(|_| {
+            let image = testenv::unique_name("batch");
+            let spec = format!("volumes/{image}");
+            rbd(&["--cluster", &a, "create", "--size", "24M", &spec]);
+            rbd(&[
+                "--cluster",
+                &a,
+                "bench",
+                "--io-type",
+                "write",
+                "--io-total",
+                "5M",
+                &spec,
+            ]);
+            (image, spec)
+        })
+        .collect();
+    let missing = format!("volumes/{}", testenv::unique_name("batch-missing"));
+    let state = tempfile::tempdir().unwrap();
+    let s = state.path().to_str().unwrap().to_string();
+    let list = state.path().join("list.txt");
+    std::fs::write(
+        &list,
+        format!(
+            "# the batch\n{}\n\n{}   # not there\n{}\n",
+            good[0].1, missing, good[1].1
+        ),
+    )
+    .unwrap();
+    let args = [
+        "migrate",
+        "volume",
+        "--from",
+        &a,
+        "--to",
+        &b,
+        "--from-file",
+        list.to_str().unwrap(),
+        "--into",
+        "cinder",
+        "--parallel",
+        "2",
+    ];
+    let out = relay(&args, &s);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("IMAGE") && stdout.contains("RESULT"),
+        "{stdout}"
+    );
+    for spec in [&good[0].1, &missing, &good[1].1] {
+        assert!(stdout.contains(spec.as_str()), "{spec} not in {stdout}");
+    }
+    assert!(stdout.contains("2 of 3 migrated and verified"), "{stdout}");
+    assert!(stdout.contains("does not exist"), "{stdout}");
+    for (image, spec) in &good {
+        assert_eq!(sha(&b, &format!("cinder/{image}")), sha(&a, spec));
+        assert!(mirroring_off(&a, spec));
+    }
+
+    // the same batch again, as JSON: the finished ones are already done, the missing one
+    // fails again; every event and result carries its migration id
+    let json_args: Vec<&str> = args.iter().copied().chain(["--output", "json"]).collect();
+    let out = relay(&json_args, &s);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let results: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v.get("result").is_some() && v.get("migration").is_some())
+        .collect();
+    assert_eq!(results.len(), 3, "{lines:?}");
+    assert!(lines
+        .iter()
+        .filter(|v| v.get("event").is_some())
+        .all(|v| v["migration"].is_string()));
+    let overall = lines.last().unwrap();
+    assert_eq!(overall["result"], "some_failed", "{overall}");
+    assert_eq!(overall["batch"]["ok"], 2);
+    assert_eq!(overall["batch"]["failed"], 1);
+    assert!(overall["batch"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["summary"].is_object())
+        .all(|i| i["summary"]["already_done"] == true));
+    for (image, spec) in &good {
+        rbd(&["--cluster", &a, "rm", "--no-progress", spec]);
+        rbd(&[
+            "--cluster",
+            &b,
+            "rm",
+            "--no-progress",
+            &format!("cinder/{image}"),
+        ]);
+    }
+}
+
+#[test]
+fn bad_input_exits_non_zero_and_changes_nothing() {
+    let env = testenv::shared().expect("testenv");
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let image = testenv::unique_name("ops-bad");
+    let spec = format!("volumes/{image}");
+    rbd(&["--cluster", &a, "create", "--size", "8M", &spec]);
+    let before = info(&a, &spec);
+    let state = tempfile::tempdir().unwrap();
+    let s = state.path().to_str().unwrap().to_string();
+    let other = format!("volumes/{}", testenv::unique_name("ops-bad"));
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["resume", "no-such-id"], 1, "rbd-relay list"),
+        (vec!["abort", "no-such-id"], 1, "rbd-relay list"),
+        (vec!["cleanup", "no-such-id"], 1, "rbd-relay list"),
+        (
+            vec![
+                "migrate", "volume", "--from", &a, "--to", &b, &spec, &other, "--into", "cinder",
+                "--name", "x",
+            ],
+            2,
+            "--name names one copy",
+        ),
+        (
+            vec![
+                "migrate",
+                "volume",
+                "--from",
+                &a,
+                "--to",
+                &b,
+                &spec,
+                "--into",
+                "cinder",
+                "--parallel",
+                "0",
+            ],
+            2,
+            "--parallel",
+        ),
+        (
+            vec![
+                "migrate",
+                "volume",
+                "--from",
+                &a,
+                "--to",
+                &b,
+                &spec,
+                "justaname",
+                "--into",
+                "cinder",
+            ],
+            2,
+            "expected POOL/IMAGE",
+        ),
+        (
+            vec![
+                "migrate",
+                "volume",
+                "--from",
+                &a,
+                "--to",
+                &b,
+                "--from-file",
+                "/nonexistent/list",
+                "--into",
+                "cinder",
+            ],
+            2,
+            "--from-file /nonexistent/list",
+        ),
+        (
+            vec![
+                "migrate", "volume", "--from", &a, "--to", &b, &spec, &spec, "--into", "cinder",
+            ],
+            2,
+            "given twice",
+        ),
+    ];
+    for (args, code, needle) in cases {
+        let out = relay(&args, &s);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected '{needle}' in {err}"
+        );
+    }
+    assert_eq!(info(&a, &spec), before, "the image is unchanged");
+    assert!(!exists(&b, &format!("cinder/{image}")));
+    assert_eq!(
+        std::fs::read_dir(state.path())
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0,
+        "no state written"
+    );
+    rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
+}
+
+/// `resume ID` of a plan that adopts the copy connects to the destination cloud named in the
+/// plan (no --os-cloud given); once adopted, abort refuses: the cloud owns the copy.
+#[test]
+fn resume_by_id_adopts_in_the_plans_cloud_then_abort_refuses() {
+    let env = testenv::shared_with_openstack().expect("testenv with OpenStack");
+    let os = env.openstack().expect("OpenStack clouds").clone();
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let clouds_yaml = os.clouds_yaml.to_str().unwrap().to_string();
+    let cloud_env = [("OS_CLIENT_CONFIG_FILE", clouds_yaml.as_str())];
+    let dst_admin = os.destination.admin_cloud.clone();
+    let dst_pool = os.destination.volume_pool.clone();
+    let (image, spec) = make_image_in(&a, &os.source.volume_pool, "resume-adopt");
+    let original = info(&a, &spec)["features"].clone();
+    let want = sha(&a, &spec);
+    let state = tempfile::tempdir().unwrap();
+    let s = state.path().to_str().unwrap().to_string();
+    let vol_name = format!("vol-{image}");
+    let args: Vec<String> = [
+        "migrate",
+        "volume",
+        "--from",
+        &a,
+        "--to",
+        &b,
+        &spec,
+        "--into",
+        &dst_pool,
+        "--adopt",
+        "--os-cloud",
+        &dst_admin,
+        "--name",
+        &vol_name,
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    assert!(
+        run_and_kill_env(&args, &s, &cloud_env, mid_wait),
+        "killed mid-wait"
+    );
+    let id = the_id(&s);
+
+    let out = relay_env(&["resume", &id, "--output", "json"], &s, &cloud_env);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["summary"]["sha256"], want, "{last}");
+    let vol = &last["summary"]["volume"];
+    assert_eq!(vol["status"], "available", "{last}");
+    let vol_id = vol["id"].as_str().unwrap().to_string();
+    let renamed = format!("{dst_pool}/volume-{vol_id}");
+    assert_eq!(sha(&b, &renamed), want);
+    assert_eq!(info(&a, &spec)["features"], original);
+    assert!(mirroring_off(&a, &spec));
+
+    let out = relay_env(&["abort", &id], &s, &cloud_env);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("owns it now"),
+        "{}",
+        text(&out)
+    );
+    assert!(exists(&b, &renamed), "the adopted copy is kept");
+
+    // clean up: Cinder forgets the volume, then the RBD image and the source go
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let sources = openstack_client::ConfigSources {
+            clouds_files: vec![os.clouds_yaml.clone()],
+            ..Default::default()
+        };
+        let cfg = openstack_client::CloudConfig::from_sources(&sources, Some(&dst_admin)).unwrap();
+        let client = openstack_client::OpenStackClient::connect(
+            cfg,
+            openstack_client::ClientOptions::default(),
+        )
+        .await
+        .unwrap();
+        cinder_manage::Cinder::new(client, cinder_manage::Side::Destination)
+            .unmanage(&vol_id)
+            .await
+            .unwrap();
+    });
+    rbd(&["--cluster", &b, "rm", "--no-progress", &renamed]);
+    rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
+}

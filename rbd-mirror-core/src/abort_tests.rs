@@ -1,0 +1,706 @@
+//! Unit tests of `abort`, `cleanup` and batches on the in-memory fake: what is undone when,
+//! refusals that change nothing, re-runs that converge, a fresh plan after an abort, one
+//! failing image of a batch not stopping the others.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::abort::{abort, AbortOptions};
+use crate::batch::{check_distinct, migrate_batch};
+use crate::cleanup::cleanup;
+use crate::error::Error;
+use crate::event::NullSink;
+use crate::exec::{migrate, migrate_volume, Clouds, RunOptions};
+use crate::fake::{pair, FakeCloud, Img, World};
+use crate::features::{Features, MirrorImageMode};
+use crate::ops::SnapshotNamespace;
+use crate::plan::{Adoption, VolumeMigration};
+use crate::spec::{ClusterSpec, PoolSpec};
+use crate::state::{self, StateFile};
+
+const DEFAULT: Features = Features::LAYERING
+    .union(Features::EXCLUSIVE_LOCK)
+    .union(Features::OBJECT_MAP)
+    .union(Features::FAST_DIFF)
+    .union(Features::DEEP_FLATTEN);
+
+fn migration(image: &str, mode: MirrorImageMode) -> VolumeMigration {
+    let mut m = VolumeMigration::new(
+        ClusterSpec::named("site-a").unwrap(),
+        ClusterSpec::named("site-b").unwrap(),
+        format!("volumes/{image}").parse().unwrap(),
+        PoolSpec::new("cinder").unwrap(),
+    );
+    m.mode = mode;
+    m
+}
+
+fn opts() -> RunOptions {
+    let mut o = RunOptions::default();
+    o.wait.poll = Duration::from_millis(1);
+    o.wait.health_every = Duration::from_millis(1);
+    o.wait.stall_after = Duration::from_millis(100);
+    o
+}
+
+fn data() -> Vec<u8> {
+    (0..4099u32).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// The source exactly as before any migration, and nothing of it on the destination.
+fn assert_undone(w: &World, original: Features) {
+    let src = &w.sites[0].images["volumes/vol1"];
+    assert_eq!(src.features, original, "source features restored exactly");
+    assert_eq!(src.mirror, None, "source mirroring disabled");
+    assert_eq!(src.data, data(), "source data untouched");
+    assert!(
+        !src.snaps
+            .iter()
+            .any(|s| matches!(s.namespace, SnapshotNamespace::Mirror { .. })),
+        "no mirror snapshot left"
+    );
+    assert!(
+        !w.sites[1].images.contains_key("volumes/vol1"),
+        "no replica"
+    );
+    assert!(!w.sites[1].images.contains_key("cinder/vol1"), "no copy");
+}
+
+#[tokio::test]
+async fn abort_mid_wait_undoes_everything_and_a_rerun_is_a_no_op() {
+    for mode in [MirrorImageMode::Journal, MirrorImageMode::Snapshot] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut world = World::standard(DEFAULT, data());
+        world.stuck = true;
+        let (a, b, w) = pair(world);
+        let m = migration("vol1", mode);
+        let e = migrate_volume(
+            &m,
+            a.clone(),
+            b.clone(),
+            dir.path(),
+            &opts(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, Error::Wait(_)), "{e}");
+        assert!(w.lock().unwrap().sites[1]
+            .images
+            .contains_key("volumes/vol1"));
+
+        let r = abort(
+            dir.path(),
+            &m.id(),
+            a.clone(),
+            b.clone(),
+            AbortOptions::default(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap();
+        assert!(
+            r.undone.iter().any(|u| u.contains("disabled mirroring")),
+            "{mode}: {r:?}"
+        );
+        if mode == MirrorImageMode::Journal {
+            assert!(
+                r.undone.iter().any(|u| u.contains("restored the features")),
+                "{r:?}"
+            );
+        }
+        assert_undone(&w.lock().unwrap(), DEFAULT);
+        let st = state::recorded(dir.path(), &m.id()).unwrap();
+        assert!(st.aborted);
+        assert_eq!(st.outcome, "aborted");
+
+        // again: nothing left to undo, still a success, nothing changes
+        let before = w.lock().unwrap().clone();
+        let again = abort(
+            dir.path(),
+            &m.id(),
+            a.clone(),
+            b.clone(),
+            AbortOptions::default(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap();
+        assert!(again.undone.is_empty(), "{again:?}");
+        assert_eq!(*w.lock().unwrap(), before);
+
+        // a later migrate of the same image starts a fresh plan and finishes
+        w.lock().unwrap().stuck = false;
+        let s = migrate_volume(&m, a, b, dir.path(), &opts(), Arc::new(NullSink))
+            .await
+            .unwrap();
+        assert!(!s.already_done);
+        assert!(!state::recorded(dir.path(), &m.id()).unwrap().aborted);
+        assert!(w.lock().unwrap().sites[1]
+            .images
+            .contains_key("cinder/vol1"));
+    }
+}
+
+#[tokio::test]
+async fn abort_removes_an_unverified_copy_this_run_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    // snapshot mode: verify digests both images then (journal mode may have hashed the
+    // source during the wait already, and the injected failure would hit that instead)
+    w.lock().unwrap().fail_once = Some("digest".into());
+    let m = migration("vol1", MirrorImageMode::Snapshot);
+    migrate_volume(
+        &m,
+        a.clone(),
+        b.clone(),
+        dir.path(),
+        &opts(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    assert!(w.lock().unwrap().sites[1]
+        .images
+        .contains_key("cinder/vol1"));
+    let r = abort(
+        dir.path(),
+        &m.id(),
+        a,
+        b,
+        AbortOptions::default(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.undone[0].contains("removed the copy site-b:cinder/vol1"),
+        "{r:?}"
+    );
+    assert_undone(&w.lock().unwrap(), DEFAULT);
+}
+
+#[tokio::test]
+async fn abort_never_removes_an_image_this_run_did_not_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::standard(DEFAULT, data());
+    world.stuck = true;
+    let (a, b, w) = pair(world);
+    let m = migration("vol1", MirrorImageMode::Journal);
+    migrate_volume(
+        &m,
+        a.clone(),
+        b.clone(),
+        dir.path(),
+        &opts(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    // someone else puts an image where the copy would go
+    w.lock().unwrap().sites[1].images.insert(
+        "cinder/vol1".into(),
+        Img::new(Features::LAYERING, vec![1; 10]),
+    );
+    let r = abort(
+        dir.path(),
+        &m.id(),
+        a,
+        b,
+        AbortOptions::default(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
+    assert!(!r.undone.iter().any(|u| u.contains("copy")), "{r:?}");
+    assert_eq!(
+        w.lock().unwrap().sites[1].images["cinder/vol1"].data,
+        vec![1; 10]
+    );
+}
+
+#[tokio::test]
+async fn a_verified_copy_needs_the_flag_and_the_refusal_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    w.lock().unwrap().fail_once = Some("disable_mirroring".into());
+    let m = migration("vol1", MirrorImageMode::Journal);
+    migrate_volume(
+        &m,
+        a.clone(),
+        b.clone(),
+        dir.path(),
+        &opts(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    let before = w.lock().unwrap().clone();
+    let state_before = state::recorded(dir.path(), &m.id()).unwrap();
+    let e = abort(
+        dir.path(),
+        &m.id(),
+        a.clone(),
+        b.clone(),
+        AbortOptions::default(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("already verified") && text.contains("rbd-relay cleanup"),
+        "{text}"
+    );
+    assert!(text.contains("--discard-verified-copy"), "{text}");
+    assert_eq!(*w.lock().unwrap(), before);
+    assert_eq!(state::recorded(dir.path(), &m.id()).unwrap(), state_before);
+
+    abort(
+        dir.path(),
+        &m.id(),
+        a,
+        b,
+        AbortOptions {
+            discard_verified_copy: true,
+        },
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
+    assert_undone(&w.lock().unwrap(), DEFAULT);
+}
+
+#[tokio::test]
+async fn abort_converges_after_a_failure_in_every_undo_operation() {
+    for op in [
+        "image_exists",
+        "snapshots",
+        "remove_image",
+        "mirror_image",
+        "disable_mirroring",
+        "remove_snapshot_by_id",
+        "stat",
+        "update_features",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, w) = pair(World::standard(DEFAULT, data()));
+        w.lock().unwrap().fail_once = Some("digest".into());
+        let m = migration("vol1", MirrorImageMode::Snapshot);
+        migrate_volume(
+            &m,
+            a.clone(),
+            b.clone(),
+            dir.path(),
+            &opts(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap_err();
+        // snapshot mode with a changed feature set, so every undo step has work
+        {
+            let mut ww = w.lock().unwrap();
+            let i = ww.sites[0].images.get_mut("volumes/vol1").unwrap();
+            i.features -= Features::FAST_DIFF;
+        }
+        let mut st = state::recorded(dir.path(), &m.id()).unwrap();
+        st.plan.steps.insert(
+            1,
+            crate::plan::Step::EnableFeatures {
+                change: crate::features::FeatureChange::default(),
+            },
+        );
+        st.next_step += 1;
+        StateFile::lock(dir.path(), &m.id(), "x")
+            .unwrap()
+            .save(&st)
+            .unwrap();
+
+        w.lock().unwrap().fail_once = Some(op.to_string());
+        let first = abort(
+            dir.path(),
+            &m.id(),
+            a.clone(),
+            b.clone(),
+            AbortOptions::default(),
+            Arc::new(NullSink),
+        )
+        .await;
+        let used = w.lock().unwrap().fail_once.is_none();
+        assert_eq!(first.is_err(), used, "{op}: {first:?}");
+        abort(
+            dir.path(),
+            &m.id(),
+            a,
+            b,
+            AbortOptions::default(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{op}: {e}"));
+        assert_undone(&w.lock().unwrap(), DEFAULT);
+    }
+}
+
+#[tokio::test]
+async fn abort_leaves_mirroring_that_was_on_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_journal = DEFAULT | Features::JOURNALING;
+    let mut world = World::standard(with_journal, data());
+    world.sites[0]
+        .images
+        .get_mut("volumes/vol1")
+        .unwrap()
+        .mirror = Some((MirrorImageMode::Journal, true));
+    world.stuck = true;
+    let (a, b, w) = pair(world);
+    let m = migration("vol1", MirrorImageMode::Journal);
+    migrate_volume(
+        &m,
+        a.clone(),
+        b.clone(),
+        dir.path(),
+        &opts(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    let r = abort(
+        dir.path(),
+        &m.id(),
+        a,
+        b,
+        AbortOptions::default(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
+    assert!(r.undone.is_empty(), "{r:?}");
+    let ww = w.lock().unwrap();
+    let src = &ww.sites[0].images["volumes/vol1"];
+    assert_eq!(src.mirror, Some((MirrorImageMode::Journal, true)));
+    assert_eq!(src.features, with_journal);
+}
+
+#[tokio::test]
+async fn abort_refuses_after_adoption_and_when_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    let mut m = migration("vol1", MirrorImageMode::Journal);
+    m.adopt = Some(Adoption {
+        cloud: "site-b-admin".into(),
+        target: crate::cloud::AdoptTarget::CephPool {
+            pool: "cinder".into(),
+        },
+        name: None,
+        bootable: false,
+    });
+    let (cloud, _) = FakeCloud::new(w.clone());
+    let clouds = Clouds {
+        destination: Some(cloud),
+        source: None,
+    };
+    migrate(
+        &m,
+        a.clone(),
+        b.clone(),
+        &clouds,
+        dir.path(),
+        &opts(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
+    let before = w.lock().unwrap().clone();
+    let e = abort(
+        dir.path(),
+        &m.id(),
+        a.clone(),
+        b.clone(),
+        AbortOptions {
+            discard_verified_copy: true,
+        },
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("owns it now"), "{e}");
+    assert_eq!(*w.lock().unwrap(), before);
+
+    let dir = tempfile::tempdir().unwrap();
+    let m = migration("vol1", MirrorImageMode::Journal);
+    let (a, b, _w) = pair(World::standard(DEFAULT, data()));
+    migrate_volume(
+        &m,
+        a.clone(),
+        b.clone(),
+        dir.path(),
+        &opts(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
+    let e = abort(
+        dir.path(),
+        &m.id(),
+        a,
+        b,
+        AbortOptions::default(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("is finished"), "{e}");
+}
+
+#[tokio::test]
+async fn unknown_ids_and_held_locks_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    let e = abort(
+        dir.path(),
+        "nope",
+        a.clone(),
+        b.clone(),
+        AbortOptions::default(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::UnknownMigration { .. }), "{e}");
+    assert!(e.to_string().contains("rbd-relay list"), "{e}");
+    let e = cleanup(
+        dir.path(),
+        "nope",
+        a.clone(),
+        b.clone(),
+        false,
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::UnknownMigration { .. }), "{e}");
+
+    let m = migration("vol1", MirrorImageMode::Journal);
+    {
+        let mut world = World::standard(DEFAULT, data());
+        world.stuck = true;
+        *w.lock().unwrap() = world;
+    }
+    migrate_volume(
+        &m,
+        a.clone(),
+        b.clone(),
+        dir.path(),
+        &opts(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    let _held = StateFile::lock(dir.path(), &m.id(), "volumes/vol1").unwrap();
+    let e = abort(
+        dir.path(),
+        &m.id(),
+        a,
+        b,
+        AbortOptions::default(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::Locked { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn cleanup_finishes_the_source_side_only_of_a_verified_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::standard(DEFAULT, data());
+    world.stuck = true;
+    let (a, b, w) = pair(world);
+    let mut m = migration("vol1", MirrorImageMode::Journal);
+    m.adopt = Some(Adoption {
+        cloud: "site-b-admin".into(),
+        target: crate::cloud::AdoptTarget::CephPool {
+            pool: "cinder".into(),
+        },
+        name: None,
+        bootable: false,
+    });
+    let (cloud, c) = FakeCloud::new(w.clone());
+    let clouds = Clouds {
+        destination: Some(cloud),
+        source: None,
+    };
+    migrate(
+        &m,
+        a.clone(),
+        b.clone(),
+        &clouds,
+        dir.path(),
+        &opts(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    // not verified: refused, pointing at resume and abort; nothing changes
+    let before = w.lock().unwrap().clone();
+    let e = cleanup(
+        dir.path(),
+        &m.id(),
+        a.clone(),
+        b.clone(),
+        false,
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("not verified") && text.contains("resume") && text.contains("abort"),
+        "{text}"
+    );
+    assert_eq!(*w.lock().unwrap(), before);
+
+    // verified, the cleanup failed: cleanup runs it, but not the adoption
+    {
+        let mut ww = w.lock().unwrap();
+        ww.stuck = false;
+        ww.fail_once = Some("disable_mirroring".into());
+    }
+    migrate(
+        &m,
+        a.clone(),
+        b.clone(),
+        &clouds,
+        dir.path(),
+        &opts(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    let r = cleanup(
+        dir.path(),
+        &m.id(),
+        a.clone(),
+        b.clone(),
+        false,
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.ran, ["disable_mirroring", "restore_features"]);
+    assert_eq!(r.remaining, ["adopt_volume"]);
+    {
+        let ww = w.lock().unwrap();
+        let src = &ww.sites[0].images["volumes/vol1"];
+        assert_eq!(src.features, DEFAULT);
+        assert_eq!(src.mirror, None);
+        assert!(
+            !ww.sites[1].images.contains_key("volumes/vol1"),
+            "replica gone"
+        );
+        assert_eq!(ww.sites[1].images["cinder/vol1"].data, data(), "copy kept");
+    }
+    assert_eq!(c.lock().unwrap().adopt_calls, 0, "no cloud step ran");
+    // again: already done; --forget is refused while the adoption is still to do
+    let again = cleanup(
+        dir.path(),
+        &m.id(),
+        a.clone(),
+        b.clone(),
+        false,
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
+    assert!(again.already_done && again.ran.is_empty());
+    let e = cleanup(
+        dir.path(),
+        &m.id(),
+        a.clone(),
+        b.clone(),
+        true,
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("adopt_volume"), "{e}");
+    assert!(StateFile::path_for(dir.path(), &m.id()).exists());
+
+    // resume later runs only what is left, the adoption
+    let s = migrate(
+        &m,
+        a.clone(),
+        b.clone(),
+        &clouds,
+        dir.path(),
+        &opts(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
+    assert!(s.volume.is_some());
+    // now finished: --forget drops the record
+    let r = cleanup(dir.path(), &m.id(), a, b, true, Arc::new(NullSink))
+        .await
+        .unwrap();
+    assert!(r.forgotten && r.already_done);
+    assert!(!StateFile::path_for(dir.path(), &m.id()).exists());
+}
+
+#[tokio::test]
+async fn a_failing_image_does_not_stop_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::standard(DEFAULT, data());
+    world.sync_polls = 0;
+    world.sites[0]
+        .images
+        .insert("volumes/vol2".into(), Img::new(DEFAULT, vec![2; 999]));
+    let (a, b, w) = pair(world);
+    let ms: Vec<_> = ["vol1", "missing", "vol2"]
+        .iter()
+        .map(|i| migration(i, MirrorImageMode::Journal))
+        .collect();
+    check_distinct(&ms).unwrap();
+    let mut twice = ms.clone();
+    twice.push(ms[0].clone());
+    assert!(check_distinct(&twice)
+        .unwrap_err()
+        .to_string()
+        .contains("given twice"));
+
+    let done = std::sync::Mutex::new(Vec::new());
+    let items = migrate_batch(
+        ms.clone(),
+        a,
+        b,
+        &Clouds::default(),
+        dir.path(),
+        &opts(),
+        2,
+        |_| Arc::new(NullSink),
+        |i| done.lock().unwrap().push(i.id.clone()),
+    )
+    .await;
+    assert_eq!(items.len(), 3);
+    assert_eq!(done.lock().unwrap().len(), 3);
+    let ids: Vec<_> = items.iter().map(|i| i.id.clone()).collect();
+    assert_eq!(
+        ids,
+        ms.iter().map(|m| m.id()).collect::<Vec<_>>(),
+        "input order"
+    );
+    assert!(items[0].ok() && items[2].ok(), "{items:?}");
+    assert!(!items[1].ok());
+    assert!(
+        items[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("does not exist"),
+        "{items:?}"
+    );
+    let ww = w.lock().unwrap();
+    assert_eq!(ww.sites[1].images["cinder/vol1"].data, data());
+    assert_eq!(ww.sites[1].images["cinder/vol2"].data, vec![2; 999]);
+}

@@ -1,0 +1,120 @@
+//! Finishing only the source side of a migration whose copy is verified: disable mirroring
+//! (which deletes the replica, never the copy), remove the mirror snapshots the tool made and
+//! restore the original features, without running the plan's remaining cloud steps.
+//!
+//! It exists for split roles: the adoption or registration may be done by someone else (or
+//! later), while the source's admin wants the source back to how it was now. It runs the
+//! same executor steps as [`crate::exec::migrate`], so the state file advances the same way
+//! and a later `resume` runs only what is left (the cloud steps).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::event::EventSink;
+use crate::exec::{Executor, RunOptions};
+use crate::ops::CephOps;
+use crate::plan::Step;
+use crate::state::{self, StateFile};
+
+/// What [`cleanup`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanupReport {
+    /// Migration id.
+    pub id: String,
+    /// `cluster:pool/image` of the source.
+    pub source: String,
+    /// `cluster:pool/image` of the verified copy.
+    pub copy: String,
+    /// Steps this call ran (kinds).
+    pub ran: Vec<String>,
+    /// The source side was already cleaned up (nothing ran).
+    pub already_done: bool,
+    /// Steps of the plan still to do (the cloud steps), for `rbd-relay resume`.
+    pub remaining: Vec<String>,
+    /// The state record was removed (`--forget`).
+    pub forgotten: bool,
+}
+
+/// Clean up the source side of migration `id` (recorded in `state_dir`) whose copy is
+/// verified: run the plan's `disable_mirroring` and `restore_features` steps that have not run
+/// yet, and nothing after them. Refuses when the copy is not verified (see `resume` and
+/// `abort`) or the migration was aborted. With `forget`, the state record of a migration that
+/// is then finished is removed (`delete-source` needs it: run that first).
+pub async fn cleanup(
+    state_dir: &Path,
+    id: &str,
+    src: Arc<dyn CephOps>,
+    dst: Arc<dyn CephOps>,
+    forget: bool,
+    events: Arc<dyn EventSink>,
+) -> Result<CleanupReport> {
+    let first = state::recorded(state_dir, id)?;
+    let file = StateFile::lock(state_dir, id, &first.plan.migration.image.to_string())?;
+    // re-read under the lock: another run may have moved it on meanwhile
+    let mut state = state::recorded(state_dir, id)?;
+    let m = state.plan.migration.clone();
+    let source = format!("{}:{}", m.source.name, m.image);
+    let copy = format!("{}:{}", m.destination.name, m.copy_target());
+    if state.aborted {
+        return Err(Error::Unsafe(format!(
+            "migration {id} was aborted; there is nothing to clean up (start it again with `rbd-relay migrate volume ...`)"
+        )));
+    }
+    let verify_at = state.plan.steps.iter().position(|s| *s == Step::Verify);
+    let verified = state.verified() && verify_at.is_some_and(|v| state.next_step > v);
+    if !verified {
+        return Err(Error::Unsafe(format!(
+            "the copy {copy} of migration {id} is not verified yet (stopped before step {} of {}: {}); finish the migration with `rbd-relay resume {id}`, or undo it with `rbd-relay abort {id}`",
+            state.next_step + 1,
+            state.plan.steps.len(),
+            state.outcome
+        )));
+    }
+    let before = state.next_step;
+    let exec = Executor::new(src, dst, None, events, RunOptions::default());
+    exec.run_steps(&mut state, &file, |s| {
+        matches!(s, Step::DisableMirroring | Step::RestoreFeatures { .. })
+    })
+    .await?;
+    let ran: Vec<String> = state.plan.steps[before..state.next_step]
+        .iter()
+        .map(|s| s.kind().to_string())
+        .collect();
+    let remaining: Vec<String> = state.plan.steps[state.next_step..]
+        .iter()
+        .map(|s| s.kind().to_string())
+        .collect();
+    if !state.finished() && !ran.is_empty() {
+        state.outcome = format!(
+            "source cleaned up; still to do: {} (rbd-relay resume {id})",
+            remaining.join(", ")
+        );
+        file.save(&state)?;
+    }
+    let mut forgotten = false;
+    if forget {
+        if !state.finished() {
+            return Err(Error::Unsafe(format!(
+                "the source side of {id} is cleaned up, but the record is kept: steps {} are still to do; --forget drops only the record of a finished migration",
+                remaining.join(", ")
+            )));
+        }
+        std::fs::remove_file(file.path()).map_err(|e| Error::State {
+            path: file.path().to_path_buf(),
+            reason: format!("cannot remove: {e}"),
+        })?;
+        forgotten = true;
+    }
+    Ok(CleanupReport {
+        id: id.to_string(),
+        source,
+        copy,
+        already_done: ran.is_empty(),
+        ran,
+        remaining,
+        forgotten,
+    })
+}
