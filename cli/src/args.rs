@@ -69,6 +69,10 @@ pub enum Command {
     /// Mirroring health of a pool (or one image) on a cluster: mode, peers, rbd-mirror
     /// daemon, image states, progress.
     Status(StatusArgs),
+    /// Write the plan as one shell script per role (Ceph source admin, Ceph destination
+    /// admin, OpenStack tenant admin, cleanup) plus a README, for split roles.
+    #[command(subcommand)]
+    Bundle(Box<crate::bundle::BundleCommand>),
     /// Continue a recorded migration where it stopped (the same as re-running its command).
     Resume(crate::ops_args::ResumeArgs),
     /// Undo a migration that will not be finished: remove the copy it made, disable the

@@ -20,6 +20,7 @@ macro_rules! outln {
 }
 
 mod args;
+mod bundle;
 mod cloud;
 mod exit;
 mod gen;
@@ -244,6 +245,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => status(args, reporter).await,
+        Command::Bundle(cmd) => bundle::run(*cmd, cli.output, &state_dir, reporter).await,
         Command::Resume(args) => operations::resume(args, &state_dir, reporter).await,
         Command::Abort(args) => operations::abort_cmd(args, &state_dir, reporter).await,
         Command::Cleanup(args) => operations::cleanup_cmd(args, &state_dir, reporter).await,

@@ -1446,15 +1446,41 @@ pub async fn migrate_bootable(
         }
     };
     drop(lock);
-    let m = bootable_plan_request(b, &record, dst_cloud.as_ref())?;
+    let m = bootable_plan_request(b, &record, dst_cloud.name())?;
     migrate(&m, src, dst, clouds, state_dir, opts, events).await
+}
+
+/// The Ceph plan's request of a bootable migration whose upload-to-image is done (by the
+/// source tenant admin, for a split-role bundle): `image` is the uploaded image in the
+/// source cloud, `volume_size_gib` the source volume's size, `dst_cloud` the destination
+/// cloud's name. The same request `migrate bootable` builds after its upload step.
+pub fn bootable_request(
+    b: &BootableMigration,
+    image: &CloudImage,
+    image_name: &str,
+    volume_size_gib: u64,
+    dst_cloud: &str,
+) -> Result<VolumeMigration> {
+    let (pool, rbd_image) = image
+        .rbd
+        .clone()
+        .unwrap_or_else(|| (b.source_image_pool.pool.clone(), image.id.clone()));
+    let record = UploadRecord {
+        volume_id: b.volume_id.clone(),
+        volume_size_gib,
+        image: image.clone(),
+        image_name: image_name.to_string(),
+        pool,
+        rbd_image,
+    };
+    bootable_plan_request(b, &record, dst_cloud)
 }
 
 /// The Ceph plan's request once the volume is uploaded.
 fn bootable_plan_request(
     b: &BootableMigration,
     record: &UploadRecord,
-    dst_cloud: &dyn CloudOps,
+    dst_cloud: &str,
 ) -> Result<VolumeMigration> {
     let image: ImageSpec = format!("{}/{}", record.pool, record.rbd_image).parse()?;
     let mut m = VolumeMigration::new(
@@ -1465,7 +1491,7 @@ fn bootable_plan_request(
     );
     m.mode = b.mode;
     m.register = Some(crate::plan::Registration {
-        cloud: dst_cloud.name().to_string(),
+        cloud: dst_cloud.to_string(),
         name: record.image_name.clone(),
         snapshot: "snap".into(),
         min_disk_gib: record.volume_size_gib.max(record.image.min_disk_gib),
@@ -1534,7 +1560,7 @@ pub async fn plan_bootable(
 ) -> Result<BootableDryRun> {
     let (src_cloud, dst_cloud) = clouds.both_for_bootable()?;
     if let Some(r) = load_upload_record(&upload_record_path(state_dir, &b.volume_id))? {
-        let m = bootable_plan_request(b, &r, dst_cloud.as_ref())?;
+        let m = bootable_plan_request(b, &r, dst_cloud.name())?;
         let p = plan(&m, src, dst, clouds, state_dir, events).await?;
         return Ok(BootableDryRun {
             upload: None,

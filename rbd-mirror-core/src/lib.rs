@@ -8,7 +8,8 @@
 //! (dry run); [`exec::migrate`] and [`exec::plan`] also take the clouds ([`cloud::CloudOps`])
 //! for plans that end in the destination cloud (adopt as a Cinder volume). A recorded
 //! migration is undone by [`abort::abort`], its source side finished by [`cleanup::cleanup`],
-//! and several run at once by [`batch::migrate_batch`].
+//! and several run at once by [`batch::migrate_batch`]. [`bundle::render`] writes the same
+//! plan as one shell script per role, for split roles.
 
 // Errors carry their context (step, cluster, image, the failing call) by value; they are
 // rare and never on a hot path, so their size is not worth boxing every variant.
@@ -16,6 +17,7 @@
 
 pub mod abort;
 pub mod batch;
+pub mod bundle;
 pub mod cleanup;
 pub mod cloud;
 pub mod delete;

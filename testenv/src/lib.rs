@@ -43,6 +43,7 @@ mod env;
 mod error;
 mod layout;
 mod process;
+mod roles;
 mod state;
 mod test_cloud;
 
@@ -62,6 +63,7 @@ pub use layout::{
     DEFAULT_STATE_DIR, ETC_CEPH, MIRRORED_POOLS, PLAIN_POOLS, POOL_CINDER, POOL_GLANCE,
     POOL_IMAGES, POOL_VOLUMES, RBD_MIRROR_ID, SITE_A, SITE_B, STATE_DIR_ENV,
 };
+pub use roles::{RoleUser, RoleUsers, DESTINATION_ADMIN_ID, SOURCE_ADMIN_ID};
 pub use test_cloud::{test_cloud, TestCloud};
 
 use cluster::Assessment;
@@ -241,6 +243,11 @@ pub fn up(state_dir: &Path, opts: &UpOptions) -> Result<UpReport> {
         }
     };
     let mut state = *state;
+    // the per-role users of split-role bundles (idempotent; skipped when an earlier `up`
+    // wrote their keyrings, to keep `shared()` fast)
+    if outcome != UpOutcome::AlreadyUp || !roles::keyrings_present() {
+        roles::ensure()?;
+    }
     if opts.openstack {
         // Idempotent on its side: returns at once when the clouds run on these sites.
         let info = openstack::up(layout.root(), &state.sites)?;

@@ -1,0 +1,814 @@
+//! `rbd-relay bundle volume` against the real Ceph pair and clouds of the test environment:
+//! every generated script is shellcheck-clean, and the bundle, run in order with each role's
+//! own credentials (source script and cleanup with `client.relay-src` on site-a only, the
+//! destination script with `client.relay-dst` on site-b only, the tenant script with the
+//! Keystone admin cloud `site-b-admin`), each script run twice, performs the whole migration
+//! of an image and a volume with hostile names and ends like `migrate`: the Cinder volume is
+//! `available` with the source's content, the source's features are as before, mirroring is
+//! off, no replica and no mirror snapshot is left. A cleanup given a wrong digest stops at
+//! its check with a clear message and changes nothing.
+
+#![allow(clippy::unwrap_used)] // test code: a failed setup step should panic with its message
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rbd-relay");
+
+fn rbd(cluster: &str, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .args(["120", "rbd", "--cluster", cluster])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn image_args<'a>(pool: &'a str, image: &'a str) -> [&'a str; 4] {
+    ["--pool", pool, "--image", image]
+}
+
+fn info(cluster: &str, pool: &str, image: &str) -> Option<Value> {
+    let mut args = vec!["info", "--format", "json"];
+    args.extend(image_args(pool, image));
+    let out = rbd(cluster, &args);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn sha(cluster: &str, pool: &str, image: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("rbd --cluster \"$1\" export --no-progress --pool \"$2\" --image \"$3\" - | sha256sum")
+        .args(["sh", cluster, pool, image])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+/// An RBD image of `len` bytes of known data, with rbd's default features.
+fn image_with_data(cluster: &str, pool: &str, image: &str, len: usize) {
+    let data: Vec<u8> = (0..len)
+        .map(|i| ((i as u32).wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), &data).unwrap();
+    let mut args = vec!["import", "--no-progress", f.path().to_str().unwrap()];
+    args.extend(["--dest-pool", pool, "--dest", image]);
+    let out = rbd(cluster, &args);
+    assert!(out.status.success(), "{out:?}");
+}
+
+fn mirror_snapshots(cluster: &str, pool: &str, image: &str) -> Vec<Value> {
+    let mut args = vec!["snap", "ls", "--all", "--format", "json"];
+    args.extend(image_args(pool, image));
+    let out = rbd(cluster, &args);
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["namespace"]["type"] == "mirror")
+        .cloned()
+        .collect()
+}
+
+/// rbd-mirror removes a replica asynchronously once mirroring of its primary is disabled.
+fn gone_soon(cluster: &str, pool: &str, image: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while info(cluster, pool, image).is_some() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    true
+}
+
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `sh ./SCRIPT ARGS...` in the bundle directory with exactly `env` added to a minimal
+/// environment (no CEPH_ARGS, no OS_* of the caller).
+fn script(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = Command::new("timeout");
+    c.args(["600", "sh", &format!("./{name}")])
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env(
+            "HOME",
+            std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+        )
+        .env("RBD_RELAY_POLL_INTERVAL", "2")
+        .env("RBD_RELAY_WAIT_TIMEOUT", "300");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    let r = Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    eprintln!("--- {name} {args:?}: ok={}\n{}{}", r.ok, r.stdout, r.stderr);
+    r
+}
+
+/// The arguments of the `sh ./NEXT ARGS` line a script printed for the next role.
+fn next_line(r: &Run, next: &str) -> Vec<String> {
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("sh ./{next} ")))
+        .unwrap_or_else(|| panic!("no 'sh ./{next}' line in:\n{}", r.stdout));
+    line.split_whitespace().skip(2).map(String::from).collect()
+}
+
+fn shellcheck(path: &Path) {
+    let out = Command::new("shellcheck")
+        .args(["-s", "sh"])
+        .arg(path)
+        .output()
+        .expect(
+            "shellcheck must be installed (apt-get install shellcheck); this test never skips it",
+        );
+    assert!(
+        out.status.success(),
+        "shellcheck {}:\n{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn openstack(clouds_yaml: &Path, cloud: &str, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .args(["120", "openstack", "--os-cloud", cloud])
+        .args(args)
+        .env("OS_CLIENT_CONFIG_FILE", clouds_yaml)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn volume_bundle_run_by_split_roles_ends_like_migrate() {
+    volume_bundle("journal", false);
+}
+
+#[test]
+fn snapshot_mode_volume_bundle_run_by_split_roles_ends_like_migrate() {
+    volume_bundle("snapshot", true);
+}
+
+/// `source_only`: the bundle is generated like a source admin without a destination key
+/// would, with `--source-only --from-id relay-src` (the scripts then default to that user).
+fn volume_bundle(mode: &str, source_only: bool) {
+    let env = testenv::shared_with_openstack().expect("test environment with OpenStack");
+    let _logs = env.log_guard();
+    let users = env.role_users().expect("per-role cephx users");
+    let os = env.openstack().expect("OpenStack clouds").clone();
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let (pool, into) = (
+        os.source.volume_pool.clone(),
+        os.destination.volume_pool.clone(),
+    );
+    assert_eq!(users.tenant_admin_cloud, os.destination.admin_cloud);
+
+    // hostile names, as far as RBD (no whitespace, '/', '@', leading '.') and Cinder accept
+    let image = format!(
+        "{}-$(touch${{IFS}}pwned)-'q'`touch${{IFS}}pwned`;*&|<>\"",
+        testenv::unique_name("bdl")
+    );
+    let volume = format!(
+        "vol 'x' $(touch pwned) `touch pwned`; * \"q\" {}",
+        testenv::unique_name("v")
+    );
+    image_with_data(&a, &pool, &image, 6 << 20);
+    let before = info(&a, &pool, &image).unwrap();
+    let source_sha = sha(&a, &pool, &image);
+
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir: PathBuf = dir.path().join("bundle");
+    let state = tempfile::tempdir().unwrap();
+    let mut generate = Command::new(BIN);
+    generate.args(["bundle", "volume"]);
+    if source_only {
+        generate.args(["--source-only", "--from-id", &users.source_admin.id]);
+        generate.args(["--to-id", &users.destination_admin.id]);
+    }
+    let out = generate
+        .args(["--from", &a, "--to", &b])
+        .arg(format!("{pool}/{image}"))
+        .args([
+            "--into",
+            &into,
+            "--adopt",
+            "--os-cloud",
+            &os.destination.admin_cloud,
+        ])
+        .args(["--name", &volume, "--mode", mode, "--out"])
+        .arg(&out_dir)
+        .args(["--output", "json", "--state-dir"])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = result["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "1-source-ceph-admin.sh",
+            "2-destination-ceph-admin.sh",
+            "3-tenant-admin.sh",
+            "4-source-ceph-admin-cleanup.sh",
+            "README.md"
+        ]
+    );
+    // a second bundle into the same directory is refused without --force
+    let again = Command::new(BIN)
+        .args(["bundle", "volume", "--from", &a, "--to", &b])
+        .arg(format!("{pool}/{image}"))
+        .args(["--into", &into, "--out"])
+        .arg(&out_dir)
+        .args(["--state-dir"])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is not empty"),
+        "{again:?}"
+    );
+
+    for n in &names[..4] {
+        let path = out_dir.join(n);
+        shellcheck(&path);
+        let text = std::fs::read_to_string(&path).unwrap();
+        for secret in ["key =", "AQ", "password"] {
+            assert!(!text.contains(secret), "{n} contains {secret}");
+        }
+    }
+
+    let src_env = [("SRC_ID", users.source_admin.id.as_str())];
+    let dst_env = [("DST_ID", users.destination_admin.id.as_str())];
+    let clouds = os.clouds_yaml.display().to_string();
+    let tenant_env = [
+        ("OS_CLOUD", os.destination.admin_cloud.as_str()),
+        ("OS_CLIENT_CONFIG_FILE", clouds.as_str()),
+    ];
+
+    // 1. Ceph source admin, twice
+    let mut handoff = Vec::new();
+    for _ in 0..2 {
+        let r = script(&out_dir, names[0], &[], &src_env);
+        assert!(r.ok, "source script failed");
+        handoff = next_line(&r, names[1]);
+    }
+    assert_eq!(handoff[0], source_sha);
+    if mode == "snapshot" {
+        // the id of the source's primary mirror snapshot the replica must complete
+        assert_eq!(handoff.len(), 2, "{handoff:?}");
+        let ids: Vec<String> = mirror_snapshots(&a, &pool, &image)
+            .iter()
+            .filter(|s| s["namespace"]["state"] == "primary")
+            .map(|s| s["id"].to_string())
+            .collect();
+        assert!(ids.contains(&handoff[1]), "{ids:?} {handoff:?}");
+    } else {
+        assert_eq!(handoff.len(), 1, "{handoff:?}");
+    }
+    let during = info(&a, &pool, &image).unwrap();
+    assert_eq!(during["mirroring"]["state"], "enabled");
+    assert_eq!(during["mirroring"]["mode"], mode);
+
+    // 2. Ceph destination admin, twice
+    let args: Vec<&str> = handoff.iter().map(String::as_str).collect();
+    let mut to_tenant = Vec::new();
+    for _ in 0..2 {
+        let r = script(&out_dir, names[1], &args, &dst_env);
+        assert!(r.ok, "destination script failed");
+        to_tenant = next_line(&r, names[2]);
+    }
+    assert_eq!(to_tenant, std::slice::from_ref(&source_sha));
+    assert_eq!(sha(&b, &into, &image), source_sha);
+
+    // a precondition failure: the cleanup with a wrong digest stops at its check, changes
+    // nothing (mirroring stays on, the replica stays)
+    let wrong = "0".repeat(64);
+    let r = script(&out_dir, names[3], &[&wrong], &src_env);
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("STOPPED: the digest given") && r.stderr.contains("Nothing was changed"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stdout.contains("step 8"),
+        "went past its check: {}",
+        r.stdout
+    );
+    assert_eq!(
+        info(&a, &pool, &image).unwrap()["mirroring"]["state"],
+        "enabled"
+    );
+    assert!(info(&b, &pool, &image).is_some(), "replica kept");
+    // and a malformed one is refused before anything is read
+    let r = script(&out_dir, names[1], &["not-a-digest"], &dst_env);
+    assert!(
+        !r.ok && r.stderr.contains("is not a sha256 digest"),
+        "{}",
+        r.stderr
+    );
+
+    // 3. OpenStack tenant admin, twice
+    let mut volume_ids = Vec::new();
+    let mut to_cleanup = Vec::new();
+    for _ in 0..2 {
+        let r = script(&out_dir, names[2], &[&to_tenant[0]], &tenant_env);
+        assert!(r.ok, "tenant script failed");
+        to_cleanup = next_line(&r, names[3]);
+        let id = r
+            .stdout
+            .lines()
+            .filter(|l| l.contains(" is available"))
+            .find_map(|l| l.split_whitespace().skip_while(|w| *w != "volume").nth(1))
+            .unwrap()
+            .to_string();
+        volume_ids.push(id);
+    }
+    assert_eq!(volume_ids[0], volume_ids[1], "the re-run adopted again");
+    let vid = volume_ids[0].clone();
+
+    // the destination script re-run after the adoption renamed the copy: no second copy
+    let r = script(&out_dir, names[1], &args, &dst_env);
+    assert!(r.ok, "destination re-run after the adoption failed");
+    assert!(r.stdout.contains("nothing to copy again"), "{}", r.stdout);
+    assert!(info(&b, &into, &image).is_none(), "a second copy was made");
+
+    // 4. Ceph source admin's cleanup, twice
+    for _ in 0..2 {
+        let r = script(
+            &out_dir,
+            names[3],
+            &to_cleanup.iter().map(String::as_str).collect::<Vec<_>>(),
+            &src_env,
+        );
+        assert!(r.ok, "cleanup failed");
+    }
+
+    // the end state of `migrate --adopt`
+    let after = info(&a, &pool, &image).unwrap();
+    assert_eq!(
+        after["features"], before["features"],
+        "source features restored"
+    );
+    assert!(
+        after
+            .get("mirroring")
+            .is_none_or(|m| m["state"] == "disabled"),
+        "mirroring off: {after}"
+    );
+    assert!(mirror_snapshots(&a, &pool, &image).is_empty());
+    assert!(gone_soon(&b, &pool, &image), "the replica is removed");
+    let v = openstack(
+        &os.clouds_yaml,
+        &os.destination.admin_cloud,
+        &["volume", "show", "-f", "json", &vid],
+    );
+    assert!(v.status.success(), "{v:?}");
+    let v: Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(v["status"], "available");
+    assert_eq!(v["name"], volume.as_str());
+    assert_eq!(sha(&b, &into, &format!("volume-{vid}")), source_sha);
+    assert!(info(&b, &into, &image).is_none(), "Cinder renamed the copy");
+    assert!(
+        !out_dir.join("pwned").exists(),
+        "a name was executed by a script"
+    );
+
+    // leave nothing behind
+    let d = openstack(
+        &os.clouds_yaml,
+        &os.destination.admin_cloud,
+        &["volume", "delete", &vid],
+    );
+    assert!(d.status.success(), "{d:?}");
+    let mut rm = vec!["rm", "--no-progress"];
+    rm.extend(image_args(&pool, &image));
+    assert!(rbd(&a, &rm).status.success());
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A bootable volume of the source cloud: an RBD image with data, managed by the source
+/// Cinder.
+fn source_volume(os: &testenv::openstack::OpenStackInfo, a: &str, name: &str) -> String {
+    use cinder_manage::{AdoptRequest, Cinder, HostTarget, Side};
+    use openstack_client::{ClientOptions, CloudConfig, ConfigSources, OpenStackClient};
+    image_with_data(a, &os.source.volume_pool, name, (3 << 20) + 77);
+    rt().block_on(async {
+        let sources = ConfigSources {
+            clouds_files: vec![os.clouds_yaml.clone()],
+            ..Default::default()
+        };
+        let cfg = CloudConfig::from_sources(&sources, Some(&os.source.admin_cloud)).unwrap();
+        let client = OpenStackClient::connect(cfg, ClientOptions::default())
+            .await
+            .unwrap();
+        Cinder::new(client, Side::Source)
+            .adopt(&AdoptRequest {
+                target: HostTarget::CephPool {
+                    pool: os.source.volume_pool.clone(),
+                    fsid: None,
+                },
+                rbd_image: name.to_string(),
+                name: Some(format!("src-{name}")),
+                description: None,
+                volume_type: None,
+                availability_zone: None,
+                bootable: true,
+                metadata: Default::default(),
+            })
+            .await
+            .unwrap()
+            .volume
+            .id
+    })
+}
+
+#[test]
+fn bootable_bundle_registers_an_active_image_by_split_roles() {
+    let env = testenv::shared_with_openstack().expect("test environment with OpenStack");
+    let _logs = env.log_guard();
+    let users = env.role_users().expect("per-role cephx users");
+    let os = env.openstack().expect("OpenStack clouds").clone();
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let name = testenv::unique_name("bdl-boot");
+    let volume_id = source_volume(&os, &a, &name);
+    let image_name = format!("img '{name}' $(touch pwned) `id`; *");
+    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("bundle");
+    let bundle = |out: &Path| {
+        Command::new(BIN)
+            .args(["bundle", "bootable", "--from", &a, "--to", &b])
+            .args(["--source-cloud", &os.source.admin_cloud])
+            .args(["--os-cloud", &os.destination.admin_cloud, &volume_id])
+            .args(["--into", &os.destination.image_pool])
+            .args(["--source-pool", &os.source.image_pool])
+            .args(["--name", &image_name, "--out"])
+            .arg(out)
+            .arg("--state-dir")
+            .arg(state.path())
+            .env("OS_CLIENT_CONFIG_FILE", &os.clouds_yaml)
+            .env_remove("OS_CLOUD")
+            .output()
+            .unwrap()
+    };
+
+    // before the upload: refused, naming the source tenant admin's upload command
+    let early = bundle(&out_dir);
+    assert!(!early.status.success());
+    let err = String::from_utf8_lossy(&early.stderr);
+    assert!(err.contains("image create --volume"), "{err}");
+    assert!(!out_dir.exists(), "nothing written");
+
+    // the prerequisite, as the README and the message say
+    let up = openstack(
+        &os.clouds_yaml,
+        &os.source.admin_cloud,
+        &[
+            "image",
+            "create",
+            "--volume",
+            &volume_id,
+            "--disk-format",
+            "raw",
+            "--container-format",
+            "bare",
+            &image_name,
+        ],
+    );
+    assert!(up.status.success(), "{up:?}");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let source_image_id = loop {
+        let l = openstack(
+            &os.clouds_yaml,
+            &os.source.admin_cloud,
+            &["image", "list", "--name", &image_name, "-f", "json"],
+        );
+        let v: Value = serde_json::from_slice(&l.stdout).unwrap_or(Value::Null);
+        if let Some(i) = v
+            .as_array()
+            .and_then(|a| a.first())
+            .filter(|i| i["Status"] == "active")
+        {
+            break i["ID"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "upload not active: {v}");
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let (src_pool, dst_pool) = (
+        os.source.image_pool.clone(),
+        os.destination.image_pool.clone(),
+    );
+    let before = info(&a, &src_pool, &source_image_id).unwrap();
+    let source_sha = sha(&a, &src_pool, &source_image_id);
+
+    let out = bundle(&out_dir);
+    assert!(out.status.success(), "{out:?}");
+    for n in [
+        "1-source-ceph-admin.sh",
+        "2-destination-ceph-admin.sh",
+        "3-tenant-admin.sh",
+        "4-source-ceph-admin-cleanup.sh",
+    ] {
+        shellcheck(&out_dir.join(n));
+    }
+    let src_env = [("SRC_ID", users.source_admin.id.as_str())];
+    let dst_env = [("DST_ID", users.destination_admin.id.as_str())];
+    let clouds = os.clouds_yaml.display().to_string();
+    let tenant_env = [
+        ("OS_CLOUD", os.destination.admin_cloud.as_str()),
+        ("OS_CLIENT_CONFIG_FILE", clouds.as_str()),
+    ];
+    let mut to_dst = Vec::new();
+    for _ in 0..2 {
+        let r = script(&out_dir, "1-source-ceph-admin.sh", &[], &src_env);
+        assert!(r.ok, "source script failed");
+        to_dst = next_line(&r, "2-destination-ceph-admin.sh");
+    }
+    assert_eq!(to_dst[0], source_sha);
+    let mut to_tenant = Vec::new();
+    for _ in 0..2 {
+        let args: Vec<&str> = to_dst.iter().map(String::as_str).collect();
+        let r = script(&out_dir, "2-destination-ceph-admin.sh", &args, &dst_env);
+        assert!(r.ok, "destination script failed");
+        to_tenant = next_line(&r, "3-tenant-admin.sh");
+    }
+    assert_eq!(to_tenant[0], source_sha);
+    assert_eq!(
+        to_tenant[1],
+        env.site_b().fsid,
+        "the destination fsid is handed over"
+    );
+    let mut image_id = String::new();
+    let mut to_cleanup = Vec::new();
+    for _ in 0..2 {
+        let args: Vec<&str> = to_tenant.iter().map(String::as_str).collect();
+        let r = script(&out_dir, "3-tenant-admin.sh", &args, &tenant_env);
+        assert!(r.ok, "tenant script failed");
+        to_cleanup = next_line(&r, "4-source-ceph-admin-cleanup.sh");
+        let id = r
+            .stdout
+            .lines()
+            .filter(|l| l.contains(" is active"))
+            .find_map(|l| l.split_whitespace().skip_while(|w| *w != "image").nth(1))
+            .unwrap()
+            .to_string();
+        assert!(image_id.is_empty() || image_id == id, "registered twice");
+        image_id = id;
+    }
+    for _ in 0..2 {
+        let args: Vec<&str> = to_cleanup.iter().map(String::as_str).collect();
+        let r = script(&out_dir, "4-source-ceph-admin-cleanup.sh", &args, &src_env);
+        assert!(r.ok, "cleanup failed");
+    }
+
+    // the end state of `migrate bootable`
+    let img = openstack(
+        &os.clouds_yaml,
+        &os.destination.admin_cloud,
+        &["image", "show", "-f", "json", &image_id],
+    );
+    assert!(img.status.success(), "{img:?}");
+    let img: Value = serde_json::from_slice(&img.stdout).unwrap();
+    assert_eq!(img["status"], "active");
+    assert_eq!(img["name"], image_name.as_str());
+    assert!(img["min_disk"].as_u64().unwrap() >= 1, "{img}");
+    assert_eq!(sha(&b, &dst_pool, &source_image_id), source_sha);
+    let snaps = {
+        let mut args = vec!["snap", "ls", "--format", "json"];
+        args.extend(image_args(&dst_pool, &source_image_id));
+        let o = rbd(&b, &args);
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()
+    };
+    assert!(
+        snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "snap" && s["protected"] == "true"),
+        "{snaps}"
+    );
+    let after = info(&a, &src_pool, &source_image_id).unwrap();
+    assert_eq!(after["features"], before["features"]);
+    assert!(after
+        .get("mirroring")
+        .is_none_or(|m| m["state"] == "disabled"));
+    assert!(
+        gone_soon(&b, &src_pool, &source_image_id),
+        "replica removed"
+    );
+    assert!(!out_dir.join("pwned").exists());
+
+    // leave nothing behind: the registered image (Glance removes its RBD copy and snapshot),
+    // the uploaded source image and the source volume
+    for (cloud, what, id) in [
+        (&os.destination.admin_cloud, "image", &image_id),
+        (&os.source.admin_cloud, "image", &source_image_id),
+        (&os.source.admin_cloud, "volume", &volume_id),
+    ] {
+        let d = openstack(&os.clouds_yaml, cloud, &[what, "delete", id]);
+        assert!(d.status.success(), "{d:?}");
+    }
+    // Glance leaves the RBD image of a location it did not create: remove the copy
+    let snap = format!("{dst_pool}/{source_image_id}@snap");
+    assert!(rbd(&b, &["snap", "unprotect", &snap]).status.success());
+    let copy = format!("{dst_pool}/{source_image_id}");
+    assert!(rbd(&b, &["snap", "purge", "--no-progress", &copy])
+        .status
+        .success());
+    assert!(rbd(&b, &["rm", "--no-progress", &copy]).status.success());
+}
+
+/// The source script checks the image against the facts the plan recorded and stops at the
+/// first failed check, before it changes anything: here the image lost a feature after the
+/// bundle was made.
+#[test]
+fn source_script_stops_when_the_image_changed_since_the_plan() {
+    let env = testenv::shared().expect("test environment");
+    let _logs = env.log_guard();
+    let users = env.role_users().expect("per-role cephx users");
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let pool = env.pools().volumes;
+    let image = testenv::unique_name("bdl-changed");
+    image_with_data(&a, pool, &image, 1 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("bundle");
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["bundle", "volume", "--from", &a, "--to", &b])
+        .arg(format!("{pool}/{image}"))
+        .args(["--into", env.pools().cinder, "--out"])
+        .arg(&out_dir)
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1-source-ceph-admin.sh"), "{text}");
+    assert!(
+        !out_dir.join("3-tenant-admin.sh").exists(),
+        "no adoption asked"
+    );
+    for n in [
+        "1-source-ceph-admin.sh",
+        "2-destination-ceph-admin.sh",
+        "4-source-ceph-admin-cleanup.sh",
+    ] {
+        shellcheck(&out_dir.join(n));
+    }
+
+    let mut args = vec!["feature", "disable"];
+    args.extend(image_args(pool, &image));
+    args.push("fast-diff");
+    assert!(rbd(&a, &args).status.success());
+    let changed = info(&a, pool, &image).unwrap();
+
+    let r = script(
+        &out_dir,
+        "1-source-ceph-admin.sh",
+        &[],
+        &[("SRC_ID", users.source_admin.id.as_str())],
+    );
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("STOPPED") && r.stderr.contains("changed since the plan"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stdout.contains("step 2"),
+        "went past its checks: {}",
+        r.stdout
+    );
+    let now = info(&a, pool, &image).unwrap();
+    assert_eq!(now["features"], changed["features"], "nothing changed");
+    assert!(now
+        .get("mirroring")
+        .is_none_or(|m| m["state"] == "disabled"));
+
+    let mut rm = vec!["rm", "--no-progress"];
+    rm.extend(image_args(pool, &image));
+    assert!(rbd(&a, &rm).status.success());
+}
+
+/// Every kind of plan renders shellcheck-clean scripts that parse: already mirrored images
+/// (nothing to clean up), the old runbook's feature dance (deep-flatten lost), a namespace,
+/// pool mirroring to enable, both modes, an explicit Cinder host, the bootable path.
+#[test]
+fn every_plan_variant_renders_shellcheck_clean_scripts() {
+    use rbd_mirror_core::bundle::render;
+    use rbd_mirror_core::cloud::AdoptTarget;
+    use rbd_mirror_core::features::{Features, MirrorImageMode};
+    use rbd_mirror_core::ops::PoolMirrorMode;
+    use rbd_mirror_core::plan::{Adoption, Plan, Registration, SourceFacts, VolumeMigration};
+    use rbd_mirror_core::spec::{ClusterSpec, PoolSpec};
+
+    let facts = |features: Features, mirrored: bool, pool_mode: PoolMirrorMode| SourceFacts {
+        features,
+        size: 10 << 20,
+        object_size: 4 << 20,
+        image_id: "abc".into(),
+        snapshots: vec!["s1".into()],
+        mirror_snapshots_before: if mirrored { vec![3, 5] } else { vec![] },
+        source_pool_mode: pool_mode,
+        destination_pool_mode: pool_mode,
+        mirroring_was_enabled: mirrored,
+        watchers: vec![],
+    };
+    let base = |image: &str, mode: MirrorImageMode| {
+        let mut m = VolumeMigration::new(
+            ClusterSpec::named("site-a").unwrap(),
+            ClusterSpec::named("site-b")
+                .unwrap()
+                .client("relay-dst")
+                .unwrap(),
+            image.parse().unwrap(),
+            PoolSpec::new("cinder").unwrap(),
+        );
+        m.mode = mode;
+        m
+    };
+    let all = Features::LAYERING
+        | Features::EXCLUSIVE_LOCK
+        | Features::OBJECT_MAP
+        | Features::FAST_DIFF
+        | Features::DEEP_FLATTEN;
+    let mut plans = Vec::new();
+    for mode in [MirrorImageMode::Journal, MirrorImageMode::Snapshot] {
+        // already mirrored: no cleanup steps
+        plans.push(Plan::volume(
+            base("volumes/a", mode),
+            facts(all | Features::JOURNALING, true, PoolMirrorMode::Image),
+        ));
+        // the runbook's dance, a namespace, pools to enable, an explicit host
+        let mut m = base("volumes/ns1/b", mode);
+        m.disable_map_features = true;
+        m.enable_pool_mirroring = true;
+        m.adopt = Some(Adoption {
+            cloud: "site-b-admin".into(),
+            target: AdoptTarget::Host {
+                host: "site-b@ceph#ceph".into(),
+            },
+            name: None,
+            bootable: true,
+        });
+        plans.push(Plan::volume(m, facts(all, false, PoolMirrorMode::Disabled)));
+        // bootable
+        let mut m = base("images/0d3e5c1a-1111-2222-3333-444455556666", mode);
+        m.into = PoolSpec::new("glance").unwrap();
+        m.register = Some(Registration {
+            cloud: "site-b-admin".into(),
+            name: "x".into(),
+            snapshot: "snap".into(),
+            min_disk_gib: 2,
+        });
+        plans.push(Plan::volume(
+            m,
+            facts(Features::LAYERING, false, PoolMirrorMode::Image),
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (i, plan) in plans.iter().enumerate() {
+        let b = render(plan, "test").unwrap();
+        for f in b.files.iter().filter(|f| f.executable) {
+            let path = dir.path().join(format!("{i}-{}", f.name));
+            std::fs::write(&path, &f.contents).unwrap();
+            shellcheck(&path);
+            let n = Command::new("sh").arg("-n").arg(&path).output().unwrap();
+            assert!(n.status.success(), "{}: {n:?}", path.display());
+        }
+    }
+}
