@@ -381,15 +381,13 @@ pub(crate) struct Executor {
     dst_cloud: Option<Arc<dyn CloudOps>>,
     events: Arc<dyn EventSink>,
     opts: RunOptions,
-    /// The source digest computed while rbd-mirror builds the replica (journal mode, cold),
-    /// with the journal's master position seen before it started: `verify` uses it only if
-    /// that position has not moved since, i.e. nothing was written to the source.
+    /// The source digest, computed on the source cluster while the copy is made on the
+    /// destination; `verify` then only has to read the copy.
     early_source_digest: std::sync::Mutex<Option<EarlyDigest>>,
 }
 
-/// A source digest started at the beginning of the wait.
+/// A source digest started with the copy.
 struct EarlyDigest {
-    master: Option<crate::ops::JournalPosition>,
     task: tokio::task::JoinHandle<Result<String>>,
     /// Set when the run ends without using the digest: the hashing thread stops reading.
     cancel: Arc<std::sync::atomic::AtomicBool>,
@@ -536,7 +534,6 @@ impl Executor {
                 Ok(())
             }
             Step::WaitForReplica => {
-                self.start_early_source_digest(&m, state).await;
                 wait::wait_for_replica(
                     src,
                     dst,
@@ -575,6 +572,7 @@ impl Executor {
                 state.source_digest = None;
                 state.copy_digest = None;
                 file.save(state)?;
+                self.start_source_digest(&m);
                 let events = self.events.clone();
                 let replica = m.replica();
                 let d = dst.clone();
@@ -977,26 +975,10 @@ impl Executor {
         remove_own_image("copy_replica", dst, target, self.events.as_ref()).await
     }
 
-    /// Journal mode, cold migration: hash the source while rbd-mirror builds the replica, so
-    /// `verify` only has to read the copy. The journal's master position is noted first; a
-    /// write to the source moves it, and then `verify` hashes the source again.
-    async fn start_early_source_digest(&self, m: &VolumeMigration, state: &RunState) {
-        let cold = !m.allow_live && state.plan.facts.watchers.is_empty();
-        if m.mode != crate::features::MirrorImageMode::Journal || !cold {
-            return;
-        }
-        let (src, image) = (self.src.clone(), m.image.clone());
-        let master = match on_ceph(
-            "verify",
-            src.name().to_string(),
-            image.to_string(),
-            move || src.journal_positions(&image),
-        )
-        .await
-        {
-            Ok(p) => p.master,
-            Err(_) => return, // verify hashes the source itself
-        };
+    /// Hash the source on its cluster while the copy is made on the other: `verify` then
+    /// only reads the copy. What the hash covers is what the old order covered (the source
+    /// as read after the replica was complete), one step earlier.
+    fn start_source_digest(&self, m: &VolumeMigration) {
         let (src, image) = (self.src.clone(), m.image.clone());
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop = cancel.clone();
@@ -1011,29 +993,15 @@ impl Executor {
             .await
         });
         if let Ok(mut slot) = self.early_source_digest.lock() {
-            *slot = Some(EarlyDigest {
-                master,
-                task,
-                cancel,
-            });
+            *slot = Some(EarlyDigest { task, cancel });
         }
     }
 
-    /// The early source digest, if one was taken in this process and the source's journal
-    /// master position is where it was when hashing started (nothing written since).
-    async fn take_early_source_digest(&self, m: &VolumeMigration) -> Option<String> {
+    /// The source digest started with the copy in this process, if any: `None` when there
+    /// is none (a run resumed at `verify`) or its task did not finish; its error otherwise.
+    async fn take_source_digest(&self) -> Option<Result<String>> {
         let mut early = self.early_source_digest.lock().ok()?.take()?;
-        let digest = (&mut early.task).await.ok()?.ok()?;
-        let (src, image) = (self.src.clone(), m.image.clone());
-        let now = on_ceph(
-            "verify",
-            src.name().to_string(),
-            image.to_string(),
-            move || src.journal_positions(&image),
-        )
-        .await
-        .ok()?;
-        (now.master == early.master).then_some(digest)
+        (&mut early.task).await.ok()
     }
 
     async fn verify(
@@ -1074,9 +1042,9 @@ impl Executor {
                 .await
             }
         };
-        let early = self.take_early_source_digest(m).await;
+        let early = self.take_source_digest().await;
         let (a, b) = match early {
-            Some(a) => (a, digest(self.dst.clone(), m.copy_target(), "copy").await?),
+            Some(a) => (a?, digest(self.dst.clone(), m.copy_target(), "copy").await?),
             None => {
                 let (a, b) = tokio::join!(
                     digest(self.src.clone(), m.image.clone(), "source"),

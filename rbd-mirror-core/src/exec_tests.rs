@@ -140,14 +140,7 @@ async fn resume_after_a_failure_in_every_operation_converges() {
             )
             .await;
             let used = w.lock().unwrap().fail_once.is_none();
-            // in journal mode the first master-position read and the first digest belong to
-            // the early source digest, which is optional: its failure only means verify
-            // hashes the source itself (snapshot mode still fails on both)
-            let optional =
-                mode == MirrorImageMode::Journal && matches!(op, "journal_positions" | "digest");
-            if !optional {
-                assert_eq!(first.is_err(), used, "{mode} {op}: {first:?}");
-            }
+            assert_eq!(first.is_err(), used, "{mode} {op}: {first:?}");
             let second = migrate_volume(
                 &migration(mode),
                 a,
@@ -837,63 +830,55 @@ mod register {
 }
 
 #[tokio::test]
-async fn journal_mode_hashes_the_source_during_the_wait_and_only_the_copy_at_verify() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b, w) = pair(World::standard(DEFAULT, data()));
-    migrate_volume(
-        &migration(MirrorImageMode::Journal),
-        a,
-        b,
-        dir.path(),
-        &opts(),
-        Arc::new(NullSink),
-    )
-    .await
-    .unwrap();
-    let w = w.lock().unwrap();
-    assert_eq!(w.digests, ["a:volumes/vol1", "b:cinder/vol1"]);
-    assert_migrated(&w, DEFAULT);
-}
-
-#[tokio::test]
-async fn a_write_to_the_source_during_the_early_digest_makes_verify_hash_it_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut world = World::standard(DEFAULT, data());
-    world.write_during_source_digest = true;
-    let (a, b, w) = pair(world);
-    migrate_volume(
-        &migration(MirrorImageMode::Journal),
-        a,
-        b,
-        dir.path(),
-        &opts(),
-        Arc::new(NullSink),
-    )
-    .await
-    .unwrap();
-    let w = w.lock().unwrap();
-    let source_digests = w.digests.iter().filter(|d| d.starts_with("a:")).count();
-    assert_eq!(source_digests, 2, "{:?}", w.digests);
-    assert_migrated(&w, DEFAULT);
-}
-
-#[tokio::test]
-async fn snapshot_mode_and_live_runs_hash_the_source_at_verify_only() {
-    for (mode, live) in [
-        (MirrorImageMode::Snapshot, false),
-        (MirrorImageMode::Journal, true),
-    ] {
+async fn the_source_is_hashed_during_the_copy_and_verify_reads_only_the_copy() {
+    for mode in [MirrorImageMode::Journal, MirrorImageMode::Snapshot] {
         let dir = tempfile::tempdir().unwrap();
         let (a, b, w) = pair(World::standard(DEFAULT, data()));
-        let mut m = migration(mode);
-        m.allow_live = live;
-        migrate_volume(&m, a, b, dir.path(), &opts(), Arc::new(NullSink))
-            .await
-            .unwrap();
+        migrate_volume(
+            &migration(mode),
+            a,
+            b,
+            dir.path(),
+            &opts(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap();
         let w = w.lock().unwrap();
-        assert_eq!(w.digests.len(), 2, "{mode} live={live}: {:?}", w.digests);
+        assert_eq!(w.digests, ["a:volumes/vol1", "b:cinder/vol1"], "{mode}");
         assert_migrated(&w, DEFAULT);
     }
+}
+
+#[tokio::test]
+async fn a_run_resumed_at_verify_hashes_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    w.lock().unwrap().fail_once = Some("digest".into()); // the source digest during the copy
+    let first = migrate_volume(
+        &migration(MirrorImageMode::Journal),
+        a.clone(),
+        b.clone(),
+        dir.path(),
+        &opts(),
+        Arc::new(NullSink),
+    )
+    .await;
+    assert!(first.is_err(), "{first:?}");
+    w.lock().unwrap().digests.clear();
+    migrate_volume(
+        &migration(MirrorImageMode::Journal),
+        a,
+        b,
+        dir.path(),
+        &opts(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
+    let w = w.lock().unwrap();
+    assert_eq!(w.digests.len(), 2, "{:?}", w.digests);
+    assert_migrated(&w, DEFAULT);
 }
 
 #[tokio::test]

@@ -59,10 +59,6 @@ pub struct World {
     pub corrupt_next_copy: bool,
     /// Every digest call, as `SITE:POOL/IMAGE` (site 0 is `a`, site 1 `b`).
     pub digests: Vec<String>,
-    /// Entries written to the source journal so far (moves its master position).
-    pub journal_writes: u64,
-    /// A digest of the source counts as a write to its journal (something wrote meanwhile).
-    pub write_during_source_digest: bool,
 }
 
 impl World {
@@ -408,7 +404,7 @@ impl CephOps for Fake {
             let p = Some(JournalPosition {
                 object_number: 0,
                 tag_tid: 1,
-                entry_tid: 5 + w.journal_writes,
+                entry_tid: 5,
             });
             Ok(JournalPositions {
                 master: p,
@@ -457,9 +453,6 @@ impl CephOps for Fake {
         self.with("digest", |w, s| {
             w.digests
                 .push(format!("{}:{image}", if s == 0 { "a" } else { "b" }));
-            if s == 0 && w.write_during_source_digest {
-                w.journal_writes += 1;
-            }
             let i = img(w, s, image, "digest")?;
             progress(i.data.len() as u64, i.data.len() as u64);
             Ok(hex::encode(Sha256::digest(&i.data)))
