@@ -11,7 +11,9 @@
 #   5. the bootable path: a bootable volume of the source cloud goes through Glance
 #      (upload-to-image, mirror, copy into the destination Glance pool, snap + protect,
 #      register by rbd:// location, min_disk check);
-#   6. show the result and where to look. The environment stays up for you to explore;
+#   6. split roles: the same kind of migration written as one shell script per role
+#      (rbd-relay bundle), for teams where nobody holds every key; not run here;
+#   7. show the result and where to look. The environment stays up for you to explore;
 #      `make env-down` (or target/debug/testenv down) stops it.
 set -eu
 cd "$(dirname "$0")/.."
@@ -59,6 +61,14 @@ echo "source cloud volume: $VOLID (bootable, 64 MiB, sha256 $BOOT_SHA)"
 rbd-relay migrate bootable --from site-a --to site-b --source-cloud site-a-admin \
   --os-cloud site-b-admin "$VOLID" --into glance --name demo-boot-image
 
+say "split roles: a migration as one script per role (written, not run; see docs/split-roles.md)"
+SPLIT=demo-split-$(date +%s)
+rbd --cluster site-a create --size 64M "volumes/$SPLIT"
+BUNDLE=$(pwd)/target/demo-bundle
+rm -rf "$BUNDLE"
+rbd-relay bundle volume --from site-a --to site-b "volumes/$SPLIT" --into cinder \
+  --adopt --os-cloud site-b-admin --name demo-split --out "$BUNDLE"
+
 say "result"
 rbd-relay list
 echo "destination Cinder pool (site-b cinder):"
@@ -72,6 +82,7 @@ cat <<TXT
   rbd --cluster site-b ls -l cinder       # the migrated, adopted volume (volume-<id>)
   rbd --cluster site-b ls -l glance       # the bootable volume's image (<image id>@snap)
   target/debug/rbd-relay list             # recorded migrations (state files)
+  ls target/demo-bundle; less target/demo-bundle/README.md   # the split-role scripts
   target/debug/testenv status             # what runs
   make env-down                           # stop everything and wipe it
 TXT

@@ -93,19 +93,31 @@ pub async fn run(
         BundleCommand::Volume(args) => {
             let v = &args.volume;
             if v.dry_run {
-                anyhow::bail!("bundle never changes anything; drop --dry-run");
+                return Err(crate::exit::usage(anyhow::anyhow!(
+                    "bundle never changes anything; drop --dry-run"
+                )));
             }
             if v.live {
-                anyhow::bail!(
+                return Err(crate::exit::usage(anyhow::anyhow!(
                     "a bundle hands the source's sha256 from script to script, and an image in use keeps changing it: stop the instance using the image (or detach the volume) and drop --live, or use rbd-relay migrate --live"
-                );
+                )));
             }
-            let images = crate::ops_args::image_list(v)?;
+            if v.parallel != 1 {
+                return Err(crate::exit::usage(anyhow::anyhow!(
+                    "a bundle moves one image, so --parallel does not apply; make one bundle per image (each into its own --out DIR)"
+                )));
+            }
+            if v.stall_timeout != 300 {
+                return Err(crate::exit::usage(anyhow::anyhow!(
+                    "--stall-timeout sets rbd-relay's own wait; the bundle's scripts wait up to RBD_RELAY_WAIT_TIMEOUT seconds (set it when running them), so drop --stall-timeout"
+                )));
+            }
+            let images = crate::ops_args::image_list(v).map_err(crate::exit::usage)?;
             let [image] = images.as_slice() else {
-                anyhow::bail!(
+                return Err(crate::exit::usage(anyhow::anyhow!(
                     "a bundle moves one image, {} were given; make one bundle per image (each into its own --out DIR)",
                     images.len()
-                );
+                )));
             };
             check_out_dir(&args.out)?;
             // like `migrate volume`: the source may be a Cinder volume id of --source-cloud
@@ -133,7 +145,14 @@ pub async fn run(
         BundleCommand::Bootable(args) => {
             let a = &args.bootable;
             if a.dry_run {
-                anyhow::bail!("bundle never changes anything; drop --dry-run");
+                return Err(crate::exit::usage(anyhow::anyhow!(
+                    "bundle never changes anything; drop --dry-run"
+                )));
+            }
+            if a.stall_timeout != 300 {
+                return Err(crate::exit::usage(anyhow::anyhow!(
+                    "--stall-timeout sets rbd-relay's own wait; the bundle's scripts wait up to RBD_RELAY_WAIT_TIMEOUT seconds (set it when running them), so drop --stall-timeout"
+                )));
             }
             let (b, dest) = a.to_migration()?;
             check_out_dir(&args.out)?;
