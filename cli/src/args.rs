@@ -133,8 +133,8 @@ impl PairArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// POOL or POOL/IMAGE.
-    pub target: String,
+    /// POOL or POOL/IMAGE; without it, every pool with mirroring enabled on --cluster.
+    pub target: Option<String>,
     /// The cluster to ask (usually the receiving one), like rbd --cluster.
     #[arg(long)]
     pub cluster: String,
@@ -152,17 +152,23 @@ pub struct StatusArgs {
     pub watch_seconds: Option<u64>,
 }
 
+/// What `status` reports on: a pool, or one image of it.
+pub type StatusTarget = (PoolSpec, Option<String>);
+
 impl StatusArgs {
-    /// Cluster, pool and optional image name.
-    pub fn validate(&self) -> Result<(ClusterSpec, PoolSpec, Option<String>)> {
+    /// Cluster, and the pool with an optional image name (none: every mirrored pool).
+    pub fn validate(&self) -> Result<(ClusterSpec, Option<StatusTarget>)> {
         let cluster = spec(&self.cluster, self.conf.as_ref(), &self.id).context("--cluster")?;
-        let (pool, image) = match self.target.split_once('/') {
-            Some((p, i)) if !i.is_empty() && !i.contains('/') => (p, Some(i.to_string())),
-            Some(_) => anyhow::bail!("'{}': give POOL or POOL/IMAGE", self.target),
-            None => (self.target.as_str(), None),
+        let Some(target) = &self.target else {
+            return Ok((cluster, None));
         };
-        let pool = PoolSpec::new(pool).with_context(|| format!("'{}'", self.target))?;
-        Ok((cluster, pool, image))
+        let (pool, image) = match target.split_once('/') {
+            Some((p, i)) if !i.is_empty() && !i.contains('/') => (p, Some(i.to_string())),
+            Some(_) => anyhow::bail!("'{target}': give POOL or POOL/IMAGE"),
+            None => (target.as_str(), None),
+        };
+        let pool = PoolSpec::new(pool).with_context(|| format!("'{target}'"))?;
+        Ok((cluster, Some((pool, image))))
     }
 }
 

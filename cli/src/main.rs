@@ -118,7 +118,7 @@ async fn connect_cluster(spec: ClusterSpec) -> Result<rbd_mirror_core::rbd::Clus
 
 /// `status POOL[/IMAGE] --cluster C [--watch]`.
 async fn status(args: args::StatusArgs, reporter: Arc<Reporter>) -> Result<ExitCode> {
-    let (spec, pool, image) = args.validate()?;
+    let (spec, target) = args.validate()?;
     if !spec.conf.exists() {
         anyhow::bail!(
             "no conf file {} for cluster '{}'; pass --conf or install the conf and keyring under /etc/ceph",
@@ -131,22 +131,39 @@ async fn status(args: args::StatusArgs, reporter: Arc<Reporter>) -> Result<ExitC
         .watch_seconds
         .map(|s| tokio::time::Instant::now() + std::time::Duration::from_secs(s));
     loop {
-        let c = cluster.clone();
-        let (p, i) = (pool.pool.clone(), image.clone());
-        let st = tokio::task::spawn_blocking(move || {
-            rbd_mirror_core::pairing::pool_status(&c, &p, i.as_deref()).map_err(Box::new)
-        })
-        .await?;
-        match st.map_err(|e| *e) {
-            Ok(st) => reporter.status(&st),
-            // watching a migration: its image is mirror-enabled only from its first seconds
-            // until its cleanup, so keep watching across both ends
-            Err(rbd_mirror_core::pairing::PairError::NoImage {
-                cluster,
-                pool,
-                image,
-            }) if args.watch => reporter.not_mirrored(&cluster, &pool, &image),
-            Err(e) => return Err(e.into()),
+        // without a pool: every pool with mirroring enabled, listed anew on each refresh
+        let pools = match &target {
+            Some((pool, image)) => vec![(pool.pool.clone(), image.clone())],
+            None => {
+                let c = cluster.clone();
+                let pools = tokio::task::spawn_blocking(move || {
+                    rbd_mirror_core::pairing::mirrored_pools(&c).map_err(Box::new)
+                })
+                .await?
+                .map_err(|e| *e)?;
+                if pools.is_empty() {
+                    reporter.no_mirrored_pools(cluster.name());
+                }
+                pools.into_iter().map(|p| (p, None)).collect()
+            }
+        };
+        for (p, i) in pools {
+            let c = cluster.clone();
+            let st = tokio::task::spawn_blocking(move || {
+                rbd_mirror_core::pairing::pool_status(&c, &p, i.as_deref()).map_err(Box::new)
+            })
+            .await?;
+            match st.map_err(|e| *e) {
+                Ok(st) => reporter.status(&st),
+                // watching a migration: its image is mirror-enabled only from its first
+                // seconds until its cleanup, so keep watching across both ends
+                Err(rbd_mirror_core::pairing::PairError::NoImage {
+                    cluster,
+                    pool,
+                    image,
+                }) if args.watch => reporter.not_mirrored(&cluster, &pool, &image),
+                Err(e) => return Err(e.into()),
+            }
         }
         if !args.watch || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             return Ok(ExitCode::SUCCESS);

@@ -46,6 +46,10 @@ impl EventSink for TaggedSink {
 }
 
 fn progress_text(p: &SyncProgress) -> String {
+    let eta = p
+        .eta_seconds()
+        .map(|s| format!(", ETA {}", human_seconds(s)))
+        .unwrap_or_default();
     match p {
         SyncProgress::Unknown => String::new(),
         SyncProgress::Bootstrapping { percent, step } => format!(
@@ -57,14 +61,15 @@ fn progress_text(p: &SyncProgress) -> String {
             bytes_per_second,
             ..
         } => format!(
-            "  {entries_behind_primary} entries behind, {}/s",
+            "  {entries_behind_primary} entries behind, {}/s{eta}",
             human_bytes(*bytes_per_second)
         ),
         SyncProgress::SnapshotSyncing {
             percent,
             bytes_per_second,
+            ..
         } => format!(
-            "  syncing snapshot{}, {}/s",
+            "  syncing snapshot{}, {}/s{eta}",
             percent.map(|v| format!(" {v:.0}%")).unwrap_or_default(),
             human_bytes(*bytes_per_second)
         ),
@@ -79,6 +84,16 @@ fn progress_text(p: &SyncProgress) -> String {
                 format!("  {lag} s behind the newest snapshot")
             }
         }
+    }
+}
+
+/// `42s`, `3m05s`, `2h07m`.
+fn human_seconds(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
     }
 }
 
@@ -369,6 +384,21 @@ impl Reporter {
                 r.from,
                 r.pool,
                 waited.as_secs_f64()
+            ),
+        }
+    }
+
+    /// `status` without a pool found no pool with mirroring enabled.
+    pub fn no_mirrored_pools(&self, cluster: &str) {
+        match self.format {
+            OutputFormat::Json => self.json(serde_json::json!({
+                "result": "ok",
+                "status": null,
+                "mirrored_pools": [],
+                "cluster": cluster,
+            })),
+            OutputFormat::Text => println!(
+                "{cluster}: no pool has mirroring enabled (pair one with rbd-relay pair --from A --to B --pool POOL)"
             ),
         }
     }
@@ -736,5 +766,21 @@ mod tests {
             ],
         );
         assert_eq!(t, "A          RESULT\nlong-name  ok\nx          FAILED\n");
+    }
+
+    #[test]
+    fn status_progress_shows_rate_and_eta() {
+        let p = SyncProgress::JournalReplay {
+            entries_behind_primary: 600,
+            bytes_per_second: 2048.0,
+            positions_equal: false,
+            entries_per_second: 4.0,
+        };
+        assert_eq!(
+            progress_text(&p),
+            "  600 entries behind, 2.0 KiB/s, ETA 2m30s"
+        );
+        assert_eq!(human_seconds(7322.0), "2h02m");
+        assert_eq!(human_seconds(0.4), "0s");
     }
 }

@@ -290,3 +290,26 @@ fn watching_an_image_that_is_not_mirrored_yet_keeps_watching() {
         String::from_utf8_lossy(&out.stderr).contains("is not mirror-enabled in pool 'volumes'")
     );
 }
+
+#[test]
+fn status_without_a_pool_reports_every_mirrored_pool() {
+    let _env = testenv::shared().expect("testenv");
+    let out = relay(&["status", "--cluster", "site-b", "--output", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pools: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| v["status"]["pool"].as_str().unwrap().to_string())
+        .collect();
+    // the test environment mirrors volumes and images; cinder and glance are plain pools
+    assert!(pools.contains(&"volumes".to_string()), "{pools:?}");
+    assert!(pools.contains(&"images".to_string()), "{pools:?}");
+    assert!(
+        !pools.iter().any(|p| p == "cinder" || p == "glance"),
+        "{pools:?}"
+    );
+}

@@ -473,6 +473,9 @@ pub struct ImageStatus {
     pub health: Health,
     /// Progress parsed from the description.
     pub progress: SyncProgress,
+    /// Estimated seconds until caught up, when the status allows it
+    /// ([`SyncProgress::eta_seconds`]).
+    pub eta_seconds: Option<f64>,
 }
 
 /// Mirroring health of a pool on one cluster.
@@ -519,6 +522,36 @@ pub fn state_word(s: MirrorState) -> &'static str {
         MirrorState::StoppingReplay => "stopping_replay",
         MirrorState::Stopped => "stopped",
     }
+}
+
+/// The pools of `cluster` with mirroring enabled (image or pool mode), sorted: what
+/// `status` without a pool reports on. Pools listed by the monitor (`osd pool ls`).
+pub fn mirrored_pools(cluster: &Cluster) -> PairResult<Vec<String>> {
+    let all = || PairError::Ceph {
+        what: "list the pools",
+        cluster: cluster.name().to_string(),
+        pool: "*".to_string(),
+        source: RbdError::new("rados_mon_command", cluster.name().to_string(), libc::EIO)
+            .with_detail("`osd pool ls` did not return a JSON list of names".to_string()),
+    };
+    let out = cluster
+        .mon_command(r#"{"prefix": "osd pool ls", "format": "json"}"#)
+        .map_err(ceph_err("list the pools", cluster, "*"))?;
+    let names: Vec<String> = serde_json::from_str(&out).map_err(|_| all())?;
+    let mut mirrored = Vec::new();
+    for name in names {
+        let Ok(io) = cluster.ioctx(&name) else {
+            continue; // removed meanwhile
+        };
+        match io.mirror_mode() {
+            Ok(MirrorMode::Disabled) => {}
+            Ok(_) => mirrored.push(name),
+            // not an RBD pool (no mirroring metadata to read), or no access: not listed
+            Err(_) => {}
+        }
+    }
+    mirrored.sort();
+    Ok(mirrored)
 }
 
 /// Read the mirroring health of `pool` on `cluster`; with `image`, only that image (an
@@ -584,6 +617,7 @@ pub fn pool_status(cluster: &Cluster, pool: &str, image: Option<&str>) -> PairRe
                 ),
                 health: site.health(),
                 progress: site.progress(),
+                eta_seconds: site.progress().eta_seconds(),
                 site,
             }
         })

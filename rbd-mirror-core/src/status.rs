@@ -145,6 +145,9 @@ pub enum SyncProgress {
         bytes_per_second: f64,
         /// Whether primary and non-primary positions are equal.
         positions_equal: bool,
+        /// Replay rate in journal entries/s.
+        #[serde(default)]
+        entries_per_second: f64,
     },
     /// Snapshot mode: copying a snapshot delta.
     SnapshotSyncing {
@@ -152,6 +155,9 @@ pub enum SyncProgress {
         percent: Option<f64>,
         /// Copy rate in bytes/s.
         bytes_per_second: f64,
+        /// Average bytes per snapshot delta, as rbd-mirror reports it (`bytes_per_snapshot`).
+        #[serde(default)]
+        bytes_per_snapshot: Option<f64>,
     },
     /// Snapshot mode: idle between snapshots.
     SnapshotIdle {
@@ -193,6 +199,30 @@ impl SyncProgress {
             _ => None,
         }
     }
+
+    /// Estimated seconds until caught up, when the status allows an estimate: journal
+    /// replay from the entries behind and the entry rate; a snapshot sync from the percent
+    /// left of the average snapshot delta and the byte rate. rbd-mirror writes its status
+    /// every ~30 s, so this is as stale as the status.
+    pub fn eta_seconds(&self) -> Option<f64> {
+        match self {
+            SyncProgress::JournalReplay {
+                entries_behind_primary,
+                entries_per_second,
+                ..
+            } if *entries_per_second > 0.0 => {
+                Some(*entries_behind_primary as f64 / entries_per_second)
+            }
+            SyncProgress::SnapshotSyncing {
+                percent: Some(p),
+                bytes_per_second,
+                bytes_per_snapshot: Some(total),
+            } if *bytes_per_second > 0.0 => {
+                Some(total * (100.0 - p.clamp(0.0, 100.0)) / 100.0 / bytes_per_second)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Parse a state and description into [`SyncProgress`].
@@ -227,6 +257,7 @@ fn parse_replay_json(v: &Value) -> SyncProgress {
             SyncProgress::SnapshotSyncing {
                 percent: f("syncing_percent"),
                 bytes_per_second: f("bytes_per_second").unwrap_or(0.0),
+                bytes_per_snapshot: f("bytes_per_snapshot").filter(|b| *b > 0.0),
             }
         } else {
             SyncProgress::SnapshotIdle {
@@ -243,6 +274,7 @@ fn parse_replay_json(v: &Value) -> SyncProgress {
         bytes_per_second: f("bytes_per_second").unwrap_or(0.0),
         positions_equal: v.get("primary_position").is_some()
             && v.get("primary_position") == v.get("non_primary_position"),
+        entries_per_second: f("entries_per_second").unwrap_or(0.0),
     }
 }
 
@@ -370,5 +402,24 @@ mod tests {
             last_update: 0,
         };
         assert_eq!(gone.health(), Health::DaemonDown);
+    }
+
+    #[test]
+    fn eta_from_the_status_rates() {
+        let j = parse_progress(
+            MirrorState::Replaying,
+            r#"replaying, {"bytes_per_second":1000.0,"entries_behind_primary":500,"entries_per_second":250.0}"#,
+        );
+        assert_eq!(j.eta_seconds(), Some(2.0));
+        let s = parse_progress(
+            MirrorState::Replaying,
+            r#"replaying, {"bytes_per_second":1048576.0,"bytes_per_snapshot":10485760.0,"replay_state":"syncing","syncing_percent":40}"#,
+        );
+        assert_eq!(s.eta_seconds(), Some(6.0));
+        let idle = parse_progress(
+            MirrorState::Replaying,
+            r#"replaying, {"bytes_per_second":0.0,"entries_behind_primary":3,"entries_per_second":0.0}"#,
+        );
+        assert_eq!(idle.eta_seconds(), None);
     }
 }
