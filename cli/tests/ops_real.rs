@@ -681,3 +681,62 @@ fn resume_by_id_adopts_in_the_plans_cloud_then_abort_refuses() {
     rbd(&["--cluster", &b, "rm", "--no-progress", &renamed]);
     rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
 }
+
+#[test]
+fn a_batch_dry_run_from_stdin_plans_every_image_and_changes_nothing() {
+    use std::io::Write;
+    let env = testenv::shared().expect("testenv");
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let images: Vec<(String, String)> = (0..2)
+        .map(|_| {
+            let image = testenv::unique_name("batch-dry");
+            let spec = format!("volumes/{image}");
+            rbd(&["--cluster", &a, "create", "--size", "8M", &spec]);
+            (image, spec)
+        })
+        .collect();
+    let before: Vec<Value> = images.iter().map(|(_, s)| info(&a, s)).collect();
+    let state = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["migrate", "volume", "--from", &a, "--to", &b])
+        .args(["--from-file", "-", "--into", "cinder", "--dry-run"])
+        .args(["--parallel", "2", "--state-dir"])
+        .arg(state.path())
+        .env_remove("OS_CLOUD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let list = format!("# from stdin\n{}\n{}\n", images[0].1, images[1].1);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(list.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for (image, spec) in &images {
+        // each image's own plan: its steps, its copy target
+        assert!(stdout.contains(&format!("{a}:{spec}")), "{spec}: {stdout}");
+        assert!(
+            stdout.contains(&format!("cinder/{image}")),
+            "{image}: {stdout}"
+        );
+    }
+    // nothing changed: features, mirroring, no copy, no state recorded
+    for ((image, spec), was) in images.iter().zip(&before) {
+        let now = info(&a, spec);
+        assert_eq!(now["features"], was["features"], "{spec} features changed");
+        assert_eq!(now["size"], was["size"], "{spec} size changed");
+        assert!(mirroring_off(&a, spec));
+        assert!(!exists(&b, &format!("cinder/{image}")));
+        rbd(&["--cluster", &a, "rm", "--no-progress", spec]);
+    }
+    let recorded = std::fs::read_dir(state.path())
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(recorded, 0, "a dry run recorded state");
+}
