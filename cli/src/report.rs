@@ -439,7 +439,11 @@ impl Reporter {
                 let _ = writeln!(
                     out,
                     "  rbd-mirror daemon health: {} ({} daemon(s){})",
-                    s.daemon.health,
+                    if s.daemon.health == "not_needed" {
+                        "none needed: this cluster only sends, the peer's rbd-mirror pulls"
+                    } else {
+                        s.daemon.health.as_str()
+                    },
                     s.daemon.daemons.len(),
                     s.daemon
                         .daemons

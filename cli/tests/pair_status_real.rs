@@ -312,4 +312,16 @@ fn status_without_a_pool_reports_every_mirrored_pool() {
         !pools.iter().any(|p| p == "cinder" || p == "glance"),
         "{pools:?}"
     );
+
+    // on the source (rx-only pairing: it only has a tx-only peer) no daemon is needed
+    let out = relay(&[
+        "status",
+        "volumes",
+        "--cluster",
+        "site-a",
+        "--output",
+        "json",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"]["daemon"]["health"], "not_needed", "{v}");
 }

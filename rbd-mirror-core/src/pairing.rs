@@ -425,7 +425,8 @@ pub fn pair(
 /// Daemon health for a report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DaemonStatus {
-    /// Overall health: `ok`, `unknown`, `warning`, `error`.
+    /// Overall health: `ok`, `unknown`, `warning`, `error`; `not_needed` when no daemon runs
+    /// and every peer is tx-only (this cluster only sends: the peer's rbd-mirror pulls).
     pub health: String,
     /// Daemons in the service map.
     pub daemons: Vec<DaemonInfo>,
@@ -644,7 +645,14 @@ pub fn pool_status(cluster: &Cluster, pool: &str, image: Option<&str>) -> PairRe
         site_name,
         peers: peers.iter().map(PeerInfo::from).collect(),
         daemon: DaemonStatus {
-            health: health_name(daemon.health),
+            health: if daemon.daemons.is_empty()
+                && !peers.is_empty()
+                && peers.iter().all(|p| p.direction == PeerDirection::TxOnly)
+            {
+                "not_needed".into()
+            } else {
+                health_name(daemon.health)
+            },
             daemons: daemon
                 .daemons
                 .iter()
