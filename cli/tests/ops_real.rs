@@ -740,3 +740,64 @@ fn a_batch_dry_run_from_stdin_plans_every_image_and_changes_nothing() {
         .unwrap_or(0);
     assert_eq!(recorded, 0, "a dry run recorded state");
 }
+
+#[test]
+fn on_a_terminal_a_run_draws_progress_bars() {
+    let env = testenv::shared().expect("testenv");
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let image = testenv::unique_name("bars");
+    let spec = format!("volumes/{image}");
+    rbd(&["--cluster", &a, "create", "--size", "16M", &spec]);
+    let state = tempfile::tempdir().unwrap();
+    // `script` runs the command on a pseudo-terminal (util-linux, part of Debian's base)
+    let cmd = format!(
+        "{BIN} --state-dir {} migrate volume --from {a} --to {b} {spec} --into cinder",
+        state.path().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux) runs the command on a terminal");
+    assert!(out.status.success(), "{}", text(&out));
+    let screen = strip_ansi(&String::from_utf8_lossy(&out.stdout));
+    // an indicatif bar: "[", a run of bar characters, "]", a percentage; and a full one
+    let bars: Vec<&str> = screen
+        .split(['\r', '\n'])
+        .filter(|l| l.trim_start().starts_with('[') && l.contains("] ") && l.contains('%'))
+        .collect();
+    let bar = bars
+        .iter()
+        .any(|l| l.contains("==========") && l.contains("100%"));
+    assert!(bar, "no progress bar drawn:\n{screen}");
+    assert!(screen.contains("verified: sha256"), "{screen}");
+    rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
+    rbd(&[
+        "--cluster",
+        &b,
+        "rm",
+        "--no-progress",
+        &format!("cinder/{image}"),
+    ]);
+}
+
+/// The text of terminal output without its escape sequences (colours, line clearing).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
