@@ -3,49 +3,19 @@
 //! failing image of a batch not stopping the others.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::abort::{abort, AbortOptions};
 use crate::batch::{check_distinct, migrate_batch};
 use crate::cleanup::cleanup;
 use crate::error::Error;
 use crate::event::NullSink;
-use crate::exec::{migrate, migrate_volume, Clouds, RunOptions};
+use crate::exec::{migrate, migrate_volume, Clouds};
+use crate::fake::fixtures::{data, migration_of as migration, opts, DEFAULT};
 use crate::fake::{pair, FakeCloud, Img, World};
 use crate::features::{Features, MirrorImageMode};
 use crate::ops::SnapshotNamespace;
-use crate::plan::{Adoption, VolumeMigration};
-use crate::spec::{ClusterSpec, PoolSpec};
+use crate::plan::Adoption;
 use crate::state::{self, StateFile};
-
-const DEFAULT: Features = Features::LAYERING
-    .union(Features::EXCLUSIVE_LOCK)
-    .union(Features::OBJECT_MAP)
-    .union(Features::FAST_DIFF)
-    .union(Features::DEEP_FLATTEN);
-
-fn migration(image: &str, mode: MirrorImageMode) -> VolumeMigration {
-    let mut m = VolumeMigration::new(
-        ClusterSpec::named("site-a").unwrap(),
-        ClusterSpec::named("site-b").unwrap(),
-        format!("volumes/{image}").parse().unwrap(),
-        PoolSpec::new("cinder").unwrap(),
-    );
-    m.mode = mode;
-    m
-}
-
-fn opts() -> RunOptions {
-    let mut o = RunOptions::default();
-    o.wait.poll = Duration::from_millis(1);
-    o.wait.health_every = Duration::from_millis(1);
-    o.wait.stall_after = Duration::from_millis(100);
-    o
-}
-
-fn data() -> Vec<u8> {
-    (0..4099u32).map(|i| (i * 7 % 251) as u8).collect()
-}
 
 /// The source exactly as before any migration, and nothing of it on the destination.
 fn assert_undone(w: &World, original: Features) {

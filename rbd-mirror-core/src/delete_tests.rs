@@ -6,26 +6,14 @@ use std::sync::Arc;
 use crate::delete::delete_source;
 use crate::error::Error;
 use crate::event::NullSink;
-use crate::exec::{migrate_volume, RunOptions};
+use crate::exec::migrate_volume;
+use crate::fake::fixtures::{migration_of, opts};
 use crate::fake::{pair, World};
 use crate::features::Features;
 use crate::plan::VolumeMigration;
-use crate::spec::{ClusterSpec, PoolSpec};
 
 fn migration() -> VolumeMigration {
-    VolumeMigration::new(
-        ClusterSpec::named("site-a").unwrap(),
-        ClusterSpec::named("site-b").unwrap(),
-        "volumes/vol1".parse().unwrap(),
-        PoolSpec::new("cinder").unwrap(),
-    )
-}
-
-fn opts() -> RunOptions {
-    let mut o = RunOptions::default();
-    o.wait.poll = std::time::Duration::from_millis(1);
-    o.wait.health_every = std::time::Duration::from_millis(1);
-    o
+    migration_of("vol1", crate::features::MirrorImageMode::Journal)
 }
 
 #[tokio::test]

@@ -2,45 +2,19 @@
 //! every step, verification failures, preflight refusals that change nothing, locking.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::error::Error;
 use crate::event::NullSink;
-use crate::exec::{migrate_volume, plan_volume, RunOptions};
+use crate::exec::{migrate_volume, plan_volume};
+use crate::fake::fixtures::{data, migration_of, opts, DEFAULT};
 use crate::fake::{pair, Img, World};
 use crate::features::{Features, MirrorImageMode};
 use crate::ops::{PoolMirrorMode, SnapshotNamespace};
 use crate::plan::VolumeMigration;
-use crate::spec::{ClusterSpec, PoolSpec};
 use crate::wait::WaitError;
 
-const DEFAULT: Features = Features::LAYERING
-    .union(Features::EXCLUSIVE_LOCK)
-    .union(Features::OBJECT_MAP)
-    .union(Features::FAST_DIFF)
-    .union(Features::DEEP_FLATTEN);
-
 fn migration(mode: MirrorImageMode) -> VolumeMigration {
-    let mut m = VolumeMigration::new(
-        ClusterSpec::named("site-a").unwrap(),
-        ClusterSpec::named("site-b").unwrap(),
-        "volumes/vol1".parse().unwrap(),
-        PoolSpec::new("cinder").unwrap(),
-    );
-    m.mode = mode;
-    m
-}
-
-fn opts() -> RunOptions {
-    let mut o = RunOptions::default();
-    o.wait.poll = Duration::from_millis(1);
-    o.wait.health_every = Duration::from_millis(1);
-    o.wait.stall_after = Duration::from_millis(200);
-    o
-}
-
-fn data() -> Vec<u8> {
-    (0..4099u32).map(|i| (i * 7 % 251) as u8).collect()
+    migration_of("vol1", mode)
 }
 
 fn assert_migrated(w: &World, original: Features) {
