@@ -11,54 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+use common::{exists, info, rbd, sha};
+
 const BIN: &str = env!("CARGO_BIN_EXE_rbd-relay");
-
-fn rbd(args: &[&str]) -> String {
-    let out = Command::new("timeout")
-        .arg("120")
-        .arg("rbd")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "rbd {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn exists(site: &str, image: &str) -> bool {
-    Command::new("rbd")
-        .args(["--cluster", site, "info", image])
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
-
-fn sha(site: &str, image: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "rbd --cluster {site} export --no-progress {image} - | sha256sum"
-        ))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)[..64].to_string()
-}
-
-fn info(site: &str, image: &str) -> Value {
-    serde_json::from_str(&rbd(&[
-        "--cluster",
-        site,
-        "info",
-        image,
-        "--format",
-        "json",
-    ]))
-    .unwrap()
-}
 
 /// What ends a run early.
 #[derive(Debug, Clone, Copy)]
