@@ -102,7 +102,7 @@ pub async fn abort(
     events: Arc<dyn EventSink>,
 ) -> Result<AbortReport> {
     let first = state::recorded(state_dir, id)?;
-    let file = StateFile::lock(state_dir, id, &first.plan.migration.image.to_string())?;
+    let file = StateFile::lock(state_dir, id, &first.plan.migration.lock_name())?;
     let mut state = state::recorded(state_dir, id)?;
     let m = state.plan.migration.clone();
     let facts = state.plan.facts.clone();

@@ -52,7 +52,7 @@ pub async fn cleanup(
     events: Arc<dyn EventSink>,
 ) -> Result<CleanupReport> {
     let first = state::recorded(state_dir, id)?;
-    let file = StateFile::lock(state_dir, id, &first.plan.migration.image.to_string())?;
+    let file = StateFile::lock(state_dir, id, &first.plan.migration.lock_name())?;
     // re-read under the lock: another run may have moved it on meanwhile
     let mut state = state::recorded(state_dir, id)?;
     let m = state.plan.migration.clone();

@@ -65,7 +65,7 @@ pub async fn delete_source(
         path: StateFile::path_for(state_dir, id),
         reason: format!("no migration '{id}' is recorded; see `rbd-relay list`"),
     })?;
-    let _lock = StateFile::lock(state_dir, id, &run.plan.migration.image.to_string())?;
+    let _lock = StateFile::lock(state_dir, id, &run.plan.migration.lock_name())?;
     let m = &run.plan.migration;
     let source = m.image.clone();
     // an adopted copy was renamed by Cinder to volume-<id> in the same pool

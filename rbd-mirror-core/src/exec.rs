@@ -264,7 +264,7 @@ pub async fn migrate(
     events: Arc<dyn EventSink>,
 ) -> Result<Summary> {
     let dst_cloud = clouds.destination_for(m)?;
-    let file = StateFile::lock(state_dir, &m.id(), &m.image.to_string())?;
+    let file = StateFile::lock(state_dir, &m.id(), &m.lock_name())?;
     let recorded = match file.load()? {
         Some(s) if s.aborted => {
             events.emit(Event::Warning {

@@ -114,6 +114,12 @@ impl VolumeMigration {
             .collect()
     }
 
+    /// The source image as `CLUSTER:POOL/IMAGE`: what the state directory's image lock is
+    /// named after, so that two migrations of one image never run at once.
+    pub fn lock_name(&self) -> String {
+        format!("{}:{}", self.source.name, self.image)
+    }
+
     /// Where rbd-mirror puts the replica: the same pool and name on the destination.
     pub fn replica(&self) -> ImageSpec {
         self.image.clone()

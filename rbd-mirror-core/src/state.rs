@@ -95,10 +95,30 @@ pub fn recorded(dir: &Path, id: &str) -> Result<RunState> {
     })
 }
 
+/// File name of the lock of one source image: readable, and unique through a digest of the
+/// full name (sanitising alone would let `a/b_c` and `a_b/c` share a lock).
+fn image_lock_name(image: &str) -> String {
+    use sha2::Digest;
+    let readable: String = image
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(80)
+        .collect();
+    let digest = sha2::Sha256::digest(image.as_bytes());
+    format!("image-{readable}-{}.lock", hex::encode(&digest[..6]))
+}
+
 /// A state file on disk with its lock held for as long as this value lives.
 pub struct StateFile {
     path: PathBuf,
     _lock: File,
+    _image_lock: File,
 }
 
 impl StateFile {
@@ -122,30 +142,37 @@ impl StateFile {
         dir.join(format!("{id}.json"))
     }
 
-    /// Take the lock of migration `id` in `dir` (creating the directory). Fails with
-    /// [`Error::Locked`] when another run holds it.
+    /// Take the lock of migration `id` in `dir` (creating the directory), and the lock of the
+    /// image it moves: `image` names it (e.g. `site-a:volumes/vol1`), so two migrations of
+    /// one image (another copy name, another destination) do not run at once either. Fails
+    /// with [`Error::Locked`] when another run holds either.
     pub fn lock(dir: &Path, id: &str, image: &str) -> Result<Self> {
         let err = |reason: String| Error::State {
             path: dir.to_path_buf(),
             reason,
         };
         fs::create_dir_all(dir).map_err(|e| err(format!("cannot create directory: {e}")))?;
-        let lock_path = dir.join(format!("{id}.lock"));
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| err(format!("cannot open lock file: {e}")))?;
-        if lock.try_lock_exclusive().is_err() {
-            return Err(Error::Locked {
-                image: image.to_string(),
-                path: lock_path,
-            });
-        }
+        let take = |lock_path: PathBuf| -> Result<File> {
+            let lock = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| err(format!("cannot open lock file: {e}")))?;
+            if lock.try_lock_exclusive().is_err() {
+                return Err(Error::Locked {
+                    image: image.to_string(),
+                    path: lock_path,
+                });
+            }
+            Ok(lock)
+        };
+        let lock = take(dir.join(format!("{id}.lock")))?;
+        let image_lock = take(dir.join(image_lock_name(image)))?;
         Ok(Self {
             path: Self::path_for(dir, id),
             _lock: lock,
+            _image_lock: image_lock,
         })
     }
 
@@ -245,4 +272,29 @@ pub fn list_all(dir: &Path) -> Result<(Vec<(PathBuf, RunState)>, Vec<(PathBuf, S
     out.sort_by(|a, b| a.0.cmp(&b.0));
     bad.sort();
     Ok((out, bad))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_migrations_of_one_image_do_not_run_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateFile::lock(dir.path(), "to-b-copy1", "site-a:volumes/x").unwrap();
+        // same migration again: refused
+        let e = StateFile::lock(dir.path(), "to-b-copy1", "site-a:volumes/x").err();
+        assert!(matches!(e, Some(Error::Locked { .. })), "{e:?}");
+        // another copy name of the same image: refused too, naming the image
+        match StateFile::lock(dir.path(), "to-b-copy2", "site-a:volumes/x") {
+            Err(Error::Locked { image, .. }) => assert_eq!(image, "site-a:volumes/x"),
+            other => panic!("{:?}", other.err()),
+        }
+        // other images, also ones that sanitise alike, are free
+        let _y = StateFile::lock(dir.path(), "y", "site-a:volumes/y").unwrap();
+        let _a = StateFile::lock(dir.path(), "ab1", "site-a:a/b_c").unwrap();
+        let _b = StateFile::lock(dir.path(), "ab2", "site-a:a_b/c").unwrap();
+        drop(first);
+        let _again = StateFile::lock(dir.path(), "to-b-copy2", "site-a:volumes/x").unwrap();
+    }
 }
