@@ -342,8 +342,23 @@ fn two_runs_on_one_image_are_refused() {
         "{}",
         String::from_utf8_lossy(&second.stderr)
     );
+    // another migration of the same image (another copy name) is refused as well, and
+    // changes nothing: no second copy appears
+    let other_name = format!("{image}-other");
+    let third = Command::new(BIN)
+        .args(args)
+        .args(["--name", &other_name])
+        .output()
+        .unwrap();
+    assert!(!third.status.success());
+    let stderr = String::from_utf8_lossy(&third.stderr);
+    assert!(
+        stderr.contains(&format!("already working on {a}:{spec}")),
+        "{stderr}"
+    );
     for _ in lines {}
     assert!(first.wait().unwrap().success());
+    assert!(!exists(&b, &format!("cinder/{other_name}")));
     rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
     rbd(&[
         "--cluster",
