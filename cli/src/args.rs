@@ -66,8 +66,8 @@ pub enum Command {
     /// Pair two clusters for rbd-mirror on one pool: image-mode mirroring on both, site
     /// names, a bootstrapped peer. Does nothing when already paired.
     Pair(PairArgs),
-    /// Mirroring health of a pool (or one image) on a cluster: mode, peers, rbd-mirror
-    /// daemon, image states, progress.
+    /// Mirroring health of a pool, one image, or every mirrored pool of a cluster: mode,
+    /// peers, rbd-mirror daemon, image states, progress, rate, ETA.
     Status(StatusArgs),
     /// Write the plan as one shell script per role (Ceph source admin, Ceph destination
     /// admin, OpenStack tenant admin, cleanup) plus a README, for split roles.
