@@ -58,6 +58,19 @@ pub struct ProgressInfo {
     pub detail: String,
 }
 
+impl ProgressInfo {
+    /// A phase that is done: 100 %, no rate or ETA, and what it ended with.
+    pub fn done(phase: &str, detail: impl Into<String>) -> Self {
+        Self {
+            phase: phase.into(),
+            percent: Some(100.0),
+            bytes_per_second: None,
+            eta_seconds: None,
+            detail: detail.into(),
+        }
+    }
+}
+
 /// Where events go.
 pub trait EventSink: Send + Sync {
     /// Receive one event.

@@ -816,16 +816,13 @@ impl Executor {
             .register_image(&spec)
             .await
             .map_err(cloud_err(kind, cloud.as_ref()))?;
-        self.events.emit(Event::Progress(ProgressInfo {
-            phase: "register".into(),
-            percent: Some(100.0),
-            bytes_per_second: None,
-            eta_seconds: None,
-            detail: format!(
+        self.events.emit(Event::Progress(ProgressInfo::done(
+            "register",
+            format!(
                 "image {} is {} (min_disk {} GiB), at rbd://{}/{}/{}/{}",
                 i.id, i.status, i.min_disk_gib, spec.fsid, spec.pool, spec.image, spec.snapshot
             ),
-        }));
+        )));
         state.registered = Some(i);
         Ok(())
     }
@@ -905,16 +902,13 @@ impl Executor {
             .adopt(&spec)
             .await
             .map_err(cloud_err(kind, cloud.as_ref()))?;
-        self.events.emit(Event::Progress(ProgressInfo {
-            phase: "adopt".into(),
-            percent: Some(100.0),
-            bytes_per_second: None,
-            eta_seconds: None,
-            detail: format!(
+        self.events.emit(Event::Progress(ProgressInfo::done(
+            "adopt",
+            format!(
                 "volume {} ({} GiB) is {}, backed by {}/{}",
                 v.id, v.size_gib, v.status, m.into, v.rbd_image
             ),
-        }));
+        )));
         state.adopted = Some(v);
         Ok(())
     }
@@ -1073,13 +1067,10 @@ impl Executor {
                 copy_digest: b,
             });
         }
-        self.events.emit(Event::Progress(ProgressInfo {
-            phase: "verify".into(),
-            percent: Some(100.0),
-            bytes_per_second: None,
-            eta_seconds: None,
-            detail: format!("{size} bytes equal, sha256 {a}"),
-        }));
+        self.events.emit(Event::Progress(ProgressInfo::done(
+            "verify",
+            format!("{size} bytes equal, sha256 {a}"),
+        )));
         Ok(())
     }
 }

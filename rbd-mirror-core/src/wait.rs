@@ -299,13 +299,10 @@ pub async fn wait_for_replica(
         };
         let (reason, percent) = match completion {
             Completion::Complete => {
-                events.emit(Event::Progress(ProgressInfo {
-                    phase: "sync".into(),
-                    percent: Some(100.0),
-                    bytes_per_second: None,
-                    eta_seconds: None,
-                    detail: "replica complete".into(),
-                }));
+                events.emit(Event::Progress(ProgressInfo::done(
+                    "sync",
+                    "replica complete",
+                )));
                 return Ok(());
             }
             Completion::Pending { reason, percent } => (reason, percent),
