@@ -9,8 +9,8 @@ use crate::batch::{check_distinct, migrate_batch};
 use crate::cleanup::cleanup;
 use crate::error::Error;
 use crate::event::NullSink;
-use crate::exec::{migrate, migrate_volume, Clouds};
-use crate::fake::fixtures::{data, migration_of as migration, opts, DEFAULT};
+use crate::exec::{migrate, Clouds};
+use crate::fake::fixtures::{data, migration_of as migration, opts, run, DEFAULT};
 use crate::fake::{pair, FakeCloud, Img, World};
 use crate::features::{Features, MirrorImageMode};
 use crate::ops::SnapshotNamespace;
@@ -44,16 +44,7 @@ async fn abort_mid_wait_undoes_everything_and_a_rerun_is_a_no_op() {
         world.stuck = true;
         let (a, b, w) = pair(world);
         let m = migration("vol1", mode);
-        let e = migrate_volume(
-            &m,
-            a.clone(),
-            b.clone(),
-            dir.path(),
-            &opts(),
-            Arc::new(NullSink),
-        )
-        .await
-        .unwrap_err();
+        let e = run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
         assert!(matches!(e, Error::Wait(_)), "{e}");
         assert!(w.lock().unwrap().sites[1]
             .images
@@ -101,9 +92,7 @@ async fn abort_mid_wait_undoes_everything_and_a_rerun_is_a_no_op() {
 
         // a later migrate of the same image starts a fresh plan and finishes
         w.lock().unwrap().stuck = false;
-        let s = migrate_volume(&m, a, b, dir.path(), &opts(), Arc::new(NullSink))
-            .await
-            .unwrap();
+        let s = run(&m, a, b, dir.path()).await.unwrap();
         assert!(!s.already_done);
         assert!(!state::recorded(dir.path(), &m.id()).unwrap().aborted);
         assert!(w.lock().unwrap().sites[1]
@@ -120,16 +109,7 @@ async fn abort_removes_an_unverified_copy_this_run_made() {
     // source during the wait already, and the injected failure would hit that instead)
     w.lock().unwrap().fail_once = Some("digest".into());
     let m = migration("vol1", MirrorImageMode::Snapshot);
-    migrate_volume(
-        &m,
-        a.clone(),
-        b.clone(),
-        dir.path(),
-        &opts(),
-        Arc::new(NullSink),
-    )
-    .await
-    .unwrap_err();
+    run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
     assert!(w.lock().unwrap().sites[1]
         .images
         .contains_key("cinder/vol1"));
@@ -157,16 +137,7 @@ async fn abort_never_removes_an_image_this_run_did_not_create() {
     world.stuck = true;
     let (a, b, w) = pair(world);
     let m = migration("vol1", MirrorImageMode::Journal);
-    migrate_volume(
-        &m,
-        a.clone(),
-        b.clone(),
-        dir.path(),
-        &opts(),
-        Arc::new(NullSink),
-    )
-    .await
-    .unwrap_err();
+    run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
     // someone else puts an image where the copy would go
     w.lock().unwrap().sites[1].images.insert(
         "cinder/vol1".into(),
@@ -195,16 +166,7 @@ async fn a_verified_copy_needs_the_flag_and_the_refusal_changes_nothing() {
     let (a, b, w) = pair(World::standard(DEFAULT, data()));
     w.lock().unwrap().fail_once = Some("disable_mirroring".into());
     let m = migration("vol1", MirrorImageMode::Journal);
-    migrate_volume(
-        &m,
-        a.clone(),
-        b.clone(),
-        dir.path(),
-        &opts(),
-        Arc::new(NullSink),
-    )
-    .await
-    .unwrap_err();
+    run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
     let before = w.lock().unwrap().clone();
     let state_before = state::recorded(dir.path(), &m.id()).unwrap();
     let e = abort(
@@ -257,16 +219,7 @@ async fn abort_converges_after_a_failure_in_every_undo_operation() {
         let (a, b, w) = pair(World::standard(DEFAULT, data()));
         w.lock().unwrap().fail_once = Some("digest".into());
         let m = migration("vol1", MirrorImageMode::Snapshot);
-        migrate_volume(
-            &m,
-            a.clone(),
-            b.clone(),
-            dir.path(),
-            &opts(),
-            Arc::new(NullSink),
-        )
-        .await
-        .unwrap_err();
+        run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
         // snapshot mode with a changed feature set, so every undo step has work
         {
             let mut ww = w.lock().unwrap();
@@ -325,16 +278,7 @@ async fn abort_leaves_mirroring_that_was_on_before() {
     world.stuck = true;
     let (a, b, w) = pair(world);
     let m = migration("vol1", MirrorImageMode::Journal);
-    migrate_volume(
-        &m,
-        a.clone(),
-        b.clone(),
-        dir.path(),
-        &opts(),
-        Arc::new(NullSink),
-    )
-    .await
-    .unwrap_err();
+    run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
     let r = abort(
         dir.path(),
         &m.id(),
@@ -400,16 +344,7 @@ async fn abort_refuses_after_adoption_and_when_finished() {
     let dir = tempfile::tempdir().unwrap();
     let m = migration("vol1", MirrorImageMode::Journal);
     let (a, b, _w) = pair(World::standard(DEFAULT, data()));
-    migrate_volume(
-        &m,
-        a.clone(),
-        b.clone(),
-        dir.path(),
-        &opts(),
-        Arc::new(NullSink),
-    )
-    .await
-    .unwrap();
+    run(&m, a.clone(), b.clone(), dir.path()).await.unwrap();
     let e = abort(
         dir.path(),
         &m.id(),
@@ -457,16 +392,7 @@ async fn unknown_ids_and_held_locks_are_refused() {
         world.stuck = true;
         *w.lock().unwrap() = world;
     }
-    migrate_volume(
-        &m,
-        a.clone(),
-        b.clone(),
-        dir.path(),
-        &opts(),
-        Arc::new(NullSink),
-    )
-    .await
-    .unwrap_err();
+    run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
     let _held = StateFile::lock(dir.path(), &m.id(), "volumes/vol1").unwrap();
     let e = abort(
         dir.path(),

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use crate::delete::delete_source;
 use crate::error::Error;
 use crate::event::NullSink;
-use crate::exec::migrate_volume;
-use crate::fake::fixtures::{migration_of, opts};
+use crate::fake::fixtures::{migration_of, run};
 use crate::fake::{pair, World};
 use crate::features::Features;
 use crate::plan::VolumeMigration;
@@ -36,16 +35,7 @@ async fn deletes_only_after_re_verifying() {
     .await
     .unwrap_err();
     assert!(matches!(e, Error::State { .. }), "{e}");
-    migrate_volume(
-        &m,
-        a.clone(),
-        b.clone(),
-        dir.path(),
-        &opts(),
-        Arc::new(NullSink),
-    )
-    .await
-    .unwrap();
+    run(&m, a.clone(), b.clone(), dir.path()).await.unwrap();
 
     // in use: refused, nothing changed
     w.lock().unwrap().sites[0]
@@ -127,16 +117,7 @@ async fn refuses_an_unfinished_migration() {
     world.fail_once = Some("copy".into());
     let (a, b, w) = pair(world);
     let m = migration();
-    assert!(migrate_volume(
-        &m,
-        a.clone(),
-        b.clone(),
-        dir.path(),
-        &opts(),
-        Arc::new(NullSink)
-    )
-    .await
-    .is_err());
+    assert!(run(&m, a.clone(), b.clone(), dir.path()).await.is_err());
     let e = delete_source(dir.path(), &m.id(), None, a, b, Arc::new(NullSink))
         .await
         .unwrap_err();

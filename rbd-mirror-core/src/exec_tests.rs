@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::error::Error;
 use crate::event::NullSink;
 use crate::exec::{migrate_volume, plan_volume};
-use crate::fake::fixtures::{data, migration_of, opts, DEFAULT};
+use crate::fake::fixtures::{data, migration_of, opts, run, DEFAULT};
 use crate::fake::{pair, Img, World};
 use crate::features::{Features, MirrorImageMode};
 use crate::ops::{PoolMirrorMode, SnapshotNamespace};
@@ -41,16 +41,7 @@ async fn journal_and_snapshot_migrations_end_clean() {
     for mode in [MirrorImageMode::Journal, MirrorImageMode::Snapshot] {
         let dir = tempfile::tempdir().unwrap();
         let (a, b, w) = pair(World::standard(DEFAULT, data()));
-        let s = migrate_volume(
-            &migration(mode),
-            a,
-            b,
-            dir.path(),
-            &opts(),
-            Arc::new(NullSink),
-        )
-        .await
-        .unwrap();
+        let s = run(&migration(mode), a, b, dir.path()).await.unwrap();
         assert!(!s.already_done);
         assert_eq!(s.bytes, 4099);
         assert_migrated(&w.lock().unwrap(), DEFAULT);
@@ -70,16 +61,7 @@ async fn journal_and_snapshot_migrations_end_clean() {
                 }),
             )
         };
-        let again = migrate_volume(
-            &migration(mode),
-            a2,
-            b2,
-            dir.path(),
-            &opts(),
-            Arc::new(NullSink),
-        )
-        .await
-        .unwrap();
+        let again = run(&migration(mode), a2, b2, dir.path()).await.unwrap();
         assert!(again.already_done);
     }
 }
@@ -104,26 +86,10 @@ async fn resume_after_a_failure_in_every_operation_converges() {
             world.sync_polls = 0;
             let (a, b, w) = pair(world);
             w.lock().unwrap().fail_once = Some(op.to_string());
-            let first = migrate_volume(
-                &migration(mode),
-                a.clone(),
-                b.clone(),
-                dir.path(),
-                &opts(),
-                Arc::new(NullSink),
-            )
-            .await;
+            let first = run(&migration(mode), a.clone(), b.clone(), dir.path()).await;
             let used = w.lock().unwrap().fail_once.is_none();
             assert_eq!(first.is_err(), used, "{mode} {op}: {first:?}");
-            let second = migrate_volume(
-                &migration(mode),
-                a,
-                b,
-                dir.path(),
-                &opts(),
-                Arc::new(NullSink),
-            )
-            .await;
+            let second = run(&migration(mode), a, b, dir.path()).await;
             assert!(second.is_ok(), "{mode} {op}: {second:?}");
             assert_migrated(&w.lock().unwrap(), DEFAULT);
         }
@@ -137,16 +103,7 @@ async fn a_corrupt_copy_keeps_the_replica_and_is_redone() {
     world.corrupt_next_copy = true;
     let (a, b, w) = pair(world);
     let m = migration(MirrorImageMode::Journal);
-    let e = migrate_volume(
-        &m,
-        a.clone(),
-        b.clone(),
-        dir.path(),
-        &opts(),
-        Arc::new(NullSink),
-    )
-    .await
-    .unwrap_err();
+    let e = run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
     assert!(matches!(e, Error::VerifyMismatch { .. }), "{e}");
     {
         let ww = w.lock().unwrap();
@@ -159,9 +116,7 @@ async fn a_corrupt_copy_keeps_the_replica_and_is_redone() {
             "mirroring still on"
         );
     }
-    migrate_volume(&m, a, b, dir.path(), &opts(), Arc::new(NullSink))
-        .await
-        .unwrap();
+    run(&m, a, b, dir.path()).await.unwrap();
     assert_migrated(&w.lock().unwrap(), DEFAULT);
 }
 
@@ -204,16 +159,9 @@ async fn preflight_refusals_change_nothing() {
         breaker(&mut world);
         let before = world.clone();
         let (a, b, w) = pair(world);
-        let e = migrate_volume(
-            &migration(MirrorImageMode::Journal),
-            a,
-            b,
-            dir.path(),
-            &opts(),
-            Arc::new(NullSink),
-        )
-        .await
-        .unwrap_err();
+        let e = run(&migration(MirrorImageMode::Journal), a, b, dir.path())
+            .await
+            .unwrap_err();
         assert!(matches!(e, Error::Preflight(_)), "{needle}: {e}");
         assert!(e.to_string().contains(needle), "{needle}: {e}");
         assert_eq!(*w.lock().unwrap(), before, "{needle}: nothing changed");
@@ -252,28 +200,10 @@ async fn stalled_sync_and_down_daemon_are_clear_errors() {
     world.stuck = true;
     let (a, b, w) = pair(world);
     let m = migration(MirrorImageMode::Snapshot);
-    let e = migrate_volume(
-        &m,
-        a.clone(),
-        b.clone(),
-        dir.path(),
-        &opts(),
-        Arc::new(NullSink),
-    )
-    .await
-    .unwrap_err();
+    let e = run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
     assert!(matches!(e, Error::Wait(WaitError::Stalled { .. })), "{e}");
     w.lock().unwrap().sites[1].daemon_healthy = false;
-    let e = migrate_volume(
-        &m,
-        a.clone(),
-        b.clone(),
-        dir.path(),
-        &opts(),
-        Arc::new(NullSink),
-    )
-    .await
-    .unwrap_err();
+    let e = run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
     assert!(
         matches!(e, Error::Wait(WaitError::DaemonDown { .. })),
         "{e}"
@@ -283,9 +213,7 @@ async fn stalled_sync_and_down_daemon_are_clear_errors() {
         ww.sites[1].daemon_healthy = true;
         ww.stuck = false;
     }
-    migrate_volume(&m, a, b, dir.path(), &opts(), Arc::new(NullSink))
-        .await
-        .unwrap();
+    run(&m, a, b, dir.path()).await.unwrap();
     assert_migrated(&w.lock().unwrap(), DEFAULT);
 }
 
@@ -295,9 +223,7 @@ async fn two_runs_on_one_migration_are_refused() {
     let m = migration(MirrorImageMode::Journal);
     let _held = crate::state::StateFile::lock(dir.path(), &m.id(), "x").unwrap();
     let (a, b, _w) = pair(World::standard(DEFAULT, data()));
-    let e = migrate_volume(&m, a, b, dir.path(), &opts(), Arc::new(NullSink))
-        .await
-        .unwrap_err();
+    let e = run(&m, a, b, dir.path()).await.unwrap_err();
     assert!(matches!(e, Error::Locked { .. }), "{e}");
 }
 
@@ -307,9 +233,7 @@ async fn runbook_option_reports_deep_flatten_lost() {
     let (a, b, w) = pair(World::standard(DEFAULT, data()));
     let mut m = migration(MirrorImageMode::Journal);
     m.disable_map_features = true;
-    let s = migrate_volume(&m, a, b, dir.path(), &opts(), Arc::new(NullSink))
-        .await
-        .unwrap();
+    let s = run(&m, a, b, dir.path()).await.unwrap();
     assert_eq!(s.lost_features, Features::DEEP_FLATTEN);
     let ww = w.lock().unwrap();
     assert_eq!(
@@ -808,16 +732,7 @@ async fn the_source_is_hashed_during_the_copy_and_verify_reads_only_the_copy() {
     for mode in [MirrorImageMode::Journal, MirrorImageMode::Snapshot] {
         let dir = tempfile::tempdir().unwrap();
         let (a, b, w) = pair(World::standard(DEFAULT, data()));
-        migrate_volume(
-            &migration(mode),
-            a,
-            b,
-            dir.path(),
-            &opts(),
-            Arc::new(NullSink),
-        )
-        .await
-        .unwrap();
+        run(&migration(mode), a, b, dir.path()).await.unwrap();
         let w = w.lock().unwrap();
         assert_eq!(w.digests, ["a:volumes/vol1", "b:cinder/vol1"], "{mode}");
         assert_migrated(&w, DEFAULT);
@@ -829,27 +744,18 @@ async fn a_run_resumed_at_verify_hashes_both_sides() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b, w) = pair(World::standard(DEFAULT, data()));
     w.lock().unwrap().fail_once = Some("digest".into()); // the source digest during the copy
-    let first = migrate_volume(
+    let first = run(
         &migration(MirrorImageMode::Journal),
         a.clone(),
         b.clone(),
         dir.path(),
-        &opts(),
-        Arc::new(NullSink),
     )
     .await;
     assert!(first.is_err(), "{first:?}");
     w.lock().unwrap().digests.clear();
-    migrate_volume(
-        &migration(MirrorImageMode::Journal),
-        a,
-        b,
-        dir.path(),
-        &opts(),
-        Arc::new(NullSink),
-    )
-    .await
-    .unwrap();
+    run(&migration(MirrorImageMode::Journal), a, b, dir.path())
+        .await
+        .unwrap();
     let w = w.lock().unwrap();
     assert_eq!(w.digests.len(), 2, "{:?}", w.digests);
     assert_migrated(&w, DEFAULT);
@@ -862,16 +768,9 @@ async fn a_destination_daemon_not_yet_connected_refuses_snapshot_mode_and_warns_
     world.sites[0].has_peer = false; // site-b's rbd-mirror has not pinged site-a's pool yet
     let before = world.clone();
     let (a, b, w) = pair(world.clone());
-    let e = migrate_volume(
-        &migration(MirrorImageMode::Snapshot),
-        a,
-        b,
-        dir.path(),
-        &opts(),
-        Arc::new(NullSink),
-    )
-    .await
-    .unwrap_err();
+    let e = run(&migration(MirrorImageMode::Snapshot), a, b, dir.path())
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Preflight(_)), "{e}");
     assert!(e.to_string().contains("has not connected"), "{e}");
     assert!(e.to_string().contains("rbd-relay pair"), "{e}");

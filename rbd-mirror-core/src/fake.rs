@@ -781,4 +781,22 @@ pub mod fixtures {
     pub fn data() -> Vec<u8> {
         (0..4099u32).map(|i| (i * 7 % 251) as u8).collect()
     }
+
+    /// `migrate_volume` with [`opts`] and no event sink: the call most tests make.
+    pub async fn run(
+        m: &VolumeMigration,
+        src: std::sync::Arc<dyn crate::ops::CephOps>,
+        dst: std::sync::Arc<dyn crate::ops::CephOps>,
+        dir: &std::path::Path,
+    ) -> crate::error::Result<crate::exec::Summary> {
+        crate::exec::migrate_volume(
+            m,
+            src,
+            dst,
+            dir,
+            &opts(),
+            std::sync::Arc::new(crate::event::NullSink),
+        )
+        .await
+    }
 }
