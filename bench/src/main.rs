@@ -32,9 +32,10 @@ use serde::Serialize;
 /// Benchmark rbd-relay against the local pair and write a report.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Image size in MiB.
-    #[arg(long, default_value_t = 1024)]
-    size_mib: u64,
+    /// Image sizes in MiB, each measured in every mode (rbd-mirror's start-up takes a
+    /// fixed ~2 s, so the ratio to the floor depends on the size).
+    #[arg(long, value_delimiter = ',', default_value = "1024")]
+    size_mib: Vec<u64>,
     /// Modes to measure.
     #[arg(long, value_delimiter = ',', default_value = "journal,snapshot")]
     modes: Vec<String>,
@@ -62,6 +63,28 @@ struct ModeResult {
     status_detection_latency_s: Option<f64>,
     runbook_started_copy_before_complete: bool,
     engine_vs_floor: f64,
+    /// Peak resident memory of this process during the engine run (MiB; Linux `VmHWM`,
+    /// reset before the run through `/proc/self/clear_refs`).
+    engine_peak_rss_mib: Option<f64>,
+}
+
+/// Reset the process's peak RSS (`VmHWM`) to its current RSS.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The process's peak RSS in MiB since the last reset.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
 }
 
 fn sh(cmd: &str) -> Result<()> {
@@ -193,6 +216,7 @@ async fn bench_mode(
         at: Mutex::new(None),
     });
     let state = std::env::temp_dir().join(format!("bench-state-{name}"));
+    reset_peak_rss();
     let t0 = Instant::now();
     let summary = migrate_volume(
         &m,
@@ -204,6 +228,7 @@ async fn bench_mode(
     )
     .await
     .context("engine migration")?;
+    let peak_rss = peak_rss_mib();
     stop.store(true, Ordering::Relaxed);
     let (exact, _, created) = watcher
         .join()
@@ -334,7 +359,34 @@ async fn bench_mode(
         status_detection_latency_s: status_latency,
         runbook_started_copy_before_complete: runbook_early,
         engine_vs_floor: engine_total / floor,
+        engine_peak_rss_mib: peak_rss,
     })
+}
+
+/// Write and remove the data once where the runs will put it (the source once, the
+/// destination twice: replica and copy): a fresh memstore OSD allocates its memory on first
+/// use, which made whichever mode ran first up to 3x slower, its floor included.
+fn warm_up(env: &testenv::Env, data: &str) -> Result<()> {
+    let (a, b) = (&env.site_a().name, &env.site_b().name);
+    let name = testenv::unique_name("bench-warm");
+    eprintln!("warming up the clusters with {data}");
+    for (site, image) in [
+        (a, format!("volumes/{name}")),
+        (b, format!("cinder/{name}-1")),
+        (b, format!("cinder/{name}-2")),
+    ] {
+        sh(&format!(
+            "rbd --cluster {site} import --no-progress {data} {image}"
+        ))?;
+    }
+    for (site, image) in [
+        (a, format!("volumes/{name}")),
+        (b, format!("cinder/{name}-1")),
+        (b, format!("cinder/{name}-2")),
+    ] {
+        sh(&format!("rbd --cluster {site} rm --no-progress {image}"))?;
+    }
+    Ok(())
 }
 
 fn fmt(x: Option<f64>) -> String {
@@ -353,38 +405,42 @@ async fn main() -> Result<()> {
         &env.site_b().name,
         env.site_b().conf.clone(),
     )?)?);
-    let data = std::env::temp_dir().join(format!("bench-{}.bin", args.size_mib));
-    if std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0) != args.size_mib << 20 {
-        sh(&format!(
-            "head -c {} /dev/urandom > {}",
-            args.size_mib << 20,
-            data.display()
-        ))?;
-    }
     let mut results = Vec::new();
-    for m in &args.modes {
-        let mode: MirrorImageMode = m.parse()?;
-        results.push(
-            bench_mode(
-                &env,
-                src.clone(),
-                dst.clone(),
-                mode,
-                args.size_mib,
-                &data.display().to_string(),
-            )
-            .await?,
-        );
+    for &size_mib in &args.size_mib {
+        let data = std::env::temp_dir().join(format!("bench-{size_mib}.bin"));
+        if std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0) != size_mib << 20 {
+            sh(&format!(
+                "head -c {} /dev/urandom > {}",
+                size_mib << 20,
+                data.display()
+            ))?;
+        }
+        warm_up(&env, &data.display().to_string())?;
+        for m in &args.modes {
+            let mode: MirrorImageMode = m.parse()?;
+            results.push(
+                bench_mode(
+                    &env,
+                    src.clone(),
+                    dst.clone(),
+                    mode,
+                    size_mib,
+                    &data.display().to_string(),
+                )
+                .await?,
+            );
+        }
+        let _ = std::fs::remove_file(&data);
     }
     let mut md = format!(
-        "# rbd-relay benchmark\n\nLocal pair (testenv, {} objectstore), {} MiB images of random data, 2-core machine.\n\n",
+        "# rbd-relay benchmark\n\nLocal pair (testenv, {} objectstore), images of random data, 2-core machine.\n\n",
         env.objectstore().as_str(),
-        args.size_mib
     );
-    md.push_str("| mode | engine enable->verified (s) | floor export\\|import (s) | engine/floor | runbook total (s) | runbook status wait (s) | runbook cp (s) | runbook copy complete | runbook copied before real completion | engine detection latency (s) | status detection latency (s) |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| MiB | mode | engine enable->verified (s) | floor export\\|import (s) | engine/floor | runbook total (s) | runbook status wait (s) | runbook cp (s) | runbook copy complete | runbook copied before real completion | engine detection latency (s) | status detection latency (s) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &results {
         md.push_str(&format!(
-            "| {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |\n",
+            r.size_mib,
             r.mode,
             r.engine_enable_to_verified_s,
             r.floor_export_import_s,
@@ -405,23 +461,31 @@ async fn main() -> Result<()> {
             .iter()
             .map(|(k, t)| format!("{k} {t:.2}"))
             .collect();
-        md.push_str(&format!("- {}: {}\n", r.mode, s.join(", ")));
+        md.push_str(&format!(
+            "- {} MiB {}: {}\n",
+            r.size_mib,
+            r.mode,
+            s.join(", ")
+        ));
     }
-    md.push_str("\nWhere the engine's time goes (seconds after the engine started): rbd-mirror's part ends at real completion and no engine built on rbd-mirror can be faster than it.\n\n| mode | replica created | replica complete (real) | rbd-mirror's part / floor | engine after completion (copy, verify) |\n|---|---|---|---|---|\n");
+    md.push_str("\nWhere the engine's time goes (seconds after the engine started): rbd-mirror's part ends at real completion and no engine built on rbd-mirror can be faster than it.\n\n| MiB | mode | replica created | replica complete (real) | rbd-mirror's part / floor | engine after completion (copy, verify) | peak RSS of the engine (MiB) |\n|---|---|---|---|---|---|---|\n");
     for r in &results {
         let after = r
             .real_completion_s
             .map(|c| format!("{:.1}", r.engine_enable_to_verified_s - c))
             .unwrap_or_else(|| "-".into());
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            r.size_mib,
             r.mode,
             fmt(r.replica_created_s),
             fmt(r.real_completion_s),
             r.real_completion_s
                 .map(|c| format!("{:.2}", c / r.floor_export_import_s))
                 .unwrap_or_else(|| "-".into()),
-            after
+            after,
+            r.engine_peak_rss_mib
+                .map_or("n/a".into(), |m| format!("{m:.0}"))
         ));
     }
     md.push_str("\nDetection latency is measured from the first moment a 20 Hz poller of the exact signal saw the replica complete (engine: in the engine run; status: `rbd mirror image status` reaching up+replaying and caught up/idle, in the runbook run).\nTargets: engine detection <= 1 s; engine total <= 2x the floor.\n");

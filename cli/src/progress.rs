@@ -12,6 +12,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub struct Bars {
     mp: MultiProgress,
     bars: Mutex<BTreeMap<String, ProgressBar>>,
+    /// Per migration: the current step's message, and a side note (the copy running
+    /// during the wait).
+    messages: Mutex<BTreeMap<String, (String, String)>>,
     total: Mutex<Option<ProgressBar>>,
 }
 
@@ -26,6 +29,7 @@ impl Bars {
         Self {
             mp: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             bars: Mutex::new(BTreeMap::new()),
+            messages: Mutex::new(BTreeMap::new()),
             total: Mutex::new(None),
         }
     }
@@ -54,7 +58,7 @@ impl Bars {
     pub fn step(&self, key: &str, text: &str) {
         let b = self.bar(key);
         b.set_position(0);
-        b.set_message(text.to_string());
+        self.message(key, &b, Some(text), Some(""));
     }
 
     /// Progress of migration `key`'s current step.
@@ -63,7 +67,30 @@ impl Bars {
         if let Some(p) = percent {
             b.set_position(p.clamp(0.0, 100.0).round() as u64);
         }
-        b.set_message(text.to_string());
+        self.message(key, &b, Some(text), None);
+    }
+
+    /// Progress of work running beside migration `key`'s current step (the copy that
+    /// trails the sync): shown after the step's message, the bar stays the step's.
+    pub fn side(&self, key: &str, text: &str) {
+        let b = self.bar(key);
+        self.message(key, &b, None, Some(text));
+    }
+
+    fn message(&self, key: &str, bar: &ProgressBar, main: Option<&str>, side: Option<&str>) {
+        let mut all = self.messages.lock().unwrap_or_else(|p| p.into_inner());
+        let (m, s) = all.entry(key.to_string()).or_default();
+        if let Some(text) = main {
+            *m = text.to_string();
+        }
+        if let Some(text) = side {
+            *s = text.to_string();
+        }
+        bar.set_message(if s.is_empty() {
+            m.clone()
+        } else {
+            format!("{m}  | {s}")
+        });
     }
 
     /// A line above the bars.
@@ -91,6 +118,10 @@ impl Bars {
             b.finish_and_clear();
             self.mp.remove(&b);
         }
+        self.messages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
         self.println(line);
         if let Some(t) = self
             .total

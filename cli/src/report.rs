@@ -23,6 +23,9 @@ pub struct Reporter {
     tty: bool,
     line_open: Mutex<bool>,
     bars: Option<Bars>,
+    /// The step each migration is in (by bar key), to tell progress of the step itself
+    /// from progress of work running beside it.
+    steps: Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// Which migration of a batch an event belongs to.
@@ -116,6 +119,7 @@ impl Reporter {
             quiet,
             tty,
             line_open: Mutex::new(false),
+            steps: Mutex::new(std::collections::HashMap::new()),
             bars: (tty && format == OutputFormat::Text && !quiet).then(Bars::new),
         }
     }
@@ -536,8 +540,14 @@ impl Reporter {
         let prefix = tag.map(|t| format!("[{}] ", t.label)).unwrap_or_default();
         match event {
             Event::StepStarted {
-                index, description, ..
+                index,
+                step,
+                description,
             } => {
+                self.steps
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key.to_string(), step.clone());
                 let text = format!("[{}] {description}", index + 1);
                 if let Some(b) = &self.bars {
                     b.step(key, &text);
@@ -559,6 +569,17 @@ impl Reporter {
                 }
                 if !p.detail.is_empty() {
                     s.push_str(&format!("  {}", p.detail));
+                }
+                let beside = self
+                    .steps
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(key)
+                    .is_some_and(|step| step == "wait_for_replica" && p.phase == "copy");
+                if let (Some(b), true) = (&self.bars, beside) {
+                    let pc = p.percent.map(|pc| format!(" {pc:.0}%")).unwrap_or_default();
+                    b.side(key, &format!("copy{pc}{}", &s[p.phase.len()..]));
+                    return;
                 }
                 if let Some(b) = &self.bars {
                     b.progress(key, p.percent, &s);

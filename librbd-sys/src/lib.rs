@@ -17,6 +17,10 @@ pub type rados_ioctx_t = *mut c_void;
 
 pub type rbd_image_t = *mut c_void;
 pub type rbd_image_options_t = *mut c_void;
+/// An asynchronous I/O completion.
+pub type rbd_completion_t = *mut c_void;
+/// Called by librbd when an asynchronous I/O completes.
+pub type rbd_callback_t = Option<unsafe extern "C" fn(cb: rbd_completion_t, arg: *mut c_void)>;
 
 /// `librbd_progress_fn_t`: return non-zero to cancel the operation.
 pub type librbd_progress_fn_t =
@@ -341,6 +345,21 @@ extern "C" {
     pub fn rbd_read(image: rbd_image_t, ofs: u64, len: size_t, buf: *mut c_char) -> ssize_t;
     pub fn rbd_write(image: rbd_image_t, ofs: u64, len: size_t, buf: *const c_char) -> ssize_t;
     pub fn rbd_flush(image: rbd_image_t) -> c_int;
+    pub fn rbd_aio_create_completion(
+        cb_arg: *mut c_void,
+        complete_cb: rbd_callback_t,
+        c: *mut rbd_completion_t,
+    ) -> c_int;
+    pub fn rbd_aio_write(
+        image: rbd_image_t,
+        off: u64,
+        len: size_t,
+        buf: *const c_char,
+        c: rbd_completion_t,
+    ) -> c_int;
+    pub fn rbd_aio_wait_for_complete(c: rbd_completion_t) -> c_int;
+    pub fn rbd_aio_get_return_value(c: rbd_completion_t) -> ssize_t;
+    pub fn rbd_aio_release(c: rbd_completion_t);
 
     // pool mirroring
     pub fn rbd_mirror_site_name_get(

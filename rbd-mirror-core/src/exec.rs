@@ -17,7 +17,7 @@ use crate::cloud::{
 };
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink, ProgressInfo, RateMeter};
-use crate::features::{plan_restore, Features};
+use crate::features::{plan_restore, Features, MirrorImageMode};
 use crate::ops::{
     CephOps, ErrorKind, MirrorImageState, OpsError, PoolMirrorMode, SnapshotNamespace,
 };
@@ -384,6 +384,26 @@ pub(crate) struct Executor {
     /// The source digest, computed on the source cluster while the copy is made on the
     /// destination; `verify` then only has to read the copy.
     early_source_digest: std::sync::Mutex<Option<EarlyDigest>>,
+    /// The copy, once started: with the wait in snapshot mode (it trails rbd-mirror's
+    /// sync), else by the copy step.
+    copy: std::sync::Mutex<Option<RunningCopy>>,
+    /// The copy's digest as read back while it was written; `verify` uses it instead of
+    /// reading the copy again.
+    early_copy_digest: std::sync::Mutex<Option<String>>,
+}
+
+/// A copy running on the destination (see [`CephOps::copy_trailing`]).
+struct RunningCopy {
+    task: tokio::task::JoinHandle<Result<String>>,
+    /// Set to stop the copy (the run failed or ended without it).
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for RunningCopy {
+    fn drop(&mut self) {
+        self.cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A source digest started with the copy.
@@ -416,6 +436,8 @@ impl Executor {
             events,
             opts,
             early_source_digest: std::sync::Mutex::new(None),
+            copy: std::sync::Mutex::new(None),
+            early_copy_digest: std::sync::Mutex::new(None),
         }
     }
 
@@ -534,7 +556,16 @@ impl Executor {
                 Ok(())
             }
             Step::WaitForReplica => {
-                wait::wait_for_replica(
+                let copy_next = state.plan.steps.get(index + 1) == Some(&Step::CopyReplica);
+                if copy_next && !m.allow_live {
+                    // the image is not in use, so its content is final: hash it while
+                    // rbd-mirror maps the image (about 2 s of waiting) and syncs it
+                    self.start_source_digest(&m);
+                    if m.mode == MirrorImageMode::Snapshot {
+                        self.start_trailing_copy(&m, state, file).await?;
+                    }
+                }
+                let waited = wait::wait_for_replica(
                     src,
                     dst,
                     &m.image,
@@ -544,64 +575,28 @@ impl Executor {
                     &self.opts.wait,
                     self.events.as_ref(),
                 )
-                .await?;
+                .await;
+                if waited.is_err() {
+                    self.stop_copy().await;
+                }
+                waited?;
                 Ok(())
             }
             Step::CopyReplica => {
-                let target = m.copy_target();
-                let (d, t) = (dst.clone(), target.clone());
-                let exists = on_ceph(
-                    kind,
-                    dst.name().to_string(),
-                    target.to_string(),
-                    move || d.image_exists(&t),
-                )
-                .await?;
-                if exists {
-                    if !state.copy_started {
-                        return Err(Error::Unsafe(format!(
-                            "{}:{target} exists but was not created by this migration; remove or rename it, then re-run",
-                            dst.name()
-                        )));
+                let running = self.copy.lock().map(|mut c| c.take()).unwrap_or(None);
+                let running = match running {
+                    Some(r) => r,
+                    None => {
+                        self.prepare_copy(&m, state, file).await?;
+                        // the replica is complete: everything is final
+                        self.spawn_copy(&m, Box::new(|| Ok(Some(u64::MAX))))
                     }
-                    // a partial copy of an interrupted run: ours, start it over. A killed
-                    // run's watch on it lingers until the OSD times it out (~30 s): retry
-                    self.remove_partial_copy(&dst, &target).await?;
+                };
+                let digest = self.finish_copy(running).await?;
+                if let Ok(mut slot) = self.early_copy_digest.lock() {
+                    *slot = Some(digest);
                 }
-                state.copy_started = true;
-                state.source_digest = None;
-                state.copy_digest = None;
-                file.save(state)?;
-                self.start_source_digest(&m);
-                let events = self.events.clone();
-                let replica = m.replica();
-                let d = dst.clone();
-                on_ceph(
-                    kind,
-                    dst.name().to_string(),
-                    target.to_string(),
-                    move || {
-                        let mut meter = RateMeter::default();
-                        let mut last = Instant::now() - std::time::Duration::from_secs(1);
-                        let mut cb = |done: u64, total: u64| -> bool {
-                            if last.elapsed().as_millis() >= 500 || done == total {
-                                last = Instant::now();
-                                let (rate, eta) = meter.sample(done, total);
-                                events.emit(Event::Progress(ProgressInfo {
-                                    phase: "copy".into(),
-                                    percent: (total > 0)
-                                        .then(|| 100.0 * done as f64 / total as f64),
-                                    bytes_per_second: rate,
-                                    eta_seconds: eta,
-                                    detail: String::new(),
-                                }));
-                            }
-                            true
-                        };
-                        d.copy(&replica, &target, &mut cb)
-                    },
-                )
-                .await
+                Ok(())
             }
             Step::SetCopyFeatures { features } => {
                 let wanted = *features;
@@ -969,10 +964,157 @@ impl Executor {
         remove_own_image("copy_replica", dst, target, self.events.as_ref()).await
     }
 
-    /// Hash the source on its cluster while the copy is made on the other: `verify` then
-    /// only reads the copy. What the hash covers is what the old order covered (the source
-    /// as read after the replica was complete), one step earlier.
+    /// Make room for the copy: a copy left by an interrupted run of this migration is
+    /// removed (it is started over), any other image under the name is refused. Records
+    /// that the copy is ours from now on, and starts hashing the source.
+    async fn prepare_copy(
+        &self,
+        m: &VolumeMigration,
+        state: &mut RunState,
+        file: &StateFile,
+    ) -> Result<()> {
+        let target = m.copy_target();
+        let dst = self.dst.clone();
+        let (d, t) = (dst.clone(), target.clone());
+        let exists = on_ceph(
+            "copy_replica",
+            dst.name().to_string(),
+            target.to_string(),
+            move || d.image_exists(&t),
+        )
+        .await?;
+        if exists {
+            if !state.copy_started {
+                return Err(Error::Unsafe(format!(
+                    "{}:{target} exists but was not created by this migration; remove or rename it, then re-run",
+                    dst.name()
+                )));
+            }
+            // a partial copy of an interrupted run: ours, start it over. A killed run's
+            // watch on it lingers until the OSD times it out (~30 s): retry
+            self.remove_partial_copy(&dst, &target).await?;
+        }
+        state.copy_started = true;
+        state.source_digest = None;
+        state.copy_digest = None;
+        file.save(state)?;
+        self.start_source_digest(m);
+        Ok(())
+    }
+
+    /// Snapshot mode: start the copy with the wait, trailing rbd-mirror's sync of the
+    /// source's newest primary mirror snapshot (see [`wait::replica_final_bytes`]). The
+    /// image is not in use (no live migration), so what rbd-mirror has copied for that
+    /// snapshot does not change any more.
+    async fn start_trailing_copy(
+        &self,
+        m: &VolumeMigration,
+        state: &mut RunState,
+        file: &StateFile,
+    ) -> Result<()> {
+        let (src, image) = (self.src.clone(), m.image.clone());
+        let snaps = on_ceph(
+            "copy_replica",
+            src.name().to_string(),
+            m.image.to_string(),
+            move || src.snapshots(&image),
+        )
+        .await?;
+        let Some(want) = wait::newest_primary_mirror_snapshot(&snaps) else {
+            return Ok(()); // nothing to trail: the copy step copies after the wait
+        };
+        self.prepare_copy(m, state, file).await?;
+        let (dst, replica) = (self.dst.clone(), m.replica());
+        let object_size = state.plan.facts.object_size;
+        let ready = move || -> std::result::Result<Option<u64>, OpsError> {
+            match dst.snapshots(&replica) {
+                Ok(snaps) => Ok(Some(wait::replica_final_bytes(&snaps, want, object_size))),
+                Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let running = self.spawn_copy(m, Box::new(ready));
+        if let Ok(mut slot) = self.copy.lock() {
+            *slot = Some(running);
+        }
+        Ok(())
+    }
+
+    /// Start copying the replica into the destination pool on a blocking thread. Its
+    /// progress is reported as `copy` events as soon as a first piece is done, then twice a
+    /// second, and at the end (during the wait too, for a copy trailing the sync).
+    fn spawn_copy(
+        &self,
+        m: &VolumeMigration,
+        mut ready: Box<dyn FnMut() -> std::result::Result<Option<u64>, OpsError> + Send>,
+    ) -> RunningCopy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = cancel.clone();
+        let events = self.events.clone();
+        let (dst, replica, target) = (self.dst.clone(), m.replica(), m.copy_target());
+        let task = tokio::spawn(on_ceph(
+            "copy_replica",
+            dst.name().to_string(),
+            target.to_string(),
+            move || {
+                let mut meter = RateMeter::default();
+                let mut last: Option<Instant> = None;
+                let mut progress = |done: u64, total: u64| -> bool {
+                    let due = last.is_none_or(|t| t.elapsed().as_millis() >= 500);
+                    if total > 0 && done > 0 && (due || done == total) {
+                        last = Some(Instant::now());
+                        let (rate, eta) = meter.sample(done, total);
+                        events.emit(Event::Progress(ProgressInfo {
+                            phase: "copy".into(),
+                            percent: Some(100.0 * done as f64 / total as f64),
+                            bytes_per_second: rate,
+                            eta_seconds: eta,
+                            detail: String::new(),
+                        }));
+                    }
+                    !stop.load(Ordering::Relaxed)
+                };
+                dst.copy_trailing(&replica, &target, &mut *ready, &mut progress)
+            },
+        ));
+        RunningCopy { task, cancel }
+    }
+
+    /// Wait for the copy to end; returns the copy's digest.
+    async fn finish_copy(&self, mut running: RunningCopy) -> Result<String> {
+        (&mut running.task).await.map_err(|e| Error::Ceph {
+            step: "copy_replica".into(),
+            cluster: self.dst.name().to_string(),
+            target: String::new(),
+            source: OpsError::new(ErrorKind::Other, "copy task", e.to_string()),
+        })?
+    }
+
+    /// Stop a copy that is still running (the run failed before the copy step).
+    async fn stop_copy(&self) {
+        let running = self.copy.lock().map(|mut c| c.take()).unwrap_or(None);
+        if let Some(mut running) = running {
+            running
+                .cancel
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = (&mut running.task).await;
+        }
+    }
+
+    /// Hash the source on its cluster while the destination works: `verify` then only
+    /// compares. An image that is not in use is hashed from the start of the wait (its
+    /// content cannot change); a live one when the copy starts, after the replica is
+    /// complete. Started once per run.
     fn start_source_digest(&self, m: &VolumeMigration) {
+        if self
+            .early_source_digest
+            .lock()
+            .map(|d| d.is_some())
+            .unwrap_or(false)
+        {
+            return; // already started with the wait
+        }
         let (src, image) = (self.src.clone(), m.image.clone());
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop = cancel.clone();
@@ -1037,9 +1179,16 @@ impl Executor {
             }
         };
         let early = self.take_source_digest().await;
-        let (a, b) = match early {
-            Some(a) => (a?, digest(self.dst.clone(), m.copy_target(), "copy").await?),
-            None => {
+        let early_copy = self
+            .early_copy_digest
+            .lock()
+            .map(|mut d| d.take())
+            .unwrap_or(None);
+        let (a, b) = match (early, early_copy) {
+            // both hashed during the copy: the copy as read back right after it was written
+            (Some(a), Some(b)) => (a?, b),
+            (Some(a), None) => (a?, digest(self.dst.clone(), m.copy_target(), "copy").await?),
+            (None, _) => {
                 let (a, b) = tokio::join!(
                     digest(self.src.clone(), m.image.clone(), "source"),
                     digest(self.dst.clone(), m.copy_target(), "copy")

@@ -98,26 +98,28 @@ async fn resume_after_a_failure_in_every_operation_converges() {
 
 #[tokio::test]
 async fn a_corrupt_copy_keeps_the_replica_and_is_redone() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut world = World::standard(DEFAULT, data());
-    world.corrupt_next_copy = true;
-    let (a, b, w) = pair(world);
-    let m = migration(MirrorImageMode::Journal);
-    let e = run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
-    assert!(matches!(e, Error::VerifyMismatch { .. }), "{e}");
-    {
-        let ww = w.lock().unwrap();
-        assert!(
-            ww.sites[1].images.contains_key("volumes/vol1"),
-            "replica kept"
-        );
-        assert!(
-            ww.sites[0].images["volumes/vol1"].mirror.is_some(),
-            "mirroring still on"
-        );
+    for mode in [MirrorImageMode::Journal, MirrorImageMode::Snapshot] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut world = World::standard(DEFAULT, data());
+        world.corrupt_next_copy = true;
+        let (a, b, w) = pair(world);
+        let m = migration(mode);
+        let e = run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
+        assert!(matches!(e, Error::VerifyMismatch { .. }), "{mode}: {e}");
+        {
+            let ww = w.lock().unwrap();
+            assert!(
+                ww.sites[1].images.contains_key("volumes/vol1"),
+                "{mode}: replica kept"
+            );
+            assert!(
+                ww.sites[0].images["volumes/vol1"].mirror.is_some(),
+                "{mode}: mirroring still on"
+            );
+        }
+        run(&m, a, b, dir.path()).await.unwrap();
+        assert_migrated(&w.lock().unwrap(), DEFAULT);
     }
-    run(&m, a, b, dir.path()).await.unwrap();
-    assert_migrated(&w.lock().unwrap(), DEFAULT);
 }
 
 #[tokio::test]
@@ -728,15 +730,56 @@ mod register {
 }
 
 #[tokio::test]
-async fn the_source_is_hashed_during_the_copy_and_verify_reads_only_the_copy() {
+async fn the_source_is_hashed_during_the_copy_and_verify_reads_nothing_again() {
     for mode in [MirrorImageMode::Journal, MirrorImageMode::Snapshot] {
         let dir = tempfile::tempdir().unwrap();
         let (a, b, w) = pair(World::standard(DEFAULT, data()));
         run(&migration(mode), a, b, dir.path()).await.unwrap();
         let w = w.lock().unwrap();
-        assert_eq!(w.digests, ["a:volumes/vol1", "b:cinder/vol1"], "{mode}");
+        // the copy's digest comes from the copy itself (read back as written)
+        assert_eq!(w.digests, ["a:volumes/vol1"], "{mode}");
         assert_migrated(&w, DEFAULT);
     }
+}
+
+#[tokio::test]
+async fn snapshot_mode_copies_during_the_sync_journal_mode_after_it() {
+    for (mode, during) in [
+        (MirrorImageMode::Snapshot, true),
+        (MirrorImageMode::Journal, false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut world = World::standard(DEFAULT, data());
+        world.sync_polls = 20;
+        let (a, b, w) = pair(world);
+        run(&migration(mode), a, b, dir.path()).await.unwrap();
+        let w = w.lock().unwrap();
+        let left = w.copy_started_with_polls_left.unwrap();
+        assert_eq!(
+            left > 0,
+            during,
+            "{mode}: copy started with {left} polls left"
+        );
+        assert_migrated(&w, DEFAULT);
+    }
+}
+
+#[tokio::test]
+async fn a_live_snapshot_migration_copies_after_the_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::standard(DEFAULT, data());
+    world.sync_polls = 20;
+    world.sites[0]
+        .images
+        .get_mut("volumes/vol1")
+        .unwrap()
+        .watchers
+        .push("client.4242 10.0.0.9:0/1".into());
+    let (a, b, w) = pair(world);
+    let mut m = migration(MirrorImageMode::Snapshot);
+    m.allow_live = true;
+    run(&m, a, b, dir.path()).await.unwrap();
+    assert_eq!(w.lock().unwrap().copy_started_with_polls_left, Some(0));
 }
 
 #[tokio::test]

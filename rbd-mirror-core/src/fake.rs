@@ -59,6 +59,8 @@ pub struct World {
     pub corrupt_next_copy: bool,
     /// Every digest call, as `SITE:POOL/IMAGE` (site 0 is `a`, site 1 `b`).
     pub digests: Vec<String>,
+    /// `sync_polls` left when the last copy started (more than 0: during the sync).
+    pub copy_started_with_polls_left: Option<u32>,
 }
 
 impl World {
@@ -438,6 +440,40 @@ impl CephOps for Fake {
             progress(n, n);
             w.sites[s].images.insert(dst.to_string(), i);
             Ok(())
+        })
+    }
+    fn copy_trailing(
+        &self,
+        src: &ImageSpec,
+        dst: &ImageSpec,
+        ready: Ready<'_>,
+        progress: Progress<'_>,
+    ) -> OpsResult<String> {
+        {
+            let mut w = self.world.lock().unwrap();
+            w.copy_started_with_polls_left = Some(w.sync_polls);
+        }
+        // wait until all of the source is final, as the real copy does piece by piece
+        loop {
+            let size = self.with("copy", |w, s| {
+                Ok(w.sites[s]
+                    .images
+                    .get(&src.to_string())
+                    .map(|i| i.data.len() as u64))
+            })?;
+            if let (Some(size), Some(done)) = (size, ready()?) {
+                if done >= size {
+                    break;
+                }
+            }
+            if !progress(0, 0) {
+                return Err(OpsError::new(ErrorKind::Cancelled, "copy", "cancelled"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.copy(src, dst, progress)?;
+        self.with("copy", |w, s| {
+            Ok(hex::encode(Sha256::digest(&img(w, s, dst, "copy")?.data)))
         })
     }
     fn remove_image(&self, image: &ImageSpec) -> OpsResult<()> {

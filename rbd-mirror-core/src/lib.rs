@@ -34,6 +34,7 @@ pub mod real;
 pub mod spec;
 pub mod state;
 pub mod status;
+mod trailing;
 pub mod wait;
 
 pub use error::{Error, Result};

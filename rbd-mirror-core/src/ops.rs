@@ -212,6 +212,11 @@ pub struct JournalPosition {
 /// Progress callback of long calls: `(done, total) -> keep going?`.
 pub type Progress<'a> = &'a mut (dyn FnMut(u64, u64) -> bool + Send);
 
+/// How much of a trailing copy's source is final, polled by [`CephOps::copy_trailing`]:
+/// `None` while the source does not exist yet, otherwise the count of leading bytes that
+/// will not change any more (the image size or more once all of it is final).
+pub type Ready<'a> = &'a mut (dyn FnMut() -> OpsResult<Option<u64>> + Send);
+
 /// The Ceph calls orchestration needs, on one cluster.
 pub trait CephOps: Send + Sync {
     /// Cluster name for messages.
@@ -259,6 +264,21 @@ pub trait CephOps: Send + Sync {
     fn journal_positions(&self, image: &ImageSpec) -> OpsResult<JournalPositions>;
     /// Copy an image within this cluster (`rbd_copy_with_progress`), creating `dst`.
     fn copy(&self, src: &ImageSpec, dst: &ImageSpec, progress: Progress<'_>) -> OpsResult<()>;
+    /// Copy `src` into a new image `dst` on this cluster (same size and object size; the
+    /// features of `src` without journaling and non-primary), trailing a writer of `src`:
+    /// only the leading bytes `ready()` reports final are copied, so the copy can run
+    /// while rbd-mirror is still syncing `src`. `ready` is polled about every 100 ms until
+    /// the whole image is copied. Every piece written is flushed and read back from the
+    /// cluster; the result is the SHA-256 (hex) of the copy as read back, holes as zeros.
+    /// `progress(done, total)` counts bytes written and read back (`(0, 0)` while the source
+    /// does not exist yet); `false` stops the copy with [`ErrorKind::Cancelled`].
+    fn copy_trailing(
+        &self,
+        src: &ImageSpec,
+        dst: &ImageSpec,
+        ready: Ready<'_>,
+        progress: Progress<'_>,
+    ) -> OpsResult<String>;
     /// Remove an image.
     fn remove_image(&self, image: &ImageSpec) -> OpsResult<()>;
     /// SHA-256 (hex) of the image's whole content, holes read as zeros.

@@ -12,11 +12,12 @@ use crate::features::{Features, MirrorImageMode};
 use crate::ops::{
     CephOps, ErrorKind, ImageStat, JournalPeer, JournalPosition, JournalPositions, MirrorDaemon,
     MirrorImage, MirrorImageState, MirrorPeer, OpsError, OpsResult, PoolMirrorMode, Progress,
-    SnapshotInfo, SnapshotNamespace,
+    Ready, SnapshotInfo, SnapshotNamespace,
 };
 use crate::rbd::{self, Cluster, ClusterConfig, Image, IoCtx, RbdError};
 use crate::spec::{ClusterSpec, ImageSpec, PoolSpec};
 use crate::status::{MirrorState, SiteStatus};
+use crate::trailing;
 
 impl From<RbdError> for OpsError {
     fn from(e: RbdError) -> Self {
@@ -47,9 +48,13 @@ pub struct RbdCeph {
 impl RbdCeph {
     /// Connect to the cluster of `spec` (conf, client id); fails fast when it is unreachable.
     pub fn connect(spec: &ClusterSpec) -> OpsResult<Self> {
+        // No librbd cache: its default write-around mode acknowledges a write before the
+        // OSD has it, so a read through another handle (the copy's read-back) could miss
+        // it; and this tool reads and writes whole objects once, which a cache cannot help.
         let config = ClusterConfig::new(spec.name.clone())
             .conf(spec.conf.clone())
-            .client_id(spec.client_id.clone());
+            .client_id(spec.client_id.clone())
+            .option("rbd_cache", "false");
         if !spec.conf.exists() {
             return Err(OpsError::new(
                 ErrorKind::NotFound,
@@ -368,6 +373,53 @@ impl CephOps for RbdCeph {
             ..Default::default()
         };
         Ok(img.copy_to(&dio, &dst.image, &opts, progress)?)
+    }
+
+    fn copy_trailing(
+        &self,
+        src: &ImageSpec,
+        dst: &ImageSpec,
+        ready: Ready<'_>,
+        progress: Progress<'_>,
+    ) -> OpsResult<String> {
+        let first_ready = trailing::wait_for_source(&mut *ready, &mut *progress)?;
+        let first = self.open_ro(src)?;
+        let info = first.stat()?;
+        // as in `copy`: no journaling (every write through a journal) and no non-primary
+        let features = Features::from_bits_retain(first.features()?)
+            - Features::JOURNALING
+            - Features::NON_PRIMARY;
+        let dio = self.io(&dst.pool)?;
+        let opts = rbd::ImageOptions {
+            features: Some(features.bits()),
+            order: u32::try_from(info.order).ok(),
+            ..Default::default()
+        };
+        dio.create_image(&dst.image, info.size, &opts)?;
+        let mut readers = vec![first];
+        for _ in 1..trailing::READERS {
+            readers.push(self.open_ro(src)?);
+        }
+        let writer = dio.open_image(&dst.image)?;
+        let mut checkers = Vec::new();
+        for _ in 0..trailing::CHECKERS {
+            checkers.push(self.open_ro(dst)?);
+        }
+        // pieces of one object, at most 4 MiB (a power of two: it divides any larger object,
+        // so rbd-mirror's per-object watermark falls on piece boundaries)
+        let chunk = usize::try_from(info.obj_size.clamp(4096, 4 << 20)).unwrap_or(4 << 20);
+        trailing::trailing_copy(
+            trailing::Handles {
+                readers,
+                writer,
+                checkers,
+            },
+            info.size,
+            chunk,
+            first_ready,
+            ready,
+            progress,
+        )
     }
 
     fn remove_image(&self, image: &ImageSpec) -> OpsResult<()> {

@@ -54,6 +54,30 @@ pub fn newest_primary_mirror_snapshot(source: &[SnapshotInfo]) -> Option<u64> {
         .max()
 }
 
+/// How many leading bytes of a snapshot-mode replica hold their final content for the
+/// source's primary mirror snapshot `want`: everything (`u64::MAX`) once the replica's
+/// non-primary snapshot for `want` is complete; before that the objects rbd-mirror has
+/// copied in order (it records `last_copied_object_number`, the count of objects from the
+/// first that are done); none while that snapshot does not exist yet.
+pub fn replica_final_bytes(replica: &[SnapshotInfo], want: u64, object_size: u64) -> u64 {
+    replica
+        .iter()
+        .find_map(|s| match s.namespace {
+            SnapshotNamespace::Mirror {
+                primary: false,
+                complete,
+                primary_snap_id,
+                last_copied_object_number,
+            } if primary_snap_id == want => Some(if complete {
+                u64::MAX
+            } else {
+                last_copied_object_number.saturating_mul(object_size)
+            }),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
 /// Snapshot mode completion: compare the source's and the replica's mirror snapshots.
 /// `objects` is the number of objects of the image, for percent.
 pub fn snapshot_completion(
@@ -424,6 +448,27 @@ mod tests {
             },
             protected: false,
         }
+    }
+
+    #[test]
+    fn final_bytes_follow_the_replicas_snapshot_for_the_wanted_primary() {
+        const OBJ: u64 = 4 << 20;
+        // no snapshot for it yet (only an older one): nothing is final
+        assert_eq!(
+            replica_final_bytes(&[mirror(3, false, true, 1, 9)], 7, OBJ),
+            0
+        );
+        // in progress: the objects copied in order
+        let syncing = [mirror(3, false, true, 1, 9), mirror(8, false, false, 7, 5)];
+        assert_eq!(replica_final_bytes(&syncing, 7, OBJ), 5 * OBJ);
+        // complete: all of it, whatever the size
+        let done = [mirror(8, false, true, 7, 5)];
+        assert_eq!(replica_final_bytes(&done, 7, OBJ), u64::MAX);
+        // a primary snapshot with the id is not the replica's
+        assert_eq!(
+            replica_final_bytes(&[mirror(7, true, true, 0, 0)], 7, OBJ),
+            0
+        );
     }
 
     #[test]

@@ -400,3 +400,66 @@ async fn preflight_refusals_change_nothing() {
     assert!(recorded.is_empty(), "no state file written");
     rbd(&f.a, &["rm", "--no-progress", &spec]);
 }
+
+/// `copy_trailing` copies only what its `ready` watermark says is final, and hashes what it
+/// reads back: the part of the source beyond the watermark is rewritten after the copy has
+/// caught up with the watermark and before it is released, so a copier that read ahead
+/// would hold the old data. A hole stays a hole in the copy.
+#[tokio::test(flavor = "multi_thread")]
+async fn trailing_copy_takes_only_released_bytes_and_hashes_what_it_wrote() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let f = fixture();
+    let image = testenv::unique_name("trail");
+    let (src, copy) = (
+        format!("cinder/{image}-src"),
+        format!("cinder/{image}-copy"),
+    );
+    const MIB: u64 = 1 << 20;
+    let size = 24 * MIB + 5000; // 7 objects of 4 MiB, the last one short
+    rbd(&f.b, &["create", "--size", &format!("{size}B"), &src]);
+    write_at(&f.b, &src, 0, (12 * MIB) as usize, 1); // objects 0-2
+    write_at(&f.b, &src, 16 * MIB, (size - 16 * MIB) as usize, 2); // object 3 stays a hole
+    let released = Arc::new(AtomicU64::new(12 * MIB));
+    let done = Arc::new(AtomicU64::new(0));
+    let (dst, r, d) = (f.dst.clone(), released.clone(), done.clone());
+    let (s, c) = (src.parse().unwrap(), copy.parse().unwrap());
+    let copier = std::thread::spawn(move || {
+        dst.copy_trailing(
+            &s,
+            &c,
+            &mut || Ok(Some(r.load(Ordering::SeqCst))),
+            &mut |n, _| {
+                d.store(n, Ordering::SeqCst);
+                true
+            },
+        )
+    });
+    let t = Instant::now();
+    while done.load(Ordering::SeqCst) < 12 * MIB {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the released part was not copied"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        done.load(Ordering::SeqCst),
+        12 * MIB,
+        "copied past the watermark"
+    );
+    write_at(&f.b, &src, 16 * MIB, (size - 16 * MIB) as usize, 3);
+    released.store(u64::MAX, Ordering::SeqCst);
+    let digest = copier.join().unwrap().unwrap();
+    let want = sha(&f.b, &src);
+    assert_eq!(digest, want, "the digest is the source's final content");
+    assert_eq!(sha(&f.b, &copy), want, "the copy holds the rewritten data");
+    let du = rbd_json(&f.b, &["du", &copy]);
+    let used = du["images"][0]["used_size"].as_u64().unwrap();
+    assert!(
+        used <= size - 4 * MIB,
+        "the hole was written: used {used} of {size}"
+    );
+    rbd(&f.b, &["rm", "--no-progress", &src]);
+    rbd(&f.b, &["rm", "--no-progress", &copy]);
+}

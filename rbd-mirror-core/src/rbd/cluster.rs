@@ -48,6 +48,8 @@ pub struct ClusterConfig {
     /// Applied to `client_mount_timeout`, `rados_mon_op_timeout` and
     /// `rados_osd_op_timeout` (default 30 s).
     pub timeout: Duration,
+    /// More options set on the connection (`rados_conf_set`) after the conf file is read.
+    pub options: Vec<(String, String)>,
 }
 
 impl ClusterConfig {
@@ -59,6 +61,7 @@ impl ClusterConfig {
             client_id: "admin".into(),
             keyring: None,
             timeout: Duration::from_secs(30),
+            options: Vec::new(),
         }
     }
 
@@ -83,6 +86,12 @@ impl ClusterConfig {
     /// Sets the connect/op timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets one more option on the connection, overriding the conf file.
+    pub fn option(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.options.push((key.into(), value.into()));
         self
     }
 
@@ -179,6 +188,9 @@ impl Cluster {
         }
         if let Some(keyring) = &config.keyring {
             set_conf(handle.raw, &ctx, "keyring", &keyring.to_string_lossy())?;
+        }
+        for (key, value) in &config.options {
+            set_conf(handle.raw, &ctx, key, value)?;
         }
         // SAFETY: handle.raw is a configured rados_t; connect is called once.
         let ret = unsafe { sys::rados_connect(handle.raw) };

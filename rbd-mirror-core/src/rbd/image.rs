@@ -224,6 +224,62 @@ impl IoCtx {
     }
 }
 
+/// Writes in flight on an image ([`Image::write_runs_async`]), owning their buffer. Dropping
+/// it waits for them, so the buffer is never freed while librbd may still read it.
+pub struct PendingWrite<'a> {
+    _image: &'a Image,
+    completions: Vec<sys::rbd_completion_t>,
+    lens: Vec<usize>,
+    buf: Vec<u8>,
+    ctx: String,
+}
+
+impl PendingWrite<'_> {
+    /// Waits for every write; returns the buffer, or the first failure.
+    pub fn wait(mut self) -> Result<Vec<u8>> {
+        let mut first_err = None;
+        for (c, len) in std::mem::take(&mut self.completions)
+            .into_iter()
+            .zip(std::mem::take(&mut self.lens))
+        {
+            // SAFETY: a submitted completion, waited for and released exactly once here.
+            let ret = unsafe {
+                sys::rbd_aio_wait_for_complete(c);
+                let ret = sys::rbd_aio_get_return_value(c);
+                sys::rbd_aio_release(c);
+                ret
+            };
+            if first_err.is_none() {
+                if let Err(e) = check_len(ret, "rbd_aio_write", || self.ctx.clone()) {
+                    first_err = Some(e);
+                } else if ret > 0 && ret as usize != len {
+                    first_err = Some(
+                        RbdError::new("rbd_aio_write", self.ctx.clone(), libc::EIO)
+                            .with_detail(format!("short write: {ret} of {len} bytes")),
+                    );
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(std::mem::take(&mut self.buf)),
+        }
+    }
+}
+
+impl Drop for PendingWrite<'_> {
+    fn drop(&mut self) {
+        for c in self.completions.drain(..) {
+            // SAFETY: a submitted completion not yet released; waiting first keeps the
+            // buffer alive until librbd is done with it.
+            unsafe {
+                sys::rbd_aio_wait_for_complete(c);
+                sys::rbd_aio_release(c);
+            }
+        }
+    }
+}
+
 /// An open RBD image (`rbd_image_t`), closed with `rbd_close` in `Drop`.
 pub struct Image {
     raw: sys::rbd_image_t,
@@ -728,6 +784,54 @@ impl Image {
         check_len(ret, "rbd_write", || {
             format!("{}, offset {offset}", self.ctx)
         })
+    }
+
+    /// Starts writing the `runs` (byte ranges) of `buf`, each at `offset` plus its start,
+    /// all at once (`rbd_aio_write`); the returned [`PendingWrite`] owns the buffer until
+    /// the writes are done. A run outside `buf` is `InvalidArgument`.
+    pub fn write_runs_async(
+        &self,
+        offset: u64,
+        buf: Vec<u8>,
+        runs: &[std::ops::Range<usize>],
+    ) -> Result<PendingWrite<'_>> {
+        let ctx = || format!("{}, offset {offset}", self.ctx);
+        let mut pending = PendingWrite {
+            _image: self,
+            completions: Vec::with_capacity(runs.len()),
+            lens: Vec::with_capacity(runs.len()),
+            buf,
+            ctx: ctx(),
+        };
+        for run in runs {
+            let Some(data) = pending.buf.get(run.clone()) else {
+                return Err(
+                    RbdError::new("rbd_aio_write", ctx(), libc::EINVAL).with_detail(format!(
+                        "run {run:?} outside a buffer of {}",
+                        pending.buf.len()
+                    )),
+                );
+            };
+            let (ptr, len) = (data.as_ptr(), data.len());
+            let mut c: sys::rbd_completion_t = ptr::null_mut();
+            // SAFETY: valid out-pointer; no callback, so no Rust code runs on librbd's threads.
+            let ret = unsafe { sys::rbd_aio_create_completion(ptr::null_mut(), None, &mut c) };
+            check(ret, "rbd_aio_create_completion", ctx)?;
+            // SAFETY: valid image and completion; `ptr..ptr+len` lies in `pending.buf`, a
+            // heap buffer that is neither moved nor freed until every completion has been
+            // waited for (PendingWrite::wait or Drop), and the image outlives `pending`.
+            let ret = unsafe {
+                sys::rbd_aio_write(self.raw, offset + run.start as u64, len, ptr.cast(), c)
+            };
+            if ret < 0 {
+                // SAFETY: never submitted, so nothing will complete it: release it now.
+                unsafe { sys::rbd_aio_release(c) };
+                check(ret, "rbd_aio_write", ctx)?;
+            }
+            pending.completions.push(c);
+            pending.lens.push(len);
+        }
+        Ok(pending)
     }
 
     /// Flushes cached writes (`rbd_flush`).

@@ -20,8 +20,8 @@ mod mirror;
 pub use cluster::{Cluster, ClusterConfig, IoCtx, MirrorDaemon, MirrorDaemonHealth, MirrorHealth};
 pub use error::{ErrorKind, RbdError, Result};
 pub use image::{
-    librbd_version, Image, ImageEntry, ImageInfo, ImageOptions, SnapInfo, SnapNamespaceType,
-    Watcher,
+    librbd_version, Image, ImageEntry, ImageInfo, ImageOptions, PendingWrite, SnapInfo,
+    SnapNamespaceType, Watcher,
 };
 pub use journal::{
     JournalClient, JournalClientMeta, JournalClientState, JournalLag, JournalPosition,

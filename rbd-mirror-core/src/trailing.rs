@@ -1,0 +1,424 @@
+//! The copy that trails rbd-mirror: copies a replica into the destination pool while
+//! rbd-mirror is still syncing it, and reads every written piece back to hash the copy.
+//!
+//! Without it, a migration is three passes one after the other: rbd-mirror's sync, the copy
+//! (`rbd_copy`), then a verification that reads the copy again. In snapshot mode rbd-mirror
+//! copies objects in order and records how many leading objects are done
+//! (`last_copied_object_number` of the replica's non-primary mirror snapshot), so the copy
+//! can follow right behind; and hashing what is read back from the cluster right after each
+//! flush makes the copy's digest ready when the copy ends. The pieces flow through
+//! threads, each with its own image handle:
+//!
+//! - source readers read pieces the caller's `ready` watermark allows, in turns;
+//! - one writer writes the non-zero 4 KiB runs of each piece in order (holes stay holes)
+//!   and flushes every few pieces;
+//! - checkers read flushed pieces back through their own read-only handles;
+//! - a hasher hashes them in order.
+//!
+//! The calling thread polls `ready` and reports progress. The first error stops everything.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::ops::{ErrorKind, OpsError, OpsResult, Progress, Ready};
+use crate::rbd::{self, Image};
+
+/// Source reader threads (each with its own handle on the source).
+pub(crate) const READERS: usize = 2;
+/// Checker threads (each with its own read-only handle on the copy).
+pub(crate) const CHECKERS: usize = 2;
+/// Pieces the writer has in flight at once (`rbd_aio_write`): one synchronous write at a
+/// time waits on the OSD for every piece (about 6 ms per 4 MiB here).
+const WINDOW: usize = 6;
+/// Buffers per reader: enough for its share of the writer's window plus one being read.
+const READ_AHEAD: usize = WINDOW.div_ceil(READERS) + 1;
+/// Buffers per checker.
+const AHEAD: usize = 2;
+/// How often `ready` is polled while the copy waits for the source.
+const POLL: Duration = Duration::from_millis(100);
+/// Granularity of hole detection: all-zero blocks of this size are not written.
+const BLOCK: usize = 4096;
+
+/// The handles a trailing copy works with.
+pub(crate) struct Handles {
+    /// Read-only handles on the source, one per reader thread.
+    pub readers: Vec<Image>,
+    /// The read-write handle on the new copy.
+    pub writer: Image,
+    /// Read-only handles on the copy, one per checker thread.
+    pub checkers: Vec<Image>,
+}
+
+/// A counter threads wait on: pieces ready to read, pieces flushed.
+struct Gate {
+    value: Mutex<u64>,
+    moved: Condvar,
+}
+
+impl Gate {
+    fn new() -> Self {
+        Self {
+            value: Mutex::new(0),
+            moved: Condvar::new(),
+        }
+    }
+
+    fn get(&self) -> u64 {
+        self.value.lock().map(|v| *v).unwrap_or(0)
+    }
+
+    /// Raise the counter to `to` (never lowers it).
+    fn raise(&self, to: u64) {
+        if let Ok(mut v) = self.value.lock() {
+            if to > *v {
+                *v = to;
+                self.moved.notify_all();
+            }
+        }
+    }
+
+    /// Wait until the counter is above `piece`; false when `stop` is set first.
+    fn wait_above(&self, piece: u64, stop: &AtomicBool) -> bool {
+        let Ok(mut v) = self.value.lock() else {
+            return false;
+        };
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            if *v > piece {
+                return true;
+            }
+            match self.moved.wait_timeout(v, Duration::from_millis(50)) {
+                Ok((guard, _)) => v = guard,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// What the threads share.
+struct Shared {
+    ready: Gate,
+    flushed: Gate,
+    hashed_bytes: AtomicU64,
+    stop: AtomicBool,
+    error: Mutex<Option<OpsError>>,
+}
+
+impl Shared {
+    /// Record the first error and stop every thread.
+    fn fail(&self, e: OpsError) {
+        if let Ok(mut slot) = self.error.lock() {
+            slot.get_or_insert(e);
+        }
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn cancelled() -> OpsError {
+    OpsError::new(ErrorKind::Cancelled, "copy", "cancelled")
+}
+
+fn is_zero(block: &[u8]) -> bool {
+    block.iter().fold(0u8, |acc, b| acc | b) == 0
+}
+
+/// The byte ranges of `data` made of non-zero `BLOCK`-sized blocks (the rest are holes).
+fn data_runs(data: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, block) in data.chunks(BLOCK).enumerate() {
+        if is_zero(block) {
+            continue;
+        }
+        let (from, to) = (i * BLOCK, i * BLOCK + block.len());
+        match runs.last_mut() {
+            Some(last) if last.end == from => last.end = to,
+            _ => runs.push(from..to),
+        }
+    }
+    runs
+}
+
+/// Read `buf.len()` bytes at `offset`, holes as zeros; a short read (past the end) fails.
+fn read_piece(img: &Image, offset: u64, buf: &mut [u8]) -> OpsResult<()> {
+    let got = img.read_at(offset, buf)?;
+    if got != buf.len() {
+        return Err(OpsError::new(
+            ErrorKind::Other,
+            "copy",
+            format!(
+                "short read at {offset}: {got} of {} bytes (did the image shrink?)",
+                buf.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Copy `size` bytes in `chunk`-sized pieces from the readers' image to the writer's,
+/// trailing `ready` (see the module header); returns the hex SHA-256 of the copy as read
+/// back. `first_ready` is the first answer of `ready` (bytes final).
+pub(crate) fn trailing_copy(
+    handles: Handles,
+    size: u64,
+    chunk: usize,
+    first_ready: u64,
+    ready: Ready<'_>,
+    progress: Progress<'_>,
+) -> OpsResult<String> {
+    type Piece = (Vec<u8>, usize);
+    let chunk64 = chunk as u64;
+    let pieces = size.div_ceil(chunk64);
+    let pieces_final = |bytes: u64| {
+        if bytes >= size {
+            pieces
+        } else {
+            bytes / chunk64
+        }
+    };
+    let shared = Shared {
+        ready: Gate::new(),
+        flushed: Gate::new(),
+        hashed_bytes: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        error: Mutex::new(None),
+    };
+    shared.ready.raise(pieces_final(first_ready));
+    let piece_len = |piece: u64| {
+        let off = piece * chunk64;
+        usize::try_from(size - off).map_or(chunk, |left| left.min(chunk))
+    };
+    let Handles {
+        readers,
+        writer,
+        checkers,
+    } = handles;
+    let digest = std::thread::scope(|scope| {
+        let shared = &shared;
+        // source readers -> writer, one channel pair per reader
+        let mut from_readers: Vec<(Receiver<Piece>, SyncSender<Vec<u8>>)> = Vec::new();
+        let lanes = readers.len().max(1) as u64;
+        for (lane, img) in readers.into_iter().enumerate() {
+            let (full_tx, full_rx) = sync_channel::<Piece>(READ_AHEAD);
+            let (free_tx, free_rx) = sync_channel::<Vec<u8>>(READ_AHEAD);
+            for _ in 0..READ_AHEAD {
+                let _ = free_tx.send(vec![0u8; chunk]);
+            }
+            from_readers.push((full_rx, free_tx));
+            scope.spawn(move || {
+                let mut piece = lane as u64;
+                while piece < pieces {
+                    if !shared.ready.wait_above(piece, &shared.stop) {
+                        return;
+                    }
+                    let Ok(mut buf) = free_rx.recv() else { return };
+                    let n = piece_len(piece);
+                    if let Err(e) = read_piece(&img, piece * chunk64, &mut buf[..n]) {
+                        return shared.fail(e);
+                    }
+                    if full_tx.send((buf, n)).is_err() {
+                        return;
+                    }
+                    piece += lanes;
+                }
+            });
+        }
+        // the writer: in order, up to WINDOW pieces in flight; a piece counts as written
+        // (readable through other handles: there is no librbd cache) once it and every
+        // piece before it have completed
+        scope.spawn(move || {
+            let mut in_flight = std::collections::VecDeque::new();
+            let finish_oldest =
+                |in_flight: &mut std::collections::VecDeque<(u64, rbd::PendingWrite<'_>)>| {
+                    let Some((piece, write)) = in_flight.pop_front() else {
+                        return true;
+                    };
+                    match write.wait() {
+                        Ok(buf) => {
+                            if let Some((_, free)) = from_readers.get((piece % lanes) as usize) {
+                                let _ = free.send(buf);
+                            }
+                            shared.flushed.raise(piece + 1);
+                            true
+                        }
+                        Err(e) => {
+                            shared.fail(e.into());
+                            false
+                        }
+                    }
+                };
+            for piece in 0..pieces {
+                let Some((full, _)) = from_readers.get((piece % lanes) as usize) else {
+                    return;
+                };
+                // while the next piece is not read yet (the source is behind), finish what
+                // is in flight, so the checkers can go on
+                let (buf, n) = loop {
+                    match full.try_recv() {
+                        Ok(piece) => break piece,
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                        Err(std::sync::mpsc::TryRecvError::Empty) if in_flight.is_empty() => {
+                            match full.recv() {
+                                Ok(piece) => break piece,
+                                Err(_) => return,
+                            }
+                        }
+                        Err(std::sync::mpsc::TryRecvError::Empty) => {
+                            if !finish_oldest(&mut in_flight) {
+                                return;
+                            }
+                        }
+                    }
+                };
+                if shared.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let runs = data_runs(&buf[..n]);
+                match writer.write_runs_async(piece * chunk64, buf, &runs) {
+                    Ok(write) => in_flight.push_back((piece, write)),
+                    Err(e) => return shared.fail(e.into()),
+                }
+                if in_flight.len() >= WINDOW && !finish_oldest(&mut in_flight) {
+                    return;
+                }
+            }
+            while !in_flight.is_empty() {
+                if !finish_oldest(&mut in_flight) {
+                    return;
+                }
+            }
+            if let Err(e) = writer.flush() {
+                shared.fail(e.into());
+            }
+        });
+        // checkers -> hasher
+        let mut to_hasher: Vec<(Receiver<Piece>, SyncSender<Vec<u8>>)> = Vec::new();
+        let check_lanes = checkers.len().max(1) as u64;
+        for (lane, img) in checkers.into_iter().enumerate() {
+            let (full_tx, full_rx) = sync_channel::<Piece>(AHEAD);
+            let (free_tx, free_rx) = sync_channel::<Vec<u8>>(AHEAD);
+            for _ in 0..AHEAD {
+                let _ = free_tx.send(vec![0u8; chunk]);
+            }
+            to_hasher.push((full_rx, free_tx));
+            scope.spawn(move || {
+                let mut piece = lane as u64;
+                while piece < pieces {
+                    if !shared.flushed.wait_above(piece, &shared.stop) {
+                        return;
+                    }
+                    let Ok(mut buf) = free_rx.recv() else { return };
+                    let n = piece_len(piece);
+                    if let Err(e) = read_piece(&img, piece * chunk64, &mut buf[..n]) {
+                        return shared.fail(e);
+                    }
+                    if full_tx.send((buf, n)).is_err() {
+                        return;
+                    }
+                    piece += check_lanes;
+                }
+            });
+        }
+        let hasher = scope.spawn(move || {
+            let mut sha = Sha256::new();
+            for piece in 0..pieces {
+                let lane = (piece % check_lanes) as usize;
+                let (full, free) = to_hasher.get(lane)?;
+                let (buf, n) = full.recv().ok()?;
+                sha.update(&buf[..n]);
+                shared.hashed_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                let _ = free.send(buf);
+            }
+            Some(hex::encode(sha.finalize()))
+        });
+        // this thread: poll `ready` while the source is behind, report progress
+        let mut polled = Instant::now();
+        while !hasher.is_finished() {
+            if shared.ready.get() < pieces && polled.elapsed() >= POLL {
+                polled = Instant::now();
+                match ready() {
+                    Ok(Some(bytes)) => shared.ready.raise(pieces_final(bytes)),
+                    Ok(None) => shared.fail(OpsError::new(
+                        ErrorKind::NotFound,
+                        "copy",
+                        "the image being copied disappeared",
+                    )),
+                    Err(e) => shared.fail(e),
+                }
+            }
+            if !progress(shared.hashed_bytes.load(Ordering::Relaxed), size) {
+                shared.fail(cancelled());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        hasher.join().ok().flatten()
+    });
+    if let Some(e) = shared.error.lock().ok().and_then(|mut e| e.take()) {
+        return Err(e);
+    }
+    let digest = digest.ok_or_else(|| {
+        OpsError::new(
+            ErrorKind::Other,
+            "copy",
+            "a copy thread stopped before the end",
+        )
+    })?;
+    progress(size, size);
+    Ok(digest)
+}
+
+/// Poll `ready` until the source exists; false-returning `progress` cancels.
+pub(crate) fn wait_for_source(ready: Ready<'_>, progress: Progress<'_>) -> OpsResult<u64> {
+    loop {
+        if let Some(bytes) = ready()? {
+            return Ok(bytes);
+        }
+        if !progress(0, 0) {
+            return Err(cancelled());
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_runs_skip_zero_blocks_and_merge_neighbours() {
+        let mut data = vec![0u8; 5 * BLOCK + 100];
+        data[BLOCK + 7] = 1; // block 1
+        data[2 * BLOCK] = 1; // block 2, next to 1
+        data[5 * BLOCK + 99] = 1; // the short last block
+        assert_eq!(
+            data_runs(&data),
+            [BLOCK..3 * BLOCK, 5 * BLOCK..5 * BLOCK + 100]
+        );
+        assert!(data_runs(&[0u8; 3 * BLOCK]).is_empty());
+    }
+
+    #[test]
+    fn zero_blocks_are_detected() {
+        assert!(is_zero(&[0u8; BLOCK]));
+        let mut b = [0u8; BLOCK];
+        b[BLOCK - 1] = 1;
+        assert!(!is_zero(&b));
+    }
+
+    #[test]
+    fn gate_waits_until_raised_or_stopped() {
+        let gate = Gate::new();
+        let stop = AtomicBool::new(false);
+        gate.raise(3);
+        gate.raise(1); // never lowers
+        assert_eq!(gate.get(), 3);
+        assert!(gate.wait_above(2, &stop));
+        stop.store(true, Ordering::Relaxed);
+        assert!(!gate.wait_above(3, &stop));
+    }
+}
