@@ -31,7 +31,8 @@ clippy:
 fmt:
 	$(CARGO) fmt --all
 
-# Benchmark on the local pair: writes target/bench-report.md (SIZE_MIB=1024 by default)
+# Benchmark on the local pair: writes target/bench-report.md (SIZE_MIB=1024 by default; a
+# list such as SIZE_MIB=1024,2048 measures each size)
 bench: deps
 	$(CARGO) run --release -q -p testenv -- up
 	$(CARGO) run --release -q -p bench -- --size-mib $${SIZE_MIB:-1024}
