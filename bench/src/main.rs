@@ -366,8 +366,10 @@ async fn bench_mode(
 /// Write and remove the data once where the runs will put it (the source once, the
 /// destination twice: replica and copy): a fresh memstore OSD allocates its memory on first
 /// use, which made whichever mode ran first up to 3x slower, its floor included.
-fn warm_up(env: &testenv::Env, data: &str) -> Result<()> {
+fn warm_up(env: &testenv::Env, data: &str, size: u64) -> Result<()> {
     let (a, b) = (&env.site_a().name, &env.site_b().name);
+    wait_for_room(a, size)?;
+    wait_for_room(b, 2 * size)?;
     let name = testenv::unique_name("bench-warm");
     eprintln!("warming up the clusters with {data}");
     for (site, image) in [
@@ -387,6 +389,34 @@ fn warm_up(env: &testenv::Env, data: &str) -> Result<()> {
         sh(&format!("rbd --cluster {site} rm --no-progress {image}"))?;
     }
     Ok(())
+}
+
+/// Wait until `site` has room for `bytes` more plus 512 MiB (images removed by the previous
+/// run are freed asynchronously); a full OSD would stall every write of the run.
+fn wait_for_room(site: &str, bytes: u64) -> Result<()> {
+    let want = bytes + (512 << 20);
+    let t = Instant::now();
+    loop {
+        let df: serde_json::Value =
+            serde_json::from_str(&sh_out(&format!("ceph --cluster {site} df --format json"))?)?;
+        let (avail, total) = (
+            df["stats"]["total_avail_bytes"].as_u64().unwrap_or(0),
+            df["stats"]["total_bytes"].as_u64().unwrap_or(0),
+        );
+        let healthy = !sh_out(&format!("ceph --cluster {site} health"))?.contains("full");
+        if avail >= want && healthy {
+            return Ok(());
+        }
+        if t.elapsed() > Duration::from_secs(120) {
+            bail!(
+                "{site} has {} MiB free of {} MiB (healthy: {healthy}), the bench needs {} MiB: use a smaller --size-mib, or a fresh environment (testenv down; testenv up)",
+                avail >> 20,
+                total >> 20,
+                want >> 20
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 fn fmt(x: Option<f64>) -> String {
@@ -415,9 +445,11 @@ async fn main() -> Result<()> {
                 data.display()
             ))?;
         }
-        warm_up(&env, &data.display().to_string())?;
+        warm_up(&env, &data.display().to_string(), size_mib << 20)?;
         for m in &args.modes {
             let mode: MirrorImageMode = m.parse()?;
+            wait_for_room(&env.site_a().name, 2 * (size_mib << 20))?;
+            wait_for_room(&env.site_b().name, 2 * (size_mib << 20))?;
             results.push(
                 bench_mode(
                     &env,
