@@ -26,7 +26,7 @@ use rbd_mirror_core::plan::VolumeMigration;
 use rbd_mirror_core::real::RbdCeph;
 use rbd_mirror_core::spec::{ClusterSpec, ImageSpec, PoolSpec};
 use rbd_mirror_core::status::SyncProgress;
-use rbd_mirror_core::wait::{journal_completion, snapshot_completion, Completion};
+use rbd_mirror_core::wait::{exact_completion, Completion};
 use serde::Serialize;
 
 /// Benchmark rbd-relay against the local pair and write a report.
@@ -144,17 +144,8 @@ fn watch(
                 created = Some(Instant::now());
             }
             if exact.is_none() {
-                let c = match mode {
-                    MirrorImageMode::Journal => src
-                        .journal_positions(&image)
-                        .map(|p| journal_completion(&p)),
-                    MirrorImageMode::Snapshot => {
-                        match (src.snapshots(&image), dst.snapshots(&image)) {
-                            (Ok(s), Ok(d)) => Ok(snapshot_completion(&s, &d, objects)),
-                            (Err(e), _) | (_, Err(e)) => Err(e),
-                        }
-                    }
-                };
+                // the engine's own exact signal
+                let c = exact_completion(src.as_ref(), dst.as_ref(), &image, &image, mode, objects);
                 if matches!(c, Ok(Completion::Complete)) {
                     exact = Some(Instant::now());
                 }

@@ -78,6 +78,44 @@ pub fn replica_final_bytes(replica: &[SnapshotInfo], want: u64, object_size: u64
         .unwrap_or(0)
 }
 
+/// The exact completion signal of `replica` (on `dst`) for `image` (on `src`), read now:
+/// the replica must exist; in snapshot mode its non-primary mirror snapshot for the
+/// source's newest primary one must be complete; in journal mode the peer's commit position
+/// must have reached the master's, for the replica image the peer synced (a daemon that
+/// restarted mid-bootstrap may delete and recreate it). `objects` is for percent.
+pub fn exact_completion(
+    src: &dyn CephOps,
+    dst: &dyn CephOps,
+    image: &ImageSpec,
+    replica: &ImageSpec,
+    mode: MirrorImageMode,
+    objects: u64,
+) -> Result<Completion, OpsError> {
+    if !dst.image_exists(replica)? {
+        return Ok(Completion::Pending {
+            reason: "rbd-mirror has not created the replica yet".into(),
+            percent: None,
+        });
+    }
+    match mode {
+        MirrorImageMode::Snapshot => Ok(snapshot_completion(
+            &src.snapshots(image)?,
+            &dst.snapshots(replica)?,
+            objects,
+        )),
+        MirrorImageMode::Journal => {
+            let positions = src.journal_positions(image)?;
+            match journal_completion(&positions) {
+                Completion::Complete => {
+                    let id = dst.stat(replica)?.id;
+                    Ok(journal_replica_matches(&positions, &id))
+                }
+                pending => Ok(pending),
+            }
+        }
+    }
+}
+
 /// Snapshot mode completion: compare the source's and the replica's mirror snapshots.
 /// `objects` is the number of objects of the image, for percent.
 pub fn snapshot_completion(
@@ -285,39 +323,8 @@ pub async fn wait_for_replica(
         // exact signal
         let completion = {
             let (s, d, i, r) = (src.clone(), dst.clone(), image.clone(), replica.clone());
-            blocking(image, move || -> Result<Completion, OpsError> {
-                match mode {
-                    MirrorImageMode::Snapshot => {
-                        if !d.image_exists(&r)? {
-                            return Ok(Completion::Pending {
-                                reason: "rbd-mirror has not created the replica yet".into(),
-                                percent: None,
-                            });
-                        }
-                        let ss = s.snapshots(&i)?;
-                        let rs = d.snapshots(&r)?;
-                        Ok(snapshot_completion(&ss, &rs, objects))
-                    }
-                    MirrorImageMode::Journal => {
-                        // the source journal says how far the peer got; the replica must
-                        // also be there, and be the image the peer synced (a daemon that
-                        // restarted mid-bootstrap may delete and recreate it)
-                        if !d.image_exists(&r)? {
-                            return Ok(Completion::Pending {
-                                reason: "rbd-mirror has not created the replica yet".into(),
-                                percent: None,
-                            });
-                        }
-                        let positions = s.journal_positions(&i)?;
-                        match journal_completion(&positions) {
-                            Completion::Complete => {
-                                let id = d.stat(&r)?.id;
-                                Ok(journal_replica_matches(&positions, &id))
-                            }
-                            pending => Ok(pending),
-                        }
-                    }
-                }
+            blocking(image, move || {
+                exact_completion(s.as_ref(), d.as_ref(), &i, &r, mode, objects)
             })
             .await?
         };
