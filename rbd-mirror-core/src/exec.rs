@@ -383,37 +383,25 @@ pub(crate) struct Executor {
     opts: RunOptions,
     /// The source digest, computed on the source cluster while the copy is made on the
     /// destination; `verify` then only has to read the copy.
-    early_source_digest: std::sync::Mutex<Option<EarlyDigest>>,
+    early_source_digest: std::sync::Mutex<Option<Background>>,
     /// The copy, once started: with the wait in snapshot mode (it trails rbd-mirror's
     /// sync), else by the copy step.
-    copy: std::sync::Mutex<Option<RunningCopy>>,
+    copy: std::sync::Mutex<Option<Background>>,
     /// The copy's digest as read back while it was written; `verify` uses it instead of
     /// reading the copy again.
     early_copy_digest: std::sync::Mutex<Option<String>>,
 }
 
-/// A copy running on the destination (see [`CephOps::copy_trailing`]).
-struct RunningCopy {
+/// Work of a run on a blocking thread beside its steps: the copy on the destination (see
+/// [`CephOps::copy_trailing`]) or the source's digest. Dropping it (the run ends without
+/// using it) asks the thread to stop.
+struct Background {
     task: tokio::task::JoinHandle<Result<String>>,
-    /// Set to stop the copy (the run failed or ended without it).
+    /// Checked by the thread between pieces.
     cancel: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl Drop for RunningCopy {
-    fn drop(&mut self) {
-        self.cancel
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// A source digest started with the copy.
-struct EarlyDigest {
-    task: tokio::task::JoinHandle<Result<String>>,
-    /// Set when the run ends without using the digest: the hashing thread stops reading.
-    cancel: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Drop for EarlyDigest {
+impl Drop for Background {
     fn drop(&mut self) {
         self.cancel
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -1047,7 +1035,7 @@ impl Executor {
         &self,
         m: &VolumeMigration,
         mut ready: Box<dyn FnMut() -> std::result::Result<Option<u64>, OpsError> + Send>,
-    ) -> RunningCopy {
+    ) -> Background {
         use std::sync::atomic::{AtomicBool, Ordering};
         let cancel = Arc::new(AtomicBool::new(false));
         let stop = cancel.clone();
@@ -1078,11 +1066,11 @@ impl Executor {
                 dst.copy_trailing(&replica, &target, &mut *ready, &mut progress)
             },
         ));
-        RunningCopy { task, cancel }
+        Background { task, cancel }
     }
 
     /// Wait for the copy to end; returns the copy's digest.
-    async fn finish_copy(&self, mut running: RunningCopy) -> Result<String> {
+    async fn finish_copy(&self, mut running: Background) -> Result<String> {
         (&mut running.task).await.map_err(|e| Error::Ceph {
             step: "copy_replica".into(),
             cluster: self.dst.name().to_string(),
@@ -1129,7 +1117,7 @@ impl Executor {
             .await
         });
         if let Ok(mut slot) = self.early_source_digest.lock() {
-            *slot = Some(EarlyDigest { task, cancel });
+            *slot = Some(Background { task, cancel });
         }
     }
 

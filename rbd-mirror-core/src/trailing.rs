@@ -160,6 +160,66 @@ fn read_piece(img: &Image, offset: u64, buf: &mut [u8]) -> OpsResult<()> {
     Ok(())
 }
 
+/// How an image is cut into pieces.
+struct Layout {
+    size: u64,
+    chunk: usize,
+    pieces: u64,
+}
+
+impl Layout {
+    /// Offset and length of `piece` (the last one may be short).
+    fn piece(&self, piece: u64) -> (u64, usize) {
+        let off = piece * self.chunk as u64;
+        let len = usize::try_from(self.size - off).map_or(self.chunk, |left| left.min(self.chunk));
+        (off, len)
+    }
+}
+
+/// A piece read: its buffer and how much of it is the piece.
+type Piece = (Vec<u8>, usize);
+
+/// One reader thread per handle: the thread of lane `l` reads pieces `l`, `l + lanes`, ...
+/// each once `gate` is above it, into `buffers` buffers of its own that the consumer sends
+/// back. Returns, per lane, the pieces read (in order) and where to return buffers.
+fn spawn_readers<'scope, 'env>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    handles: Vec<Image>,
+    gate: &'env Gate,
+    shared: &'env Shared,
+    buffers: usize,
+    layout: &'env Layout,
+) -> Vec<(Receiver<Piece>, SyncSender<Vec<u8>>)> {
+    let lanes = handles.len().max(1) as u64;
+    let mut out = Vec::new();
+    for (lane, img) in handles.into_iter().enumerate() {
+        let (full_tx, full_rx) = sync_channel::<Piece>(buffers);
+        let (free_tx, free_rx) = sync_channel::<Vec<u8>>(buffers);
+        for _ in 0..buffers {
+            let _ = free_tx.send(vec![0u8; layout.chunk]);
+        }
+        out.push((full_rx, free_tx));
+        scope.spawn(move || {
+            let mut piece = lane as u64;
+            while piece < layout.pieces {
+                if !gate.wait_above(piece, &shared.stop) {
+                    return;
+                }
+                let Ok(mut buf) = free_rx.recv() else { return };
+                let (off, n) = layout.piece(piece);
+                if let Err(e) = read_piece(&img, off, &mut buf[..n]) {
+                    return shared.fail(e);
+                }
+                if full_tx.send((buf, n)).is_err() {
+                    return;
+                }
+                piece += lanes;
+            }
+        });
+    }
+    out
+}
+
 /// Copy `size` bytes in `chunk`-sized pieces from the readers' image to the writer's,
 /// trailing `ready` (see the module header); returns the hex SHA-256 of the copy as read
 /// back. `first_ready` is the first answer of `ready` (bytes final).
@@ -171,7 +231,6 @@ pub(crate) fn trailing_copy(
     ready: Ready<'_>,
     progress: Progress<'_>,
 ) -> OpsResult<String> {
-    type Piece = (Vec<u8>, usize);
     let chunk64 = chunk as u64;
     let pieces = size.div_ceil(chunk64);
     let pieces_final = |bytes: u64| {
@@ -189,9 +248,10 @@ pub(crate) fn trailing_copy(
         error: Mutex::new(None),
     };
     shared.ready.raise(pieces_final(first_ready));
-    let piece_len = |piece: u64| {
-        let off = piece * chunk64;
-        usize::try_from(size - off).map_or(chunk, |left| left.min(chunk))
+    let layout = Layout {
+        size,
+        chunk,
+        pieces,
     };
     let Handles {
         readers,
@@ -200,34 +260,10 @@ pub(crate) fn trailing_copy(
     } = handles;
     let digest = std::thread::scope(|scope| {
         let shared = &shared;
-        // source readers -> writer, one channel pair per reader
-        let mut from_readers: Vec<(Receiver<Piece>, SyncSender<Vec<u8>>)> = Vec::new();
+        // source readers -> writer
         let lanes = readers.len().max(1) as u64;
-        for (lane, img) in readers.into_iter().enumerate() {
-            let (full_tx, full_rx) = sync_channel::<Piece>(READ_AHEAD);
-            let (free_tx, free_rx) = sync_channel::<Vec<u8>>(READ_AHEAD);
-            for _ in 0..READ_AHEAD {
-                let _ = free_tx.send(vec![0u8; chunk]);
-            }
-            from_readers.push((full_rx, free_tx));
-            scope.spawn(move || {
-                let mut piece = lane as u64;
-                while piece < pieces {
-                    if !shared.ready.wait_above(piece, &shared.stop) {
-                        return;
-                    }
-                    let Ok(mut buf) = free_rx.recv() else { return };
-                    let n = piece_len(piece);
-                    if let Err(e) = read_piece(&img, piece * chunk64, &mut buf[..n]) {
-                        return shared.fail(e);
-                    }
-                    if full_tx.send((buf, n)).is_err() {
-                        return;
-                    }
-                    piece += lanes;
-                }
-            });
-        }
+        let from_readers =
+            spawn_readers(scope, readers, &shared.ready, shared, READ_AHEAD, &layout);
         // the writer: in order, up to WINDOW pieces in flight; a piece counts as written
         // (readable through other handles: there is no librbd cache) once it and every
         // piece before it have completed
@@ -297,33 +333,8 @@ pub(crate) fn trailing_copy(
             }
         });
         // checkers -> hasher
-        let mut to_hasher: Vec<(Receiver<Piece>, SyncSender<Vec<u8>>)> = Vec::new();
         let check_lanes = checkers.len().max(1) as u64;
-        for (lane, img) in checkers.into_iter().enumerate() {
-            let (full_tx, full_rx) = sync_channel::<Piece>(AHEAD);
-            let (free_tx, free_rx) = sync_channel::<Vec<u8>>(AHEAD);
-            for _ in 0..AHEAD {
-                let _ = free_tx.send(vec![0u8; chunk]);
-            }
-            to_hasher.push((full_rx, free_tx));
-            scope.spawn(move || {
-                let mut piece = lane as u64;
-                while piece < pieces {
-                    if !shared.flushed.wait_above(piece, &shared.stop) {
-                        return;
-                    }
-                    let Ok(mut buf) = free_rx.recv() else { return };
-                    let n = piece_len(piece);
-                    if let Err(e) = read_piece(&img, piece * chunk64, &mut buf[..n]) {
-                        return shared.fail(e);
-                    }
-                    if full_tx.send((buf, n)).is_err() {
-                        return;
-                    }
-                    piece += check_lanes;
-                }
-            });
-        }
+        let to_hasher = spawn_readers(scope, checkers, &shared.flushed, shared, AHEAD, &layout);
         let hasher = scope.spawn(move || {
             let mut sha = Sha256::new();
             for piece in 0..pieces {
