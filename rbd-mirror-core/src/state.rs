@@ -159,11 +159,19 @@ impl StateFile {
                 .write(true)
                 .open(&lock_path)
                 .map_err(|e| err(format!("cannot open lock file: {e}")))?;
-            if lock.try_lock_exclusive().is_err() {
-                return Err(Error::Locked {
-                    image: image.to_string(),
-                    path: lock_path,
-                });
+            // A lock can outlive its holder by a moment: a process that forks keeps a copy
+            // of every descriptor in the child until the child's exec closes it (the tests
+            // run `sh` while other tests hold locks). So a busy lock is retried for 1 s
+            // before another run is reported.
+            let since = std::time::Instant::now();
+            while lock.try_lock_exclusive().is_err() {
+                if since.elapsed() >= std::time::Duration::from_secs(1) {
+                    return Err(Error::Locked {
+                        image: image.to_string(),
+                        path: lock_path,
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Ok(lock)
         };
