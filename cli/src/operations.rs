@@ -15,6 +15,7 @@ use rbd_mirror_core::cleanup::cleanup;
 use rbd_mirror_core::cloud::CloudOps;
 use rbd_mirror_core::event::EventSink;
 use rbd_mirror_core::exec::{migrate, plan, Clouds, RunOptions};
+use rbd_mirror_core::ops::CephOps;
 use rbd_mirror_core::plan::VolumeMigration;
 use rbd_mirror_core::state;
 
@@ -43,6 +44,14 @@ async fn destination_cloud(m: &VolumeMigration) -> Result<Clouds> {
     })
 }
 
+/// The source and destination clusters of migration `m`, connected.
+async fn clusters(m: &VolumeMigration) -> Result<(Arc<dyn CephOps>, Arc<dyn CephOps>)> {
+    Ok((
+        crate::connect(m.source.clone()).await?,
+        crate::connect(m.destination.clone()).await?,
+    ))
+}
+
 /// `resume ID`: the recorded plan, continued exactly (clusters and cloud from the plan).
 pub async fn resume(
     args: ResumeArgs,
@@ -52,8 +61,7 @@ pub async fn resume(
     let run = state::resumable(state_dir, &args.id)?;
     let m = run.plan.migration.clone();
     let clouds = destination_cloud(&m).await?;
-    let src = crate::connect(m.source.clone()).await?;
-    let dst = crate::connect(m.destination.clone()).await?;
+    let (src, dst) = clusters(&m).await?;
     let mut opts = RunOptions::default();
     opts.wait.stall_after = std::time::Duration::from_secs(args.stall_timeout);
     let summary = migrate(&m, src, dst, &clouds, state_dir, &opts, reporter.clone()).await;
@@ -70,8 +78,7 @@ pub async fn abort_cmd(
 ) -> Result<ExitCode> {
     let run = state::recorded(state_dir, &args.id)?;
     let m = &run.plan.migration;
-    let src = crate::connect(m.source.clone()).await?;
-    let dst = crate::connect(m.destination.clone()).await?;
+    let (src, dst) = clusters(m).await?;
     let opts = AbortOptions {
         discard_verified_copy: args.discard_verified_copy,
     };
@@ -89,8 +96,7 @@ pub async fn cleanup_cmd(
 ) -> Result<ExitCode> {
     let run = state::recorded(state_dir, &args.id)?;
     let m = &run.plan.migration;
-    let src = crate::connect(m.source.clone()).await?;
-    let dst = crate::connect(m.destination.clone()).await?;
+    let (src, dst) = clusters(m).await?;
     let r = cleanup(state_dir, &args.id, src, dst, args.forget, reporter.clone()).await;
     reporter.finish();
     reporter.cleaned(&r?);
@@ -135,8 +141,7 @@ pub async fn batch(
         Some(m) => destination_cloud(m).await?,
         None => Clouds::default(),
     };
-    let src = crate::connect(ms[0].source.clone()).await?;
-    let dst = crate::connect(ms[0].destination.clone()).await?;
+    let (src, dst) = clusters(&ms[0]).await?;
     let tags: BTreeMap<String, String> = ms.iter().map(|m| (m.id(), m.image.to_string())).collect();
     let tag = |id: &str| Tag {
         id: id.to_string(),

@@ -30,7 +30,7 @@ use crate::event::{Event, EventSink};
 use crate::exec::{converge_features, on_ceph, remove_own_image};
 use crate::ops::{CephOps, MirrorImageState, SnapshotNamespace};
 use crate::plan::Step;
-use crate::state::{self, StateFile};
+use crate::state;
 
 /// Choices of an abort.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,9 +101,7 @@ pub async fn abort(
     opts: AbortOptions,
     events: Arc<dyn EventSink>,
 ) -> Result<AbortReport> {
-    let first = state::recorded(state_dir, id)?;
-    let file = StateFile::lock(state_dir, id, &first.plan.migration.lock_name())?;
-    let mut state = state::recorded(state_dir, id)?;
+    let (file, mut state) = state::lock_recorded(state_dir, id)?;
     let m = state.plan.migration.clone();
     let facts = state.plan.facts.clone();
     let (image, target) = (m.image.clone(), m.copy_target());

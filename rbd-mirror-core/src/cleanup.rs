@@ -17,7 +17,7 @@ use crate::event::EventSink;
 use crate::exec::{Executor, RunOptions};
 use crate::ops::CephOps;
 use crate::plan::Step;
-use crate::state::{self, StateFile};
+use crate::state;
 
 /// What [`cleanup`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,10 +51,7 @@ pub async fn cleanup(
     forget: bool,
     events: Arc<dyn EventSink>,
 ) -> Result<CleanupReport> {
-    let first = state::recorded(state_dir, id)?;
-    let file = StateFile::lock(state_dir, id, &first.plan.migration.lock_name())?;
-    // re-read under the lock: another run may have moved it on meanwhile
-    let mut state = state::recorded(state_dir, id)?;
+    let (file, mut state) = state::lock_recorded(state_dir, id)?;
     let m = state.plan.migration.clone();
     let source = format!("{}:{}", m.source.name, m.image);
     let copy = format!("{}:{}", m.destination.name, m.copy_target());

@@ -95,6 +95,15 @@ pub fn recorded(dir: &Path, id: &str) -> Result<RunState> {
     })
 }
 
+/// Lock recorded migration `id` (its migration and image locks) and read its state under the
+/// lock: another run may have moved it on between the first read (which names the image to
+/// lock) and the lock.
+pub fn lock_recorded(dir: &Path, id: &str) -> Result<(StateFile, RunState)> {
+    let first = recorded(dir, id)?;
+    let file = StateFile::lock(dir, id, &first.plan.migration.lock_name())?;
+    Ok((file, recorded(dir, id)?))
+}
+
 /// File name of the lock of one source image: readable, and unique through a digest of the
 /// full name (sanitising alone would let `a/b_c` and `a_b/c` share a lock).
 fn image_lock_name(image: &str) -> String {
