@@ -35,7 +35,10 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   chmod +x /usr/sbin/policy-rc.d
   made_policy=1
 fi
-cleanup() { [ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d; }
+# An EXIT trap's status becomes the script's: it must end 0 when there is nothing to remove.
+cleanup() {
+  if [ "$made_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+}
 trap cleanup EXIT
 
 export DEBIAN_FRONTEND=noninteractive
