@@ -1,6 +1,6 @@
 # rbd-relay: the two set-up commands of the README are `make demo` and `make test`.
 # Both install what they need first (Debian packages, as root) and tear down what they start.
-.PHONY: deps build demo test unit env-up env-down clippy fmt bench
+.PHONY: deps build demo test unit env-up env-down clippy fmt bench fresh-check
 
 CARGO ?= cargo
 
@@ -36,3 +36,8 @@ fmt:
 bench: deps
 	$(CARGO) run --release -q -p testenv -- up
 	$(CARGO) run --release -q -p bench -- --size-mib $${SIZE_MIB:-1024}
+
+# The README's two commands (make demo, make test) on a fresh Debian 12 chroot with the project
+# copied in: proves a first run installs what it needs. Needs root; stop a running env first.
+fresh-check:
+	./scripts/fresh-check.sh

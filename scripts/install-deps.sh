@@ -9,14 +9,14 @@
 #   Ceph 16.2 (Pacific): mon, osd, mgr, rbd-mirror, the CLI and the C headers
 #   OpenStack Zed:       Keystone, Cinder, Glance, glance_store, RabbitMQ, the openstack
 #                        CLI (the tenant admin's script of `rbd-relay bundle` uses it)
-#   build/test tools:    pkg-config, clang (libclang for nothing: not needed), jq, shellcheck
+#   build/test tools:    gcc + libc6-dev (cargo's linker), pkg-config, clang (libclang for nothing: not needed), jq, shellcheck
 set -eu
 
 PKGS="ceph-mon ceph-osd ceph-mgr rbd-mirror ceph-common librados-dev librbd-dev
       python3-rbd python3-rados uuid-runtime
       python3-keystone python3-cinder python3-glance python3-glance-store
       python3-keystoneclient python3-openstackclient rabbitmq-server
-      pkg-config curl jq shellcheck"
+      gcc libc6-dev pkg-config curl jq shellcheck"
 
 if [ "$(id -u)" != 0 ]; then
   echo "install-deps.sh: must run as root (it installs Debian packages)" >&2
