@@ -5,6 +5,9 @@
 # rbd-mirror, two OpenStack clouds) with `testenv up --openstack`; 3. runs every test of the
 # workspace against it (the real-cluster tests never skip: without the environment they
 # fail); 4. tears the environment down, also on failure (KEEP_ENV=1 keeps it for debugging).
+# When tests fail, the daemons' logs (Ceph, rbd-mirror, Cinder, Glance, Keystone) are first
+# copied into target/test-logs/ and the last lines of the ones that matter most are printed,
+# so the cause of a failed run survives the teardown.
 # The output of `cargo test` is also written to $TEST_LOG (default target/test.log).
 set -eu
 cd "$(dirname "$0")/.."
@@ -29,6 +32,27 @@ down() {
 }
 trap down EXIT INT TERM
 
+# copy every daemon log of the environment into target/test-logs/ and print the tails (and
+# ERROR lines) of rbd-mirror, cinder-volume and glance-api
+keep_logs() {
+  envdir=${RBD_RELAY_TESTENV_DIR:-/var/tmp/rbd-relay-testenv}
+  out=target/test-logs
+  rm -rf "$out" && mkdir -p "$out"
+  (cd "$envdir" 2>/dev/null && find . -name '*.log' -not -path '*/store.db/*' -type f) |
+    while read -r f; do
+      mkdir -p "$out/$(dirname "$f")"
+      cp "$envdir/$f" "$out/$f" 2>/dev/null || true
+    done
+  echo "== daemon logs kept in $out"
+  find "$out" -type f \( -name 'rbd-mirror.log' -o -name 'cinder-volume.log' -o -name 'glance-api.log' \) |
+    sort | while read -r f; do
+      echo "---- $f: ERROR lines (last 20)"
+      grep -E ' (ERROR|CRITICAL) ' "$f" | tail -n 20 || true
+      echo "---- $f: last 30 lines"
+      tail -n 30 "$f"
+    done
+}
+
 echo "== testenv up --openstack"
 start=$(date +%s)
 "$TESTENV" up --openstack
@@ -42,6 +66,7 @@ rcfile=$(mktemp)
 rc=$(cat "$rcfile" 2>/dev/null || true); rm -f "$rcfile"
 rc=${rc:-1} # no exit code recorded: count it as a failure
 if [ "$rc" != 0 ]; then
+  keep_logs
   echo "test.sh: some tests failed (exit $rc; full output in $TEST_LOG)" >&2
   exit "$rc"
 fi
