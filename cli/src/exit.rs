@@ -13,6 +13,11 @@ pub const USAGE: u8 = 2;
 /// A batch ran and some of its images failed (the others finished); see the summary table.
 pub const SOME_FAILED: u8 = 3;
 
+/// Stopped by SIGINT (Ctrl-C), 128 + 2: the state is recorded, the printed command continues.
+pub const INTERRUPTED: u8 = 130;
+/// Stopped by SIGTERM, 128 + 15: as [`INTERRUPTED`].
+pub const TERMINATED: u8 = 143;
+
 /// The exit code section of `--help` and the man page.
 pub const AFTER_HELP: &str = "\
 Exit codes:
@@ -20,6 +25,7 @@ Exit codes:
   1  failed: an error before any work, a refusal, or the single migration failed (re-run or `rbd-relay resume ID` continues it)
   2  bad usage: wrong flags or values; nothing was done
   3  a batch ran and some images failed; the others finished (see the summary table)
+  130, 143  stopped by SIGINT or SIGTERM: every finished step is recorded; it prints the command that continues
 
 Environment: RBD_RELAY_STATE_DIR (state files), RUST_LOG (log filter, overrides -v/-q), OS_CLOUD.";
 

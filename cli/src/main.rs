@@ -24,6 +24,7 @@ mod bundle;
 mod cloud;
 mod exit;
 mod gen;
+mod interrupt;
 mod operations;
 mod ops_args;
 mod progress;
@@ -84,7 +85,35 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    // SIGINT/SIGTERM stop any command at once with a word and the command that continues
+    // it; `status --watch` treats Ctrl-C as its normal end instead
+    let watching = matches!(&cli.command, Command::Status(a) if a.watch);
+    let result = runtime.block_on(async {
+        if watching {
+            return Ok(run(cli).await);
+        }
+        tokio::select! {
+            r = run(cli) => Ok(r),
+            sig = interrupt::signal() => Err(sig),
+        }
+    });
+    let result = match result {
+        Ok(r) => r,
+        Err(sig) => {
+            // the work in flight is dropped; blocking Ceph calls end with the process
+            runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+            let message = interrupt::message(sig);
+            if json {
+                outln!(
+                    "{}",
+                    serde_json::json!({"result": "interrupted", "signal": sig.name(), "error": message})
+                );
+            }
+            eprintln!("\n{message}");
+            return ExitCode::from(sig.exit_code());
+        }
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             if json {
@@ -180,6 +209,7 @@ async fn status(args: args::StatusArgs, reporter: Arc<Reporter>) -> Result<ExitC
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
+    interrupt::set_state_dir(cli.state_dir.clone());
     let state_dir = cli
         .state_dir
         .clone()
@@ -341,6 +371,7 @@ async fn migrate_volume(
     }
     let mut opts = RunOptions::default();
     opts.wait.stall_after = std::time::Duration::from_secs(args.stall_timeout);
+    interrupt::continue_with(format!("rbd-relay resume {}", m.id()));
     let summary = migrate(&m, src, dst, &clouds, state_dir, &opts, reporter.clone()).await;
     reporter.finish();
     let summary = summary?;

@@ -64,6 +64,7 @@ pub async fn resume(
     let (src, dst) = clusters(&m).await?;
     let mut opts = RunOptions::default();
     opts.wait.stall_after = std::time::Duration::from_secs(args.stall_timeout);
+    crate::interrupt::continue_with(format!("rbd-relay resume {}", args.id));
     let summary = migrate(&m, src, dst, &clouds, state_dir, &opts, reporter.clone()).await;
     reporter.finish();
     reporter.summary(&summary?);
@@ -82,6 +83,7 @@ pub async fn abort_cmd(
     let opts = AbortOptions {
         discard_verified_copy: args.discard_verified_copy,
     };
+    crate::interrupt::continue_with(format!("rbd-relay abort {}", args.id));
     let r = abort(state_dir, &args.id, src, dst, opts, reporter.clone()).await;
     reporter.finish();
     reporter.aborted(&r?);
@@ -97,6 +99,7 @@ pub async fn cleanup_cmd(
     let run = state::recorded(state_dir, &args.id)?;
     let m = &run.plan.migration;
     let (src, dst) = clusters(m).await?;
+    crate::interrupt::continue_with(format!("rbd-relay cleanup {}", args.id));
     let r = cleanup(state_dir, &args.id, src, dst, args.forget, reporter.clone()).await;
     reporter.finish();
     reporter.cleaned(&r?);
@@ -180,6 +183,7 @@ pub async fn batch(
         &opts,
         usize::from(args.parallel),
         |m| {
+            crate::interrupt::continue_with(format!("rbd-relay resume {}", m.id()));
             Arc::new(TaggedSink {
                 tag: tag(&m.id()),
                 reporter: reporter.clone(),

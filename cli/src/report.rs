@@ -489,9 +489,12 @@ impl Reporter {
         match self.format {
             OutputFormat::Json => {
                 for (p, s) in all {
+                    let active = run_active(p, s);
                     self.json(serde_json::json!({
                         "id": s.plan.id, "state_file": p, "outcome": s.outcome,
                         "next_step": s.next_step, "steps": s.plan.steps.len(),
+                        "active": active,
+                        "interrupted": s.outcome == "running" && !active,
                     }))
                 }
             }
@@ -499,8 +502,9 @@ impl Reporter {
                 if all.is_empty() {
                     outln!("no recorded migrations");
                 }
-                for (_, s) in all {
+                for (p, s) in all {
                     let m = &s.plan.migration;
+                    let outcome = rbd_mirror_core::state::describe_outcome(s, run_active(p, s));
                     outln!(
                         "{}  {}:{} -> {}:{}  step {}/{}  {}",
                         s.plan.id,
@@ -510,12 +514,18 @@ impl Reporter {
                         m.copy_target(),
                         s.next_step.min(s.plan.steps.len()),
                         s.plan.steps.len(),
-                        s.outcome
+                        outcome
                     );
                 }
             }
         }
     }
+}
+
+/// Whether a process runs the migration recorded in state file `path` now (its lock is held).
+fn run_active(path: &std::path::Path, s: &RunState) -> bool {
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    rbd_mirror_core::state::run_active(dir, &s.plan.id)
 }
 
 impl EventSink for Reporter {

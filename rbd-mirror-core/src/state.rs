@@ -238,6 +238,35 @@ pub fn resumable(dir: &Path, id: &str) -> Result<RunState> {
     Ok(s)
 }
 
+/// Whether a process runs migration `id` in `dir` now: its lock is held. A recorded outcome
+/// of `running` whose lock is free belongs to a run that was killed or interrupted (a lock
+/// dies with its process), so [`describe_outcome`] says "interrupted" for it.
+pub fn run_active(dir: &Path, id: &str) -> bool {
+    let Ok(lock) = OpenOptions::new()
+        .write(true)
+        .open(dir.join(format!("{id}.lock")))
+    else {
+        return false; // never locked: no run ever started here
+    };
+    // free: take it for an instant and let it go (dropping the file releases it)
+    lock.try_lock_exclusive().is_err()
+}
+
+/// The outcome of a recorded migration as `list` shows it: the recorded text, except that a
+/// migration recorded as `running` whose process is gone reads "interrupted at step N/M".
+pub fn describe_outcome(state: &RunState, active: bool) -> String {
+    if state.outcome == "running" && !active {
+        format!(
+            "interrupted at step {}/{} (no process runs it; `rbd-relay resume {}` continues)",
+            (state.next_step + 1).min(state.plan.steps.len()),
+            state.plan.steps.len(),
+            state.plan.id
+        )
+    } else {
+        state.outcome.clone()
+    }
+}
+
 /// Read a state file without locking (for `list`/`status`).
 pub fn load(path: &Path) -> Result<Option<RunState>> {
     match fs::read(path) {
@@ -313,5 +342,20 @@ mod tests {
         let _b = StateFile::lock(dir.path(), "ab2", "site-a:a_b/c").unwrap();
         drop(first);
         let _again = StateFile::lock(dir.path(), "to-b-copy2", "site-a:volumes/x").unwrap();
+    }
+
+    #[test]
+    fn a_run_is_active_only_while_its_lock_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!run_active(dir.path(), "m1"), "never started");
+        let held = StateFile::lock(dir.path(), "m1", "site-a:volumes/x").unwrap();
+        assert!(run_active(dir.path(), "m1"));
+        drop(held);
+        assert!(
+            !run_active(dir.path(), "m1"),
+            "the lock died with its holder"
+        );
+        // looking did not take the lock for good
+        let _again = StateFile::lock(dir.path(), "m1", "site-a:volumes/x").unwrap();
     }
 }

@@ -1,0 +1,190 @@
+//! The `rbd-relay` binary against the real Ceph pair, stopped by SIGINT or SIGTERM in the
+//! middle of a migration: it stops within 2 s, exits 130 or 143, prints the command that
+//! continues it, `list` shows it as interrupted (not running), and that command converges to
+//! the same end state as an undisturbed run.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+use common::{exists, info, rbd, sha};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rbd-relay");
+
+/// Import 40 MiB of patterned data as `volumes/NAME` on site `a`; returns its sha256.
+fn source_image(a: &str, spec: &str) -> String {
+    let data = tempfile::NamedTempFile::new().unwrap();
+    let bytes: Vec<u8> = (0..(40u32 << 20) + 4096)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    std::fs::write(data.path(), &bytes).unwrap();
+    rbd(&[
+        "--cluster",
+        a,
+        "import",
+        "--no-progress",
+        data.path().to_str().unwrap(),
+        spec,
+    ]);
+    sha(a, spec)
+}
+
+fn relay(args: &[&str], state: &str) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .args(["--state-dir", state])
+        .output()
+        .unwrap()
+}
+
+/// Start the migration, send `signal` (`INT` or `TERM`) at the first progress event of the
+/// wait, and check how it stops. Then `list` and the printed command.
+fn stopped_by(signal: &str, mode: &str, want_code: i32) {
+    let env = testenv::shared().expect("testenv");
+    let _logs = env.log_guard();
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let image = testenv::unique_name(&format!("sig{}-{mode}", signal.to_lowercase()));
+    let spec = format!("volumes/{image}");
+    let want = source_image(&a, &spec);
+    let original = info(&a, &spec)["features"].clone();
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = state_dir.path().to_str().unwrap().to_string();
+
+    let mut child = Command::new(BIN)
+        .args([
+            "migrate",
+            "volume",
+            "--from",
+            &a,
+            "--to",
+            &b,
+            &spec,
+            "--into",
+            "cinder",
+            "--mode",
+            mode,
+            "--output",
+            "json",
+            "--state-dir",
+            &state,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut events = Vec::new();
+    let mut sent = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+        let during_wait = v["event"] == "progress" && v["phase"] == "sync";
+        events.push(v);
+        if during_wait {
+            let ok = Command::new("kill")
+                .args([&format!("-{signal}"), &pid])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "kill -{signal} {pid}");
+            sent = Some(Instant::now());
+            break;
+        }
+    }
+    let sent = sent.unwrap_or_else(|| panic!("the wait was never reached: {events:?}"));
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    let took = sent.elapsed();
+    let mut err = String::new();
+    stderr.read_to_string(&mut err).unwrap();
+
+    assert_eq!(status.code(), Some(want_code), "stderr: {err}");
+    assert!(
+        took < Duration::from_secs(2),
+        "stopped {took:?} after SIG{signal}"
+    );
+    assert!(
+        err.contains(&format!("interrupted by SIG{signal}")),
+        "{err}"
+    );
+    let last: Value = serde_json::from_str(rest.last().unwrap()).unwrap();
+    assert_eq!(last["result"], "interrupted", "{rest:?}");
+    // the printed command, as printed
+    let resume = err
+        .lines()
+        .find_map(|l| l.split("continue with: ").nth(1))
+        .unwrap_or_else(|| panic!("no command to continue with: {err}"))
+        .trim()
+        .to_string();
+    assert!(resume.starts_with("rbd-relay resume "), "{resume}");
+    assert!(resume.contains("--state-dir"), "{resume}");
+    let id = resume.split_whitespace().nth(2).unwrap().to_string();
+
+    // list: interrupted, not running
+    let out = relay(&["list"], &state);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains(&id) && text.contains("interrupted at step"),
+        "{text}"
+    );
+    let out = relay(&["list", "--output", "json"], &state);
+    let row: Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.contains(&id))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(row["interrupted"], true, "{row}");
+    assert_eq!(row["active"], false, "{row}");
+
+    // the printed command, run by a shell as a user pastes it, continues it to the same end
+    // state as an undisturbed run
+    let pasted = resume.replacen("rbd-relay", BIN, 1);
+    let out = Command::new("sh").arg("-c").arg(&pasted).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sha(&b, &format!("cinder/{image}")), want);
+    assert_eq!(info(&a, &spec)["features"], original);
+    assert!(info(&a, &spec)
+        .get("mirroring")
+        .is_none_or(|m| m["state"] == "disabled"));
+    let text = String::from_utf8_lossy(&relay(&["list"], &state).stdout).into_owned();
+    assert!(text.contains("finished"), "{text}");
+
+    let t = Instant::now();
+    while exists(&b, &spec) {
+        assert!(t.elapsed() < Duration::from_secs(60), "replica left behind");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
+    rbd(&[
+        "--cluster",
+        &b,
+        "rm",
+        "--no-progress",
+        &format!("cinder/{image}"),
+    ]);
+}
+
+#[test]
+fn sigint_during_the_wait_stops_within_2_s_and_prints_the_resume_command() {
+    stopped_by("INT", "journal", 130);
+}
+
+#[test]
+fn sigterm_during_the_wait_stops_within_2_s_and_resumes_to_the_same_end() {
+    stopped_by("TERM", "snapshot", 143);
+}
