@@ -44,7 +44,25 @@ impl std::error::Error for UsageError {}
 
 /// Mark an argument-validation error as bad usage (keeping its whole context chain).
 pub fn usage(e: anyhow::Error) -> anyhow::Error {
-    anyhow::Error::new(UsageError(format!("{e:#}")))
+    anyhow::Error::new(UsageError(message(&e)))
+}
+
+/// The whole text of a failed command's error: each cause of the chain once. Library errors
+/// often show their cause in their own message and also return it as `source()`, so the
+/// plain `{e:#}` chain would print the same text twice on one line.
+pub fn message(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if s.is_empty() || text.contains(&s) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&s);
+    }
+    text
 }
 
 /// The exit code of a failed command.
@@ -59,6 +77,27 @@ pub fn of_error(e: &anyhow::Error) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_that_shows_its_cause_is_printed_once() {
+        // as the engine's wait errors: `#[error("{0}")] Wait(#[from] WaitError)`
+        #[derive(Debug, thiserror::Error)]
+        #[error("replication of volumes/x made no progress for 15 s")]
+        struct Stalled;
+        #[derive(Debug, thiserror::Error)]
+        #[error("{0}")]
+        struct Wait(#[from] Stalled);
+        let e = anyhow::Error::new(Wait(Stalled)).context("migrating volumes/x");
+        assert_eq!(
+            message(&e),
+            "migrating volumes/x: replication of volumes/x made no progress for 15 s"
+        );
+        assert_eq!(
+            format!("{e:#}").matches("made no progress").count(),
+            2,
+            "the plain chain repeats it"
+        );
+    }
 
     #[test]
     fn usage_errors_exit_2_and_others_1() {

@@ -119,10 +119,10 @@ fn main() -> ExitCode {
             if json {
                 outln!(
                     "{}",
-                    serde_json::json!({"result": "error", "error": format!("{e:#}")})
+                    serde_json::json!({"result": "error", "error": exit::message(&e)})
                 );
             }
-            eprintln!("rbd-relay: error: {e:#}");
+            eprintln!("rbd-relay: error: {}", exit::message(&e));
             exit::of_error(&e)
         }
     }

@@ -161,7 +161,11 @@ pub async fn batch(
                 Ok((p, recorded)) => reporter.plan(&p, recorded.as_ref()),
                 Err(e) => {
                     failed += 1;
-                    eprintln!("rbd-relay: error: {}: {e:#}", m.image);
+                    eprintln!(
+                        "rbd-relay: error: {}: {}",
+                        m.image,
+                        exit::message(&e.into())
+                    );
                 }
             }
         }
