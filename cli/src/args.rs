@@ -266,6 +266,11 @@ pub struct BootableArgs {
     /// Seconds without replication progress before giving up (a re-run continues).
     #[arg(long, default_value_t = 300)]
     pub stall_timeout: u64,
+    /// While the destination's rbd-mirror daemon is down or not responding (no beacon for
+    /// 6 s): stop with an error at once (a re-run continues), or keep waiting for it, saying
+    /// so, until --stall-timeout.
+    #[arg(long, value_enum, default_value_t = OnDaemonDownArg::Fail)]
+    pub on_daemon_down: OnDaemonDownArg,
     /// Check the clouds and print what would be done; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -464,6 +469,11 @@ pub struct VolumeArgs {
     /// Seconds without replication progress before giving up (a re-run continues).
     #[arg(long, default_value_t = 300)]
     pub stall_timeout: u64,
+    /// While the destination's rbd-mirror daemon is down or not responding (no beacon for
+    /// 6 s): stop with an error at once (a re-run continues), or keep waiting for it, saying
+    /// so, until --stall-timeout.
+    #[arg(long, value_enum, default_value_t = OnDaemonDownArg::Fail)]
+    pub on_daemon_down: OnDaemonDownArg,
 }
 
 impl VolumeArgs {
@@ -511,5 +521,23 @@ impl VolumeArgs {
             );
         }
         Ok(m)
+    }
+}
+
+/// `--on-daemon-down`: what a wait does while no rbd-mirror daemon of the destination responds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnDaemonDownArg {
+    /// Stop with an error naming the daemon; a re-run continues.
+    Fail,
+    /// Keep waiting, saying why, until --stall-timeout.
+    Wait,
+}
+
+impl From<OnDaemonDownArg> for rbd_mirror_core::wait::OnDaemonDown {
+    fn from(a: OnDaemonDownArg) -> Self {
+        match a {
+            OnDaemonDownArg::Fail => Self::Fail,
+            OnDaemonDownArg::Wait => Self::Wait,
+        }
     }
 }

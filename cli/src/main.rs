@@ -239,6 +239,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 let mut opts = RunOptions::default();
                 opts.wait.stall_after = std::time::Duration::from_secs(args.stall_timeout);
+                opts.wait.on_daemon_down = args.on_daemon_down.into();
                 let summary =
                     migrate_bootable(&b, src, dst, &clouds, &state_dir, &opts, reporter.clone())
                         .await;
@@ -371,6 +372,7 @@ async fn migrate_volume(
     }
     let mut opts = RunOptions::default();
     opts.wait.stall_after = std::time::Duration::from_secs(args.stall_timeout);
+    opts.wait.on_daemon_down = args.on_daemon_down.into();
     interrupt::continue_with(format!("rbd-relay resume {}", m.id()));
     let summary = migrate(&m, src, dst, &clouds, state_dir, &opts, reporter.clone()).await;
     reporter.finish();

@@ -64,6 +64,7 @@ pub async fn resume(
     let (src, dst) = clusters(&m).await?;
     let mut opts = RunOptions::default();
     opts.wait.stall_after = std::time::Duration::from_secs(args.stall_timeout);
+    opts.wait.on_daemon_down = args.on_daemon_down.into();
     crate::interrupt::continue_with(format!("rbd-relay resume {}", args.id));
     let summary = migrate(&m, src, dst, &clouds, state_dir, &opts, reporter.clone()).await;
     reporter.finish();
@@ -177,6 +178,7 @@ pub async fn batch(
     }
     let mut opts = RunOptions::default();
     opts.wait.stall_after = std::time::Duration::from_secs(args.stall_timeout);
+    opts.wait.on_daemon_down = args.on_daemon_down.into();
     reporter.batch_start(ms.len());
     let items = migrate_batch(
         ms,

@@ -16,6 +16,10 @@ pub struct ResumeArgs {
     /// Seconds without replication progress before giving up (a re-run continues).
     #[arg(long, default_value_t = 300)]
     pub stall_timeout: u64,
+    /// While the destination's rbd-mirror daemon is down or not responding: fail at once, or
+    /// keep waiting for it until --stall-timeout.
+    #[arg(long, value_enum, default_value_t = crate::args::OnDaemonDownArg::Fail)]
+    pub on_daemon_down: crate::args::OnDaemonDownArg,
 }
 
 #[derive(Debug, Args)]

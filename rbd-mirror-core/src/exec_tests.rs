@@ -219,6 +219,73 @@ async fn stalled_sync_and_down_daemon_are_clear_errors() {
     assert_migrated(&w.lock().unwrap(), DEFAULT);
 }
 
+/// Events of a run, kept for the test to read.
+#[derive(Default)]
+struct Kept(std::sync::Mutex<Vec<crate::event::Event>>);
+
+impl crate::event::EventSink for Kept {
+    fn emit(&self, e: crate::event::Event) {
+        self.0.lock().unwrap().push(e);
+    }
+}
+
+#[tokio::test]
+async fn a_killed_or_hung_daemon_is_named_long_before_the_stall_limit() {
+    use crate::wait::OnDaemonDown;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::standard(DEFAULT, data());
+    world.stuck = true;
+    // killed or SIGSTOPped: still listed and "healthy" in the service map, no new beacons
+    world.sites[1].daemon_silent = true;
+    let (a, b, w) = pair(world);
+    let m = migration(MirrorImageMode::Journal);
+    let mut o = opts();
+    o.wait.stall_after = Duration::from_secs(30);
+    o.wait.daemon_silent_after = Duration::from_millis(100);
+    let t = Instant::now();
+    let e = migrate_volume(&m, a.clone(), b.clone(), dir.path(), &o, Arc::new(NullSink))
+        .await
+        .unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(
+        matches!(e, Error::Wait(WaitError::DaemonNotResponding { .. })),
+        "{e}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("rbd-mirror on site-b is down or not responding")
+            && text.contains("no beacon for"),
+        "{text}"
+    );
+
+    // asked to wait: it keeps waiting and says why, until the stall limit
+    o.wait.on_daemon_down = OnDaemonDown::Wait;
+    o.wait.stall_after = Duration::from_millis(600);
+    let kept = Arc::new(Kept::default());
+    let e = migrate_volume(&m, a.clone(), b.clone(), dir.path(), &o, kept.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Wait(WaitError::Stalled { .. })), "{e}");
+    assert!(
+        e.to_string().contains("waiting for rbd-mirror on site-b"),
+        "{e}"
+    );
+    let said = kept.0.lock().unwrap().iter().any(|ev| {
+        matches!(ev, crate::event::Event::Progress(p) if p.detail.contains("down or not responding"))
+    });
+    assert!(said, "the progress says why it waits");
+
+    // the daemon is back: the re-run finishes
+    {
+        let mut ww = w.lock().unwrap();
+        ww.sites[1].daemon_silent = false;
+        ww.stuck = false;
+    }
+    run(&m, a, b, dir.path()).await.unwrap();
+    assert_migrated(&w.lock().unwrap(), DEFAULT);
+}
+
 #[tokio::test]
 async fn two_runs_on_one_migration_are_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -42,6 +42,9 @@ pub struct Site {
     pub pools: BTreeMap<String, PoolMirrorMode>,
     pub images: BTreeMap<String, Img>,
     pub daemon_healthy: bool,
+    /// The daemon was killed or hangs: its beacon stops changing (the service map still
+    /// lists it, healthy, as Ceph's does for a minute).
+    pub daemon_silent: bool,
     pub has_peer: bool,
 }
 
@@ -62,6 +65,10 @@ pub struct World {
     /// `sync_polls` left when the last copy started (more than 0: during the sync).
     pub copy_started_with_polls_left: Option<u32>,
 }
+
+/// Beacons sent so far by the fake daemons (one per look at the service map). Outside the
+/// [`World`], so that reads do not change what "nothing changed" tests compare.
+static BEACONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl World {
     /// A standard pair: pools `volumes` (mirrored) and `cinder` on both sites, one image.
@@ -316,7 +323,13 @@ impl CephOps for Fake {
     }
     fn mirror_daemons(&self, _pool: &PoolSpec) -> OpsResult<Vec<MirrorDaemon>> {
         self.with("mirror_daemons", |w, s| {
+            let beacon = if w.sites[s].daemon_silent {
+                0 // stands still
+            } else {
+                BEACONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+            };
             Ok(vec![MirrorDaemon {
+                last_beacon: Some(format!("beacon-{beacon}")),
                 id: "b".into(),
                 healthy: w.sites[s].daemon_healthy,
                 detail: if w.sites[s].daemon_healthy {

@@ -171,6 +171,11 @@ pub struct MirrorDaemon {
     pub healthy: bool,
     /// Why not, when unhealthy.
     pub detail: String,
+    /// When the daemon last sent a beacon to the manager (`service status`'s `last_beacon`,
+    /// as the manager writes it), when known. It stops changing when the daemon is killed
+    /// or hangs, while the service map keeps listing the daemon for a minute.
+    #[serde(default)]
+    pub last_beacon: Option<String>,
 }
 
 /// Journal commit positions of the primary's journal: the master and each mirror peer client.

@@ -262,6 +262,7 @@ impl CephOps for RbdCeph {
                 } else {
                     d.callouts.join("; ")
                 },
+                last_beacon: d.last_beacon,
             })
             .collect())
     }

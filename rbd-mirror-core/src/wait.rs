@@ -8,8 +8,12 @@
 //! - journal mode: the peer's initial image sync is over and its commit position in the
 //!   source journal equals the master commit position.
 //!
-//! The status is still read for progress and health.
+//! The status is still read for progress and health. A destination daemon that was killed or
+//! hangs is told by its beacons: the manager keeps listing a dead daemon, healthy, for a
+//! minute (`mgr_service_beacon_grace`), but its `last_beacon` stops changing at once
+//! ([`BeaconWatch`]).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +22,9 @@ use thiserror::Error;
 
 use crate::event::{Event, EventSink, ProgressInfo};
 use crate::features::MirrorImageMode;
-use crate::ops::{CephOps, JournalPositions, OpsError, SnapshotInfo, SnapshotNamespace};
+use crate::ops::{
+    CephOps, JournalPositions, MirrorDaemon, OpsError, SnapshotInfo, SnapshotNamespace,
+};
 use crate::spec::ImageSpec;
 use crate::status::{Health, SyncProgress};
 
@@ -229,6 +235,14 @@ pub enum WaitError {
         /// What the service map says.
         detail: String,
     },
+    /// Every rbd-mirror daemon of the destination is down or stopped sending beacons.
+    #[error("rbd-mirror on {cluster} is down or not responding: {detail}; check the daemon (its log, or e.g. systemctl status ceph-rbd-mirror@ID) and re-run to continue (or pass --on-daemon-down wait to keep waiting for it)")]
+    DaemonNotResponding {
+        /// Destination cluster.
+        cluster: String,
+        /// Each daemon and what is wrong with it.
+        detail: String,
+    },
     /// rbd-mirror reports an error for the image.
     #[error("rbd-mirror on {cluster} reports an error for {image}: {description}")]
     ReplicaError {
@@ -260,6 +274,82 @@ pub enum WaitError {
     },
 }
 
+/// What the wait does while no rbd-mirror daemon of the destination responds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDaemonDown {
+    /// Stop with [`WaitError::DaemonNotResponding`] (or [`WaitError::DaemonDown`]); a re-run
+    /// continues once the daemon is back.
+    #[default]
+    Fail,
+    /// Keep waiting, saying why in the progress; the stall limit still applies.
+    Wait,
+}
+
+/// Remembers each daemon's last beacon and since when it has not changed, to tell a daemon
+/// that was killed or hangs (its beacon stands still) from one that runs.
+#[derive(Debug, Default)]
+pub struct BeaconWatch {
+    seen: BTreeMap<String, (String, Instant)>,
+}
+
+impl BeaconWatch {
+    /// Record the daemons as the service map lists them `now`; returns those whose beacon
+    /// has not changed for at least `after`, with for how long. A daemon seen for the first
+    /// time counts from now; one without a known beacon is never judged.
+    pub fn observe(
+        &mut self,
+        now: Instant,
+        daemons: &[MirrorDaemon],
+        after: Duration,
+    ) -> Vec<(String, Duration)> {
+        let mut silent = Vec::new();
+        for d in daemons {
+            let Some(beacon) = &d.last_beacon else {
+                continue;
+            };
+            let entry = self
+                .seen
+                .entry(d.id.clone())
+                .or_insert_with(|| (beacon.clone(), now));
+            if entry.0 != *beacon {
+                *entry = (beacon.clone(), now);
+            }
+            let quiet = now.saturating_duration_since(entry.1);
+            if quiet >= after {
+                silent.push((d.id.clone(), quiet));
+            }
+        }
+        silent
+    }
+}
+
+/// Why no daemon serves the replica, or `None` when one runs: each daemon with what is
+/// wrong (unhealthy in the service map, or silent for how long).
+fn daemons_down(daemons: &[MirrorDaemon], silent: &[(String, Duration)]) -> Option<String> {
+    if daemons.is_empty() {
+        return Some("the service map lists no rbd-mirror daemon".to_string());
+    }
+    let quiet = |id: &str| silent.iter().find(|(s, _)| s == id).map(|(_, q)| *q);
+    if daemons.iter().any(|d| d.healthy && quiet(&d.id).is_none()) {
+        return None;
+    }
+    Some(
+        daemons
+            .iter()
+            .map(|d| match quiet(&d.id) {
+                Some(q) => format!("{}: no beacon for {} s (killed or hung)", d.id, q.as_secs()),
+                None => format!("{}: {}", d.id, d.detail),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}
+
+fn default_silent_after() -> Duration {
+    Duration::from_secs(6)
+}
+
 /// Knobs of the wait.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WaitOptions {
@@ -271,6 +361,13 @@ pub struct WaitOptions {
     pub deadline: Duration,
     /// How often to check rbd-mirror daemon health and read the status.
     pub health_every: Duration,
+    /// A daemon whose beacon has not changed for this long is taken as killed or hung
+    /// (it beacons every 1-2 s).
+    #[serde(default = "default_silent_after")]
+    pub daemon_silent_after: Duration,
+    /// What to do while no daemon responds.
+    #[serde(default)]
+    pub on_daemon_down: OnDaemonDown,
 }
 
 impl Default for WaitOptions {
@@ -279,7 +376,9 @@ impl Default for WaitOptions {
             poll: Duration::from_millis(250),
             stall_after: Duration::from_secs(300),
             deadline: Duration::from_secs(24 * 3600),
-            health_every: Duration::from_secs(5),
+            health_every: Duration::from_secs(2),
+            daemon_silent_after: default_silent_after(),
+            on_daemon_down: OnDaemonDown::Fail,
         }
     }
 }
@@ -317,6 +416,11 @@ pub async fn wait_for_replica(
     let mut last_signature = String::new();
     let mut last_health = Instant::now() - opts.health_every;
     let mut status_note = String::new();
+    let mut beacons = BeaconWatch::default();
+    // why the wait goes on without a daemon (with OnDaemonDown::Wait); not part of the
+    // progress signature, so a daemon that stays away still ends in the stall limit
+    let mut daemon_note = String::new();
+    let mut daemon_note_shown = String::new();
     // progress events: on change, else at most once per second (polls run at 4 Hz)
     let mut last_emit: Option<(Instant, String)> = None;
     loop {
@@ -352,20 +456,23 @@ pub async fn wait_for_replica(
                 ))
             })
             .await?;
-            if !daemons.iter().any(|d| d.healthy) {
-                let detail = if daemons.is_empty() {
-                    "the service map lists no rbd-mirror daemon".to_string()
-                } else {
-                    daemons
-                        .iter()
-                        .map(|d| format!("{}: {}", d.id, d.detail))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                };
-                return Err(WaitError::DaemonDown {
-                    cluster: dst.name().to_string(),
-                    detail,
-                });
+            let silent = beacons.observe(Instant::now(), &daemons, opts.daemon_silent_after);
+            daemon_note.clear();
+            if let Some(detail) = daemons_down(&daemons, &silent) {
+                let cluster = dst.name().to_string();
+                match opts.on_daemon_down {
+                    OnDaemonDown::Fail if silent.is_empty() => {
+                        return Err(WaitError::DaemonDown { cluster, detail })
+                    }
+                    OnDaemonDown::Fail => {
+                        return Err(WaitError::DaemonNotResponding { cluster, detail })
+                    }
+                    OnDaemonDown::Wait => {
+                        daemon_note = format!(
+                            "; waiting for rbd-mirror on {cluster}, down or not responding ({detail})"
+                        );
+                    }
+                }
             }
             if let Some(st) = status {
                 if let Health::Error(description) = st.health() {
@@ -394,7 +501,7 @@ pub async fn wait_for_replica(
                 image: image.to_string(),
                 cluster: dst.name().to_string(),
                 seconds: opts.stall_after.as_secs(),
-                last: reason,
+                last: format!("{reason}{daemon_note}"),
             });
         }
         if start.elapsed() >= opts.deadline {
@@ -404,10 +511,16 @@ pub async fn wait_for_replica(
                 last: reason,
             });
         }
+        // also at once when the daemon goes away or comes back
         let due = match &last_emit {
             None => true,
-            Some((at, sig)) => *sig != last_signature || at.elapsed() >= Duration::from_secs(1),
+            Some((at, sig)) => {
+                *sig != last_signature
+                    || at.elapsed() >= Duration::from_secs(1)
+                    || daemon_note.is_empty() != daemon_note_shown.is_empty()
+            }
         };
+        daemon_note_shown.clone_from(&daemon_note);
         if due {
             last_emit = Some((Instant::now(), last_signature.clone()));
             events.emit(Event::Progress(ProgressInfo {
@@ -415,7 +528,7 @@ pub async fn wait_for_replica(
                 percent,
                 bytes_per_second: rate,
                 eta_seconds: None,
-                detail: format!("{reason}{status_note}"),
+                detail: format!("{reason}{status_note}{daemon_note}"),
             }));
         }
         tokio::time::sleep(opts.poll).await;
@@ -455,6 +568,68 @@ mod tests {
             },
             protected: false,
         }
+    }
+
+    fn daemon(id: &str, healthy: bool, beacon: Option<&str>) -> MirrorDaemon {
+        MirrorDaemon {
+            id: id.into(),
+            healthy,
+            detail: if healthy { "ok" } else { "not reporting" }.into(),
+            last_beacon: beacon.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_daemon_is_silent_once_its_beacon_stands_still_long_enough() {
+        let t0 = Instant::now();
+        let after = Duration::from_secs(6);
+        let mut w = BeaconWatch::default();
+        let s = |t: u64| t0 + Duration::from_secs(t);
+        assert!(w
+            .observe(s(0), &[daemon("b", true, Some("1"))], after)
+            .is_empty());
+        assert!(w
+            .observe(s(5), &[daemon("b", true, Some("1"))], after)
+            .is_empty());
+        // a new beacon restarts the clock
+        assert!(w
+            .observe(s(6), &[daemon("b", true, Some("2"))], after)
+            .is_empty());
+        assert!(w
+            .observe(s(11), &[daemon("b", true, Some("2"))], after)
+            .is_empty());
+        let silent = w.observe(s(12), &[daemon("b", true, Some("2"))], after);
+        assert_eq!(silent, vec![("b".to_string(), Duration::from_secs(6))]);
+        // no known beacon: never judged
+        assert!(w
+            .observe(s(60), &[daemon("c", true, None)], after)
+            .is_empty());
+    }
+
+    #[test]
+    fn the_replica_is_served_while_one_daemon_is_healthy_and_beaconing() {
+        let quiet = vec![("b".to_string(), Duration::from_secs(9))];
+        assert_eq!(
+            daemons_down(&[], &[]).as_deref(),
+            Some("the service map lists no rbd-mirror daemon")
+        );
+        assert_eq!(daemons_down(&[daemon("b", true, Some("1"))], &[]), None);
+        assert_eq!(
+            daemons_down(&[daemon("b", true, Some("1"))], &quiet).as_deref(),
+            Some("b: no beacon for 9 s (killed or hung)")
+        );
+        assert_eq!(
+            daemons_down(&[daemon("b", false, None)], &[]).as_deref(),
+            Some("b: not reporting")
+        );
+        // a second daemon that runs keeps the replica served
+        assert_eq!(
+            daemons_down(
+                &[daemon("b", true, Some("1")), daemon("c", true, Some("7"))],
+                &quiet
+            ),
+            None
+        );
     }
 
     #[test]

@@ -1,21 +1,25 @@
-//! rbd-mirror down during a migration (real pair): the wait ends with a clear error (stall or
-//! daemon down) that says to re-run; after the daemon is back, the re-run finishes the job.
+//! rbd-mirror killed (SIGKILL) or hung (SIGSTOP) during a migration's wait (real pair): the
+//! run stops within 10 s with "rbd-mirror on SITE is down or not responding", naming the
+//! daemon, although the service map keeps listing it as healthy for a minute; after the
+//! daemon is back, the re-run finishes the job with a copy equal to the source.
 //!
-//! Its own test binary: it stops the shared rbd-mirror daemon, so nothing else may run
-//! beside it (cargo runs test binaries one after another).
+//! Its own test binary, one test: it stops the shared rbd-mirror daemon, so nothing else may
+//! run beside it (cargo runs test binaries one after another).
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rbd_mirror_core::error::Error;
-use rbd_mirror_core::event::NullSink;
+use rbd_mirror_core::event::{Event, EventSink, NullSink};
 use rbd_mirror_core::exec::{migrate_volume, RunOptions};
+use rbd_mirror_core::features::MirrorImageMode;
 use rbd_mirror_core::plan::VolumeMigration;
 use rbd_mirror_core::real::RbdCeph;
 use rbd_mirror_core::spec::{ClusterSpec, PoolSpec};
+use rbd_mirror_core::wait::WaitError;
 
 fn rbd(args: &[&str]) {
     let out = Command::new("rbd").args(args).output().unwrap();
@@ -26,14 +30,48 @@ fn rbd(args: &[&str]) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn rbd_mirror_down_is_a_clear_error_and_a_rerun_continues() {
+fn sha(site: &str, image: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "rbd --cluster {site} export --no-progress {image} - | sha256sum"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+/// Sends `signal` to the rbd-mirror daemon at the wait's first progress event, and records
+/// when.
+struct SignalAtTheWait {
+    pid: i32,
+    signal: &'static str,
+    sent: Mutex<Option<Instant>>,
+}
+
+impl EventSink for SignalAtTheWait {
+    fn emit(&self, event: Event) {
+        let Event::Progress(p) = event else { return };
+        let mut sent = self.sent.lock().unwrap();
+        if p.phase == "sync" && sent.is_none() {
+            let ok = Command::new("kill")
+                .args([&format!("-{}", self.signal), &self.pid.to_string()])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "kill -{} {}", self.signal, self.pid);
+            *sent = Some(Instant::now());
+        }
+    }
+}
+
+async fn daemon_lost_during_the_wait(signal: &'static str, mode: MirrorImageMode) {
     let env = testenv::shared().expect("testenv");
     let _logs = env.log_guard();
     let (a, b) = (env.site_a().clone(), env.site_b().clone());
-    let image = testenv::unique_name("down");
+    let image = testenv::unique_name(&format!("down-{}", signal.to_lowercase()));
     let spec = format!("volumes/{image}");
-    rbd(&["--cluster", &a.name, "create", "--size", "16M", &spec]);
+    rbd(&["--cluster", &a.name, "create", "--size", "64M", &spec]);
     rbd(&[
         "--cluster",
         &a.name,
@@ -41,30 +79,15 @@ async fn rbd_mirror_down_is_a_clear_error_and_a_rerun_continues() {
         "--io-type",
         "write",
         "--io-total",
-        "4M",
+        "8M",
         &spec,
     ]);
-
-    // stop the daemon (by its pid file, like testenv does)
     let pid_file = env.rbd_mirror_asok().with_extension("pid");
     let pid: i32 = std::fs::read_to_string(&pid_file)
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    assert!(Command::new("kill")
-        .arg(pid.to_string())
-        .status()
-        .unwrap()
-        .success());
-    let t = Instant::now();
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "rbd-mirror did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 
     let src = Arc::new(
         RbdCeph::connect(&ClusterSpec::with_conf(&a.name, a.conf.clone()).unwrap()).unwrap(),
@@ -72,48 +95,72 @@ async fn rbd_mirror_down_is_a_clear_error_and_a_rerun_continues() {
     let dst = Arc::new(
         RbdCeph::connect(&ClusterSpec::with_conf(&b.name, b.conf.clone()).unwrap()).unwrap(),
     );
-    let m = VolumeMigration::new(
+    let mut m = VolumeMigration::new(
         ClusterSpec::named(&a.name).unwrap(),
         ClusterSpec::named(&b.name).unwrap(),
         spec.parse().unwrap(),
         PoolSpec::new("cinder").unwrap(),
     );
+    m.mode = mode;
     let state = tempfile::tempdir().unwrap();
+    // the defaults, but a stall limit far beyond what the daemon check may take
     let mut opts = RunOptions::default();
-    opts.wait.stall_after = Duration::from_secs(15);
-    opts.wait.health_every = Duration::from_secs(1);
+    opts.wait.stall_after = Duration::from_secs(60);
+    let sink = Arc::new(SignalAtTheWait {
+        pid,
+        signal,
+        sent: Mutex::new(None),
+    });
     let first = migrate_volume(
         &m,
         src.clone(),
         dst.clone(),
         state.path(),
         &opts,
-        Arc::new(NullSink),
+        sink.clone(),
     )
     .await;
-    let result = match first {
-        // preflight may already see the daemon gone from the service map
-        Err(Error::Preflight(p)) => {
-            let text = p
-                .iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join("; ");
-            assert!(text.contains("rbd-mirror"), "{text}");
-            "preflight"
-        }
-        Err(Error::Wait(e)) => {
+    let sent = sink
+        .sent
+        .lock()
+        .unwrap()
+        .expect("the wait was reached and the daemon signalled");
+    let took = sent.elapsed();
+    match first {
+        Err(Error::Wait(e @ WaitError::DaemonNotResponding { .. })) => {
             let text = e.to_string();
-            assert!(text.contains("re-run"), "the error says what to do: {text}");
-            "wait"
+            assert!(
+                text.contains(&format!(
+                    "rbd-mirror on {} is down or not responding",
+                    b.name
+                )) && text.contains("no beacon for")
+                    && text.contains("re-run"),
+                "{text}"
+            );
+            eprintln!("SIG{signal}: named {took:?} after the signal: {text}");
         }
-        other => panic!("expected a clear error with rbd-mirror down, got {other:?}"),
-    };
-    eprintln!("with rbd-mirror down the run stopped in {result}");
+        other => panic!("SIG{signal}: expected 'down or not responding', got {other:?}"),
+    }
+    assert!(
+        took < Duration::from_secs(10),
+        "SIG{signal}: the daemon was named only {took:?} after it was lost"
+    );
 
-    // the daemon comes back (testenv restarts only rbd-mirror), the re-run finishes
-    let env = testenv::shared().expect("testenv restarts rbd-mirror");
-    let _ = env;
+    // the daemon comes back: a stopped one continues, a killed one is restarted by testenv
+    if signal == "STOP" {
+        assert!(Command::new("kill")
+            .args(["-CONT", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+    } else {
+        let t = Instant::now();
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(t.elapsed() < Duration::from_secs(30), "rbd-mirror lingers");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        testenv::shared().expect("testenv restarts rbd-mirror");
+    }
     migrate_volume(
         &m,
         src,
@@ -124,17 +171,11 @@ async fn rbd_mirror_down_is_a_clear_error_and_a_rerun_continues() {
     )
     .await
     .expect("re-run after the daemon is back");
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "rbd --cluster {} export --no-progress {spec} - | sha256sum; rbd --cluster {} export --no-progress cinder/{image} - | sha256sum",
-            a.name, b.name
-        ))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let sums: Vec<&str> = text.lines().map(|l| &l[..64]).collect();
-    assert_eq!(sums[0], sums[1], "copy equals the source");
+    assert_eq!(
+        sha(&a.name, &spec),
+        sha(&b.name, &format!("cinder/{image}")),
+        "copy equals the source"
+    );
     rbd(&["--cluster", &a.name, "rm", "--no-progress", &spec]);
     rbd(&[
         "--cluster",
@@ -143,4 +184,10 @@ async fn rbd_mirror_down_is_a_clear_error_and_a_rerun_continues() {
         "--no-progress",
         &format!("cinder/{image}"),
     ]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_or_hung_rbd_mirror_is_named_within_10_s_and_a_rerun_continues() {
+    daemon_lost_during_the_wait("KILL", MirrorImageMode::Journal).await;
+    daemon_lost_during_the_wait("STOP", MirrorImageMode::Snapshot).await;
 }

@@ -398,6 +398,8 @@ pub struct MirrorDaemon {
     pub health: MirrorHealth,
     /// Its callouts (problem descriptions).
     pub callouts: Vec<String>,
+    /// `last_beacon` from `service status`: when the manager last heard from it.
+    pub last_beacon: Option<String>,
 }
 
 /// Daemon health for one pool: overall level plus the daemons.
@@ -442,14 +444,19 @@ fn parse_daemon_health(
                 leader: false,
                 health: MirrorHealth::Ok,
                 callouts: Vec::new(),
+                last_beacon: None,
             });
         }
     }
     let (mut found_pool, mut found_leader) = (false, false);
     let statuses = status.get("rbd-mirror").and_then(Value::as_object);
     for daemon in &mut daemons {
-        let json = statuses
-            .and_then(|m| m.get(&daemon.service_id))
+        let entry = statuses.and_then(|m| m.get(&daemon.service_id));
+        daemon.last_beacon = entry
+            .and_then(|d| d.get("last_beacon"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let json = entry
             .and_then(|d| d.pointer("/status/json"))
             .and_then(Value::as_str);
         let Some(json) = json else {
