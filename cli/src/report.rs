@@ -26,6 +26,32 @@ pub struct Reporter {
     /// The step each migration is in (by bar key), to tell progress of the step itself
     /// from progress of work running beside it.
     steps: Mutex<std::collections::HashMap<String, String>>,
+    /// On a pipe: per migration and phase, when a progress line was last printed and what
+    /// it said (see [`plain_progress_due`]).
+    plain_progress: Mutex<std::collections::HashMap<String, (std::time::Instant, String)>>,
+}
+
+/// How often a pipe gets a progress line while nothing but the numbers changes.
+const PLAIN_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether a progress line is due on a pipe: when its text (without the numbers) changed, or
+/// [`PLAIN_PROGRESS_EVERY`] after the last one, so a long wait is never silent and a log is
+/// not flooded. Records the line as printed when due.
+fn plain_progress_due(
+    last: &mut std::collections::HashMap<String, (std::time::Instant, String)>,
+    key: &str,
+    text: &str,
+    now: std::time::Instant,
+) -> bool {
+    let words: String = text.chars().filter(|c| !c.is_ascii_digit()).collect();
+    let due = match last.get(key) {
+        None => true,
+        Some((at, said)) => *said != words || now.duration_since(*at) >= PLAIN_PROGRESS_EVERY,
+    };
+    if due {
+        last.insert(key.to_string(), (now, words));
+    }
+    due
 }
 
 /// Which migration of a batch an event belongs to.
@@ -120,6 +146,7 @@ impl Reporter {
             tty,
             line_open: Mutex::new(false),
             steps: Mutex::new(std::collections::HashMap::new()),
+            plain_progress: Mutex::new(std::collections::HashMap::new()),
             bars: (tty && format == OutputFormat::Text && !quiet).then(Bars::new),
         }
     }
@@ -603,10 +630,22 @@ impl Reporter {
                     .map(|pc| format!(" {pc:5.1}%"))
                     .unwrap_or_default();
                 let line = format!("{prefix}    {}{pc}{}", p.phase, &s[p.phase.len()..]);
-                // on a pipe, progress lines would flood: print them only on a terminal,
-                // plus the final 100% one
-                if self.tty || p.percent == Some(100.0) {
-                    self.line(&line, self.tty && p.percent != Some(100.0));
+                // on a terminal the line is rewritten in place; on a pipe every line stays,
+                // so only the final 100% one, a changed text, or one every 10 s
+                if self.tty {
+                    self.line(&line, p.percent != Some(100.0));
+                } else if p.percent == Some(100.0)
+                    || plain_progress_due(
+                        &mut self
+                            .plain_progress
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()),
+                        &format!("{key}/{}", p.phase),
+                        &p.detail,
+                        std::time::Instant::now(),
+                    )
+                {
+                    self.line(&line, false);
                 }
             }
         }
@@ -817,5 +856,56 @@ mod tests {
         );
         assert_eq!(human_seconds(7322.0), "2h02m");
         assert_eq!(human_seconds(0.4), "0s");
+    }
+}
+
+#[cfg(test)]
+mod plain_progress_tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_pipe_gets_a_line_when_the_text_changes_or_every_10_s() {
+        let mut last = std::collections::HashMap::new();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let waiting = "rbd-mirror has not created the replica yet";
+        assert!(plain_progress_due(&mut last, "m/sync", waiting, at(0)));
+        assert!(!plain_progress_due(&mut last, "m/sync", waiting, at(3)));
+        // new words: at once; then only the numbers change: not yet
+        assert!(plain_progress_due(
+            &mut last,
+            "m/sync",
+            "synced 10 of 64 objects",
+            at(4)
+        ));
+        assert!(!plain_progress_due(
+            &mut last,
+            "m/sync",
+            "synced 11 of 64 objects",
+            at(5)
+        ));
+        // nothing new for 10 s: a line anyway, so a long wait is never silent
+        assert!(!plain_progress_due(
+            &mut last,
+            "m/sync",
+            "synced 12 of 64 objects",
+            at(13)
+        ));
+        assert!(plain_progress_due(
+            &mut last,
+            "m/sync",
+            "synced 12 of 64 objects",
+            at(14)
+        ));
+        // new words: at once
+        assert!(plain_progress_due(
+            &mut last,
+            "m/sync",
+            "replica complete",
+            at(16)
+        ));
+        // another migration or phase has its own clock
+        assert!(plain_progress_due(&mut last, "n/sync", waiting, at(16)));
     }
 }
