@@ -64,6 +64,8 @@ pub struct World {
     pub digests: Vec<String>,
     /// `sync_polls` left when the last copy started (more than 0: during the sync).
     pub copy_started_with_polls_left: Option<u32>,
+    /// Every Ceph call takes this long (so a dropped future can land inside any step).
+    pub op_delay: std::time::Duration,
 }
 
 /// Beacons sent so far by the fake daemons (one per look at the service map). Outside the
@@ -178,6 +180,10 @@ fn nf(op: &str, what: &str) -> OpsError {
 
 impl Fake {
     fn with<T>(&self, op: &str, f: impl FnOnce(&mut World, usize) -> OpsResult<T>) -> OpsResult<T> {
+        let delay = self.world.lock().unwrap().op_delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         let mut w = self.world.lock().unwrap();
         if w.fail_once.as_deref() == Some(op) {
             w.fail_once = None;

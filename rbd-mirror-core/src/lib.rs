@@ -42,6 +42,8 @@ pub use error::{Error, Result};
 #[cfg(test)]
 mod abort_tests;
 #[cfg(test)]
+mod cancel_tests;
+#[cfg(test)]
 mod delete_tests;
 #[cfg(test)]
 mod exec_tests;
