@@ -639,9 +639,16 @@ async fn cleanup_forget_with_a_path_as_migration_id_is_refused_and_deletes_nothi
         );
         assert!(outside.exists(), "{id}: the file outside was deleted");
         for e in [
-            abort(&dir, id, a.clone(), b.clone(), AbortOptions::default(), Arc::new(NullSink))
-                .await
-                .unwrap_err(),
+            abort(
+                &dir,
+                id,
+                a.clone(),
+                b.clone(),
+                AbortOptions::default(),
+                Arc::new(NullSink),
+            )
+            .await
+            .unwrap_err(),
             state::resumable(&dir, id).unwrap_err(),
             crate::delete::delete_source(&dir, id, None, a.clone(), b.clone(), Arc::new(NullSink))
                 .await
@@ -667,7 +674,8 @@ async fn a_state_file_whose_next_step_is_past_the_plan_is_refused_as_damaged() {
         let damaged = |e: Error| {
             assert!(
                 matches!(&e, Error::State { .. })
-                    && e.to_string().contains(&format!("damaged: next_step {next} is past the plan's")),
+                    && e.to_string()
+                        .contains(&format!("damaged: next_step {next} is past the plan's")),
                 "{e}"
             );
         };
@@ -677,9 +685,16 @@ async fn a_state_file_whose_next_step_is_past_the_plan_is_refused_as_damaged() {
                 .unwrap_err(),
         );
         damaged(
-            abort(&dir, &id, a.clone(), b.clone(), AbortOptions::default(), Arc::new(NullSink))
-                .await
-                .unwrap_err(),
+            abort(
+                &dir,
+                &id,
+                a.clone(),
+                b.clone(),
+                AbortOptions::default(),
+                Arc::new(NullSink),
+            )
+            .await
+            .unwrap_err(),
         );
         damaged(state::resumable(&dir, &id).unwrap_err());
         assert_eq!(std::fs::read(&path).unwrap(), text, "the file was changed");

@@ -1666,27 +1666,52 @@ mod tests {
     /// Runs the cleanup script of `plan` with `args`, with fake `rbd` and `ceph` on PATH that
     /// log every call and fail (`ceph fsid` prints `source_fsid`); returns (success, stderr,
     /// the logged calls).
-    fn run_cleanup_with_fake_tools(plan: &Plan, args: &[&str], source_fsid: &str) -> (bool, String, String) {
+    fn run_cleanup_with_fake_tools(
+        plan: &Plan,
+        args: &[&str],
+        source_fsid: &str,
+    ) -> (bool, String, String) {
         let b = render(plan, "x").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("4.sh");
-        std::fs::write(&script, &b.files.iter().find(|f| f.name == Script::Cleanup.file_name()).unwrap().contents).unwrap();
+        std::fs::write(
+            &script,
+            &b.files
+                .iter()
+                .find(|f| f.name == Script::Cleanup.file_name())
+                .unwrap()
+                .contents,
+        )
+        .unwrap();
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
         let log = dir.path().join("calls");
         for (tool, body) in [
             ("rbd", "exit 1".to_string()),
-            ("ceph", format!("[ \"$*\" != \"${{*%fsid}}\" ] && echo {source_fsid}")),
+            (
+                "ceph",
+                format!("[ \"$*\" != \"${{*%fsid}}\" ] && echo {source_fsid}"),
+            ),
         ] {
             let path = bin.join(tool);
-            std::fs::write(&path, format!("#!/bin/sh\necho \"{tool} $*\" >>'{}'\n{body}\n", log.display())).unwrap();
+            std::fs::write(
+                &path,
+                format!(
+                    "#!/bin/sh\necho \"{tool} $*\" >>'{}'\n{body}\n",
+                    log.display()
+                ),
+            )
+            .unwrap();
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         let out = std::process::Command::new("sh")
             .arg(&script)
             .args(args)
-            .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()))
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
             .output()
             .unwrap();
         (
@@ -1757,11 +1782,24 @@ mod tests {
     #[test]
     fn the_tenant_script_requires_the_verified_copy_handoff_too() {
         let b = render(&volume_plan(MirrorImageMode::Journal), "x").unwrap();
-        let t = &b.files.iter().find(|f| f.name == Script::Tenant.file_name()).unwrap().contents;
+        let t = &b
+            .files
+            .iter()
+            .find(|f| f.name == Script::Tenant.file_name())
+            .unwrap()
+            .contents;
         assert!(t.contains("check_verified_handoff \"$usage"), "{t}");
-        let d = &b.files.iter().find(|f| f.name == Script::Destination.file_name()).unwrap().contents;
+        let d = &b
+            .files
+            .iter()
+            .find(|f| f.name == Script::Destination.file_name())
+            .unwrap()
+            .contents;
         // the handoff is computed after the verify step, never before it
-        let verify = d.find("plan step 7: verify").or_else(|| d.find(": verify (")).unwrap();
+        let verify = d
+            .find("plan step 7: verify")
+            .or_else(|| d.find(": verify ("))
+            .unwrap();
         assert!(d.find("VERIFY_TOKEN=$(verification_token").unwrap() > verify);
     }
 

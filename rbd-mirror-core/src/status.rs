@@ -410,7 +410,10 @@ mod tests {
     #[test]
     fn a_percentage_after_non_ascii_text_is_read_without_panicking() {
         assert_eq!(last_percent("Kopie läuft é45%"), Some(45.0));
-        assert_eq!(last_percent("bootstrapping, IMAGE_SYNC/COPY_IMAGE 😀12.5%"), Some(12.5));
+        assert_eq!(
+            last_percent("bootstrapping, IMAGE_SYNC/COPY_IMAGE 😀12.5%"),
+            Some(12.5)
+        );
         assert_eq!(last_percent("über%"), None);
         assert_eq!(last_percent("ü"), None);
         let p = parse_progress(
