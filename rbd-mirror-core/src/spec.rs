@@ -207,6 +207,25 @@ fn validate_image_name(value: &str) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// Check a Cinder volume id given by a user before it names a lock or record file of the
+/// bootable path (`bootable_<id>.lock`): it must be a UUID, 8-4-4-4-12 hex digits.
+pub fn check_volume_id(id: &str) -> Result<(), SpecError> {
+    let uuid = id.len() == 36
+        && id.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    if uuid {
+        Ok(())
+    } else {
+        Err(SpecError::new(
+            "Cinder volume id",
+            id,
+            "give the volume's UUID (8-4-4-4-12 hex digits, as `openstack volume list` shows it)",
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +255,21 @@ mod tests {
         ] {
             let e = bad.parse::<ImageSpec>().unwrap_err();
             assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn volume_ids_must_be_uuids() {
+        assert!(check_volume_id("a1cf7486-c00e-40ba-8ffe-b903c9a7d35a").is_ok());
+        for bad in [
+            "",
+            "../x",
+            "/etc/passwd",
+            "a1cf7486-c00e-40ba-8ffe-b903c9a7d35a/..",
+        ] {
+            let e = check_volume_id(bad).unwrap_err();
+            assert_eq!(e.what, "Cinder volume id");
+            assert!(e.to_string().contains("give the volume's UUID"), "{e}");
         }
     }
 
