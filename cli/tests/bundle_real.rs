@@ -316,18 +316,26 @@ fn volume_bundle(mode: &str, source_only: bool) {
     let replica_during = info(&b, &pool, &image).map(|r| r["id"].clone());
     if mode == "journal" {
         // the source script waited until the peer replayed everything: the replica exists
-        assert!(replica_during.is_some(), "no replica after the source script");
+        assert!(
+            replica_during.is_some(),
+            "no replica after the source script"
+        );
     }
     let early: Vec<&str> = handoff.iter().map(String::as_str).collect();
     let r = script(&out_dir, names[3], &early, &src_env);
     assert!(!r.ok, "the cleanup ran before any copy existed");
     assert!(
-        r.stderr.contains("needs the four values 2-destination-ceph-admin.sh prints after it verified the copy")
-            && r.stderr.contains("nothing was changed"),
+        r.stderr.contains(
+            "needs the four values 2-destination-ceph-admin.sh prints after it verified the copy"
+        ) && r.stderr.contains("nothing was changed"),
         "{}",
         r.stderr
     );
-    assert!(!r.stdout.contains("step "), "went past its check: {}", r.stdout);
+    assert!(
+        !r.stdout.contains("step "),
+        "went past its check: {}",
+        r.stdout
+    );
     let now = info(&a, &pool, &image).unwrap();
     assert_eq!(now["features"], during["features"], "features changed");
     assert_eq!(now["mirroring"], during["mirroring"], "mirroring changed");
@@ -790,6 +798,43 @@ fn source_script_stops_when_the_image_changed_since_the_plan() {
         .get("mirroring")
         .is_none_or(|m| m["state"] == "disabled"));
 
+    let mut rm = vec!["rm", "--no-progress"];
+    rm.extend(image_args(pool, &image));
+    assert!(rbd(&a, &rm).status.success());
+}
+
+/// A bundle written into a directory whose path is not UTF-8, with a state directory that is
+/// not UTF-8 either: written (the README shows the command line with U+FFFD for the invalid
+/// bytes) instead of a panic on reading the command line.
+#[test]
+fn a_bundle_into_a_non_utf8_directory_is_written() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let env = testenv::shared().expect("test environment");
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let pool = env.pools().volumes;
+    let image = testenv::unique_name("bdl-utf8");
+    image_with_data(&a, pool, &image, 1 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let join = |tail: &[u8]| {
+        let mut raw = dir.path().as_os_str().as_bytes().to_vec();
+        raw.extend_from_slice(tail);
+        PathBuf::from(OsStr::from_bytes(&raw))
+    };
+    let (out_dir, state) = (join(b"/bundle-\xff"), join(b"/state-\xfe"));
+    let out = Command::new(BIN)
+        .args(["bundle", "volume", "--from", &a, "--to", &b])
+        .arg(format!("{pool}/{image}"))
+        .args(["--into", env.pools().cinder, "--out"])
+        .arg(&out_dir)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let readme = std::fs::read_to_string(out_dir.join("README.md")).unwrap();
+    assert!(readme.contains("bundle-\u{FFFD}"), "{readme}");
+    shellcheck(&out_dir.join("1-source-ceph-admin.sh"));
     let mut rm = vec!["rm", "--no-progress"];
     rm.extend(image_args(pool, &image));
     assert!(rbd(&a, &rm).status.success());
