@@ -489,8 +489,10 @@ impl Reporter {
         match self.format {
             OutputFormat::Json => {
                 for (p, s) in all {
+                    // a JSON string cannot hold a path that is not UTF-8 (json! would panic):
+                    // such a path is shown with U+FFFD for its invalid bytes
                     self.json(serde_json::json!({
-                        "id": s.plan.id, "state_file": p, "outcome": s.outcome,
+                        "id": s.plan.id, "state_file": p.to_string_lossy(), "outcome": s.outcome,
                         "next_step": s.next_step, "steps": s.plan.steps.len(),
                     }))
                 }

@@ -188,6 +188,53 @@ fn a_non_utf8_out_is_refused_for_json_output_and_a_non_utf8_state_dir_is_read() 
         ]);
         assert!(o.status.success(), "{format}: {o:?}");
     }
+    // with a recorded migration in it, listed as JSON with U+FFFD for the invalid byte
+    let recorded = recorded_state();
+    std::fs::write(
+        std::path::Path::new(state).join(format!("{}.json", recorded.plan.id)),
+        serde_json::to_vec(&recorded).unwrap(),
+    )
+    .unwrap();
+    let o = relay(&[
+        os("--output"),
+        os("json"),
+        os("list"),
+        os("--state-dir"),
+        state,
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        stdout.contains(&recorded.plan.id) && stdout.contains("state-\u{FFFD}"),
+        "{stdout}"
+    );
+}
+
+/// The state of a migration that has not started, as `migrate` records it.
+fn recorded_state() -> rbd_mirror_core::state::RunState {
+    use rbd_mirror_core::features::Features;
+    use rbd_mirror_core::ops::PoolMirrorMode;
+    use rbd_mirror_core::plan::{Plan, SourceFacts, VolumeMigration};
+    use rbd_mirror_core::spec::{ClusterSpec, PoolSpec};
+    let m = VolumeMigration::new(
+        ClusterSpec::named("site-a").unwrap(),
+        ClusterSpec::named("site-b").unwrap(),
+        "volumes/vol1".parse().unwrap(),
+        PoolSpec::new("cinder").unwrap(),
+    );
+    let facts = SourceFacts {
+        features: Features::LAYERING,
+        size: 1 << 20,
+        object_size: 4 << 20,
+        image_id: "abc".into(),
+        snapshots: vec![],
+        mirror_snapshots_before: vec![],
+        source_pool_mode: PoolMirrorMode::Image,
+        destination_pool_mode: PoolMirrorMode::Image,
+        mirroring_was_enabled: false,
+        watchers: vec![],
+    };
+    rbd_mirror_core::state::RunState::new(Plan::volume(m, facts))
 }
 
 #[test]
