@@ -15,7 +15,7 @@
 //!    DIGEST), copies it, sets the copy's features, verifies the copy's digest equals DIGEST,
 //!    snapshots + protects for Glance, and only then prints the verified-copy handoff: the
 //!    digest, the copy's image id, the destination fsid and a verification token binding
-//!    them to the plan (see [`VERIFIED_HANDOFF`]), on the next role's command line.
+//!    them to the plan (see `VERIFIED_HANDOFF`), on the next role's command line.
 //! 3. `3-tenant-admin.sh DIGEST COPY_ID FSID TOKEN` (OpenStack tenant admin, `openstack`,
 //!    `curl`): checks the handoff, then Cinder manage-existing of the copy, or Glance
 //!    registration by rbd:// location; waits until the volume is `available` / the image
