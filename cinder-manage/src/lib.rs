@@ -67,9 +67,37 @@ impl fmt::Display for Side {
     }
 }
 
+/// Whether `id` has the form of a Cinder volume id: a UUID, 8-4-4-4-12 hex digits.
+pub fn is_volume_id(id: &str) -> bool {
+    id.len() == 36
+        && id.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// Check a volume id given by a user before it goes into a URL (`volumes/{id}`) or a file
+/// name: anything but a UUID ([`is_volume_id`]) is [`Error::InvalidVolumeId`].
+pub fn check_volume_id(id: &str) -> Result<(), Box<Error>> {
+    if is_volume_id(id) {
+        Ok(())
+    } else {
+        Err(Box::new(Error::InvalidVolumeId { id: id.to_string() }))
+    }
+}
+
 /// Errors of the Cinder adapter.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A volume id that is not a UUID; nothing was sent.
+    #[error(
+        "'{id}' is not a Cinder volume id: give the volume's UUID (8-4-4-4-12 hex digits, as \
+         `openstack volume list` shows it); nothing was sent"
+    )]
+    InvalidVolumeId {
+        /// The id as given.
+        id: String,
+    },
     /// Cinder refused for lack of a role (HTTP 403).
     #[error(
         "{action}: this needs an admin role in the {side} cloud `{cloud}` (Cinder said: \
@@ -704,6 +732,7 @@ impl Cinder {
 
     /// `GET /volumes/{id}`.
     pub async fn get_volume(&self, id: &str) -> Result<Volume, Error> {
+        check_volume_id(id).map_err(|e| *e)?;
         self.client
             .send_json::<VolumeBody>(&self.req(Method::GET, format!("volumes/{id}")))
             .await
@@ -713,6 +742,7 @@ impl Cinder {
 
     /// Cinder's user messages about a resource, newest last (`GET /messages`).
     pub async fn messages_for(&self, id: &str) -> Result<Vec<String>, Error> {
+        check_volume_id(id).map_err(|e| *e)?;
         let m: Messages = self
             .client
             .send_json(&self.req(Method::GET, "messages").query("resource_uuid", id))
@@ -767,6 +797,7 @@ impl Cinder {
 
     /// `os-unmanage`: Cinder forgets the volume; the RBD image stays (admin).
     pub async fn unmanage(&self, id: &str) -> Result<(), Error> {
+        check_volume_id(id).map_err(|e| *e)?;
         self.client
             .send_empty(
                 &self
@@ -859,6 +890,7 @@ impl Cinder {
 
     /// Source side: the RBD image behind volume `id` (needs admin: the host attribute).
     pub async fn volume_rbd_image(&self, id: &str) -> Result<VolumeRbdImage, Error> {
+        check_volume_id(id).map_err(|e| *e)?;
         let v = self.get_volume(id).await?;
         let Some(host) = v.host.clone() else {
             // Cinder shows `os-vol-host-attr:host` to admins only.
@@ -901,6 +933,7 @@ impl Cinder {
         req: &UploadToImageRequest,
         glance: &Glance,
     ) -> Result<UploadedImage, Error> {
+        check_volume_id(&req.volume_id).map_err(|e| *e)?;
         let mut p = serde_json::Map::new();
         p.insert("image_name".into(), json!(req.image_name));
         p.insert("disk_format".into(), json!(req.disk_format));
@@ -994,6 +1027,34 @@ mod tests {
         assert_eq!(v.rbd_image_name(), "volume-abc");
         v.name_id = Some("def".into());
         assert_eq!(v.rbd_image_name(), "volume-def");
+    }
+
+    #[test]
+    fn only_uuids_are_volume_ids() {
+        for ok in [
+            "a1cf7486-c00e-40ba-8ffe-b903c9a7d35a",
+            "A1CF7486-C00E-40BA-8FFE-B903C9A7D35A",
+        ] {
+            assert!(check_volume_id(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "abc",
+            "../../v3/auth/tokens",
+            "a1cf7486-c00e-40ba-8ffe-b903c9a7d35a/action",
+            "a1cf7486-c00e-40ba-8ffe-b903c9a7d35", // one digit short
+            "a1cf7486c00e-40ba-8ffe-b903c9a7d35a-",
+            "g1cf7486-c00e-40ba-8ffe-b903c9a7d35a",
+            "a1cf7486-c00e-40ba-8ffe-b903c9a7d3é",
+        ] {
+            let e = check_volume_id(bad).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(
+                    "'{bad}' is not a Cinder volume id: give the volume's UUID"
+                )) && e.contains("nothing was sent"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -278,6 +278,7 @@ pub struct BootableArgs {
 
 impl BootableArgs {
     pub fn to_migration(&self) -> Result<(BootableMigration, String)> {
+        rbd_mirror_core::spec::check_volume_id(&self.volume_id)?;
         let Some(cloud) = self.os_cloud.clone() else {
             anyhow::bail!(
                 "the bootable path needs the destination cloud: give --os-cloud (or set OS_CLOUD)"

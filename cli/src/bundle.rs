@@ -68,14 +68,16 @@ pub struct OutArgs {
 }
 
 /// The command line that made the bundle, for its README (flags only: rbd-relay takes no
-/// secret on its command line).
+/// secret on its command line). Read with `args_os`: an argument that is not UTF-8 (a path)
+/// is shown with U+FFFD in place of its invalid bytes (the README is text; nothing runs it).
 fn command_line() -> String {
     let mut parts = vec!["rbd-relay".to_string()];
-    for a in std::env::args().skip(1) {
+    for a in std::env::args_os().skip(1) {
+        let a = a.to_string_lossy();
         if a.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./=:@#".contains(c))
         {
-            parts.push(a);
+            parts.push(a.into_owned());
         } else {
             parts.push(sh_quote(&a));
         }
@@ -91,6 +93,7 @@ pub async fn run(
 ) -> Result<ExitCode> {
     match cmd {
         BundleCommand::Volume(args) => {
+            check_out_printable(&args.out, format)?;
             let v = &args.volume;
             if v.dry_run {
                 return Err(crate::exit::usage(anyhow::anyhow!(
@@ -143,6 +146,7 @@ pub async fn run(
             Ok(ExitCode::SUCCESS)
         }
         BundleCommand::Bootable(args) => {
+            check_out_printable(&args.out, format)?;
             let a = &args.bootable;
             if a.dry_run {
                 return Err(crate::exit::usage(anyhow::anyhow!(
@@ -274,6 +278,18 @@ async fn uploaded_image_request(
         vol.size_gib,
         dest,
     )?)
+}
+
+/// `--output json` prints the bundle's paths as JSON strings, which cannot hold a path that
+/// is not UTF-8: refuse such an `--out` before anything is read or written.
+fn check_out_printable(out: &OutArgs, format: OutputFormat) -> Result<()> {
+    if format == OutputFormat::Json && out.out.to_str().is_none() {
+        return Err(crate::exit::usage(anyhow::anyhow!(
+            "--out {}: the path is not valid UTF-8, and --output json prints it as a JSON string; give a UTF-8 path, or drop --output json",
+            out.out.display()
+        )));
+    }
+    Ok(())
 }
 
 fn check_out_dir(out: &OutArgs) -> Result<()> {

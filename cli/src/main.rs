@@ -388,6 +388,7 @@ async fn delete_source(
     reporter: Arc<Reporter>,
 ) -> Result<ExitCode> {
     use std::io::{BufRead, IsTerminal, Write};
+    state::check_migration_id(&args.id).map_err(|e| exit::usage(e.into()))?;
     let path = rbd_mirror_core::state::StateFile::path_for(state_dir, &args.id);
     let run = state::load(&path)?.with_context(|| {
         format!(

@@ -77,6 +77,13 @@ pub fn image_list(args: &VolumeArgs) -> Result<Vec<String>> {
             );
         }
     }
+    if let Some(cloud) = &args.source_cloud {
+        // with --source-cloud the entries are Cinder volume ids, which go into URLs
+        for id in &images {
+            rbd_mirror_core::spec::check_volume_id(id)
+                .with_context(|| format!("--source-cloud {cloud} takes volume ids"))?;
+        }
+    }
     if images.len() > 1 && args.name.is_some() {
         anyhow::bail!(
             "--name names one copy, but {} images were given; leave --name out (each copy keeps its image's name) or migrate that image alone",

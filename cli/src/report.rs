@@ -517,8 +517,10 @@ impl Reporter {
             OutputFormat::Json => {
                 for (p, s) in all {
                     let active = run_active(p, s);
+                    // a JSON string cannot hold a path that is not UTF-8 (json! would panic):
+                    // such a path is shown with U+FFFD for its invalid bytes
                     self.json(serde_json::json!({
-                        "id": s.plan.id, "state_file": p, "outcome": s.outcome,
+                        "id": s.plan.id, "state_file": p.to_string_lossy(), "outcome": s.outcome,
                         "next_step": s.next_step, "steps": s.plan.steps.len(),
                         "active": active,
                         "interrupted": s.outcome == "running" && !active,

@@ -5,8 +5,9 @@
 //! Keystone admin cloud `site-b-admin`), each script run twice, performs the whole migration
 //! of an image and a volume with hostile names and ends like `migrate`: the Cinder volume is
 //! `available` with the source's content, the source's features are as before, mirroring is
-//! off, no replica and no mirror snapshot is left. A cleanup given a wrong digest stops at
-//! its check with a clear message and changes nothing.
+//! off, no replica and no mirror snapshot is left. The cleanup run right after the source
+//! script (given only its digest: no copy exists yet), or given a wrong verification token or
+//! a wrong digest, stops at its check with a clear message and changes nothing.
 
 #![allow(clippy::unwrap_used)] // test code: a failed setup step should panic with its message
 
@@ -147,6 +148,19 @@ fn shellcheck(path: &Path) {
         path.display(),
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// The verification token of plan `plan_id` for a digest, copy image id and fsid, computed
+/// here the way the scripts document it (to hand the cleanup a well-formed, wrong digest).
+fn verification_token(plan_id: &str, digest: &str, copy_id: &str, fsid: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("printf 'rbd-relay verified copy\\n%s\\n%s\\n%s\\n%s\\n' \"$1\" \"$2\" \"$3\" \"$4\" | sha256sum")
+        .args(["sh", plan_id, digest, copy_id, fsid])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
 }
 
 fn openstack(clouds_yaml: &Path, cloud: &str, args: &[&str]) -> Output {
@@ -295,6 +309,45 @@ fn volume_bundle(mode: &str, source_only: bool) {
     assert_eq!(during["mirroring"]["state"], "enabled");
     assert_eq!(during["mirroring"]["mode"], mode);
 
+    // the cleanup right after the source script, given what it printed (the digest): no copy
+    // exists, so it is refused and changes nothing (features, mirroring, mirror snapshots,
+    // the replica)
+    let snapshots_during = mirror_snapshots(&a, &pool, &image);
+    let replica_during = info(&b, &pool, &image).map(|r| r["id"].clone());
+    if mode == "journal" {
+        // the source script waited until the peer replayed everything: the replica exists
+        assert!(
+            replica_during.is_some(),
+            "no replica after the source script"
+        );
+    }
+    let early: Vec<&str> = handoff.iter().map(String::as_str).collect();
+    let r = script(&out_dir, names[3], &early, &src_env);
+    assert!(!r.ok, "the cleanup ran before any copy existed");
+    assert!(
+        r.stderr.contains(
+            "needs the four values 2-destination-ceph-admin.sh prints after it verified the copy"
+        ) && r.stderr.contains("nothing was changed"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stdout.contains("step "),
+        "went past its check: {}",
+        r.stdout
+    );
+    let now = info(&a, &pool, &image).unwrap();
+    assert_eq!(now["features"], during["features"], "features changed");
+    assert_eq!(now["mirroring"], during["mirroring"], "mirroring changed");
+    assert_eq!(mirror_snapshots(&a, &pool, &image), snapshots_during);
+    if let Some(id) = &replica_during {
+        assert_eq!(
+            info(&b, &pool, &image).map(|r| r["id"].clone()).as_ref(),
+            Some(id),
+            "the replica was touched"
+        );
+    }
+
     // 2. Ceph destination admin, twice
     let args: Vec<&str> = handoff.iter().map(String::as_str).collect();
     let mut to_tenant = Vec::new();
@@ -303,29 +356,53 @@ fn volume_bundle(mode: &str, source_only: bool) {
         assert!(r.ok, "destination script failed");
         to_tenant = next_line(&r, names[2]);
     }
-    assert_eq!(to_tenant, std::slice::from_ref(&source_sha));
+    // the verified-copy handoff: digest, the copy's image id, the destination fsid, token
+    let copy_id = info(&b, &into, &image).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let plan_id = result["id"].as_str().unwrap();
+    assert_eq!(
+        to_tenant,
+        [
+            source_sha.clone(),
+            copy_id.clone(),
+            env.site_b().fsid.clone(),
+            verification_token(plan_id, &source_sha, &copy_id, &env.site_b().fsid)
+        ]
+    );
     assert_eq!(sha(&b, &into, &image), source_sha);
 
-    // a precondition failure: the cleanup with a wrong digest stops at its check, changes
-    // nothing (mirroring stays on, the replica stays)
+    // precondition failures: the cleanup with a wrong token, or with a wrong digest (and a
+    // token that matches it), stops at its check, changes nothing (mirroring stays on, the
+    // replica stays)
     let wrong = "0".repeat(64);
-    let r = script(&out_dir, names[3], &[&wrong], &src_env);
-    assert!(!r.ok);
-    assert!(
-        r.stderr.contains("STOPPED: the digest given") && r.stderr.contains("Nothing was changed"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        !r.stdout.contains("step 8"),
-        "went past its check: {}",
-        r.stdout
-    );
-    assert_eq!(
-        info(&a, &pool, &image).unwrap()["mirroring"]["state"],
-        "enabled"
-    );
-    assert!(info(&b, &pool, &image).is_some(), "replica kept");
+    let wrong_token = [&to_tenant[0], &to_tenant[1], &to_tenant[2], &wrong];
+    let wrong_digest_token = verification_token(plan_id, &wrong, &copy_id, &env.site_b().fsid);
+    let wrong_digest = [&wrong, &to_tenant[1], &to_tenant[2], &wrong_digest_token];
+    for (args, message) in [
+        (wrong_token, "STOPPED: the verification token '0000"),
+        (wrong_digest, "STOPPED: the digest given"),
+    ] {
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let r = script(&out_dir, names[3], &args, &src_env);
+        assert!(!r.ok);
+        assert!(
+            r.stderr.contains(message) && r.stderr.to_lowercase().contains("nothing was changed"),
+            "{}",
+            r.stderr
+        );
+        assert!(
+            !r.stdout.contains("step 8"),
+            "went past its check: {}",
+            r.stdout
+        );
+        assert_eq!(
+            info(&a, &pool, &image).unwrap()["mirroring"]["state"],
+            "enabled"
+        );
+        assert!(info(&b, &pool, &image).is_some(), "replica kept");
+    }
     // and a malformed one is refused before anything is read
     let r = script(&out_dir, names[1], &["not-a-digest"], &dst_env);
     assert!(
@@ -338,7 +415,8 @@ fn volume_bundle(mode: &str, source_only: bool) {
     let mut volume_ids = Vec::new();
     let mut to_cleanup = Vec::new();
     for _ in 0..2 {
-        let r = script(&out_dir, names[2], &[&to_tenant[0]], &tenant_env);
+        let args: Vec<&str> = to_tenant.iter().map(String::as_str).collect();
+        let r = script(&out_dir, names[2], &args, &tenant_env);
         assert!(r.ok, "tenant script failed");
         to_cleanup = next_line(&r, names[3]);
         let id = r
@@ -567,10 +645,11 @@ fn bootable_bundle_registers_an_active_image_by_split_roles() {
     }
     assert_eq!(to_tenant[0], source_sha);
     assert_eq!(
-        to_tenant[1],
+        to_tenant[2],
         env.site_b().fsid,
         "the destination fsid is handed over"
     );
+    assert_eq!(to_tenant.len(), 4, "{to_tenant:?}");
     let mut image_id = String::new();
     let mut to_cleanup = Vec::new();
     for _ in 0..2 {
@@ -719,6 +798,43 @@ fn source_script_stops_when_the_image_changed_since_the_plan() {
         .get("mirroring")
         .is_none_or(|m| m["state"] == "disabled"));
 
+    let mut rm = vec!["rm", "--no-progress"];
+    rm.extend(image_args(pool, &image));
+    assert!(rbd(&a, &rm).status.success());
+}
+
+/// A bundle written into a directory whose path is not UTF-8, with a state directory that is
+/// not UTF-8 either: written (the README shows the command line with U+FFFD for the invalid
+/// bytes) instead of a panic on reading the command line.
+#[test]
+fn a_bundle_into_a_non_utf8_directory_is_written() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let env = testenv::shared().expect("test environment");
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let pool = env.pools().volumes;
+    let image = testenv::unique_name("bdl-utf8");
+    image_with_data(&a, pool, &image, 1 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let join = |tail: &[u8]| {
+        let mut raw = dir.path().as_os_str().as_bytes().to_vec();
+        raw.extend_from_slice(tail);
+        PathBuf::from(OsStr::from_bytes(&raw))
+    };
+    let (out_dir, state) = (join(b"/bundle-\xff"), join(b"/state-\xfe"));
+    let out = Command::new(BIN)
+        .args(["bundle", "volume", "--from", &a, "--to", &b])
+        .arg(format!("{pool}/{image}"))
+        .args(["--into", env.pools().cinder, "--out"])
+        .arg(&out_dir)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let readme = std::fs::read_to_string(out_dir.join("README.md")).unwrap();
+    assert!(readme.contains("bundle-\u{FFFD}"), "{readme}");
+    shellcheck(&out_dir.join("1-source-ceph-admin.sh"));
     let mut rm = vec!["rm", "--no-progress"];
     rm.extend(image_args(pool, &image));
     assert!(rbd(&a, &rm).status.success());

@@ -548,6 +548,72 @@ fn bad_input_exits_non_zero_and_changes_nothing() {
     rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
 }
 
+/// The source cluster reached under a second name (its own conf, copied, with its keyring)
+/// is the same cluster: refused by fsid, exit 1, nothing changed, nothing recorded.
+#[test]
+fn the_same_cluster_under_another_name_is_refused_by_fsid() {
+    let env = testenv::shared().expect("testenv");
+    let a = env.site_a().name.clone();
+    let image = testenv::unique_name("ops-same");
+    let spec = format!("volumes/{image}");
+    rbd(&["--cluster", &a, "create", "--size", "8M", &spec]);
+    let before = info(&a, &spec);
+    let dir = tempfile::tempdir().unwrap();
+    let alias_conf = dir.path().join("alias.conf");
+    let conf = std::fs::read_to_string(format!("/etc/ceph/{a}.conf")).unwrap();
+    std::fs::write(
+        &alias_conf,
+        conf.replace(
+            "keyring = /etc/ceph/$cluster.$name.keyring",
+            &format!("keyring = /etc/ceph/{a}.$name.keyring"),
+        ),
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let s = state.path().to_str().unwrap().to_string();
+    for dry in [true, false] {
+        let mut args = vec![
+            "migrate",
+            "volume",
+            "--from",
+            &a,
+            "--to",
+            "alias-of-site-a",
+            "--to-conf",
+            alias_conf.to_str().unwrap(),
+            &spec,
+            "--into",
+            "cinder",
+        ];
+        if dry {
+            args.push("--dry-run");
+        }
+        let out = relay(&args, &s);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            err.contains(&format!(
+                "{a} and alias-of-site-a are the same Ceph cluster (fsid {})",
+                env.site_a().fsid
+            )),
+            "{err}"
+        );
+    }
+    assert_eq!(info(&a, &spec), before, "the image is unchanged");
+    assert!(!exists(&a, &format!("cinder/{image}")), "no copy");
+    assert_eq!(
+        std::fs::read_dir(state.path())
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json")))
+            .count(),
+        0,
+        "no state recorded"
+    );
+    rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
+}
+
 /// `resume ID` of a plan that adopts the copy connects to the destination cloud named in the
 /// plan (no --os-cloud given); once adopted, abort refuses: the cloud owns the copy.
 #[test]

@@ -600,3 +600,106 @@ async fn a_failing_image_does_not_stop_the_batch() {
     assert_eq!(ww.sites[1].images["cinder/vol1"].data, data());
     assert_eq!(ww.sites[1].images["cinder/vol2"].data, vec![2; 999]);
 }
+
+/// A finished migration on the fake, its state file moved to `outside.json` beside the state
+/// directory `root/state`. Returns (root, the fake clusters, the migration id).
+async fn finished_state_outside_the_state_dir() -> (
+    tempfile::TempDir,
+    Arc<dyn crate::ops::CephOps>,
+    Arc<dyn crate::ops::CephOps>,
+    String,
+) {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("state");
+    let (a, b, _w) = pair(World::standard(DEFAULT, data()));
+    let m = migration("vol1", MirrorImageMode::Journal);
+    run(&m, a.clone(), b.clone(), &dir).await.unwrap();
+    std::fs::rename(
+        StateFile::path_for(&dir, &m.id()),
+        root.path().join("outside.json"),
+    )
+    .unwrap();
+    (root, a, b, m.id())
+}
+
+#[tokio::test]
+async fn cleanup_forget_with_a_path_as_migration_id_is_refused_and_deletes_nothing() {
+    let (root, a, b, _) = finished_state_outside_the_state_dir().await;
+    let dir = root.path().join("state");
+    let outside = root.path().join("outside.json");
+    let absolute = root.path().join("outside").display().to_string();
+    for id in ["../outside", absolute.as_str(), "", ".hidden", "a/b"] {
+        let e = cleanup(&dir, id, a.clone(), b.clone(), true, Arc::new(NullSink))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::Spec(s) if s.what == "migration id")
+                && e.to_string().contains("as `rbd-relay list` shows it"),
+            "{id}: {e}"
+        );
+        assert!(outside.exists(), "{id}: the file outside was deleted");
+        for e in [
+            abort(
+                &dir,
+                id,
+                a.clone(),
+                b.clone(),
+                AbortOptions::default(),
+                Arc::new(NullSink),
+            )
+            .await
+            .unwrap_err(),
+            state::resumable(&dir, id).unwrap_err(),
+            crate::delete::delete_source(&dir, id, None, a.clone(), b.clone(), Arc::new(NullSink))
+                .await
+                .unwrap_err(),
+        ] {
+            assert!(matches!(&e, Error::Spec(_)), "{id}: {e}");
+        }
+    }
+    assert!(outside.exists());
+}
+
+#[tokio::test]
+async fn a_state_file_whose_next_step_is_past_the_plan_is_refused_as_damaged() {
+    let (root, a, b, id) = finished_state_outside_the_state_dir().await;
+    let dir = root.path().join("state");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.path().join("outside.json")).unwrap()).unwrap();
+    for next in [99u64, u64::MAX] {
+        json["next_step"] = next.into();
+        let path = StateFile::path_for(&dir, &id);
+        let text = serde_json::to_vec(&json).unwrap();
+        std::fs::write(&path, &text).unwrap();
+        let damaged = |e: Error| {
+            assert!(
+                matches!(&e, Error::State { .. })
+                    && e.to_string()
+                        .contains(&format!("damaged: next_step {next} is past the plan's")),
+                "{e}"
+            );
+        };
+        damaged(
+            cleanup(&dir, &id, a.clone(), b.clone(), true, Arc::new(NullSink))
+                .await
+                .unwrap_err(),
+        );
+        damaged(
+            abort(
+                &dir,
+                &id,
+                a.clone(),
+                b.clone(),
+                AbortOptions::default(),
+                Arc::new(NullSink),
+            )
+            .await
+            .unwrap_err(),
+        );
+        damaged(state::resumable(&dir, &id).unwrap_err());
+        assert_eq!(std::fs::read(&path).unwrap(), text, "the file was changed");
+        // list reports it as unreadable instead of failing as a whole
+        let (good, bad) = state::list_all(&dir).unwrap();
+        assert!(good.is_empty() && bad.len() == 1, "{bad:?}");
+    }
+}

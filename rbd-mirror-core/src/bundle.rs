@@ -13,14 +13,18 @@
 //!    `ceph`): checks its pools, waits for the replica (snapshot mode: the complete
 //!    non-primary mirror snapshot of SNAP_ID; both modes: the replica's content equals
 //!    DIGEST), copies it, sets the copy's features, verifies the copy's digest equals DIGEST,
-//!    snapshots + protects for Glance, and prints the tenant admin's command line (with the
-//!    destination fsid for a Glance registration).
-//! 3. `3-tenant-admin.sh DIGEST [FSID]` (OpenStack tenant admin, `openstack`, `curl`):
-//!    Cinder manage-existing of the copy, or Glance registration by rbd:// location; waits
-//!    until the volume is `available` / the image `active`.
-//! 4. `4-source-ceph-admin-cleanup.sh DIGEST` (Ceph source admin): recomputes the source's
-//!    digest and refuses unless it equals the verified DIGEST; only then disables mirroring
-//!    (which deletes the replica) and restores the original features.
+//!    snapshots + protects for Glance, and only then prints the verified-copy handoff: the
+//!    digest, the copy's image id, the destination fsid and a verification token binding
+//!    them to the plan (see `VERIFIED_HANDOFF`), on the next role's command line.
+//! 3. `3-tenant-admin.sh DIGEST COPY_ID FSID TOKEN` (OpenStack tenant admin, `openstack`,
+//!    `curl`): checks the handoff, then Cinder manage-existing of the copy, or Glance
+//!    registration by rbd:// location; waits until the volume is `available` / the image
+//!    `active`; passes the handoff on.
+//! 4. `4-source-ceph-admin-cleanup.sh DIGEST COPY_ID FSID TOKEN` (Ceph source admin): refuses
+//!    unless it is given script 2's handoff (the token recomputes, the fsid is not the
+//!    source's own) and the source's digest equals DIGEST; only then disables mirroring
+//!    (which deletes the replica) and restores the original features. Script 1's output
+//!    alone (the digest) is refused: it proves no copy exists.
 //!
 //! Every name is written once, at the top of a script, through [`sh_quote`]; the body uses
 //! only variables. Cluster names, conf paths and cephx ids are variables overridable from the
@@ -232,6 +236,27 @@ check_digest() {
     esac
     [ "${#1}" -eq 64 ] || fail "'$1' is not a sha256 digest (64 hex digits): pass the digest the previous script printed"
 }
+# verification_token DIGEST COPY_ID FSID: the token 2-destination-ceph-admin.sh prints once it
+# verified the copy; it binds this plan, the source's digest, the copy's image id and the
+# destination fsid (a check against mix-ups, not a signature)
+verification_token() {
+    printf 'rbd-relay verified copy\n%s\n%s\n%s\n%s\n' "$PLAN_ID" "$1" "$2" "$3" | sha256sum | cut -d ' ' -f 1
+}
+# check_verified_handoff USAGE ARGS...: ARGS must be the four values the destination script
+# printed after it verified the copy (DIGEST COPY_ID FSID TOKEN), with a token that matches
+check_verified_handoff() {
+    _usage=$1
+    shift
+    [ "$#" -ge 4 ] || fail "$_usage: this script needs the four values 2-destination-ceph-admin.sh prints after it verified the copy (the source script's digest alone proves no copy exists). Run the scripts in order and pass the line the previous one printed; nothing was changed"
+    check_digest "$1"
+    case $2 in
+    *[!0-9a-f]* | '') fail "'$2' is not an RBD image id (hex digits): pass the copy image id 2-destination-ceph-admin.sh printed; nothing was changed" ;;
+    esac
+    case $3 in
+    *[!0-9a-f-]* | '') fail "'$3' is not a Ceph fsid: pass the destination fsid 2-destination-ceph-admin.sh printed; nothing was changed" ;;
+    esac
+    [ "$(verification_token "$1" "$2" "$3")" = "$4" ] || fail "the verification token '$4' does not match digest $1, copy image id $2 and destination fsid $3 for plan $PLAN_ID: it is mistyped or from another migration's bundle. Pass the line 2-destination-ceph-admin.sh of this bundle printed; nothing was changed"
+}
 # wait_until WHAT COMMAND...: runs COMMAND every $POLL_INTERVAL s until it succeeds, for at most
 # $WAIT_TIMEOUT s; COMMAND may set PROGRESS to a short progress text.
 wait_until() {
@@ -319,6 +344,20 @@ mirror_snapshot_ids() {
         }
     }'
 }
+"#;
+
+/// The end of the destination script, reached only after its verify step passed: the
+/// verified-copy handoff `DIGEST COPY_ID FSID TOKEN` the tenant and cleanup scripts require.
+/// Script 1 prints only the digest, so running the cleanup right after it is refused; the
+/// copy's image id survives Cinder's rename, and the token (see `verification_token`) binds
+/// the three values to this plan, so a mistyped or foreign handoff is refused too.
+const VERIFIED_HANDOFF: &str = r#"
+# --- handoff: the verified copy
+[ -n "${VERIFIED_COPY_ID:-}" ] || fail "the copy's image id is unknown, so the copy is not verified by this run; re-run this script"
+FSID=$(dst_ceph fsid) || fail "cannot read the fsid of $DST_CLUSTER as client.$DST_ID"
+say "destination fsid: $FSID; verified copy: image id $VERIFIED_COPY_ID"
+VERIFY_TOKEN=$(verification_token "$SOURCE_DIGEST" "$VERIFIED_COPY_ID" "$FSID")
+HANDOFF="$SOURCE_DIGEST $VERIFIED_COPY_ID $FSID $VERIFY_TOKEN"
 "#;
 
 fn cluster_vars(out: &mut String, prefix: &str, c: &ClusterSpec) {
@@ -434,7 +473,8 @@ impl Renderer<'_> {
         }
         match self.script {
             Script::Source | Script::Cleanup => s.push_str(
-                "src_rbd() { rbd --conf \"$SRC_CONF\" --cluster \"$SRC_CLUSTER\" --id \"$SRC_ID\" \"$@\"; }\n\
+                "src_ceph() { ceph --conf \"$SRC_CONF\" --cluster \"$SRC_CLUSTER\" --id \"$SRC_ID\" \"$@\"; }\n\
+                 src_rbd() { rbd --conf \"$SRC_CONF\" --cluster \"$SRC_CLUSTER\" --id \"$SRC_ID\" \"$@\"; }\n\
                  src_image() { src_rbd \"$@\" --pool \"$SRC_POOL\" --namespace \"$SRC_NAMESPACE\" --image \"$SRC_IMAGE\"; }\n",
             ),
             Script::Destination => s.push_str(
@@ -853,7 +893,10 @@ fi
 if [ "$RENAMED" = no ]; then
     COPY_ID=$(copy info | sed -n 's/^[[:space:]]*id: *//p')
     printf '%s %s\n' "$COPY_ID" "$SOURCE_DIGEST" >"$STATE_FILE" || say "warning: cannot write $STATE_FILE; do not re-run this script after the cloud adopted the copy"
+else
+    COPY_ID=$REC_ID
 fi
+VERIFIED_COPY_ID=$COPY_ID
 "#,
                 ),
                 Step::SnapshotAndProtect { .. } => s.push_str(
@@ -881,15 +924,11 @@ fi
                 }
             }
         }
+        s.push_str(VERIFIED_HANDOFF);
         let next = self.next_script();
         let handoff = "\"$HANDOFF\"";
         match next {
             Some(Script::Tenant) => {
-                if snapshot.is_some() {
-                    s.push_str("FSID=$(dst_ceph fsid)\nsay \"destination fsid: $FSID\"\nHANDOFF=\"$SOURCE_DIGEST $FSID\"\n");
-                } else {
-                    s.push_str("HANDOFF=\"$SOURCE_DIGEST\"\n");
-                }
                 let _ = writeln!(
                     s,
                     "\nsay \"done. NEXT: the OpenStack tenant admin runs (this line carries no secret):\"\nprintf '    sh ./%s %s\\n' {} {handoff}",
@@ -899,7 +938,7 @@ fi
             _ => {
                 let _ = writeln!(
                     s,
-                    "\nsay \"done. NEXT: the Ceph source admin runs the cleanup (this line carries no secret):\"\nprintf '    sh ./%s %s\\n' {} \"$SOURCE_DIGEST\"",
+                    "\nsay \"done. NEXT: the Ceph source admin runs the cleanup (this line carries no secret):\"\nprintf '    sh ./%s %s\\n' {} {handoff}",
                     sh_quote(Script::Cleanup.file_name())
                 );
             }
@@ -915,16 +954,13 @@ fi
             r#"
 need openstack
 need curl
-usage="usage: sh ./$SCRIPT VERIFIED_SHA256"
+need sha256sum
+usage="usage: sh ./$SCRIPT VERIFIED_SHA256 COPY_IMAGE_ID DESTINATION_FSID VERIFICATION_TOKEN"
 "#,
         );
-        if m.register.is_some() {
-            s.push_str("usage=\"$usage DESTINATION_FSID\"\n");
-        }
         s.push_str(
-            r#"[ "$#" -ge 1 ] || fail "$usage (the Ceph destination admin's script printed the line to run)"
-DIGEST=$1
-check_digest "$DIGEST"
+            r#"check_verified_handoff "$usage (the Ceph destination admin's script printed the line to run)" "$@"
+HANDOFF="$1 $2 $3 $4"
 say "checking cloud $OS_CLOUD (read only)"
 TOKEN=$(openstack token issue -f value -c id 2>&1) || fail "cannot get a token for cloud $OS_CLOUD: $TOKEN"
 PROJECT=$(openstack token issue -f value -c project_id)
@@ -1047,8 +1083,7 @@ say "volume $VOLUME_ID is available (Cinder renamed the RBD image to volume-$VOL
                         ))
                     );
                     s.push_str(
-                        r#"[ "$#" -ge 2 ] || fail "$usage: the destination fsid is missing"
-FSID=$2
+                        r#"FSID=$3
 case $FSID in
 *[!0-9a-f-]* | '') fail "'$FSID' is not a Ceph fsid" ;;
 esac
@@ -1098,7 +1133,7 @@ say "image $IMAGE_ID is active"
         }
         let _ = writeln!(
             s,
-            "\nsay \"done. NEXT: the Ceph source admin runs the cleanup (this line carries no secret):\"\nprintf '    sh ./%s %s\\n' {} \"$DIGEST\"",
+            "\nsay \"done. NEXT: the Ceph source admin runs the cleanup (this line carries no secret):\"\nprintf '    sh ./%s %s\\n' {} \"$HANDOFF\"",
             sh_quote(Script::Cleanup.file_name())
         );
         Ok(())
@@ -1140,11 +1175,16 @@ say "image $IMAGE_ID is active"
         }
         s.push_str(
             r#"say "the plan recorded the source's original features: $ORIGINAL_FEATURES"
-[ "$#" -ge 1 ] || fail "usage: sh ./$SCRIPT VERIFIED_SHA256 (the previous script printed the line to run)"
+check_verified_handoff "usage: sh ./$SCRIPT VERIFIED_SHA256 COPY_IMAGE_ID DESTINATION_FSID VERIFICATION_TOKEN" "$@"
 VERIFIED=$1
-check_digest "$VERIFIED"
+DEST_FSID=$3
 need rbd
 need sha256sum
+# the copy is on another cluster: a handoff naming this cluster's own fsid is not a copy
+if command -v ceph >/dev/null 2>&1 && SRC_FSID=$(src_ceph fsid 2>/dev/null) && [ -n "$SRC_FSID" ]; then
+    [ "$SRC_FSID" != "$DEST_FSID" ] || fail "the destination fsid $DEST_FSID given is the fsid of the source cluster $SRC_CLUSTER itself: that is no copy on another cluster. Pass the line 2-destination-ceph-admin.sh printed; nothing was changed"
+fi
+say "handoff of the verified copy: image id $2 on the cluster with fsid $DEST_FSID"
 INFO=$(src_image info 2>&1) || fail "cannot read $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE as client.$SRC_ID: $INFO"
 MSTATE=$(mirroring_of "$INFO" state)
 [ -n "$MSTATE" ] || MSTATE=disabled
@@ -1272,22 +1312,18 @@ fn readme(plan: &Plan, scripts: &[(Script, Vec<usize>)], generated_by: &str) -> 
                 } else {
                     "SOURCE_SHA256"
                 },
-                if m.register.is_some() {
-                    "the verified sha256 and the destination fsid"
-                } else {
-                    "the verified sha256"
-                },
+                "only after it verified the copy: the sha256, the copy's image id, the destination fsid and a verification token binding them",
             ),
             Script::Tenant => (
-                "`openstack`, `curl`",
-                if m.register.is_some() {
-                    "VERIFIED_SHA256 DESTINATION_FSID"
-                } else {
-                    "VERIFIED_SHA256"
-                },
-                "the verified sha256 (passed on)",
+                "`openstack`, `curl`, `sha256sum`",
+                "VERIFIED_SHA256 COPY_IMAGE_ID DESTINATION_FSID VERIFICATION_TOKEN",
+                "the same four values (passed on)",
             ),
-            Script::Cleanup => ("`rbd`, `sha256sum`", "VERIFIED_SHA256", "(last)"),
+            Script::Cleanup => (
+                "`rbd`, `sha256sum` (`ceph` if present)",
+                "VERIFIED_SHA256 COPY_IMAGE_ID DESTINATION_FSID VERIFICATION_TOKEN",
+                "(last)",
+            ),
         };
         let _ = writeln!(
             r,
@@ -1319,7 +1355,7 @@ fn readme(plan: &Plan, scripts: &[(Script, Vec<usize>)], generated_by: &str) -> 
          ## Safety\n\n\
          - Every script checks its preconditions first and stops at the first failed one, changing nothing.\n\
          - Re-running any script is safe: each action checks whether its effect is already there.\n\
-         - Nothing on the source changes destructively before the copy is verified: the cleanup script\n  recomputes the source's sha256 and refuses unless it equals the verified digest it is given.\n\
+         - Nothing on the source changes destructively before the copy is verified: the cleanup script\n  needs the four values script 2 prints only after it verified the copy (the sha256, the copy's\n  image id, the destination fsid and a token binding them to this plan). Given only script 1's\n  digest, a mistyped or another bundle's token, or this cluster's own fsid, it stops and changes\n  nothing. It then recomputes the source's sha256 and refuses unless it equals the verified digest.\n  The token guards against running the scripts out of order or mixing bundles up; it is not a\n  signature.\n\
          - The source image is never deleted.",
         m.source.name,
         m.source.conf.display(),
@@ -1617,6 +1653,154 @@ mod tests {
                 assert!(ok, "{} does not parse", f.name);
             }
         }
+    }
+
+    /// The token `verification_token` of the scripts computes, computed here independently.
+    fn token(plan_id: &str, digest: &str, copy_id: &str, fsid: &str) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            format!("rbd-relay verified copy\n{plan_id}\n{digest}\n{copy_id}\n{fsid}\n").as_bytes(),
+        ))
+    }
+
+    /// Runs the cleanup script of `plan` with `args`, with fake `rbd` and `ceph` on PATH that
+    /// log every call and fail (`ceph fsid` prints `source_fsid`); returns (success, stderr,
+    /// the logged calls).
+    fn run_cleanup_with_fake_tools(
+        plan: &Plan,
+        args: &[&str],
+        source_fsid: &str,
+    ) -> (bool, String, String) {
+        let b = render(plan, "x").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("4.sh");
+        std::fs::write(
+            &script,
+            &b.files
+                .iter()
+                .find(|f| f.name == Script::Cleanup.file_name())
+                .unwrap()
+                .contents,
+        )
+        .unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let log = dir.path().join("calls");
+        for (tool, body) in [
+            ("rbd", "exit 1".to_string()),
+            (
+                "ceph",
+                format!("[ \"$*\" != \"${{*%fsid}}\" ] && echo {source_fsid}"),
+            ),
+        ] {
+            let path = bin.join(tool);
+            std::fs::write(
+                &path,
+                format!(
+                    "#!/bin/sh\necho \"{tool} $*\" >>'{}'\n{body}\n",
+                    log.display()
+                ),
+            )
+            .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let out = std::process::Command::new("sh")
+            .arg(&script)
+            .args(args)
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            std::fs::read_to_string(&log).unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn cleanup_given_only_the_source_scripts_digest_is_refused_before_touching_the_source() {
+        let plan = volume_plan(MirrorImageMode::Journal);
+        let digest = "a".repeat(64);
+        let (ok, err, calls) = run_cleanup_with_fake_tools(&plan, &[&digest], "f-s");
+        assert!(!ok);
+        assert!(
+            err.contains("needs the four values 2-destination-ceph-admin.sh prints after it verified the copy")
+                && err.contains("nothing was changed"),
+            "{err}"
+        );
+        assert_eq!(calls, "", "no rbd or ceph call before the refusal");
+    }
+
+    #[test]
+    fn cleanup_refuses_a_wrong_or_foreign_verification_token_before_touching_the_source() {
+        let plan = volume_plan(MirrorImageMode::Journal);
+        let digest = "a".repeat(64);
+        let fsid = "27a9fbc0-4355-4685-a5cc-ad091ce4fbcc";
+        let foreign = token("another-plan", &digest, "10c7e713647", fsid);
+        let typo = "b".repeat(64);
+        for bad in [&foreign, &typo] {
+            let (ok, err, calls) =
+                run_cleanup_with_fake_tools(&plan, &[&digest, "10c7e713647", fsid, bad], "f-s");
+            assert!(!ok);
+            assert!(
+                err.contains(&format!("the verification token '{bad}' does not match")),
+                "{err}"
+            );
+            assert_eq!(calls, "", "no rbd or ceph call before the refusal");
+        }
+        // malformed copy ids and fsids are named
+        let (_, err, _) = run_cleanup_with_fake_tools(&plan, &[&digest, "x/y", fsid, &typo], "f-s");
+        assert!(err.contains("'x/y' is not an RBD image id"), "{err}");
+    }
+
+    #[test]
+    fn cleanup_refuses_a_handoff_naming_the_source_clusters_own_fsid() {
+        let plan = volume_plan(MirrorImageMode::Journal);
+        let digest = "a".repeat(64);
+        let own = "2264de0c-3f04-424c-90c8-a185f270321c";
+        let t = token(&plan.id, &digest, "10c7e713647", own);
+        let (ok, err, calls) =
+            run_cleanup_with_fake_tools(&plan, &[&digest, "10c7e713647", own, &t], own);
+        assert!(!ok);
+        assert!(err.contains("is the fsid of the source cluster"), "{err}");
+        assert!(!calls.contains("rbd "), "{calls}");
+        // the same handoff with another cluster's fsid passes the handoff check and goes on
+        // to read the source (the fake rbd fails that read)
+        let other = "27a9fbc0-4355-4685-a5cc-ad091ce4fbcc";
+        let t = token(&plan.id, &digest, "10c7e713647", other);
+        let (ok, err, calls) =
+            run_cleanup_with_fake_tools(&plan, &[&digest, "10c7e713647", other, &t], own);
+        assert!(!ok);
+        assert!(err.contains("cannot read"), "{err}");
+        assert!(calls.contains("rbd ") && calls.contains(" info"), "{calls}");
+    }
+
+    #[test]
+    fn the_tenant_script_requires_the_verified_copy_handoff_too() {
+        let b = render(&volume_plan(MirrorImageMode::Journal), "x").unwrap();
+        let t = &b
+            .files
+            .iter()
+            .find(|f| f.name == Script::Tenant.file_name())
+            .unwrap()
+            .contents;
+        assert!(t.contains("check_verified_handoff \"$usage"), "{t}");
+        let d = &b
+            .files
+            .iter()
+            .find(|f| f.name == Script::Destination.file_name())
+            .unwrap()
+            .contents;
+        // the handoff is computed after the verify step, never before it
+        let verify = d
+            .find("plan step 7: verify")
+            .or_else(|| d.find(": verify ("))
+            .unwrap();
+        assert!(d.find("VERIFY_TOKEN=$(verification_token").unwrap() > verify);
     }
 
     /// `rbd journal status --format json` of a journal-mode image with its rbd-mirror peer

@@ -61,6 +61,7 @@ pub async fn delete_source(
     dst: Arc<dyn CephOps>,
     events: Arc<dyn EventSink>,
 ) -> Result<DeleteReport> {
+    state::check_migration_id(id)?;
     let run = state::load(&StateFile::path_for(state_dir, id))?.ok_or_else(|| Error::State {
         path: StateFile::path_for(state_dir, id),
         reason: format!("no migration '{id}' is recorded; see `rbd-relay list`"),

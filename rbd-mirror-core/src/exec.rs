@@ -1483,6 +1483,7 @@ pub async fn migrate_bootable(
     opts: &RunOptions,
     events: Arc<dyn EventSink>,
 ) -> Result<Summary> {
+    crate::spec::check_volume_id(&b.volume_id)?;
     let (src_cloud, dst_cloud) = clouds.both_for_bootable()?;
     let lock_id = format!("bootable_{}", b.volume_id);
     let lock = StateFile::lock(state_dir, &lock_id, &b.volume_id)?;
@@ -1654,6 +1655,7 @@ pub async fn plan_bootable(
     state_dir: &Path,
     events: Arc<dyn EventSink>,
 ) -> Result<BootableDryRun> {
+    crate::spec::check_volume_id(&b.volume_id)?;
     let (src_cloud, dst_cloud) = clouds.both_for_bootable()?;
     if let Some(r) = load_upload_record(&upload_record_path(state_dir, &b.volume_id))? {
         let m = bootable_plan_request(b, &r, dst_cloud.name())?;

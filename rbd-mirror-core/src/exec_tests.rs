@@ -917,3 +917,51 @@ async fn a_destination_daemon_not_yet_connected_refuses_snapshot_mode_and_warns_
         warnings.lock().unwrap()
     );
 }
+
+#[tokio::test]
+async fn a_bootable_volume_id_that_is_not_a_uuid_is_refused_before_any_file_or_call() {
+    use crate::exec::{migrate_bootable, plan_bootable, BootableMigration, Clouds};
+    use crate::fake::FakeCloud;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("state");
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    let (cloud, calls) = FakeCloud::new(w.clone());
+    let clouds = Clouds {
+        destination: Some(cloud.clone()),
+        source: Some(cloud),
+    };
+    for id in ["../escaped", "/tmp/x", "vol-1", ""] {
+        let bm = BootableMigration {
+            source: crate::spec::ClusterSpec::named("site-a").unwrap(),
+            destination: crate::spec::ClusterSpec::named("site-b").unwrap(),
+            volume_id: id.into(),
+            source_image_pool: crate::spec::PoolSpec::new("images").unwrap(),
+            into: crate::spec::PoolSpec::new("glance").unwrap(),
+            name: None,
+            mode: MirrorImageMode::Journal,
+        };
+        let e = migrate_bootable(
+            &bm,
+            a.clone(),
+            b.clone(),
+            &clouds,
+            &dir,
+            &opts(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&e, Error::Spec(s) if s.what == "Cinder volume id"),
+            "{id}: {e}"
+        );
+        let e = plan_bootable(&bm, a.clone(), b.clone(), &clouds, &dir, Arc::new(NullSink))
+            .await
+            .unwrap_err();
+        assert!(matches!(&e, Error::Spec(_)), "{id}: {e}");
+    }
+    assert!(!dir.exists(), "a lock or record file was made");
+    assert!(!root.path().join("escaped.lock").exists());
+    let c = calls.lock().unwrap();
+    assert!(c.images.is_empty() && c.register_calls == 0 && c.adopt_calls == 0);
+}

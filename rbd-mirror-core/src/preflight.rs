@@ -88,6 +88,23 @@ fn check(
     let did = &m.destination.client_id;
     let pool = &m.image.pool;
 
+    // --- two clusters: by fsid, not by name or conf (two names or two conf files can reach
+    // the same cluster, whose "replica" would then be the source image itself)
+    if let Some(dst) = dst {
+        if let (Ok(a), Ok(b)) = (src.fsid(), dst.fsid()) {
+            if a == b {
+                return Err(Error::Preflight(vec![problem(
+                    format!(
+                        "{} and {} are the same Ceph cluster (fsid {a}); rbd-relay moves images between two clusters",
+                        src.name(),
+                        dst.name()
+                    ),
+                    "give the destination cluster's name or conf with --to / --to-conf (compare: ceph --cluster NAME fsid)",
+                )]));
+            }
+        }
+    }
+
     // --- source pool and image
     match src.pool_exists(pool) {
         Ok(true) => {}
@@ -526,6 +543,26 @@ mod source_only_tests {
         assert_eq!(facts.destination_pool_mode, PoolMirrorMode::Image);
         let full = check_volume(&m, a.as_ref(), b.as_ref(), &NullSink).unwrap_err();
         assert!(full.to_string().contains("rbd-mirror"), "{full}");
+    }
+
+    #[test]
+    fn two_names_for_one_cluster_are_refused_by_fsid() {
+        let (a, _, w) = pair(World::standard(Features::LAYERING, vec![7; 4096]));
+        // site-a again, reached under another name (another conf file naming its monitors)
+        let same = crate::fake::Fake {
+            side: 0,
+            name: "site-b".into(),
+            world: w.clone(),
+        };
+        let before = w.lock().unwrap().sites[0].images["volumes/vol1"].clone();
+        let e = check_volume(&migration(), a.as_ref(), &same, &NullSink).unwrap_err();
+        assert!(
+            matches!(&e, Error::Preflight(p) if p.len() == 1)
+                && e.to_string()
+                    .contains("site-a and site-b are the same Ceph cluster (fsid fsid-0)"),
+            "{e}"
+        );
+        assert_eq!(w.lock().unwrap().sites[0].images["volumes/vol1"], before);
     }
 
     #[test]

@@ -33,10 +33,20 @@ impl ClusterSpec {
         })
     }
 
-    /// A cluster given by an explicit conf file; the name is kept for messages.
+    /// A cluster given by an explicit conf file; the name is kept for messages. The path must
+    /// be valid UTF-8: it is recorded in the state file (JSON), written into bundle scripts
+    /// and handed to librados as text, where invalid bytes would name another file.
     pub fn with_conf(name: &str, conf: impl Into<PathBuf>) -> Result<Self, SpecError> {
         let mut spec = Self::named(name)?;
-        spec.conf = conf.into();
+        let conf = conf.into();
+        if conf.to_str().is_none() {
+            return Err(SpecError::new(
+                "conf file",
+                &conf.to_string_lossy(),
+                "the path is not valid UTF-8 (shown with U+FFFD for its invalid bytes); rbd-relay records it as text: give a UTF-8 path, e.g. a symbolic link to the file",
+            ));
+        }
+        spec.conf = conf;
         Ok(spec)
     }
 
@@ -175,12 +185,24 @@ impl FromStr for ImageSpec {
     }
 }
 
+/// What [`validate_name`] accepts, as its messages say it: `/` and `@` separate pool,
+/// namespace, image and snapshot in Ceph's specs (`pool/ns/image@snap`); whitespace and
+/// control characters are refused so that a name is one visible word in logs and scripts.
+/// Everything else is accepted (Cinder's `volume-<uuid>`, names with quotes or `$`, non-ASCII
+/// letters), as it was before: scripts and commands always quote names.
+const NAME_RULE: &str =
+    "a name may hold any character but whitespace, control characters, '/' and '@', at most 255 bytes (e.g. volume-<uuid>)";
+
 fn validate_name(what: &'static str, value: &str) -> Result<(), SpecError> {
     if value.is_empty() {
         return Err(SpecError::new(what, value, "must not be empty"));
     }
     if value.len() > 255 {
-        return Err(SpecError::new(what, value, "is longer than 255 characters"));
+        return Err(SpecError::new(
+            what,
+            value,
+            &format!("is {} bytes long; {NAME_RULE}", value.len()),
+        ));
     }
     if let Some(c) = value
         .chars()
@@ -189,7 +211,7 @@ fn validate_name(what: &'static str, value: &str) -> Result<(), SpecError> {
         return Err(SpecError::new(
             what,
             value,
-            &format!("contains {c:?}; use letters, digits, '.', '_' and '-'"),
+            &format!("contains {c:?}; {NAME_RULE}"),
         ));
     }
     Ok(())
@@ -205,6 +227,25 @@ fn validate_image_name(value: &str) -> Result<(), SpecError> {
         ));
     }
     Ok(())
+}
+
+/// Check a Cinder volume id given by a user before it names a lock or record file of the
+/// bootable path (`bootable_<id>.lock`): it must be a UUID, 8-4-4-4-12 hex digits.
+pub fn check_volume_id(id: &str) -> Result<(), SpecError> {
+    let uuid = id.len() == 36
+        && id.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    if uuid {
+        Ok(())
+    } else {
+        Err(SpecError::new(
+            "Cinder volume id",
+            id,
+            "give the volume's UUID (8-4-4-4-12 hex digits, as `openstack volume list` shows it)",
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -236,6 +277,68 @@ mod tests {
         ] {
             let e = bad.parse::<ImageSpec>().unwrap_err();
             assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_name_error_states_exactly_what_the_check_accepts() {
+        // accepted today and still accepted: Cinder's names, shell metacharacters (always
+        // quoted), non-ASCII letters, 255 bytes
+        for ok in [
+            "volume-0d3e5c1a-1111-2222-3333-444455556666",
+            "it's-$(x)-`id`;*&|<>\"",
+            "über_名前.v2",
+            &"x".repeat(255),
+        ] {
+            assert!(ImageSpec::new("volumes", ok).is_ok(), "{ok}");
+        }
+        // every refusal names the rule, and the rule is what the check does
+        for c in (0u32..0x3100).filter_map(char::from_u32) {
+            let name = format!("a{c}b");
+            let refused = c.is_whitespace() || c.is_control() || c == '/' || c == '@';
+            match PoolSpec::new(&name) {
+                Ok(_) => assert!(!refused, "{c:?} accepted"),
+                Err(e) => {
+                    assert!(refused, "{c:?} refused: {e}");
+                    assert!(
+                        e.to_string()
+                            .contains(&format!("contains {c:?}; {NAME_RULE}")),
+                        "{e}"
+                    );
+                }
+            }
+        }
+        let e = ImageSpec::new("volumes", &"x".repeat(256)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("is 256 bytes long; {NAME_RULE}")),
+            "{e}"
+        );
+        assert!(!NAME_RULE.contains("letters, digits"));
+    }
+
+    #[test]
+    fn a_conf_path_that_is_not_utf8_is_refused_with_its_reason() {
+        use std::os::unix::ffi::OsStrExt;
+        let conf = std::ffi::OsStr::from_bytes(b"/etc/ceph/site-\xff.conf");
+        let e = ClusterSpec::with_conf("site-a", conf).unwrap_err();
+        assert_eq!(e.what, "conf file");
+        assert!(e.to_string().contains("is not valid UTF-8"), "{e}");
+        assert!(ClusterSpec::with_conf("site-a", "/etc/ceph/über.conf").is_ok());
+    }
+
+    #[test]
+    fn volume_ids_must_be_uuids() {
+        assert!(check_volume_id("a1cf7486-c00e-40ba-8ffe-b903c9a7d35a").is_ok());
+        for bad in [
+            "",
+            "../x",
+            "/etc/passwd",
+            "a1cf7486-c00e-40ba-8ffe-b903c9a7d35a/..",
+        ] {
+            let e = check_volume_id(bad).unwrap_err();
+            assert_eq!(e.what, "Cinder volume id");
+            assert!(e.to_string().contains("give the volume's UUID"), "{e}");
         }
     }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SpecError};
 use crate::plan::Plan;
 
 /// How far a migration got.
@@ -86,9 +86,35 @@ impl RunState {
     }
 }
 
+/// Check a migration id given by a user: it names a file in the state directory, so it must
+/// be a plain file name, as [`crate::plan::VolumeMigration::id`] makes them (letters, digits,
+/// `.`, `_`, `-`, not starting with `.`). `../x` or `/etc/x` would reach outside the state
+/// directory.
+pub fn check_migration_id(id: &str) -> Result<(), SpecError> {
+    let reason = if id.is_empty() {
+        "it is empty"
+    } else if id.starts_with('.') {
+        "it starts with '.'"
+    } else if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        "it has characters other than letters, digits, '.', '_' and '-' (a path?)"
+    } else {
+        return Ok(());
+    };
+    Err(SpecError::new(
+        "migration id",
+        id,
+        &format!("{reason}; give the id exactly as `rbd-relay list` shows it"),
+    ))
+}
+
 /// The recorded state of migration `id` in `dir`, or [`Error::UnknownMigration`] naming the
-/// directory and pointing at `rbd-relay list`.
+/// directory and pointing at `rbd-relay list`. An `id` that is not a plain file name is
+/// refused ([`check_migration_id`]).
 pub fn recorded(dir: &Path, id: &str) -> Result<RunState> {
+    check_migration_id(id)?;
     load(&StateFile::path_for(dir, id))?.ok_or_else(|| Error::UnknownMigration {
         id: id.to_string(),
         dir: dir.to_path_buf(),
@@ -270,12 +296,24 @@ pub fn describe_outcome(state: &RunState, active: bool) -> String {
 /// Read a state file without locking (for `list`/`status`).
 pub fn load(path: &Path) -> Result<Option<RunState>> {
     match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::State {
+        Ok(bytes) => {
+            let state: RunState = serde_json::from_slice(&bytes).map_err(|e| Error::State {
                 path: path.to_path_buf(),
                 reason: format!("unreadable ({e}); move it away to start over"),
-            }),
+            })?;
+            // every user of a state indexes the plan's steps by next_step
+            if state.next_step > state.plan.steps.len() {
+                return Err(Error::State {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "damaged: next_step {} is past the plan's {} steps; nothing was changed. Move the file away and check the migration's images by hand (rbd info, rbd mirror image status)",
+                        state.next_step,
+                        state.plan.steps.len()
+                    ),
+                });
+            }
+            Ok(Some(state))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::State {
             path: path.to_path_buf(),

@@ -281,9 +281,12 @@ fn parse_replay_json(v: &Value) -> SyncProgress {
 /// The last `NN%` in a text, e.g. `IMAGE_SYNC/COPY_IMAGE 45%` -> 45.
 fn last_percent(text: &str) -> Option<f64> {
     let end = text.rfind('%')?;
+    // the digits start after the last other character, which may be several bytes long
+    // (rbd-mirror's description can hold any text, e.g. an error message in another language)
     let start = text[..end]
-        .rfind(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map_or(0, |i| i + 1);
+        .char_indices()
+        .rfind(|(_, c)| !(c.is_ascii_digit() || *c == '.'))
+        .map_or(0, |(i, c)| i + c.len_utf8());
     text[start..end].parse().ok()
 }
 
@@ -402,6 +405,25 @@ mod tests {
             last_update: 0,
         };
         assert_eq!(gone.health(), Health::DaemonDown);
+    }
+
+    #[test]
+    fn a_percentage_after_non_ascii_text_is_read_without_panicking() {
+        assert_eq!(last_percent("Kopie läuft é45%"), Some(45.0));
+        assert_eq!(
+            last_percent("bootstrapping, IMAGE_SYNC/COPY_IMAGE 😀12.5%"),
+            Some(12.5)
+        );
+        assert_eq!(last_percent("über%"), None);
+        assert_eq!(last_percent("ü"), None);
+        let p = parse_progress(
+            MirrorState::Syncing,
+            "bootstrapping, IMAGE_SYNC/COPY_IMAGE 進捗70%",
+        );
+        assert!(
+            matches!(p, SyncProgress::Bootstrapping { percent: Some(x), .. } if x == 70.0),
+            "{p:?}"
+        );
     }
 
     #[test]
