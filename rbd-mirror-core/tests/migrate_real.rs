@@ -463,3 +463,82 @@ async fn trailing_copy_takes_only_released_bytes_and_hashes_what_it_wrote() {
     rbd(&f.b, &["rm", "--no-progress", &src]);
     rbd(&f.b, &["rm", "--no-progress", &copy]);
 }
+
+/// A 1 GiB sparse image with 64 KiB of data every 64 MiB: large enough that a digest or a
+/// trailing copy is still reading when it is cancelled, small in the (shared) memstore.
+fn large_sparse_image(f: &Fixture, spec: &str) -> u64 {
+    const MIB: u64 = 1 << 20;
+    let size = 1024 * MIB;
+    rbd(&f.b, &["create", "--size", &format!("{size}B"), spec]);
+    for (i, offset) in (0..size).step_by((64 * MIB) as usize).enumerate() {
+        write_at(&f.b, spec, offset + 3 * MIB, 64 << 10, i as u8);
+    }
+    size
+}
+
+/// Run `call` on another thread with a progress callback that cancels once `cancel_at`
+/// bytes are done; returns what it returned, or fails the test if it has not returned 30 s
+/// after the cancel (it hangs).
+fn cancelled_midway<T: Send + 'static>(
+    cancel_at: u64,
+    call: impl FnOnce(&mut (dyn FnMut(u64, u64) -> bool + Send)) -> T + Send + 'static,
+) -> T {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let flag = cancelled.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut progress = |done: u64, _total: u64| {
+            if done >= cancel_at {
+                flag.store(true, Ordering::SeqCst);
+            }
+            !flag.load(Ordering::SeqCst)
+        };
+        let _ = tx.send(call(&mut progress));
+    });
+    let t = Instant::now();
+    while !cancelled.load(Ordering::SeqCst) {
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "never reached the cancel point"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("did not return within 30 s of the cancel (hung)")
+}
+
+/// Cancelling the digest of a large image in the middle returns promptly with `Cancelled`
+/// (issue 14 item 2: its reader threads waited forever on the hasher's channels, and verify,
+/// delete-source and a failed migration's exit never returned).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_digest_of_a_large_image_cancelled_midway_returns_promptly() {
+    let f = fixture();
+    let spec = format!("cinder/{}", testenv::unique_name("digest-cancel"));
+    let size = large_sparse_image(&f, &spec);
+    let (dst, image) = (f.dst.clone(), spec.parse().unwrap());
+    let result = cancelled_midway(size / 3, move |progress| dst.digest(&image, progress));
+    rbd(&f.b, &["rm", "--no-progress", &spec]);
+    let err = result.expect_err("a cancelled digest must fail");
+    assert_eq!(err.kind, rbd_mirror_core::ops::ErrorKind::Cancelled, "{err}");
+}
+
+/// The same for the trailing copy, whose threads own their channels: a cancel in the middle
+/// of a large image returns promptly with `Cancelled`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trailing_copy_of_a_large_image_cancelled_midway_returns_promptly() {
+    let f = fixture();
+    let name = testenv::unique_name("trail-cancel");
+    let (src, copy) = (format!("cinder/{name}-src"), format!("cinder/{name}-copy"));
+    let size = large_sparse_image(&f, &src);
+    let (dst, s, c) = (f.dst.clone(), src.parse().unwrap(), copy.parse().unwrap());
+    let result = cancelled_midway(size / 3, move |progress| {
+        dst.copy_trailing(&s, &c, &mut || Ok(Some(u64::MAX)), progress)
+    });
+    rbd(&f.b, &["rm", "--no-progress", &src]);
+    if exists(&f.b, &copy) {
+        rbd(&f.b, &["rm", "--no-progress", &copy]);
+    }
+    let err = result.expect_err("a cancelled copy must fail");
+    assert_eq!(err.kind, rbd_mirror_core::ops::ErrorKind::Cancelled, "{err}");
+}
