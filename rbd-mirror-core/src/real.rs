@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 use crate::features::{Features, MirrorImageMode};
 use crate::ops::{
     CephOps, ErrorKind, ImageStat, JournalPeer, JournalPosition, JournalPositions, MirrorDaemon,
-    MirrorImage, MirrorImageState, MirrorPeer, OpsError, OpsResult, PoolMirrorMode, Progress,
-    Ready, SnapshotInfo, SnapshotNamespace,
+    MirrorImage, MirrorImageState, MirrorPeer, OpsError, OpsResult, PoolMirrorMode, PoolSpace,
+    Progress, Ready, SnapshotInfo, SnapshotNamespace,
 };
 use crate::rbd::{self, Cluster, ClusterConfig, Image, IoCtx, RbdError};
 use crate::spec::{ClusterSpec, ImageSpec, PoolSpec};
@@ -91,6 +91,86 @@ impl RbdCeph {
         let io = self.io(&image.pool)?;
         Ok(Image::open_read_only(&io, &image.image, None)?)
     }
+
+    /// The pools of the cluster with their usage (mon command `df`).
+    fn df(&self) -> OpsResult<Vec<DfPool>> {
+        let out = self
+            .cluster
+            .mon_command(r#"{"prefix":"df","format":"json"}"#)?;
+        parse_df(&out)
+    }
+
+    /// The data pool of an open image, by name, when it is not the image's own pool.
+    fn data_pool_of(&self, io: &IoCtx, img: &Image) -> OpsResult<Option<String>> {
+        let id = img.data_pool_id()?;
+        if id == io.pool_id() {
+            return Ok(None);
+        }
+        match self.df()?.into_iter().find(|p| p.id == id) {
+            Some(p) => Ok(Some(p.name)),
+            None => Err(OpsError::new(
+                ErrorKind::NotFound,
+                "rbd_get_data_pool_id",
+                format!(
+                    "the data pool (id {id}) of an image in pool {} is not in `ceph df`",
+                    io.pool()
+                ),
+            )),
+        }
+    }
+}
+
+/// One pool in the monitors' `df` report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DfPool {
+    name: String,
+    id: i64,
+    stored: u64,
+    max_avail: u64,
+}
+
+fn malformed(op: &str, why: impl std::fmt::Display) -> OpsError {
+    OpsError::new(ErrorKind::Other, op, format!("unexpected reply: {why}"))
+}
+
+/// The pools of `{"prefix":"df","format":"json"}`'s reply.
+fn parse_df(json: &str) -> OpsResult<Vec<DfPool>> {
+    #[derive(serde::Deserialize)]
+    struct Df {
+        pools: Vec<Pool>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Pool {
+        name: String,
+        id: i64,
+        stats: Stats,
+    }
+    #[derive(serde::Deserialize)]
+    struct Stats {
+        stored: u64,
+        max_avail: u64,
+    }
+    let df: Df = serde_json::from_str(json).map_err(|e| malformed("df", e))?;
+    Ok(df
+        .pools
+        .into_iter()
+        .map(|p| DfPool {
+            name: p.name,
+            id: p.id,
+            stored: p.stats.stored,
+            max_avail: p.stats.max_avail,
+        })
+        .collect())
+}
+
+/// The byte quota in `{"prefix":"osd pool get-quota",...}`'s reply; `None` for none (0).
+fn parse_quota_max_bytes(json: &str) -> OpsResult<Option<u64>> {
+    #[derive(serde::Deserialize)]
+    struct Quota {
+        quota_max_bytes: u64,
+    }
+    let q: Quota = serde_json::from_str(json).map_err(|e| malformed("osd pool get-quota", e))?;
+    Ok((q.quota_max_bytes > 0).then_some(q.quota_max_bytes))
 }
 
 fn mirror_mode_of(m: rbd::MirrorImageMode) -> Option<MirrorImageMode> {
@@ -369,8 +449,11 @@ impl CephOps for RbdCeph {
         let features = Features::from_bits_retain(img.features()?)
             - Features::JOURNALING
             - Features::NON_PRIMARY;
+        // the copy keeps the source's data pool (an erasure-coded pool, say): without it,
+        // its data would land in the copy's own pool
         let opts = rbd::ImageOptions {
             features: Some(features.bits()),
+            data_pool: self.data_pool_of(&self.io(&src.pool)?, &img)?,
             ..Default::default()
         };
         Ok(img.copy_to(&dio, &dst.image, &opts, progress)?)
@@ -394,7 +477,8 @@ impl CephOps for RbdCeph {
         let opts = rbd::ImageOptions {
             features: Some(features.bits()),
             order: u32::try_from(info.order).ok(),
-            ..Default::default()
+            // as in `copy`: the copy keeps the source's data pool
+            data_pool: self.data_pool_of(&self.io(&src.pool)?, &first)?,
         };
         dio.create_image(&dst.image, info.size, &opts)?;
         let mut readers = vec![first];
@@ -436,6 +520,30 @@ impl CephOps for RbdCeph {
             readers.push(self.open_ro(image)?);
         }
         pipelined_sha256(readers, size, chunk, progress)
+    }
+
+    fn data_pool(&self, image: &ImageSpec) -> OpsResult<Option<String>> {
+        let io = self.io(&image.pool)?;
+        let img = Image::open_read_only(&io, &image.image, None)?;
+        self.data_pool_of(&io, &img)
+    }
+
+    fn pool_space(&self, pool: &str) -> OpsResult<PoolSpace> {
+        let Some(p) = self.df()?.into_iter().find(|p| p.name == pool) else {
+            return Err(OpsError::new(
+                ErrorKind::NotFound,
+                "df",
+                format!("no pool '{pool}' on {}", self.name),
+            ));
+        };
+        let cmd =
+            serde_json::json!({"prefix": "osd pool get-quota", "pool": pool, "format": "json"});
+        let out = self.cluster.mon_command(&cmd.to_string())?;
+        Ok(PoolSpace {
+            max_avail: p.max_avail,
+            stored: p.stored,
+            quota_max_bytes: parse_quota_max_bytes(&out)?,
+        })
     }
 }
 
@@ -589,6 +697,25 @@ mod tests {
             let _ = tx.send(pipelined_sha256(readers, size, CHUNK, &mut progress));
         });
         rx.recv_timeout(Duration::from_secs(10)).ok()
+    }
+
+    #[test]
+    fn df_and_quota_replies_are_read_as_recorded_from_ceph_16() {
+        let df = r#"{"stats":{"total_bytes":6442450944},"pools":[{"name":"volumes","id":1,"stats":{"stored":83894508,"objects":37,"kb_used":81929,"bytes_used":83894508,"percent_used":0.0138,"max_avail":5978329088}}]}"#;
+        assert_eq!(
+            parse_df(df),
+            Ok(vec![DfPool {
+                name: "volumes".into(),
+                id: 1,
+                stored: 83894508,
+                max_avail: 5978329088,
+            }])
+        );
+        let none = r#"{"pool_name":"cinder","pool_id":3,"quota_max_objects":0,"current_num_objects":29,"quota_max_bytes":0,"current_num_bytes":64225527}"#;
+        assert_eq!(parse_quota_max_bytes(none), Ok(None));
+        let some = none.replace(r#""quota_max_bytes":0"#, r#""quota_max_bytes":1073741824"#);
+        assert_eq!(parse_quota_max_bytes(&some), Ok(Some(1 << 30)));
+        assert!(parse_df("{}").is_err());
     }
 
     #[test]

@@ -520,7 +520,11 @@ async fn a_digest_of_a_large_image_cancelled_midway_returns_promptly() {
     let result = cancelled_midway(size / 3, move |progress| dst.digest(&image, progress));
     rbd(&f.b, &["rm", "--no-progress", &spec]);
     let err = result.expect_err("a cancelled digest must fail");
-    assert_eq!(err.kind, rbd_mirror_core::ops::ErrorKind::Cancelled, "{err}");
+    assert_eq!(
+        err.kind,
+        rbd_mirror_core::ops::ErrorKind::Cancelled,
+        "{err}"
+    );
 }
 
 /// The same for the trailing copy, whose threads own their channels: a cancel in the middle
@@ -540,5 +544,9 @@ async fn a_trailing_copy_of_a_large_image_cancelled_midway_returns_promptly() {
         rbd(&f.b, &["rm", "--no-progress", &copy]);
     }
     let err = result.expect_err("a cancelled copy must fail");
-    assert_eq!(err.kind, rbd_mirror_core::ops::ErrorKind::Cancelled, "{err}");
+    assert_eq!(
+        err.kind,
+        rbd_mirror_core::ops::ErrorKind::Cancelled,
+        "{err}"
+    );
 }
