@@ -100,19 +100,28 @@ impl RbdCeph {
         parse_df(&out)
     }
 
+    /// The pools of the cluster by name and id, from the OSD map (`osd pool ls detail`):
+    /// `df` comes from the manager's statistics, which list a new pool only seconds later.
+    fn pool_ids(&self) -> OpsResult<Vec<(String, i64)>> {
+        let out = self
+            .cluster
+            .mon_command(r#"{"prefix":"osd pool ls","detail":"detail","format":"json"}"#)?;
+        parse_pool_ids(&out)
+    }
+
     /// The data pool of an open image, by name, when it is not the image's own pool.
     fn data_pool_of(&self, io: &IoCtx, img: &Image) -> OpsResult<Option<String>> {
         let id = img.data_pool_id()?;
         if id == io.pool_id() {
             return Ok(None);
         }
-        match self.df()?.into_iter().find(|p| p.id == id) {
-            Some(p) => Ok(Some(p.name)),
+        match self.pool_ids()?.into_iter().find(|p| p.1 == id) {
+            Some((name, _)) => Ok(Some(name)),
             None => Err(OpsError::new(
                 ErrorKind::NotFound,
                 "rbd_get_data_pool_id",
                 format!(
-                    "the data pool (id {id}) of an image in pool {} is not in `ceph df`",
+                    "the data pool (id {id}) of an image in pool {} is not in the OSD map",
                     io.pool()
                 ),
             )),
@@ -160,6 +169,21 @@ fn parse_df(json: &str) -> OpsResult<Vec<DfPool>> {
             stored: p.stats.stored,
             max_avail: p.stats.max_avail,
         })
+        .collect())
+}
+
+/// Names and ids in `{"prefix":"osd pool ls","detail":"detail","format":"json"}`'s reply.
+fn parse_pool_ids(json: &str) -> OpsResult<Vec<(String, i64)>> {
+    #[derive(serde::Deserialize)]
+    struct Pool {
+        pool_name: String,
+        pool_id: i64,
+    }
+    let pools: Vec<Pool> =
+        serde_json::from_str(json).map_err(|e| malformed("osd pool ls detail", e))?;
+    Ok(pools
+        .into_iter()
+        .map(|p| (p.pool_name, p.pool_id))
         .collect())
 }
 
@@ -530,10 +554,19 @@ impl CephOps for RbdCeph {
 
     fn pool_space(&self, pool: &str) -> OpsResult<PoolSpace> {
         let Some(p) = self.df()?.into_iter().find(|p| p.name == pool) else {
+            if !self.pool_ids()?.iter().any(|(name, _)| name == pool) {
+                return Err(OpsError::new(
+                    ErrorKind::NotFound,
+                    "df",
+                    format!("no pool '{pool}' on {}", self.name),
+                ));
+            }
             return Err(OpsError::new(
-                ErrorKind::NotFound,
+                ErrorKind::Other,
                 "df",
-                format!("no pool '{pool}' on {}", self.name),
+                format!(
+                    "pool '{pool}' has no usage statistics yet (created moments ago?); re-run in a few seconds"
+                ),
             ));
         };
         let cmd =
@@ -716,6 +749,11 @@ mod tests {
         let some = none.replace(r#""quota_max_bytes":0"#, r#""quota_max_bytes":1073741824"#);
         assert_eq!(parse_quota_max_bytes(&some), Ok(Some(1 << 30)));
         assert!(parse_df("{}").is_err());
+        let ls = r#"[{"pool_name":"volumes","pool_id":1,"size":1},{"pool_name":"ec","pool_id":7}]"#;
+        assert_eq!(
+            parse_pool_ids(ls),
+            Ok(vec![("volumes".to_string(), 1), ("ec".to_string(), 7)])
+        );
     }
 
     #[test]
