@@ -485,12 +485,12 @@ fn check_data_pool_and_room(
         };
         problems.push(problem(
             format!(
-                "not enough room in pool '{pool}' on {d} for {what} of {img}: needs {needed_s} ({size_s} provisioned each, the most the image can hold), {avail_s} available (max_avail {max_s}{quota})",
+                "not enough room in pool '{pool}' on {d} for {what} of {img}: needs {needed_s} ({count} x its provisioned size, the most the image can hold), {avail_s} available (max_avail {max_s}{quota})",
                 d = dst.name(),
                 what = what.join(" and "),
                 img = m.image,
                 needed_s = sized(needed),
-                size_s = sized(size),
+                count = what.len(),
                 avail_s = sized(available),
                 max_s = sized(space.max_avail),
             ),
