@@ -1062,3 +1062,36 @@ async fn a_copy_keeps_the_source_data_pool() {
         "the copy's data stays in the data pool"
     );
 }
+
+#[tokio::test]
+async fn allow_overcommit_turns_a_shortage_into_a_warning_and_migrates() {
+    let mut world = World::standard(DEFAULT, data());
+    world.sites[1]
+        .space
+        .insert("cinder".into(), space(4000, 0, None));
+    let warnings = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = {
+        let warnings = warnings.clone();
+        move |e: crate::event::Event| {
+            if let crate::event::Event::Warning { message } = e {
+                warnings.lock().unwrap().push(message);
+            }
+        }
+    };
+    let mut m = migration(MirrorImageMode::Journal);
+    m.allow_overcommit = true;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(world);
+    migrate_volume(&m, a, b, dir.path(), &opts(), Arc::new(sink))
+        .await
+        .unwrap();
+    assert_migrated(&w.lock().unwrap(), DEFAULT);
+    let warnings = warnings.lock().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("not enough room in pool 'cinder'")
+                && w.contains("--allow-overcommit")),
+        "{warnings:?}"
+    );
+}

@@ -228,7 +228,15 @@ fn check(
     }
     if let Some(dst) = dst {
         check_destination(m, src, dst, mirroring_was_enabled, events, &mut problems);
-        check_data_pool_and_room(m, src, dst, stat.size, mirroring_was_enabled, &mut problems);
+        check_data_pool_and_room(
+            m,
+            src,
+            dst,
+            stat.size,
+            mirroring_was_enabled,
+            events,
+            &mut problems,
+        );
     }
 
     // --- in use?
@@ -400,6 +408,7 @@ fn check_data_pool_and_room(
     dst: &dyn CephOps,
     size: u64,
     mirroring_was_enabled: bool,
+    events: &dyn EventSink,
     problems: &mut Vec<Problem>,
 ) {
     let sid = &m.source.client_id;
@@ -483,7 +492,7 @@ fn check_data_pool_and_room(
             Some(q) => format!("; quota {}, {} stored", sized(q), sized(space.stored)),
             None => String::new(),
         };
-        problems.push(problem(
+        let short = problem(
             format!(
                 "not enough room in pool '{pool}' on {d} for {what} of {img}: needs {needed_s} ({count} x its provisioned size, the most the image can hold), {avail_s} available (max_avail {max_s}{quota})",
                 d = dst.name(),
@@ -495,10 +504,17 @@ fn check_data_pool_and_room(
                 max_s = sized(space.max_avail),
             ),
             format!(
-                "free space in pool '{pool}' on {d} (or add OSDs), or raise its quota (ceph --cluster {d} osd pool set-quota {pool} max_bytes BYTES), then re-run",
+                "free space in pool '{pool}' on {d} (or add OSDs), or raise its quota (ceph --cluster {d} osd pool set-quota {pool} max_bytes BYTES), then re-run; or, for a thin image that will not fill up, accept the risk with --allow-overcommit",
                 d = dst.name()
             ),
-        ));
+        );
+        if m.allow_overcommit {
+            events.emit(Event::Warning {
+                message: format!("{} (going on as asked: --allow-overcommit)", short.what),
+            });
+        } else {
+            problems.push(short);
+        }
     }
 }
 
