@@ -467,6 +467,10 @@ pub struct VolumeArgs {
     /// Enable image-mode mirroring on the pool on both clusters when it is off.
     #[arg(long)]
     pub enable_pool_mirroring: bool,
+    /// Accept a destination pool with less room than the image's provisioned size for the
+    /// replica and the copy (a thin image that will not fill up): a warning, not a refusal.
+    #[arg(long)]
+    pub allow_overcommit: bool,
     /// Seconds without replication progress before giving up (a re-run continues).
     #[arg(long, default_value_t = 300)]
     pub stall_timeout: u64,
@@ -515,6 +519,7 @@ impl VolumeArgs {
         m.allow_live = self.live;
         m.disable_map_features = self.disable_object_map;
         m.enable_pool_mirroring = self.enable_pool_mirroring;
+        m.allow_overcommit = self.allow_overcommit;
         if m.source.name == m.destination.name && m.source.conf == m.destination.conf {
             anyhow::bail!(
                 "--from and --to are the same cluster ('{}'); rbd-relay moves images between two clusters",

@@ -260,6 +260,7 @@ extern "C" {
     pub fn rbd_update_features(image: rbd_image_t, features: u64, enabled: u8) -> c_int;
     pub fn rbd_get_flags(image: rbd_image_t, flags: *mut u64) -> c_int;
     pub fn rbd_get_id(image: rbd_image_t, id: *mut c_char, id_len: size_t) -> c_int;
+    pub fn rbd_get_data_pool_id(image: rbd_image_t) -> i64;
     pub fn rbd_get_block_name_prefix(
         image: rbd_image_t,
         prefix: *mut c_char,

@@ -23,6 +23,8 @@ pub struct Img {
     pub snaps: Vec<SnapshotInfo>,
     pub mirror: Option<(MirrorImageMode, bool)>,
     pub watchers: Vec<String>,
+    /// Pool of its data objects when it is not the image's pool (`--data-pool`).
+    pub data_pool: Option<String>,
 }
 
 impl Img {
@@ -33,6 +35,7 @@ impl Img {
             snaps: vec![],
             mirror: None,
             watchers: vec![],
+            data_pool: None,
         }
     }
 }
@@ -46,6 +49,8 @@ pub struct Site {
     /// lists it, healthy, as Ceph's does for a minute).
     pub daemon_silent: bool,
     pub has_peer: bool,
+    /// Room in pools, by pool name; a pool without an entry has plenty.
+    pub space: BTreeMap<String, PoolSpace>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -101,12 +106,18 @@ impl World {
             let Some((mode, _)) = img.mirror else {
                 continue;
             };
+            // as rbd-mirror: the replica keeps the data pool when the pool exists here
+            let replica_data_pool = img
+                .data_pool
+                .clone()
+                .filter(|p| self.sites[1].pools.contains_key(p));
             let replica = self.sites[1].images.entry(key.clone()).or_insert_with(|| {
                 let mut r = Img::new(
                     img.features | Features::NON_PRIMARY,
                     vec![0; img.data.len()],
                 );
                 r.mirror = Some((mode, false));
+                r.data_pool = replica_data_pool;
                 r
             });
             if self.stuck {
@@ -511,6 +522,24 @@ impl CephOps for Fake {
             let i = img(w, s, image, "digest")?;
             progress(i.data.len() as u64, i.data.len() as u64);
             Ok(hex::encode(Sha256::digest(&i.data)))
+        })
+    }
+    fn data_pool(&self, image: &ImageSpec) -> OpsResult<Option<String>> {
+        self.with("data_pool", |w, s| {
+            Ok(img(w, s, image, "data_pool")?.data_pool.clone())
+        })
+    }
+    fn pool_space(&self, pool: &str) -> OpsResult<PoolSpace> {
+        self.with("pool_space", |w, s| {
+            let site = &w.sites[s];
+            if !site.pools.contains_key(pool) {
+                return Err(nf("pool_space", pool));
+            }
+            Ok(site.space.get(pool).copied().unwrap_or(PoolSpace {
+                max_avail: 1 << 50,
+                stored: 0,
+                quota_max_bytes: None,
+            }))
         })
     }
 }

@@ -76,6 +76,28 @@ pub struct ImageStat {
     pub id: String,
 }
 
+/// Room in a pool for new data, from the monitors (`df` and `osd pool get-quota`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSpace {
+    /// Bytes that can still be written before the fullest OSD the pool maps to is full,
+    /// after replication or erasure coding (`df`'s `max_avail`).
+    pub max_avail: u64,
+    /// Bytes stored in the pool (`df`'s `stored`), what its byte quota is measured against.
+    pub stored: u64,
+    /// The pool's byte quota (`quota_max_bytes`), `None` when it has none.
+    pub quota_max_bytes: Option<u64>,
+}
+
+impl PoolSpace {
+    /// Bytes that can be written: `max_avail`, lowered to what is left of the quota.
+    pub fn available(&self) -> u64 {
+        match self.quota_max_bytes {
+            Some(quota) => self.max_avail.min(quota.saturating_sub(self.stored)),
+            None => self.max_avail,
+        }
+    }
+}
+
 /// Namespace of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
@@ -288,4 +310,9 @@ pub trait CephOps: Send + Sync {
     fn remove_image(&self, image: &ImageSpec) -> OpsResult<()>;
     /// SHA-256 (hex) of the image's whole content, holes read as zeros.
     fn digest(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<String>;
+    /// The pool holding the image's data when it is not the image's own pool (created
+    /// with `--data-pool`, e.g. an erasure-coded pool), by name; `None` otherwise.
+    fn data_pool(&self, image: &ImageSpec) -> OpsResult<Option<String>>;
+    /// Room left in `pool` (`NotFound` when there is no such pool).
+    fn pool_space(&self, pool: &str) -> OpsResult<PoolSpace>;
 }

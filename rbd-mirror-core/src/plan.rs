@@ -35,6 +35,10 @@ pub struct VolumeMigration {
     pub allow_live: bool,
     /// Enable image-mode mirroring on the pools when it is off.
     pub enable_pool_mirroring: bool,
+    /// Accept a destination with less room than the image's provisioned size for the
+    /// replica and the copy (a thin image that will not fill up): a warning, not a refusal.
+    #[serde(default)]
+    pub allow_overcommit: bool,
     /// Adopt the verified copy as a Cinder volume in the destination cloud at the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopt: Option<Adoption>,
@@ -89,6 +93,7 @@ impl VolumeMigration {
             disable_map_features: false,
             allow_live: false,
             enable_pool_mirroring: false,
+            allow_overcommit: false,
             adopt: None,
             register: None,
         }

@@ -245,6 +245,15 @@ fn check(
     }
     if let Some(dst) = dst {
         check_destination(m, src, dst, mirroring_was_enabled, events, &mut problems);
+        check_data_pool_and_room(
+            m,
+            src,
+            dst,
+            stat.size,
+            mirroring_was_enabled,
+            events,
+            &mut problems,
+        );
     }
 
     // --- in use?
@@ -402,6 +411,146 @@ fn check_destination(
             Ok(false) => {}
             Err(e) => problems.push(access(dst, did, &e, &m.replica().to_string())),
         }
+    }
+}
+
+/// The destination's data pool and room: a source image with a data pool (`--data-pool`,
+/// e.g. erasure-coded) needs a pool of that name on the destination (the replica and the
+/// copy keep it); and the pools the replica and the copy write into must have room for
+/// the image's provisioned size each (the worst case: a thin image may need less), within
+/// `max_avail` and the pool's byte quota.
+fn check_data_pool_and_room(
+    m: &VolumeMigration,
+    src: &dyn CephOps,
+    dst: &dyn CephOps,
+    size: u64,
+    mirroring_was_enabled: bool,
+    events: &dyn EventSink,
+    problems: &mut Vec<Problem>,
+) {
+    let sid = &m.source.client_id;
+    let did = &m.destination.client_id;
+    let data_pool = match src.data_pool(&m.image) {
+        Ok(p) => p,
+        Err(e) => {
+            problems.push(access(
+                src,
+                sid,
+                &e,
+                &format!("the data pool of {}", m.image),
+            ));
+            return;
+        }
+    };
+    if let Some(data_pool) = &data_pool {
+        let data_pool_spec = crate::spec::PoolSpec {
+            pool: data_pool.clone(),
+            namespace: String::new(),
+        };
+        match dst.pool_exists(&data_pool_spec) {
+            Ok(true) => {}
+            Ok(false) => {
+                problems.push(problem(
+                    format!(
+                        "{}:{} keeps its data in pool '{data_pool}' (a data pool), and {} has no pool '{data_pool}'",
+                        src.name(),
+                        m.image,
+                        dst.name()
+                    ),
+                    format!(
+                        "create it on {d} first, like the source's (e.g. erasure-coded: ceph --cluster {d} osd pool create {data_pool} erasure; ceph --cluster {d} osd pool set {data_pool} allow_ec_overwrites true; rbd --cluster {d} pool init {data_pool}), then re-run",
+                        d = dst.name()
+                    ),
+                ));
+                return;
+            }
+            Err(e) => {
+                problems.push(access(dst, did, &e, &format!("pool {data_pool}")));
+                return;
+            }
+        }
+    }
+    // what each destination pool receives: the replica (unless it exists already) and the copy
+    let mut needs: Vec<(String, u64, Vec<&str>)> = Vec::new();
+    let mut need = |pool: &str, what: &'static str| match needs.iter_mut().find(|n| n.0 == pool) {
+        Some(n) => {
+            n.1 = n.1.saturating_add(size);
+            n.2.push(what);
+        }
+        None => needs.push((pool.to_string(), size, vec![what])),
+    };
+    if !mirroring_was_enabled {
+        need(
+            data_pool.as_deref().unwrap_or(&m.image.pool.pool),
+            "the replica",
+        );
+    }
+    need(data_pool.as_deref().unwrap_or(&m.into.pool), "the copy");
+    for (pool, needed, what) in needs {
+        let space = match dst.pool_space(&pool) {
+            Ok(space) => space,
+            // a missing pool is reported by the checks above
+            Err(e) if e.kind == ErrorKind::NotFound => continue,
+            Err(e) => {
+                problems.push(access(
+                    dst,
+                    did,
+                    &e,
+                    &format!("the free space of pool {pool}"),
+                ));
+                continue;
+            }
+        };
+        let available = space.available();
+        if available >= needed {
+            continue;
+        }
+        let quota = match space.quota_max_bytes {
+            Some(q) => format!("; quota {}, {} stored", sized(q), sized(space.stored)),
+            None => String::new(),
+        };
+        let short = problem(
+            format!(
+                "not enough room in pool '{pool}' on {d} for {what} of {img}: needs {needed_s} ({count} x its provisioned size, the most the image can hold), {avail_s} available (max_avail {max_s}{quota})",
+                d = dst.name(),
+                what = what.join(" and "),
+                img = m.image,
+                needed_s = sized(needed),
+                count = what.len(),
+                avail_s = sized(available),
+                max_s = sized(space.max_avail),
+            ),
+            format!(
+                "free space in pool '{pool}' on {d} (or add OSDs), or raise its quota (ceph --cluster {d} osd pool set-quota {pool} max_bytes BYTES), then re-run; or, for a thin image that will not fill up, accept the risk with --allow-overcommit",
+                d = dst.name()
+            ),
+        );
+        if m.allow_overcommit {
+            events.emit(Event::Warning {
+                message: format!("{} (going on as asked: --allow-overcommit)", short.what),
+            });
+        } else {
+            problems.push(short);
+        }
+    }
+}
+
+/// Bytes, exact and in binary units: `10737418240 bytes (10.0 GiB)`.
+fn sized(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = "";
+    for u in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = u;
+    }
+    if unit.is_empty() {
+        format!("{bytes} bytes")
+    } else {
+        format!("{bytes} bytes ({value:.1} {unit})")
     }
 }
 

@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 use crate::features::{Features, MirrorImageMode};
 use crate::ops::{
     CephOps, ErrorKind, ImageStat, JournalPeer, JournalPosition, JournalPositions, MirrorDaemon,
-    MirrorImage, MirrorImageState, MirrorPeer, OpsError, OpsResult, PoolMirrorMode, Progress,
-    Ready, SnapshotInfo, SnapshotNamespace,
+    MirrorImage, MirrorImageState, MirrorPeer, OpsError, OpsResult, PoolMirrorMode, PoolSpace,
+    Progress, Ready, SnapshotInfo, SnapshotNamespace,
 };
 use crate::rbd::{self, Cluster, ClusterConfig, Image, IoCtx, RbdError};
 use crate::spec::{ClusterSpec, ImageSpec, PoolSpec};
@@ -91,6 +91,110 @@ impl RbdCeph {
         let io = self.io(&image.pool)?;
         Ok(Image::open_read_only(&io, &image.image, None)?)
     }
+
+    /// The pools of the cluster with their usage (mon command `df`).
+    fn df(&self) -> OpsResult<Vec<DfPool>> {
+        let out = self
+            .cluster
+            .mon_command(r#"{"prefix":"df","format":"json"}"#)?;
+        parse_df(&out)
+    }
+
+    /// The pools of the cluster by name and id, from the OSD map (`osd pool ls detail`):
+    /// `df` comes from the manager's statistics, which list a new pool only seconds later.
+    fn pool_ids(&self) -> OpsResult<Vec<(String, i64)>> {
+        let out = self
+            .cluster
+            .mon_command(r#"{"prefix":"osd pool ls","detail":"detail","format":"json"}"#)?;
+        parse_pool_ids(&out)
+    }
+
+    /// The data pool of an open image, by name, when it is not the image's own pool.
+    fn data_pool_of(&self, io: &IoCtx, img: &Image) -> OpsResult<Option<String>> {
+        let id = img.data_pool_id()?;
+        if id == io.pool_id() {
+            return Ok(None);
+        }
+        match self.pool_ids()?.into_iter().find(|p| p.1 == id) {
+            Some((name, _)) => Ok(Some(name)),
+            None => Err(OpsError::new(
+                ErrorKind::NotFound,
+                "rbd_get_data_pool_id",
+                format!(
+                    "the data pool (id {id}) of an image in pool {} is not in the OSD map",
+                    io.pool()
+                ),
+            )),
+        }
+    }
+}
+
+/// One pool in the monitors' `df` report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DfPool {
+    name: String,
+    id: i64,
+    stored: u64,
+    max_avail: u64,
+}
+
+fn malformed(op: &str, why: impl std::fmt::Display) -> OpsError {
+    OpsError::new(ErrorKind::Other, op, format!("unexpected reply: {why}"))
+}
+
+/// The pools of `{"prefix":"df","format":"json"}`'s reply.
+fn parse_df(json: &str) -> OpsResult<Vec<DfPool>> {
+    #[derive(serde::Deserialize)]
+    struct Df {
+        pools: Vec<Pool>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Pool {
+        name: String,
+        id: i64,
+        stats: Stats,
+    }
+    #[derive(serde::Deserialize)]
+    struct Stats {
+        stored: u64,
+        max_avail: u64,
+    }
+    let df: Df = serde_json::from_str(json).map_err(|e| malformed("df", e))?;
+    Ok(df
+        .pools
+        .into_iter()
+        .map(|p| DfPool {
+            name: p.name,
+            id: p.id,
+            stored: p.stats.stored,
+            max_avail: p.stats.max_avail,
+        })
+        .collect())
+}
+
+/// Names and ids in `{"prefix":"osd pool ls","detail":"detail","format":"json"}`'s reply.
+fn parse_pool_ids(json: &str) -> OpsResult<Vec<(String, i64)>> {
+    #[derive(serde::Deserialize)]
+    struct Pool {
+        pool_name: String,
+        pool_id: i64,
+    }
+    let pools: Vec<Pool> =
+        serde_json::from_str(json).map_err(|e| malformed("osd pool ls detail", e))?;
+    Ok(pools
+        .into_iter()
+        .map(|p| (p.pool_name, p.pool_id))
+        .collect())
+}
+
+/// The byte quota in `{"prefix":"osd pool get-quota",...}`'s reply; `None` for none (0).
+fn parse_quota_max_bytes(json: &str) -> OpsResult<Option<u64>> {
+    #[derive(serde::Deserialize)]
+    struct Quota {
+        quota_max_bytes: u64,
+    }
+    let q: Quota = serde_json::from_str(json).map_err(|e| malformed("osd pool get-quota", e))?;
+    Ok((q.quota_max_bytes > 0).then_some(q.quota_max_bytes))
 }
 
 fn mirror_mode_of(m: rbd::MirrorImageMode) -> Option<MirrorImageMode> {
@@ -369,8 +473,11 @@ impl CephOps for RbdCeph {
         let features = Features::from_bits_retain(img.features()?)
             - Features::JOURNALING
             - Features::NON_PRIMARY;
+        // the copy keeps the source's data pool (an erasure-coded pool, say): without it,
+        // its data would land in the copy's own pool
         let opts = rbd::ImageOptions {
             features: Some(features.bits()),
+            data_pool: self.data_pool_of(&self.io(&src.pool)?, &img)?,
             ..Default::default()
         };
         Ok(img.copy_to(&dio, &dst.image, &opts, progress)?)
@@ -394,7 +501,8 @@ impl CephOps for RbdCeph {
         let opts = rbd::ImageOptions {
             features: Some(features.bits()),
             order: u32::try_from(info.order).ok(),
-            ..Default::default()
+            // as in `copy`: the copy keeps the source's data pool
+            data_pool: self.data_pool_of(&self.io(&src.pool)?, &first)?,
         };
         dio.create_image(&dst.image, info.size, &opts)?;
         let mut readers = vec![first];
@@ -437,18 +545,69 @@ impl CephOps for RbdCeph {
         }
         pipelined_sha256(readers, size, chunk, progress)
     }
+
+    fn data_pool(&self, image: &ImageSpec) -> OpsResult<Option<String>> {
+        let io = self.io(&image.pool)?;
+        let img = Image::open_read_only(&io, &image.image, None)?;
+        self.data_pool_of(&io, &img)
+    }
+
+    fn pool_space(&self, pool: &str) -> OpsResult<PoolSpace> {
+        let Some(p) = self.df()?.into_iter().find(|p| p.name == pool) else {
+            if !self.pool_ids()?.iter().any(|(name, _)| name == pool) {
+                return Err(OpsError::new(
+                    ErrorKind::NotFound,
+                    "df",
+                    format!("no pool '{pool}' on {}", self.name),
+                ));
+            }
+            return Err(OpsError::new(
+                ErrorKind::Other,
+                "df",
+                format!(
+                    "pool '{pool}' has no usage statistics yet (created moments ago?); re-run in a few seconds"
+                ),
+            ));
+        };
+        let cmd =
+            serde_json::json!({"prefix": "osd pool get-quota", "pool": pool, "format": "json"});
+        let out = self.cluster.mon_command(&cmd.to_string())?;
+        Ok(PoolSpace {
+            max_avail: p.max_avail,
+            stored: p.stored,
+            quota_max_bytes: parse_quota_max_bytes(&out)?,
+        })
+    }
 }
 
 /// Reader threads (each with its own image handle) of a digest.
 const DIGEST_READERS: usize = 3;
+
+/// What a digest reader needs from an image: a positioned read. Implemented by
+/// [`rbd::Image`]; unit tests implement it to inject failures and slow reads.
+pub(crate) trait ReadAt: Send {
+    /// Read into `buf` at `offset`; returns the bytes read (short only at the end).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, RbdError>;
+}
+
+impl ReadAt for Image {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, RbdError> {
+        Image::read_at(self, offset, buf)
+    }
+}
 
 /// SHA-256 of the first `size` bytes of an image, with reading and hashing overlapped: each
 /// of `readers` (one open handle per reader thread) reads every `readers.len()`-th
 /// `chunk`-sized piece a little ahead, while this thread hashes the pieces in order. One
 /// synchronous read at a time left the hash waiting on reads; with several readers it runs
 /// at hashing speed. Holes read as zeros.
-fn pipelined_sha256(
-    readers: Vec<rbd::Image>,
+///
+/// Every thread ends on a read error or a cancel: the hasher's ends of the channels live
+/// inside the scope and are dropped before the scope joins the readers, so a reader blocked
+/// on a channel sees it closed (they once lived outside the scope and the join waited for
+/// readers that waited for the hasher: a cancelled or failed digest never returned).
+pub(crate) fn pipelined_sha256<R: ReadAt>(
+    readers: Vec<R>,
     size: u64,
     chunk: usize,
     progress: Progress<'_>,
@@ -459,9 +618,10 @@ fn pipelined_sha256(
     let lanes = readers.len().max(1) as u64;
     let chunk64 = chunk as u64;
     let pieces = size.div_ceil(chunk64);
-    let mut full: Vec<Receiver<Piece>> = Vec::new();
-    let mut free: Vec<SyncSender<Vec<u8>>> = Vec::new();
     std::thread::scope(|scope| {
+        // owned by this closure: dropped when it returns, before the scope joins the readers
+        let mut full: Vec<Receiver<Piece>> = Vec::new();
+        let mut free: Vec<SyncSender<Vec<u8>>> = Vec::new();
         for (lane, img) in readers.into_iter().enumerate() {
             let (full_tx, full_rx) = sync_channel::<Piece>(AHEAD);
             let (free_tx, free_rx) = sync_channel::<Vec<u8>>(AHEAD);
@@ -518,4 +678,114 @@ fn pipelined_sha256(
         }
         Ok(hex::encode(hasher.finalize()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// An image in memory whose bytes are `offset % 251`, failing the read of one piece.
+    struct MemoryImage {
+        size: u64,
+        fail_at: Option<u64>,
+    }
+
+    impl ReadAt for MemoryImage {
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, RbdError> {
+            if self.fail_at == Some(offset) {
+                return Err(RbdError::new(
+                    "rbd_read",
+                    format!("offset {offset}"),
+                    libc::EIO,
+                ));
+            }
+            let n = usize::try_from(self.size.saturating_sub(offset))
+                .map_or(buf.len(), |left| left.min(buf.len()));
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                *b = ((offset + i as u64) % 251) as u8;
+            }
+            Ok(n)
+        }
+    }
+
+    const CHUNK: usize = 4096;
+    /// Many more pieces than the readers buffer ahead, like a large image.
+    const PIECES: u64 = 256;
+
+    /// Run a digest over three readers on another thread; `None` when it has not returned
+    /// within 10 s (it hangs), so a regression fails instead of hanging the test run.
+    fn digest_within_timeout(
+        fail_at: Option<u64>,
+        cancel_after: Option<u64>,
+    ) -> Option<OpsResult<String>> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let size = PIECES * CHUNK as u64;
+            let readers = (0..3)
+                .map(|_| MemoryImage { size, fail_at })
+                .collect::<Vec<_>>();
+            let mut progress = |done: u64, _total: u64| cancel_after.is_none_or(|at| done < at);
+            let _ = tx.send(pipelined_sha256(readers, size, CHUNK, &mut progress));
+        });
+        rx.recv_timeout(Duration::from_secs(10)).ok()
+    }
+
+    #[test]
+    fn df_and_quota_replies_are_read_as_recorded_from_ceph_16() {
+        let df = r#"{"stats":{"total_bytes":6442450944},"pools":[{"name":"volumes","id":1,"stats":{"stored":83894508,"objects":37,"kb_used":81929,"bytes_used":83894508,"percent_used":0.0138,"max_avail":5978329088}}]}"#;
+        assert_eq!(
+            parse_df(df),
+            Ok(vec![DfPool {
+                name: "volumes".into(),
+                id: 1,
+                stored: 83894508,
+                max_avail: 5978329088,
+            }])
+        );
+        let none = r#"{"pool_name":"cinder","pool_id":3,"quota_max_objects":0,"current_num_objects":29,"quota_max_bytes":0,"current_num_bytes":64225527}"#;
+        assert_eq!(parse_quota_max_bytes(none), Ok(None));
+        let some = none.replace(r#""quota_max_bytes":0"#, r#""quota_max_bytes":1073741824"#);
+        assert_eq!(parse_quota_max_bytes(&some), Ok(Some(1 << 30)));
+        assert!(parse_df("{}").is_err());
+        let ls = r#"[{"pool_name":"volumes","pool_id":1,"size":1},{"pool_name":"ec","pool_id":7}]"#;
+        assert_eq!(
+            parse_pool_ids(ls),
+            Ok(vec![("volumes".to_string(), 1), ("ec".to_string(), 7)])
+        );
+    }
+
+    #[test]
+    fn a_digest_hashes_every_piece_in_order() {
+        let size = PIECES * CHUNK as u64 - 100; // a short last piece
+        let mut expected = Sha256::new();
+        expected.update((0..size).map(|o| (o % 251) as u8).collect::<Vec<_>>());
+        let readers = (0..3)
+            .map(|_| MemoryImage {
+                size,
+                fail_at: None,
+            })
+            .collect::<Vec<_>>();
+        let got = pipelined_sha256(readers, size, CHUNK, &mut |_, _| true);
+        assert_eq!(got, Ok(hex::encode(expected.finalize())));
+    }
+
+    #[test]
+    fn a_digest_returns_the_read_error_from_the_middle_of_the_image() {
+        let at = PIECES / 2 * CHUNK as u64;
+        let result =
+            digest_within_timeout(Some(at), None).expect("the digest hung on a read error");
+        let err = result.expect_err("a failed read must fail the digest");
+        assert_eq!(err.kind, ErrorKind::Other);
+        assert!(err.message.contains(&format!("offset {at}")), "{err}");
+    }
+
+    #[test]
+    fn a_digest_cancelled_in_the_middle_of_the_image_returns() {
+        let result = digest_within_timeout(None, Some(PIECES / 3 * CHUNK as u64))
+            .expect("the digest hung on a cancel");
+        let err = result.expect_err("a cancelled digest must fail");
+        assert_eq!(err.kind, ErrorKind::Cancelled);
+    }
 }

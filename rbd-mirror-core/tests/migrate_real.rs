@@ -463,3 +463,264 @@ async fn trailing_copy_takes_only_released_bytes_and_hashes_what_it_wrote() {
     rbd(&f.b, &["rm", "--no-progress", &src]);
     rbd(&f.b, &["rm", "--no-progress", &copy]);
 }
+
+/// A 1 GiB sparse image with 64 KiB of data every 64 MiB: large enough that a digest or a
+/// trailing copy is still reading when it is cancelled, small in the (shared) memstore.
+fn large_sparse_image(f: &Fixture, spec: &str) -> u64 {
+    const MIB: u64 = 1 << 20;
+    let size = 1024 * MIB;
+    rbd(&f.b, &["create", "--size", &format!("{size}B"), spec]);
+    for (i, offset) in (0..size).step_by((64 * MIB) as usize).enumerate() {
+        write_at(&f.b, spec, offset + 3 * MIB, 64 << 10, i as u8);
+    }
+    size
+}
+
+/// Run `call` on another thread with a progress callback that cancels once `cancel_at`
+/// bytes are done; returns what it returned, or fails the test if it has not returned 30 s
+/// after the cancel (it hangs).
+fn cancelled_midway<T: Send + 'static>(
+    cancel_at: u64,
+    call: impl FnOnce(&mut (dyn FnMut(u64, u64) -> bool + Send)) -> T + Send + 'static,
+) -> T {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let flag = cancelled.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut progress = |done: u64, _total: u64| {
+            if done >= cancel_at {
+                flag.store(true, Ordering::SeqCst);
+            }
+            !flag.load(Ordering::SeqCst)
+        };
+        let _ = tx.send(call(&mut progress));
+    });
+    let t = Instant::now();
+    while !cancelled.load(Ordering::SeqCst) {
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "never reached the cancel point"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("did not return within 30 s of the cancel (hung)")
+}
+
+/// Cancelling the digest of a large image in the middle returns promptly with `Cancelled`
+/// (issue 14 item 2: its reader threads waited forever on the hasher's channels, and verify,
+/// delete-source and a failed migration's exit never returned).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_digest_of_a_large_image_cancelled_midway_returns_promptly() {
+    let f = fixture();
+    let spec = format!("cinder/{}", testenv::unique_name("digest-cancel"));
+    let size = large_sparse_image(&f, &spec);
+    let (dst, image) = (f.dst.clone(), spec.parse().unwrap());
+    let result = cancelled_midway(size / 3, move |progress| dst.digest(&image, progress));
+    rbd(&f.b, &["rm", "--no-progress", &spec]);
+    let err = result.expect_err("a cancelled digest must fail");
+    assert_eq!(
+        err.kind,
+        rbd_mirror_core::ops::ErrorKind::Cancelled,
+        "{err}"
+    );
+}
+
+/// The same for the trailing copy, whose threads own their channels: a cancel in the middle
+/// of a large image returns promptly with `Cancelled`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trailing_copy_of_a_large_image_cancelled_midway_returns_promptly() {
+    let f = fixture();
+    let name = testenv::unique_name("trail-cancel");
+    let (src, copy) = (format!("cinder/{name}-src"), format!("cinder/{name}-copy"));
+    let size = large_sparse_image(&f, &src);
+    let (dst, s, c) = (f.dst.clone(), src.parse().unwrap(), copy.parse().unwrap());
+    let result = cancelled_midway(size / 3, move |progress| {
+        dst.copy_trailing(&s, &c, &mut || Ok(Some(u64::MAX)), progress)
+    });
+    rbd(&f.b, &["rm", "--no-progress", &src]);
+    if exists(&f.b, &copy) {
+        rbd(&f.b, &["rm", "--no-progress", &copy]);
+    }
+    let err = result.expect_err("a cancelled copy must fail");
+    assert_eq!(
+        err.kind,
+        rbd_mirror_core::ops::ErrorKind::Cancelled,
+        "{err}"
+    );
+}
+
+/// A small pool this file owns on `site`, created when missing (kept between runs: removing
+/// a pool needs `mon_allow_pool_delete`, a cluster-wide switch the shared clusters keep off).
+fn own_pool(site: &str, pool: &str) {
+    let out = Command::new("ceph")
+        .args(["--cluster", site, "osd", "pool", "create", pool, "8"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ceph osd pool create {pool}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rbd(site, &["pool", "init", pool]);
+}
+
+/// Migrate and return preflight's refusal text, checking that no replica was started.
+async fn refused(f: &Fixture, m: &VolumeMigration) -> String {
+    let e = migrate_volume(
+        m,
+        f.src.clone(),
+        f.dst.clone(),
+        f.state.path(),
+        &RunOptions::default(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::Preflight(_)), "{e}");
+    assert!(
+        !exists(&f.b, &m.replica().to_string()),
+        "no replica was started"
+    );
+    e.to_string()
+}
+
+/// A source image whose data lives in a data pool (`rbd create --data-pool`) migrates into a
+/// copy with the same data pool (it was dropped: the copy's data went into its own pool).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_with_a_data_pool_migrates_into_a_copy_with_the_same_data_pool() {
+    const DATA_POOL: &str = "relay-test-datapool";
+    let f = fixture();
+    own_pool(&f.a, DATA_POOL);
+    own_pool(&f.b, DATA_POOL);
+    let image = testenv::unique_name("datapool");
+    let spec = format!("volumes/{image}");
+    let size: u64 = 12 << 20;
+    rbd(
+        &f.a,
+        &[
+            "create",
+            "--size",
+            &format!("{size}B"),
+            "--data-pool",
+            DATA_POOL,
+            &spec,
+        ],
+    );
+    write_at(&f.a, &spec, 0, 4 << 20, 1);
+    write_at(&f.a, &spec, size - 5000, 5000, 2);
+    assert_eq!(rbd_json(&f.a, &["info", &spec])["data_pool"], DATA_POOL);
+    let source_sha = sha(&f.a, &spec);
+    let m = migration(&f, &image, MirrorImageMode::Snapshot);
+    let summary = migrate_volume(
+        &m,
+        f.src.clone(),
+        f.dst.clone(),
+        f.state.path(),
+        &RunOptions::default(),
+        Arc::new(NullSink),
+    )
+    .await;
+    let copy = format!("cinder/{image}");
+    let copy_data_pool =
+        exists(&f.b, &copy).then(|| rbd_json(&f.b, &["info", &copy])["data_pool"].clone());
+    let copy_sha = exists(&f.b, &copy).then(|| sha(&f.b, &copy));
+    rbd(&f.a, &["rm", "--no-progress", &spec]);
+    if exists(&f.b, &copy) {
+        rbd(&f.b, &["rm", "--no-progress", &copy]);
+    }
+    let summary = summary.unwrap_or_else(|e| panic!("migration of {spec} failed: {e}"));
+    assert_eq!(summary.sha256, source_sha);
+    assert_eq!(
+        copy_sha.as_deref(),
+        Some(source_sha.as_str()),
+        "copy content"
+    );
+    assert_eq!(
+        copy_data_pool,
+        Some(Value::from(DATA_POOL)),
+        "the copy keeps the data pool"
+    );
+}
+
+/// Preflight refuses, changing nothing: a data pool the destination lacks, an image larger
+/// than the destination pools' room (provisioned size counts), a pool quota too small.
+#[tokio::test(flavor = "multi_thread")]
+async fn preflight_refuses_a_missing_data_pool_and_a_destination_without_room() {
+    const SOURCE_ONLY: &str = "relay-test-datapool-a-only";
+    const QUOTA_POOL: &str = "relay-test-quota";
+    let f = fixture();
+    // a data pool only the source has
+    own_pool(&f.a, SOURCE_ONLY);
+    let image = testenv::unique_name("room");
+    let spec = format!("volumes/{image}");
+    rbd(
+        &f.a,
+        &["create", "--size", "8M", "--data-pool", SOURCE_ONLY, &spec],
+    );
+    let text = refused(&f, &migration(&f, &image, MirrorImageMode::Snapshot)).await;
+    rbd(&f.a, &["rm", "--no-progress", &spec]);
+    assert!(
+        text.contains(&format!(
+            "keeps its data in pool '{SOURCE_ONLY}' (a data pool), and {} has no pool",
+            f.b
+        )),
+        "{text}"
+    );
+    // 64 GiB provisioned (sparse, nothing written) against a few GiB of memstore
+    rbd(&f.a, &["create", "--size", "64G", &spec]);
+    let text = refused(&f, &migration(&f, &image, MirrorImageMode::Snapshot)).await;
+    assert!(
+        text.contains(&format!(
+            "not enough room in pool 'volumes' on {} for the replica",
+            f.b
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "not enough room in pool 'cinder' on {} for the copy",
+            f.b
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("needs 68719476736 bytes (64.0 GiB)"),
+        "{text}"
+    );
+    rbd(&f.a, &["rm", "--no-progress", &spec]);
+    // a copy pool with a 64 MiB quota, a 256 MiB image
+    own_pool(&f.b, QUOTA_POOL);
+    let quota = Command::new("ceph")
+        .args([
+            "--cluster",
+            &f.b,
+            "osd",
+            "pool",
+            "set-quota",
+            QUOTA_POOL,
+            "max_bytes",
+            "67108864",
+        ])
+        .status()
+        .unwrap();
+    assert!(quota.success());
+    rbd(&f.a, &["create", "--size", "256M", &spec]);
+    let mut m = migration(&f, &image, MirrorImageMode::Snapshot);
+    m.into = PoolSpec::new(QUOTA_POOL).unwrap();
+    let text = refused(&f, &m).await;
+    rbd(&f.a, &["rm", "--no-progress", &spec]);
+    assert!(
+        text.contains(&format!(
+            "not enough room in pool '{QUOTA_POOL}' on {} for the copy",
+            f.b
+        )),
+        "{text}"
+    );
+    assert!(text.contains("quota 67108864 bytes (64.0 MiB)"), "{text}");
+    assert!(
+        !exists(&f.b, &format!("{QUOTA_POOL}/{image}")),
+        "no copy made"
+    );
+}

@@ -520,6 +520,18 @@ impl Image {
         )
     }
 
+    /// Id of the pool holding the image's data objects (`rbd_get_data_pool_id`): the
+    /// image's own pool unless it was created with a data pool.
+    pub fn data_pool_id(&self) -> Result<i64> {
+        // SAFETY: valid image handle.
+        let ret = unsafe { sys::rbd_get_data_pool_id(self.raw) };
+        if ret < 0 {
+            let errno = i32::try_from(-ret).unwrap_or(libc::EIO);
+            return Err(RbdError::new("rbd_get_data_pool_id", self.c(), errno));
+        }
+        Ok(ret)
+    }
+
     /// Data object prefix (`rbd_get_block_name_prefix`).
     pub fn block_name_prefix(&self) -> Result<String> {
         grow_string_fixed(
