@@ -719,7 +719,10 @@ pub fn why_not_provably_empty(image: &Image) -> Option<String> {
         Some(l) if !l.is_empty() => Some(format!(
             "it has {} location(s) ({}) despite the error",
             l.len(),
-            l.iter().map(|l| l.url.as_str()).collect::<Vec<_>>().join(", ")
+            l.iter()
+                .map(|l| l.url.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
         Some(_) if image.status != "queued" => Some(format!(
             "its status is `{}`, not `queued`, so it may hold data",
@@ -782,7 +785,10 @@ mod tests {
 
     #[test]
     fn only_a_queued_image_with_visible_empty_locations_may_be_deleted() {
-        assert_eq!(why_not_provably_empty(&image("queued", Some(json!([])))), None);
+        assert_eq!(
+            why_not_provably_empty(&image("queued", Some(json!([])))),
+            None
+        );
     }
 
     #[test]

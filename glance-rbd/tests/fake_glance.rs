@@ -151,10 +151,10 @@ async fn a_lost_answer_to_a_successful_add_with_hidden_locations_deletes_nothing
         ("POST", "/v2/images") => (201, QUEUED_NO_LOCATIONS.into()),
         ("GET", "/versions") => (200, r#"{"versions": [{"id": "v2.17"}]}"#.into()),
         ("POST", "/v2/images/i1/locations") => (502, "{}".into()),
-        (
-            "GET",
-            "/v2/images/i1",
-        ) => (200, r#"{"id": "i1", "name": "img", "status": "active"}"#.into()),
+        ("GET", "/v2/images/i1") => (
+            200,
+            r#"{"id": "i1", "name": "img", "status": "active"}"#.into(),
+        ),
         ("DELETE", "/v2/images/i1") => (204, String::new()),
         _ => (500, "{}".into()),
     })
