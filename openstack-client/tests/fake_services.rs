@@ -350,7 +350,11 @@ async fn a_redirect_to_another_host_is_refused_and_the_token_never_sent_there() 
     let e = client.send_empty(&volumes()).await.unwrap_err().to_string();
     assert!(e.contains("refusing to follow the redirect"), "{e}");
     assert!(e.contains(&format!("127.0.0.1:{other}")), "{e}");
-    assert!(seen.lock().unwrap().is_empty(), "{:?}", seen.lock().unwrap());
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.lock().unwrap()
+    );
 }
 
 #[tokio::test]

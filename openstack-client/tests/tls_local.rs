@@ -186,7 +186,10 @@ async fn cert_and_key_are_presented_to_a_server_that_requires_them() {
     let cert_file = write(dir.path(), "client.pem", &cert.pem());
     let key_file = write(dir.path(), "client.key", &key.serialize_pem());
     let without = get_volumes(dir.path(), port, &format!("    cacert: {ca_file}\n")).await;
-    assert!(without.is_err(), "the server must require a client certificate");
+    assert!(
+        without.is_err(),
+        "the server must require a client certificate"
+    );
     get_volumes(
         dir.path(),
         port,
