@@ -101,6 +101,22 @@ pub enum Error {
         /// The deletion's failure.
         cleanup: Box<Error>,
     },
+    /// The location could not be added, and the image record was left in place because it
+    /// cannot be shown to be empty (deleting an image deletes the RBD data it points at).
+    #[error(
+        "{original}; the image record {id} was NOT deleted because {reason}. Check it with \
+         `openstack image show {id} -c status -c locations` as an admin of a Glance that shows \
+         locations (glance-api.conf `show_multiple_locations = True`): delete it only if its \
+         locations are empty; if it has an rbd:// location, deleting it deletes that RBD data"
+    )]
+    RecordKept {
+        /// Image id left in place.
+        id: String,
+        /// The first failure.
+        original: Box<Error>,
+        /// Why it could not be shown to be empty.
+        reason: String,
+    },
     /// A location string is not `rbd://fsid/pool/image/snap`.
     #[error("`{0}` is not an rbd://<fsid>/<pool>/<image>/<snapshot> URL")]
     BadLocation(String),
@@ -621,9 +637,10 @@ impl Glance {
     }
 
     /// The whole registration: check credentials, create the record, add the location, wait
-    /// until `active`. If the location cannot be added, the empty record is deleted again so
-    /// nothing is left half done (it is deleted only while it has no location, so no data can
-    /// go with it).
+    /// until `active`. If the location cannot be added, the record is deleted again only when
+    /// Glance shows it `queued` with an empty `locations` list; a record whose locations are
+    /// hidden, or that has a location or another status, is left in place and reported
+    /// ([`Error::RecordKept`]), because deleting it could delete the RBD data it points at.
     pub async fn register(&self, req: &RegisterRbdImage) -> Result<Image, Error> {
         self.check_location_credentials(req.allow_member_credentials)
             .await?;
@@ -647,17 +664,26 @@ impl Glance {
         self.wait_active(&created.id).await
     }
 
-    /// Deletes a just-created record after `original` failed, if it still has no location.
+    /// Deletes a just-created record after `original` failed, but only when Glance shows it is
+    /// empty (see [`why_not_provably_empty`]); otherwise leaves it and says so
+    /// ([`Error::RecordKept`]).
     async fn discard_empty(&self, id: &str, original: Error) -> Error {
         match self.get_image(id).await {
-            Ok(i) if i.locations.as_ref().is_some_and(|l| !l.is_empty()) => {
-                tracing::warn!(
-                    image = id,
-                    "image has a location despite the error; not deleting it"
-                );
-                return original;
+            Ok(i) => {
+                if let Some(reason) = why_not_provably_empty(&i) {
+                    tracing::warn!(
+                        image = id,
+                        status = %i.status,
+                        "not deleting image record after a failed registration: {reason}; \
+                         check its locations as admin and delete it only if they are empty"
+                    );
+                    return Error::RecordKept {
+                        id: id.to_owned(),
+                        original: Box::new(original),
+                        reason,
+                    };
+                }
             }
-            Ok(_) => {}
             Err(e) => {
                 return Error::CleanupFailed {
                     id: id.to_owned(),
@@ -674,6 +700,35 @@ impl Glance {
                 cleanup: Box::new(e),
             },
         }
+    }
+}
+
+/// Why `image` cannot be deleted without risking data, or `None` when Glance shows it empty:
+/// status `queued` and a `locations` list that is present and empty. Hidden locations
+/// (`show_multiple_locations`/`show_image_direct_url` off, or a policy) look exactly like an
+/// empty image, and a location added by a request whose response was lost makes the image
+/// hold our verified copy: Glance's delete would then delete that RBD data.
+pub fn why_not_provably_empty(image: &Image) -> Option<String> {
+    match &image.locations {
+        None => Some(
+            "Glance does not show its locations (show_multiple_locations or \
+             show_image_direct_url off, or a policy hides them), so it cannot be told from an \
+             image that holds data"
+                .to_owned(),
+        ),
+        Some(l) if !l.is_empty() => Some(format!(
+            "it has {} location(s) ({}) despite the error",
+            l.len(),
+            l.iter()
+                .map(|l| l.url.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        Some(_) if image.status != "queued" => Some(format!(
+            "its status is `{}`, not `queued`, so it may hold data",
+            image.status
+        )),
+        Some(_) => None,
     }
 }
 
@@ -718,6 +773,41 @@ mod tests {
             "locations": [{"url": "rbd://f/images/x/snap", "metadata": {}}]}))
         .unwrap();
         assert_eq!(i.rbd_location().unwrap().image, "x");
+    }
+
+    fn image(status: &str, locations: Option<Value>) -> Image {
+        let mut v = json!({"id": "i1", "status": status});
+        if let Some(l) = locations {
+            v["locations"] = l;
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn only_a_queued_image_with_visible_empty_locations_may_be_deleted() {
+        assert_eq!(
+            why_not_provably_empty(&image("queued", Some(json!([])))),
+            None
+        );
+    }
+
+    #[test]
+    fn hidden_locations_keep_the_record() {
+        let why = why_not_provably_empty(&image("queued", None)).unwrap();
+        assert!(why.contains("does not show its locations"), "{why}");
+    }
+
+    #[test]
+    fn a_location_keeps_the_record() {
+        let l = json!([{"url": "rbd://f/images/img/snap", "metadata": {}}]);
+        let why = why_not_provably_empty(&image("queued", Some(l))).unwrap();
+        assert!(why.contains("rbd://f/images/img/snap"), "{why}");
+    }
+
+    #[test]
+    fn a_status_other_than_queued_keeps_the_record() {
+        let why = why_not_provably_empty(&image("active", Some(json!([])))).unwrap();
+        assert!(why.contains("`active`"), "{why}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A Glance configured with `show_multiple_locations = False` cannot be had from the test
 //! clouds (they need locations), so a tiny loopback HTTP server plays one: registration must
-//! then fail with a clear error and delete the empty record it created.
+//! then fail with a clear error and leave the record it created (it cannot be shown to be
+//! empty, and Glance's delete would delete the RBD data of a location it hides).
 
 #![allow(clippy::unwrap_used)] // test code
 
@@ -107,7 +108,7 @@ const QUEUED_WITH_LOCATIONS: &str =
     r#"{"id": "i1", "name": "img", "status": "queued", "locations": []}"#;
 
 #[tokio::test]
-async fn hidden_locations_fail_clearly_and_delete_the_empty_record() {
+async fn hidden_locations_fail_clearly_and_leave_the_record_undeleted() {
     let log: Log = Default::default();
     let port = serve(log.clone(), |m, p| match (m, p) {
         ("POST", "/v2/images") => (201, QUEUED_NO_LOCATIONS.into()),
@@ -118,15 +119,75 @@ async fn hidden_locations_fail_clearly_and_delete_the_empty_record() {
     })
     .await;
     let e = glance(port).await.register(&request()).await.unwrap_err();
-    assert!(matches!(e, Error::LocationsDisabled { .. }), "{e}");
+    let Error::RecordKept {
+        id,
+        original,
+        reason,
+    } = &e
+    else {
+        panic!("expected RecordKept, got {e}");
+    };
+    assert_eq!(id, "i1");
     assert!(
-        e.to_string().contains("show_multiple_locations = True"),
-        "{e}"
+        matches!(**original, Error::LocationsDisabled { .. }),
+        "{original}"
     );
+    assert!(reason.contains("does not show its locations"), "{reason}");
+    let msg = e.to_string();
+    assert!(msg.contains("show_multiple_locations = True"), "{msg}");
+    assert!(msg.contains("i1 was NOT deleted"), "{msg}");
     let log = log.lock().unwrap().clone();
     assert_eq!(log.first().map(String::as_str), Some("POST /v2/images"));
-    assert_eq!(log.last().map(String::as_str), Some("DELETE /v2/images/i1"));
     assert!(!log.iter().any(|l| l.starts_with("PATCH")), "{log:?}");
+    assert!(!log.iter().any(|l| l.starts_with("DELETE")), "{log:?}");
+}
+
+/// The locations API added the location but its answer was lost (502 from a proxy); the
+/// locations stay hidden, so the record must not be deleted: it holds the verified copy.
+#[tokio::test]
+async fn a_lost_answer_to_a_successful_add_with_hidden_locations_deletes_nothing() {
+    let log: Log = Default::default();
+    let port = serve(log.clone(), |m, p| match (m, p) {
+        ("POST", "/v2/images") => (201, QUEUED_NO_LOCATIONS.into()),
+        ("GET", "/versions") => (200, r#"{"versions": [{"id": "v2.17"}]}"#.into()),
+        ("POST", "/v2/images/i1/locations") => (502, "{}".into()),
+        ("GET", "/v2/images/i1") => (
+            200,
+            r#"{"id": "i1", "name": "img", "status": "active"}"#.into(),
+        ),
+        ("DELETE", "/v2/images/i1") => (204, String::new()),
+        _ => (500, "{}".into()),
+    })
+    .await;
+    let e = glance(port).await.register(&request()).await.unwrap_err();
+    assert!(matches!(e, Error::RecordKept { .. }), "{e}");
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log.contains(&"POST /v2/images/i1/locations".to_owned()),
+        "{log:?}"
+    );
+    assert!(!log.iter().any(|l| l.starts_with("DELETE")), "{log:?}");
+}
+
+/// The JSON patch added the location but its answer was lost: the location is visible, so the
+/// record is left and named.
+#[tokio::test]
+async fn a_lost_answer_to_a_successful_patch_keeps_the_image_with_its_location() {
+    let log: Log = Default::default();
+    let port = serve(log.clone(), |m, p| match (m, p) {
+        ("POST", "/v2/images") => (201, QUEUED_WITH_LOCATIONS.into()),
+        ("GET", "/versions") => (200, r#"{"versions": [{"id": "v2.16"}]}"#.into()),
+        ("PATCH", "/v2/images/i1") => (502, "{}".into()),
+        ("GET", "/v2/images/i1") => (200, ACTIVE.into()),
+        ("DELETE", "/v2/images/i1") => (204, String::new()),
+        _ => (500, "{}".into()),
+    })
+    .await;
+    let e = glance(port).await.register(&request()).await.unwrap_err();
+    assert!(matches!(e, Error::RecordKept { .. }), "{e}");
+    assert!(e.to_string().contains("rbd://f/images/img/snap"), "{e}");
+    let log = log.lock().unwrap().clone();
+    assert!(!log.iter().any(|l| l.starts_with("DELETE")), "{log:?}");
 }
 
 #[tokio::test]

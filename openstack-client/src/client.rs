@@ -238,25 +238,15 @@ impl OpenStackClient {
 
     /// Builds a client for `cloud` and authenticates at once, so bad credentials fail here.
     pub async fn connect(cloud: CloudConfig, options: ClientOptions) -> Result<Self, Error> {
-        let mut b = reqwest::Client::builder()
+        for w in cloud.security_warnings() {
+            tracing::warn!(cloud = %cloud.name, "{w}");
+        }
+        let b = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
-            .user_agent(concat!("rbd-relay/", env!("CARGO_PKG_VERSION")));
-        if !cloud.tls.verify {
-            b = b.danger_accept_invalid_certs(true);
-        }
-        if let Some(ca) = &cloud.tls.cacert {
-            let pem = std::fs::read(ca).map_err(|e| Error::Client {
-                cloud: cloud.name.clone(),
-                reason: format!("cannot read cacert {}: {e}", ca.display()),
-            })?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Error::Client {
-                cloud: cloud.name.clone(),
-                reason: format!("bad cacert {}: {e}", ca.display()),
-            })? {
-                b = b.add_root_certificate(cert);
-            }
-        }
+            .user_agent(concat!("rbd-relay/", env!("CARGO_PKG_VERSION")))
+            .redirect(same_origin_redirects());
+        let b = tls_builder(b, &cloud)?;
         let http = b.build().map_err(|e| Error::Client {
             cloud: cloud.name.clone(),
             reason: e.to_string(),
@@ -592,6 +582,91 @@ impl OpenStackClient {
             expires,
         })
     }
+}
+
+/// Redirects are followed only within one origin (scheme, host and port): every request
+/// carries `X-Auth-Token`, and Keystone's a password (re-sent on 307/308). reqwest's default
+/// policy would forward `X-Auth-Token` to any host, https → http included.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let Some(from) = attempt.previous().last().cloned() else {
+            return attempt.follow();
+        };
+        let to = attempt.url().clone();
+        if attempt.previous().len() > 10 {
+            attempt.error(format!("more than 10 redirects, the last to {to}"))
+        } else if from.origin() == to.origin() {
+            attempt.follow()
+        } else {
+            let reason = format!(
+                "refusing to follow the redirect from {from} to {to}: it leaves {} and would \
+                 send the token (or password) there; configure the service's URL as {}:// \
+                 {} directly (endpoint override or catalog) if that host is right",
+                from.origin().ascii_serialization(),
+                to.scheme(),
+                to.host_str().unwrap_or("?")
+            );
+            attempt.error(reason)
+        }
+    })
+}
+
+/// Applies `cloud`'s TLS settings: verification, CA bundle (which, as with the `openstack`
+/// CLI, replaces the default trust store of system roots and webpki roots), client identity.
+fn tls_builder(
+    mut b: reqwest::ClientBuilder,
+    cloud: &CloudConfig,
+) -> Result<reqwest::ClientBuilder, Error> {
+    let err = |reason: String| Error::Client {
+        cloud: cloud.name.clone(),
+        reason,
+    };
+    let read = |what: &str, p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| {
+            err(format!(
+                "cannot read {what} {}: {e}; fix the path in the cloud's clouds.yaml entry",
+                p.display()
+            ))
+        })
+    };
+    let tls = &cloud.tls;
+    if !tls.verify {
+        b = b.danger_accept_invalid_certs(true);
+    } else if let Some(ca) = &tls.cacert {
+        let pem = read("cacert", ca)?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| err(format!("bad cacert {}: {e}", ca.display())))?;
+        if certs.is_empty() {
+            return Err(err(format!(
+                "cacert {} holds no PEM certificate; give the CA bundle of the cloud",
+                ca.display()
+            )));
+        }
+        b = b.tls_built_in_root_certs(false);
+        for cert in certs {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    if let Some(cert) = &tls.client_cert {
+        let mut pem = read("client certificate (cert)", cert)?;
+        if let Some(key) = &tls.client_key {
+            pem.push(b'\n');
+            pem.extend(read("client key (key)", key)?);
+        }
+        let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+            err(format!(
+                "bad client certificate {}{}: {e}; `cert` needs a PEM certificate and a PEM \
+                 private key (in `cert` itself or in `key`)",
+                cert.display(),
+                tls.client_key
+                    .as_ref()
+                    .map(|k| format!(" / key {}", k.display()))
+                    .unwrap_or_default()
+            ))
+        })?;
+        b = b.identity(id);
+    }
+    Ok(b)
 }
 
 fn parse_time(s: &str) -> Option<SystemTime> {

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 use url::Url;
 
 use crate::catalog::{Interface, ServiceType};
@@ -38,7 +38,7 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
         /// The parser's error.
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     /// The named cloud is in no configuration file and not given by `OS_*` variables.
     #[error("cloud `{name}` not found (searched: {searched}; clouds there: {available})")]
@@ -230,13 +230,20 @@ pub enum AuthMethod {
     },
 }
 
-/// TLS settings of a cloud.
+/// TLS settings of a cloud, read as openstacksdk reads them: `verify` is a boolean, or a path
+/// meaning "verify against this CA bundle"; `insecure: true` turns verification off when
+/// `verify` is not given; `cacert` names the CA bundle; `cert` (and `key`) the client identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsOptions {
     /// Verify server certificates (`verify`, or not `insecure`).
     pub verify: bool,
-    /// Extra CA bundle (`cacert`).
+    /// CA bundle (`cacert`, or a path given as `verify`). When set, only these CAs are trusted,
+    /// as with the `openstack` CLI; otherwise the system trust store and the webpki roots.
     pub cacert: Option<PathBuf>,
+    /// Client certificate, PEM (`cert`); may also hold the private key.
+    pub client_cert: Option<PathBuf>,
+    /// Private key of the client certificate, PEM (`key`), when not in `cert`.
+    pub client_key: Option<PathBuf>,
 }
 
 impl Default for TlsOptions {
@@ -244,6 +251,8 @@ impl Default for TlsOptions {
         Self {
             verify: true,
             cacert: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 }
@@ -370,7 +379,7 @@ fn first_existing(files: &[PathBuf]) -> Result<Option<(PathBuf, Value)>, ConfigE
             path: p.clone(),
             source,
         })?;
-        let v: Value = serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let v: Value = serde_norway::from_str(&text).map_err(|source| ConfigError::Parse {
             path: p.clone(),
             source,
         })?;
@@ -475,6 +484,61 @@ fn truthy(s: &str) -> bool {
         s.to_ascii_lowercase().as_str(),
         "1" | "true" | "yes" | "on" | "y"
     )
+}
+
+fn falsy(s: &str) -> bool {
+    matches!(
+        s.to_ascii_lowercase().as_str(),
+        "0" | "false" | "no" | "off" | "n"
+    )
+}
+
+/// `~/x` → `$HOME/x`, as openstacksdk's `expanduser` does for `cacert`, `cert` and `key`.
+fn expand_home(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+/// The TLS settings of one cloud entry (see [`TlsOptions`]).
+fn tls_options(entry: &Value) -> Result<TlsOptions, String> {
+    // `verify` wins over `insecure`; a `verify` that is no boolean word is a CA bundle path
+    // (requests' `verify=PATH`), never "off".
+    let (verify, verify_path) = match (get_str(entry, &["verify"]), get_str(entry, &["insecure"])) {
+        (Some(v), _) if truthy(&v) => (true, None),
+        (Some(v), _) if falsy(&v) => (false, None),
+        (Some(path), _) => (true, Some(expand_home(&path))),
+        (None, Some(i)) => (!truthy(&i), None),
+        (None, None) => (true, None),
+    };
+    let cacert = get_str(entry, &["cacert"]).map(|c| expand_home(&c));
+    let client_cert = get_str(entry, &["cert"]).map(|c| expand_home(&c));
+    let client_key = get_str(entry, &["key"]).map(|c| expand_home(&c));
+    if client_key.is_some() && client_cert.is_none() {
+        return Err(
+            "`key` is set but `cert` is not; give the client certificate as `cert` (PEM), or \
+             remove `key`"
+                .into(),
+        );
+    }
+    Ok(TlsOptions {
+        verify,
+        // openstacksdk: `cacert` is used when given, else the path given as `verify`.
+        cacert: cacert.or(verify_path),
+        client_cert,
+        client_key,
+    })
+}
+
+/// Whether `url`'s host is this machine (traffic that never leaves it).
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
+    }
 }
 
 /// Turns `http://host:5000` or `http://host:5000/v3/` into `http://host:5000/v3`.
@@ -629,23 +693,71 @@ fn build(name: &str, entry: &Value, source: Option<PathBuf>) -> Result<CloudConf
              image_endpoint_override"
         )));
     }
-    let verify = match (get_str(entry, &["verify"]), get_str(entry, &["insecure"])) {
-        (Some(v), _) => truthy(&v),
-        (None, Some(i)) => !truthy(&i),
-        (None, None) => true,
-    };
+    let tls = tls_options(entry).map_err(invalid)?;
     Ok(CloudConfig {
         name: name.to_owned(),
         auth: method,
         region_name: get_str(entry, &["region_name"]),
         interface,
         endpoint_overrides,
-        tls: TlsOptions {
-            verify,
-            cacert: get_str(entry, &["cacert"]).map(PathBuf::from),
-        },
+        tls,
         source,
     })
+}
+
+impl CloudConfig {
+    /// The Keystone URL, if the cloud authenticates with Keystone.
+    pub fn auth_url(&self) -> Option<&Url> {
+        match &self.auth {
+            AuthMethod::Password { auth_url, .. }
+            | AuthMethod::ApplicationCredential { auth_url, .. }
+            | AuthMethod::Token { auth_url, .. } => Some(auth_url),
+            AuthMethod::Static { .. } => None,
+        }
+    }
+
+    /// What is unsafe about how this cloud is reached, one sentence each: verification off,
+    /// a CA bundle that is ignored because of it, credentials sent over plain `http://` to
+    /// another machine. [`crate::OpenStackClient::connect`] logs each as a warning.
+    pub fn security_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let from = match &self.source {
+            Some(p) => format!(" in {}", p.display()),
+            None => String::new(),
+        };
+        if !self.tls.verify {
+            out.push(format!(
+                "TLS certificate verification is OFF for cloud `{}` (`verify: false` or \
+                 `insecure: true`{from}): anyone on the network path can impersonate the cloud \
+                 and read the password and tokens; set `cacert` to the cloud's CA bundle instead",
+                self.name
+            ));
+            if let Some(ca) = &self.tls.cacert {
+                out.push(format!(
+                    "cloud `{}`: `cacert` {} is ignored because verification is off",
+                    self.name,
+                    ca.display()
+                ));
+            }
+        }
+        let mut http: Vec<(&str, &Url)> = Vec::new();
+        if let Some(u) = self.auth_url() {
+            http.push(("auth_url", u));
+        }
+        for u in self.endpoint_overrides.values() {
+            http.push(("endpoint override", u));
+        }
+        for (what, u) in http {
+            if u.scheme() == "http" && !is_loopback(u) {
+                out.push(format!(
+                    "cloud `{}`: {what} {u} is plain http: the password and tokens cross the \
+                     network unencrypted; use the https:// URL of the service",
+                    self.name
+                ));
+            }
+        }
+        out
+    }
 }
 
 impl fmt::Display for CloudConfig {
@@ -887,6 +999,130 @@ clouds:
         assert_eq!(
             keystone_v3_url("http://k:5000/").unwrap().as_str(),
             "http://k:5000/v3"
+        );
+    }
+
+    /// One password cloud `t` with `extra` lines added to its entry.
+    fn tls_cloud(auth_url: &str, extra: &str) -> Result<CloudConfig, ConfigError> {
+        let yaml = format!(
+            "clouds:\n  t:\n    auth:\n      auth_url: {auth_url}\n      username: u\n      \
+             password: p\n      project_name: p\n{extra}"
+        );
+        let (_d, s) = sources(&yaml, &[]);
+        CloudConfig::from_sources(&s, Some("t"))
+    }
+
+    #[test]
+    fn a_path_given_as_verify_is_a_ca_bundle_and_keeps_verification_on() {
+        let c = tls_cloud("https://k:5000", "    verify: /etc/pki/cloud-ca.pem\n").unwrap();
+        assert!(c.tls.verify);
+        assert_eq!(
+            c.tls.cacert.as_deref(),
+            Some(Path::new("/etc/pki/cloud-ca.pem"))
+        );
+        assert!(
+            c.security_warnings().is_empty(),
+            "{:?}",
+            c.security_warnings()
+        );
+    }
+
+    #[test]
+    fn verify_false_turns_verification_off_and_says_so() {
+        for v in ["false", "False", "'no'", "'0'"] {
+            let c = tls_cloud("https://k:5000", &format!("    verify: {v}\n")).unwrap();
+            assert!(!c.tls.verify, "verify: {v}");
+            let w = c.security_warnings().join("\n");
+            assert!(w.contains("verification is OFF for cloud `t`"), "{w}");
+        }
+    }
+
+    #[test]
+    fn verify_true_or_absent_keeps_verification_on() {
+        for extra in ["    verify: true\n", "", "    insecure: false\n"] {
+            let c = tls_cloud("https://k:5000", extra).unwrap();
+            assert!(c.tls.verify, "{extra}");
+            assert_eq!(c.tls.cacert, None);
+        }
+    }
+
+    #[test]
+    fn insecure_true_turns_verification_off_unless_verify_says_otherwise() {
+        assert!(
+            !tls_cloud("https://k", "    insecure: true\n")
+                .unwrap()
+                .tls
+                .verify
+        );
+        let both = "    insecure: true\n    verify: true\n";
+        assert!(tls_cloud("https://k", both).unwrap().tls.verify);
+    }
+
+    #[test]
+    fn cacert_is_honoured_and_wins_over_a_verify_path() {
+        let c = tls_cloud("https://k", "    cacert: /a.pem\n").unwrap();
+        assert_eq!(c.tls.cacert.as_deref(), Some(Path::new("/a.pem")));
+        let c = tls_cloud("https://k", "    cacert: /a.pem\n    verify: /b.pem\n").unwrap();
+        assert_eq!(c.tls.cacert.as_deref(), Some(Path::new("/a.pem")));
+    }
+
+    #[test]
+    fn cacert_with_verification_off_is_reported_as_ignored() {
+        let c = tls_cloud("https://k", "    cacert: /a.pem\n    verify: false\n").unwrap();
+        let w = c.security_warnings().join("\n");
+        assert!(w.contains("`cacert` /a.pem is ignored"), "{w}");
+    }
+
+    #[test]
+    fn cert_and_key_are_read_as_the_client_identity() {
+        let c = tls_cloud("https://k", "    cert: /c.pem\n    key: /k.pem\n").unwrap();
+        assert_eq!(c.tls.client_cert.as_deref(), Some(Path::new("/c.pem")));
+        assert_eq!(c.tls.client_key.as_deref(), Some(Path::new("/k.pem")));
+    }
+
+    #[test]
+    fn a_key_without_a_cert_is_refused() {
+        let e = tls_cloud("https://k", "    key: /k.pem\n").unwrap_err();
+        assert!(
+            e.to_string().contains("`key` is set but `cert` is not"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn plain_http_auth_url_to_another_machine_warns() {
+        let c = tls_cloud("http://keystone.example:5000", "").unwrap();
+        let w = c.security_warnings().join("\n");
+        assert!(
+            w.contains("auth_url http://keystone.example:5000/v3 is plain http"),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn https_and_loopback_auth_urls_do_not_warn() {
+        for u in [
+            "https://keystone.example:5000",
+            "http://127.0.0.1:5010",
+            "http://localhost:5000",
+        ] {
+            let c = tls_cloud(u, "").unwrap();
+            assert!(
+                c.security_warnings().is_empty(),
+                "{u}: {:?}",
+                c.security_warnings()
+            );
+        }
+    }
+
+    #[test]
+    fn plain_http_endpoint_override_warns() {
+        let (_d, s) = sources(YAML, &[]);
+        let c = CloudConfig::from_sources(&s, Some("c")).unwrap();
+        let w = c.security_warnings().join("\n");
+        assert!(
+            w.contains("endpoint override http://c:8776/v3/p is plain http"),
+            "{w}"
         );
     }
 }

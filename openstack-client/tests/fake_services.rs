@@ -310,3 +310,67 @@ async fn static_token_without_keystone_uses_overrides() {
         .to_string();
     assert!(e.contains("image_endpoint_override"), "{e}");
 }
+
+/// A static-token client whose block-storage endpoint is `http://127.0.0.1:{port}/v3/p1`.
+async fn static_client(port: u16) -> OpenStackClient {
+    let mut c = cloud(1);
+    c.auth = AuthMethod::Static {
+        token: Some(Secret::new("admin:p1")),
+    };
+    c.endpoint_overrides.insert(
+        ServiceType::BlockStorage,
+        format!("http://127.0.0.1:{port}/v3/p1").parse().unwrap(),
+    );
+    OpenStackClient::connect(c, ClientOptions::default())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_host_is_refused_and_the_token_never_sent_there() {
+    let seen: Arc<std::sync::Mutex<Vec<Option<String>>>> = Default::default();
+    let other = {
+        let seen = seen.clone();
+        serve(Arc::new(move |r: &Req| {
+            seen.lock().unwrap().push(r.token.clone());
+            resp(200, r#"{"volumes": []}"#)
+        }))
+        .await
+    };
+    let cinder = serve(Arc::new(move |_r: &Req| Resp {
+        status: 307,
+        headers: vec![(
+            "Location".into(),
+            format!("http://127.0.0.1:{other}/v3/p1/volumes"),
+        )],
+        body: String::new(),
+    }))
+    .await;
+    let client = static_client(cinder).await;
+    let e = client.send_empty(&volumes()).await.unwrap_err().to_string();
+    assert!(e.contains("refusing to follow the redirect"), "{e}");
+    assert!(e.contains(&format!("127.0.0.1:{other}")), "{e}");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_within_the_same_origin_is_followed() {
+    let cinder = serve(Arc::new(|r: &Req| {
+        if r.path.ends_with("/moved") && r.token.as_deref() == Some("admin:p1") {
+            resp(200, r#"{"volumes": []}"#)
+        } else {
+            Resp {
+                status: 307,
+                headers: vec![("Location".into(), "/v3/p1/moved".into())],
+                body: String::new(),
+            }
+        }
+    }))
+    .await;
+    let client = static_client(cinder).await;
+    client.send_empty(&volumes()).await.unwrap();
+}
