@@ -385,7 +385,7 @@ impl Reporter {
         from: &rbd_mirror_core::rbd::Cluster,
         waited: std::time::Duration,
     ) {
-        if self.format == OutputFormat::Text && (self.tty || waited.as_secs() % 5 == 0) {
+        if self.format == OutputFormat::Text && (self.tty || waited.as_secs().is_multiple_of(5)) {
             self.line(
                 &format!(
                     "waiting for rbd-mirror on {} to connect to {} ({} s)",

@@ -1,6 +1,10 @@
-//! Raw `extern "C"` declarations of the librbd C API we use (Ceph 16.2, `rbd/librbd.h`).
+//! Raw `extern "C"` declarations of the librbd C API we use (Ceph 16.2, `rbd/librbd.h`), and
+//! of the few librados calls that open the cluster and pool handles librbd needs
+//! (`rados/librados.h`).
 //!
-//! Nothing but declarations lives here; the safe layer is `rbd_mirror_core::rbd`.
+//! Nothing but declarations lives here; the safe layer is `rbd_mirror_core::rbd`. The
+//! librados part replaces the `ceph` crate, which pulled in unmaintained dependencies
+//! (nix 0.18, nom 5 / lexical-core 0.7) for about twenty C declarations.
 //!
 //! C enums are declared as `c_int` type aliases plus named constants rather than Rust
 //! enums: librbd writes them into out-parameters, and a value Rust does not know (a newer
@@ -10,10 +14,14 @@
 
 use libc::{c_char, c_int, c_void, size_t, ssize_t, time_t};
 
-/// librados cluster handle (`rados_t`), the same pointer type the `ceph` crate uses.
+/// librados cluster handle (`rados_t`).
 pub type rados_t = *mut c_void;
 /// librados I/O context handle (`rados_ioctx_t`).
 pub type rados_ioctx_t = *mut c_void;
+/// librados compound read operation (`rados_read_op_t`).
+pub type rados_read_op_t = *mut c_void;
+/// Iterator over omap key/values filled by a read operation (`rados_omap_iter_t`).
+pub type rados_omap_iter_t = *mut c_void;
 
 pub type rbd_image_t = *mut c_void;
 pub type rbd_image_options_t = *mut c_void;
@@ -436,6 +444,84 @@ extern "C" {
         status_size: size_t,
     ) -> c_int;
     pub fn rbd_mirror_image_global_status_cleanup(status: *mut rbd_mirror_image_global_status_t);
+}
+
+// ---- librados.h (Ceph 16.2): only the calls rbd_mirror_core::rbd uses ------------------
+#[link(name = "rados")]
+extern "C" {
+    // cluster handle
+    pub fn rados_create2(
+        pcluster: *mut rados_t,
+        clustername: *const c_char,
+        name: *const c_char,
+        flags: u64,
+    ) -> c_int;
+    pub fn rados_conf_read_file(cluster: rados_t, path: *const c_char) -> c_int;
+    pub fn rados_conf_set(cluster: rados_t, option: *const c_char, value: *const c_char) -> c_int;
+    pub fn rados_connect(cluster: rados_t) -> c_int;
+    pub fn rados_shutdown(cluster: rados_t);
+    pub fn rados_cluster_fsid(cluster: rados_t, buf: *mut c_char, len: size_t) -> c_int;
+
+    // pool I/O context
+    pub fn rados_ioctx_create(
+        cluster: rados_t,
+        pool_name: *const c_char,
+        ioctx: *mut rados_ioctx_t,
+    ) -> c_int;
+    pub fn rados_ioctx_destroy(io: rados_ioctx_t);
+    pub fn rados_ioctx_get_id(io: rados_ioctx_t) -> i64;
+    pub fn rados_ioctx_set_namespace(io: rados_ioctx_t, nspace: *const c_char);
+
+    // monitor / manager commands; outbuf and outs are freed with rados_buffer_free
+    pub fn rados_mon_command(
+        cluster: rados_t,
+        cmd: *mut *const c_char,
+        cmdlen: size_t,
+        inbuf: *const c_char,
+        inbuflen: size_t,
+        outbuf: *mut *mut c_char,
+        outbuflen: *mut size_t,
+        outs: *mut *mut c_char,
+        outslen: *mut size_t,
+    ) -> c_int;
+    pub fn rados_mgr_command(
+        cluster: rados_t,
+        cmd: *mut *const c_char,
+        cmdlen: size_t,
+        inbuf: *const c_char,
+        inbuflen: size_t,
+        outbuf: *mut *mut c_char,
+        outbuflen: *mut size_t,
+        outs: *mut *mut c_char,
+        outslen: *mut size_t,
+    ) -> c_int;
+    pub fn rados_buffer_free(buf: *mut c_char);
+
+    // omap reads (the journal client registry); `_vals` is marked deprecated in 16.2's
+    // header in favour of `_vals2`, but is still exported and behaves the same here
+    pub fn rados_create_read_op() -> rados_read_op_t;
+    pub fn rados_release_read_op(read_op: rados_read_op_t);
+    pub fn rados_read_op_omap_get_vals(
+        read_op: rados_read_op_t,
+        start_after: *const c_char,
+        filter_prefix: *const c_char,
+        max_return: u64,
+        iter: *mut rados_omap_iter_t,
+        prval: *mut c_int,
+    );
+    pub fn rados_read_op_operate(
+        read_op: rados_read_op_t,
+        io: rados_ioctx_t,
+        oid: *const c_char,
+        flags: c_int,
+    ) -> c_int;
+    pub fn rados_omap_get_next(
+        iter: rados_omap_iter_t,
+        key: *mut *mut c_char,
+        val: *mut *mut c_char,
+        len: *mut size_t,
+    ) -> c_int;
+    pub fn rados_omap_get_end(iter: rados_omap_iter_t);
 }
 
 #[cfg(test)]

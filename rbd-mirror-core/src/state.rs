@@ -6,7 +6,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, SpecError};
@@ -199,7 +198,7 @@ impl StateFile {
             // run `sh` while other tests hold locks). So a busy lock is retried for 1 s
             // before another run is reported.
             let since = std::time::Instant::now();
-            while lock.try_lock_exclusive().is_err() {
+            while lock.try_lock().is_err() {
                 if since.elapsed() >= std::time::Duration::from_secs(1) {
                     return Err(Error::Locked {
                         image: image.to_string(),
@@ -275,7 +274,7 @@ pub fn run_active(dir: &Path, id: &str) -> bool {
         return false; // never locked: no run ever started here
     };
     // free: take it for an instant and let it go (dropping the file releases it)
-    lock.try_lock_exclusive().is_err()
+    lock.try_lock().is_err()
 }
 
 /// The outcome of a recorded migration as `list` shows it: the recorded text, except that a

@@ -52,7 +52,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
 pub use cluster::{DaemonStatus, Teardown};
@@ -170,8 +169,7 @@ fn lock(state_dir: &Path) -> Result<(Layout, DirLock)> {
         .write(true)
         .open(&path)
         .map_err(|e| Error::io("open", &path, e))?;
-    file.lock_exclusive()
-        .map_err(|source| Error::Lock { path, source })?;
+    file.lock().map_err(|source| Error::Lock { path, source })?;
     Ok((layout, DirLock { _file: file }))
 }
 

@@ -1,8 +1,10 @@
 //! Connections to a Ceph cluster (`rados_t`) and pools (`rados_ioctx_t`).
 //!
-//! The `ceph` crate provides the librados declarations, but its own `Rados`/`IoCtx` handles
-//! can shut a cluster down twice, so the handles are owned here: [`Cluster`] shuts down
-//! exactly once, when the last [`IoCtx`]/[`crate::rbd::Image`] using it is gone.
+//! The librados declarations come from `librbd-sys` (the C calls only); the handles are
+//! owned here: [`Cluster`] shuts down exactly once, when the last
+//! [`IoCtx`]/[`crate::rbd::Image`] using it is gone, and no raw pointer leaves `crate::rbd`.
+//! Buffers librados allocates (command output) are copied and freed with
+//! `rados_buffer_free`.
 //! Timeouts are set before `rados_connect` so a dead cluster fails fast instead of hanging.
 
 use std::ffi::CString;
@@ -11,28 +13,12 @@ use std::ptr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ceph::rados as sys;
 use libc::{c_char, c_int, size_t};
+use librbd_sys as sys;
 
-use super::error::{check, cstring, from_c, grow_string_with_len, RbdError, Result};
-
-// `rados_mgr_command` is in librados.h but the `ceph` crate (3.2.5) does not declare it.
-// The service map (`service dump`/`service status`), which says whether rbd-mirror
-// daemons are up and healthy, is served by the mgr, so we declare it here.
-#[link(name = "rados")]
-extern "C" {
-    fn rados_mgr_command(
-        cluster: sys::rados_t,
-        cmd: *mut *const c_char,
-        cmdlen: size_t,
-        inbuf: *const c_char,
-        inbuflen: size_t,
-        outbuf: *mut *mut c_char,
-        outbuflen: *mut size_t,
-        outs: *mut *mut c_char,
-        outslen: *mut size_t,
-    ) -> c_int;
-}
+use super::error::{
+    check, cstring, from_c, grow_string_fixed, grow_string_with_len, RbdError, Result,
+};
 
 /// How to reach a cluster: name, conf file, cephx user, timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,10 +89,11 @@ impl ClusterConfig {
     }
 }
 
-/// Owner of one `rados_t`; shut down exactly once in `Drop`.
-pub(crate) struct RadosHandle {
-    pub(crate) raw: sys::rados_t,
-    pub(crate) name: String,
+/// Owner of one `rados_t`; shut down exactly once in `Drop`. Private to this file: the
+/// only way to reach the pointer is through a [`Cluster`], which holds it in an `Arc`.
+struct RadosHandle {
+    raw: sys::rados_t,
+    name: String,
 }
 
 // SAFETY: librados cluster handles are documented thread-safe ("the rados_t handle may be
@@ -127,7 +114,7 @@ impl Drop for RadosHandle {
 /// last clone and every [`IoCtx`]/[`crate::rbd::Image`] made from it are dropped.
 #[derive(Clone)]
 pub struct Cluster {
-    pub(crate) handle: Arc<RadosHandle>,
+    handle: Arc<RadosHandle>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -211,14 +198,16 @@ impl Cluster {
         format!("cluster {}", self.handle.name)
     }
 
-    /// The cluster fsid (`rados_cluster_fsid`).
+    /// The cluster fsid (`rados_cluster_fsid`; the buffer grows on `-ERANGE`).
     pub fn fsid(&self) -> Result<String> {
-        let mut buf = vec![0u8; 64];
-        // SAFETY: buf is writable for buf.len() bytes; the handle is connected.
-        let ret =
-            unsafe { sys::rados_cluster_fsid(self.handle.raw, buf.as_mut_ptr().cast(), buf.len()) };
-        check(ret, "rados_cluster_fsid", || self.ctx())?;
-        Ok(super::error::from_buf(&buf))
+        grow_string_fixed(
+            "rados_cluster_fsid",
+            || self.ctx(),
+            |buf, len| {
+                // SAFETY: buf is writable for len bytes; the handle is connected.
+                unsafe { sys::rados_cluster_fsid(self.handle.raw, buf, len) }
+            },
+        )
     }
 
     /// Opens an I/O context on `pool` (`rados_ioctx_create`).
@@ -298,7 +287,7 @@ impl Cluster {
         // allocates outbuf/outs, which are freed below with rados_buffer_free.
         let ret = unsafe {
             if mgr {
-                rados_mgr_command(
+                sys::rados_mgr_command(
                     self.handle.raw,
                     cmds.as_mut_ptr(),
                     1,
@@ -510,10 +499,10 @@ fn parse_daemon_health(
 
 /// An I/O context on one pool (and namespace) of a [`Cluster`] (wraps `rados_ioctx_t`).
 pub struct IoCtx {
-    pub(crate) raw: sys::rados_ioctx_t,
-    pub(crate) cluster: Cluster,
-    pub(crate) pool: String,
-    pub(crate) namespace: String,
+    pub(super) raw: sys::rados_ioctx_t,
+    pub(super) cluster: Cluster,
+    pool: String,
+    namespace: String,
 }
 
 // SAFETY: librados ioctx handles may be used from any thread; the only non-thread-safe

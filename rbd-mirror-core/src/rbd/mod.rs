@@ -1,4 +1,4 @@
-//! Safe wrapper over librbd (`librbd-sys`) and librados (the `ceph` crate).
+//! Safe wrapper over librbd and librados (both declared in `librbd-sys`).
 //!
 //! The only place in the library that touches raw handles: every handle is owned by a type
 //! here whose `Drop` frees it, and no raw pointer leaves this module. Negative return codes

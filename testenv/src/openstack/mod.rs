@@ -64,7 +64,6 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fs2::FileExt;
 use reqwest::blocking::Client;
 use serde::{Deserialize, Serialize};
 
@@ -534,8 +533,7 @@ fn lock(state_dir: &Path) -> Result<fs::File, Error> {
         .write(true)
         .open(&path)
         .map_err(|e| Error::io("open", &path, e))?;
-    f.lock_exclusive()
-        .map_err(|e| Error::io("lock", &path, e))?;
+    f.lock().map_err(|e| Error::io("lock", &path, e))?;
     Ok(f)
 }
 
