@@ -19,6 +19,10 @@ releases=${*:-reef tentacle}
 say() { echo "test-matrix: $*"; }
 [ "$(id -u)" = 0 ] || { echo "test-matrix: must run as root (chroots, namespaces, daemons)" >&2; exit 1; }
 
+if ! command -v debootstrap >/dev/null 2>&1; then
+  say "installing debootstrap (builds the chroots)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >/dev/null
+fi
 say "building testenv and the matrix tests"
 "$CARGO" build -q -p testenv
 "$CARGO" test -q -p rbd-relay --test matrix_real --no-run

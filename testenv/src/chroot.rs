@@ -176,6 +176,7 @@ pub(crate) fn build(root: &Path, suite: &str, archive: &str, release: Release) -
             .map(String::as_str)
             .chain(stderr.lines())
             .filter(|l| l.contains("E:") || l.contains("Failed") || l.contains("error"))
+            .map(str::trim)
             .collect();
         return Err(Error::ChrootBuild {
             suite: suite.to_string(),
@@ -288,6 +289,25 @@ mod tests {
             Some("http://m.example/debian")
         );
         assert_eq!(archive_from_sources(&[nodesource.into()], "bookworm"), None);
+    }
+
+    #[test]
+    fn an_unreachable_archive_is_a_clear_error_naming_it_and_leaves_no_chroot() {
+        // nothing listens on port 9 of loopback: debootstrap cannot fetch the Release file
+        // (and where debootstrap is missing or we are not root, the build fails just the same)
+        let dir = std::env::temp_dir().join(format!("testenv-chroot-{}", std::process::id()));
+        let root = dir.join("trixie-ceph");
+        let archive = "http://127.0.0.1:9/debian";
+        let err = build(&root, "trixie", archive, Release::Reef).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::ChrootBuild { .. }), "{text}");
+        assert!(text.contains(archive) && text.contains("trixie"), "{text}");
+        assert!(text.contains("is the archive reachable"), "{text}");
+        assert!(
+            !root.exists(),
+            "a failed build must not leave a chroot that counts"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

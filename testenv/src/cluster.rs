@@ -488,15 +488,21 @@ pub(crate) fn start_rbd_mirror(layout: &Layout, chroot_root: Option<&Path>) -> R
 /// `ceph health` of a site: the status word plus the check names, e.g. `HEALTH_OK`.
 pub(crate) fn health(site: &str, limit: Duration) -> Result<String> {
     let out = ceph(site, &["health", "--format", "json"], None, limit)?;
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).map_err(|e| Error::Parse {
+    summarize_health(&out.stdout).ok_or_else(|| Error::Parse {
         command: format!("ceph --cluster {site} health --format json"),
-        detail: e.to_string(),
-    })?;
+        detail: format!("not JSON: {}", out.stdout.trim()),
+    })
+}
+
+/// `ceph health --format json` as one line: the status word plus the checks that count,
+/// e.g. `HEALTH_OK` or `HEALTH_WARN (CODE: message)`. A muted check (see
+/// [`MUTED_ON_NEWER_RELEASES`]) is known and does not count.
+pub(crate) fn summarize_health(json: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
     let status = v["status"].as_str().unwrap_or("?").to_string();
     let checks: Vec<String> = v["checks"]
         .as_object()
         .map(|m| {
-            // a muted check (see MUTED_ON_NEWER_RELEASES) is known and does not count
             m.iter()
                 .filter(|(_, c)| c["muted"] != true)
                 .map(|(k, c)| {
@@ -506,7 +512,7 @@ pub(crate) fn health(site: &str, limit: Duration) -> Result<String> {
                 .collect()
         })
         .unwrap_or_default();
-    Ok(if checks.is_empty() {
+    Some(if checks.is_empty() {
         status
     } else {
         format!("{status} ({})", checks.join("; "))
@@ -937,6 +943,23 @@ mod tests {
         );
         assert_eq!(release_from_versions(r#"{"overall":{}}"#), None);
         assert_eq!(release_from_versions("not json"), None);
+    }
+
+    #[test]
+    fn a_muted_check_does_not_keep_a_site_from_health_ok() {
+        let muted = r#"{"status":"HEALTH_OK","checks":{"MGR_MODULE_DEPENDENCY":{"severity":"HEALTH_WARN",
+            "summary":{"message":"11 mgr modules have failed dependencies","count":11},"muted":true}},
+            "mutes":[{"code":"MGR_MODULE_DEPENDENCY","sticky":true}]}"#;
+        assert_eq!(summarize_health(muted).as_deref(), Some("HEALTH_OK"));
+        let warn = r#"{"status":"HEALTH_WARN","checks":{"POOL_APP_NOT_ENABLED":{"severity":"HEALTH_WARN",
+            "summary":{"message":"1 pool(s) do not have an application enabled"}}}}"#;
+        assert_eq!(
+            summarize_health(warn).as_deref(),
+            Some(
+                "HEALTH_WARN (POOL_APP_NOT_ENABLED: 1 pool(s) do not have an application enabled)"
+            )
+        );
+        assert_eq!(summarize_health("garbage"), None);
     }
 
     #[test]
