@@ -1,6 +1,6 @@
 # rbd-relay: the two set-up commands of the README are `make demo` and `make test`.
 # Both install what they need first (Debian packages, as root) and tear down what they start.
-.PHONY: deps build demo test unit env-up env-down clippy fmt bench fresh-check test-matrix
+.PHONY: deps build demo test unit env-up env-down clippy fmt bench fresh-check test-matrix librbd-check
 
 CARGO ?= cargo
 
@@ -49,3 +49,9 @@ fresh-check:
 # (default /var/tmp/rbd-relay-matrix). RELEASES="reef" runs one. See docs/compatibility.md.
 test-matrix: deps
 	./scripts/test-matrix.sh $(RELEASES)
+
+# rbd-relay built and unit-tested against librbd 18 (RELEASE=reef, default) or 20
+# (RELEASE=tentacle) inside a copy of testenv's chroot; also checks that every function
+# librbd-sys declares is exported there. Needs root; the host's toolchain and crates are used.
+librbd-check:
+	./scripts/librbd-check.sh $(RELEASE)
