@@ -36,6 +36,7 @@ for release in $releases; do
   log="$dir/$release.log"
   say "== $release: pair up, tests, pair down, in private namespaces (log: $log)"
   rc=0
+  # shellcheck disable=SC2016 # the inner script expands its own variables
   unshare --mount --net --propagation private env TESTENV="$testenv" RELEASE="$release" \
     RBD_RELAY_TESTENV_DIR="$dir/env" CARGO="$CARGO" CARGO_TARGET_DIR="$target" sh -c '
     set -eu
