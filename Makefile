@@ -1,6 +1,6 @@
 # rbd-relay: the two set-up commands of the README are `make demo` and `make test`.
 # Both install what they need first (Debian packages, as root) and tear down what they start.
-.PHONY: deps build demo test unit env-up env-down clippy fmt bench fresh-check
+.PHONY: deps build demo test unit env-up env-down clippy fmt bench fresh-check test-matrix librbd-check
 
 CARGO ?= cargo
 
@@ -41,3 +41,17 @@ bench: deps
 # copied in: proves a first run installs what it needs. Needs root; stop a running env first.
 fresh-check:
 	./scripts/fresh-check.sh
+
+# Cross-version real tests: site-a on the host's Ceph 16.2 (Pacific), site-b on Reef (Debian 13
+# chroot) then Tentacle (Debian unstable chroot); migrates a volume in both modes into each.
+# Each pair runs in private mount+network namespaces (a running env is not touched); the
+# chroots are built once from the host's Debian archive and cached in MATRIX_DIR
+# (default /var/tmp/rbd-relay-matrix). RELEASES="reef" runs one. See docs/compatibility.md.
+test-matrix: deps
+	./scripts/test-matrix.sh $(RELEASES)
+
+# rbd-relay built and unit-tested against librbd 18 (RELEASE=reef, default) or 20
+# (RELEASE=tentacle) inside a copy of testenv's chroot; also checks that every function
+# librbd-sys declares is exported there. Needs root; the host's toolchain and crates are used.
+librbd-check:
+	./scripts/librbd-check.sh $(RELEASE)

@@ -17,15 +17,35 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use crate::chroot;
 use crate::conf;
 use crate::error::{Error, Result};
 use crate::layout::{
-    conf_path, keyring_path, Daemon, Layout, Objectstore, SiteSpec, ETC_CEPH, MIRRORED_POOLS,
-    PG_NUM, PLAIN_POOLS, RBD_MIRROR_ID, SITES, SITE_A, SITE_B,
+    conf_path, keyring_path, Daemon, Layout, Objectstore, Release, SiteSpec, ETC_CEPH,
+    MIRRORED_POOLS, PG_NUM, PLAIN_POOLS, RBD_MIRROR_ID, SITES, SITE_A, SITE_B,
 };
 use crate::process::{self, Target};
 use crate::state::{State, STATE_VERSION};
 use crate::CephSite;
+
+/// Health checks muted on a site that runs a newer release from a chroot. Debian 13's Reef
+/// (18.2.7) mgr cannot load any Python module: `mgr_util` imports `bcrypt`, a PyO3 module,
+/// and PyO3 refuses sub-interpreters (ceph tracker 64213), so every module, always-on ones
+/// included, reports a failed dependency and the cluster would never be HEALTH_OK. rbd-relay
+/// needs no mgr module (the service map that `rbd mirror pool status` reads is mgr core), so
+/// the check is muted rather than the cluster's packages patched. What stops working with
+/// it (`rbd mirror snapshot schedule`, `rbd task`, `rbd perf`) is listed in
+/// docs/compatibility.md.
+///
+/// Tentacle (20.2) only lets the host's Pacific clients in with AES-128 keys allowed (see
+/// `conf::render`), and then warns about exactly that (AUTH_*): expected here, muted.
+const MUTED_ON_NEWER_RELEASES: [&str; 5] = [
+    "MGR_MODULE_DEPENDENCY",
+    "AUTH_EMERGENCY_CIPHERS_SET",
+    "AUTH_INSECURE_CLIENT_KEY_TYPE",
+    "AUTH_INSECURE_KEYS_CREATABLE",
+    "AUTH_INSECURE_SERVICE_KEY_TYPE",
+];
 
 /// Limit for one `ceph` (Python CLI) call.
 const CEPH_LIMIT: Duration = Duration::from_secs(60);
@@ -208,9 +228,46 @@ fn daemon_args(site: &str, daemon: Daemon) -> Vec<String> {
     args.into_iter().map(String::from).collect()
 }
 
+/// `program args` as run for a site: as is on the host, or through `chroot ROOT` for a site
+/// whose release comes from a chroot (the program then sees the same paths: see [`chroot`]).
+fn site_command(chroot_root: Option<&Path>, program: &str, args: &[&str]) -> Vec<String> {
+    let mut all = Vec::new();
+    if let Some(root) = chroot_root {
+        all.push("chroot".to_string());
+        all.push(root.to_string_lossy().into_owned());
+    }
+    all.push(program.to_string());
+    all.extend(args.iter().map(|a| a.to_string()));
+    all
+}
+
+/// Runs a Ceph program of a site's own release (see [`site_command`]).
+fn run_on_site(
+    chroot_root: Option<&Path>,
+    program: &str,
+    args: &[&str],
+    limit: Duration,
+) -> Result<process::Output> {
+    let all = site_command(chroot_root, program, args);
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    process::run(refs[0], &refs[1..], None, limit)
+}
+
+/// The chroot site-b runs in for `release` (built when missing), with the host paths its
+/// daemons need mounted into it; `None` for the host's own release.
+pub(crate) fn site_b_chroot(layout: &Layout, release: Release) -> Result<Option<PathBuf>> {
+    let root = chroot::ensure(layout.root(), release)?;
+    if let Some(root) = &root {
+        chroot::mount_into(root, layout.root())?;
+    }
+    Ok(root)
+}
+
 /// Starts one daemon (it daemonizes and writes its pid file).
-fn start(layout: &Layout, site: &str, daemon: Daemon) -> Result<()> {
-    let args = daemon_args(site, daemon);
+fn start(layout: &Layout, site: &str, daemon: Daemon, chroot_root: Option<&Path>) -> Result<()> {
+    let plain = daemon_args(site, daemon);
+    let plain: Vec<&str> = plain.iter().map(String::as_str).collect();
+    let args = site_command(chroot_root, plain[0], &plain[1..]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let log = layout
         .log_dir(site)
@@ -219,7 +276,13 @@ fn start(layout: &Layout, site: &str, daemon: Daemon) -> Result<()> {
 }
 
 /// mkfs and start mon, mgr and OSD of one site; create and initialise its pools.
-fn make_cluster(layout: &Layout, spec: &SiteSpec, objectstore: Objectstore) -> Result<CephSite> {
+fn make_cluster(
+    layout: &Layout,
+    spec: &SiteSpec,
+    objectstore: Objectstore,
+    chroot_root: Option<&Path>,
+    release: Release,
+) -> Result<CephSite> {
     let t0 = Instant::now();
     let site = spec.name;
     let dir = layout.site_dir(site);
@@ -229,7 +292,7 @@ fn make_cluster(layout: &Layout, spec: &SiteSpec, objectstore: Objectstore) -> R
     let fsid = Uuid::new_v4().to_string();
     let osd_uuid = Uuid::new_v4().to_string();
     let conf = conf_path(site);
-    fs::write(&conf, conf::render(spec, &fsid, &dir, objectstore))
+    fs::write(&conf, conf::render(spec, &fsid, &dir, objectstore, release))
         .map_err(|e| Error::io("write", &conf, e))?;
 
     let mkfs_keyring = dir.join("mkfs.keyring");
@@ -240,7 +303,8 @@ fn make_cluster(layout: &Layout, spec: &SiteSpec, objectstore: Objectstore) -> R
     let monmap = dir.join("monmap");
     let monmap_s = monmap.to_string_lossy().into_owned();
     let mon_host = spec.mon_host();
-    process::run(
+    run_on_site(
+        chroot_root,
         "monmaptool",
         &[
             "--create",
@@ -252,11 +316,11 @@ fn make_cluster(layout: &Layout, spec: &SiteSpec, objectstore: Objectstore) -> R
             &mon_host,
             &monmap_s,
         ],
-        None,
         Duration::from_secs(30),
     )?;
     let kr = mkfs_keyring.to_string_lossy().into_owned();
-    process::run(
+    run_on_site(
+        chroot_root,
         "ceph-mon",
         &[
             "--cluster",
@@ -269,27 +333,32 @@ fn make_cluster(layout: &Layout, spec: &SiteSpec, objectstore: Objectstore) -> R
             "--keyring",
             &kr,
         ],
-        None,
         Duration::from_secs(60),
     )?;
     // The mon keeps its own key in mon.a/keyring now; the combined keyring held every
     // secret of the site, so it goes.
     remove_file_if_exists(&mkfs_keyring)?;
     remove_file_if_exists(&dir.join("mon.keyring"))?;
-    start(layout, site, Daemon::Mon)?;
-    start(layout, site, Daemon::Mgr)?; // retries until the mon answers
+    start(layout, site, Daemon::Mon, chroot_root)?;
+    start(layout, site, Daemon::Mgr, chroot_root)?; // retries until the mon answers
     tracing::info!(site, elapsed = ?t0.elapsed(), "mon and mgr started");
 
     // Register osd.0 (its key is already in the auth db) and create the pools in one
     // `ceph` run while the OSD's mkfs runs.
     let mut commands = vec![format!("osd new {osd_uuid} 0")];
+    if chroot_root.is_some() {
+        for code in MUTED_ON_NEWER_RELEASES {
+            commands.push(format!("health mute {code} --sticky"));
+        }
+    }
     for pool in MIRRORED_POOLS.iter().chain(PLAIN_POOLS.iter()) {
         commands.push(format!("osd pool create {pool} {PG_NUM} {PG_NUM}"));
     }
     let osd_mkfs_log = layout.log_dir(site).join("osd-mkfs.out");
     thread::scope(|s| -> Result<()> {
         let mon_cmds = s.spawn(|| ceph_batch(site, &commands));
-        let mkfs = process::run(
+        let mkfs = run_on_site(
+            chroot_root,
             "ceph-osd",
             &[
                 "--cluster",
@@ -300,7 +369,6 @@ fn make_cluster(layout: &Layout, spec: &SiteSpec, objectstore: Objectstore) -> R
                 "--osd-uuid",
                 &osd_uuid,
             ],
-            None,
             Duration::from_secs(120),
         );
         if let Ok(out) = &mkfs {
@@ -313,7 +381,7 @@ fn make_cluster(layout: &Layout, spec: &SiteSpec, objectstore: Objectstore) -> R
         mkfs?;
         mon_result
     })?;
-    start(layout, site, Daemon::Osd)?;
+    start(layout, site, Daemon::Osd, chroot_root)?;
     tracing::info!(site, elapsed = ?t0.elapsed(), "osd started, pools created");
 
     // `rbd pool init` blocks until the pool's PGs are active, i.e. until the OSD is up.
@@ -398,8 +466,8 @@ fn connect_peers() -> Result<()> {
 }
 
 /// Starts rbd-mirror on site-b and waits for its pid file.
-pub(crate) fn start_rbd_mirror(layout: &Layout) -> Result<i32> {
-    start(layout, SITE_B, Daemon::RbdMirror)?;
+pub(crate) fn start_rbd_mirror(layout: &Layout, chroot_root: Option<&Path>) -> Result<i32> {
+    start(layout, SITE_B, Daemon::RbdMirror, chroot_root)?;
     let pid_file = layout.pid_file(SITE_B, Daemon::RbdMirror);
     let deadline = Instant::now() + RBD_MIRROR_START_LIMIT;
     loop {
@@ -420,15 +488,23 @@ pub(crate) fn start_rbd_mirror(layout: &Layout) -> Result<i32> {
 /// `ceph health` of a site: the status word plus the check names, e.g. `HEALTH_OK`.
 pub(crate) fn health(site: &str, limit: Duration) -> Result<String> {
     let out = ceph(site, &["health", "--format", "json"], None, limit)?;
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).map_err(|e| Error::Parse {
+    summarize_health(&out.stdout).ok_or_else(|| Error::Parse {
         command: format!("ceph --cluster {site} health --format json"),
-        detail: e.to_string(),
-    })?;
+        detail: format!("not JSON: {}", out.stdout.trim()),
+    })
+}
+
+/// `ceph health --format json` as one line: the status word plus the checks that count,
+/// e.g. `HEALTH_OK` or `HEALTH_WARN (CODE: message)`. A muted check (see
+/// [`MUTED_ON_NEWER_RELEASES`]) is known and does not count.
+pub(crate) fn summarize_health(json: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
     let status = v["status"].as_str().unwrap_or("?").to_string();
     let checks: Vec<String> = v["checks"]
         .as_object()
         .map(|m| {
             m.iter()
+                .filter(|(_, c)| c["muted"] != true)
                 .map(|(k, c)| {
                     let msg = c["summary"]["message"].as_str().unwrap_or("");
                     format!("{k}: {msg}")
@@ -436,10 +512,39 @@ pub(crate) fn health(site: &str, limit: Duration) -> Result<String> {
                 .collect()
         })
         .unwrap_or_default();
-    Ok(if checks.is_empty() {
+    Some(if checks.is_empty() {
         status
     } else {
         format!("{status} ({})", checks.join("; "))
+    })
+}
+
+/// The release and version every daemon of a site runs, from `ceph versions` JSON: e.g.
+/// `reef 18.2.7`; several when daemons differ (`pacific 16.2.15, reef 18.2.7`).
+pub(crate) fn release_from_versions(json: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let mut found: Vec<String> = v["overall"]
+        .as_object()?
+        .keys()
+        .filter_map(|k| {
+            // "ceph version 18.2.7 (hash) reef (stable)"
+            let words: Vec<&str> = k.split_whitespace().collect();
+            match words.as_slice() {
+                ["ceph", "version", version, _hash, name, ..] => Some(format!("{name} {version}")),
+                _ => None,
+            }
+        })
+        .collect();
+    found.sort();
+    (!found.is_empty()).then(|| found.join(", "))
+}
+
+/// The release a site's running daemons report (`ceph versions`), e.g. `reef 18.2.7`.
+pub fn running_release(site: &str) -> Result<String> {
+    let out = ceph(site, &["versions", "--format", "json"], None, CEPH_LIMIT)?;
+    release_from_versions(&out.stdout).ok_or_else(|| Error::Parse {
+        command: format!("ceph --cluster {site} versions --format json"),
+        detail: format!("no \"overall\" versions in {}", out.stdout.trim()),
     })
 }
 
@@ -536,18 +641,31 @@ fn mirror_daemon_health(pool: &str) -> Result<String> {
 
 /// Builds the pair from nothing (the caller has torn down any leftovers) and writes the
 /// state file once both sites are HEALTH_OK.
-pub(crate) fn build(layout: &Layout, objectstore: Objectstore) -> Result<State> {
+pub(crate) fn build(
+    layout: &Layout,
+    objectstore: Objectstore,
+    site_b_release: Release,
+) -> Result<State> {
     let t0 = Instant::now();
     create_dir(layout.root())?;
     create_dir(Path::new(ETC_CEPH))?;
-    tracing::info!(%objectstore, "creating site-a and site-b in parallel");
+    let b_root = site_b_chroot(layout, site_b_release)?;
+    let b_root = b_root.as_deref();
+    tracing::info!(%objectstore, %site_b_release, "creating site-a and site-b in parallel");
     let sites = thread::scope(|s| {
         let handles = SITES
             .iter()
             .map(|spec| {
                 (
                     spec.name.to_string(),
-                    s.spawn(move || make_cluster(layout, spec, objectstore)),
+                    s.spawn(move || {
+                        let (root, release) = if spec.name == SITE_B {
+                            (b_root, site_b_release)
+                        } else {
+                            (None, Release::Pacific)
+                        };
+                        make_cluster(layout, spec, objectstore, root, release)
+                    }),
                 )
             })
             .collect();
@@ -556,7 +674,7 @@ pub(crate) fn build(layout: &Layout, objectstore: Objectstore) -> Result<State> 
     tracing::info!(elapsed = ?t0.elapsed(), "both clusters up, pools ready");
     connect_peers()?;
     tracing::info!(elapsed = ?t0.elapsed(), "peers connected (site-a -> site-b, rx-only)");
-    let pid = start_rbd_mirror(layout)?;
+    let pid = start_rbd_mirror(layout, b_root)?;
     tracing::info!(elapsed = ?t0.elapsed(), pid, "rbd-mirror started");
     thread::scope(|s| {
         let mut handles: Vec<(String, thread::ScopedJoinHandle<'_, Result<()>>)> = SITES
@@ -576,6 +694,7 @@ pub(crate) fn build(layout: &Layout, objectstore: Objectstore) -> Result<State> 
         version: STATE_VERSION,
         objectstore,
         sites,
+        site_b_release,
         rbd_mirror_asok: layout.asok(SITE_B, Daemon::RbdMirror),
         openstack: None,
     };
@@ -727,6 +846,13 @@ pub(crate) fn teardown(layout: &Layout, fast: bool) -> Result<Teardown> {
             .killed
             .extend(process::stop_all(&targets, STOP_GRACE, fast));
     }
+    // what a chroot'ed site-b had mounted goes before its files do
+    for root in chroot::all_roots(layout.root()) {
+        let n = chroot::unmount_all(&root);
+        if n > 0 {
+            tracing::info!(chroot = %root.display(), mounts = n, "unmounted");
+        }
+    }
     for spec in &SITES {
         let dir = layout.site_dir(spec.name);
         match fs::remove_dir_all(&dir) {
@@ -795,4 +921,56 @@ pub(crate) fn mirror_pool_health(pool: &str) -> Result<String> {
         s["daemon_health"].as_str().unwrap_or("?"),
         s["image_health"].as_str().unwrap_or("?")
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_is_read_from_ceph_versions_of_each_release() {
+        let pacific = r#"{"mon":{"ceph version 16.2.15 (618f44) pacific (stable)":1},
+            "overall":{"ceph version 16.2.15 (618f44) pacific (stable)":4}}"#;
+        assert_eq!(
+            release_from_versions(pacific).as_deref(),
+            Some("pacific 16.2.15")
+        );
+        let mixed = r#"{"overall":{"ceph version 18.2.7 (abc) reef (stable)":3,
+            "ceph version 16.2.15 (618f44) pacific (stable)":1}}"#;
+        assert_eq!(
+            release_from_versions(mixed).as_deref(),
+            Some("pacific 16.2.15, reef 18.2.7")
+        );
+        assert_eq!(release_from_versions(r#"{"overall":{}}"#), None);
+        assert_eq!(release_from_versions("not json"), None);
+    }
+
+    #[test]
+    fn a_muted_check_does_not_keep_a_site_from_health_ok() {
+        let muted = r#"{"status":"HEALTH_OK","checks":{"MGR_MODULE_DEPENDENCY":{"severity":"HEALTH_WARN",
+            "summary":{"message":"11 mgr modules have failed dependencies","count":11},"muted":true}},
+            "mutes":[{"code":"MGR_MODULE_DEPENDENCY","sticky":true}]}"#;
+        assert_eq!(summarize_health(muted).as_deref(), Some("HEALTH_OK"));
+        let warn = r#"{"status":"HEALTH_WARN","checks":{"POOL_APP_NOT_ENABLED":{"severity":"HEALTH_WARN",
+            "summary":{"message":"1 pool(s) do not have an application enabled"}}}}"#;
+        assert_eq!(
+            summarize_health(warn).as_deref(),
+            Some(
+                "HEALTH_WARN (POOL_APP_NOT_ENABLED: 1 pool(s) do not have an application enabled)"
+            )
+        );
+        assert_eq!(summarize_health("garbage"), None);
+    }
+
+    #[test]
+    fn a_chrooted_site_runs_its_programs_through_chroot() {
+        assert_eq!(
+            site_command(Some(Path::new("/c/trixie-ceph")), "ceph-mon", &["-i", "a"]),
+            ["chroot", "/c/trixie-ceph", "ceph-mon", "-i", "a"]
+        );
+        assert_eq!(
+            site_command(None, "ceph-mon", &["-i", "a"]),
+            ["ceph-mon", "-i", "a"]
+        );
+    }
 }

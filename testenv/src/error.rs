@@ -106,6 +106,22 @@ pub enum Error {
     /// Starting, checking or stopping the OpenStack clouds failed.
     #[error("openstack: {0}")]
     OpenStack(#[from] crate::openstack::Error),
+    /// The host's apt sources name no Debian archive to build a chroot from.
+    #[error("cannot build a Ceph chroot: no Debian archive for suite {codename} found in /etc/apt/sources.list or /etc/apt/sources.list.d/*.{{sources,list}} (debootstrap needs the archive the host's apt installs Debian from)")]
+    NoArchive {
+        /// The host's Debian suite, which the archive must carry.
+        codename: String,
+    },
+    /// Building the chroot of a newer Ceph release failed (archive unreachable, package missing).
+    #[error("cannot build the Debian {suite} chroot from {archive}: {detail} (is the archive reachable from here? Inside a private network namespace it is not: build the chroot first with `testenv chroot --release RELEASE` outside it)")]
+    ChrootBuild {
+        /// The Debian suite (trixie, sid).
+        suite: String,
+        /// The archive URL used.
+        archive: String,
+        /// What failed (debootstrap/apt error lines).
+        detail: String,
+    },
     /// A worker thread panicked (a bug in this crate).
     #[error("worker thread for {0} panicked")]
     ThreadPanicked(String),

@@ -223,3 +223,61 @@ pub fn conf_path(site: &str) -> PathBuf {
 pub fn keyring_path(site: &str, entity: &str) -> PathBuf {
     Path::new(ETC_CEPH).join(format!("{site}.{entity}.keyring"))
 }
+
+/// The Ceph release a site runs. site-a always runs the host's (Debian 12: Pacific);
+/// site-b may run a newer one from a Debian chroot, to test a migration from an old cloud
+/// into a new one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Release {
+    /// Ceph 16.2, the host's own packages (no chroot).
+    #[default]
+    Pacific,
+    /// Ceph 18.2, from a Debian 13 (trixie) chroot.
+    Reef,
+    /// Ceph 20.2, from a Debian unstable (sid) chroot.
+    Tentacle,
+}
+
+impl Release {
+    /// The release name as `ceph versions` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Release::Pacific => "pacific",
+            Release::Reef => "reef",
+            Release::Tentacle => "tentacle",
+        }
+    }
+
+    /// The Debian suite whose packages carry this release, when it is not the host's.
+    pub fn chroot_suite(self) -> Option<&'static str> {
+        match self {
+            Release::Pacific => None,
+            Release::Reef => Some("trixie"),
+            Release::Tentacle => Some("sid"),
+        }
+    }
+}
+
+impl fmt::Display for Release {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error of [`Release::from_str`].
+#[derive(Debug, thiserror::Error)]
+#[error("unknown Ceph release {0:?} (expected pacific, reef or tentacle)")]
+pub struct UnknownRelease(String);
+
+impl FromStr for Release {
+    type Err = UnknownRelease;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pacific" => Ok(Release::Pacific),
+            "reef" => Ok(Release::Reef),
+            "tentacle" => Ok(Release::Tentacle),
+            other => Err(UnknownRelease(other.to_string())),
+        }
+    }
+}

@@ -37,6 +37,7 @@
 
 pub mod openstack;
 
+mod chroot;
 mod cluster;
 mod conf;
 mod env;
@@ -54,13 +55,13 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-pub use cluster::{DaemonStatus, Teardown};
+pub use cluster::{running_release, DaemonStatus, Teardown};
 pub use env::{Env, LogGuard, Pools, POOLS};
 pub use error::{Error, Result};
 pub use layout::{
-    conf_path, default_state_dir, keyring_path, Daemon, Objectstore, UnknownObjectstore,
-    DEFAULT_STATE_DIR, ETC_CEPH, MIRRORED_POOLS, PLAIN_POOLS, POOL_CINDER, POOL_GLANCE,
-    POOL_IMAGES, POOL_VOLUMES, RBD_MIRROR_ID, SITE_A, SITE_B, STATE_DIR_ENV,
+    conf_path, default_state_dir, keyring_path, Daemon, Objectstore, Release, UnknownObjectstore,
+    UnknownRelease, DEFAULT_STATE_DIR, ETC_CEPH, MIRRORED_POOLS, PLAIN_POOLS, POOL_CINDER,
+    POOL_GLANCE, POOL_IMAGES, POOL_VOLUMES, RBD_MIRROR_ID, SITE_A, SITE_B, STATE_DIR_ENV,
 };
 pub use roles::{RoleUser, RoleUsers, DESTINATION_ADMIN_ID, SOURCE_ADMIN_ID};
 pub use test_cloud::{test_cloud, TestCloud};
@@ -93,6 +94,23 @@ pub struct UpOptions {
     pub objectstore: Option<Objectstore>,
     /// Also bring up the OpenStack clouds.
     pub openstack: bool,
+    /// Ceph release of site-b. `None`: keep whatever runs, build with Pacific (the host's,
+    /// or [`SITE_B_RELEASE_ENV`]). `Some(r)` and a pair with another release runs: rebuild.
+    pub site_b_release: Option<Release>,
+}
+
+/// Environment variable choosing site-b's Ceph release when [`shared`] has to build the
+/// pair (`pacific`, the default, `reef` or `tentacle`).
+pub const SITE_B_RELEASE_ENV: &str = "RBD_RELAY_TESTENV_SITE_B_RELEASE";
+
+fn site_b_release_from_env() -> Result<Release> {
+    match std::env::var(SITE_B_RELEASE_ENV) {
+        Ok(v) if !v.is_empty() => v.parse().map_err(|e: UnknownRelease| Error::Parse {
+            command: format!("${SITE_B_RELEASE_ENV}"),
+            detail: e.to_string(),
+        }),
+        _ => Ok(Release::default()),
+    }
 }
 
 /// What `up` had to do.
@@ -141,6 +159,9 @@ pub struct Status {
     pub up: bool,
     /// Objectstore recorded in the state file.
     pub objectstore: Option<Objectstore>,
+    /// `(site, release)` as each site's running daemons report it (`ceph versions`), for
+    /// sites whose mon runs; errors as text.
+    pub releases: Vec<(String, String)>,
     /// Every daemon of both sites.
     pub daemons: Vec<DaemonStatus>,
     /// `(site, ceph health)`, for sites whose mon runs; errors as text.
@@ -195,28 +216,34 @@ pub fn up(state_dir: &Path, opts: &UpOptions) -> Result<UpReport> {
     }
     let (layout, _lock) = lock(state_dir)?;
     let (state, outcome) = match cluster::assess(&layout) {
-        Assessment::Up(state) if opts.objectstore.is_none_or(|o| o == state.objectstore) => {
+        Assessment::Up(state)
+            if opts.objectstore.is_none_or(|o| o == state.objectstore)
+                && opts
+                    .site_b_release
+                    .is_none_or(|r| r == state.site_b_release) =>
+        {
             let mirror_pid = layout.pid_file(SITE_B, Daemon::RbdMirror);
             if process::live_pid(&mirror_pid, SITE_B).is_some() {
                 (state, UpOutcome::AlreadyUp)
             } else {
-                let pid = cluster::start_rbd_mirror(&layout)?;
+                let b_root = cluster::site_b_chroot(&layout, state.site_b_release)?;
+                let pid = cluster::start_rbd_mirror(&layout, b_root.as_deref())?;
                 cluster::wait_rbd_mirror_healthy()?;
                 tracing::info!(pid, "clusters were up; rbd-mirror restarted");
                 (state, UpOutcome::RbdMirrorRestarted)
             }
         }
         Assessment::Up(state) => {
+            let store = opts.objectstore.unwrap_or(state.objectstore);
+            let release = opts.site_b_release.unwrap_or(state.site_b_release);
             let reason = format!(
-                "running with {}, {} requested",
-                state.objectstore,
-                opts.objectstore.unwrap_or_default()
+                "running with {} and site-b on {}, {store} and site-b on {release} requested",
+                state.objectstore, state.site_b_release,
             );
             tracing::info!(%reason, "tearing down for a rebuild");
             cluster::teardown(&layout, false)?;
-            let store = opts.objectstore.unwrap_or_default();
             (
-                Box::new(cluster::build(&layout, store)?),
+                Box::new(cluster::build(&layout, store, release)?),
                 UpOutcome::Rebuilt { reason },
             )
         }
@@ -227,8 +254,12 @@ pub fn up(state_dir: &Path, opts: &UpOptions) -> Result<UpReport> {
                 Some(s) => s,
                 None => objectstore_from_env()?,
             };
+            let release = match opts.site_b_release {
+                Some(r) => r,
+                None => site_b_release_from_env()?,
+            };
             (
-                Box::new(cluster::build(&layout, store)?),
+                Box::new(cluster::build(&layout, store, release)?),
                 UpOutcome::Rebuilt { reason },
             )
         }
@@ -237,7 +268,14 @@ pub fn up(state_dir: &Path, opts: &UpOptions) -> Result<UpReport> {
                 Some(s) => s,
                 None => objectstore_from_env()?,
             };
-            (Box::new(cluster::build(&layout, store)?), UpOutcome::Built)
+            let release = match opts.site_b_release {
+                Some(r) => r,
+                None => site_b_release_from_env()?,
+            };
+            (
+                Box::new(cluster::build(&layout, store, release)?),
+                UpOutcome::Built,
+            )
         }
     };
     let mut state = *state;
@@ -302,6 +340,13 @@ pub fn status(state_dir: &Path) -> Status {
             health.push((spec.name.to_string(), h));
         }
     }
+    let mut releases = Vec::new();
+    for spec in &SITES {
+        if mon_alive(spec.name) {
+            let r = cluster::running_release(spec.name).unwrap_or_else(|e| format!("unknown: {e}"));
+            releases.push((spec.name.to_string(), r));
+        }
+    }
     let mut mirroring = Vec::new();
     if mon_alive(SITE_B) && state.is_some() {
         for pool in MIRRORED_POOLS {
@@ -313,11 +358,24 @@ pub fn status(state_dir: &Path) -> Status {
         state_dir: state_dir.to_path_buf(),
         up,
         objectstore: state.map(|s| s.objectstore),
+        releases,
         daemons,
         health,
         mirroring,
         openstack: openstack::status(state_dir),
     }
+}
+
+/// Builds (once) the chroot that site-b runs in for `release`, cached beside `state_dir`,
+/// and returns its root (`None` for the host's own release). Needs the package archive:
+/// run it before entering a private network namespace. Must run as root.
+pub fn prepare_chroot(state_dir: &Path, release: Release) -> Result<Option<PathBuf>> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Error::NotRoot);
+    }
+    std::fs::create_dir_all(state_dir).map_err(|e| Error::io("create", state_dir, e))?;
+    let root = std::fs::canonicalize(state_dir).map_err(|e| Error::io("resolve", state_dir, e))?;
+    chroot::ensure(&root, release)
 }
 
 /// The environment for tests: ensures the pair is up in [`default_state_dir`] (fast when
@@ -330,8 +388,8 @@ pub fn shared() -> Result<Env> {
 /// ([`Env::openstack`] is then `Some`).
 pub fn shared_with_openstack() -> Result<Env> {
     let opts = UpOptions {
-        objectstore: None,
         openstack: true,
+        ..UpOptions::default()
     };
     up(&default_state_dir(), &opts).map(|r| r.env)
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use testenv::{Daemon, Objectstore, UpOptions, UpOutcome};
+use testenv::{Daemon, Objectstore, Release, UpOptions, UpOutcome};
 
 /// Real local test environment for rbd-relay: Ceph clusters site-a and site-b with
 /// rbd-mirror (site-a -> site-b), and optionally two OpenStack clouds.
@@ -37,6 +37,26 @@ impl From<Store> for Objectstore {
     }
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CephRelease {
+    /// Ceph 16.2, the host's packages (default).
+    Pacific,
+    /// Ceph 18.2 from a Debian 13 (trixie) chroot.
+    Reef,
+    /// Ceph 20.2 from a Debian unstable (sid) chroot.
+    Tentacle,
+}
+
+impl From<CephRelease> for Release {
+    fn from(r: CephRelease) -> Self {
+        match r {
+            CephRelease::Pacific => Release::Pacific,
+            CephRelease::Reef => Release::Reef,
+            CephRelease::Tentacle => Release::Tentacle,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Bring the pair up (idempotent: no-op when up, restarts a dead rbd-mirror, rebuilds a
@@ -48,6 +68,18 @@ enum Cmd {
         /// OSD objectstore; when given and a pair with another one runs, it is rebuilt.
         #[arg(long, value_enum)]
         objectstore: Option<Store>,
+        /// Ceph release of site-b (site-a runs the host's Pacific). Newer ones run from a
+        /// Debian chroot cached beside the state directory. When not given: keep what runs,
+        /// build Pacific. When given and a pair on another release runs, it is rebuilt.
+        #[arg(long, value_enum)]
+        site_b_release: Option<CephRelease>,
+    },
+    /// Build (once) the Debian chroot a newer site-b release runs from, without starting
+    /// anything: needs the package archive, so run it before a private network namespace.
+    Chroot {
+        /// The release whose chroot to build.
+        #[arg(long, value_enum)]
+        release: CephRelease,
     },
     /// Stop everything testenv started and wipe its state.
     Down,
@@ -99,10 +131,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Up {
             openstack,
             objectstore,
+            site_b_release,
         } => {
             let opts = UpOptions {
                 objectstore: objectstore.map(Objectstore::from),
                 openstack,
+                site_b_release: site_b_release.map(Release::from),
             };
             let report = testenv::up(&dir, &opts).context("testenv up")?;
             let what = match &report.outcome {
@@ -117,6 +151,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 report.env.objectstore(),
                 dir.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Chroot { release } => {
+            let release = Release::from(release);
+            match testenv::prepare_chroot(&dir, release).context("testenv chroot")? {
+                Some(root) => {
+                    eprintln!("testenv chroot: Ceph {release} ready in {}", root.display())
+                }
+                None => {
+                    eprintln!("testenv chroot: Ceph {release} is the host's own: no chroot needed")
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Down => {
@@ -166,6 +212,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if total_peak > 0 {
                 outln!(out, "  sum of peak RSS: {} MiB", total_peak / 1024);
             }
+            for (site, r) in &st.releases {
+                outln!(out, "  {site} release: {r}");
+            }
             for (site, h) in &st.health {
                 outln!(out, "  {site} health: {h}");
             }
@@ -194,7 +243,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Env => {
             let env = testenv::Env::load(&dir).context("testenv env")?;
-            write_stdout(&(env.env_lines().join("\n") + "\n"))?;
+            let mut lines = env.env_lines();
+            // each site's release as its running daemons report it (`ceph versions`)
+            for (tag, site) in [("A", env.site_a()), ("B", env.site_b())] {
+                let release = testenv::running_release(&site.name)
+                    .with_context(|| format!("testenv env: release of {}", site.name))?;
+                lines.push(format!("export RBD_RELAY_SITE_{tag}_RELEASE='{release}'"));
+            }
+            write_stdout(&(lines.join("\n") + "\n"))?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::layout::Objectstore;
+use crate::layout::{Objectstore, Release};
 use crate::openstack::OpenStackInfo;
 use crate::CephSite;
 
@@ -22,6 +22,10 @@ pub(crate) struct State {
     pub objectstore: Objectstore,
     /// site-a, then site-b.
     pub sites: Vec<CephSite>,
+    /// Ceph release site-b's daemons run (site-a always runs the host's). Missing in state
+    /// files written before releases could be chosen: those ran Pacific.
+    #[serde(default)]
+    pub site_b_release: Release,
     /// Admin socket of the rbd-mirror daemon (on site-b).
     pub rbd_mirror_asok: PathBuf,
     /// The clouds, once `openstack::up` has run.
@@ -77,6 +81,7 @@ mod tests {
                 admin_keyring: "/etc/ceph/site-a.client.admin.keyring".into(),
                 fsid: "x".into(),
             }],
+            site_b_release: Release::Reef,
             rbd_mirror_asok: "/a.asok".into(),
             openstack: None,
         };

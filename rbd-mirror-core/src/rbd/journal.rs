@@ -401,6 +401,30 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_client_written_by_a_reef_rbd_mirror_decodes_like_a_pacific_one() {
+        // client data a Ceph 18.2.7 (Reef) rbd-mirror registered in a Pacific (16.2.15)
+        // image's journal, as `rbd journal status` printed it (make test-matrix's pair): same
+        // encoding (v2) as Pacific's, here with one snap_seqs entry after the sync points
+        let reef_meta: [u8; 62] = [
+            0x02, 0x01, 0x38, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x0c, 0x00, 0x00, 0x00,
+            0x31, 0x30, 0x31, 0x65, 0x35, 0x65, 0x65, 0x65, 0x64, 0x66, 0x61, 0x62, 0x01, 0x00,
+            0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x01, 0x00, 0x00, 0x00, 0x21, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x21, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ];
+        let peer = decode_client(&client("uuid-b", &reef_meta, &[(3, 1, 3)], 0)).unwrap();
+        assert_eq!(
+            peer.meta,
+            JournalClientMeta::MirrorPeer {
+                image_id: "101e5eeedfab".into(),
+                state: MirrorPeerState::Replaying,
+                sync_object_count: 2,
+                sync_points: 0,
+            }
+        );
+    }
+
+    #[test]
     fn truncated_value_is_an_error_not_a_panic() {
         let full = client("", &image_meta(), &[(1, 2, 3)], 0);
         for cut in 0..full.len() {
