@@ -23,6 +23,20 @@ pub struct Img {
     pub snaps: Vec<SnapshotInfo>,
     pub mirror: Option<(MirrorImageMode, bool)>,
     pub watchers: Vec<String>,
+    /// Image id: every image made (also a copy or a replica) gets a new one.
+    pub id: String,
+    /// Image metadata (`rbd image-meta`).
+    pub meta: BTreeMap<String, String>,
+}
+
+/// Ids given to fake images so far.
+static IMAGE_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn new_image_id() -> String {
+    format!(
+        "fakeid{}",
+        IMAGE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }
 
 impl Img {
@@ -33,6 +47,8 @@ impl Img {
             snaps: vec![],
             mirror: None,
             watchers: vec![],
+            id: new_image_id(),
+            meta: BTreeMap::new(),
         }
     }
 }
@@ -219,7 +235,7 @@ impl CephOps for Fake {
                 size: i.data.len() as u64,
                 object_size: 4,
                 features: i.features,
-                id: "id".into(),
+                id: i.id.clone(),
             })
         })
     }
@@ -439,6 +455,8 @@ impl CephOps for Fake {
     fn copy(&self, src: &ImageSpec, dst: &ImageSpec, progress: Progress<'_>) -> OpsResult<()> {
         self.with("copy", |w, s| {
             let mut i = img(w, s, src, "copy")?.clone();
+            i.id = new_image_id();
+            i.meta.clear();
             i.mirror = None;
             i.snaps.clear();
             i.features -= Features::NON_PRIMARY;
@@ -461,6 +479,7 @@ impl CephOps for Fake {
         dst: &ImageSpec,
         ready: Ready<'_>,
         progress: Progress<'_>,
+        created: Created<'_>,
     ) -> OpsResult<String> {
         {
             let mut w = self.world.lock().unwrap();
@@ -485,6 +504,8 @@ impl CephOps for Fake {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         self.copy(src, dst, progress)?;
+        let id = self.with("copy", |w, s| Ok(img(w, s, dst, "copy")?.id.clone()))?;
+        created(&id)?;
         self.with("copy", |w, s| {
             Ok(hex::encode(Sha256::digest(&img(w, s, dst, "copy")?.data)))
         })
@@ -496,6 +517,42 @@ impl CephOps for Fake {
                 .remove(&image.to_string())
                 .map(|_| ())
                 .ok_or_else(|| nf("remove", &image.to_string()))
+        })
+    }
+    fn remove_image_with_id(&self, image: &ImageSpec, id: &str) -> OpsResult<()> {
+        self.with("remove_image", |w, s| {
+            let images = &mut w.sites[s].images;
+            match images.get(&image.to_string()) {
+                None => Ok(()),
+                Some(i) if i.id != id => Err(OpsError::new(
+                    ErrorKind::Exists,
+                    "remove_image_with_id",
+                    format!("{image} has id {}, not {id}", i.id),
+                )),
+                Some(_) => {
+                    images.remove(&image.to_string());
+                    Ok(())
+                }
+            }
+        })
+    }
+    fn metadata_get(&self, image: &ImageSpec, key: &str) -> OpsResult<Option<String>> {
+        self.with("metadata_get", |w, s| {
+            Ok(img(w, s, image, "metadata_get")?.meta.get(key).cloned())
+        })
+    }
+    fn metadata_set(&self, image: &ImageSpec, key: &str, value: &str) -> OpsResult<()> {
+        self.with("metadata_set", |w, s| {
+            img(w, s, image, "metadata_set")?
+                .meta
+                .insert(key.to_string(), value.to_string());
+            Ok(())
+        })
+    }
+    fn metadata_remove(&self, image: &ImageSpec, key: &str) -> OpsResult<()> {
+        self.with("metadata_remove", |w, s| {
+            img(w, s, image, "metadata_remove")?.meta.remove(key);
+            Ok(())
         })
     }
     fn digest(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<String> {

@@ -432,6 +432,7 @@ async fn trailing_copy_takes_only_released_bytes_and_hashes_what_it_wrote() {
                 d.store(n, Ordering::SeqCst);
                 true
             },
+            &mut |_| Ok(()),
         )
     });
     let t = Instant::now();
