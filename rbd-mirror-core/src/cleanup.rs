@@ -99,10 +99,7 @@ pub async fn cleanup(
                 remaining.join(", ")
             )));
         }
-        std::fs::remove_file(file.path()).map_err(|e| Error::State {
-            path: file.path().to_path_buf(),
-            reason: format!("cannot remove: {e}"),
-        })?;
+        file.remove()?;
         forgotten = true;
     }
     Ok(CleanupReport {

@@ -47,3 +47,5 @@ mod delete_tests;
 mod exec_tests;
 #[cfg(test)]
 mod fake;
+#[cfg(test)]
+mod ownership_tests;
