@@ -13,7 +13,9 @@
 //!   deletes the replica on the destination; the source image itself is untouched);
 //! - mirror snapshots of the source that did not exist before the migration;
 //! - the source's features, back to exactly the recorded original ones (as far as librbd
-//!   allows: a deep-flatten disabled with `--disable-object-map` cannot come back).
+//!   allows: a deep-flatten disabled with `--disable-object-map` cannot come back);
+//! - the migration's marker on the source (image metadata, see
+//!   [`crate::preflight::SourceMarker`]), last.
 //!
 //! Pool mirror modes are left as they are and only reported: other images may be mirrored
 //! through the same pool and peers by now. After adoption or registration abort refuses:
@@ -28,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink};
-use crate::exec::{converge_features, on_ceph, remove_own_image};
+use crate::exec::{converge_features, on_ceph, remove_own_image, unmark_source};
 use crate::ops::{CephOps, MirrorImageState, SnapshotNamespace};
 use crate::plan::Step;
 use crate::state;
@@ -345,6 +347,8 @@ pub async fn abort(
     state.aborted = true;
     state.outcome = "aborted".into();
     file.save(&state)?;
+    // the source is as it was: its marker goes (see `crate::preflight::SourceMarker`)
+    unmark_source(&src, &state, state_dir).await?;
     Ok(AbortReport {
         id: id.to_string(),
         source,

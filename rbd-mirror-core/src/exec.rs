@@ -200,6 +200,112 @@ pub(crate) async fn remove_own_image(
         .await
 }
 
+/// Whether a step of `state` that changes the source image is still to run.
+fn source_changes_left(state: &RunState) -> bool {
+    state.plan.steps[state.next_step.min(state.plan.steps.len())..]
+        .iter()
+        .any(|s| match s {
+            Step::EnablePoolMirroring
+            | Step::EnableFeatures { .. }
+            | Step::EnableMirroring { .. }
+            | Step::DisableMirroring
+            | Step::RestoreFeatures { .. } => true,
+            Step::Preflight
+            | Step::WaitForReplica
+            | Step::CopyReplica
+            | Step::SetCopyFeatures { .. }
+            | Step::Verify
+            | Step::AdoptVolume { .. }
+            | Step::SnapshotAndProtect { .. }
+            | Step::RegisterImage { .. }
+            | Step::CheckMinDisk { .. } => false,
+        })
+}
+
+/// Put this run's [`preflight::SourceMarker`] on the source image before the run's first
+/// change to it (when a change is still to come): the originals it records are the plan's.
+/// A marker already there is kept when it is this run's (it holds the originals from
+/// before the first change) and refused, naming its run, when it is another's.
+pub(crate) async fn mark_source(
+    src: &Arc<dyn CephOps>,
+    state: &RunState,
+    state_dir: &Path,
+) -> Result<()> {
+    if !source_changes_left(state) {
+        return Ok(());
+    }
+    let m = state.plan.migration.clone();
+    let ours = preflight::SourceMarker::new(&m, state_dir, &state.plan.facts);
+    let s = src.clone();
+    let found = on_ceph(
+        "mark_source",
+        src.name().to_string(),
+        m.image.to_string(),
+        move || preflight::read_marker_ops(s.as_ref(), &m),
+    )
+    .await?;
+    match found {
+        None => {
+            let (s, image) = (src.clone(), state.plan.migration.image.clone());
+            let text = serde_json::to_string(&ours)
+                .map_err(|e| Error::Unsafe(format!("cannot write the source marker: {e}")))?;
+            on_ceph(
+                "mark_source",
+                src.name().to_string(),
+                image.to_string(),
+                move || s.metadata_set(&image, preflight::SOURCE_MARKER_KEY, &text),
+            )
+            .await
+        }
+        Some(Ok(marker)) if marker.is_run_of(&state.plan.migration, state_dir) => Ok(()),
+        Some(Ok(marker)) => Err(Error::Unsafe(format!(
+            "{}:{} is being migrated by {}; continue or abort that migration where it runs (rbd-relay resume/abort {}): two runs must not change one image",
+            src.name(),
+            state.plan.migration.image,
+            marker.describe(),
+            marker.migration
+        ))),
+        Some(Err(text)) => Err(Error::Unsafe(format!(
+            "{}:{} carries an unreadable rbd-relay marker ({text}); look at it with `rbd --cluster {} image-meta get {} {}`",
+            src.name(),
+            state.plan.migration.image,
+            src.name(),
+            state.plan.migration.image,
+            preflight::SOURCE_MARKER_KEY
+        ))),
+    }
+}
+
+/// Remove this run's marker from the source image once no change to the source is left to
+/// do or undo (the source is as it was, or stays as the migration left it for good). A
+/// marker of another run, or none (a bundle run never sets one), is left as it is.
+pub(crate) async fn unmark_source(
+    src: &Arc<dyn CephOps>,
+    state: &RunState,
+    state_dir: &Path,
+) -> Result<()> {
+    if source_changes_left(state) && !state.aborted {
+        return Ok(());
+    }
+    let (m, dir) = (state.plan.migration.clone(), state_dir.to_path_buf());
+    let s = src.clone();
+    on_ceph(
+        "unmark_source",
+        src.name().to_string(),
+        m.image.to_string(),
+        move || match preflight::read_marker_ops(s.as_ref(), &m) {
+            Ok(Some(Ok(marker))) if marker.is_run_of(&m, &dir) => {
+                s.metadata_remove(&m.image, preflight::SOURCE_MARKER_KEY)
+            }
+            Ok(_) => Ok(()),
+            // the source image is gone (deleted after the migration): nothing to unmark
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        },
+    )
+    .await
+}
+
 /// Refuse a fresh plan whose copy target another migration recorded in `state_dir` still
 /// claims (not aborted, its copy not handed to a cloud): one would find the other's copy
 /// under its name. Nothing has been changed when this fails.
@@ -370,8 +476,10 @@ pub async fn migrate(
                 preflight::check_registration(m, c.as_ref()).await?;
             }
             let (s2, d2, e2, mm) = (src.clone(), dst.clone(), events.clone(), m.clone());
+            let dir = state_dir.to_path_buf();
             let facts = tokio::task::spawn_blocking(move || {
-                preflight::check_volume(&mm, s2.as_ref(), d2.as_ref(), e2.as_ref())
+                let now = preflight::check_volume(&mm, s2.as_ref(), d2.as_ref(), e2.as_ref())?;
+                preflight::originals(&mm, s2.as_ref(), &dir, now, e2.as_ref())
             })
             .await
             .map_err(|e| Error::Unsafe(format!("preflight task failed: {e}")))??;
@@ -388,8 +496,10 @@ pub async fn migrate(
         }
     };
     let already_done = state.finished();
-    let exec = Executor::new(src, dst, dst_cloud, events, opts.clone());
+    mark_source(&src, &state, state_dir).await?;
+    let exec = Executor::new(src.clone(), dst, dst_cloud, events, opts.clone());
     exec.run_steps(&mut state, &file, |_| true).await?;
+    unmark_source(&src, &state, state_dir).await?;
     let p = &state.plan;
     let lost = p
         .steps

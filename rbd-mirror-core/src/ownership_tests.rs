@@ -147,3 +147,148 @@ async fn a_copy_target_recorded_by_another_migration_is_refused_across_runs() {
     );
     assert_eq!(*w.lock().unwrap(), before, "nothing changed");
 }
+
+/// Stop `m` in its wait for the replica, after it enabled journaling and mirroring on the
+/// source.
+async fn stop_in_the_wait(
+    m: &VolumeMigration,
+    a: Arc<crate::fake::Fake>,
+    b: Arc<crate::fake::Fake>,
+    w: &std::sync::Mutex<World>,
+    dir: &std::path::Path,
+) {
+    w.lock().unwrap().fail_once = Some("journal_positions".into());
+    run(m, a, b, dir).await.unwrap_err();
+    let ww = w.lock().unwrap();
+    let src = &ww.sites[0].images["volumes/vol1"];
+    assert!(src.features.contains(crate::features::Features::JOURNALING));
+    assert!(src.mirror.is_some());
+}
+
+fn forget_state_files(dir: &std::path::Path, m: &VolumeMigration) {
+    let path = StateFile::path_for(dir, &m.id());
+    std::fs::remove_file(&path).unwrap();
+    let _ = std::fs::remove_file(state::backup_path(&path));
+}
+
+#[tokio::test]
+async fn a_lost_state_file_takes_the_originals_from_the_source_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    let m = migration("vol1", MirrorImageMode::Journal);
+    stop_in_the_wait(&m, a.clone(), b.clone(), &w, dir.path()).await;
+    forget_state_files(dir.path(), &m);
+
+    run(&m, a, b, dir.path()).await.unwrap();
+    let ww = w.lock().unwrap();
+    let src = &ww.sites[0].images["volumes/vol1"];
+    assert_eq!(src.features, DEFAULT, "the true originals, not journaling");
+    assert_eq!(src.mirror, None, "mirroring was off before: off again");
+    assert!(src.meta.is_empty(), "marker removed: {:?}", src.meta);
+    assert_eq!(ww.sites[1].images["cinder/vol1"].data, data());
+}
+
+#[tokio::test]
+async fn an_abort_after_a_lost_state_file_restores_the_originals_from_the_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    let m = migration("vol1", MirrorImageMode::Journal);
+    stop_in_the_wait(&m, a.clone(), b.clone(), &w, dir.path()).await;
+    forget_state_files(dir.path(), &m);
+    // the fresh plan records the marker's originals; it stops again and is aborted
+    stop_in_the_wait(&m, a.clone(), b.clone(), &w, dir.path()).await;
+    abort(
+        dir.path(),
+        &m.id(),
+        a,
+        b,
+        AbortOptions::default(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
+    let ww = w.lock().unwrap();
+    let src = &ww.sites[0].images["volumes/vol1"];
+    assert_eq!(src.features, DEFAULT);
+    assert_eq!(src.mirror, None);
+    assert!(src.meta.is_empty(), "marker removed: {:?}", src.meta);
+}
+
+#[tokio::test]
+async fn a_marker_of_another_migration_or_state_dir_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    let m = migration("vol1", MirrorImageMode::Journal);
+    // the same migration started from another state directory (another host, say)
+    stop_in_the_wait(&m, a.clone(), b.clone(), &w, other_dir.path()).await;
+    let before = w.lock().unwrap().clone();
+    let e = run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("is being migrated by migration") && text.contains(&m.id()),
+        "{text}"
+    );
+    assert!(
+        text.contains(&std::fs::canonicalize(other_dir.path()).unwrap().display().to_string()),
+        "{text}"
+    );
+    // (the fake's rbd-mirror goes on syncing the replica of the stopped run meanwhile)
+    assert!(
+        w.lock().unwrap().sites[0] == before.sites[0],
+        "nothing changed on the source"
+    );
+
+    // another migration of the image (another copy name)
+    let mut renamed = m.clone();
+    renamed.dest_name = "vol1-copy".into();
+    let e = run(&renamed, a, b, dir.path()).await.unwrap_err();
+    assert!(e.to_string().contains(&m.id()), "{e}");
+    let ww = w.lock().unwrap();
+    assert!(
+        ww.sites[0] == before.sites[0] && !ww.sites[1].images.contains_key("cinder/vol1-copy"),
+        "nothing changed"
+    );
+}
+
+#[tokio::test]
+async fn a_state_file_of_an_unknown_plan_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    let m = migration("vol1", MirrorImageMode::Journal);
+    stop_in_the_wait(&m, a.clone(), b.clone(), &w, dir.path()).await;
+    let path = StateFile::path_for(dir.path(), &m.id());
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    json["plan"]["version"] = 99.into();
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let before = w.lock().unwrap().clone();
+    let e = run(&m, a, b, dir.path()).await.unwrap_err();
+    assert!(
+        e.to_string().contains("newer rbd-relay (plan version 99"),
+        "{e}"
+    );
+    assert_eq!(*w.lock().unwrap(), before, "nothing changed");
+    assert!(state::load(&path).is_err(), "not replaced by the backup");
+}
+
+#[tokio::test]
+async fn a_truncated_state_file_is_recovered_from_its_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    let m = migration("vol1", MirrorImageMode::Journal);
+    stop_in_the_wait(&m, a.clone(), b.clone(), &w, dir.path()).await;
+    let path = StateFile::path_for(dir.path(), &m.id());
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let loaded = state::load_checked(&path).unwrap().unwrap();
+    let why = loaded.recovered.expect("recovered from the backup");
+    assert!(why.contains(".json.bak"), "{why}");
+    assert_eq!(loaded.state.plan.facts.features, DEFAULT);
+
+    run(&m, a, b, dir.path()).await.unwrap();
+    let ww = w.lock().unwrap();
+    let src = &ww.sites[0].images["volumes/vol1"];
+    assert_eq!(src.features, DEFAULT);
+    assert_eq!(src.mirror, None);
+}
