@@ -464,3 +464,158 @@ async fn trailing_copy_takes_only_released_bytes_and_hashes_what_it_wrote() {
     rbd(&f.b, &["rm", "--no-progress", &src]);
     rbd(&f.b, &["rm", "--no-progress", &copy]);
 }
+
+/// Run options whose wait gives up at once: the run stops in the wait for the replica,
+/// after it changed the source's features and enabled its mirroring.
+fn stop_in_the_wait() -> RunOptions {
+    let mut o = RunOptions::default();
+    o.wait.deadline = Duration::from_millis(1);
+    o.wait.poll = Duration::from_millis(1);
+    o
+}
+
+/// The source's marker (image metadata `rbd-relay.migration`), when set.
+fn marker(site: &str, image: &str) -> Option<String> {
+    let out = Command::new("rbd")
+        .args([
+            "--cluster",
+            site,
+            "image-meta",
+            "get",
+            image,
+            rbd_mirror_core::preflight::SOURCE_MARKER_KEY,
+        ])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn mirroring_state(site: &str, image: &str) -> String {
+    rbd_json(site, &["info", image])
+        .get("mirroring")
+        .and_then(|m| m["state"].as_str())
+        .unwrap_or("disabled")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_file_deleted_mid_migration_still_lets_abort_restore_the_true_features() {
+    let f = fixture();
+    let image = testenv::unique_name("lost-state");
+    let spec = format!("volumes/{image}");
+    rbd(&f.a, &["create", "--size", "8M", &spec]);
+    write_at(&f.a, &spec, 0, 65536, 5);
+    let original = features(&f.a, &spec);
+    assert!(!original.contains(&"journaling".to_string()));
+    let m = migration(&f, &image, MirrorImageMode::Journal);
+    let run = |opts: RunOptions| {
+        let (src, dst, m, dir) = (f.src.clone(), f.dst.clone(), m.clone(), f.state.path());
+        async move { migrate_volume(&m, src, dst, dir, &opts, Arc::new(NullSink)).await }
+    };
+
+    run(stop_in_the_wait()).await.unwrap_err();
+    assert!(features(&f.a, &spec).contains(&"journaling".to_string()));
+    assert_eq!(mirroring_state(&f.a, &spec), "enabled");
+    assert!(marker(&f.a, &spec).is_some(), "marker written before the changes");
+    // the state file (and its backup) is lost
+    let path = rbd_mirror_core::state::StateFile::path_for(f.state.path(), &m.id());
+    std::fs::remove_file(&path).unwrap();
+    let _ = std::fs::remove_file(rbd_mirror_core::state::backup_path(&path));
+
+    // a fresh plan takes the originals from the marker, not from the changed image
+    run(stop_in_the_wait()).await.unwrap_err();
+    let recorded = rbd_mirror_core::state::recorded(f.state.path(), &m.id()).unwrap();
+    assert!(!recorded.plan.facts.mirroring_was_enabled);
+    assert!(!recorded
+        .plan
+        .facts
+        .features
+        .contains(rbd_mirror_core::features::Features::JOURNALING));
+
+    rbd_mirror_core::abort::abort(
+        f.state.path(),
+        &m.id(),
+        f.src.clone(),
+        f.dst.clone(),
+        Default::default(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
+    assert_eq!(features(&f.a, &spec), original, "the true original features");
+    assert_eq!(mirroring_state(&f.a, &spec), "disabled");
+    assert_eq!(marker(&f.a, &spec), None, "marker removed");
+    wait_gone(&f.b, &spec);
+    rbd(&f.a, &["rm", "--no-progress", &spec]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_under_the_copy_name_not_made_by_this_run_survives_a_rerun_and_an_abort() {
+    let f = fixture();
+    let image = testenv::unique_name("not-ours");
+    let spec = format!("volumes/{image}");
+    let copy = format!("cinder/{image}");
+    rbd(&f.a, &["create", "--size", "8M", &spec]);
+    write_at(&f.a, &spec, 0, 65536, 6);
+    let original = features(&f.a, &spec);
+    // snapshot mode prepares the copy as the wait starts: the copy step has started
+    let m = migration(&f, &image, MirrorImageMode::Snapshot);
+    migrate_volume(
+        &m,
+        f.src.clone(),
+        f.dst.clone(),
+        f.state.path(),
+        &stop_in_the_wait(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    let recorded = rbd_mirror_core::state::recorded(f.state.path(), &m.id()).unwrap();
+    assert!(recorded.copy_started);
+    if exists(&f.b, &copy) {
+        // the trailing copy got to create its image before the run stopped: recorded
+        assert!(recorded.copy_id.is_some());
+        rbd(&f.b, &["rm", "--no-progress", &copy]);
+    }
+    // another migration's copy takes the name
+    rbd(&f.b, &["create", "--size", "1M", &copy]);
+    write_at(&f.b, &copy, 0, 4096, 7);
+    let theirs = rbd_json(&f.b, &["info", &copy])["id"].clone();
+    let theirs_sha = sha(&f.b, &copy);
+
+    let e = migrate_volume(
+        &m,
+        f.src.clone(),
+        f.dst.clone(),
+        f.state.path(),
+        &RunOptions::default(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("was not created by migration"), "{e}");
+    assert_eq!(rbd_json(&f.b, &["info", &copy])["id"], theirs, "kept by the re-run");
+
+    let report = rbd_mirror_core::abort::abort(
+        f.state.path(),
+        &m.id(),
+        f.src.clone(),
+        f.dst.clone(),
+        rbd_mirror_core::abort::AbortOptions {
+            discard_verified_copy: true,
+        },
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
+    assert!(report.notes.iter().any(|n| n.contains("left alone")), "{report:?}");
+    assert_eq!(rbd_json(&f.b, &["info", &copy])["id"], theirs, "kept by the abort");
+    assert_eq!(sha(&f.b, &copy), theirs_sha);
+    assert_eq!(features(&f.a, &spec), original);
+    wait_gone(&f.b, &spec);
+    rbd(&f.a, &["snap", "purge", &spec]);
+    rbd(&f.a, &["rm", "--no-progress", &spec]);
+    rbd(&f.b, &["rm", "--no-progress", &copy]);
+}
