@@ -268,8 +268,7 @@ extern "C" {
         value: *mut c_char,
         val_len: *mut size_t,
     ) -> c_int;
-    pub fn rbd_metadata_set(image: rbd_image_t, key: *const c_char, value: *const c_char)
-        -> c_int;
+    pub fn rbd_metadata_set(image: rbd_image_t, key: *const c_char, value: *const c_char) -> c_int;
     pub fn rbd_metadata_remove(image: rbd_image_t, key: *const c_char) -> c_int;
     pub fn rbd_get_block_name_prefix(
         image: rbd_image_t,

@@ -1250,9 +1250,9 @@ impl Executor {
                 // record the new image's id before anything is written into it
                 let mut created = |id: &str| -> std::result::Result<(), OpsError> {
                     let record = || -> Result<()> {
-                        let mut slot = slot.lock().map_err(|_| {
-                            Error::Unsafe("the copy id record is poisoned".into())
-                        })?;
+                        let mut slot = slot
+                            .lock()
+                            .map_err(|_| Error::Unsafe("the copy id record is poisoned".into()))?;
                         *slot = Some(id.to_string());
                         if let Some(mut state) = crate::state::load(&state_path)? {
                             state.copy_id = Some(id.to_string());
@@ -1260,7 +1260,9 @@ impl Executor {
                         }
                         Ok(())
                     };
-                    record().map_err(|e| OpsError::new(ErrorKind::Other, "record copy id", e.to_string()))
+                    record().map_err(|e| {
+                        OpsError::new(ErrorKind::Other, "record copy id", e.to_string())
+                    })
                 };
                 dst.copy_trailing(&replica, &target, &mut *ready, &mut progress, &mut created)
             },

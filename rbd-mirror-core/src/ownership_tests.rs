@@ -34,18 +34,21 @@ async fn a_copy_made_by_another_migration_survives_a_rerun_and_an_abort() {
     // meanwhile another migration (another state dir, another host) made its verified copy
     // under the same name
     let theirs = Img::new(DEFAULT, vec![42; 100]);
-    w.lock()
-        .unwrap()
-        .sites[1]
+    w.lock().unwrap().sites[1]
         .images
         .insert("cinder/vol1".into(), theirs.clone());
 
     let e = run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
     assert!(
-        e.to_string().contains("was not created by migration") && e.to_string().contains(&theirs.id),
+        e.to_string().contains("was not created by migration")
+            && e.to_string().contains(&theirs.id),
         "{e}"
     );
-    assert_eq!(w.lock().unwrap().sites[1].images["cinder/vol1"], theirs, "re-run kept it");
+    assert_eq!(
+        w.lock().unwrap().sites[1].images["cinder/vol1"],
+        theirs,
+        "re-run kept it"
+    );
 
     let report = abort(
         dir.path(),
@@ -89,7 +92,9 @@ async fn a_copy_this_migration_made_is_recorded_by_id_and_removed_by_abort() {
     )
     .await
     .unwrap();
-    assert!(!w.lock().unwrap().sites[1].images.contains_key("cinder/vol1"));
+    assert!(!w.lock().unwrap().sites[1]
+        .images
+        .contains_key("cinder/vol1"));
 }
 
 #[test]
@@ -97,7 +102,11 @@ fn two_sources_with_one_copy_target_are_refused_in_a_batch() {
     let mut other_pool = migration("x", MirrorImageMode::Journal);
     other_pool.image = "images/x".parse().unwrap();
     let e = check_distinct(&[migration("x", MirrorImageMode::Journal), other_pool]).unwrap_err();
-    assert!(e.to_string().contains("would both be copied to site-b:cinder/x"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("would both be copied to site-b:cinder/x"),
+        "{e}"
+    );
     // other names in the same pool are fine
     check_distinct(&[migration_named("x", "x"), migration_named("y", "y")]).unwrap();
 }
@@ -109,11 +118,18 @@ async fn a_copy_target_locked_by_another_migration_is_refused_naming_it() {
     let other = migration_named("vol2", "vol1");
     let _held = StateFile::lock_migration(dir.path(), &other).unwrap();
     let before = w.lock().unwrap().clone();
-    let e = run(&migration("vol1", MirrorImageMode::Journal), a, b, dir.path())
-        .await
-        .unwrap_err();
+    let e = run(
+        &migration("vol1", MirrorImageMode::Journal),
+        a,
+        b,
+        dir.path(),
+    )
+    .await
+    .unwrap_err();
     match &e {
-        Error::TargetLocked { other: o, target, .. } => {
+        Error::TargetLocked {
+            other: o, target, ..
+        } => {
             assert_eq!(o, &other.id());
             assert_eq!(target, "site-b:cinder/vol1");
         }
@@ -138,11 +154,17 @@ async fn a_copy_target_recorded_by_another_migration_is_refused_across_runs() {
         .await
         .unwrap_err();
     let before = w.lock().unwrap().clone();
-    let e = run(&migration("vol1", MirrorImageMode::Journal), a, b, dir.path())
-        .await
-        .unwrap_err();
+    let e = run(
+        &migration("vol1", MirrorImageMode::Journal),
+        a,
+        b,
+        dir.path(),
+    )
+    .await
+    .unwrap_err();
     assert!(
-        e.to_string().contains(&format!("claimed by migration {}", other.id())),
+        e.to_string()
+            .contains(&format!("claimed by migration {}", other.id())),
         "{e}"
     );
     assert_eq!(*w.lock().unwrap(), before, "nothing changed");
@@ -230,7 +252,12 @@ async fn a_marker_of_another_migration_or_state_dir_is_refused_naming_it() {
         "{text}"
     );
     assert!(
-        text.contains(&std::fs::canonicalize(other_dir.path()).unwrap().display().to_string()),
+        text.contains(
+            &std::fs::canonicalize(other_dir.path())
+                .unwrap()
+                .display()
+                .to_string()
+        ),
         "{text}"
     );
     // (the fake's rbd-mirror goes on syncing the replica of the stopped run meanwhile)

@@ -631,7 +631,10 @@ pub fn read_marker(m: &VolumeMigration, src: &dyn CephOps) -> Result<Option<Sour
         target: m.image.to_string(),
         source: e,
     };
-    let Some(text) = src.metadata_get(&m.image, SOURCE_MARKER_KEY).map_err(ceph)? else {
+    let Some(text) = src
+        .metadata_get(&m.image, SOURCE_MARKER_KEY)
+        .map_err(ceph)?
+    else {
         return Ok(None);
     };
     serde_json::from_str(&text).map(Some).map_err(|e| {

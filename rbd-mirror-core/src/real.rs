@@ -10,9 +10,9 @@ use sha2::{Digest, Sha256};
 
 use crate::features::{Features, MirrorImageMode};
 use crate::ops::{
-    CephOps, Created, ErrorKind, ImageStat, JournalPeer, JournalPosition, JournalPositions, MirrorDaemon,
-    MirrorImage, MirrorImageState, MirrorPeer, OpsError, OpsResult, PoolMirrorMode, Progress,
-    Ready, SnapshotInfo, SnapshotNamespace,
+    CephOps, Created, ErrorKind, ImageStat, JournalPeer, JournalPosition, JournalPositions,
+    MirrorDaemon, MirrorImage, MirrorImageState, MirrorPeer, OpsError, OpsResult, PoolMirrorMode,
+    Progress, Ready, SnapshotInfo, SnapshotNamespace,
 };
 use crate::rbd::{self, Cluster, ClusterConfig, Image, IoCtx, RbdError};
 use crate::spec::{ClusterSpec, ImageSpec, PoolSpec};

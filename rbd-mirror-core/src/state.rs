@@ -290,34 +290,34 @@ pub fn backup_path(path: &Path) -> PathBuf {
 /// first kept as `ID.json.bak` (when it still reads as a state), so a state file damaged
 /// later (a full disk, an editor) can be recovered from the backup by [`load`].
 pub(crate) fn save_to(path: &Path, state: &RunState) -> Result<()> {
-        let err = |reason: String| Error::State {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let dir = path.parent().unwrap_or(Path::new("."));
-        if let Ok(bytes) = fs::read(path) {
-            if parse(path, &bytes).is_ok() {
-                let mut bak = tempfile::NamedTempFile::new_in(dir)
-                    .map_err(|e| err(format!("cannot create temp file: {e}")))?;
-                bak.write_all(&bytes)
-                    .and_then(|_| bak.as_file().sync_all())
-                    .map_err(|e| err(format!("cannot write the backup: {e}")))?;
-                bak.persist(backup_path(path))
-                    .map_err(|e| err(format!("cannot rename the backup into place: {e}")))?;
-            }
+    let err = |reason: String| Error::State {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if let Ok(bytes) = fs::read(path) {
+        if parse(path, &bytes).is_ok() {
+            let mut bak = tempfile::NamedTempFile::new_in(dir)
+                .map_err(|e| err(format!("cannot create temp file: {e}")))?;
+            bak.write_all(&bytes)
+                .and_then(|_| bak.as_file().sync_all())
+                .map_err(|e| err(format!("cannot write the backup: {e}")))?;
+            bak.persist(backup_path(path))
+                .map_err(|e| err(format!("cannot rename the backup into place: {e}")))?;
         }
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)
-            .map_err(|e| err(format!("cannot create temp file: {e}")))?;
-        let json = serde_json::to_vec_pretty(state).map_err(|e| err(e.to_string()))?;
-        tmp.write_all(&json)
-            .and_then(|_| tmp.as_file().sync_all())
-            .map_err(|e| err(format!("cannot write: {e}")))?;
-        tmp.persist(path)
-            .map_err(|e| err(format!("cannot rename into place: {e}")))?;
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+    }
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| err(format!("cannot create temp file: {e}")))?;
+    let json = serde_json::to_vec_pretty(state).map_err(|e| err(e.to_string()))?;
+    tmp.write_all(&json)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| err(format!("cannot write: {e}")))?;
+    tmp.persist(path)
+        .map_err(|e| err(format!("cannot rename into place: {e}")))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// The recorded state of migration `id` for `rbd-relay resume`: like [`recorded`], but an

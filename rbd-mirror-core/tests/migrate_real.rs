@@ -518,7 +518,10 @@ async fn a_state_file_deleted_mid_migration_still_lets_abort_restore_the_true_fe
     run(stop_in_the_wait()).await.unwrap_err();
     assert!(features(&f.a, &spec).contains(&"journaling".to_string()));
     assert_eq!(mirroring_state(&f.a, &spec), "enabled");
-    assert!(marker(&f.a, &spec).is_some(), "marker written before the changes");
+    assert!(
+        marker(&f.a, &spec).is_some(),
+        "marker written before the changes"
+    );
     // the state file (and its backup) is lost
     let path = rbd_mirror_core::state::StateFile::path_for(f.state.path(), &m.id());
     std::fs::remove_file(&path).unwrap();
@@ -544,7 +547,11 @@ async fn a_state_file_deleted_mid_migration_still_lets_abort_restore_the_true_fe
     )
     .await
     .unwrap();
-    assert_eq!(features(&f.a, &spec), original, "the true original features");
+    assert_eq!(
+        features(&f.a, &spec),
+        original,
+        "the true original features"
+    );
     assert_eq!(mirroring_state(&f.a, &spec), "disabled");
     assert_eq!(marker(&f.a, &spec), None, "marker removed");
     wait_gone(&f.b, &spec);
@@ -595,8 +602,15 @@ async fn an_image_under_the_copy_name_not_made_by_this_run_survives_a_rerun_and_
     )
     .await
     .unwrap_err();
-    assert!(e.to_string().contains("was not created by migration"), "{e}");
-    assert_eq!(rbd_json(&f.b, &["info", &copy])["id"], theirs, "kept by the re-run");
+    assert!(
+        e.to_string().contains("was not created by migration"),
+        "{e}"
+    );
+    assert_eq!(
+        rbd_json(&f.b, &["info", &copy])["id"],
+        theirs,
+        "kept by the re-run"
+    );
 
     let report = rbd_mirror_core::abort::abort(
         f.state.path(),
@@ -610,8 +624,15 @@ async fn an_image_under_the_copy_name_not_made_by_this_run_survives_a_rerun_and_
     )
     .await
     .unwrap();
-    assert!(report.notes.iter().any(|n| n.contains("left alone")), "{report:?}");
-    assert_eq!(rbd_json(&f.b, &["info", &copy])["id"], theirs, "kept by the abort");
+    assert!(
+        report.notes.iter().any(|n| n.contains("left alone")),
+        "{report:?}"
+    );
+    assert_eq!(
+        rbd_json(&f.b, &["info", &copy])["id"],
+        theirs,
+        "kept by the abort"
+    );
     assert_eq!(sha(&f.b, &copy), theirs_sha);
     assert_eq!(features(&f.a, &spec), original);
     wait_gone(&f.b, &spec);
