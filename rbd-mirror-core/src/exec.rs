@@ -376,9 +376,11 @@ pub async fn plan(
         preflight::check_adoption(m, c.as_ref()).await?;
         preflight::check_registration(m, c.as_ref()).await?;
     }
-    let mm = m.clone();
+    let (mm, dir) = (m.clone(), state_dir.to_path_buf());
     let facts = tokio::task::spawn_blocking(move || {
-        preflight::check_volume(&mm, src.as_ref(), dst.as_ref(), events.as_ref())
+        let now = preflight::check_volume(&mm, src.as_ref(), dst.as_ref(), events.as_ref())?;
+        // as the run would: a lost state file's originals come from the source's marker
+        preflight::originals(&mm, src.as_ref(), &dir, now, events.as_ref())
     })
     .await
     .map_err(|e| Error::Unsafe(format!("preflight task failed: {e}")))??;
