@@ -640,3 +640,51 @@ async fn an_image_under_the_copy_name_not_made_by_this_run_survives_a_rerun_and_
     rbd(&f.a, &["rm", "--no-progress", &spec]);
     rbd(&f.b, &["rm", "--no-progress", &copy]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn removal_by_id_leaves_an_image_with_another_id_and_metadata_round_trips() {
+    let f = fixture();
+    let name = testenv::unique_name("by-id");
+    let spec = format!("cinder/{name}");
+    rbd(&f.b, &["create", "--size", "1M", &spec]);
+    let image: rbd_mirror_core::spec::ImageSpec = spec.parse().unwrap();
+    let id = rbd_json(&f.b, &["info", &spec])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let key = "rbd-relay.test";
+    assert_eq!(f.dst.metadata_get(&image, key).unwrap(), None);
+    f.dst.metadata_set(&image, key, "{\"a\": 1}").unwrap();
+    assert_eq!(
+        f.dst.metadata_get(&image, key).unwrap().as_deref(),
+        Some("{\"a\": 1}")
+    );
+    f.dst.metadata_remove(&image, key).unwrap();
+    f.dst.metadata_remove(&image, key).unwrap(); // not set: fine
+    assert_eq!(f.dst.metadata_get(&image, key).unwrap(), None);
+
+    let e = f
+        .dst
+        .remove_image_with_id(&image, "not-its-id")
+        .unwrap_err();
+    assert_eq!(e.kind, rbd_mirror_core::ops::ErrorKind::Exists, "{e}");
+    assert!(
+        exists(&f.b, &spec),
+        "an image with another id is left alone"
+    );
+
+    f.dst.remove_image_with_id(&image, &id).unwrap();
+    assert!(!exists(&f.b, &spec));
+    let trash = rbd_json(&f.b, &["trash", "ls", "cinder"]);
+    assert!(
+        !trash
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == id.as_str()),
+        "removed from the trash too: {trash}"
+    );
+    // gone: removing again is fine
+    f.dst.remove_image_with_id(&image, &id).unwrap();
+}
