@@ -245,6 +245,8 @@ extern "C" {
         opts: rbd_image_options_t,
     ) -> c_int;
     pub fn rbd_remove(io: rados_ioctx_t, name: *const c_char) -> c_int;
+    pub fn rbd_trash_move(io: rados_ioctx_t, name: *const c_char, delay: u64) -> c_int;
+    pub fn rbd_trash_remove(io: rados_ioctx_t, id: *const c_char, force: bool) -> c_int;
 
     // open / close
     pub fn rbd_open(
@@ -269,6 +271,14 @@ extern "C" {
     pub fn rbd_get_flags(image: rbd_image_t, flags: *mut u64) -> c_int;
     pub fn rbd_get_id(image: rbd_image_t, id: *mut c_char, id_len: size_t) -> c_int;
     pub fn rbd_get_data_pool_id(image: rbd_image_t) -> i64;
+    pub fn rbd_metadata_get(
+        image: rbd_image_t,
+        key: *const c_char,
+        value: *mut c_char,
+        val_len: *mut size_t,
+    ) -> c_int;
+    pub fn rbd_metadata_set(image: rbd_image_t, key: *const c_char, value: *const c_char) -> c_int;
+    pub fn rbd_metadata_remove(image: rbd_image_t, key: *const c_char) -> c_int;
     pub fn rbd_get_block_name_prefix(
         image: rbd_image_t,
         prefix: *mut c_char,

@@ -5,14 +5,17 @@
 //! What is undone, each only when needed (so a re-run after a crash converges, and a second
 //! abort is a no-op):
 //!
-//! - the destination copy, only if this migration created it (`copy_started`) and it was not
-//!   handed to a cloud; a *verified* copy only with [`AbortOptions::discard_verified_copy`]
+//! - the destination copy, only if this migration created it (the image under the copy name
+//!   has the id recorded when the copy created it: another migration's copy under the same
+//!   name is left alone and named) and it was not handed to a cloud; a *verified* copy only with [`AbortOptions::discard_verified_copy`]
 //!   (otherwise `cleanup` is the way: keep the copy, finish the source side);
 //! - mirroring of the source image, only if it was off before the migration (disabling it
 //!   deletes the replica on the destination; the source image itself is untouched);
 //! - mirror snapshots of the source that did not exist before the migration;
 //! - the source's features, back to exactly the recorded original ones (as far as librbd
-//!   allows: a deep-flatten disabled with `--disable-object-map` cannot come back).
+//!   allows: a deep-flatten disabled with `--disable-object-map` cannot come back);
+//! - the migration's marker on the source (image metadata, see
+//!   [`crate::preflight::SourceMarker`]), last.
 //!
 //! Pool mirror modes are left as they are and only reported: other images may be mirrored
 //! through the same pool and peers by now. After adoption or registration abort refuses:
@@ -27,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink};
-use crate::exec::{converge_features, on_ceph, remove_own_image};
+use crate::exec::{converge_features, on_ceph, remove_own_image, unmark_source};
 use crate::ops::{CephOps, MirrorImageState, SnapshotNamespace};
 use crate::plan::Step;
 use crate::state;
@@ -130,14 +133,33 @@ pub async fn abort(
         )));
     }
     let (d, t) = (dst.clone(), target.clone());
-    let copy_exists = state.copy_started
-        && on_ceph(
+    let under_name = if state.copy_started {
+        on_ceph(
             "abort",
             dst.name().to_string(),
             target.to_string(),
-            move || d.image_exists(&t),
+            move || match d.stat(&t) {
+                Ok(st) => Ok(Some(st.id)),
+                Err(e) if e.kind == crate::ops::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            },
         )
-        .await?;
+        .await?
+    } else {
+        None
+    };
+    let mut notes = Vec::new();
+    // only an image with the recorded id is this migration's copy
+    let copy_exists = match (&under_name, &state.copy_id) {
+        (Some(found), Some(ours)) if found == ours => true,
+        (Some(found), _) => {
+            notes.push(format!(
+                "{copy} (image id {found}) was not created by migration {id} and is left alone (it may be another migration's copy)"
+            ));
+            false
+        }
+        (None, _) => false,
+    };
     if copy_exists && state.verified() && !opts.discard_verified_copy {
         return Err(Error::Unsafe(format!(
             "the copy {copy} of migration {id} is already verified; abort would remove it. Keep it and put the source back with `rbd-relay cleanup {id}`, or remove it anyway with `rbd-relay abort {id} --discard-verified-copy`"
@@ -170,7 +192,8 @@ pub async fn abort(
                 snaps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
             )));
         }
-        remove_own_image("remove_copy", &dst, &target, events.as_ref()).await?;
+        let ours = state.copy_id.clone().unwrap_or_default();
+        remove_own_image("remove_copy", &dst, &target, &ours, events.as_ref()).await?;
         Some(format!("removed the copy {copy}"))
     } else {
         None
@@ -303,7 +326,6 @@ pub async fn abort(
         },
     );
 
-    let mut notes = Vec::new();
     for step in &state.plan.steps {
         if let Step::RestoreFeatures { lost, .. } = step {
             if !lost.is_empty() {
@@ -325,6 +347,8 @@ pub async fn abort(
     state.aborted = true;
     state.outcome = "aborted".into();
     file.save(&state)?;
+    // the source is as it was: its marker goes (see `crate::preflight::SourceMarker`)
+    unmark_source(&src, &state, state_dir).await?;
     Ok(AbortReport {
         id: id.to_string(),
         source,

@@ -41,15 +41,25 @@ impl BatchItem {
 }
 
 /// Refuse a batch that names one migration twice (the second would only wait for the lock
-/// of the first, or find it done); nothing has been changed when this fails.
+/// of the first, or find it done), or two sources with one copy target (`poolA/x` and
+/// `poolB/x` both copied `--into P` as `x`: one would find the other's copy under its
+/// name); nothing has been changed when this fails.
 pub fn check_distinct(migrations: &[VolumeMigration]) -> Result<()> {
     let mut seen = BTreeSet::new();
+    let mut targets = std::collections::BTreeMap::new();
     for m in migrations {
         if !seen.insert(m.id()) {
             return Err(Error::Unsafe(format!(
                 "{} is given twice (migration {}); list every image once",
                 m.image,
                 m.id()
+            )));
+        }
+        if let Some(first) = targets.insert(m.target_lock_name(), m.image.clone()) {
+            return Err(Error::Unsafe(format!(
+                "{first} and {} would both be copied to {}; give one of them its own copy name (--name, or migrate it separately with another --into)",
+                m.image,
+                m.target_lock_name()
             )));
         }
     }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::event::EventSink;
-use crate::exec::{Executor, RunOptions};
+use crate::exec::{unmark_source, Executor, RunOptions};
 use crate::ops::CephOps;
 use crate::plan::Step;
 use crate::state;
@@ -71,11 +71,13 @@ pub async fn cleanup(
         )));
     }
     let before = state.next_step;
-    let exec = Executor::new(src, dst, None, events, RunOptions::default());
+    let exec = Executor::new(src.clone(), dst, None, events, RunOptions::default());
     exec.run_steps(&mut state, &file, |s| {
         matches!(s, Step::DisableMirroring | Step::RestoreFeatures { .. })
     })
     .await?;
+    // the source is restored: its marker goes (see `crate::preflight::SourceMarker`)
+    unmark_source(&src, &state, state_dir).await?;
     let ran: Vec<String> = state.plan.steps[before..state.next_step]
         .iter()
         .map(|s| s.kind().to_string())
@@ -99,10 +101,7 @@ pub async fn cleanup(
                 remaining.join(", ")
             )));
         }
-        std::fs::remove_file(file.path()).map_err(|e| Error::State {
-            path: file.path().to_path_buf(),
-            reason: format!("cannot remove: {e}"),
-        })?;
+        file.remove()?;
         forgotten = true;
     }
     Ok(CleanupReport {

@@ -90,6 +90,16 @@ pub enum Error {
         /// Lock file.
         path: PathBuf,
     },
+    /// Another migration holds the lock of this migration's copy target.
+    #[error("another rbd-relay run (migration {other}) is copying to {target} (lock {path} is held); two migrations must not share a copy target: give this one another --name or --into, or wait for {other} to finish")]
+    TargetLocked {
+        /// The copy target, `CLUSTER:POOL/NAME`.
+        target: String,
+        /// The migration holding it (as written in the lock file).
+        other: String,
+        /// Lock file.
+        path: PathBuf,
+    },
     /// The run was cancelled (by the caller or a signal); a re-run resumes.
     #[error("cancelled during step '{step}'; re-run the same command to resume")]
     Cancelled {

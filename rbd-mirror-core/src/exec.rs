@@ -162,16 +162,17 @@ pub(crate) async fn remove_own_image(
     step: &str,
     dst: &Arc<dyn CephOps>,
     target: &ImageSpec,
+    id: &str,
     events: &dyn EventSink,
 ) -> Result<()> {
     use backon::{ConstantBuilder, Retryable};
     let remove = || {
-        let (d, t) = (dst.clone(), target.clone());
+        let (d, t, id) = (dst.clone(), target.clone(), id.to_string());
         on_ceph(
             step,
             dst.name().to_string(),
             target.to_string(),
-            move || match d.remove_image(&t) {
+            move || match d.remove_image_with_id(&t, &id) {
                 Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
                 r => r,
             },
@@ -197,6 +198,152 @@ pub(crate) async fn remove_own_image(
             }
         })
         .await
+}
+
+/// Whether a step of `state` that changes the source image is still to run.
+fn source_changes_left(state: &RunState) -> bool {
+    state.plan.steps[state.next_step.min(state.plan.steps.len())..]
+        .iter()
+        .any(|s| match s {
+            Step::EnablePoolMirroring
+            | Step::EnableFeatures { .. }
+            | Step::EnableMirroring { .. }
+            | Step::DisableMirroring
+            | Step::RestoreFeatures { .. } => true,
+            Step::Preflight
+            | Step::WaitForReplica
+            | Step::CopyReplica
+            | Step::SetCopyFeatures { .. }
+            | Step::Verify
+            | Step::AdoptVolume { .. }
+            | Step::SnapshotAndProtect { .. }
+            | Step::RegisterImage { .. }
+            | Step::CheckMinDisk { .. } => false,
+        })
+}
+
+/// Put this run's [`preflight::SourceMarker`] on the source image before the run's first
+/// change to it (when a change is still to come): the originals it records are the plan's.
+/// A marker already there is kept when it is this run's (it holds the originals from
+/// before the first change) and refused, naming its run, when it is another's.
+pub(crate) async fn mark_source(
+    src: &Arc<dyn CephOps>,
+    state: &RunState,
+    state_dir: &Path,
+) -> Result<()> {
+    if !source_changes_left(state) {
+        return Ok(());
+    }
+    let m = state.plan.migration.clone();
+    let ours = preflight::SourceMarker::new(&m, state_dir, &state.plan.facts);
+    let s = src.clone();
+    let found = on_ceph(
+        "mark_source",
+        src.name().to_string(),
+        m.image.to_string(),
+        move || preflight::read_marker_ops(s.as_ref(), &m),
+    )
+    .await?;
+    match found {
+        None => {
+            let (s, image) = (src.clone(), state.plan.migration.image.clone());
+            let text = serde_json::to_string(&ours)
+                .map_err(|e| Error::Unsafe(format!("cannot write the source marker: {e}")))?;
+            on_ceph(
+                "mark_source",
+                src.name().to_string(),
+                image.to_string(),
+                move || s.metadata_set(&image, preflight::SOURCE_MARKER_KEY, &text),
+            )
+            .await
+        }
+        Some(Ok(marker)) if marker.is_run_of(&state.plan.migration, state_dir) => Ok(()),
+        Some(Ok(marker)) => Err(Error::Unsafe(format!(
+            "{}:{} is being migrated by {}; continue or abort that migration where it runs (rbd-relay resume/abort {}): two runs must not change one image",
+            src.name(),
+            state.plan.migration.image,
+            marker.describe(),
+            marker.migration
+        ))),
+        Some(Err(text)) => Err(Error::Unsafe(format!(
+            "{}:{} carries an unreadable rbd-relay marker ({text}); look at it with `rbd --cluster {} image-meta get {} {}`",
+            src.name(),
+            state.plan.migration.image,
+            src.name(),
+            state.plan.migration.image,
+            preflight::SOURCE_MARKER_KEY
+        ))),
+    }
+}
+
+/// Remove this run's marker from the source image once no change to the source is left to
+/// do or undo (the source is as it was, or stays as the migration left it for good). A
+/// marker of another run, or none (a bundle run never sets one), is left as it is.
+pub(crate) async fn unmark_source(
+    src: &Arc<dyn CephOps>,
+    state: &RunState,
+    state_dir: &Path,
+) -> Result<()> {
+    if source_changes_left(state) && !state.aborted {
+        return Ok(());
+    }
+    let (m, dir) = (state.plan.migration.clone(), state_dir.to_path_buf());
+    let s = src.clone();
+    on_ceph(
+        "unmark_source",
+        src.name().to_string(),
+        m.image.to_string(),
+        move || match preflight::read_marker_ops(s.as_ref(), &m) {
+            Ok(Some(Ok(marker))) if marker.is_run_of(&m, &dir) => {
+                s.metadata_remove(&m.image, preflight::SOURCE_MARKER_KEY)
+            }
+            Ok(_) => Ok(()),
+            // the source image is gone (deleted after the migration): nothing to unmark
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        },
+    )
+    .await
+}
+
+/// Refuse a fresh plan whose copy target another migration recorded in `state_dir` still
+/// claims (not aborted, its copy not handed to a cloud): one would find the other's copy
+/// under its name. Nothing has been changed when this fails.
+fn check_target_unclaimed(m: &VolumeMigration, state_dir: &Path) -> Result<()> {
+    let target = m.target_lock_name();
+    for (_, other) in crate::state::list(state_dir)? {
+        let o = &other.plan.migration;
+        if other.plan.id != m.id()
+            && o.target_lock_name() == target
+            && !other.aborted
+            && !other.handed_to_cloud()
+        {
+            return Err(Error::Unsafe(format!(
+                "the copy target {target} is claimed by migration {} (of {}:{}, {}); two migrations must not share a copy target: give this one another --name or --into, or abort that one first (`rbd-relay abort {}`)",
+                other.plan.id, o.source.name, o.image, other.outcome, other.plan.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The refusal of an image under the copy name that this migration did not create (its id
+/// is not the recorded one): it may be another migration's copy, even a verified one, so it
+/// is never removed.
+fn not_our_copy(
+    cluster: &str,
+    target: &ImageSpec,
+    found: &str,
+    id: &str,
+    state: &RunState,
+) -> Error {
+    let recorded = match &state.copy_id {
+        Some(ours) => format!("this migration's copy had id {ours}"),
+        None => "this migration recorded no copy of its own".to_string(),
+    };
+    Error::Unsafe(format!(
+        "{cluster}:{target} (image id {found}) was not created by migration {id} ({recorded}); it may be another migration's copy, so it is left alone: if it is not wanted, remove or rename it yourself (rbd --cluster {cluster} rm {target}), or give this migration another --name or --into, then re-run"
+    ))
 }
 
 /// Read-only: run preflight and build the plan (or return the recorded one), for `--dry-run`.
@@ -229,9 +376,11 @@ pub async fn plan(
         preflight::check_adoption(m, c.as_ref()).await?;
         preflight::check_registration(m, c.as_ref()).await?;
     }
-    let mm = m.clone();
+    let (mm, dir) = (m.clone(), state_dir.to_path_buf());
     let facts = tokio::task::spawn_blocking(move || {
-        preflight::check_volume(&mm, src.as_ref(), dst.as_ref(), events.as_ref())
+        let now = preflight::check_volume(&mm, src.as_ref(), dst.as_ref(), events.as_ref())?;
+        // as the run would: a lost state file's originals come from the source's marker
+        preflight::originals(&mm, src.as_ref(), &dir, now, events.as_ref())
     })
     .await
     .map_err(|e| Error::Unsafe(format!("preflight task failed: {e}")))??;
@@ -264,8 +413,14 @@ pub async fn migrate(
     events: Arc<dyn EventSink>,
 ) -> Result<Summary> {
     let dst_cloud = clouds.destination_for(m)?;
-    let file = StateFile::lock(state_dir, &m.id(), &m.lock_name())?;
-    let recorded = match file.load()? {
+    let file = StateFile::lock_migration(state_dir, m)?;
+    let loaded = crate::state::load_checked(file.path())?;
+    if let Some(why) = loaded.as_ref().and_then(|l| l.recovered.clone()) {
+        events.emit(Event::Warning {
+            message: format!("state file {}: {why}", file.path().display()),
+        });
+    }
+    let recorded = match loaded.map(|l| l.state) {
         Some(s) if s.aborted => {
             events.emit(Event::Warning {
                 message: format!(
@@ -311,6 +466,7 @@ pub async fn migrate(
             s
         }
         None => {
+            check_target_unclaimed(m, state_dir)?;
             events.emit(Event::StepStarted {
                 index: 0,
                 step: "preflight".into(),
@@ -322,8 +478,10 @@ pub async fn migrate(
                 preflight::check_registration(m, c.as_ref()).await?;
             }
             let (s2, d2, e2, mm) = (src.clone(), dst.clone(), events.clone(), m.clone());
+            let dir = state_dir.to_path_buf();
             let facts = tokio::task::spawn_blocking(move || {
-                preflight::check_volume(&mm, s2.as_ref(), d2.as_ref(), e2.as_ref())
+                let now = preflight::check_volume(&mm, s2.as_ref(), d2.as_ref(), e2.as_ref())?;
+                preflight::originals(&mm, s2.as_ref(), &dir, now, e2.as_ref())
             })
             .await
             .map_err(|e| Error::Unsafe(format!("preflight task failed: {e}")))??;
@@ -340,8 +498,10 @@ pub async fn migrate(
         }
     };
     let already_done = state.finished();
-    let exec = Executor::new(src, dst, dst_cloud, events, opts.clone());
+    mark_source(&src, &state, state_dir).await?;
+    let exec = Executor::new(src.clone(), dst, dst_cloud, events, opts.clone());
     exec.run_steps(&mut state, &file, |_| true).await?;
+    unmark_source(&src, &state, state_dir).await?;
     let p = &state.plan;
     let lost = p
         .steps
@@ -390,6 +550,10 @@ pub(crate) struct Executor {
     /// The copy's digest as read back while it was written; `verify` uses it instead of
     /// reading the copy again.
     early_copy_digest: std::sync::Mutex<Option<String>>,
+    /// The id of the copy this run created, set by the copy's thread as soon as the image
+    /// exists (and written to the state file there and then); every later save of the
+    /// state by this executor carries it, under this same lock, so no save drops it.
+    created_copy_id: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Work of a run on a blocking thread beside its steps: the copy on the destination (see
@@ -426,6 +590,7 @@ impl Executor {
             early_source_digest: std::sync::Mutex::new(None),
             copy: std::sync::Mutex::new(None),
             early_copy_digest: std::sync::Mutex::new(None),
+            created_copy_id: Arc::default(),
         }
     }
 
@@ -449,7 +614,7 @@ impl Executor {
             let result = self.run_step(&step, index, state, file).await;
             if let Err(e) = result {
                 state.outcome = format!("failed at {}: {e}", step.kind());
-                let _ = file.save(state);
+                let _ = self.save(state, file);
                 return Err(e);
             }
             state.next_step = index + 1;
@@ -457,7 +622,7 @@ impl Executor {
             if state.finished() {
                 state.outcome = "finished".into();
             }
-            file.save(state)?;
+            self.save(state, file)?;
             self.events.emit(Event::StepDone {
                 index,
                 step: step.kind().into(),
@@ -577,7 +742,7 @@ impl Executor {
                     None => {
                         self.prepare_copy(&m, state, file).await?;
                         // the replica is complete: everything is final
-                        self.spawn_copy(&m, Box::new(|| Ok(Some(u64::MAX))))
+                        self.spawn_copy(&m, file.path(), Box::new(|| Ok(Some(u64::MAX))))
                     }
                 };
                 let digest = self.finish_copy(running).await?;
@@ -782,7 +947,7 @@ impl Executor {
         )
         .await?;
         state.register_started = true;
-        file.save(state)?;
+        self.save(state, file)?;
         let target = m.copy_target();
         let mut properties = std::collections::BTreeMap::new();
         properties.insert(MARKER_KEY.to_string(), marker);
@@ -867,7 +1032,7 @@ impl Executor {
             )));
         }
         state.adopt_started = true;
-        file.save(state)?;
+        self.save(state, file)?;
         let mut metadata = std::collections::BTreeMap::new();
         metadata.insert(MARKER_KEY.to_string(), marker);
         metadata.insert(
@@ -948,8 +1113,14 @@ impl Executor {
         }
     }
 
-    async fn remove_partial_copy(&self, dst: &Arc<dyn CephOps>, target: &ImageSpec) -> Result<()> {
-        remove_own_image("copy_replica", dst, target, self.events.as_ref()).await
+    /// Save the state, with the copy's id when the copy has just recorded one (see
+    /// [`Executor::created_copy_id`]).
+    fn save(&self, state: &mut RunState, file: &StateFile) -> Result<()> {
+        let recorded = self.created_copy_id.lock();
+        if let Ok(Some(id)) = recorded.as_deref() {
+            state.copy_id = Some(id.clone());
+        }
+        file.save(state)
     }
 
     /// Make room for the copy: a copy left by an interrupted run of this migration is
@@ -972,20 +1143,33 @@ impl Executor {
         )
         .await?;
         if exists {
-            if !state.copy_started {
-                return Err(Error::Unsafe(format!(
-                    "{}:{target} exists but was not created by this migration; remove or rename it, then re-run",
-                    dst.name()
-                )));
+            let (d, t) = (dst.clone(), target.clone());
+            let found = on_ceph(
+                "copy_replica",
+                dst.name().to_string(),
+                target.to_string(),
+                move || d.stat(&t),
+            )
+            .await?
+            .id;
+            match &state.copy_id {
+                // a partial copy of an interrupted run: ours, start it over. A killed run's
+                // watch on it lingers until the OSD times it out (~30 s): retry
+                Some(ours) if *ours == found => {
+                    remove_own_image("copy_replica", &dst, &target, ours, self.events.as_ref())
+                        .await?
+                }
+                _ => return Err(not_our_copy(dst.name(), &target, &found, &m.id(), state)),
             }
-            // a partial copy of an interrupted run: ours, start it over. A killed run's
-            // watch on it lingers until the OSD times it out (~30 s): retry
-            self.remove_partial_copy(&dst, &target).await?;
         }
         state.copy_started = true;
+        state.copy_id = None;
+        if let Ok(mut slot) = self.created_copy_id.lock() {
+            *slot = None;
+        }
         state.source_digest = None;
         state.copy_digest = None;
-        file.save(state)?;
+        self.save(state, file)?;
         self.start_source_digest(m);
         Ok(())
     }
@@ -1021,7 +1205,7 @@ impl Executor {
                 Err(e) => Err(e),
             }
         };
-        let running = self.spawn_copy(m, Box::new(ready));
+        let running = self.spawn_copy(m, file.path(), Box::new(ready));
         if let Ok(mut slot) = self.copy.lock() {
             *slot = Some(running);
         }
@@ -1034,6 +1218,7 @@ impl Executor {
     fn spawn_copy(
         &self,
         m: &VolumeMigration,
+        state_path: &Path,
         mut ready: Box<dyn FnMut() -> std::result::Result<Option<u64>, OpsError> + Send>,
     ) -> Background {
         use std::sync::atomic::{AtomicBool, Ordering};
@@ -1041,6 +1226,7 @@ impl Executor {
         let stop = cancel.clone();
         let events = self.events.clone();
         let (dst, replica, target) = (self.dst.clone(), m.replica(), m.copy_target());
+        let (slot, state_path) = (self.created_copy_id.clone(), state_path.to_path_buf());
         let task = tokio::spawn(on_ceph(
             "copy_replica",
             dst.name().to_string(),
@@ -1063,7 +1249,24 @@ impl Executor {
                     }
                     !stop.load(Ordering::Relaxed)
                 };
-                dst.copy_trailing(&replica, &target, &mut *ready, &mut progress)
+                // record the new image's id before anything is written into it
+                let mut created = |id: &str| -> std::result::Result<(), OpsError> {
+                    let record = || -> Result<()> {
+                        let mut slot = slot
+                            .lock()
+                            .map_err(|_| Error::Unsafe("the copy id record is poisoned".into()))?;
+                        *slot = Some(id.to_string());
+                        if let Some(mut state) = crate::state::load(&state_path)? {
+                            state.copy_id = Some(id.to_string());
+                            crate::state::save_to(&state_path, &state)?;
+                        }
+                        Ok(())
+                    };
+                    record().map_err(|e| {
+                        OpsError::new(ErrorKind::Other, "record copy id", e.to_string())
+                    })
+                };
+                dst.copy_trailing(&replica, &target, &mut *ready, &mut progress, &mut created)
             },
         ));
         Background { task, cancel }
@@ -1196,7 +1399,7 @@ impl Executor {
                 .unwrap_or(0);
             state.next_step = restart;
             state.outcome = "verification failed".into();
-            file.save(state)?;
+            self.save(state, file)?;
             return Err(Error::VerifyMismatch {
                 source_image: format!("{}:{}", self.src.name(), m.image),
                 source_digest: a,

@@ -25,6 +25,20 @@ pub struct Img {
     pub watchers: Vec<String>,
     /// Pool of its data objects when it is not the image's pool (`--data-pool`).
     pub data_pool: Option<String>,
+    /// Image id: every image made (also a copy or a replica) gets a new one.
+    pub id: String,
+    /// Image metadata (`rbd image-meta`).
+    pub meta: BTreeMap<String, String>,
+}
+
+/// Ids given to fake images so far.
+static IMAGE_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn new_image_id() -> String {
+    format!(
+        "fakeid{}",
+        IMAGE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }
 
 impl Img {
@@ -36,6 +50,8 @@ impl Img {
             mirror: None,
             watchers: vec![],
             data_pool: None,
+            id: new_image_id(),
+            meta: BTreeMap::new(),
         }
     }
 }
@@ -236,7 +252,7 @@ impl CephOps for Fake {
                 size: i.data.len() as u64,
                 object_size: 4,
                 features: i.features,
-                id: "id".into(),
+                id: i.id.clone(),
             })
         })
     }
@@ -456,6 +472,8 @@ impl CephOps for Fake {
     fn copy(&self, src: &ImageSpec, dst: &ImageSpec, progress: Progress<'_>) -> OpsResult<()> {
         self.with("copy", |w, s| {
             let mut i = img(w, s, src, "copy")?.clone();
+            i.id = new_image_id();
+            i.meta.clear();
             i.mirror = None;
             i.snaps.clear();
             i.features -= Features::NON_PRIMARY;
@@ -478,6 +496,7 @@ impl CephOps for Fake {
         dst: &ImageSpec,
         ready: Ready<'_>,
         progress: Progress<'_>,
+        created: Created<'_>,
     ) -> OpsResult<String> {
         {
             let mut w = self.world.lock().unwrap();
@@ -502,6 +521,8 @@ impl CephOps for Fake {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         self.copy(src, dst, progress)?;
+        let id = self.with("copy", |w, s| Ok(img(w, s, dst, "copy")?.id.clone()))?;
+        created(&id)?;
         self.with("copy", |w, s| {
             Ok(hex::encode(Sha256::digest(&img(w, s, dst, "copy")?.data)))
         })
@@ -513,6 +534,42 @@ impl CephOps for Fake {
                 .remove(&image.to_string())
                 .map(|_| ())
                 .ok_or_else(|| nf("remove", &image.to_string()))
+        })
+    }
+    fn remove_image_with_id(&self, image: &ImageSpec, id: &str) -> OpsResult<()> {
+        self.with("remove_image", |w, s| {
+            let images = &mut w.sites[s].images;
+            match images.get(&image.to_string()) {
+                None => Ok(()),
+                Some(i) if i.id != id => Err(OpsError::new(
+                    ErrorKind::Exists,
+                    "remove_image_with_id",
+                    format!("{image} has id {}, not {id}", i.id),
+                )),
+                Some(_) => {
+                    images.remove(&image.to_string());
+                    Ok(())
+                }
+            }
+        })
+    }
+    fn metadata_get(&self, image: &ImageSpec, key: &str) -> OpsResult<Option<String>> {
+        self.with("metadata_get", |w, s| {
+            Ok(img(w, s, image, "metadata_get")?.meta.get(key).cloned())
+        })
+    }
+    fn metadata_set(&self, image: &ImageSpec, key: &str, value: &str) -> OpsResult<()> {
+        self.with("metadata_set", |w, s| {
+            img(w, s, image, "metadata_set")?
+                .meta
+                .insert(key.to_string(), value.to_string());
+            Ok(())
+        })
+    }
+    fn metadata_remove(&self, image: &ImageSpec, key: &str) -> OpsResult<()> {
+        self.with("metadata_remove", |w, s| {
+            img(w, s, image, "metadata_remove")?.meta.remove(key);
+            Ok(())
         })
     }
     fn digest(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<String> {

@@ -49,3 +49,5 @@ mod delete_tests;
 mod exec_tests;
 #[cfg(test)]
 mod fake;
+#[cfg(test)]
+mod ownership_tests;

@@ -244,6 +244,10 @@ pub type Progress<'a> = &'a mut (dyn FnMut(u64, u64) -> bool + Send);
 /// will not change any more (the image size or more once all of it is final).
 pub type Ready<'a> = &'a mut (dyn FnMut() -> OpsResult<Option<u64>> + Send);
 
+/// Told the id of the image [`CephOps::copy_trailing`] has just created, before anything is
+/// written into it; an error stops the copy (the new image is then removed by that id).
+pub type Created<'a> = &'a mut (dyn FnMut(&str) -> OpsResult<()> + Send);
+
 /// The Ceph calls orchestration needs, on one cluster.
 pub trait CephOps: Send + Sync {
     /// Cluster name for messages.
@@ -299,15 +303,29 @@ pub trait CephOps: Send + Sync {
     /// cluster; the result is the SHA-256 (hex) of the copy as read back, holes as zeros.
     /// `progress(done, total)` counts bytes written and read back (`(0, 0)` while the source
     /// does not exist yet); `false` stops the copy with [`ErrorKind::Cancelled`].
+    /// `created(id)` is called with the new image's id (`rbd_get_id`) right after it is
+    /// created, so the caller can record which image is its copy.
     fn copy_trailing(
         &self,
         src: &ImageSpec,
         dst: &ImageSpec,
         ready: Ready<'_>,
         progress: Progress<'_>,
+        created: Created<'_>,
     ) -> OpsResult<String>;
     /// Remove an image.
     fn remove_image(&self, image: &ImageSpec) -> OpsResult<()>;
+    /// Remove the image under `image`'s name only if its id is `id`, through a path that
+    /// cannot remove another image (see the real implementation). An image with another id
+    /// fails with [`ErrorKind::Exists`] and is left alone; no image under the name (nor in
+    /// the trash with this id) is `Ok`.
+    fn remove_image_with_id(&self, image: &ImageSpec, id: &str) -> OpsResult<()>;
+    /// Value of the image's metadata `key` (`rbd_metadata_get`), `None` when not set.
+    fn metadata_get(&self, image: &ImageSpec, key: &str) -> OpsResult<Option<String>>;
+    /// Set the image's metadata `key` (`rbd_metadata_set`).
+    fn metadata_set(&self, image: &ImageSpec, key: &str, value: &str) -> OpsResult<()>;
+    /// Remove the image's metadata `key` (`rbd_metadata_remove`); `Ok` when it is not set.
+    fn metadata_remove(&self, image: &ImageSpec, key: &str) -> OpsResult<()>;
     /// SHA-256 (hex) of the image's whole content, holes read as zeros.
     fn digest(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<String>;
     /// The pool holding the image's data when it is not the image's own pool (created

@@ -125,6 +125,12 @@ impl VolumeMigration {
         format!("{}:{}", self.source.name, self.image)
     }
 
+    /// The copy target as `CLUSTER:POOL/NAME`: what the state directory's target lock is
+    /// named after, so that two migrations into one copy name never run at once.
+    pub fn target_lock_name(&self) -> String {
+        format!("{}:{}", self.destination.name, self.copy_target())
+    }
+
     /// Where rbd-mirror puts the replica: the same pool and name on the destination.
     pub fn replica(&self) -> ImageSpec {
         self.image.clone()

@@ -10,9 +10,9 @@ use sha2::{Digest, Sha256};
 
 use crate::features::{Features, MirrorImageMode};
 use crate::ops::{
-    CephOps, ErrorKind, ImageStat, JournalPeer, JournalPosition, JournalPositions, MirrorDaemon,
-    MirrorImage, MirrorImageState, MirrorPeer, OpsError, OpsResult, PoolMirrorMode, PoolSpace,
-    Progress, Ready, SnapshotInfo, SnapshotNamespace,
+    CephOps, Created, ErrorKind, ImageStat, JournalPeer, JournalPosition, JournalPositions,
+    MirrorDaemon, MirrorImage, MirrorImageState, MirrorPeer, OpsError, OpsResult, PoolMirrorMode,
+    PoolSpace, Progress, Ready, SnapshotInfo, SnapshotNamespace,
 };
 use crate::rbd::{self, Cluster, ClusterConfig, Image, IoCtx, RbdError};
 use crate::spec::{ClusterSpec, ImageSpec, PoolSpec};
@@ -489,6 +489,7 @@ impl CephOps for RbdCeph {
         dst: &ImageSpec,
         ready: Ready<'_>,
         progress: Progress<'_>,
+        created: Created<'_>,
     ) -> OpsResult<String> {
         let first_ready = trailing::wait_for_source(&mut *ready, &mut *progress)?;
         let first = self.open_ro(src)?;
@@ -505,11 +506,18 @@ impl CephOps for RbdCeph {
             data_pool: self.data_pool_of(&self.io(&src.pool)?, &first)?,
         };
         dio.create_image(&dst.image, info.size, &opts)?;
+        let writer = dio.open_image(&dst.image)?;
+        let id = writer.id()?;
+        if let Err(e) = created(&id) {
+            // not recorded: nobody would know this image is ours, so it goes now
+            drop(writer);
+            let _ = self.remove_image_with_id(dst, &id);
+            return Err(e);
+        }
         let mut readers = vec![first];
         for _ in 1..trailing::READERS {
             readers.push(self.open_ro(src)?);
         }
-        let writer = dio.open_image(&dst.image)?;
         let mut checkers = Vec::new();
         for _ in 0..trailing::CHECKERS {
             checkers.push(self.open_ro(dst)?);
@@ -533,6 +541,63 @@ impl CephOps for RbdCeph {
 
     fn remove_image(&self, image: &ImageSpec) -> OpsResult<()> {
         Ok(self.io(&image.pool)?.remove_image(&image.image)?)
+    }
+
+    /// Checks the id of the image under the name, moves it to the trash
+    /// (`rbd_trash_move`) and removes the trashed image by the recorded id
+    /// (`rbd_trash_remove`): the removal itself goes by id, so it can only ever remove the
+    /// image with that id. Should another image take the name between the check and the
+    /// move (nothing of ours does that: the copy target is locked), it is the one moved to
+    /// the trash and the removal by our id then finds nothing: that image stays in the
+    /// trash, untouched (`rbd trash restore` puts it back), and the call fails saying so.
+    fn remove_image_with_id(&self, image: &ImageSpec, id: &str) -> OpsResult<()> {
+        let io = self.io(&image.pool)?;
+        let found = match Image::open_read_only(&io, &image.image, None) {
+            Ok(img) => Some(img.id()?),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
+        };
+        match found {
+            Some(found) if found != id => Err(OpsError::new(
+                ErrorKind::Exists,
+                "remove_image_with_id",
+                format!("{image} has id {found}, not {id}: another image, left alone"),
+            )),
+            Some(_) => {
+                io.trash_move(&image.image)?;
+                match io.trash_remove(id) {
+                    Err(e) if e.is_not_found() => Err(OpsError::new(
+                        ErrorKind::Exists,
+                        "remove_image_with_id",
+                        format!(
+                            "{image} was replaced by another image while being removed; that image is in the trash of pool {}, untouched: put it back with `rbd trash ls {0}` and `rbd trash restore {0}/ID`",
+                            image.pool
+                        ),
+                    )),
+                    r => Ok(r?),
+                }
+            }
+            // gone, or moved to the trash by an earlier attempt that could not remove it
+            None => match io.trash_remove(id) {
+                Err(e) if e.is_not_found() => Ok(()),
+                r => Ok(r?),
+            },
+        }
+    }
+
+    fn metadata_get(&self, image: &ImageSpec, key: &str) -> OpsResult<Option<String>> {
+        Ok(self.open_ro(image)?.metadata_get(key)?)
+    }
+
+    fn metadata_set(&self, image: &ImageSpec, key: &str, value: &str) -> OpsResult<()> {
+        Ok(self.open(image)?.metadata_set(key, value)?)
+    }
+
+    fn metadata_remove(&self, image: &ImageSpec, key: &str) -> OpsResult<()> {
+        match self.open(image)?.metadata_remove(key) {
+            Err(e) if e.is_not_found() => Ok(()),
+            r => Ok(r?),
+        }
     }
 
     fn digest(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<String> {

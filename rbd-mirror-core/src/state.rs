@@ -20,6 +20,11 @@ pub struct RunState {
     pub next_step: usize,
     /// The copy step created the destination image (so a leftover partial copy is ours).
     pub copy_started: bool,
+    /// Id of the destination image the copy created (`rbd_get_id`), recorded as soon as it
+    /// exists: only the image under the copy name with this id is ever removed (another
+    /// migration may have put its own copy under the same name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_id: Option<String>,
     /// Digest of the source as verified.
     pub source_digest: Option<String>,
     /// Digest of the copy as verified.
@@ -53,6 +58,7 @@ impl RunState {
             plan,
             next_step: 0,
             copy_started: false,
+            copy_id: None,
             source_digest: None,
             copy_digest: None,
             step_seconds: Vec::new(),
@@ -125,7 +131,7 @@ pub fn recorded(dir: &Path, id: &str) -> Result<RunState> {
 /// lock) and the lock.
 pub fn lock_recorded(dir: &Path, id: &str) -> Result<(StateFile, RunState)> {
     let first = recorded(dir, id)?;
-    let file = StateFile::lock(dir, id, &first.plan.migration.lock_name())?;
+    let file = StateFile::lock_migration(dir, &first.plan.migration)?;
     Ok((file, recorded(dir, id)?))
 }
 
@@ -148,11 +154,17 @@ fn image_lock_name(image: &str) -> String {
     format!("image-{readable}-{}.lock", hex::encode(&digest[..6]))
 }
 
+/// File name of the lock of one copy target (`CLUSTER:POOL/NAME`), like [`image_lock_name`].
+fn target_lock_name(target: &str) -> String {
+    image_lock_name(target).replacen("image-", "target-", 1)
+}
+
 /// A state file on disk with its lock held for as long as this value lives.
 pub struct StateFile {
     path: PathBuf,
     _lock: File,
     _image_lock: File,
+    _target_lock: Option<File>,
 }
 
 impl StateFile {
@@ -215,7 +227,49 @@ impl StateFile {
             path: Self::path_for(dir, id),
             _lock: lock,
             _image_lock: image_lock,
+            _target_lock: None,
         })
+    }
+
+    /// Take the locks of `migration` (see [`StateFile::lock`]) and the lock of its copy
+    /// target (`DESTINATION:POOL/NAME`), so that two migrations of different sources into
+    /// one copy name never run at once (the second would find the first's copy under its
+    /// name). The target lock file holds the id of the migration holding it, and a busy one
+    /// fails with [`Error::TargetLocked`] naming that migration.
+    pub fn lock_migration(dir: &Path, migration: &crate::plan::VolumeMigration) -> Result<Self> {
+        let id = migration.id();
+        let mut file = Self::lock(dir, &id, &migration.lock_name())?;
+        let target = migration.target_lock_name();
+        let lock_path = dir.join(target_lock_name(&target));
+        let err = |reason: String| Error::State {
+            path: lock_path.clone(),
+            reason,
+        };
+        let mut lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| err(format!("cannot open lock file: {e}")))?;
+        let since = std::time::Instant::now();
+        while lock.try_lock().is_err() {
+            if since.elapsed() >= std::time::Duration::from_secs(1) {
+                let holder = fs::read_to_string(&lock_path).unwrap_or_default();
+                return Err(Error::TargetLocked {
+                    target,
+                    other: holder.trim().to_string(),
+                    path: lock_path,
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        lock.set_len(0)
+            .and_then(|_| lock.write_all(id.as_bytes()))
+            .and_then(|_| lock.flush())
+            .map_err(|e| err(format!("cannot write lock file: {e}")))?;
+        file._target_lock = Some(lock);
+        Ok(file)
     }
 
     /// Path of the state file.
@@ -228,26 +282,67 @@ impl StateFile {
         load(&self.path)
     }
 
-    /// Write the state atomically.
+    /// Write the state atomically (see [`save_to`]).
     pub fn save(&self, state: &RunState) -> Result<()> {
-        let err = |reason: String| Error::State {
-            path: self.path.clone(),
-            reason,
-        };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)
-            .map_err(|e| err(format!("cannot create temp file: {e}")))?;
-        let json = serde_json::to_vec_pretty(state).map_err(|e| err(e.to_string()))?;
-        tmp.write_all(&json)
-            .and_then(|_| tmp.as_file().sync_all())
-            .map_err(|e| err(format!("cannot write: {e}")))?;
-        tmp.persist(&self.path)
-            .map_err(|e| err(format!("cannot rename into place: {e}")))?;
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        save_to(&self.path, state)
     }
+
+    /// Remove the state file and its backup (`cleanup --forget`).
+    pub fn remove(&self) -> Result<()> {
+        fs::remove_file(&self.path).map_err(|e| Error::State {
+            path: self.path.clone(),
+            reason: format!("cannot remove: {e}"),
+        })?;
+        match fs::remove_file(backup_path(&self.path)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::State {
+                path: backup_path(&self.path),
+                reason: format!("cannot remove: {e}"),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Path of the backup of state file `path`: `ID.json.bak`, the last good state before the
+/// latest replace.
+pub fn backup_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".bak");
+    PathBuf::from(name)
+}
+
+/// Write `state` to `path` atomically (temp file, fsync, rename). The state it replaces is
+/// first kept as `ID.json.bak` (when it still reads as a state), so a state file damaged
+/// later (a full disk, an editor) can be recovered from the backup by [`load`].
+pub(crate) fn save_to(path: &Path, state: &RunState) -> Result<()> {
+    let err = |reason: String| Error::State {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if let Ok(bytes) = fs::read(path) {
+        if parse(path, &bytes).is_ok() {
+            let mut bak = tempfile::NamedTempFile::new_in(dir)
+                .map_err(|e| err(format!("cannot create temp file: {e}")))?;
+            bak.write_all(&bytes)
+                .and_then(|_| bak.as_file().sync_all())
+                .map_err(|e| err(format!("cannot write the backup: {e}")))?;
+            bak.persist(backup_path(path))
+                .map_err(|e| err(format!("cannot rename the backup into place: {e}")))?;
+        }
+    }
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| err(format!("cannot create temp file: {e}")))?;
+    let json = serde_json::to_vec_pretty(state).map_err(|e| err(e.to_string()))?;
+    tmp.write_all(&json)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| err(format!("cannot write: {e}")))?;
+    tmp.persist(path)
+        .map_err(|e| err(format!("cannot rename into place: {e}")))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// The recorded state of migration `id` for `rbd-relay resume`: like [`recorded`], but an
@@ -292,33 +387,98 @@ pub fn describe_outcome(state: &RunState, active: bool) -> String {
     }
 }
 
-/// Read a state file without locking (for `list`/`status`).
-pub fn load(path: &Path) -> Result<Option<RunState>> {
-    match fs::read(path) {
-        Ok(bytes) => {
-            let state: RunState = serde_json::from_slice(&bytes).map_err(|e| Error::State {
+/// Parse a state file's bytes: a plan version newer than this build's
+/// ([`crate::plan::PLAN_VERSION`]) is refused before anything else is read.
+fn parse(path: &Path, bytes: &[u8]) -> Result<RunState> {
+    if let Some(v) = newer_version(bytes) {
+        {
+            return Err(Error::State {
                 path: path.to_path_buf(),
-                reason: format!("unreadable ({e}); move it away to start over"),
-            })?;
-            // every user of a state indexes the plan's steps by next_step
-            if state.next_step > state.plan.steps.len() {
-                return Err(Error::State {
-                    path: path.to_path_buf(),
-                    reason: format!(
-                        "damaged: next_step {} is past the plan's {} steps; nothing was changed. Move the file away and check the migration's images by hand (rbd info, rbd mirror image status)",
-                        state.next_step,
-                        state.plan.steps.len()
-                    ),
-                });
-            }
-            Ok(Some(state))
+                reason: format!(
+                    "written by a newer rbd-relay (plan version {v}; this one reads up to version {}); continue the migration with that newer rbd-relay",
+                    crate::plan::PLAN_VERSION
+                ),
+            });
         }
+    }
+    let state: RunState = serde_json::from_slice(bytes).map_err(|e| Error::State {
+        path: path.to_path_buf(),
+        reason: format!("unreadable ({e}); move it away to start over"),
+    })?;
+    // every user of a state indexes the plan's steps by next_step
+    if state.next_step > state.plan.steps.len() {
+        return Err(Error::State {
+            path: path.to_path_buf(),
+            reason: format!(
+                "damaged: next_step {} is past the plan's {} steps; nothing was changed. Move the file away and check the migration's images by hand (rbd info, rbd mirror image status)",
+                state.next_step,
+                state.plan.steps.len()
+            ),
+        });
+    }
+    Ok(state)
+}
+
+/// The plan version of a state file's bytes when it is newer than this build reads.
+fn newer_version(bytes: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v.get("plan")?.get("version")?.as_u64())
+        .filter(|v| *v > u64::from(crate::plan::PLAN_VERSION))
+}
+
+/// A state read from disk, and whether it came from the backup (`ID.json.bak`) because
+/// the state file itself was damaged: then `recovered` says so, for the operator.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The state.
+    pub state: RunState,
+    /// Why the backup was used, when it was.
+    pub recovered: Option<String>,
+}
+
+/// Read a state file without locking; a damaged (truncated, unparsable) state file is
+/// replaced by its backup when that reads, saying so in [`Loaded::recovered`]. A state of a
+/// newer plan version is refused, never replaced by an older backup.
+pub fn load_checked(path: &Path) -> Result<Option<Loaded>> {
+    match fs::read(path) {
+        Ok(bytes) => match parse(path, &bytes) {
+            Ok(state) => Ok(Some(Loaded {
+                state,
+                recovered: None,
+            })),
+            Err(e) if newer_version(&bytes).is_some() => Err(e),
+            Err(e) => {
+                let bak = backup_path(path);
+                match fs::read(&bak).ok().map(|b| parse(&bak, &b)) {
+                    Some(Ok(state)) => Ok(Some(Loaded {
+                        recovered: Some(format!(
+                            "{e}; using its backup {} (the state before the last step's save; that step runs again)",
+                            bak.display()
+                        )),
+                        state,
+                    })),
+                    _ => Err(e),
+                }
+            }
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::State {
             path: path.to_path_buf(),
             reason: e.to_string(),
         }),
     }
+}
+
+/// Read a state file without locking (for `list`/`status`); see [`load_checked`] (a
+/// recovery from the backup is logged).
+pub fn load(path: &Path) -> Result<Option<RunState>> {
+    Ok(load_checked(path)?.map(|l| {
+        if let Some(why) = &l.recovered {
+            tracing::warn!("state file {}: {why}", path.display());
+        }
+        l.state
+    }))
 }
 
 /// All readable recorded migrations in a directory; see [`list_all`] for the unreadable ones.

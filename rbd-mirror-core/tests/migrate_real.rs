@@ -432,6 +432,7 @@ async fn trailing_copy_takes_only_released_bytes_and_hashes_what_it_wrote() {
                 d.store(n, Ordering::SeqCst);
                 true
             },
+            &mut |_| Ok(()),
         )
     });
     let t = Instant::now();
@@ -537,7 +538,13 @@ async fn a_trailing_copy_of_a_large_image_cancelled_midway_returns_promptly() {
     let size = large_sparse_image(&f, &src);
     let (dst, s, c) = (f.dst.clone(), src.parse().unwrap(), copy.parse().unwrap());
     let result = cancelled_midway(size / 3, move |progress| {
-        dst.copy_trailing(&s, &c, &mut || Ok(Some(u64::MAX)), progress)
+        dst.copy_trailing(
+            &s,
+            &c,
+            &mut || Ok(Some(u64::MAX)),
+            progress,
+            &mut |_| Ok(()),
+        )
     });
     rbd(&f.b, &["rm", "--no-progress", &src]);
     if exists(&f.b, &copy) {
@@ -723,4 +730,228 @@ async fn preflight_refuses_a_missing_data_pool_and_a_destination_without_room() 
         !exists(&f.b, &format!("{QUOTA_POOL}/{image}")),
         "no copy made"
     );
+}
+
+/// Run options whose wait gives up at once: the run stops in the wait for the replica,
+/// after it changed the source's features and enabled its mirroring.
+fn stop_in_the_wait() -> RunOptions {
+    let mut o = RunOptions::default();
+    o.wait.deadline = Duration::from_millis(1);
+    o.wait.poll = Duration::from_millis(1);
+    o
+}
+
+/// The source's marker (image metadata `rbd-relay.migration`), when set.
+fn marker(site: &str, image: &str) -> Option<String> {
+    let out = Command::new("rbd")
+        .args([
+            "--cluster",
+            site,
+            "image-meta",
+            "get",
+            image,
+            rbd_mirror_core::preflight::SOURCE_MARKER_KEY,
+        ])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn mirroring_state(site: &str, image: &str) -> String {
+    rbd_json(site, &["info", image])
+        .get("mirroring")
+        .and_then(|m| m["state"].as_str())
+        .unwrap_or("disabled")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_file_deleted_mid_migration_still_lets_abort_restore_the_true_features() {
+    let f = fixture();
+    let image = testenv::unique_name("lost-state");
+    let spec = format!("volumes/{image}");
+    rbd(&f.a, &["create", "--size", "8M", &spec]);
+    write_at(&f.a, &spec, 0, 65536, 5);
+    let original = features(&f.a, &spec);
+    assert!(!original.contains(&"journaling".to_string()));
+    let m = migration(&f, &image, MirrorImageMode::Journal);
+    let run = |opts: RunOptions| {
+        let (src, dst, m, dir) = (f.src.clone(), f.dst.clone(), m.clone(), f.state.path());
+        async move { migrate_volume(&m, src, dst, dir, &opts, Arc::new(NullSink)).await }
+    };
+
+    run(stop_in_the_wait()).await.unwrap_err();
+    assert!(features(&f.a, &spec).contains(&"journaling".to_string()));
+    assert_eq!(mirroring_state(&f.a, &spec), "enabled");
+    assert!(
+        marker(&f.a, &spec).is_some(),
+        "marker written before the changes"
+    );
+    // the state file (and its backup) is lost
+    let path = rbd_mirror_core::state::StateFile::path_for(f.state.path(), &m.id());
+    std::fs::remove_file(&path).unwrap();
+    let _ = std::fs::remove_file(rbd_mirror_core::state::backup_path(&path));
+
+    // a fresh plan takes the originals from the marker, not from the changed image
+    run(stop_in_the_wait()).await.unwrap_err();
+    let recorded = rbd_mirror_core::state::recorded(f.state.path(), &m.id()).unwrap();
+    assert!(!recorded.plan.facts.mirroring_was_enabled);
+    assert!(!recorded
+        .plan
+        .facts
+        .features
+        .contains(rbd_mirror_core::features::Features::JOURNALING));
+
+    rbd_mirror_core::abort::abort(
+        f.state.path(),
+        &m.id(),
+        f.src.clone(),
+        f.dst.clone(),
+        Default::default(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        features(&f.a, &spec),
+        original,
+        "the true original features"
+    );
+    assert_eq!(mirroring_state(&f.a, &spec), "disabled");
+    assert_eq!(marker(&f.a, &spec), None, "marker removed");
+    wait_gone(&f.b, &spec);
+    rbd(&f.a, &["rm", "--no-progress", &spec]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_under_the_copy_name_not_made_by_this_run_survives_a_rerun_and_an_abort() {
+    let f = fixture();
+    let image = testenv::unique_name("not-ours");
+    let spec = format!("volumes/{image}");
+    let copy = format!("cinder/{image}");
+    rbd(&f.a, &["create", "--size", "8M", &spec]);
+    write_at(&f.a, &spec, 0, 65536, 6);
+    let original = features(&f.a, &spec);
+    // snapshot mode prepares the copy as the wait starts: the copy step has started
+    let m = migration(&f, &image, MirrorImageMode::Snapshot);
+    migrate_volume(
+        &m,
+        f.src.clone(),
+        f.dst.clone(),
+        f.state.path(),
+        &stop_in_the_wait(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    let recorded = rbd_mirror_core::state::recorded(f.state.path(), &m.id()).unwrap();
+    assert!(recorded.copy_started);
+    if exists(&f.b, &copy) {
+        // the trailing copy got to create its image before the run stopped: recorded
+        assert!(recorded.copy_id.is_some());
+        rbd(&f.b, &["rm", "--no-progress", &copy]);
+    }
+    // another migration's copy takes the name
+    rbd(&f.b, &["create", "--size", "1M", &copy]);
+    write_at(&f.b, &copy, 0, 4096, 7);
+    let theirs = rbd_json(&f.b, &["info", &copy])["id"].clone();
+    let theirs_sha = sha(&f.b, &copy);
+
+    let e = migrate_volume(
+        &m,
+        f.src.clone(),
+        f.dst.clone(),
+        f.state.path(),
+        &RunOptions::default(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("was not created by migration"),
+        "{e}"
+    );
+    assert_eq!(
+        rbd_json(&f.b, &["info", &copy])["id"],
+        theirs,
+        "kept by the re-run"
+    );
+
+    let report = rbd_mirror_core::abort::abort(
+        f.state.path(),
+        &m.id(),
+        f.src.clone(),
+        f.dst.clone(),
+        rbd_mirror_core::abort::AbortOptions {
+            discard_verified_copy: true,
+        },
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
+    assert!(
+        report.notes.iter().any(|n| n.contains("left alone")),
+        "{report:?}"
+    );
+    assert_eq!(
+        rbd_json(&f.b, &["info", &copy])["id"],
+        theirs,
+        "kept by the abort"
+    );
+    assert_eq!(sha(&f.b, &copy), theirs_sha);
+    assert_eq!(features(&f.a, &spec), original);
+    wait_gone(&f.b, &spec);
+    rbd(&f.a, &["snap", "purge", &spec]);
+    rbd(&f.a, &["rm", "--no-progress", &spec]);
+    rbd(&f.b, &["rm", "--no-progress", &copy]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn removal_by_id_leaves_an_image_with_another_id_and_metadata_round_trips() {
+    let f = fixture();
+    let name = testenv::unique_name("by-id");
+    let spec = format!("cinder/{name}");
+    rbd(&f.b, &["create", "--size", "1M", &spec]);
+    let image: rbd_mirror_core::spec::ImageSpec = spec.parse().unwrap();
+    let id = rbd_json(&f.b, &["info", &spec])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let key = "rbd-relay.test";
+    assert_eq!(f.dst.metadata_get(&image, key).unwrap(), None);
+    f.dst.metadata_set(&image, key, "{\"a\": 1}").unwrap();
+    assert_eq!(
+        f.dst.metadata_get(&image, key).unwrap().as_deref(),
+        Some("{\"a\": 1}")
+    );
+    f.dst.metadata_remove(&image, key).unwrap();
+    f.dst.metadata_remove(&image, key).unwrap(); // not set: fine
+    assert_eq!(f.dst.metadata_get(&image, key).unwrap(), None);
+
+    let e = f
+        .dst
+        .remove_image_with_id(&image, "not-its-id")
+        .unwrap_err();
+    assert_eq!(e.kind, rbd_mirror_core::ops::ErrorKind::Exists, "{e}");
+    assert!(
+        exists(&f.b, &spec),
+        "an image with another id is left alone"
+    );
+
+    f.dst.remove_image_with_id(&image, &id).unwrap();
+    assert!(!exists(&f.b, &spec));
+    let trash = rbd_json(&f.b, &["trash", "ls", "cinder"]);
+    assert!(
+        !trash
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == id.as_str()),
+        "removed from the trash too: {trash}"
+    );
+    // gone: removing again is fine
+    f.dst.remove_image_with_id(&image, &id).unwrap();
 }

@@ -209,6 +209,30 @@ impl IoCtx {
         Ok(())
     }
 
+    /// Moves image `name` to the pool's trash, removable at once (`rbd_trash_move`, delay
+    /// 0). The image keeps its id in the trash, so [`IoCtx::trash_remove`] can then remove
+    /// exactly that image by id. Fails with `Busy` while another client has it open.
+    pub fn trash_move(&self, name: &str) -> Result<()> {
+        let ctx = || self.image_ctx(name);
+        let name_c = cstring(name, "rbd_trash_move", ctx)?;
+        // SAFETY: valid ioctx and name.
+        let ret = unsafe { sys::rbd_trash_move(self.raw, name_c.as_ptr(), 0) };
+        check(ret, "rbd_trash_move", ctx)?;
+        Ok(())
+    }
+
+    /// Removes the trashed image with id `id` and all its data (`rbd_trash_remove`, not
+    /// forced: an image whose trash delay has not expired stays). `NotFound` when no image
+    /// with this id is in the trash.
+    pub fn trash_remove(&self, id: &str) -> Result<()> {
+        let ctx = || format!("{}, trashed image id {id}", self.ctx());
+        let id_c = cstring(id, "rbd_trash_remove", ctx)?;
+        // SAFETY: valid ioctx and id.
+        let ret = unsafe { sys::rbd_trash_remove(self.raw, id_c.as_ptr(), false) };
+        check(ret, "rbd_trash_remove", ctx)?;
+        Ok(())
+    }
+
     /// Whether `name` exists: opens it read-only (`rbd_open_read_only`); `NotFound` is false.
     pub fn image_exists(&self, name: &str) -> Result<bool> {
         match Image::open_read_only(self, name, None) {
@@ -530,6 +554,45 @@ impl Image {
             return Err(RbdError::new("rbd_get_data_pool_id", self.c(), errno));
         }
         Ok(ret)
+    }
+
+    /// Value of image metadata `key` (`rbd_metadata_get`), `None` when the key is not set.
+    pub fn metadata_get(&self, key: &str) -> Result<Option<String>> {
+        let key_c = cstring(key, "rbd_metadata_get", || self.c())?;
+        let got = grow_string_with_len(
+            "rbd_metadata_get",
+            || format!("{}, metadata key {key}", self.c()),
+            |buf, len| {
+                // SAFETY: buf is writable for *len bytes; key_c is a valid C string.
+                unsafe { sys::rbd_metadata_get(self.raw, key_c.as_ptr(), buf, len) }
+            },
+        );
+        match got {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sets image metadata `key` to `value` (`rbd_metadata_set`), replacing any value.
+    pub fn metadata_set(&self, key: &str, value: &str) -> Result<()> {
+        let ctx = || format!("{}, metadata key {key}", self.c());
+        let key_c = cstring(key, "rbd_metadata_set", ctx)?;
+        let value_c = cstring(value, "rbd_metadata_set", ctx)?;
+        // SAFETY: valid image handle and C strings (copied by librbd).
+        let ret = unsafe { sys::rbd_metadata_set(self.raw, key_c.as_ptr(), value_c.as_ptr()) };
+        check(ret, "rbd_metadata_set", ctx)?;
+        Ok(())
+    }
+
+    /// Removes image metadata `key` (`rbd_metadata_remove`); `NotFound` when it is not set.
+    pub fn metadata_remove(&self, key: &str) -> Result<()> {
+        let ctx = || format!("{}, metadata key {key}", self.c());
+        let key_c = cstring(key, "rbd_metadata_remove", ctx)?;
+        // SAFETY: valid image handle and C string.
+        let ret = unsafe { sys::rbd_metadata_remove(self.raw, key_c.as_ptr()) };
+        check(ret, "rbd_metadata_remove", ctx)?;
+        Ok(())
     }
 
     /// Data object prefix (`rbd_get_block_name_prefix`).
