@@ -8,7 +8,8 @@
 # no Ceph, no OpenStack and no project packages: install-deps.sh must bring them.
 #
 # What the fresh system has before the two commands: debootstrap's minbase, plus `make` (to run
-# them at all) and `ca-certificates` (for crates.io). The Rust toolchain is the host's, mounted
+# them at all) and `ca-certificates` (for crates.io), with the host's local trust anchors
+# (/usr/local/share/ca-certificates: a site or proxy CA belongs to the machine, not the project). The Rust toolchain is the host's, mounted
 # read-only (the README asks for one; this machine cannot fetch another). Crates are fetched
 # afresh into the chroot's own CARGO_HOME.
 #
@@ -85,6 +86,13 @@ say "unpacking a fresh copy into $root"
 mkdir -p "$root"
 tar -C "$root" -xf "$base"
 cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+# the machine's own trust anchors (a site CA, an egress proxy's CA) are part of the machine,
+# not of the project: a fresh machine of this site has them too
+if [ -d /usr/local/share/ca-certificates ]; then
+  cp -a /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+  chroot "$root" update-ca-certificates >/dev/null 2>&1 ||
+    fail "update-ca-certificates failed inside the chroot"
+fi
 # the project as git knows it (tracked and new files, as they are in the work tree), no target/
 mkdir -p "$root/root/rbd-relay"
 git -C "$project" ls-files -z --cached --others --exclude-standard |
