@@ -287,6 +287,30 @@ async fn a_killed_or_hung_daemon_is_named_long_before_the_stall_limit() {
 }
 
 #[tokio::test]
+async fn a_missing_source_does_not_hide_the_destinations_problems() {
+    // the image and the destination pool are both missing: one refusal names both
+    let mut world = World::standard(DEFAULT, data());
+    world.sites[0].images.clear();
+    world.sites[1].pools.remove("cinder");
+    world.sites[1].daemon_healthy = false;
+    let text = refused_by_preflight(world).await;
+    assert!(text.contains("image 'volumes/vol1' does not exist"), "{text}");
+    assert!(text.contains("destination pool 'cinder' does not exist"), "{text}");
+    assert!(text.contains("no healthy rbd-mirror daemon"), "{text}");
+
+    // the source pool is missing too: the copy's target is still checked
+    let mut world = World::standard(DEFAULT, data());
+    world.sites[0].pools.remove("volumes");
+    world.sites[0].images.clear();
+    world.sites[1]
+        .images
+        .insert("cinder/vol1".into(), Img::new(DEFAULT, vec![1]));
+    let text = refused_by_preflight(world).await;
+    assert!(text.contains("pool 'volumes' does not exist on site-a"), "{text}");
+    assert!(text.contains("site-b:cinder/vol1 already exists"), "{text}");
+}
+
+#[tokio::test]
 async fn two_runs_on_one_migration_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let m = migration(MirrorImageMode::Journal);

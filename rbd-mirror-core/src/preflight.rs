@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventSink};
 use crate::features::MirrorImageMode;
 use crate::ops::{
-    CephOps, ErrorKind, MirrorImageState, OpsError, PoolMirrorMode, SnapshotNamespace,
+    CephOps, ErrorKind, ImageStat, MirrorImageState, OpsError, PoolMirrorMode, SnapshotNamespace,
 };
 use crate::plan::{SourceFacts, VolumeMigration};
 
@@ -106,48 +106,23 @@ fn check(
         }
     }
 
-    // --- source pool and image
-    match src.pool_exists(pool) {
-        Ok(true) => {}
-        Ok(false) => {
-            problems.push(problem(
-                format!("pool '{pool}' does not exist on {}", src.name()),
-                "check the pool name (rbd --cluster SRC pool ls... or ceph osd pool ls)",
-            ));
+    // --- source pool and image. When either is missing, the checks that need the image are
+    // skipped, but the destination is still checked, so one refusal names every problem.
+    let stat = match source_stat(m, src) {
+        Ok(stat) => stat,
+        Err(p) => {
+            let pool_missing = matches!(src.pool_exists(pool), Ok(false));
+            problems.push(p);
+            if let Some(dst) = dst {
+                if pool_missing {
+                    check_copy_target(m, dst, &mut problems);
+                } else {
+                    check_destination(m, src, dst, false, events, &mut problems);
+                }
+            }
             return Err(Error::Preflight(problems));
         }
-        Err(e) => {
-            return Err(Error::Preflight(vec![access(
-                src,
-                sid,
-                &e,
-                &format!("pool {pool}"),
-            )]))
-        }
-    }
-    match src.image_exists(&m.image) {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(Error::Preflight(vec![problem(
-                format!("image '{}' does not exist on {}", m.image, src.name()),
-                format!(
-                    "check the name with: rbd --cluster {} ls {pool}",
-                    src.name()
-                ),
-            )]))
-        }
-        Err(e) => {
-            return Err(Error::Preflight(vec![access(
-                src,
-                sid,
-                &e,
-                &format!("image {}", m.image),
-            )]))
-        }
-    }
-    let stat = src
-        .stat(&m.image)
-        .map_err(|e| Error::Preflight(vec![access(src, sid, &e, &m.image.to_string())]))?;
+    };
 
     // --- mirroring state of the image
     let mirror = src.mirror_image(&m.image);
@@ -329,6 +304,38 @@ fn check(
     })
 }
 
+/// The source pool and image exist and can be read: their stat, or the one problem that
+/// stops the checks that need the image.
+fn source_stat(m: &VolumeMigration, src: &dyn CephOps) -> std::result::Result<ImageStat, Problem> {
+    let sid = &m.source.client_id;
+    let pool = &m.image.pool;
+    match src.pool_exists(pool) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(problem(
+                format!("pool '{pool}' does not exist on {}", src.name()),
+                "check the pool name (rbd --cluster SRC pool ls... or ceph osd pool ls)",
+            ))
+        }
+        Err(e) => return Err(access(src, sid, &e, &format!("pool {pool}"))),
+    }
+    match src.image_exists(&m.image) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(problem(
+                format!("image '{}' does not exist on {}", m.image, src.name()),
+                format!(
+                    "check the name with: rbd --cluster {} ls {pool}",
+                    src.name()
+                ),
+            ))
+        }
+        Err(e) => return Err(access(src, sid, &e, &format!("image {}", m.image))),
+    }
+    src.stat(&m.image)
+        .map_err(|e| access(src, sid, &e, &m.image.to_string()))
+}
+
 /// The destination half of preflight: peer, rbd-mirror daemon, destination pool and names.
 fn check_destination(
     m: &VolumeMigration,
@@ -340,7 +347,6 @@ fn check_destination(
 ) {
     let did = &m.destination.client_id;
     let pool = &m.image.pool;
-    let target = m.copy_target();
     match dst.mirror_peers(pool) {
         Ok(peers) if peers.iter().any(|p| p.direction != "tx-only") => {
             check_daemon_connected(m, src, dst, events, problems);
@@ -379,7 +385,27 @@ fn check_destination(
         Err(e) => problems.push(access(dst, did, &e, "the service map (rbd-mirror daemons)")),
     }
 
-    // --- destination pool and names
+    check_copy_target(m, dst, problems);
+    if !mirroring_was_enabled {
+        match dst.image_exists(&m.replica()) {
+            Ok(true) => problems.push(problem(
+                format!(
+                    "{}:{} already exists and is not a replica of this image",
+                    dst.name(),
+                    m.replica()
+                ),
+                "rbd-mirror cannot create the replica there; rename or remove that image",
+            )),
+            Ok(false) => {}
+            Err(e) => problems.push(access(dst, did, &e, &m.replica().to_string())),
+        }
+    }
+}
+
+/// The copy's destination pool exists and its name is free.
+fn check_copy_target(m: &VolumeMigration, dst: &dyn CephOps, problems: &mut Vec<Problem>) {
+    let did = &m.destination.client_id;
+    let target = m.copy_target();
     match dst.pool_exists(&m.into) {
         Ok(true) => match dst.image_exists(&target) {
             Ok(true) => problems.push(problem(
@@ -398,20 +424,6 @@ fn check_destination(
             "check --into (the destination Cinder or Glance pool)",
         )),
         Err(e) => problems.push(access(dst, did, &e, &format!("pool {}", m.into))),
-    }
-    if !mirroring_was_enabled {
-        match dst.image_exists(&m.replica()) {
-            Ok(true) => problems.push(problem(
-                format!(
-                    "{}:{} already exists and is not a replica of this image",
-                    dst.name(),
-                    m.replica()
-                ),
-                "rbd-mirror cannot create the replica there; rename or remove that image",
-            )),
-            Ok(false) => {}
-            Err(e) => problems.push(access(dst, did, &e, &m.replica().to_string())),
-        }
     }
 }
 
