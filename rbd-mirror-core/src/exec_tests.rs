@@ -294,8 +294,14 @@ async fn a_missing_source_does_not_hide_the_destinations_problems() {
     world.sites[1].pools.remove("cinder");
     world.sites[1].daemon_healthy = false;
     let text = refused_by_preflight(world).await;
-    assert!(text.contains("image 'volumes/vol1' does not exist"), "{text}");
-    assert!(text.contains("destination pool 'cinder' does not exist"), "{text}");
+    assert!(
+        text.contains("image 'volumes/vol1' does not exist"),
+        "{text}"
+    );
+    assert!(
+        text.contains("destination pool 'cinder' does not exist"),
+        "{text}"
+    );
     assert!(text.contains("no healthy rbd-mirror daemon"), "{text}");
 
     // the source pool is missing too: the copy's target is still checked
@@ -306,7 +312,10 @@ async fn a_missing_source_does_not_hide_the_destinations_problems() {
         .images
         .insert("cinder/vol1".into(), Img::new(DEFAULT, vec![1]));
     let text = refused_by_preflight(world).await;
-    assert!(text.contains("pool 'volumes' does not exist on site-a"), "{text}");
+    assert!(
+        text.contains("pool 'volumes' does not exist on site-a"),
+        "{text}"
+    );
     assert!(text.contains("site-b:cinder/vol1 already exists"), "{text}");
 }
 

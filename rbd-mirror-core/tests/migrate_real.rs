@@ -571,6 +571,27 @@ fn own_pool(site: &str, pool: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     rbd(site, &["pool", "init", pool]);
+    // the monitors list a new pool's usage (`ceph df`) only after the next PG stats report;
+    // until then preflight rightly says "re-run in a few seconds"
+    let t = Instant::now();
+    loop {
+        let out = Command::new("ceph")
+            .args(["--cluster", site, "df", "--format", "json"])
+            .output()
+            .unwrap();
+        let df: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let listed = df["pools"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["name"] == pool));
+        if listed {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "ceph df never listed the new pool {pool}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Migrate and return preflight's refusal text, checking that no replica was started.
