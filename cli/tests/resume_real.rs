@@ -119,9 +119,41 @@ fn migrate_with_kills(mode: &str) {
             _ => {}
         }
     }
+    // the step each kill point lies in, and the recorded next step: a kill lands a moment
+    // after its point, and on a loaded machine the killed run may already have finished
+    // later (instant) steps, so a later point can lie behind the recorded state: it cannot
+    // be reached any more, and is counted as passed
+    let id = ev.last().unwrap()["plan"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let index_of = |name: &str| {
+        plan_steps
+            .iter()
+            .position(|s| s["step"] == name)
+            .unwrap_or(usize::MAX) as u64
+    };
+    let step_of = |at: KillAt| match at {
+        KillAt::StepStarted(i) => i,
+        KillAt::Progress("sync") => index_of("wait_for_replica"),
+        KillAt::Progress(_) => index_of("copy_replica"),
+        KillAt::Never => u64::MAX,
+    };
+    let next_step = || -> u64 {
+        std::fs::read(std::path::Path::new(&state).join(format!("{id}.json")))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["next_step"].as_u64())
+            .unwrap_or(0)
+    };
     let mut killed_count = 0;
+    let mut passed = 0;
     let kills_len = kills.len();
     for at in kills {
+        if step_of(at) < next_step() {
+            passed += 1;
+            continue;
+        }
         let (killed, ok, ev) = run(&args, &state, at);
         if killed {
             killed_count += 1;
@@ -131,7 +163,15 @@ fn migrate_with_kills(mode: &str) {
             break;
         }
     }
-    assert_eq!(killed_count, kills_len, "every kill point was reached");
+    assert_eq!(
+        killed_count + passed,
+        kills_len,
+        "every kill point was reached (or lay behind a late kill)"
+    );
+    assert!(
+        killed_count * 3 >= kills_len * 2,
+        "only {killed_count} of {kills_len} kill points landed"
+    );
     let (_, ok, ev) = run(&args, &state, KillAt::Never);
     assert!(ok, "final run failed: {ev:?}");
     let result = ev.last().unwrap();
