@@ -99,7 +99,13 @@ git -C "$project" ls-files -z --cached --others --exclude-standard |
   tar -C "$project" --null -T - -cf - | tar -C "$root/root/rbd-relay" -xf -
 # the host's toolchain, read-only; the chroot's own CARGO_HOME fetches crates afresh
 mkdir -p "$root/opt/rustup" "$root/root/.cargo/bin"
-cp -a "$cargo_bin/." "$root/root/.cargo/bin/"
+# only rustup and its proxies (cargo, rustc, ...: links to rustup), not tools installed with
+# `cargo install` since (the project must install those itself)
+for f in "$cargo_bin"/*; do
+  case "$(basename "$f"):$(readlink "$f" 2>/dev/null || true)" in
+    rustup:* | *:rustup | *:*/rustup) cp -a "$f" "$root/root/.cargo/bin/" ;;
+  esac
+done
 for m in proc sys dev dev/pts opt/rustup; do mkdir -p "$root/$m"; done
 mount -t proc proc "$root/proc" && mounted="$root/proc $mounted"
 mount --rbind /sys "$root/sys" && mounted="$root/sys $mounted"
