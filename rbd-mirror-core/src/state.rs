@@ -159,6 +159,21 @@ fn target_lock_name(target: &str) -> String {
     image_lock_name(target).replacen("image-", "target-", 1)
 }
 
+/// Take `lock` exclusively, retrying a busy one for 1 s; `false` when another holds it still.
+/// A lock can outlive its holder by a moment: a process that forks keeps a copy of every
+/// descriptor in the child until the child's exec closes it (the tests run `sh` while other
+/// tests hold locks), so a busy lock is not at once another run.
+fn try_lock_briefly(lock: &File) -> bool {
+    let since = std::time::Instant::now();
+    while lock.try_lock().is_err() {
+        if since.elapsed() >= std::time::Duration::from_secs(1) {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    true
+}
+
 /// A state file on disk with its lock held for as long as this value lives.
 pub struct StateFile {
     path: PathBuf,
@@ -205,19 +220,11 @@ impl StateFile {
                 .write(true)
                 .open(&lock_path)
                 .map_err(|e| err(format!("cannot open lock file: {e}")))?;
-            // A lock can outlive its holder by a moment: a process that forks keeps a copy
-            // of every descriptor in the child until the child's exec closes it (the tests
-            // run `sh` while other tests hold locks). So a busy lock is retried for 1 s
-            // before another run is reported.
-            let since = std::time::Instant::now();
-            while lock.try_lock().is_err() {
-                if since.elapsed() >= std::time::Duration::from_secs(1) {
-                    return Err(Error::Locked {
-                        image: image.to_string(),
-                        path: lock_path,
-                    });
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
+            if !try_lock_briefly(&lock) {
+                return Err(Error::Locked {
+                    image: image.to_string(),
+                    path: lock_path,
+                });
             }
             Ok(lock)
         };
@@ -252,17 +259,13 @@ impl StateFile {
             .write(true)
             .open(&lock_path)
             .map_err(|e| err(format!("cannot open lock file: {e}")))?;
-        let since = std::time::Instant::now();
-        while lock.try_lock().is_err() {
-            if since.elapsed() >= std::time::Duration::from_secs(1) {
-                let holder = fs::read_to_string(&lock_path).unwrap_or_default();
-                return Err(Error::TargetLocked {
-                    target,
-                    other: holder.trim().to_string(),
-                    path: lock_path,
-                });
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        if !try_lock_briefly(&lock) {
+            let holder = fs::read_to_string(&lock_path).unwrap_or_default();
+            return Err(Error::TargetLocked {
+                target,
+                other: holder.trim().to_string(),
+                path: lock_path,
+            });
         }
         lock.set_len(0)
             .and_then(|_| lock.write_all(id.as_bytes()))
