@@ -12,12 +12,9 @@
 //! another release, so a Pacific pair can never pass for a newer one.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use serde_json::Value;
 
 mod common;
-use common::{exists, info, rbd, sha};
+use common::{exists, info, mirror_snapshots, mirroring_off, rbd, sha, wait_gone};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rbd-relay");
 /// The release site-b must run (`reef`, `tentacle`).
@@ -41,43 +38,6 @@ fn cross_version_env() -> testenv::Env {
         "site-b must run only {want} (testenv up --site-b-release {want}), runs {b}"
     );
     env
-}
-
-fn mirror_snapshots(site: &str, image: &str) -> usize {
-    let snaps: Value = serde_json::from_str(&rbd(&[
-        "--cluster",
-        site,
-        "snap",
-        "ls",
-        "--all",
-        image,
-        "--format",
-        "json",
-    ]))
-    .unwrap();
-    snaps
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["namespace"]["type"] == "mirror")
-        .count()
-}
-
-fn mirroring_off(site: &str, image: &str) -> bool {
-    info(site, image)
-        .get("mirroring")
-        .is_none_or(|m| m["state"] == "disabled")
-}
-
-fn wait_gone(site: &str, image: &str) {
-    let t = Instant::now();
-    while exists(site, image) {
-        assert!(
-            t.elapsed() < Duration::from_secs(90),
-            "{site}:{image} left behind"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 /// An image in `volumes` on `site` with 24 MiB of non-repeating data.

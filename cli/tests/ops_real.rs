@@ -9,51 +9,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
-use common::{exists, info, rbd, sha};
+use common::{exists, info, mirror_snapshots, mirroring_off, rbd, sha, wait_gone};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rbd-relay");
-
-fn mirror_snapshots(site: &str, image: &str) -> usize {
-    let snaps: Value = serde_json::from_str(&rbd(&[
-        "--cluster",
-        site,
-        "snap",
-        "ls",
-        "--all",
-        image,
-        "--format",
-        "json",
-    ]))
-    .unwrap();
-    snaps
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["namespace"]["type"] == "mirror")
-        .count()
-}
-
-fn mirroring_off(site: &str, image: &str) -> bool {
-    info(site, image)
-        .get("mirroring")
-        .is_none_or(|m| m["state"] == "disabled")
-}
-
-fn wait_gone(site: &str, image: &str) {
-    let t = Instant::now();
-    while exists(site, image) {
-        assert!(
-            t.elapsed() < Duration::from_secs(90),
-            "{site}:{image} left behind"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 /// An image in `volumes` with 40 MiB of non-repeating data (the sync takes a moment).
 fn make_image(site: &str, prefix: &str) -> (String, String) {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{exists, info, rbd, sha};
+use common::{info, mirroring_off, rbd, sha, wait_gone};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rbd-relay");
 
@@ -158,17 +158,11 @@ fn stopped_by(signal: &str, mode: &str, want_code: i32) {
     );
     assert_eq!(sha(&b, &format!("cinder/{image}")), want);
     assert_eq!(info(&a, &spec)["features"], original);
-    assert!(info(&a, &spec)
-        .get("mirroring")
-        .is_none_or(|m| m["state"] == "disabled"));
+    assert!(mirroring_off(&a, &spec));
     let text = String::from_utf8_lossy(&relay(&["list"], &state).stdout).into_owned();
     assert!(text.contains("finished"), "{text}");
 
-    let t = Instant::now();
-    while exists(&b, &spec) {
-        assert!(t.elapsed() < Duration::from_secs(60), "replica left behind");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_gone(&b, &spec);
     rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
     rbd(&[
         "--cluster",

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses what it needs
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -56,4 +57,44 @@ pub fn info(site: &str, image: &str) -> Value {
         "json",
     ]))
     .unwrap()
+}
+
+/// How many mirror snapshots IMAGE has on SITE.
+pub fn mirror_snapshots(site: &str, image: &str) -> usize {
+    let snaps: Value = serde_json::from_str(&rbd(&[
+        "--cluster",
+        site,
+        "snap",
+        "ls",
+        "--all",
+        image,
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["namespace"]["type"] == "mirror")
+        .count()
+}
+
+/// Whether mirroring of IMAGE on SITE is off.
+pub fn mirroring_off(site: &str, image: &str) -> bool {
+    info(site, image)
+        .get("mirroring")
+        .is_none_or(|m| m["state"] == "disabled")
+}
+
+/// Wait (up to 90 s) until IMAGE is gone from SITE, e.g. a replica after mirroring is off.
+pub fn wait_gone(site: &str, image: &str) {
+    let t = Instant::now();
+    while exists(site, image) {
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "{site}:{image} left behind"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
