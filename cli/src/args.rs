@@ -4,11 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use librbd::PeerDirection;
 use rbd_mirror_core::cloud::{AdoptTarget, SourceVolume};
 use rbd_mirror_core::exec::BootableMigration;
 use rbd_mirror_core::features::MirrorImageMode;
 use rbd_mirror_core::plan::{Adoption, Registration, VolumeMigration};
-use rbd_mirror_core::rbd::PeerDirection;
 use rbd_mirror_core::spec::{ClusterSpec, ImageSpec, PoolSpec};
 
 /// Move Ceph RBD volumes and images from one OpenStack+Ceph cloud to another through

@@ -1,5 +1,5 @@
 //! `rbd-relay bundle volume|bootable ... --out DIR`: the plan `migrate` would run, written as
-//! one shell script per role plus a README (see `rbd_mirror_core::bundle`).
+//! one shell script per role plus a README (see `rbd_mirror_bundle`).
 //!
 //! The plan comes from the same read-only preflight as `migrate --dry-run`, so whoever
 //! generates the bundle needs read access to both clusters (any cephx user that may read the
@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use rbd_mirror_core::bundle::{render, sh_quote, Bundle};
+use rbd_mirror_bundle::{render, sh_quote, Bundle};
 use rbd_mirror_core::exec::plan;
 use rbd_mirror_core::exec::Clouds;
 use rbd_mirror_core::plan::{Plan, VolumeMigration};
@@ -127,9 +127,11 @@ pub async fn run(
             let source = match &v.source_cloud {
                 Some(name) => {
                     use rbd_mirror_core::cloud::CloudOps;
-                    let c =
-                        crate::cloud::OpenStackCloud::connect(name, cinder_manage::Side::Source)
-                            .await?;
+                    let c = rbd_mirror_openstack::OpenStackCloud::connect(
+                        name,
+                        cinder_manage::Side::Source,
+                    )
+                    .await?;
                     Some(
                         c.source_volume(image)
                             .await
@@ -225,7 +227,8 @@ async fn uploaded_image_request(
 ) -> Result<rbd_mirror_core::plan::VolumeMigration> {
     use rbd_mirror_core::cloud::CloudOps;
     let cloud =
-        crate::cloud::OpenStackCloud::connect(&a.source_cloud, cinder_manage::Side::Source).await?;
+        rbd_mirror_openstack::OpenStackCloud::connect(&a.source_cloud, cinder_manage::Side::Source)
+            .await?;
     let vol = cloud
         .source_volume(&b.volume_id)
         .await

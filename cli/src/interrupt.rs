@@ -28,7 +28,7 @@ pub fn continue_with(command: String) {
     let command = match dir {
         Some(d) => format!(
             "{command} --state-dir {}",
-            rbd_mirror_core::bundle::sh_quote(&d.to_string_lossy())
+            rbd_mirror_bundle::sh_quote(&d.to_string_lossy())
         ),
         None => command,
     };

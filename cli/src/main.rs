@@ -21,7 +21,6 @@ macro_rules! outln {
 
 mod args;
 mod bundle;
-mod cloud;
 mod exit;
 mod gen;
 mod interrupt;
@@ -36,17 +35,17 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 use cinder_manage::Side;
 use clap::Parser;
+use rbd_mirror_ceph::real::RbdCeph;
 use rbd_mirror_core::cloud::CloudOps;
 use rbd_mirror_core::exec::{
     adopt_image, migrate, migrate_bootable, plan, plan_bootable, register_image, Clouds, RunOptions,
 };
 use rbd_mirror_core::ops::CephOps;
-use rbd_mirror_core::real::RbdCeph;
 use rbd_mirror_core::spec::ClusterSpec;
 use rbd_mirror_core::state;
 
 use args::{AdoptCommand, Cli, Command, MigrateCommand, OutputFormat, RegisterCommand};
-use cloud::OpenStackCloud;
+use rbd_mirror_openstack::OpenStackCloud;
 use report::Reporter;
 
 /// Write `bytes` to stdout. A reader that went away (`| head`) is not an error: there is
@@ -137,7 +136,7 @@ pub(crate) async fn connect(spec: ClusterSpec) -> Result<Arc<dyn CephOps>> {
 }
 
 /// A raw connection for the commands that work on pools rather than through `CephOps`.
-async fn connect_cluster(spec: ClusterSpec) -> Result<rbd_mirror_core::rbd::Cluster> {
+async fn connect_cluster(spec: ClusterSpec) -> Result<librbd::Cluster> {
     let name = spec.name.clone();
     let ops = tokio::task::spawn_blocking(move || RbdCeph::connect(&spec))
         .await?
@@ -166,7 +165,7 @@ async fn status(args: args::StatusArgs, reporter: Arc<Reporter>) -> Result<ExitC
             None => {
                 let c = cluster.clone();
                 let pools = tokio::task::spawn_blocking(move || {
-                    rbd_mirror_core::pairing::mirrored_pools(&c).map_err(Box::new)
+                    rbd_mirror_ceph::pairing::mirrored_pools(&c).map_err(Box::new)
                 })
                 .await?
                 .map_err(|e| *e)?;
@@ -179,14 +178,14 @@ async fn status(args: args::StatusArgs, reporter: Arc<Reporter>) -> Result<ExitC
         for (p, i) in pools {
             let c = cluster.clone();
             let st = tokio::task::spawn_blocking(move || {
-                rbd_mirror_core::pairing::pool_status(&c, &p, i.as_deref()).map_err(Box::new)
+                rbd_mirror_ceph::pairing::pool_status(&c, &p, i.as_deref()).map_err(Box::new)
             })
             .await?;
             match st.map_err(|e| *e) {
                 Ok(st) => reporter.status(&st),
                 // watching a migration: its image is mirror-enabled only from its first
                 // seconds until its cleanup, so keep watching across both ends
-                Err(rbd_mirror_core::pairing::PairError::NoImage {
+                Err(rbd_mirror_ceph::pairing::PairError::NoImage {
                     cluster,
                     pool,
                     image,
@@ -273,7 +272,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let to = connect_cluster(to).await?;
             let (f, t, p) = (from.clone(), to.clone(), pool.pool.clone());
             let report = tokio::task::spawn_blocking(move || {
-                rbd_mirror_core::pairing::pair(&f, &t, &p, direction).map_err(anyhow::Error::from)
+                rbd_mirror_ceph::pairing::pair(&f, &t, &p, direction).map_err(anyhow::Error::from)
             })
             .await??;
             reporter.paired(&report);
@@ -282,7 +281,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 let r = reporter.clone();
                 let waited = tokio::task::spawn_blocking(move || {
                     let mut tick = |w: std::time::Duration| r.waiting_for_daemon(&to, &from, w);
-                    rbd_mirror_core::pairing::wait_daemon_connected(
+                    rbd_mirror_ceph::pairing::wait_daemon_connected(
                         &from, &to, &pool.pool, timeout, &mut tick,
                     )
                     .map_err(anyhow::Error::from)

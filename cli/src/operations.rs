@@ -20,10 +20,10 @@ use rbd_mirror_core::plan::VolumeMigration;
 use rbd_mirror_core::state;
 
 use crate::args::VolumeArgs;
-use crate::cloud::OpenStackCloud;
 use crate::exit::{self, usage};
 use crate::ops_args::{AbortArgs, CleanupArgs, ResumeArgs};
 use crate::report::{Reporter, Tag, TaggedSink};
+use rbd_mirror_openstack::OpenStackCloud;
 
 /// The destination cloud a plan hands its copy to, connected (none for a Ceph-only plan).
 async fn destination_cloud(m: &VolumeMigration) -> Result<Clouds> {

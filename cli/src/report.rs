@@ -6,10 +6,10 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use rbd_mirror_ceph::pairing::{PairReport, PoolStatus};
 use rbd_mirror_core::cloud::{AdoptedVolume, CloudImage};
 use rbd_mirror_core::event::{Event, EventSink};
 use rbd_mirror_core::exec::{BootableDryRun, Summary};
-use rbd_mirror_core::pairing::{PairReport, PoolStatus};
 use rbd_mirror_core::plan::Plan;
 use rbd_mirror_core::state::RunState;
 use rbd_mirror_core::status::SyncProgress;
@@ -381,8 +381,8 @@ impl Reporter {
     /// Waiting for the destination's rbd-mirror to connect to the source pool (every ~5 s).
     pub fn waiting_for_daemon(
         &self,
-        to: &rbd_mirror_core::rbd::Cluster,
-        from: &rbd_mirror_core::rbd::Cluster,
+        to: &librbd::Cluster,
+        from: &librbd::Cluster,
         waited: std::time::Duration,
     ) {
         if self.format == OutputFormat::Text && (self.tty || waited.as_secs().is_multiple_of(5)) {

@@ -845,7 +845,7 @@ fn a_bundle_into_a_non_utf8_directory_is_written() {
 /// pool mirroring to enable, both modes, an explicit Cinder host, the bootable path.
 #[test]
 fn every_plan_variant_renders_shellcheck_clean_scripts() {
-    use rbd_mirror_core::bundle::render;
+    use rbd_mirror_bundle::render;
     use rbd_mirror_core::cloud::AdoptTarget;
     use rbd_mirror_core::features::{Features, MirrorImageMode};
     use rbd_mirror_core::ops::PoolMirrorMode;

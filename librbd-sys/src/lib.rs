@@ -2,7 +2,7 @@
 //! of the few librados calls that open the cluster and pool handles librbd needs
 //! (`rados/librados.h`).
 //!
-//! Nothing but declarations lives here; the safe layer is `rbd_mirror_core::rbd`. The
+//! Nothing but declarations lives here; the safe layer is the `librbd` crate. The
 //! librados part replaces the `ceph` crate, which pulled in unmaintained dependencies
 //! (nix 0.18, nom 5 / lexical-core 0.7) for about twenty C declarations.
 //!
@@ -456,7 +456,7 @@ extern "C" {
     pub fn rbd_mirror_image_global_status_cleanup(status: *mut rbd_mirror_image_global_status_t);
 }
 
-// ---- librados.h (Ceph 16.2): only the calls rbd_mirror_core::rbd uses ------------------
+// ---- librados.h (Ceph 16.2): only the calls the librbd crate uses ------------------
 #[link(name = "rados")]
 extern "C" {
     // cluster handle

@@ -1,15 +1,17 @@
-//! rbd-relay's library: move Ceph RBD images from one cluster to another through rbd-mirror.
+//! rbd-relay's engine: move Ceph RBD images from one cluster to another through rbd-mirror.
 //!
 //! Features, mirroring, sync detection, copy, verification, cleanup and the plans that tie them
-//! together. The orchestration code sees Ceph only through the [`ops::CephOps`] trait so it can
-//! be unit-tested; [`rbd`] is the real implementation over librbd and librados.
+//! together. The engine does no I/O of its own: it sees Ceph only through the
+//! [`ops::CephOps`] trait and clouds only through [`cloud::CloudOps`], so plans, waits and
+//! recovery are unit-tested against fakes. The real implementations are the adapter crates
+//! `rbd-mirror-ceph` (librbd/librados through `librbd`) and `rbd-mirror-openstack` (Cinder
+//! and Glance); `rbd-mirror-bundle` renders a plan as split-role shell scripts.
 //!
 //! The entry points are [`exec::migrate_volume`] (run or resume) and [`exec::plan_volume`]
 //! (dry run); [`exec::migrate`] and [`exec::plan`] also take the clouds ([`cloud::CloudOps`])
 //! for plans that end in the destination cloud (adopt as a Cinder volume). A recorded
 //! migration is undone by [`abort::abort`], its source side finished by [`cleanup::cleanup`],
-//! and several run at once by [`batch::migrate_batch`]. [`bundle::render`] writes the same
-//! plan as one shell script per role, for split roles.
+//! and several run at once by [`batch::migrate_batch`].
 
 // Errors carry their context (step, cluster, image, the failing call) by value; they are
 // rare and never on a hot path, so their size is not worth boxing every variant.
@@ -17,7 +19,6 @@
 
 pub mod abort;
 pub mod batch;
-pub mod bundle;
 pub mod cleanup;
 pub mod cloud;
 pub mod delete;
@@ -26,15 +27,11 @@ pub mod event;
 pub mod exec;
 pub mod features;
 pub mod ops;
-pub mod pairing;
 pub mod plan;
 pub mod preflight;
-pub mod rbd;
-pub mod real;
 pub mod spec;
 pub mod state;
 pub mod status;
-mod trailing;
 pub mod wait;
 
 pub use error::{Error, Result};

@@ -495,11 +495,14 @@ impl Plan {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
+/// Sample facts for tests of crates that render or run plans (the bundle renderer's tests).
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
+pub mod test_support {
     use super::*;
 
-    pub(crate) fn facts(features: Features) -> SourceFacts {
+    /// Facts of a 10 MiB image with `features`, in image-mode pools, never mirrored.
+    pub fn facts(features: Features) -> SourceFacts {
         SourceFacts {
             features,
             size: 10 << 20,
@@ -513,6 +516,13 @@ pub(crate) mod tests {
             watchers: vec![],
         }
     }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) use super::test_support::facts;
 
     fn migration() -> VolumeMigration {
         VolumeMigration::new(

@@ -35,10 +35,10 @@ use std::fmt::Write as _;
 
 use thiserror::Error;
 
-use crate::cloud::{AdoptTarget, MARKER_KEY};
-use crate::features::{plan_restore, Features, MirrorImageMode};
-use crate::plan::{Plan, Role, Step};
-use crate::spec::{ClusterSpec, ImageSpec};
+use rbd_mirror_core::cloud::{AdoptTarget, MARKER_KEY};
+use rbd_mirror_core::features::{plan_restore, Features, MirrorImageMode};
+use rbd_mirror_core::plan::{Plan, Role, Step};
+use rbd_mirror_core::spec::{ClusterSpec, ImageSpec};
 
 /// Why a plan cannot be rendered as a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -1375,9 +1375,9 @@ fn readme(plan: &Plan, scripts: &[(Script, Vec<usize>)], generated_by: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cloud::AdoptTarget;
-    use crate::plan::{tests::facts, Adoption, Registration, VolumeMigration};
-    use crate::spec::{ClusterSpec, PoolSpec};
+    use rbd_mirror_core::cloud::AdoptTarget;
+    use rbd_mirror_core::plan::{test_support::facts, Adoption, Registration, VolumeMigration};
+    use rbd_mirror_core::spec::{ClusterSpec, PoolSpec};
 
     const HOSTILE_IMAGE: &str = "it's-$(touch_x)-`id`;*-\"q\"";
     const HOSTILE_VOLUME: &str = "my vol 'x' $(rm -rf /) `id`; * \"q\" \\n";

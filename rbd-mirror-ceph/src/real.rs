@@ -1,4 +1,4 @@
-//! The real [`CephOps`]: librbd and librados through the safe wrapper in [`crate::rbd`].
+//! The real [`CephOps`]: librbd and librados through the safe wrapper in [`librbd`].
 //!
 //! One connection per cluster, opened once; every call opens the image it needs (read-only
 //! where it only reads, so no watch is registered and the image's own watcher list stays
@@ -8,19 +8,20 @@ use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
-use crate::features::{Features, MirrorImageMode};
-use crate::ops::{
+use crate::trailing;
+use librbd::{self as rbd, Cluster, ClusterConfig, Image, IoCtx, RbdError};
+use rbd_mirror_core::features::{Features, MirrorImageMode};
+use rbd_mirror_core::ops::{
     CephOps, Created, ErrorKind, ImageStat, JournalPeer, JournalPosition, JournalPositions,
     MirrorDaemon, MirrorImage, MirrorImageState, MirrorPeer, OpsError, OpsResult, PoolMirrorMode,
     PoolSpace, Progress, Ready, SnapshotInfo, SnapshotNamespace,
 };
-use crate::rbd::{self, Cluster, ClusterConfig, Image, IoCtx, RbdError};
-use crate::spec::{ClusterSpec, ImageSpec, PoolSpec};
-use crate::status::{MirrorState, SiteStatus};
-use crate::trailing;
+use rbd_mirror_core::spec::{ClusterSpec, ImageSpec, PoolSpec};
+use rbd_mirror_core::status::{MirrorState, SiteStatus};
 
-impl From<RbdError> for OpsError {
-    fn from(e: RbdError) -> Self {
+/// librbd's error as the engine's [`OpsError`]: the kind mapped, the message kept.
+pub(crate) fn ops_error(e: RbdError) -> OpsError {
+    {
         let kind = match e.kind {
             rbd::ErrorKind::NotFound => ErrorKind::NotFound,
             rbd::ErrorKind::Exists => ErrorKind::Exists,
@@ -34,6 +35,19 @@ impl From<RbdError> for OpsError {
             rbd::ErrorKind::Malformed | rbd::ErrorKind::Other(_) => ErrorKind::Other,
         };
         OpsError::new(kind, e.op, e.to_string())
+    }
+}
+
+/// `?` on a librbd result inside this crate: `.ops()?` maps the error with [`ops_error`]
+/// (the engine's error type is foreign here, so there is no `From`).
+pub(crate) trait OrOps<T> {
+    /// The result with its error mapped to [`OpsError`].
+    fn ops(self) -> OpsResult<T>;
+}
+
+impl<T> OrOps<T> for Result<T, RbdError> {
+    fn ops(self) -> OpsResult<T> {
+        self.map_err(ops_error)
     }
 }
 
@@ -66,7 +80,7 @@ impl RbdCeph {
                 ),
             ));
         }
-        let cluster = Cluster::connect(&config)?;
+        let cluster = Cluster::connect(&config).ops()?;
         Ok(Self {
             name: spec.name.clone(),
             cluster,
@@ -80,23 +94,24 @@ impl RbdCeph {
     }
 
     fn io(&self, pool: &PoolSpec) -> OpsResult<IoCtx> {
-        Ok(self.cluster.ioctx_ns(&pool.pool, &pool.namespace)?)
+        self.cluster.ioctx_ns(&pool.pool, &pool.namespace).ops()
     }
 
     fn open(&self, image: &ImageSpec) -> OpsResult<Image> {
-        Ok(self.io(&image.pool)?.open_image(&image.image)?)
+        self.io(&image.pool)?.open_image(&image.image).ops()
     }
 
     fn open_ro(&self, image: &ImageSpec) -> OpsResult<Image> {
         let io = self.io(&image.pool)?;
-        Ok(Image::open_read_only(&io, &image.image, None)?)
+        Image::open_read_only(&io, &image.image, None).ops()
     }
 
     /// The pools of the cluster with their usage (mon command `df`).
     fn df(&self) -> OpsResult<Vec<DfPool>> {
         let out = self
             .cluster
-            .mon_command(r#"{"prefix":"df","format":"json"}"#)?;
+            .mon_command(r#"{"prefix":"df","format":"json"}"#)
+            .ops()?;
         parse_df(&out)
     }
 
@@ -105,13 +120,14 @@ impl RbdCeph {
     fn pool_ids(&self) -> OpsResult<Vec<(String, i64)>> {
         let out = self
             .cluster
-            .mon_command(r#"{"prefix":"osd pool ls","detail":"detail","format":"json"}"#)?;
+            .mon_command(r#"{"prefix":"osd pool ls","detail":"detail","format":"json"}"#)
+            .ops()?;
         parse_pool_ids(&out)
     }
 
     /// The data pool of an open image, by name, when it is not the image's own pool.
     fn data_pool_of(&self, io: &IoCtx, img: &Image) -> OpsResult<Option<String>> {
-        let id = img.data_pool_id()?;
+        let id = img.data_pool_id().ops()?;
         if id == io.pool_id() {
             return Ok(None);
         }
@@ -224,29 +240,29 @@ impl CephOps for RbdCeph {
     }
 
     fn fsid(&self) -> OpsResult<String> {
-        Ok(self.cluster.fsid()?)
+        self.cluster.fsid().ops()
     }
 
     fn pool_exists(&self, pool: &PoolSpec) -> OpsResult<bool> {
         match self.cluster.ioctx(&pool.pool) {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(ops_error(e)),
         }
     }
 
     fn image_exists(&self, image: &ImageSpec) -> OpsResult<bool> {
-        Ok(self.io(&image.pool)?.image_exists(&image.image)?)
+        self.io(&image.pool)?.image_exists(&image.image).ops()
     }
 
     fn stat(&self, image: &ImageSpec) -> OpsResult<ImageStat> {
         let img = self.open_ro(image)?;
-        let info = img.stat()?;
+        let info = img.stat().ops()?;
         Ok(ImageStat {
             size: info.size,
             object_size: info.obj_size,
-            features: Features::from_bits_retain(img.features()?),
-            id: img.id()?,
+            features: Features::from_bits_retain(img.features().ops()?),
+            id: img.id().ops()?,
         })
     }
 
@@ -256,17 +272,20 @@ impl CephOps for RbdCeph {
         features: Features,
         enable: bool,
     ) -> OpsResult<()> {
-        Ok(self.open(image)?.update_features(features.bits(), enable)?)
+        self
+            .open(image)?
+            .update_features(features.bits(), enable)
+            .ops()
     }
 
     fn snapshots(&self, image: &ImageSpec) -> OpsResult<Vec<SnapshotInfo>> {
         let img = self.open_ro(image)?;
         let mut out = Vec::new();
-        for s in img.snapshots()? {
+        for s in img.snapshots().ops()? {
             let namespace = match s.namespace {
                 rbd::SnapNamespaceType::User => SnapshotNamespace::User,
                 rbd::SnapNamespaceType::Mirror => {
-                    let m = img.snap_mirror_namespace(s.id)?;
+                    let m = img.snap_mirror_namespace(s.id).ops()?;
                     SnapshotNamespace::Mirror {
                         primary: m.state.is_primary(),
                         complete: m.complete,
@@ -290,16 +309,16 @@ impl CephOps for RbdCeph {
 
     fn create_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()> {
         let img = self.open(image)?;
-        if !img.snap_exists(name)? {
-            img.snap_create(name)?;
+        if !img.snap_exists(name).ops()? {
+            img.snap_create(name).ops()?;
         }
         Ok(())
     }
 
     fn protect_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()> {
         let img = self.open(image)?;
-        if !img.snap_is_protected(name)? {
-            img.snap_protect(name)?;
+        if !img.snap_is_protected(name).ops()? {
+            img.snap_protect(name).ops()?;
         }
         Ok(())
     }
@@ -307,17 +326,17 @@ impl CephOps for RbdCeph {
     fn remove_snapshot_by_id(&self, image: &ImageSpec, id: u64) -> OpsResult<()> {
         match self.open(image)?.snap_remove_by_id(id) {
             Err(e) if e.is_not_found() => Ok(()),
-            r => Ok(r?),
+            r => Ok(r.ops()?),
         }
     }
 
     fn watchers(&self, image: &ImageSpec) -> OpsResult<Vec<String>> {
         let img = self.open_ro(image)?;
-        Ok(img.watchers()?.into_iter().map(|w| w.addr).collect())
+        Ok(img.watchers().ops()?.into_iter().map(|w| w.addr).collect())
     }
 
     fn pool_mirror_mode(&self, pool: &PoolSpec) -> OpsResult<PoolMirrorMode> {
-        Ok(match self.io(pool)?.mirror_mode()? {
+        Ok(match self.io(pool)?.mirror_mode().ops()? {
             rbd::MirrorMode::Image => PoolMirrorMode::Image,
             rbd::MirrorMode::Pool => PoolMirrorMode::Pool,
             _ => PoolMirrorMode::Disabled,
@@ -330,13 +349,14 @@ impl CephOps for RbdCeph {
             PoolMirrorMode::Image => rbd::MirrorMode::Image,
             PoolMirrorMode::Pool => rbd::MirrorMode::Pool,
         };
-        Ok(self.io(pool)?.set_mirror_mode(m)?)
+        self.io(pool)?.set_mirror_mode(m).ops()
     }
 
     fn mirror_peers(&self, pool: &PoolSpec) -> OpsResult<Vec<MirrorPeer>> {
         Ok(self
             .io(pool)?
-            .mirror_peer_sites()?
+            .mirror_peer_sites()
+            .ops()?
             .into_iter()
             .map(|p| MirrorPeer {
                 uuid: p.uuid,
@@ -354,7 +374,7 @@ impl CephOps for RbdCeph {
 
     fn mirror_daemons(&self, pool: &PoolSpec) -> OpsResult<Vec<MirrorDaemon>> {
         let io = self.io(pool)?;
-        let health = self.cluster.mirror_daemon_health(&io)?;
+        let health = self.cluster.mirror_daemon_health(&io).ops()?;
         Ok(health
             .daemons
             .into_iter()
@@ -373,7 +393,7 @@ impl CephOps for RbdCeph {
 
     fn mirror_image(&self, image: &ImageSpec) -> OpsResult<MirrorImage> {
         let img = self.open_ro(image)?;
-        let info = img.mirror_info()?;
+        let info = img.mirror_info().ops()?;
         let state = match info.state {
             rbd::MirrorImageState::Enabled => MirrorImageState::Enabled,
             rbd::MirrorImageState::Disabling => MirrorImageState::Disabling,
@@ -397,15 +417,15 @@ impl CephOps for RbdCeph {
             MirrorImageMode::Journal => rbd::MirrorImageMode::Journal,
             MirrorImageMode::Snapshot => rbd::MirrorImageMode::Snapshot,
         };
-        Ok(self.open(image)?.mirror_enable(m)?)
+        self.open(image)?.mirror_enable(m).ops()
     }
 
     fn disable_mirroring(&self, image: &ImageSpec, force: bool) -> OpsResult<()> {
-        Ok(self.open(image)?.mirror_disable(force)?)
+        self.open(image)?.mirror_disable(force).ops()
     }
 
     fn create_mirror_snapshot(&self, image: &ImageSpec) -> OpsResult<u64> {
-        Ok(self.open(image)?.mirror_create_snapshot()?)
+        self.open(image)?.mirror_create_snapshot().ops()
     }
 
     fn mirror_status(&self, image: &ImageSpec) -> OpsResult<Option<SiteStatus>> {
@@ -414,7 +434,7 @@ impl CephOps for RbdCeph {
             Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let g = img.mirror_global_status()?;
+        let g = img.mirror_global_status().ops()?;
         Ok(g.local().map(|s| SiteStatus {
             up: s.up,
             state: status_state(s.state),
@@ -425,8 +445,11 @@ impl CephOps for RbdCeph {
 
     fn journal_positions(&self, image: &ImageSpec) -> OpsResult<JournalPositions> {
         let io = self.io(&image.pool)?;
-        let id = Image::open_read_only(&io, &image.image, None)?.id()?;
-        let status = io.journal_status(&id)?;
+        let id = Image::open_read_only(&io, &image.image, None)
+            .ops()?
+            .id()
+            .ops()?;
+        let status = io.journal_status(&id).ops()?;
         let pos = |c: &rbd::JournalClient| {
             c.newest().map(|p| JournalPosition {
                 object_number: p.object_number,
@@ -470,7 +493,7 @@ impl CephOps for RbdCeph {
         // A journal-mode replica carries journaling (and non-primary): a copy created with
         // them would push every copied write through a journal (about 9x slower for 1 GiB
         // here). The plan sets the copy's final features afterwards.
-        let features = Features::from_bits_retain(img.features()?)
+        let features = Features::from_bits_retain(img.features().ops()?)
             - Features::JOURNALING
             - Features::NON_PRIMARY;
         // the copy keeps the source's data pool (an erasure-coded pool, say): without it,
@@ -480,7 +503,7 @@ impl CephOps for RbdCeph {
             data_pool: self.data_pool_of(&self.io(&src.pool)?, &img)?,
             ..Default::default()
         };
-        Ok(img.copy_to(&dio, &dst.image, &opts, progress)?)
+        img.copy_to(&dio, &dst.image, &opts, progress).ops()
     }
 
     fn copy_trailing(
@@ -493,9 +516,9 @@ impl CephOps for RbdCeph {
     ) -> OpsResult<String> {
         let first_ready = trailing::wait_for_source(&mut *ready, &mut *progress)?;
         let first = self.open_ro(src)?;
-        let info = first.stat()?;
+        let info = first.stat().ops()?;
         // as in `copy`: no journaling (every write through a journal) and no non-primary
-        let features = Features::from_bits_retain(first.features()?)
+        let features = Features::from_bits_retain(first.features().ops()?)
             - Features::JOURNALING
             - Features::NON_PRIMARY;
         let dio = self.io(&dst.pool)?;
@@ -505,9 +528,9 @@ impl CephOps for RbdCeph {
             // as in `copy`: the copy keeps the source's data pool
             data_pool: self.data_pool_of(&self.io(&src.pool)?, &first)?,
         };
-        dio.create_image(&dst.image, info.size, &opts)?;
-        let writer = dio.open_image(&dst.image)?;
-        let id = writer.id()?;
+        dio.create_image(&dst.image, info.size, &opts).ops()?;
+        let writer = dio.open_image(&dst.image).ops()?;
+        let id = writer.id().ops()?;
         if let Err(e) = created(&id) {
             // not recorded: nobody would know this image is ours, so it goes now
             drop(writer);
@@ -540,7 +563,7 @@ impl CephOps for RbdCeph {
     }
 
     fn remove_image(&self, image: &ImageSpec) -> OpsResult<()> {
-        Ok(self.io(&image.pool)?.remove_image(&image.image)?)
+        self.io(&image.pool)?.remove_image(&image.image).ops()
     }
 
     /// Checks the id of the image under the name, moves it to the trash
@@ -553,9 +576,9 @@ impl CephOps for RbdCeph {
     fn remove_image_with_id(&self, image: &ImageSpec, id: &str) -> OpsResult<()> {
         let io = self.io(&image.pool)?;
         let found = match Image::open_read_only(&io, &image.image, None) {
-            Ok(img) => Some(img.id()?),
+            Ok(img) => Some(img.id().ops()?),
             Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(ops_error(e)),
         };
         match found {
             Some(found) if found != id => Err(OpsError::new(
@@ -564,7 +587,7 @@ impl CephOps for RbdCeph {
                 format!("{image} has id {found}, not {id}: another image, left alone"),
             )),
             Some(_) => {
-                io.trash_move(&image.image)?;
+                io.trash_move(&image.image).ops()?;
                 match io.trash_remove(id) {
                     Err(e) if e.is_not_found() => Err(OpsError::new(
                         ErrorKind::Exists,
@@ -574,35 +597,35 @@ impl CephOps for RbdCeph {
                             image.pool
                         ),
                     )),
-                    r => Ok(r?),
+                    r => Ok(r.ops()?),
                 }
             }
             // gone, or moved to the trash by an earlier attempt that could not remove it
             None => match io.trash_remove(id) {
                 Err(e) if e.is_not_found() => Ok(()),
-                r => Ok(r?),
+                r => Ok(r.ops()?),
             },
         }
     }
 
     fn metadata_get(&self, image: &ImageSpec, key: &str) -> OpsResult<Option<String>> {
-        Ok(self.open_ro(image)?.metadata_get(key)?)
+        self.open_ro(image)?.metadata_get(key).ops()
     }
 
     fn metadata_set(&self, image: &ImageSpec, key: &str, value: &str) -> OpsResult<()> {
-        Ok(self.open(image)?.metadata_set(key, value)?)
+        self.open(image)?.metadata_set(key, value).ops()
     }
 
     fn metadata_remove(&self, image: &ImageSpec, key: &str) -> OpsResult<()> {
         match self.open(image)?.metadata_remove(key) {
             Err(e) if e.is_not_found() => Ok(()),
-            r => Ok(r?),
+            r => Ok(r.ops()?),
         }
     }
 
     fn digest(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<String> {
         let img = self.open_ro(image)?;
-        let size = img.size()?;
+        let size = img.size().ops()?;
         let chunk = self.chunk.lock().map(|c| *c).unwrap_or(4 << 20);
         let mut readers = vec![img];
         for _ in 1..DIGEST_READERS {
@@ -613,7 +636,7 @@ impl CephOps for RbdCeph {
 
     fn data_pool(&self, image: &ImageSpec) -> OpsResult<Option<String>> {
         let io = self.io(&image.pool)?;
-        let img = Image::open_read_only(&io, &image.image, None)?;
+        let img = Image::open_read_only(&io, &image.image, None).ops()?;
         self.data_pool_of(&io, &img)
     }
 
@@ -636,7 +659,7 @@ impl CephOps for RbdCeph {
         };
         let cmd =
             serde_json::json!({"prefix": "osd pool get-quota", "pool": pool, "format": "json"});
-        let out = self.cluster.mon_command(&cmd.to_string())?;
+        let out = self.cluster.mon_command(&cmd.to_string()).ops()?;
         Ok(PoolSpace {
             max_avail: p.max_avail,
             stored: p.stored,
@@ -723,7 +746,7 @@ pub(crate) fn pipelined_sha256<R: ReadAt>(
             let lane = (piece % lanes) as usize;
             let (buf, n) = match full.get(lane).map(Receiver::recv) {
                 Some(Ok(Ok(x))) => x,
-                Some(Ok(Err(e))) => return Err(e.into()),
+                Some(Ok(Err(e))) => return Err(ops_error(e)),
                 _ => {
                     return Err(OpsError::new(
                         ErrorKind::Other,

@@ -15,12 +15,12 @@
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
+use rbd_mirror_ceph::real::RbdCeph;
 use rbd_mirror_core::error::Error;
 use rbd_mirror_core::event::{Event, EventSink};
 use rbd_mirror_core::exec::{migrate_volume, plan_volume, RunOptions};
 use rbd_mirror_core::ops::CephOps;
 use rbd_mirror_core::plan::VolumeMigration;
-use rbd_mirror_core::real::RbdCeph;
 use rbd_mirror_core::spec::{ClusterSpec, ImageSpec, PoolSpec};
 use rbd_mirror_core::state::StateFile;
 

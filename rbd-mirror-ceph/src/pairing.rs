@@ -3,16 +3,16 @@
 //!
 //! Pairing is split in two: [`decide`] is pure (facts in, actions out) so the rules are unit
 //! tested without Ceph; [`pair`] reads the facts from both clusters, decides and carries the
-//! actions out through the safe wrapper ([`crate::rbd`]). [`pool_status`] reads mode, peers,
+//! actions out through the safe wrapper ([`librbd`]). [`pool_status`] reads mode, peers,
 //! rbd-mirror daemon health, the state summary and per-image status of one pool.
 
 use serde::Serialize;
 
-use crate::rbd::{
+use librbd::{
     Cluster, IoCtx, MirrorHealth, MirrorMode, MirrorPeerSite, MirrorStatusState, PeerDirection,
     RbdError,
 };
-use crate::status::{Health, MirrorState, SiteStatus, SyncProgress};
+use rbd_mirror_core::status::{Health, MirrorState, SiteStatus, SyncProgress};
 
 /// A pairing or status failure, naming the cluster, the pool and the fix.
 #[derive(Debug, thiserror::Error)]

@@ -12,12 +12,12 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rbd_mirror_ceph::real::RbdCeph;
 use rbd_mirror_core::error::Error;
 use rbd_mirror_core::event::{Event, EventSink, NullSink};
 use rbd_mirror_core::exec::{migrate_volume, RunOptions};
 use rbd_mirror_core::features::MirrorImageMode;
 use rbd_mirror_core::plan::VolumeMigration;
-use rbd_mirror_core::real::RbdCeph;
 use rbd_mirror_core::spec::{ClusterSpec, PoolSpec};
 use rbd_mirror_core::wait::WaitError;
 

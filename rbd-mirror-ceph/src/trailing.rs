@@ -24,8 +24,10 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::ops::{ErrorKind, OpsError, OpsResult, Progress, Ready};
-use crate::rbd::{self, Image};
+use librbd::{self as rbd, Image};
+use rbd_mirror_core::ops::{ErrorKind, OpsError, OpsResult, Progress, Ready};
+
+use crate::real::{ops_error, OrOps};
 
 /// Source reader threads (each with its own handle on the source).
 pub(crate) const READERS: usize = 2;
@@ -146,7 +148,7 @@ fn data_runs(data: &[u8]) -> Vec<std::ops::Range<usize>> {
 
 /// Read `buf.len()` bytes at `offset`, holes as zeros; a short read (past the end) fails.
 fn read_piece(img: &Image, offset: u64, buf: &mut [u8]) -> OpsResult<()> {
-    let got = img.read_at(offset, buf)?;
+    let got = img.read_at(offset, buf).ops()?;
     if got != buf.len() {
         return Err(OpsError::new(
             ErrorKind::Other,
@@ -283,7 +285,7 @@ pub(crate) fn trailing_copy(
                             true
                         }
                         Err(e) => {
-                            shared.fail(e.into());
+                            shared.fail(ops_error(e));
                             false
                         }
                     }
@@ -317,7 +319,7 @@ pub(crate) fn trailing_copy(
                 let runs = data_runs(&buf[..n]);
                 match writer.write_runs_async(piece * chunk64, buf, &runs) {
                     Ok(write) => in_flight.push_back((piece, write)),
-                    Err(e) => return shared.fail(e.into()),
+                    Err(e) => return shared.fail(ops_error(e)),
                 }
                 if in_flight.len() >= WINDOW && !finish_oldest(&mut in_flight) {
                     return;
@@ -329,7 +331,7 @@ pub(crate) fn trailing_copy(
                 }
             }
             if let Err(e) = writer.flush() {
-                shared.fail(e.into());
+                shared.fail(ops_error(e));
             }
         });
         // checkers -> hasher

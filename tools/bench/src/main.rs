@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use rbd_mirror_ceph::real::RbdCeph;
 use rbd_mirror_core::event::{Event, EventSink};
 use rbd_mirror_core::exec::{migrate_volume, RunOptions};
 use rbd_mirror_core::features::MirrorImageMode;
 use rbd_mirror_core::ops::CephOps;
 use rbd_mirror_core::plan::VolumeMigration;
-use rbd_mirror_core::real::RbdCeph;
 use rbd_mirror_core::spec::{ClusterSpec, ImageSpec, PoolSpec};
 use rbd_mirror_core::status::SyncProgress;
 use rbd_mirror_core::wait::{exact_completion, Completion};

@@ -1,4 +1,4 @@
-//! The librbd/librados wrapper (`rbd_mirror_core::rbd`) against real clusters: a mirrored
+//! The librbd/librados wrapper (`librbd`) against real clusters: a mirrored
 //! pair (A -> B, rbd-mirror on B, a pool mirrored in image mode) and a plain pool.
 //!
 //! Every test uses unique image names and removes what it created; none reconfigures
@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use rbd_mirror_core::rbd::{
+use librbd::{
     Cluster, ClusterConfig, ErrorKind, Image, ImageOptions, IoCtx, MirrorHealth, MirrorImageMode,
     MirrorImageState, MirrorMode, PeerDirection, SnapMirrorState, SnapNamespaceType,
     RBD_FEATURE_DEEP_FLATTEN, RBD_FEATURE_EXCLUSIVE_LOCK, RBD_FEATURE_FAST_DIFF,
@@ -691,8 +691,7 @@ fn journal_mirroring_replicates_and_journal_clients_show_completion() {
     wait_for("B to report the replica", Duration::from_secs(90), || {
         let st = replica.mirror_global_status().ok()?;
         let local = st.local()?;
-        (local.up && local.state == rbd_mirror_core::rbd::MirrorStatusState::Replaying)
-            .then_some(())
+        (local.up && local.state == librbd::MirrorStatusState::Replaying).then_some(())
     });
 
     // not a journal image: NotFound

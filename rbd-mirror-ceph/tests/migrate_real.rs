@@ -9,13 +9,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rbd_mirror_ceph::real::RbdCeph;
 use rbd_mirror_core::error::Error;
 use rbd_mirror_core::event::NullSink;
 use rbd_mirror_core::exec::{migrate_volume, RunOptions};
 use rbd_mirror_core::features::MirrorImageMode;
 use rbd_mirror_core::ops::CephOps;
 use rbd_mirror_core::plan::VolumeMigration;
-use rbd_mirror_core::real::RbdCeph;
 use rbd_mirror_core::spec::{ClusterSpec, PoolSpec};
 use serde_json::Value;
 
@@ -83,10 +83,8 @@ fn write_at(site: &str, image: &str, offset: u64, len: usize, seed: u8) {
     } else {
         env.site_b().conf.clone()
     };
-    let c = rbd_mirror_core::rbd::Cluster::connect(
-        &rbd_mirror_core::rbd::ClusterConfig::new(site.to_string()).conf(conf),
-    )
-    .unwrap();
+    let c =
+        librbd::Cluster::connect(&librbd::ClusterConfig::new(site.to_string()).conf(conf)).unwrap();
     let (pool, name) = image.split_once('/').unwrap();
     let img = c.ioctx(pool).unwrap().open_image(name).unwrap();
     img.write_at(offset, &data).unwrap();
@@ -327,8 +325,8 @@ async fn preflight_refusals_change_nothing() {
     // in use: a read-write open registers a watcher
     {
         let env = testenv::shared().unwrap();
-        let c = rbd_mirror_core::rbd::Cluster::connect(
-            &rbd_mirror_core::rbd::ClusterConfig::new(f.a.clone()).conf(env.site_a().conf.clone()),
+        let c = librbd::Cluster::connect(
+            &librbd::ClusterConfig::new(f.a.clone()).conf(env.site_a().conf.clone()),
         )
         .unwrap();
         let io = c.ioctx("volumes").unwrap();

@@ -1,6 +1,6 @@
 //! The one place where librbd/librados return codes become typed errors.
 //!
-//! Every C call in [`crate::rbd`] goes through [`check`] (or [`check_len`] for calls that
+//! Every C call in [this crate] goes through [`check`] (or [`check_len`] for calls that
 //! return a byte count), so a negative errno is mapped to an [`ErrorKind`] exactly once and
 //! always carries the C function name and the pool/image it was about.
 

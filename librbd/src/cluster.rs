@@ -2,7 +2,7 @@
 //!
 //! The librados declarations come from `librbd-sys` (the C calls only); the handles are
 //! owned here: [`Cluster`] shuts down exactly once, when the last
-//! [`IoCtx`]/[`crate::rbd::Image`] using it is gone, and no raw pointer leaves `crate::rbd`.
+//! [`IoCtx`]/[`crate::Image`] using it is gone, and no raw pointer leaves this crate.
 //! Buffers librados allocates (command output) are copied and freed with
 //! `rados_buffer_free`.
 //! Timeouts are set before `rados_connect` so a dead cluster fails fast instead of hanging.
@@ -111,7 +111,7 @@ impl Drop for RadosHandle {
 }
 
 /// A connected cluster (wraps `rados_t`). Cheap to clone; the connection closes when the
-/// last clone and every [`IoCtx`]/[`crate::rbd::Image`] made from it are dropped.
+/// last clone and every [`IoCtx`]/[`crate::Image`] made from it are dropped.
 #[derive(Clone)]
 pub struct Cluster {
     handle: Arc<RadosHandle>,

@@ -1,7 +1,11 @@
-//! The library's [`CloudOps`] over the real OpenStack adapters: Cinder (`cinder-manage`) and
-//! Glance (`glance-rbd`), with the cloud read from clouds.yaml / `OS_*` the OpenStack way.
+//! rbd-relay's OpenStack adapter: the engine's [`CloudOps`] over the real OpenStack clients,
+//! Cinder (`cinder-manage`) and Glance (`glance-rbd`), with the cloud read from clouds.yaml /
+//! `OS_*` the OpenStack way.
+//!
+//! The engine (`rbd-mirror-core`) sees clouds only through `CloudOps`, so its adoption and
+//! registration steps are unit-tested against a fake; a library user adopts into a real
+//! Cinder with [`OpenStackCloud::connect`] and passes it to the engine.
 
-use anyhow::{Context, Result};
 use cinder_manage::{AdoptRequest, Cinder, HostTarget, Side, UploadToImageRequest};
 use glance_rbd::{CreateImage, Glance, Image, RbdLocation, RegisterRbdImage};
 use openstack_client::{ApiRequest, Method, OpenStackClient, ServiceType};
@@ -10,6 +14,17 @@ use rbd_mirror_core::cloud::{
     CloudImage, CloudOps, CloudResult, RegisterSpec, SourceVolume, MARKER_KEY,
 };
 use serde::Deserialize;
+
+/// A cloud that could not be reached or authenticated to.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to OpenStack cloud '{cloud}'")]
+pub struct ConnectError {
+    /// The cloud's name in clouds.yaml.
+    pub cloud: String,
+    /// Why.
+    #[source]
+    pub source: openstack_client::Error,
+}
 
 /// One OpenStack cloud.
 pub struct OpenStackCloud {
@@ -20,10 +35,13 @@ pub struct OpenStackCloud {
 
 impl OpenStackCloud {
     /// Authenticate to cloud `name` (clouds.yaml, `OS_CLIENT_CONFIG_FILE`, `OS_*`).
-    pub async fn connect(name: &str, side: Side) -> Result<Self> {
+    pub async fn connect(name: &str, side: Side) -> Result<Self, ConnectError> {
         let client = OpenStackClient::from_cloud(name)
             .await
-            .with_context(|| format!("cannot connect to OpenStack cloud '{name}'"))?;
+            .map_err(|source| ConnectError {
+                cloud: name.to_string(),
+                source,
+            })?;
         Ok(Self {
             name: name.to_string(),
             cinder: Cinder::new(client.clone(), side),
