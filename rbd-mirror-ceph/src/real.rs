@@ -272,8 +272,7 @@ impl CephOps for RbdCeph {
         features: Features,
         enable: bool,
     ) -> OpsResult<()> {
-        self
-            .open(image)?
+        self.open(image)?
             .update_features(features.bits(), enable)
             .ops()
     }

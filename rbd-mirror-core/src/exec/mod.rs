@@ -1,0 +1,541 @@
+//! The executor: runs a plan step by step, emits progress, writes the state file after every
+//! step, and resumes a recorded run. Every step first checks whether its effect is already
+//! there, so a re-run after a crash converges.
+//!
+//! Safety rules enforced here, not left to callers: mirroring of the source is disabled (which
+//! deletes the replica) only after the copy was verified equal to the source; a destination
+//! image this run did not create is never removed.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cloud::{AdoptedVolume, CloudError, CloudImage, CloudOps};
+use crate::error::{Error, Result};
+use crate::event::{Event, EventSink};
+use crate::features::{plan_restore, Features};
+use crate::ops::{CephOps, ErrorKind, OpsError};
+use crate::plan::{Plan, Step, VolumeMigration};
+use crate::preflight;
+use crate::spec::ImageSpec;
+use crate::state::{RunState, StateFile};
+use crate::wait::WaitOptions;
+
+mod bootable;
+mod executor;
+mod single_role;
+
+pub use bootable::{
+    bootable_request, migrate_bootable, plan_bootable, BootableDryRun, BootableMigration,
+};
+pub(crate) use executor::Executor;
+pub use single_role::{adopt_image, register_image};
+
+/// Knobs of a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// How to wait for the replica.
+    pub wait: WaitOptions,
+}
+
+/// What a finished migration reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Migration id.
+    pub id: String,
+    /// `cluster:pool/image` of the source.
+    pub source: String,
+    /// `cluster:pool/image` of the verified copy.
+    pub copy: String,
+    /// Bytes of the image.
+    pub bytes: u64,
+    /// sha256 of source and copy (equal).
+    pub sha256: String,
+    /// Seconds per step (kind, seconds), this run and earlier ones.
+    pub steps: Vec<(String, f64)>,
+    /// Features that could not be restored on the source.
+    pub lost_features: Features,
+    /// Whether this run only found everything already done.
+    pub already_done: bool,
+    /// The Cinder volume the destination cloud adopted the copy as (with `--adopt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<AdoptedVolume>,
+    /// The Glance image the destination cloud registered the copy as (bootable path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<CloudImage>,
+}
+
+/// The clouds a plan may talk to (none for a Ceph-only migration).
+#[derive(Clone, Default)]
+pub struct Clouds {
+    /// The destination cloud (adoption, registration).
+    pub destination: Option<Arc<dyn CloudOps>>,
+    /// The source cloud (upload-to-image of a bootable volume).
+    pub source: Option<Arc<dyn CloudOps>>,
+}
+
+impl Clouds {
+    /// Both clouds, which the bootable path needs (upload at the source, register at the
+    /// destination).
+    fn both_for_bootable(&self) -> Result<(Arc<dyn CloudOps>, Arc<dyn CloudOps>)> {
+        match (&self.source, &self.destination) {
+            (Some(s), Some(d)) => Ok((s.clone(), d.clone())),
+            _ => Err(Error::Unsafe(
+                "a bootable migration needs the source cloud (--source-cloud) and the destination cloud (--os-cloud)".into(),
+            )),
+        }
+    }
+
+    fn destination_for(&self, m: &VolumeMigration) -> Result<Option<Arc<dyn CloudOps>>> {
+        let wanted = m
+            .adopt
+            .as_ref()
+            .map(|a| a.cloud.clone())
+            .or_else(|| m.register.as_ref().map(|r| r.cloud.clone()));
+        match (wanted, &self.destination) {
+            (None, _) => Ok(None),
+            (Some(_), Some(c)) => Ok(Some(c.clone())),
+            (Some(cloud), None) => Err(Error::Unsafe(format!(
+                "the plan hands the copy to cloud '{cloud}', but no cloud was given (--os-cloud)"
+            ))),
+        }
+    }
+}
+
+fn cloud_err(step: &str, cloud: &dyn CloudOps) -> impl FnOnce(CloudError) -> Error {
+    let (step, cloud) = (step.to_string(), cloud.name().to_string());
+    move |error| Error::Cloud { step, cloud, error }
+}
+
+/// Run `f` on a blocking thread, turning failures into [`Error::Ceph`] with context.
+pub(crate) async fn on_ceph<T: Send + 'static>(
+    step: &str,
+    cluster: String,
+    target: String,
+    f: impl FnOnce() -> std::result::Result<T, OpsError> + Send + 'static,
+) -> Result<T> {
+    let ctx = |source: OpsError| Error::Ceph {
+        step: step.to_string(),
+        cluster: cluster.clone(),
+        target: target.clone(),
+        source,
+    };
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| {
+            ctx(OpsError::new(
+                ErrorKind::Other,
+                "blocking task",
+                e.to_string(),
+            ))
+        })?
+        .map_err(ctx)
+}
+
+/// Bring an image's features to `wanted` as far as librbd allows (deep-flatten never comes
+/// back), one feature at a time in dependency order. Features are re-read before each change,
+/// so a re-run, or librbd's own implied changes (disabling object-map also drops fast-diff),
+/// never cause a redundant call (librbd refuses to enable an enabled feature). Returns
+/// whether anything had to change.
+pub(crate) fn converge_features(
+    ops: &dyn CephOps,
+    image: &ImageSpec,
+    wanted: Features,
+) -> std::result::Result<bool, OpsError> {
+    let (change, _) = plan_restore(ops.stat(image)?.features, wanted);
+    if change.is_empty() {
+        return Ok(false);
+    }
+    for f in change.disable.disable_order() {
+        if ops.stat(image)?.features.contains(f) {
+            ops.update_features(image, f, false)?;
+        }
+    }
+    for f in change.enable.enable_order() {
+        if !ops.stat(image)?.features.contains(f) {
+            ops.update_features(image, f, true)?;
+        }
+    }
+    Ok(true)
+}
+
+/// Remove an image this migration created (a partial or discarded copy). A killed run's
+/// watch on it lingers until the OSD times it out (~30 s), so `EBUSY` is retried for up to
+/// 90 s. An image that is already gone is fine (a re-run converges).
+pub(crate) async fn remove_own_image(
+    step: &str,
+    dst: &Arc<dyn CephOps>,
+    target: &ImageSpec,
+    id: &str,
+    events: &dyn EventSink,
+) -> Result<()> {
+    use backon::{ConstantBuilder, Retryable};
+    let remove = || {
+        let (d, t, id) = (dst.clone(), target.clone(), id.to_string());
+        on_ceph(
+            step,
+            dst.name().to_string(),
+            target.to_string(),
+            move || match d.remove_image_with_id(&t, &id) {
+                Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+                r => r,
+            },
+        )
+    };
+    let mut warned = false;
+    remove
+        .retry(
+            ConstantBuilder::default()
+                .with_delay(std::time::Duration::from_secs(1))
+                .with_max_times(90),
+        )
+        .when(|e: &Error| matches!(e, Error::Ceph { source, .. } if source.kind == ErrorKind::Busy))
+        .notify(|_, _| {
+            if !warned {
+                warned = true;
+                events.emit(Event::Warning {
+                    message: format!(
+                        "{}:{target} (the copy of the interrupted run) is still watched by that run's dead client; waiting until Ceph expires the watch (about 30 s)",
+                        dst.name()
+                    ),
+                });
+            }
+        })
+        .await
+}
+
+/// Whether a step of `state` that changes the source image is still to run.
+fn source_changes_left(state: &RunState) -> bool {
+    state.plan.steps[state.next_step.min(state.plan.steps.len())..]
+        .iter()
+        .any(|s| match s {
+            Step::EnablePoolMirroring
+            | Step::EnableFeatures { .. }
+            | Step::EnableMirroring { .. }
+            | Step::DisableMirroring
+            | Step::RestoreFeatures { .. } => true,
+            Step::Preflight
+            | Step::WaitForReplica
+            | Step::CopyReplica
+            | Step::SetCopyFeatures { .. }
+            | Step::Verify
+            | Step::AdoptVolume { .. }
+            | Step::SnapshotAndProtect { .. }
+            | Step::RegisterImage { .. }
+            | Step::CheckMinDisk { .. } => false,
+        })
+}
+
+/// Put this run's [`preflight::SourceMarker`] on the source image before the run's first
+/// change to it (when a change is still to come): the originals it records are the plan's.
+/// A marker already there is kept when it is this run's (it holds the originals from
+/// before the first change) and refused, naming its run, when it is another's.
+pub(crate) async fn mark_source(
+    src: &Arc<dyn CephOps>,
+    state: &RunState,
+    state_dir: &Path,
+) -> Result<()> {
+    if !source_changes_left(state) {
+        return Ok(());
+    }
+    let m = state.plan.migration.clone();
+    let ours = preflight::SourceMarker::new(&m, state_dir, &state.plan.facts);
+    let s = src.clone();
+    let found = on_ceph(
+        "mark_source",
+        src.name().to_string(),
+        m.image.to_string(),
+        move || preflight::read_marker_ops(s.as_ref(), &m),
+    )
+    .await?;
+    match found {
+        None => {
+            let (s, image) = (src.clone(), state.plan.migration.image.clone());
+            let text = serde_json::to_string(&ours)
+                .map_err(|e| Error::Unsafe(format!("cannot write the source marker: {e}")))?;
+            on_ceph(
+                "mark_source",
+                src.name().to_string(),
+                image.to_string(),
+                move || s.metadata_set(&image, preflight::SOURCE_MARKER_KEY, &text),
+            )
+            .await
+        }
+        Some(Ok(marker)) if marker.is_run_of(&state.plan.migration, state_dir) => Ok(()),
+        Some(Ok(marker)) => Err(Error::Unsafe(format!(
+            "{}:{} is being migrated by {}; continue or abort that migration where it runs (rbd-relay resume/abort {}): two runs must not change one image",
+            src.name(),
+            state.plan.migration.image,
+            marker.describe(),
+            marker.migration
+        ))),
+        Some(Err(text)) => Err(Error::Unsafe(format!(
+            "{}:{} carries an unreadable rbd-relay marker ({text}); look at it with `rbd --cluster {} image-meta get {} {}`",
+            src.name(),
+            state.plan.migration.image,
+            src.name(),
+            state.plan.migration.image,
+            preflight::SOURCE_MARKER_KEY
+        ))),
+    }
+}
+
+/// Remove this run's marker from the source image once no change to the source is left to
+/// do or undo (the source is as it was, or stays as the migration left it for good). A
+/// marker of another run, or none (a bundle run never sets one), is left as it is.
+pub(crate) async fn unmark_source(
+    src: &Arc<dyn CephOps>,
+    state: &RunState,
+    state_dir: &Path,
+) -> Result<()> {
+    if source_changes_left(state) && !state.aborted {
+        return Ok(());
+    }
+    let (m, dir) = (state.plan.migration.clone(), state_dir.to_path_buf());
+    let s = src.clone();
+    on_ceph(
+        "unmark_source",
+        src.name().to_string(),
+        m.image.to_string(),
+        move || match preflight::read_marker_ops(s.as_ref(), &m) {
+            Ok(Some(Ok(marker))) if marker.is_run_of(&m, &dir) => {
+                s.metadata_remove(&m.image, preflight::SOURCE_MARKER_KEY)
+            }
+            Ok(_) => Ok(()),
+            // the source image is gone (deleted after the migration): nothing to unmark
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        },
+    )
+    .await
+}
+
+/// Refuse a fresh plan whose copy target another migration recorded in `state_dir` still
+/// claims (not aborted, its copy not handed to a cloud): one would find the other's copy
+/// under its name. Nothing has been changed when this fails.
+fn check_target_unclaimed(m: &VolumeMigration, state_dir: &Path) -> Result<()> {
+    let target = m.target_lock_name();
+    for (_, other) in crate::state::list(state_dir)? {
+        let o = &other.plan.migration;
+        if other.plan.id != m.id()
+            && o.target_lock_name() == target
+            && !other.aborted
+            && !other.handed_to_cloud()
+        {
+            return Err(Error::Unsafe(format!(
+                "the copy target {target} is claimed by migration {} (of {}:{}, {}); two migrations must not share a copy target: give this one another --name or --into, or abort that one first (`rbd-relay abort {}`)",
+                other.plan.id, o.source.name, o.image, other.outcome, other.plan.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The refusal of an image under the copy name that this migration did not create (its id
+/// is not the recorded one): it may be another migration's copy, even a verified one, so it
+/// is never removed.
+fn not_our_copy(
+    cluster: &str,
+    target: &ImageSpec,
+    found: &str,
+    id: &str,
+    state: &RunState,
+) -> Error {
+    let recorded = match &state.copy_id {
+        Some(ours) => format!("this migration's copy had id {ours}"),
+        None => "this migration recorded no copy of its own".to_string(),
+    };
+    Error::Unsafe(format!(
+        "{cluster}:{target} (image id {found}) was not created by migration {id} ({recorded}); it may be another migration's copy, so it is left alone: if it is not wanted, remove or rename it yourself (rbd --cluster {cluster} rm {target}), or give this migration another --name or --into, then re-run"
+    ))
+}
+
+/// Read-only: run preflight and build the plan (or return the recorded one), for `--dry-run`.
+pub async fn plan_volume(
+    m: &VolumeMigration,
+    src: Arc<dyn CephOps>,
+    dst: Arc<dyn CephOps>,
+    state_dir: &Path,
+    events: Arc<dyn EventSink>,
+) -> Result<(Plan, Option<RunState>)> {
+    plan(m, src, dst, &Clouds::default(), state_dir, events).await
+}
+
+/// [`plan_volume`] with the clouds: a plan that adopts the copy also runs the cloud part of
+/// preflight (read only).
+pub async fn plan(
+    m: &VolumeMigration,
+    src: Arc<dyn CephOps>,
+    dst: Arc<dyn CephOps>,
+    clouds: &Clouds,
+    state_dir: &Path,
+    events: Arc<dyn EventSink>,
+) -> Result<(Plan, Option<RunState>)> {
+    if let Some(state) = crate::state::load(&StateFile::path_for(state_dir, &m.id()))? {
+        if !state.aborted {
+            return Ok((state.plan.clone(), Some(state)));
+        }
+    }
+    if let Some(c) = clouds.destination_for(m)? {
+        preflight::check_adoption(m, c.as_ref()).await?;
+        preflight::check_registration(m, c.as_ref()).await?;
+    }
+    let (mm, dir) = (m.clone(), state_dir.to_path_buf());
+    let facts = tokio::task::spawn_blocking(move || {
+        let now = preflight::check_volume(&mm, src.as_ref(), dst.as_ref(), events.as_ref())?;
+        // as the run would: a lost state file's originals come from the source's marker
+        preflight::originals(&mm, src.as_ref(), &dir, now, events.as_ref())
+    })
+    .await
+    .map_err(|e| Error::Unsafe(format!("preflight task failed: {e}")))??;
+    Ok((Plan::volume(m.clone(), facts), None))
+}
+
+/// Migrate one volume: preflight, plan, execute; or resume the recorded run of the same
+/// migration. The state file lives in `state_dir`.
+pub async fn migrate_volume(
+    m: &VolumeMigration,
+    src: Arc<dyn CephOps>,
+    dst: Arc<dyn CephOps>,
+    state_dir: &Path,
+    opts: &RunOptions,
+    events: Arc<dyn EventSink>,
+) -> Result<Summary> {
+    migrate(m, src, dst, &Clouds::default(), state_dir, opts, events).await
+}
+
+/// [`migrate_volume`] with the clouds, for plans that end in the destination cloud
+/// (`m.adopt`). The cloud part of preflight runs before any Ceph change and again on a
+/// resumed run until the adoption is done.
+pub async fn migrate(
+    m: &VolumeMigration,
+    src: Arc<dyn CephOps>,
+    dst: Arc<dyn CephOps>,
+    clouds: &Clouds,
+    state_dir: &Path,
+    opts: &RunOptions,
+    events: Arc<dyn EventSink>,
+) -> Result<Summary> {
+    let dst_cloud = clouds.destination_for(m)?;
+    let file = StateFile::lock_migration(state_dir, m)?;
+    let loaded = crate::state::load_checked(file.path())?;
+    if let Some(why) = loaded.as_ref().and_then(|l| l.recovered.clone()) {
+        events.emit(Event::Warning {
+            message: format!("state file {}: {why}", file.path().display()),
+        });
+    }
+    let recorded = match loaded.map(|l| l.state) {
+        Some(s) if s.aborted => {
+            events.emit(Event::Warning {
+                message: format!(
+                    "migration {} was aborted earlier; starting a fresh plan",
+                    s.plan.id
+                ),
+            });
+            None
+        }
+        other => other,
+    };
+    let mut state = match recorded {
+        Some(s) => {
+            if &s.plan.migration != m {
+                return Err(Error::State {
+                    path: file.path().to_path_buf(),
+                    reason: format!(
+                        "a migration with this id but other options is recorded; continue it as recorded (`rbd-relay resume {id}`), undo it to start over with these options (`rbd-relay abort {id}`; once finished: `rbd-relay cleanup {id} --forget`), or choose another --name",
+                        id = s.plan.id
+                    ),
+                });
+            }
+            if !s.finished() {
+                events.emit(Event::Warning {
+                    message: format!(
+                        "resuming migration {} at step {} of {}",
+                        s.plan.id,
+                        s.next_step + 1,
+                        s.plan.steps.len()
+                    ),
+                });
+            }
+            if !s.finished() {
+                if let Some(c) = &dst_cloud {
+                    if s.adopted.is_none() {
+                        preflight::check_adoption(m, c.as_ref()).await?;
+                    }
+                    if s.registered.is_none() {
+                        preflight::check_registration(m, c.as_ref()).await?;
+                    }
+                }
+            }
+            s
+        }
+        None => {
+            check_target_unclaimed(m, state_dir)?;
+            events.emit(Event::StepStarted {
+                index: 0,
+                step: "preflight".into(),
+                description: Step::Preflight.describe(m),
+            });
+            let t = Instant::now();
+            if let Some(c) = &dst_cloud {
+                preflight::check_adoption(m, c.as_ref()).await?;
+                preflight::check_registration(m, c.as_ref()).await?;
+            }
+            let (s2, d2, e2, mm) = (src.clone(), dst.clone(), events.clone(), m.clone());
+            let dir = state_dir.to_path_buf();
+            let facts = tokio::task::spawn_blocking(move || {
+                let now = preflight::check_volume(&mm, s2.as_ref(), d2.as_ref(), e2.as_ref())?;
+                preflight::originals(&mm, s2.as_ref(), &dir, now, e2.as_ref())
+            })
+            .await
+            .map_err(|e| Error::Unsafe(format!("preflight task failed: {e}")))??;
+            let mut s = RunState::new(Plan::volume(m.clone(), facts));
+            s.next_step = 1;
+            s.step_seconds.push(t.elapsed().as_secs_f64());
+            file.save(&s)?;
+            events.emit(Event::StepDone {
+                index: 0,
+                step: "preflight".into(),
+                seconds: t.elapsed().as_secs_f64(),
+            });
+            s
+        }
+    };
+    let already_done = state.finished();
+    mark_source(&src, &state, state_dir).await?;
+    let exec = Executor::new(src.clone(), dst, dst_cloud, events, opts.clone());
+    exec.run_steps(&mut state, &file, |_| true).await?;
+    unmark_source(&src, &state, state_dir).await?;
+    let p = &state.plan;
+    let lost = p
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            Step::RestoreFeatures { lost, .. } => Some(*lost),
+            _ => None,
+        })
+        .unwrap_or_default();
+    Ok(Summary {
+        id: p.id.clone(),
+        source: format!("{}:{}", p.migration.source.name, p.migration.image),
+        copy: format!(
+            "{}:{}",
+            p.migration.destination.name,
+            p.migration.copy_target()
+        ),
+        bytes: p.facts.size,
+        sha256: state.copy_digest.clone().unwrap_or_default(),
+        steps: p
+            .steps
+            .iter()
+            .map(|s| s.kind().to_string())
+            .zip(state.step_seconds.iter().copied())
+            .collect(),
+        lost_features: lost,
+        already_done,
+        volume: state.adopted.clone(),
+        image: state.registered.clone(),
+    })
+}
