@@ -2,9 +2,9 @@
 //! `rbd-relay migrate volume` command does, in a few lines.
 //!
 //! ```sh
-//! cargo run -p rbd-mirror-core --example migrate_volume -- \
+//! cargo run -p rbd-mirror-ceph --example migrate_volume -- \
 //!     site-a site-b volumes/vol-1 cinder --dry-run
-//! cargo run -p rbd-mirror-core --example migrate_volume -- site-a site-b volumes/vol-1 cinder
+//! cargo run -p rbd-mirror-ceph --example migrate_volume -- site-a site-b volumes/vol-1 cinder
 //! ```
 //!
 //! `FROM` and `TO` are cluster names like `rbd --cluster` takes them (conf
