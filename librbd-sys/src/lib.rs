@@ -494,6 +494,18 @@ extern "C" {
         outs: *mut *mut c_char,
         outslen: *mut size_t,
     ) -> c_int;
+    pub fn rados_mon_command_target(
+        cluster: rados_t,
+        name: *const c_char,
+        cmd: *mut *const c_char,
+        cmdlen: size_t,
+        inbuf: *const c_char,
+        inbuflen: size_t,
+        outbuf: *mut *mut c_char,
+        outbuflen: *mut size_t,
+        outs: *mut *mut c_char,
+        outslen: *mut size_t,
+    ) -> c_int;
     pub fn rados_mgr_command(
         cluster: rados_t,
         cmd: *mut *const c_char,

@@ -262,33 +262,57 @@ impl Cluster {
     /// Runs a monitor command (`rados_mon_command`), `cmd` is its JSON; returns the output
     /// buffer as text. A failure carries the monitor's status string as detail.
     pub fn mon_command(&self, cmd: &str) -> Result<String> {
-        self.command(cmd, false)
+        self.command(cmd, CommandTarget::Mon)
+    }
+
+    /// Runs a command on one named monitor (`rados_mon_command_target`), such as `sessions`,
+    /// which only the monitor itself answers (`ceph tell mon.NAME ...`).
+    pub fn mon_command_target(&self, mon: &str, cmd: &str) -> Result<String> {
+        self.command(cmd, CommandTarget::OneMon(mon))
     }
 
     /// Runs a mgr command (`rados_mgr_command`), e.g. `{"prefix":"service dump"}`.
     pub fn mgr_command(&self, cmd: &str) -> Result<String> {
-        self.command(cmd, true)
+        self.command(cmd, CommandTarget::Mgr)
     }
 
-    fn command(&self, cmd: &str, mgr: bool) -> Result<String> {
-        let op = if mgr {
-            "rados_mgr_command"
-        } else {
-            "rados_mon_command"
+    fn command(&self, cmd: &str, target: CommandTarget<'_>) -> Result<String> {
+        let op = match target {
+            CommandTarget::Mgr => "rados_mgr_command",
+            CommandTarget::Mon => "rados_mon_command",
+            CommandTarget::OneMon(_) => "rados_mon_command_target",
         };
+        let mgr = matches!(target, CommandTarget::Mgr);
         let ctx = || format!("{}, command {cmd}", self.ctx());
         let cmd_c: CString = cstring(cmd, op, ctx)?;
+        let mon_c: Option<CString> = match target {
+            CommandTarget::OneMon(name) => Some(cstring(name, op, ctx)?),
+            _ => None,
+        };
         let mut cmds = [cmd_c.as_ptr()];
         let mut outbuf: *mut c_char = ptr::null_mut();
         let mut outlen: size_t = 0;
         let mut outs: *mut c_char = ptr::null_mut();
         let mut outslen: size_t = 0;
-        // SAFETY: one valid command string; empty input; out-pointers valid. librados
+        // SAFETY: one valid command string (and a valid monitor name for the targeted call); empty input; out-pointers valid. librados
         // allocates outbuf/outs, which are freed below with rados_buffer_free.
         let ret = unsafe {
             if mgr {
                 sys::rados_mgr_command(
                     self.handle.raw,
+                    cmds.as_mut_ptr(),
+                    1,
+                    ptr::null(),
+                    0,
+                    &mut outbuf,
+                    &mut outlen,
+                    &mut outs,
+                    &mut outslen,
+                )
+            } else if let Some(mon) = &mon_c {
+                sys::rados_mon_command_target(
+                    self.handle.raw,
+                    mon.as_ptr(),
                     cmds.as_mut_ptr(),
                     1,
                     ptr::null(),
@@ -337,6 +361,17 @@ impl Cluster {
             )
         })
     }
+}
+
+/// Where [`Cluster::command`] sends a command.
+#[derive(Clone, Copy)]
+enum CommandTarget<'a> {
+    /// Any monitor (`rados_mon_command`).
+    Mon,
+    /// The named monitor (`rados_mon_command_target`).
+    OneMon(&'a str),
+    /// The active manager (`rados_mgr_command`).
+    Mgr,
 }
 
 /// Copies and frees a librados-allocated output buffer.
