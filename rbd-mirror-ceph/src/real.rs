@@ -12,7 +12,7 @@ use crate::trailing;
 use librbd::{self as rbd, Cluster, ClusterConfig, Image, IoCtx, RbdError};
 use rbd_mirror_core::features::{Features, MirrorImageMode};
 use rbd_mirror_core::ops::{
-    CephOps, Created, ErrorKind, ImageStat, JournalPeer, JournalPosition, JournalPositions,
+    CephOps, Created, ErrorKind, ImageStat, ImageUser, JournalPeer, JournalPosition, JournalPositions,
     MirrorDaemon, MirrorImage, MirrorImageState, MirrorPeer, OpsError, OpsResult, PoolMirrorMode,
     PoolSpace, Progress, Ready, SnapshotInfo, SnapshotNamespace,
 };
@@ -51,6 +51,48 @@ impl<T> OrOps<T> for Result<T, RbdError> {
     }
 }
 
+/// Client global id -> cephx name, from every monitor's `sessions` (each monitor lists only
+/// the clients connected to it). Empty when the monitors cannot be asked (a client without
+/// the caps): the caller then knows users only by id and address.
+fn session_names_of(cluster: &Cluster) -> std::collections::HashMap<i64, String> {
+    #[derive(serde::Deserialize)]
+    struct MonMap {
+        mons: Vec<Mon>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Mon {
+        name: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Session {
+        #[serde(default)]
+        entity_name: String,
+        #[serde(default)]
+        global_id: i64,
+    }
+    let mut names = std::collections::HashMap::new();
+    let Ok(dump) = cluster.mon_command(r#"{"prefix":"mon dump","format":"json"}"#) else {
+        return names;
+    };
+    let Ok(map) = serde_json::from_str::<MonMap>(&dump) else {
+        return names;
+    };
+    for mon in map.mons {
+        let Ok(out) = cluster.mon_command_target(&mon.name, r#"{"prefix":"sessions","format":"json"}"#)
+        else {
+            continue;
+        };
+        if let Ok(sessions) = serde_json::from_str::<Vec<Session>>(&out) {
+            for s in sessions {
+                if s.global_id > 0 && !s.entity_name.is_empty() {
+                    names.insert(s.global_id, s.entity_name);
+                }
+            }
+        }
+    }
+    names
+}
+
 /// A connected cluster, implementing [`CephOps`].
 pub struct RbdCeph {
     name: String,
@@ -60,6 +102,11 @@ pub struct RbdCeph {
 }
 
 impl RbdCeph {
+    /// See [`session_names_of`].
+    fn session_names(&self) -> std::collections::HashMap<i64, String> {
+        session_names_of(&self.cluster)
+    }
+
     /// Connect to the cluster of `spec` (conf, client id); fails fast when it is unreachable.
     pub fn connect(spec: &ClusterSpec) -> OpsResult<Self> {
         // No librbd cache: its default write-around mode acknowledges a write before the
@@ -334,6 +381,22 @@ impl CephOps for RbdCeph {
         Ok(img.watchers().ops()?.into_iter().map(|w| w.addr).collect())
     }
 
+    fn image_users(&self, image: &ImageSpec) -> OpsResult<Vec<ImageUser>> {
+        let watchers = self.open_ro(image)?.watchers().ops()?;
+        if watchers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names = self.session_names();
+        Ok(watchers
+            .into_iter()
+            .map(|w| ImageUser {
+                entity: names.get(&w.id).cloned(),
+                addr: w.addr,
+                client_id: w.id,
+            })
+            .collect())
+    }
+
     fn pool_mirror_mode(&self, pool: &PoolSpec) -> OpsResult<PoolMirrorMode> {
         Ok(match self.io(pool)?.mirror_mode().ops()? {
             rbd::MirrorMode::Image => PoolMirrorMode::Image,
@@ -367,6 +430,7 @@ impl CephOps for RbdCeph {
                     rbd::PeerDirection::Unknown(v) => format!("unknown ({v})"),
                 },
                 mirror_uuid: p.mirror_uuid,
+                client_name: p.client_name,
             })
             .collect())
     }

@@ -122,6 +122,48 @@ pub enum Error {
     /// A rule that keeps data safe would be broken.
     #[error("refusing: {0}")]
     Unsafe(String),
+    /// `cutover` was asked of a migration that is not live (it has no cutover to wait for).
+    #[error("migration {id} is not a live migration: it cuts over by itself once the replica is in sync; `rbd-relay cutover` is for migrations started with --live")]
+    NotLive {
+        /// The migration.
+        id: String,
+    },
+    /// `cutover` was asked of a live migration that is past its wait for the cutover.
+    #[error("migration {id} is past its cutover (now at {step}); nothing to do")]
+    CutoverPassed {
+        /// The migration.
+        id: String,
+        /// The step it is at.
+        step: String,
+    },
+    /// The source still has users other than rbd-mirror, so a cutover would cut them off.
+    #[error("{cluster}:{image} is still in use by {users}; shut the instance off or detach the volume first, or run the cutover with --force to cut them off (their writes from then on fail)")]
+    SourceInUse {
+        /// Source cluster.
+        cluster: String,
+        /// Source image.
+        image: String,
+        /// Who uses it.
+        users: String,
+    },
+    /// The promote of the replica was refused for too long after the source's demotion.
+    #[error("the replica {cluster}:{image} was still not promotable {waited_s} s after the source was demoted (rbd-mirror has not replayed up to the demotion); the cutover was rolled back (the source is primary again); check the rbd-mirror daemon on {cluster}, then re-run")]
+    ReplicaNotCaughtUp {
+        /// Destination cluster.
+        cluster: String,
+        /// The replica.
+        image: String,
+        /// Seconds waited.
+        waited_s: u64,
+    },
+    /// A step that must follow a successful verification was reached without one.
+    #[error("{step}: the destination has not been verified equal to the source, so {kept}; re-run to verify first")]
+    NotVerified {
+        /// The step refused.
+        step: String,
+        /// What is kept as it is.
+        kept: String,
+    },
 }
 
 /// Result with the library's [`enum@Error`].

@@ -59,6 +59,17 @@ pub struct ProgressInfo {
 }
 
 impl ProgressInfo {
+    /// A phase under way with no measure of how far it is: what it waits for.
+    pub fn waiting(phase: &str, detail: impl Into<String>) -> Self {
+        Self {
+            phase: phase.into(),
+            percent: None,
+            bytes_per_second: None,
+            eta_seconds: None,
+            detail: detail.into(),
+        }
+    }
+
     /// A phase that is done: 100 %, no rate or ETA, and what it ended with.
     pub fn done(phase: &str, detail: impl Into<String>) -> Self {
         Self {

@@ -13,6 +13,9 @@ use crate::cloud::{
 };
 use crate::features::{Features, MirrorImageMode};
 use crate::ops::*;
+
+/// The cephx client the fake destination's rbd-mirror reaches the source as.
+pub const FAKE_PEER_CLIENT: &str = "client.rbd-mirror-peer";
 use crate::spec::{ImageSpec, PoolSpec};
 use crate::status::{MirrorState, SiteStatus};
 
@@ -29,6 +32,8 @@ pub struct Img {
     pub id: String,
     /// Image metadata (`rbd image-meta`).
     pub meta: BTreeMap<String, String>,
+    /// Parent image and snapshot of a clone.
+    pub parent: Option<(ImageSpec, String)>,
 }
 
 /// Ids given to fake images so far.
@@ -52,6 +57,7 @@ impl Img {
             data_pool: None,
             id: new_image_id(),
             meta: BTreeMap::new(),
+            parent: None,
         }
     }
 }
@@ -323,6 +329,28 @@ impl CephOps for Fake {
             Ok(img(w, s, image, "watchers")?.watchers.clone())
         })
     }
+    fn image_users(&self, image: &ImageSpec) -> OpsResult<Vec<ImageUser>> {
+        // a fake watcher `NAME@ADDR` is a client whose cephx name the monitors tell;
+        // a bare `ADDR` one whose name they do not
+        self.with("image_users", |w, s| {
+            Ok(img(w, s, image, "image_users")?
+                .watchers
+                .iter()
+                .enumerate()
+                .map(|(i, wt)| {
+                    let (entity, addr) = match wt.split_once('@') {
+                        Some((e, a)) => (Some(e.to_string()), a.to_string()),
+                        None => (None, wt.clone()),
+                    };
+                    ImageUser {
+                        addr,
+                        client_id: 4000 + i as i64,
+                        entity,
+                    }
+                })
+                .collect())
+        })
+    }
     fn pool_mirror_mode(&self, pool: &PoolSpec) -> OpsResult<PoolMirrorMode> {
         self.with("pool_mirror_mode", |w, s| {
             w.sites[s]
@@ -348,6 +376,7 @@ impl CephOps for Fake {
                     site_name: "other".into(),
                     direction: if s == 0 { "tx-only" } else { "rx-only" }.into(),
                     mirror_uuid: if s == 0 { "uuid-b" } else { "" }.into(),
+                    client_name: if s == 0 { "" } else { FAKE_PEER_CLIENT }.into(),
                 }]
             } else {
                 vec![]
@@ -420,7 +449,16 @@ impl CephOps for Fake {
     fn disable_mirroring(&self, image: &ImageSpec, _force: bool) -> OpsResult<()> {
         self.with("disable_mirroring", |w, s| {
             img(w, s, image, "disable_mirroring")?.mirror = None;
-            w.sites[1 - s].images.remove(&image.to_string());
+            // as rbd-mirror: a non-primary replica whose primary is gone is deleted, a
+            // promoted one is left alone
+            let key = image.to_string();
+            if w.sites[1 - s]
+                .images
+                .get(&key)
+                .is_some_and(|i| matches!(i.mirror, Some((_, false))))
+            {
+                w.sites[1 - s].images.remove(&key);
+            }
             Ok(())
         })
     }
@@ -577,6 +615,114 @@ impl CephOps for Fake {
             w.digests
                 .push(format!("{}:{image}", if s == 0 { "a" } else { "b" }));
             let i = img(w, s, image, "digest")?;
+            progress(i.data.len() as u64, i.data.len() as u64);
+            Ok(hex::encode(Sha256::digest(&i.data)))
+        })
+    }
+    fn demote(&self, image: &ImageSpec) -> OpsResult<()> {
+        self.with("demote", |w, s| {
+            let i = img(w, s, image, "demote")?;
+            match &mut i.mirror {
+                Some((_, primary)) if *primary => {
+                    *primary = false;
+                    Ok(())
+                }
+                _ => Err(OpsError::new(
+                    ErrorKind::InvalidArgument,
+                    "demote",
+                    format!("{image} is not a primary mirrored image"),
+                )),
+            }
+        })
+    }
+    fn promote(&self, image: &ImageSpec, force: bool) -> OpsResult<()> {
+        self.with("promote", |w, s| {
+            let other_primary = w.sites[1 - s]
+                .images
+                .get(&image.to_string())
+                .is_some_and(|i| matches!(i.mirror, Some((_, true))));
+            if other_primary && !force {
+                return Err(OpsError::new(
+                    ErrorKind::Busy,
+                    "promote",
+                    format!("{image} is still primary on the other site"),
+                ));
+            }
+            let i = img(w, s, image, "promote")?;
+            match &mut i.mirror {
+                Some((_, primary)) => {
+                    *primary = true;
+                    Ok(())
+                }
+                None => Err(OpsError::new(
+                    ErrorKind::InvalidArgument,
+                    "promote",
+                    format!("{image} is not mirrored"),
+                )),
+            }
+        })
+    }
+    fn clone_image(
+        &self,
+        parent: &ImageSpec,
+        snap: &str,
+        child: &ImageSpec,
+        features: Features,
+    ) -> OpsResult<String> {
+        self.with("clone_image", |w, s| {
+            if w.sites[s].images.contains_key(&child.to_string()) {
+                return Err(OpsError::new(ErrorKind::Exists, "clone_image", child.to_string()));
+            }
+            let p = img(w, s, parent, "clone_image")?;
+            if !p.snaps.iter().any(|x| x.name == snap) {
+                return Err(nf("clone_image", &format!("{parent}@{snap}")));
+            }
+            let mut c = Img::new(features, p.data.clone());
+            c.parent = Some((parent.clone(), snap.to_string()));
+            let id = c.id.clone();
+            w.sites[s].images.insert(child.to_string(), c);
+            Ok(id)
+        })
+    }
+    fn flatten(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<()> {
+        self.with("flatten", |w, s| {
+            let i = img(w, s, image, "flatten")?;
+            progress(i.data.len() as u64, i.data.len() as u64);
+            i.parent = None;
+            Ok(())
+        })
+    }
+    fn parent(&self, image: &ImageSpec) -> OpsResult<Option<(ImageSpec, String)>> {
+        self.with("parent", |w, s| Ok(img(w, s, image, "parent")?.parent.clone()))
+    }
+    fn unprotect_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()> {
+        self.with("unprotect_snapshot", |w, s| {
+            for sn in &mut img(w, s, image, "unprotect")?.snaps {
+                if sn.name == name {
+                    sn.protected = false;
+                }
+            }
+            Ok(())
+        })
+    }
+    fn remove_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()> {
+        self.with("remove_snapshot", |w, s| {
+            img(w, s, image, "remove_snapshot")?
+                .snaps
+                .retain(|x| x.name != name);
+            Ok(())
+        })
+    }
+    fn digest_snapshot(
+        &self,
+        image: &ImageSpec,
+        snap: &str,
+        progress: Progress<'_>,
+    ) -> OpsResult<String> {
+        self.with("digest_snapshot", |w, s| {
+            w.digests
+                .push(format!("{}:{image}@{snap}", if s == 0 { "a" } else { "b" }));
+            let i = img(w, s, image, "digest_snapshot")?;
             progress(i.data.len() as u64, i.data.len() as u64);
             Ok(hex::encode(Sha256::digest(&i.data)))
         })

@@ -41,6 +41,8 @@ mod abort_tests;
 #[cfg(test)]
 mod cancel_tests;
 #[cfg(test)]
+mod cutover_tests;
+#[cfg(test)]
 mod delete_tests;
 #[cfg(test)]
 mod exec_tests;

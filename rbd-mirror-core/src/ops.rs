@@ -182,6 +182,33 @@ pub struct MirrorPeer {
     /// daemon has connected to this pool (empty before).
     #[serde(default)]
     pub mirror_uuid: String,
+    /// The cephx client this side's rbd-mirror uses to reach the peer
+    /// (`client.rbd-mirror-peer`): on a receiving side, the name its daemon's watch on the
+    /// primary image carries.
+    #[serde(default)]
+    pub client_name: String,
+}
+
+/// A client with the image open (a watcher), with its cephx name when the monitors tell it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageUser {
+    /// Client address (`127.0.0.1:0/3567091449`).
+    pub addr: String,
+    /// The client's global id (`client.4354` has 4354).
+    pub client_id: i64,
+    /// Its cephx name (`client.admin`), from the monitors' session lists; `None` when they
+    /// could not be read (no permission) or no monitor lists the session.
+    pub entity: Option<String>,
+}
+
+impl ImageUser {
+    /// `client.4354 (client.admin) at 127.0.0.1:0/3567091449`.
+    pub fn describe(&self) -> String {
+        match &self.entity {
+            Some(e) => format!("client.{} ({e}) at {}", self.client_id, self.addr),
+            None => format!("client.{} at {}", self.client_id, self.addr),
+        }
+    }
 }
 
 /// One rbd-mirror daemon from the cluster's service map.
@@ -271,8 +298,36 @@ pub trait CephOps: Send + Sync {
     fn protect_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()>;
     /// Remove a snapshot by id (any namespace).
     fn remove_snapshot_by_id(&self, image: &ImageSpec, id: u64) -> OpsResult<()>;
+    /// Demote a primary mirrored image (`rbd_mirror_image_demote`).
+    fn demote(&self, image: &ImageSpec) -> OpsResult<()>;
+    /// Promote a non-primary mirrored image (`rbd_mirror_image_promote`); without `force`
+    /// refused (Busy) until it has replayed up to the remote's demotion.
+    fn promote(&self, image: &ImageSpec, force: bool) -> OpsResult<()>;
+    /// Clone `parent@snap` to `child` (format 2) with `features`; returns the child's id.
+    fn clone_image(
+        &self,
+        parent: &ImageSpec,
+        snap: &str,
+        child: &ImageSpec,
+        features: Features,
+    ) -> OpsResult<String>;
+    /// Flatten a clone (copies the parent's data into it), with progress; cancellable.
+    fn flatten(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<()>;
+    /// The parent image and snapshot of a clone, `None` for an image without one.
+    fn parent(&self, image: &ImageSpec) -> OpsResult<Option<(ImageSpec, String)>>;
+    /// Unprotect a snapshot.
+    fn unprotect_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()>;
+    /// Remove a snapshot by name.
+    fn remove_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()>;
+    /// sha256 of the image as of snapshot `snap`, with progress; cancellable.
+    fn digest_snapshot(&self, image: &ImageSpec, snap: &str, progress: Progress<'_>)
+        -> OpsResult<String>;
     /// Clients watching the image (addresses).
     fn watchers(&self, image: &ImageSpec) -> OpsResult<Vec<String>>;
+    /// The clients with the image open (its watchers), each with its cephx name when the
+    /// monitors' session lists can be read: tells rbd-mirror's own watch on a primary image
+    /// (snapshot mode) from an instance's.
+    fn image_users(&self, image: &ImageSpec) -> OpsResult<Vec<ImageUser>>;
     /// Pool mirror mode.
     fn pool_mirror_mode(&self, pool: &PoolSpec) -> OpsResult<PoolMirrorMode>;
     /// Set the pool mirror mode.

@@ -45,6 +45,34 @@ pub struct VolumeMigration {
     /// Register the verified copy as a Glance image in the destination cloud at the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub register: Option<Registration>,
+    /// How the destination image is made from the replica. Plans recorded before this
+    /// field existed copied (`copy`).
+    #[serde(default)]
+    pub handover: Handover,
+    /// Live migration: the cutover waits until the source has had no user but rbd-mirror
+    /// for this long (or an operator runs `rbd-relay cutover ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<Live>,
+}
+
+/// How the destination image is made from rbd-mirror's replica.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Handover {
+    /// Copy the complete replica into the destination pool (a second full copy), verify,
+    /// then disable mirroring (which deletes the replica). The source is never demoted.
+    #[default]
+    Copy,
+    /// Demote the source, promote the replica, clone a snapshot of it under the copy name
+    /// (usable at once), then verify, flatten and remove the replica off the critical path.
+    Clone,
+}
+
+/// The live part of a migration: when the cutover starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Live {
+    /// The source must have had no user but rbd-mirror for this many milliseconds.
+    pub idle_for_ms: u64,
 }
 
 /// How the verified copy becomes a Glance image in the destination cloud (the runbook's
@@ -75,7 +103,8 @@ pub struct Adoption {
 }
 
 impl VolumeMigration {
-    /// A migration with defaults: journal mode, same image name, cold.
+    /// A migration with defaults: journal mode, same image name, cold, handed over by copy
+    /// (set `handover` to [`Handover::Clone`] for no second full copy).
     pub fn new(
         source: ClusterSpec,
         destination: ClusterSpec,
@@ -96,7 +125,17 @@ impl VolumeMigration {
             allow_overcommit: false,
             adopt: None,
             register: None,
+            handover: Handover::Copy,
+            live: None,
         }
+    }
+
+    /// Whether this migration hands over a clone of the promoted replica (no second full
+    /// copy). Only when rbd-relay owns the image's mirroring (it was off before: another
+    /// user's mirrored image is never demoted) and the result goes to Cinder or stays a
+    /// plain image (the Glance path copies, then snapshots the copy).
+    pub fn hands_over_clone(&self, facts: &SourceFacts) -> bool {
+        self.handover == Handover::Clone && !facts.mirroring_was_enabled && self.register.is_none()
     }
 
     /// A stable id naming this migration (state file name, locks, `resume ID`).
@@ -268,6 +307,40 @@ pub enum Step {
         /// The least acceptable min_disk in GiB.
         min_gib: u64,
     },
+    /// Live: wait, while rbd-mirror keeps replicating, until the source has had no user
+    /// but rbd-mirror for `idle_for_ms`, or an operator asks (`rbd-relay cutover ID`).
+    WaitForCutover {
+        /// Milliseconds without users that start the cutover.
+        idle_for_ms: u64,
+    },
+    /// Demote the source (read-only from here). Every failure before the handover promotes
+    /// it again.
+    DemoteSource,
+    /// Promote the replica once it holds everything up to the demotion.
+    PromoteReplica,
+    /// Snapshot the promoted replica and clone it under the copy name, with the source's
+    /// original features: the destination image, usable now.
+    CloneReplica {
+        /// The replica's snapshot the clone hangs from.
+        snap: String,
+        /// Features of the clone.
+        features: Features,
+    },
+    /// Compare the demoted source with the replica's snapshot (both immutable) by sha256.
+    VerifyHandover {
+        /// The replica's snapshot.
+        snap: String,
+    },
+    /// Flatten the clone so it no longer needs the replica.
+    FlattenCopy,
+    /// Put the verified source back: mirroring off (it becomes writable again), no mirror
+    /// snapshot of this migration left.
+    ReleaseSource,
+    /// Remove the replica: its mirroring, its snapshot, the image.
+    RemoveReplica {
+        /// The replica's snapshot the clone hung from.
+        snap: String,
+    },
 }
 
 impl Step {
@@ -288,6 +361,14 @@ impl Step {
             Step::SnapshotAndProtect { .. } => "snapshot_and_protect",
             Step::RegisterImage { .. } => "register_image",
             Step::CheckMinDisk { .. } => "check_min_disk",
+            Step::WaitForCutover { .. } => "wait_for_cutover",
+            Step::DemoteSource => "demote_source",
+            Step::PromoteReplica => "promote_replica",
+            Step::CloneReplica { .. } => "clone_replica",
+            Step::VerifyHandover { .. } => "verify_handover",
+            Step::FlattenCopy => "flatten_copy",
+            Step::ReleaseSource => "release_source",
+            Step::RemoveReplica { .. } => "remove_replica",
         }
     }
 
@@ -299,8 +380,16 @@ impl Step {
             | Step::EnableFeatures { .. }
             | Step::EnableMirroring { .. }
             | Step::DisableMirroring
-            | Step::RestoreFeatures { .. } => Role::SourceCephAdmin,
+            | Step::RestoreFeatures { .. }
+            | Step::WaitForCutover { .. }
+            | Step::DemoteSource
+            | Step::ReleaseSource => Role::SourceCephAdmin,
             Step::WaitForReplica
+            | Step::PromoteReplica
+            | Step::CloneReplica { .. }
+            | Step::VerifyHandover { .. }
+            | Step::FlattenCopy
+            | Step::RemoveReplica { .. }
             | Step::CopyReplica
             | Step::SetCopyFeatures { .. }
             | Step::Verify
@@ -382,6 +471,42 @@ impl Step {
             Step::CheckMinDisk { min_gib } => format!(
                 "check that the registered image's min_disk is at least {min_gib} GiB (the source volume's size)"
             ),
+            Step::WaitForCutover { idle_for_ms } => format!(
+                "keep replicating {src}:{} while it is in use; cut over once it has had no user but rbd-mirror for {:.1} s, or when asked (rbd-relay cutover {})",
+                m.image,
+                *idle_for_ms as f64 / 1000.0,
+                m.id()
+            ),
+            Step::DemoteSource => format!(
+                "demote {src}:{} (read-only from here; promoted again if the cutover fails)",
+                m.image
+            ),
+            Step::PromoteReplica => format!(
+                "promote the replica {dst}:{} once it holds everything up to the demotion",
+                m.replica()
+            ),
+            Step::CloneReplica { snap, features } => format!(
+                "snapshot {dst}:{}@{snap} and clone it to {dst}:{} with features {features}: the destination image, usable now",
+                m.replica(),
+                m.copy_target()
+            ),
+            Step::VerifyHandover { snap } => format!(
+                "verify that {dst}:{}@{snap} has the same content as the demoted {src}:{} (sha256 of both)",
+                m.replica(),
+                m.image
+            ),
+            Step::FlattenCopy => format!(
+                "flatten {dst}:{} (it no longer needs the replica)",
+                m.copy_target()
+            ),
+            Step::ReleaseSource => format!(
+                "disable mirroring of {src}:{} (it is writable again, its data untouched)",
+                m.image
+            ),
+            Step::RemoveReplica { snap } => format!(
+                "remove the replica {dst}:{} and its snapshot {snap}",
+                m.replica()
+            ),
         }
     }
 }
@@ -402,6 +527,66 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The rest of [`Plan::volume`] for a handover by clone: (live: wait for the cutover)
+    /// demote, promote, clone (usable), adopt, then off the critical path verify, flatten,
+    /// put the source back, remove the replica.
+    fn clone_handover(
+        migration: VolumeMigration,
+        facts: SourceFacts,
+        mut steps: Vec<Step>,
+        restore: FeatureChange,
+        lost: Features,
+    ) -> Self {
+        let snap = crate::exec::handover_snapshot().to_string();
+        if let Some(live) = migration.live {
+            steps.push(Step::WaitForCutover {
+                idle_for_ms: live.idle_for_ms,
+            });
+        }
+        steps.push(Step::DemoteSource);
+        steps.push(Step::PromoteReplica);
+        steps.push(Step::CloneReplica {
+            snap: snap.clone(),
+            features: facts.features - lost,
+        });
+        if let Some(a) = &migration.adopt {
+            steps.push(Step::AdoptVolume {
+                cloud: a.cloud.clone(),
+                target: a.target.clone(),
+                name: a.name.clone(),
+            });
+        }
+        steps.push(Step::VerifyHandover { snap: snap.clone() });
+        steps.push(Step::FlattenCopy);
+        steps.push(Step::ReleaseSource);
+        if !restore.is_empty() {
+            steps.push(Step::RestoreFeatures {
+                change: restore,
+                lost,
+            });
+        }
+        steps.push(Step::RemoveReplica { snap });
+        Self {
+            version: PLAN_VERSION,
+            id: migration.id(),
+            migration,
+            facts,
+            steps,
+        }
+    }
+
+    /// The steps of the cutover a failure rolls back (source demoted, nothing handed
+    /// over yet): from the demotion to the clone, and the adoption when there is one.
+    /// `None` for a plan that copies.
+    pub fn cutover_window(&self) -> Option<std::ops::RangeInclusive<usize>> {
+        let start = self.steps.iter().position(|s| *s == Step::DemoteSource)?;
+        let end = self
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::VerifyHandover { .. }))?;
+        Some(start..=end.saturating_sub(1))
+    }
+
     /// Build the plan of a volume migration from the request and the source's facts.
     pub fn volume(migration: VolumeMigration, facts: SourceFacts) -> Self {
         let mut steps = vec![Step::Preflight];
@@ -427,8 +612,11 @@ impl Plan {
             mode: migration.mode,
         });
         steps.push(Step::WaitForReplica);
-        steps.push(Step::CopyReplica);
         let (restore, lost) = plan_restore(during, facts.features);
+        if migration.hands_over_clone(&facts) {
+            return Self::clone_handover(migration, facts, steps, restore, lost);
+        }
+        steps.push(Step::CopyReplica);
         steps.push(Step::SetCopyFeatures {
             features: facts.features - lost,
         });

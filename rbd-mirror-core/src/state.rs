@@ -49,6 +49,10 @@ pub struct RunState {
     /// fresh plan instead of resuming this one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub aborted: bool,
+    /// Id of the replica this migration promoted (a cutover by clone): only the image with
+    /// this id is ever removed as the replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_id: Option<String>,
 }
 
 impl RunState {
@@ -68,6 +72,7 @@ impl RunState {
             register_started: false,
             registered: None,
             aborted: false,
+            replica_id: None,
         }
     }
 
@@ -314,6 +319,26 @@ pub fn backup_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Write `bytes` to `path` atomically (temp file in the same directory, fsync, rename).
+pub(crate) fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let err = |reason: String| Error::State {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| err(format!("cannot create temp file: {e}")))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| err(format!("cannot write: {e}")))?;
+    tmp.persist(path)
+        .map_err(|e| err(format!("cannot rename into place: {e}")))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
 /// Write `state` to `path` atomically (temp file, fsync, rename). The state it replaces is
 /// first kept as `ID.json.bak` (when it still reads as a state), so a state file damaged
 /// later (a full disk, an editor) can be recovered from the backup by [`load`].
@@ -334,18 +359,8 @@ pub(crate) fn save_to(path: &Path, state: &RunState) -> Result<()> {
                 .map_err(|e| err(format!("cannot rename the backup into place: {e}")))?;
         }
     }
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| err(format!("cannot create temp file: {e}")))?;
     let json = serde_json::to_vec_pretty(state).map_err(|e| err(e.to_string()))?;
-    tmp.write_all(&json)
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(|e| err(format!("cannot write: {e}")))?;
-    tmp.persist(path)
-        .map_err(|e| err(format!("cannot rename into place: {e}")))?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    write_file_atomically(path, &json)
 }
 
 /// The recorded state of migration `id` for `rbd-relay resume`: like [`recorded`], but an

@@ -20,11 +20,11 @@ use crate::wait::{self};
 
 /// Runs the steps of a recorded plan (shared by [`migrate`] and [`crate::cleanup`]).
 pub(crate) struct Executor {
-    src: Arc<dyn CephOps>,
-    dst: Arc<dyn CephOps>,
-    dst_cloud: Option<Arc<dyn CloudOps>>,
-    events: Arc<dyn EventSink>,
-    opts: RunOptions,
+    pub(super) src: Arc<dyn CephOps>,
+    pub(super) dst: Arc<dyn CephOps>,
+    pub(super) dst_cloud: Option<Arc<dyn CloudOps>>,
+    pub(super) events: Arc<dyn EventSink>,
+    pub(super) opts: RunOptions,
     /// The source digest, computed on the source cluster while the copy is made on the
     /// destination; `verify` then only has to read the copy.
     early_source_digest: std::sync::Mutex<Option<Background>>,
@@ -99,6 +99,7 @@ impl Executor {
             if let Err(e) = result {
                 state.outcome = format!("failed at {}: {e}", step.kind());
                 let _ = self.save(state, file);
+                self.roll_back_failed_cutover(index, state, file).await;
                 return Err(e);
             }
             state.next_step = index + 1;
@@ -114,6 +115,44 @@ impl Executor {
             });
         }
         Ok(())
+    }
+
+    /// A step of the cutover window failed (the source is demoted, nothing handed over):
+    /// promote the source again and start over from the wait before the demotion. A roll
+    /// back that fails itself is reported; `abort` or a re-run finish it.
+    async fn roll_back_failed_cutover(&self, index: usize, state: &mut RunState, file: &StateFile) {
+        let Some(window) = state.plan.cutover_window() else {
+            return;
+        };
+        if !window.contains(&index) || state.handed_to_cloud() {
+            return;
+        }
+        let restart_at = match state
+            .plan
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::WaitForCutover { .. }))
+        {
+            Some(wait) => wait,
+            None => *window.start(),
+        };
+        match self.roll_back_cutover(state, file, restart_at).await {
+            Ok(()) => self.events.emit(Event::Warning {
+                message: format!(
+                    "the cutover was rolled back: {}:{} is primary and writable again; re-run to try the cutover again",
+                    self.src.name(),
+                    state.plan.migration.image
+                ),
+            }),
+            Err(e) => self.events.emit(Event::Warning {
+                message: format!(
+                    "rolling the cutover back failed ({e}); {}:{} may still be demoted: run `rbd-relay abort {}` to put it back",
+                    self.src.name(),
+                    state.plan.migration.image,
+                    state.plan.id
+                ),
+            }),
+        }
     }
 
     fn skipped(&self, index: usize, step: &Step, reason: &str) {
@@ -333,6 +372,47 @@ impl Executor {
             }
             Step::RegisterImage { name, .. } => {
                 self.register(step, index, state, file, name.clone()).await
+            }
+            Step::WaitForCutover { idle_for_ms } => {
+                self.wait_for_cutover(&m, file, std::time::Duration::from_millis(*idle_for_ms))
+                    .await
+            }
+            Step::DemoteSource => {
+                if self.demote_source(&m).await? {
+                    self.skipped(index, step, "the source is already demoted");
+                }
+                Ok(())
+            }
+            Step::PromoteReplica => {
+                if self.promote_replica(&m, state, file).await? {
+                    self.skipped(index, step, "the replica is already primary");
+                }
+                Ok(())
+            }
+            Step::CloneReplica { snap, features } => {
+                if self.clone_replica(&m, state, file, snap, *features).await? {
+                    self.skipped(index, step, "the clone is already there");
+                }
+                Ok(())
+            }
+            Step::VerifyHandover { snap } => self.verify_handover(&m, state, file, snap).await,
+            Step::FlattenCopy => {
+                if self.flatten_copy(&m, state).await? {
+                    self.skipped(index, step, "the copy has no parent");
+                }
+                Ok(())
+            }
+            Step::ReleaseSource => {
+                if self.release_source(&m, state).await? {
+                    self.skipped(index, step, "mirroring of the source is already off");
+                }
+                Ok(())
+            }
+            Step::RemoveReplica { snap } => {
+                if self.remove_replica(&m, state, snap).await? {
+                    self.skipped(index, step, "the replica is already gone");
+                }
+                Ok(())
             }
             Step::CheckMinDisk { min_gib } => {
                 let Some(image) = state.registered.clone() else {
@@ -599,7 +679,7 @@ impl Executor {
 
     /// Save the state, with the copy's id when the copy has just recorded one (see
     /// [`Executor::created_copy_id`]).
-    fn save(&self, state: &mut RunState, file: &StateFile) -> Result<()> {
+    pub(super) fn save(&self, state: &mut RunState, file: &StateFile) -> Result<()> {
         let recorded = self.created_copy_id.lock();
         if let Ok(Some(id)) = recorded.as_deref() {
             state.copy_id = Some(id.clone());

@@ -24,6 +24,7 @@ use crate::state::{RunState, StateFile};
 use crate::wait::WaitOptions;
 
 mod bootable;
+mod cutover;
 mod executor;
 mod single_role;
 
@@ -31,6 +32,8 @@ pub use bootable::{
     bootable_request, migrate_bootable, plan_bootable, BootableDryRun, BootableMigration,
 };
 pub(crate) use executor::Executor;
+pub use cutover::{cutover_request_path, request_cutover, CutoverRequest};
+pub(crate) use cutover::handover_snapshot;
 pub use single_role::{adopt_image, register_image};
 
 /// Knobs of a run.
@@ -215,8 +218,16 @@ fn source_changes_left(state: &RunState) -> bool {
             | Step::EnableFeatures { .. }
             | Step::EnableMirroring { .. }
             | Step::DisableMirroring
-            | Step::RestoreFeatures { .. } => true,
+            | Step::RestoreFeatures { .. }
+            | Step::DemoteSource
+            | Step::ReleaseSource => true,
             Step::Preflight
+            | Step::WaitForCutover { .. }
+            | Step::PromoteReplica
+            | Step::CloneReplica { .. }
+            | Step::VerifyHandover { .. }
+            | Step::FlattenCopy
+            | Step::RemoveReplica { .. }
             | Step::WaitForReplica
             | Step::CopyReplica
             | Step::SetCopyFeatures { .. }

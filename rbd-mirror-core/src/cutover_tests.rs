@@ -1,0 +1,316 @@
+//! Unit tests of the handover by clone (demote, promote, clone, verify, flatten, release,
+//! remove the replica) and of the live wait for the cutover, against the in-memory fake.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::exec::{cutover_request_path, request_cutover};
+use crate::fake::fixtures::{data, migration_of, run, DEFAULT};
+use crate::fake::{pair, World, FAKE_PEER_CLIENT};
+use crate::features::MirrorImageMode;
+use crate::ops::SnapshotNamespace;
+use crate::plan::{Handover, Live, Plan, Step, VolumeMigration};
+
+fn clone_migration(mode: MirrorImageMode) -> VolumeMigration {
+    let mut m = migration_of("vol1", mode);
+    m.handover = Handover::Clone;
+    m
+}
+
+/// The end state of a handover by clone: the source as it was (primary, not mirrored, its
+/// features, its data), the copy flattened with the source's data and features, no replica.
+fn assert_handed_over(w: &World) {
+    let src = &w.sites[0].images["volumes/vol1"];
+    assert_eq!(src.features, DEFAULT, "source features restored exactly");
+    assert_eq!(src.mirror, None, "source mirroring disabled (writable again)");
+    assert_eq!(src.data, data(), "source data untouched");
+    assert!(
+        !src.snaps
+            .iter()
+            .any(|s| matches!(s.namespace, SnapshotNamespace::Mirror { .. })),
+        "no mirror snapshot left on the source"
+    );
+    assert!(
+        !w.sites[1].images.contains_key("volumes/vol1"),
+        "replica removed"
+    );
+    let copy = &w.sites[1].images["cinder/vol1"];
+    assert_eq!(copy.data, src.data);
+    assert_eq!(copy.features, DEFAULT, "the copy has the original features");
+    assert_eq!(copy.parent, None, "the copy is flattened");
+}
+
+#[test]
+fn a_clone_plan_demotes_promotes_clones_then_verifies_flattens_and_cleans_up() {
+    let m = clone_migration(MirrorImageMode::Journal);
+    let p = Plan::volume(m, crate::plan::test_support::facts(DEFAULT));
+    let kinds: Vec<_> = p.steps.iter().map(Step::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "preflight",
+            "enable_features",
+            "enable_mirroring",
+            "wait_for_replica",
+            "demote_source",
+            "promote_replica",
+            "clone_replica",
+            "verify_handover",
+            "flatten_copy",
+            "release_source",
+            "restore_features",
+            "remove_replica"
+        ]
+    );
+    assert_eq!(p.cutover_window(), Some(4..=6));
+}
+
+#[test]
+fn a_live_clone_plan_waits_for_the_cutover_and_adopts_before_verifying() {
+    let mut m = clone_migration(MirrorImageMode::Snapshot);
+    m.live = Some(Live { idle_for_ms: 2000 });
+    m.adopt = Some(crate::plan::Adoption {
+        cloud: "dst".into(),
+        target: crate::cloud::AdoptTarget::CephPool {
+            pool: "cinder".into(),
+        },
+        name: None,
+        bootable: false,
+    });
+    let p = Plan::volume(m, crate::plan::test_support::facts(DEFAULT));
+    let kinds: Vec<_> = p.steps.iter().map(Step::kind).collect();
+    let at = |k: &str| kinds.iter().position(|x| *x == k).unwrap();
+    assert!(at("wait_for_replica") < at("wait_for_cutover"));
+    assert!(at("wait_for_cutover") < at("demote_source"));
+    assert!(at("clone_replica") < at("adopt_volume"));
+    assert!(at("adopt_volume") < at("verify_handover"));
+    assert!(at("verify_handover") < at("release_source"));
+    assert!(at("flatten_copy") < at("remove_replica"));
+    assert_eq!(
+        p.cutover_window(),
+        Some(at("demote_source")..=at("adopt_volume"))
+    );
+}
+
+#[test]
+fn an_image_mirrored_before_or_bound_for_glance_is_copied_not_demoted() {
+    let mut facts = crate::plan::test_support::facts(DEFAULT);
+    facts.mirroring_was_enabled = true;
+    let p = Plan::volume(clone_migration(MirrorImageMode::Journal), facts);
+    assert!(p.steps.contains(&Step::CopyReplica));
+    assert!(!p.steps.contains(&Step::DemoteSource));
+}
+
+#[tokio::test]
+async fn cold_clone_handovers_end_clean_in_both_modes_and_a_rerun_finds_them_done() {
+    for mode in [MirrorImageMode::Journal, MirrorImageMode::Snapshot] {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, w) = pair(World::standard(DEFAULT, data()));
+        let m = clone_migration(mode);
+        let s = run(&m, a.clone(), b.clone(), dir.path()).await.unwrap();
+        assert!(!s.already_done);
+        assert_handed_over(&w.lock().unwrap());
+        let digests = w.lock().unwrap().digests.clone();
+        assert!(
+            digests.iter().any(|d| d == "b:volumes/vol1@rbd-relay-handover"),
+            "{mode}: the replica's snapshot was verified: {digests:?}"
+        );
+        let again = run(&m, a, b, dir.path()).await.unwrap();
+        assert!(again.already_done, "{mode}");
+    }
+}
+
+#[tokio::test]
+async fn a_failure_in_every_operation_of_the_cutover_converges_on_rerun() {
+    let ops = [
+        "demote",
+        "promote",
+        "create_snapshot",
+        "protect_snapshot",
+        "clone_image",
+        "digest_snapshot",
+        "flatten",
+        "parent",
+        "disable_mirroring",
+        "unprotect_snapshot",
+        "remove_snapshot",
+        "remove_image_with_id",
+    ];
+    for mode in [MirrorImageMode::Journal, MirrorImageMode::Snapshot] {
+        for op in ops {
+            let dir = tempfile::tempdir().unwrap();
+            let mut world = World::standard(DEFAULT, data());
+            world.sync_polls = 0;
+            let (a, b, w) = pair(world);
+            w.lock().unwrap().fail_once = Some(op.to_string());
+            let m = clone_migration(mode);
+            let first = run(&m, a.clone(), b.clone(), dir.path()).await;
+            let used = w.lock().unwrap().fail_once.is_none();
+            assert_eq!(first.is_err(), used, "{mode} {op}: {first:?}");
+            if first.is_err() {
+                let ww = w.lock().unwrap();
+                let src = &ww.sites[0].images["volumes/vol1"];
+                assert_eq!(src.data, data(), "{mode} {op}: source data untouched");
+            }
+            let second = run(&m, a, b, dir.path()).await;
+            assert!(second.is_ok(), "{mode} {op}: {second:?}");
+            assert_handed_over(&w.lock().unwrap());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_clone_rolls_the_cutover_back_and_the_source_is_primary_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    w.lock().unwrap().fail_once = Some("clone_image".into());
+    let m = clone_migration(MirrorImageMode::Journal);
+    let e = run(&m, a, b, dir.path()).await.unwrap_err();
+    assert!(matches!(e, Error::Ceph { .. }), "{e}");
+    let ww = w.lock().unwrap();
+    let src = &ww.sites[0].images["volumes/vol1"];
+    assert!(
+        matches!(src.mirror, Some((_, true))),
+        "the source is primary again: {:?}",
+        src.mirror
+    );
+    let replica = &ww.sites[1].images["volumes/vol1"];
+    assert!(
+        matches!(replica.mirror, Some((_, false))),
+        "the replica is not primary any more"
+    );
+    assert!(
+        replica.snaps.iter().all(|s| s.name != "rbd-relay-handover"),
+        "the handover snapshot is gone"
+    );
+    assert!(!ww.sites[1].images.contains_key("cinder/vol1"), "no clone left");
+    let state = crate::state::recorded(dir.path(), &m.id()).unwrap();
+    assert_eq!(
+        state.plan.steps[state.next_step],
+        Step::DemoteSource,
+        "a re-run starts the cutover again"
+    );
+}
+
+#[tokio::test]
+async fn a_live_migration_waits_while_the_source_is_in_use_and_cuts_over_once_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::standard(DEFAULT, data());
+    // an instance, and rbd-mirror's own watch (which never holds the cutover back)
+    world.sites[0]
+        .images
+        .get_mut("volumes/vol1")
+        .unwrap()
+        .watchers = vec![
+        "client.admin@10.0.0.5:0/1".into(),
+        format!("{FAKE_PEER_CLIENT}@10.0.0.9:0/2"),
+    ];
+    let (a, b, w) = pair(world);
+    let mut m = clone_migration(MirrorImageMode::Journal);
+    m.allow_live = true;
+    m.live = Some(Live { idle_for_ms: 50 });
+    let run = tokio::spawn({
+        let (m, a, b, d) = (m.clone(), a.clone(), b.clone(), dir.path().to_path_buf());
+        async move { run(&m, a, b, &d).await }
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    {
+        let ww = w.lock().unwrap();
+        assert!(
+            matches!(ww.sites[0].images["volumes/vol1"].mirror, Some((_, true))),
+            "still primary while in use"
+        );
+        assert!(!run.is_finished());
+    }
+    // the instance shuts down; rbd-mirror's watch stays
+    w.lock()
+        .unwrap()
+        .sites[0]
+        .images
+        .get_mut("volumes/vol1")
+        .unwrap()
+        .watchers
+        .retain(|x| x.starts_with(FAKE_PEER_CLIENT));
+    let s = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the cutover started once the source was idle")
+        .unwrap()
+        .unwrap();
+    assert!(!s.already_done);
+    let mut ww = w.lock().unwrap().clone();
+    ww.sites[0].images.get_mut("volumes/vol1").unwrap().watchers.clear();
+    assert_handed_over(&ww);
+}
+
+#[tokio::test]
+async fn cutover_refuses_while_in_use_naming_the_users_and_force_goes_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::standard(DEFAULT, data());
+    world.sites[0]
+        .images
+        .get_mut("volumes/vol1")
+        .unwrap()
+        .watchers = vec!["client.admin@10.0.0.5:0/1".into()];
+    let (a, b, w) = pair(world);
+    let mut m = clone_migration(MirrorImageMode::Journal);
+    m.allow_live = true;
+    m.live = Some(Live { idle_for_ms: 60_000 });
+    let task = tokio::spawn({
+        let (m, a, b, d) = (m.clone(), a.clone(), b.clone(), dir.path().to_path_buf());
+        async move { run(&m, a, b, &d).await }
+    });
+    // wait until the run waits for the cutover
+    let id = m.id();
+    for _ in 0..100 {
+        if crate::state::recorded(dir.path(), &id)
+            .is_ok_and(|s| matches!(s.plan.steps[s.next_step], Step::WaitForCutover { .. }))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = w.lock().unwrap().clone();
+    let e = request_cutover(dir.path(), &id, a.clone(), b.clone(), false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::SourceInUse { users, .. } if users.contains("client.admin")),
+        "{e}"
+    );
+    assert!(!cutover_request_path(dir.path(), &id).exists());
+    assert_eq!(*w.lock().unwrap(), before, "a refused cutover changes nothing");
+    let r = request_cutover(dir.path(), &id, a.clone(), b.clone(), true)
+        .await
+        .unwrap();
+    assert!(r.force);
+    // the instance is cut off (its watch ends with the demotion in real life)
+    w.lock()
+        .unwrap()
+        .sites[0]
+        .images
+        .get_mut("volumes/vol1")
+        .unwrap()
+        .watchers
+        .clear();
+    let s = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the requested cutover ran")
+        .unwrap()
+        .unwrap();
+    assert!(!s.already_done);
+    assert_handed_over(&w.lock().unwrap());
+}
+
+#[tokio::test]
+async fn cutover_of_a_migration_that_is_not_live_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, _w) = pair(World::standard(DEFAULT, data()));
+    let m = clone_migration(MirrorImageMode::Journal);
+    run(&m, a.clone(), b.clone(), dir.path()).await.unwrap();
+    let e = request_cutover(dir.path(), &m.id(), a, b, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NotLive { .. }), "{e}");
+    let _ = Arc::new(());
+}

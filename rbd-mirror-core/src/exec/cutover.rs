@@ -1,0 +1,699 @@
+//! The handover that needs no second full copy: once rbd-mirror's replica is in sync, the
+//! source is demoted, the replica promoted as soon as it holds everything up to the demotion,
+//! and a format-2 clone of a snapshot of it, under the copy name, is the destination image:
+//! usable (and adoptable) about a second after the demotion, whatever the size. In a live
+//! migration this waits first until the source has no user but rbd-mirror for a while (the
+//! instance was shut off or the volume detached), or until an operator asks (`rbd-relay
+//! cutover ID`). Off the critical path, the two immutable images (the demoted source and the
+//! replica's snapshot) are compared by sha256, the clone is flattened, the source is put
+//! back as it was (mirroring off, writable, its features) and the replica removed.
+//!
+//! Safety: the source is demoted only by [`Executor::demote_source`], and every failure
+//! between the demotion and the handover rolls the cutover back
+//! ([`Executor::roll_back_cutover`]): the clone this run made is removed, the replica
+//! demoted again, the source promoted again. After the handover the source stays demoted
+//! (read-only, its data untouched) until the verification proved the replica equal to it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+use crate::error::{Error, Result};
+use crate::event::{Event, ProgressInfo};
+use crate::features::Features;
+use crate::ops::{CephOps, ErrorKind, ImageUser, MirrorImageState, OpsError, SnapshotNamespace};
+use crate::plan::{Step, VolumeMigration};
+use crate::spec::ImageSpec;
+use crate::state::{RunState, StateFile};
+
+/// What `rbd-relay cutover ID` leaves in the state directory for the running migration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CutoverRequest {
+    /// Go ahead even though the source still has users (they were named to the operator).
+    pub force: bool,
+    /// The users the source had when the request was made.
+    pub users: Vec<ImageUser>,
+}
+
+/// Where the cutover request of migration `id` lives (not `*.json`: `list` reads those).
+pub fn cutover_request_path(state_dir: &Path, id: &str) -> PathBuf {
+    state_dir.join(format!("{id}.cutover"))
+}
+
+/// The source's users other than rbd-mirror: its watchers, without the watch the
+/// destination's rbd-mirror keeps on a primary image in snapshot mode (known by the cephx
+/// name the destination's peer uses to reach the source).
+pub(crate) fn instance_users(
+    src: &dyn CephOps,
+    dst: &dyn CephOps,
+    m: &VolumeMigration,
+) -> std::result::Result<Vec<ImageUser>, OpsError> {
+    let mirror_clients: Vec<String> = dst
+        .mirror_peers(&m.image.pool)?
+        .into_iter()
+        .map(|p| p.client_name)
+        .filter(|c| !c.is_empty())
+        .collect();
+    Ok(src
+        .image_users(&m.image)?
+        .into_iter()
+        .filter(|u| {
+            !u.entity
+                .as_ref()
+                .is_some_and(|e| mirror_clients.iter().any(|c| c == e))
+        })
+        .collect())
+}
+
+fn describe_users(users: &[ImageUser]) -> String {
+    users
+        .iter()
+        .map(ImageUser::describe)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Ask the running live migration `id` to cut over now (`rbd-relay cutover ID`). Refused,
+/// naming them, while the source has users other than rbd-mirror, unless `force`. Changes
+/// nothing but the request file; the migration's run does the cutover.
+pub async fn request_cutover(
+    state_dir: &Path,
+    id: &str,
+    src: Arc<dyn CephOps>,
+    dst: Arc<dyn CephOps>,
+    force: bool,
+) -> Result<CutoverRequest> {
+    let state = crate::state::recorded(state_dir, id)?;
+    let m = state.plan.migration.clone();
+    let Some(wait_at) = state
+        .plan
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::WaitForCutover { .. }))
+    else {
+        return Err(Error::NotLive { id: id.to_string() });
+    };
+    if state.next_step > wait_at {
+        return Err(Error::CutoverPassed {
+            id: id.to_string(),
+            step: state
+                .plan
+                .steps
+                .get(state.next_step)
+                .map_or("the end", Step::kind)
+                .to_string(),
+        });
+    }
+    let (s, d, mm) = (src.clone(), dst.clone(), m.clone());
+    let users = on_ceph(
+        "cutover",
+        src.name().to_string(),
+        m.image.to_string(),
+        move || instance_users(s.as_ref(), d.as_ref(), &mm),
+    )
+    .await?;
+    if !users.is_empty() && !force {
+        return Err(Error::SourceInUse {
+            cluster: src.name().to_string(),
+            image: m.image.to_string(),
+            users: describe_users(&users),
+        });
+    }
+    let request = CutoverRequest { force, users };
+    let path = cutover_request_path(state_dir, id);
+    let bytes = serde_json::to_vec_pretty(&request).map_err(|e| Error::State {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    crate::state::write_file_atomically(&path, &bytes)?;
+    Ok(request)
+}
+
+fn read_request(path: &Path) -> Option<CutoverRequest> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// How long a promote of the replica is retried while it is not yet allowed (the replica
+/// has not replayed up to the demotion).
+const PROMOTE_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Name of the snapshot of the promoted replica the clone hangs from.
+pub(crate) fn handover_snapshot() -> &'static str {
+    "rbd-relay-handover"
+}
+
+impl Executor {
+    /// Live: wait, while rbd-mirror keeps replicating, until the source has had no user
+    /// but rbd-mirror for `idle_for`, or an operator asked for the cutover. In snapshot mode
+    /// a mirror snapshot is taken every few seconds meanwhile, so that the delta left to
+    /// sync after the demotion stays small.
+    pub(super) async fn wait_for_cutover(
+        &self,
+        m: &VolumeMigration,
+        file: &StateFile,
+        idle_for: Duration,
+    ) -> Result<()> {
+        let request_path = file
+            .path()
+            .parent()
+            .map(|d| cutover_request_path(d, &m.id()));
+        let mut idle_since: Option<Instant> = None;
+        let mut last_report = Instant::now() - Duration::from_secs(60);
+        let mut last_snapshot = Instant::now();
+        let mut snapshot_warned = false;
+        let started = Instant::now();
+        loop {
+            if let Some(r) = request_path.as_deref().and_then(read_request) {
+                let why = if r.force && !r.users.is_empty() {
+                    format!(
+                        "cutover requested with --force while in use by {}",
+                        describe_users(&r.users)
+                    )
+                } else {
+                    "cutover requested".to_string()
+                };
+                self.events
+                    .emit(Event::Progress(ProgressInfo::done("wait_for_cutover", why)));
+                return Ok(());
+            }
+            let (s, d, mm) = (self.src.clone(), self.dst.clone(), m.clone());
+            let users = on_ceph(
+                "wait_for_cutover",
+                self.src.name().to_string(),
+                m.image.to_string(),
+                move || instance_users(s.as_ref(), d.as_ref(), &mm),
+            )
+            .await?;
+            let now = Instant::now();
+            if users.is_empty() {
+                let since = *idle_since.get_or_insert(now);
+                if now.duration_since(since) >= idle_for {
+                    self.events.emit(Event::Progress(ProgressInfo::done(
+                        "wait_for_cutover",
+                        format!(
+                            "the source has had no user for {:.1} s",
+                            now.duration_since(since).as_secs_f64()
+                        ),
+                    )));
+                    return Ok(());
+                }
+            } else {
+                idle_since = None;
+                if m.mode == crate::features::MirrorImageMode::Snapshot
+                    && now.duration_since(last_snapshot) >= Duration::from_secs(5)
+                {
+                    let (s, image) = (self.src.clone(), m.image.clone());
+                    let made = on_ceph(
+                        "wait_for_cutover",
+                        self.src.name().to_string(),
+                        m.image.to_string(),
+                        move || s.create_mirror_snapshot(&image).map(|_| ()),
+                    )
+                    .await;
+                    // only keeps the final delta small: a failure is reported, not fatal
+                    if let Err(e) = made {
+                        if !snapshot_warned {
+                            snapshot_warned = true;
+                            self.events.emit(Event::Warning {
+                                message: format!("cannot take a mirror snapshot while waiting for the cutover ({e}); the cutover will sync a larger delta"),
+                            });
+                        }
+                    }
+                    last_snapshot = now;
+                }
+            }
+            if now.duration_since(last_report) >= Duration::from_secs(5) {
+                last_report = now;
+                let behind = self.replica_lag(m).await;
+                let who = if users.is_empty() {
+                    "no user".to_string()
+                } else {
+                    format!("in use by {}", describe_users(&users))
+                };
+                self.events.emit(Event::Progress(ProgressInfo::waiting(
+                    "wait_for_cutover",
+                    format!(
+                        "in sync, {behind}; waiting for the cutover ({who}; shut the instance off, or run: rbd-relay cutover {}) for {:.0} s",
+                        m.id(),
+                        started.elapsed().as_secs_f64()
+                    ),
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// "N behind" from the replica's mirror status, for the live wait's progress.
+    async fn replica_lag(&self, m: &VolumeMigration) -> String {
+        let (d, replica) = (self.dst.clone(), m.replica());
+        let status = tokio::task::spawn_blocking(move || d.mirror_status(&replica))
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .flatten();
+        match status.map(|s| s.progress()) {
+            Some(crate::status::SyncProgress::JournalReplay {
+                entries_behind_primary,
+                ..
+            }) => format!("{entries_behind_primary} journal entries behind"),
+            Some(crate::status::SyncProgress::SnapshotIdle {
+                remote_snapshot_timestamp,
+                local_snapshot_timestamp,
+            }) => format!(
+                "{} s behind",
+                (remote_snapshot_timestamp - local_snapshot_timestamp).max(0)
+            ),
+            Some(crate::status::SyncProgress::SnapshotSyncing { percent, .. }) => format!(
+                "syncing a snapshot delta ({:.0}%)",
+                percent.unwrap_or(0.0)
+            ),
+            _ => "lag unknown".to_string(),
+        }
+    }
+
+    /// Demote the source: from here it is read-only for every client, its data fixed.
+    /// Returns whether it was already demoted (a re-run).
+    pub(super) async fn demote_source(&self, m: &VolumeMigration) -> Result<bool> {
+        let (s, image) = (self.src.clone(), m.image.clone());
+        on_ceph(
+            "demote_source",
+            self.src.name().to_string(),
+            m.image.to_string(),
+            move || {
+                if !s.mirror_image(&image)?.primary {
+                    return Ok(true);
+                }
+                s.demote(&image)?;
+                Ok(false)
+            },
+        )
+        .await
+    }
+
+    /// Promote the replica as soon as librbd allows it without force, which it does once
+    /// the replica has replayed everything up to the source's demotion (journal: the demote
+    /// event; snapshot: the demoted mirror snapshot is complete). Records the replica's id.
+    /// Returns whether it was already primary (a re-run).
+    pub(super) async fn promote_replica(
+        &self,
+        m: &VolumeMigration,
+        state: &mut RunState,
+        file: &StateFile,
+    ) -> Result<bool> {
+        let started = Instant::now();
+        let replica = m.replica();
+        loop {
+            let (d, r) = (self.dst.clone(), replica.clone());
+            let attempt = on_ceph(
+                "promote_replica",
+                self.dst.name().to_string(),
+                replica.to_string(),
+                move || {
+                    let already = d.mirror_image(&r)?.primary;
+                    if !already {
+                        match d.promote(&r, false) {
+                            Ok(()) => {}
+                            Err(e) if is_not_yet(&e) => return Ok(None),
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(Some((already, d.stat(&r)?.id)))
+                },
+            )
+            .await?;
+            if let Some((already, id)) = attempt {
+                if state.replica_id.as_deref() != Some(id.as_str()) {
+                    state.replica_id = Some(id);
+                    self.save(state, file)?;
+                }
+                return Ok(already);
+            }
+            if started.elapsed() > PROMOTE_PATIENCE {
+                return Err(Error::ReplicaNotCaughtUp {
+                    cluster: self.dst.name().to_string(),
+                    image: replica.to_string(),
+                    waited_s: started.elapsed().as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Snapshot the promoted replica and clone the snapshot into the destination pool under
+    /// the copy name, with the source's original features. The clone's id is recorded so
+    /// that only it is ever removed. Returns whether the clone was already there (a re-run).
+    pub(super) async fn clone_replica(
+        &self,
+        m: &VolumeMigration,
+        state: &mut RunState,
+        file: &StateFile,
+        snap: &str,
+        features: Features,
+    ) -> Result<bool> {
+        let (replica, target) = (m.replica(), m.copy_target());
+        let (d, r, sn) = (self.dst.clone(), replica.clone(), snap.to_string());
+        on_ceph(
+            "clone_replica",
+            self.dst.name().to_string(),
+            replica.to_string(),
+            move || {
+                let snaps = d.snapshots(&r)?;
+                let found = snaps
+                    .iter()
+                    .find(|s| s.name == sn && s.namespace == SnapshotNamespace::User);
+                if found.is_none() {
+                    d.create_snapshot(&r, &sn)?;
+                }
+                if !found.is_some_and(|s| s.protected) {
+                    d.protect_snapshot(&r, &sn)?;
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        // a clone already under the copy name: ours when its id is the recorded one, or
+        // (killed before the id was saved) when it hangs from our replica's snapshot
+        let (d, t, r, sn) = (
+            self.dst.clone(),
+            target.clone(),
+            replica.clone(),
+            snap.to_string(),
+        );
+        let existing = on_ceph(
+            "clone_replica",
+            self.dst.name().to_string(),
+            target.to_string(),
+            move || {
+                if !d.image_exists(&t)? {
+                    return Ok(None);
+                }
+                let id = d.stat(&t)?.id;
+                let ours_by_parent = d.parent(&t)?.is_some_and(|(p, s)| p == r && s == sn);
+                Ok(Some((id, ours_by_parent)))
+            },
+        )
+        .await?;
+        if let Some((id, ours_by_parent)) = existing {
+            let ours = state.copy_id.as_deref() == Some(id.as_str())
+                || (state.copy_id.is_none() && state.copy_started && ours_by_parent);
+            if !ours {
+                return Err(not_our_copy(
+                    self.dst.name(),
+                    &target,
+                    &id,
+                    &state.plan.id,
+                    state,
+                ));
+            }
+            if state.copy_id.is_none() {
+                state.copy_id = Some(id);
+                self.save(state, file)?;
+            }
+            return Ok(true);
+        }
+        state.copy_started = true;
+        self.save(state, file)?;
+        let (d, t, r, sn) = (
+            self.dst.clone(),
+            target.clone(),
+            replica.clone(),
+            snap.to_string(),
+        );
+        let id = on_ceph(
+            "clone_replica",
+            self.dst.name().to_string(),
+            target.to_string(),
+            move || d.clone_image(&r, &sn, &t, features),
+        )
+        .await?;
+        state.copy_id = Some(id);
+        self.save(state, file)?;
+        Ok(false)
+    }
+
+    /// Compare the demoted source (read-only while demoted) with the replica's handover
+    /// snapshot, both read at once, each by sha256.
+    pub(super) async fn verify_handover(
+        &self,
+        m: &VolumeMigration,
+        state: &mut RunState,
+        file: &StateFile,
+        snap: &str,
+    ) -> Result<()> {
+        if state.verified() {
+            return Ok(());
+        }
+        let (s, image) = (self.src.clone(), m.image.clone());
+        let source = on_ceph(
+            "verify",
+            self.src.name().to_string(),
+            m.image.to_string(),
+            move || s.digest(&image, &mut |_, _| true),
+        );
+        let (d, replica, sn) = (self.dst.clone(), m.replica(), snap.to_string());
+        let replica_digest = on_ceph(
+            "verify",
+            self.dst.name().to_string(),
+            format!("{}@{snap}", m.replica()),
+            move || d.digest_snapshot(&replica, &sn, &mut |_, _| true),
+        );
+        let (a, b) = tokio::try_join!(source, replica_digest)?;
+        if a != b {
+            return Err(Error::VerifyMismatch {
+                source_image: format!("{}:{}", self.src.name(), m.image),
+                copy: format!("{}:{}@{snap}", self.dst.name(), m.replica()),
+                source_digest: a,
+                copy_digest: b,
+            });
+        }
+        state.source_digest = Some(a.clone());
+        state.copy_digest = Some(b);
+        self.save(state, file)?;
+        self.events.emit(Event::Progress(ProgressInfo::done(
+            "verify",
+            format!("the replica's handover snapshot equals the demoted source, sha256 {a}"),
+        )));
+        Ok(())
+    }
+
+    /// The destination image as it is named now: Cinder renamed it on adoption.
+    pub(super) fn current_copy(&self, m: &VolumeMigration, state: &RunState) -> ImageSpec {
+        match &state.adopted {
+            Some(v) => ImageSpec {
+                pool: m.into.clone(),
+                image: v.rbd_image.clone(),
+            },
+            None => m.copy_target(),
+        }
+    }
+
+    /// Flatten the clone so it no longer needs the replica. Returns whether it had no
+    /// parent already.
+    pub(super) async fn flatten_copy(&self, m: &VolumeMigration, state: &RunState) -> Result<bool> {
+        let target = self.current_copy(m, state);
+        let (d, t) = (self.dst.clone(), target.clone());
+        let events = self.events.clone();
+        on_ceph(
+            "flatten_copy",
+            self.dst.name().to_string(),
+            target.to_string(),
+            move || {
+                if d.parent(&t)?.is_none() {
+                    return Ok(true);
+                }
+                let mut last = Instant::now();
+                d.flatten(&t, &mut |done, total| {
+                    if last.elapsed() >= Duration::from_secs(1) {
+                        last = Instant::now();
+                        let percent = if total == 0 {
+                            100.0
+                        } else {
+                            done as f64 * 100.0 / total as f64
+                        };
+                        events.emit(Event::Progress(ProgressInfo {
+                            percent: Some(percent),
+                            ..ProgressInfo::waiting("flatten_copy", "flattening the clone")
+                        }));
+                    }
+                    true
+                })?;
+                Ok(false)
+            },
+        )
+        .await
+    }
+
+    /// Put the source back once the handover is verified: mirroring off (forced: it is
+    /// not primary, and nothing else would give it back), which makes it writable again,
+    /// and no mirror snapshot of this migration left on it. Returns whether it was done.
+    pub(super) async fn release_source(
+        &self,
+        m: &VolumeMigration,
+        state: &RunState,
+    ) -> Result<bool> {
+        if !state.verified() {
+            return Err(Error::NotVerified {
+                step: "release_source".into(),
+                kept: format!("{}:{} stays demoted, unchanged", self.src.name(), m.image),
+            });
+        }
+        let (s, image) = (self.src.clone(), m.image.clone());
+        let before = state.plan.facts.mirror_snapshots_before.clone();
+        on_ceph(
+            "release_source",
+            self.src.name().to_string(),
+            m.image.to_string(),
+            move || {
+                let mi = s.mirror_image(&image)?;
+                let already = mi.state == MirrorImageState::Disabled;
+                if !already {
+                    s.disable_mirroring(&image, !mi.primary)?;
+                }
+                for sn in s.snapshots(&image)? {
+                    if matches!(sn.namespace, SnapshotNamespace::Mirror { .. })
+                        && !before.contains(&sn.id)
+                    {
+                        s.remove_snapshot_by_id(&image, sn.id)?;
+                    }
+                }
+                Ok(already)
+            },
+        )
+        .await
+    }
+
+    /// Remove the replica once the clone no longer needs it: its mirroring, the handover
+    /// snapshot, the image (only the one with the id recorded at its promotion).
+    pub(super) async fn remove_replica(
+        &self,
+        m: &VolumeMigration,
+        state: &RunState,
+        snap: &str,
+    ) -> Result<bool> {
+        let copy = self.current_copy(m, state);
+        let replica = m.replica();
+        let Some(replica_id) = state.replica_id.clone() else {
+            return Err(Error::State {
+                path: PathBuf::from(&state.plan.id),
+                reason: "the replica's image id, recorded at its promotion, is missing: remove the replica yourself once the copy is flattened".into(),
+            });
+        };
+        let (d, r, c, sn) = (
+            self.dst.clone(),
+            replica.clone(),
+            copy.clone(),
+            snap.to_string(),
+        );
+        on_ceph(
+            "remove_replica",
+            self.dst.name().to_string(),
+            replica.to_string(),
+            move || {
+                if d.image_exists(&c)? && d.parent(&c)?.is_some() {
+                    return Err(OpsError::new(
+                        ErrorKind::Busy,
+                        "remove_replica",
+                        format!("{c} still hangs from {r}@{sn}: flatten it first"),
+                    ));
+                }
+                if !d.image_exists(&r)? {
+                    return Ok(true);
+                }
+                if d.stat(&r)?.id != replica_id {
+                    // not the replica this migration promoted: never removed
+                    return Ok(true);
+                }
+                let mi = d.mirror_image(&r)?;
+                if mi.state != MirrorImageState::Disabled {
+                    d.disable_mirroring(&r, !mi.primary)?;
+                }
+                if let Some(s) = d.snapshots(&r)?.into_iter().find(|s| s.name == sn) {
+                    if s.protected {
+                        d.unprotect_snapshot(&r, &sn)?;
+                    }
+                    d.remove_snapshot(&r, &sn)?;
+                }
+                d.remove_image_with_id(&r, &replica_id)?;
+                Ok(false)
+            },
+        )
+        .await
+    }
+
+    /// Undo a cutover that failed before the handover: remove the clone this run made (not
+    /// handed to a cloud), demote the replica again if it was promoted, promote the source
+    /// again. Leaves the run at the step before the demotion, so a re-run tries again.
+    pub(super) async fn roll_back_cutover(
+        &self,
+        state: &mut RunState,
+        file: &StateFile,
+        restart_at: usize,
+    ) -> Result<()> {
+        let m = state.plan.migration.clone();
+        if let Some(id) = state.copy_id.clone() {
+            if !state.handed_to_cloud() {
+                remove_own_image(
+                    "roll_back_cutover",
+                    &self.dst,
+                    &m.copy_target(),
+                    &id,
+                    self.events.as_ref(),
+                )
+                .await?;
+                state.copy_id = None;
+                state.copy_started = false;
+            }
+        }
+        let (d, s, replica, image) = (
+            self.dst.clone(),
+            self.src.clone(),
+            m.replica(),
+            m.image.clone(),
+        );
+        let snap = handover_snapshot().to_string();
+        let handed = state.handed_to_cloud();
+        on_ceph(
+            "roll_back_cutover",
+            self.src.name().to_string(),
+            m.image.to_string(),
+            move || {
+                if d.image_exists(&replica)? {
+                    if !handed {
+                        if let Some(sn) = d.snapshots(&replica)?.into_iter().find(|x| x.name == snap)
+                        {
+                            if sn.protected {
+                                d.unprotect_snapshot(&replica, &snap)?;
+                            }
+                            d.remove_snapshot(&replica, &snap)?;
+                        }
+                    }
+                    if d.mirror_image(&replica)?.primary {
+                        d.demote(&replica)?;
+                    }
+                }
+                if !s.mirror_image(&image)?.primary {
+                    if let Err(e) = s.promote(&image, false) {
+                        tracing::warn!("promote of the source without force failed ({e}); forcing");
+                        s.promote(&image, true)?;
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        state.next_step = restart_at;
+        self.save(state, file)?;
+        Ok(())
+    }
+}
+
+/// Whether a refused promote means "not yet": the replica has not replayed up to the
+/// demotion (librbd says busy, or that the image is still primary elsewhere).
+fn is_not_yet(e: &OpsError) -> bool {
+    matches!(e.kind, ErrorKind::Busy)
+}
