@@ -8,7 +8,7 @@ use librbd::PeerDirection;
 use rbd_mirror_core::cloud::{AdoptTarget, SourceVolume};
 use rbd_mirror_core::exec::BootableMigration;
 use rbd_mirror_core::features::MirrorImageMode;
-use rbd_mirror_core::plan::{Adoption, Registration, VolumeMigration};
+use rbd_mirror_core::plan::{Adoption, Handover, Live, Registration, VolumeMigration};
 use rbd_mirror_core::spec::{ClusterSpec, ImageSpec, PoolSpec};
 
 /// Move Ceph RBD volumes and images from one OpenStack+Ceph cloud to another through
@@ -75,6 +75,10 @@ pub enum Command {
     Bundle(Box<crate::bundle::BundleCommand>),
     /// Continue a recorded migration where it stopped (the same as re-running its command).
     Resume(crate::ops_args::ResumeArgs),
+    /// Start the cutover of a live migration now (it otherwise starts once the source has had
+    /// no user but rbd-mirror for --idle-for). Refused while the source is in use, naming the
+    /// users, unless --force.
+    Cutover(crate::ops_args::CutoverArgs),
     /// Undo a migration that will not be finished: remove the copy it made, disable the
     /// mirroring it enabled, restore the source's features. Never touches the source's data.
     Abort(crate::ops_args::AbortArgs),
@@ -457,9 +461,23 @@ pub struct VolumeArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Accept an image in use (watchers); writes after the copy are not in the copy.
+    /// Migrate while the image is in use: rbd-mirror replicates while the instance runs;
+    /// the cutover (seconds, whatever the size) starts once the source has had no user but
+    /// rbd-mirror for --idle-for (shut the instance off or detach the volume), or when
+    /// `rbd-relay cutover ID` is run. With --handover copy: accept an image in use, and
+    /// writes after the copy are not in it.
     #[arg(long)]
     pub live: bool,
+    /// With --live: seconds the source must have had no user before the cutover starts.
+    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+    pub idle_for: f64,
+    /// How the destination image is made. clone: demote the source, promote the replica and
+    /// clone it (no second full copy: usable about a second after the demotion; verified,
+    /// flattened and the source put back after that). copy: copy the replica and verify
+    /// before anything is handed over (the source is never demoted). Images mirrored before
+    /// the migration are always copied.
+    #[arg(long, value_enum, default_value_t = HandoverArg::Clone)]
+    pub handover: HandoverArg,
     /// Also disable object-map, fast-diff and deep-flatten like the old runbook
     /// (deep-flatten can never be enabled again).
     #[arg(long)]
@@ -517,6 +535,18 @@ impl VolumeArgs {
         }
         m.mode = self.mode.parse::<MirrorImageMode>()?;
         m.allow_live = self.live;
+        m.handover = self.handover.into();
+        if self.live && m.handover == Handover::Clone {
+            if !(self.idle_for.is_finite() && (0.0..=3600.0).contains(&self.idle_for)) {
+                anyhow::bail!(
+                    "--idle-for {}: give the seconds without users that start the cutover, 0 to 3600",
+                    self.idle_for
+                );
+            }
+            m.live = Some(Live {
+                idle_for_ms: (self.idle_for * 1000.0).round() as u64,
+            });
+        }
         m.disable_map_features = self.disable_object_map;
         m.enable_pool_mirroring = self.enable_pool_mirroring;
         m.allow_overcommit = self.allow_overcommit;
@@ -527,6 +557,24 @@ impl VolumeArgs {
             );
         }
         Ok(m)
+    }
+}
+
+/// `--handover`: how the destination image is made from the replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HandoverArg {
+    /// Demote the source, promote the replica, clone it (no second full copy).
+    Clone,
+    /// Copy the replica (a second full copy; the source is never demoted).
+    Copy,
+}
+
+impl From<HandoverArg> for Handover {
+    fn from(a: HandoverArg) -> Self {
+        match a {
+            HandoverArg::Clone => Handover::Clone,
+            HandoverArg::Copy => Handover::Copy,
+        }
     }
 }
 

@@ -140,7 +140,17 @@ pub async fn run(
                 }
                 None => None,
             };
-            let m = v.to_migration(image, source.as_ref())?;
+            let mut m = v.to_migration(image, source.as_ref())?;
+            // the scripts copy and hand the verified digest on; a handover by clone (demote,
+            // promote) is not rendered as scripts yet
+            if v.handover == crate::args::HandoverArg::Clone
+                && std::env::args().any(|a| a.starts_with("--handover"))
+            {
+                return Err(crate::exit::usage(anyhow::anyhow!(
+                    "a bundle's scripts copy the replica; --handover clone (demote, promote, clone) runs only with rbd-relay migrate: drop --handover"
+                )));
+            }
+            m.handover = rbd_mirror_core::plan::Handover::Copy;
             let p = plan_for_bundle(m, args.out.source_only, state_dir, reporter).await?;
             let bundle = render(&p, &command_line())?;
             write(&args.out, &bundle)?;

@@ -295,6 +295,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bundle(cmd) => bundle::run(*cmd, cli.output, &state_dir, reporter).await,
         Command::Resume(args) => operations::resume(args, &state_dir, reporter).await,
         Command::Abort(args) => operations::abort_cmd(args, &state_dir, reporter).await,
+        Command::Cutover(args) => operations::cutover_cmd(args, &state_dir).await,
         Command::Cleanup(args) => operations::cleanup_cmd(args, &state_dir, reporter).await,
         Command::Completions(args) => {
             // generated into memory first: clap_complete panics on a write error

@@ -21,7 +21,7 @@ use rbd_mirror_core::state;
 
 use crate::args::VolumeArgs;
 use crate::exit::{self, usage};
-use crate::ops_args::{AbortArgs, CleanupArgs, ResumeArgs};
+use crate::ops_args::{AbortArgs, CleanupArgs, CutoverArgs, ResumeArgs};
 use crate::report::{Reporter, Tag, TaggedSink};
 use rbd_mirror_openstack::OpenStackCloud;
 
@@ -88,6 +88,32 @@ pub async fn abort_cmd(
     let r = abort(state_dir, &args.id, src, dst, opts, reporter.clone()).await;
     reporter.finish();
     reporter.aborted(&r?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cutover ID [--force]`: ask the running live migration to cut over now.
+pub async fn cutover_cmd(args: CutoverArgs, state_dir: &Path) -> Result<ExitCode> {
+    let run = state::recorded(state_dir, &args.id)?;
+    let m = &run.plan.migration;
+    let (src, dst) = clusters(m).await?;
+    let r = rbd_mirror_core::exec::request_cutover(state_dir, &args.id, src, dst, args.force)
+        .await?;
+    if r.users.is_empty() {
+        outln!(
+            "cutover of {} requested; the running migration starts it within a second",
+            args.id
+        );
+    } else {
+        outln!(
+            "cutover of {} requested with --force; these users lose write access at the demotion: {}",
+            args.id,
+            r.users
+                .iter()
+                .map(|u| u.describe())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

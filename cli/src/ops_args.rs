@@ -33,6 +33,16 @@ pub struct AbortArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CutoverArgs {
+    /// Migration id, as `rbd-relay list` shows it (a live migration waiting for its cutover).
+    pub id: String,
+    /// Cut over even though the source still has users: their writes fail from the
+    /// demotion on (they are named first).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct CleanupArgs {
     /// Migration id, as `rbd-relay list` shows it.
     pub id: String,
