@@ -475,9 +475,9 @@ pub struct VolumeArgs {
     /// clone it (no second full copy: usable about a second after the demotion; verified,
     /// flattened and the source put back after that). copy: copy the replica and verify
     /// before anything is handed over (the source is never demoted). Images mirrored before
-    /// the migration are always copied.
-    #[arg(long, value_enum, default_value_t = HandoverArg::Clone)]
-    pub handover: HandoverArg,
+    /// the migration are always copied. Default: clone.
+    #[arg(long, value_enum)]
+    pub handover: Option<HandoverArg>,
     /// Also disable object-map, fast-diff and deep-flatten like the old runbook
     /// (deep-flatten can never be enabled again).
     #[arg(long)]
@@ -535,7 +535,7 @@ impl VolumeArgs {
         }
         m.mode = self.mode.parse::<MirrorImageMode>()?;
         m.allow_live = self.live;
-        m.handover = self.handover.into();
+        m.handover = self.handover.unwrap_or(HandoverArg::Clone).into();
         if self.live && m.handover == Handover::Clone {
             if !(self.idle_for.is_finite() && (0.0..=3600.0).contains(&self.idle_for)) {
                 anyhow::bail!(

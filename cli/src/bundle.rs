@@ -143,9 +143,7 @@ pub async fn run(
             let mut m = v.to_migration(image, source.as_ref())?;
             // the scripts copy and hand the verified digest on; a handover by clone (demote,
             // promote) is not rendered as scripts yet
-            if v.handover == crate::args::HandoverArg::Clone
-                && std::env::args().any(|a| a.starts_with("--handover"))
-            {
+            if v.handover == Some(crate::args::HandoverArg::Clone) {
                 return Err(crate::exit::usage(anyhow::anyhow!(
                     "a bundle's scripts copy the replica; --handover clone (demote, promote, clone) runs only with rbd-relay migrate: drop --handover"
                 )));
