@@ -122,6 +122,48 @@ pub fn exact_completion(
     }
 }
 
+/// Journal mode, live: the replica is in sync once rbd-mirror's initial image sync is done
+/// (the primary keeps moving, so its position is never caught for good; the cutover's
+/// promote waits for the rest of the replay).
+pub fn initial_sync_completion(
+    src: &dyn CephOps,
+    dst: &dyn CephOps,
+    image: &ImageSpec,
+    replica: &ImageSpec,
+) -> Result<Completion, OpsError> {
+    if !dst.image_exists(replica)? {
+        return Ok(Completion::Pending {
+            reason: "rbd-mirror has not created the replica yet".into(),
+            percent: None,
+        });
+    }
+    let positions = src.journal_positions(image)?;
+    match journal_initial_sync_done(&positions) {
+        Completion::Complete => {
+            let id = dst.stat(replica)?.id;
+            Ok(journal_replica_matches(&positions, &id))
+        }
+        pending => Ok(pending),
+    }
+}
+
+/// Journal mode: every registered peer has finished its initial image sync.
+pub fn journal_initial_sync_done(p: &JournalPositions) -> Completion {
+    if p.peers.is_empty() {
+        return Completion::Pending {
+            reason: "no rbd-mirror peer has registered with the source journal yet".into(),
+            percent: None,
+        };
+    }
+    match p.peers.iter().find(|c| c.syncing != Some(false)) {
+        Some(peer) => Completion::Pending {
+            reason: format!("peer {} is still in its initial image sync", peer.id),
+            percent: None,
+        },
+        None => Completion::Complete,
+    }
+}
+
 /// Snapshot mode completion: compare the source's and the replica's mirror snapshots.
 /// `objects` is the number of objects of the image, for percent.
 pub fn snapshot_completion(
@@ -368,6 +410,10 @@ pub struct WaitOptions {
     /// What to do while no daemon responds.
     #[serde(default)]
     pub on_daemon_down: OnDaemonDown,
+    /// Journal mode: done once rbd-mirror's initial sync is (a live migration, whose source
+    /// keeps changing until its cutover), not when the replica caught the primary.
+    #[serde(default)]
+    pub initial_sync_only: bool,
 }
 
 impl Default for WaitOptions {
@@ -379,6 +425,7 @@ impl Default for WaitOptions {
             health_every: Duration::from_secs(2),
             daemon_silent_after: default_silent_after(),
             on_daemon_down: OnDaemonDown::Fail,
+            initial_sync_only: false,
         }
     }
 }
@@ -427,8 +474,13 @@ pub async fn wait_for_replica(
         // exact signal
         let completion = {
             let (s, d, i, r) = (src.clone(), dst.clone(), image.clone(), replica.clone());
+            let initial_only = opts.initial_sync_only;
             blocking(image, move || {
-                exact_completion(s.as_ref(), d.as_ref(), &i, &r, mode, objects)
+                if initial_only && mode == MirrorImageMode::Journal {
+                    initial_sync_completion(s.as_ref(), d.as_ref(), &i, &r)
+                } else {
+                    exact_completion(s.as_ref(), d.as_ref(), &i, &r, mode, objects)
+                }
             })
             .await?
         };

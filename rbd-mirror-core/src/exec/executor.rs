@@ -241,6 +241,8 @@ impl Executor {
                         self.start_trailing_copy(&m, state, file).await?;
                     }
                 }
+                let mut wait_opts = self.opts.wait.clone();
+                wait_opts.initial_sync_only = m.live.is_some();
                 let waited = wait::wait_for_replica(
                     src,
                     dst,
@@ -248,7 +250,7 @@ impl Executor {
                     &m.replica(),
                     m.mode,
                     state.plan.facts.objects(),
-                    &self.opts.wait,
+                    &wait_opts,
                     self.events.as_ref(),
                 )
                 .await;
