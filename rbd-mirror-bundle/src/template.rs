@@ -16,6 +16,17 @@ pub(crate) const TENANT: &str = include_str!("../sh/3-tenant.sh");
 /// The body of `4-source-ceph-admin-cleanup.sh`.
 pub(crate) const CLEANUP: &str = include_str!("../sh/4-cleanup.sh");
 
+/// Every file of `sh/` with its name (for the tests that shellcheck and run them).
+#[cfg(test)]
+pub(crate) const FILES: [(&str, &str); 6] = [
+    ("common.sh", COMMON),
+    ("ceph.sh", CEPH),
+    ("1-source.sh", SOURCE),
+    ("2-destination.sh", DESTINATION),
+    ("3-tenant.sh", TENANT),
+    ("4-cleanup.sh", CLEANUP),
+];
+
 /// The marker that starts a section: `#@ NAME` on a line of its own.
 const MARKER: &[u8] = b"#@ ";
 
@@ -105,3 +116,38 @@ mod tests {
     }
 }
 
+/// Shellcheck of the files as they are, beside the check of whole rendered scripts in the
+/// CLI's real tests: a finding points at the file and line to fix.
+#[cfg(test)]
+mod shellcheck {
+    use super::FILES;
+
+    #[test]
+    fn every_file_in_sh_is_included_and_shellcheck_clean() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sh");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        on_disk.sort();
+        let mut included: Vec<String> = FILES.iter().map(|(n, _)| n.to_string()).collect();
+        included.sort();
+        assert_eq!(
+            on_disk, included,
+            "every file in sh/ is one the renderer includes"
+        );
+        for name in &on_disk {
+            let out = std::process::Command::new("shellcheck")
+                .args(["-s", "sh", "-f", "gcc"])
+                .arg(dir.join(name))
+                .output()
+                .expect("shellcheck must be installed (apt-get install shellcheck); this test never skips it");
+            assert!(
+                out.status.success(),
+                "shellcheck sh/{name}:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
