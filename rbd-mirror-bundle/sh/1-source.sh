@@ -69,76 +69,41 @@ fi
 
 #@ handoff_journal
 
-# --- handoff: wait until the rbd-mirror peer has registered in the source journal and its
-# commit position equals the master's (the exact journal-mode signal readable on the source;
-# `rbd mirror image status` lags 10-22 s and is shown for progress only)
-# peer_sync_states: from `rbd journal status --format json` on stdin, one line per mirror
-# peer client: "ID replaying", "ID syncing", "ID disconnected" or "ID unknown". The peer's
-# state is in its client data (a hex dump): ENCODE_START header (6 bytes), meta type (u32,
-# 1 = mirror peer), image id (u32 length + bytes), state (u32, 1 = replaying), sync object
-# count (u64), number of sync points (u32); the initial sync is over when the state is
-# replaying with no sync point left.
-peer_sync_states() {
-    awk '
-    function byte(k) { return (index("0123456789abcdef", substr(hex, 2 * k + 1, 1)) - 1) * 16 + index("0123456789abcdef", substr(hex, 2 * k + 2, 1)) - 1 }
-    function u32(k) { return byte(k) + 256 * (byte(k + 1) + 256 * (byte(k + 2) + 256 * byte(k + 3))) }
-    {
-        n = split($0, parts, /\{"id":"/)
-        for (i = 2; i <= n; i++) {
-            p = parts[i]
-            id = p
-            sub(/".*/, "", id)
-            if (id == "") continue
-            if (index(p, "\"state\":\"connected\"") == 0) { print id, "disconnected"; continue }
-            s = index(p, "\"data\":\"")
-            e = index(p, "\",\"commit_position\"")
-            if (s == 0 || e == 0) { print id, "unknown"; continue }
-            d = substr(p, s + 8, e - s - 8)
-            nl = split(d, lines, /\\n/)
-            hex = ""
-            for (j = 1; j <= nl; j++) {
-                if (length(lines[j]) <= 10) continue
-                h = substr(lines[j], 11, 48)
-                gsub(/[^0-9a-f]/, "", h)
-                hex = hex h
-            }
-            if (length(hex) < 28 || u32(6) != 1) { print id, "unknown"; continue }
-            off = 14 + u32(10)
-            if (length(hex) < 2 * (off + 16)) { print id, "unknown"; continue }
-            print id, ((u32(off) == 1 && u32(off + 12) == 0) ? "replaying" : "syncing")
-        }
-    }'
-}
+# --- handoff: wait until the rbd-mirror peer has registered in the source journal, finished
+# its initial sync and its commit position equals the master's (the exact journal-mode signal
+# readable on the source, decided by journal_completion; `rbd mirror image status` lags
+# 10-22 s and is shown for progress only)
 PEER_STATE_UNKNOWN=no
 journal_caught_up() {
-    _js=$(src_image journal status 2>&1) || {
+    _js=$(src_image journal status --format json 2>/dev/null) || {
+        _js=$(src_image journal status --format json 2>&1 >/dev/null)
         PROGRESS="cannot read the journal: $_js"
         return 1
     }
-    _master=$(printf '%s\n' "$_js" | sed -n 's/^[[:space:]]*\[id=, commit_position=\(.*\), state=.*$/\1/p')
-    _peers=$(printf '%s\n' "$_js" | sed -n 's/^[[:space:]]*\[id=[^,][^,]*, commit_position=\(.*\), state=.*$/\1/p')
     _status=$(src_image mirror image status 2>/dev/null | sed -n -e 's/^[[:space:]]*state: *//p' -e 's/^[[:space:]]*description: *//p' | tr '\n' ' ')
-    if [ -z "$_peers" ]; then
-        PROGRESS="no rbd-mirror peer has registered in the journal yet${_status:+; $_status}"
-        return 1
-    fi
-    _meta=$(src_image journal status --format json 2>/dev/null | peer_sync_states)
-    if printf '%s\n' "$_meta" | grep -q ' syncing$'; then
-        PROGRESS="the peer is still in its initial image sync${_status:+; $_status}"
-        return 1
-    fi
-    if printf '%s\n' "$_meta" | grep -q ' disconnected$'; then
-        PROGRESS="the peer's journal client is disconnected (is rbd-mirror running on the destination?)${_status:+; $_status}"
-        return 1
-    fi
-    if printf '%s\n' "$_peers" | grep -qvxF "$_master"; then
-        PROGRESS="the peer has not replayed up to the master position yet${_status:+; $_status}"
-        return 1
-    fi
-    if [ -z "$_meta" ] || printf '%s\n' "$_meta" | grep -q ' unknown$'; then
+    _decision=$(printf '%s\n' "$_js" | journal_completion)
+    case $_decision in
+    complete)
+        return 0
+        ;;
+    'complete unknown-state')
         PEER_STATE_UNKNOWN=yes
-    fi
-    return 0
+        return 0
+        ;;
+    'pending no-peer')
+        PROGRESS="no rbd-mirror peer has registered in the journal yet${_status:+; $_status}"
+        ;;
+    'pending syncing '*)
+        PROGRESS="the peer is still in its initial image sync${_status:+; $_status}"
+        ;;
+    'pending disconnected '*)
+        PROGRESS="the peer's journal client is disconnected (is rbd-mirror running on the destination?)${_status:+; $_status}"
+        ;;
+    *)
+        PROGRESS="the peer has not replayed up to the master position yet${_status:+; $_status}"
+        ;;
+    esac
+    return 1
 }
 wait_until "the replica to catch up with $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE" journal_caught_up
 if [ "$PEER_STATE_UNKNOWN" = yes ]; then
@@ -155,22 +120,18 @@ HANDOFF="$DIGEST"
 
 # --- handoff: the newest complete primary mirror snapshot (the destination admin waits for
 # its complete non-primary copy on the replica) and the digest
-newest_primary_snapshot() {
+primary_snapshot_ready() {
     _snaps=$(src_image snap ls --all --format json 2>&1) || {
         PROGRESS="cannot list snapshots: $_snaps"
         return 1
     }
-    SNAP_ID=$(mirror_snapshot_ids "$_snaps" primary | sort -n | tail -n 1)
+    SNAP_ID=$(newest_primary_mirror_snapshot "$_snaps")
     [ -n "$SNAP_ID" ] || {
-        PROGRESS="no primary mirror snapshot yet"
-        return 1
-    }
-    printf '%s\n' "$_snaps" | awk -v id="$SNAP_ID" '{ n = split($0, p, /\{"id":/); for (i = 2; i <= n; i++) if (index(p[i], id ",") == 1 && index(p[i], "\"complete\":true") > 0) found = 1 } END { exit !found }' || {
-        PROGRESS="mirror snapshot $SNAP_ID is not complete yet"
+        PROGRESS="no complete primary mirror snapshot yet"
         return 1
     }
 }
-wait_until "a complete primary mirror snapshot of $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE" newest_primary_snapshot
+wait_until "a complete primary mirror snapshot of $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE" primary_snapshot_ready
 say "newest primary mirror snapshot: id $SNAP_ID"
 say "computing the sha256 of $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE (reads the whole image)"
 DIGEST=$(sha256_of src_image export --no-progress -)

@@ -84,7 +84,7 @@ else
         PROGRESS=$(replica mirror image status 2>/dev/null | sed -n -e 's/^[[:space:]]*state: *//p' -e 's/^[[:space:]]*description: *//p' | tr '\n' ' ')
         if [ "$MODE" = snapshot ]; then
             _snaps=$(replica snap ls --all --format json 2>/dev/null) || return 1
-            [ -n "$(mirror_snapshot_ids "$_snaps" non-primary "$SNAP_ID")" ] || {
+            replica_snapshot_complete "$_snaps" "$SNAP_ID" || {
                 PROGRESS="mirror snapshot $SNAP_ID not complete on the replica yet; $PROGRESS"
                 return 1
             }

@@ -41,7 +41,7 @@ else
     say "mirroring already disabled"
 fi
 SNAPS=$(src_image snap ls --all --format json)
-for _id in $(mirror_snapshot_ids "$SNAPS" ''); do
+for _id in $(mirror_snapshots "$SNAPS" | cut -d ' ' -f 1); do
     if ! has_word "$MIRROR_SNAPSHOTS_BEFORE" "$_id"; then
         say "remove leftover mirror snapshot $_id"
         src_image snap rm --snap-id "$_id"

@@ -27,20 +27,23 @@ converge_features() {
         fi
     done
 }
-# mirror_snapshot_ids JSON STATE: ids of the mirror snapshots in STATE (primary|non-primary)
-# of an `rbd snap ls --all --format json` output, one per line; with a third argument ID,
-# only the complete non-primary snapshots of primary snapshot ID
-mirror_snapshot_ids() {
-    printf '%s\n' "$1" | awk -v state="$2" -v psid="${3:-}" '{
+# mirror_snapshots JSON: the mirror snapshots of an `rbd snap ls --all --format json` output,
+# one per line: ID STATE COMPLETE PRIMARY_SNAP_ID (STATE primary, non-primary,
+# primary-demoted...; COMPLETE true or false; PRIMARY_SNAP_ID - when the snapshot names none)
+mirror_snapshots() {
+    printf '%s\n' "$1" | awk '{
         n = split($0, parts, /\{"id":/)
         for (i = 2; i <= n; i++) {
             p = parts[i]
             if (index(p, "\"type\":\"mirror\"") == 0) continue
-            if (state != "" && index(p, "\"state\":\"" state "\"") == 0) continue
-            if (psid != "" && (index(p, "\"complete\":true") == 0 || p !~ ("\"primary_snap_id\":" psid "[,}]"))) continue
             id = p
             sub(/[^0-9].*/, "", id)
-            print id
+            state = "-"
+            if (match(p, /"state":"[^"]*"/)) state = substr(p, RSTART + 9, RLENGTH - 10)
+            complete = index(p, "\"complete\":true") > 0 ? "true" : "false"
+            psid = "-"
+            if (match(p, /"primary_snap_id":[0-9]+/)) psid = substr(p, RSTART + 18, RLENGTH - 18)
+            print id, state, complete, psid
         }
     }'
 }

@@ -208,4 +208,6 @@ pub fn render(plan: &Plan, generated_by: &str) -> Result<Bundle, BundleError> {
 }
 
 #[cfg(test)]
+mod completion_tests;
+#[cfg(test)]
 mod tests;

@@ -4,16 +4,21 @@
 
 use std::fmt::Write as _;
 
+use rbd_mirror_core::features::MirrorImageMode;
 use rbd_mirror_core::plan::Plan;
 use rbd_mirror_core::spec::{ClusterSpec, ImageSpec};
 
-use crate::template::{section, CEPH, COMMON};
+use crate::template::{section, CEPH, COMMON, COMPLETION};
 use crate::{sh_quote, BundleError, Script};
 
 const COMMON_FUNCTIONS: &str = section(COMMON, "functions");
 const CEPH_FUNCTIONS: &str = section(CEPH, "functions");
 const SOURCE_CLUSTER: &str = section(CEPH, "source_cluster");
 const DESTINATION_CLUSTER: &str = section(CEPH, "destination_cluster");
+/// The completion decisions (see `sh/completion.sh`).
+pub(crate) const JOURNAL_COMPLETION: &str = section(COMPLETION, "journal");
+pub(crate) const SNAPSHOT_SOURCE_COMPLETION: &str = section(COMPLETION, "snapshot_source");
+pub(crate) const SNAPSHOT_REPLICA_COMPLETION: &str = section(COMPLETION, "snapshot_replica");
 
 /// Renders one script of a plan's bundle.
 pub(crate) struct Renderer<'a> {
@@ -36,12 +41,21 @@ impl Renderer<'_> {
         s.push('\n');
         s.push_str(COMMON_FUNCTIONS);
         match self.script {
-            Script::Source | Script::Cleanup => {
+            Script::Source => {
+                s.push_str(CEPH_FUNCTIONS);
+                s.push_str(match self.plan.migration.mode {
+                    MirrorImageMode::Journal => JOURNAL_COMPLETION,
+                    MirrorImageMode::Snapshot => SNAPSHOT_SOURCE_COMPLETION,
+                });
+                s.push_str(SOURCE_CLUSTER);
+            }
+            Script::Cleanup => {
                 s.push_str(CEPH_FUNCTIONS);
                 s.push_str(SOURCE_CLUSTER);
             }
             Script::Destination => {
                 s.push_str(CEPH_FUNCTIONS);
+                s.push_str(SNAPSHOT_REPLICA_COMPLETION);
                 s.push_str(DESTINATION_CLUSTER);
             }
             Script::Tenant => {}

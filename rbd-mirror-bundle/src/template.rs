@@ -7,6 +7,8 @@
 pub(crate) const COMMON: &str = include_str!("../sh/common.sh");
 /// Functions of the Ceph scripts, and each side's cluster access.
 pub(crate) const CEPH: &str = include_str!("../sh/ceph.sh");
+/// The completion decisions (twins of `rbd_mirror_core::wait`'s).
+pub(crate) const COMPLETION: &str = include_str!("../sh/completion.sh");
 /// The body of `1-source-ceph-admin.sh`.
 pub(crate) const SOURCE: &str = include_str!("../sh/1-source.sh");
 /// The body of `2-destination-ceph-admin.sh`.
@@ -18,9 +20,10 @@ pub(crate) const CLEANUP: &str = include_str!("../sh/4-cleanup.sh");
 
 /// Every file of `sh/` with its name (for the tests that shellcheck and run them).
 #[cfg(test)]
-pub(crate) const FILES: [(&str, &str); 6] = [
+pub(crate) const FILES: [(&str, &str); 7] = [
     ("common.sh", COMMON),
     ("ceph.sh", CEPH),
+    ("completion.sh", COMPLETION),
     ("1-source.sh", SOURCE),
     ("2-destination.sh", DESTINATION),
     ("3-tenant.sh", TENANT),

@@ -21,7 +21,7 @@ fn migration(mode: MirrorImageMode) -> VolumeMigration {
     m
 }
 
-fn volume_plan(mode: MirrorImageMode) -> Plan {
+pub(crate) fn volume_plan(mode: MirrorImageMode) -> Plan {
     let mut m = migration(mode);
     m.adopt = Some(Adoption {
         cloud: "site-b-admin".into(),
@@ -430,35 +430,6 @@ fn the_tenant_script_requires_the_verified_copy_handoff_too() {
         .or_else(|| d.find(": verify ("))
         .unwrap();
     assert!(d.find("VERIFY_TOKEN=$(verification_token").unwrap() > verify);
-}
-
-/// `rbd journal status --format json` of a journal-mode image with its rbd-mirror peer
-/// registered (Ceph 16.2), as the test environment printed it.
-const JOURNAL_STATUS: &str = r#"{"minimum_set":0,"active_set":0,"registered_clients":[{"id":"","data":"00000000  02 01 0d 00 00 00 00 00  00 00 00 00 00 00 00 00  |................|\n00000010  00 00 00                                          |...|\n00000013\n","commit_position":{"object_positions":[]},"state":"connected"},{"id":"1747830b-bdf3-4c68-844e-e0018dae6d02","data":"00000000  02 01 38 00 00 00 01 00  00 00 0c 00 00 00 31 30  |..8...........10|\n00000010  31 63 37 65 37 31 33 36  34 37 01 00 00 00 02 00  |1c7e713647......|\n00000020  00 00 00 00 00 00 00 00  00 00 01 00 00 00 06 00  |................|\n00000030  00 00 00 00 00 00 06 00  00 00 00 00 00 00        |..............|\n0000003e\n","commit_position":{"object_positions":[]},"state":"connected"}]}"#;
-
-#[test]
-fn journal_peer_sync_state_is_read_from_the_client_data() {
-    let b = render(&volume_plan(MirrorImageMode::Journal), "x").unwrap();
-    let src = &b.files[0].contents;
-    let start = src.find("peer_sync_states() {").unwrap();
-    let end = start + src[start..].find("\n}\n").unwrap() + 3;
-    let f = &src[start..end];
-    let run = |json: &str| sh(&format!("{f}\npeer_sync_states"), json).1;
-    let peer = "1747830b-bdf3-4c68-844e-e0018dae6d02";
-    assert_eq!(run(JOURNAL_STATUS), format!("{peer} replaying\n"));
-    // state 0: syncing
-    let syncing = JOURNAL_STATUS.replace("34 37 01 00 00 00 02 00", "34 37 00 00 00 00 02 00");
-    assert_eq!(run(&syncing), format!("{peer} syncing\n"));
-    // a sync point left
-    let point = JOURNAL_STATUS.replace(
-        "00 00 00 00 00 00 00 00  00 00 01 00",
-        "00 00 00 00 00 00 00 00  01 00 01 00",
-    );
-    assert_eq!(run(&point), format!("{peer} syncing\n"));
-    let gone = JOURNAL_STATUS.replace(r#""state":"connected"}]"#, r#""state":"disconnected"}]"#);
-    assert_eq!(run(&gone), format!("{peer} disconnected\n"));
-    let junk = r#"{"registered_clients":[{"id":"x","data":"junk","commit_position":{},"state":"connected"}]}"#;
-    assert_eq!(run(junk), "x unknown\n");
 }
 
 #[test]
