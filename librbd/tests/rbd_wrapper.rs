@@ -966,6 +966,7 @@ fn a_flatten_whose_callback_says_stop_fails_cancelled_and_leaves_a_clone() {
 
 /// Promote of the replica right after the demote of its primary, in `mode`: every refusal
 /// before it succeeds, with the errno librbd gave.
+#[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 fn promote_after_demote_refusals(mode: MirrorImageMode) {
     let p = pair();
     let a = connect(&p.a);
@@ -1031,7 +1032,12 @@ fn promote_after_demote_refusals(mode: MirrorImageMode) {
         "{mode:?}: promote without force succeeded {:?} after the demote; refusals: {refusals:?}",
         demoted_at.elapsed()
     );
-    assert_eq!(while_primary, ErrorKind::Busy);
+    // EBUSY while the peer is primary; (seen once, the replica still in its first sync)
+    // possibly EROFS, as after the demote
+    assert!(
+        matches!(while_primary, ErrorKind::Busy | ErrorKind::ReadOnly),
+        "{while_primary:?}"
+    );
     if let Some((_, _, first)) = refusals.first() {
         assert_eq!(*first, ErrorKind::Busy, "{refusals:?}");
     }
