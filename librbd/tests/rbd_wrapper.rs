@@ -881,6 +881,7 @@ fn a_format_2_clone_reads_as_its_parent_snapshot_names_it_and_flattens_off_it() 
     assert_eq!(snaps[0].namespace, SnapNamespaceType::Trash, "{snaps:?}");
     assert_eq!(snaps[0].id, parent_spec.snap_id);
     // (an open clone keeps the parent snapshot as it was at open: look afresh)
+    drop(c);
     let c = Image::open(&io, &child.name).unwrap();
     let trashed = c.parent().unwrap().expect("still a clone");
     assert_eq!(trashed.snap_namespace, SnapNamespaceType::Trash);

@@ -76,11 +76,17 @@ impl Drop for Cleanup<'_> {
                     }
                 }
                 let _ = ops.flatten(image, &mut |_, _| true);
-                for s in ops.snapshots(image).unwrap_or_default() {
-                    let _ = ops.unprotect_snapshot(image, &s.name);
-                    let _ = ops.remove_snapshot_by_id(image, s.id);
+                // rbd-mirror may still add or drop its sync-point snapshot for a moment
+                for _ in 0..5 {
+                    for s in ops.snapshots(image).unwrap_or_default() {
+                        let _ = ops.unprotect_snapshot(image, &s.name);
+                        let _ = ops.remove_snapshot_by_id(image, s.id);
+                    }
+                    if ops.remove_image(image).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
                 }
-                let _ = ops.remove_image(image);
             }
         }
     }
