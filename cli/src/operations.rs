@@ -96,8 +96,8 @@ pub async fn cutover_cmd(args: CutoverArgs, state_dir: &Path) -> Result<ExitCode
     let run = state::recorded(state_dir, &args.id)?;
     let m = &run.plan.migration;
     let (src, dst) = clusters(m).await?;
-    let r = rbd_mirror_core::exec::request_cutover(state_dir, &args.id, src, dst, args.force)
-        .await?;
+    let r =
+        rbd_mirror_core::exec::request_cutover(state_dir, &args.id, src, dst, args.force).await?;
     if r.users.is_empty() {
         outln!(
             "cutover of {} requested; the running migration starts it within a second",

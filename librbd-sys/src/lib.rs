@@ -131,6 +131,27 @@ pub struct rbd_image_spec_t {
     pub name: *mut c_char,
 }
 
+/// An image linked to another (a clone's parent, a parent's children): `rbd_get_parent`.
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct rbd_linked_image_spec_t {
+    pub pool_id: i64,
+    pub pool_name: *mut c_char,
+    pub pool_namespace: *mut c_char,
+    pub image_id: *mut c_char,
+    pub image_name: *mut c_char,
+    pub trash: bool,
+}
+
+/// A snapshot named by id, namespace and name: `rbd_get_parent`.
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct rbd_snap_spec_t {
+    pub id: u64,
+    pub namespace_type: rbd_snap_namespace_type_t,
+    pub name: *mut c_char,
+}
+
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct rbd_snap_info_t {
@@ -244,6 +265,14 @@ extern "C" {
         size: u64,
         opts: rbd_image_options_t,
     ) -> c_int;
+    pub fn rbd_clone3(
+        p_ioctx: rados_ioctx_t,
+        p_name: *const c_char,
+        p_snapname: *const c_char,
+        c_ioctx: rados_ioctx_t,
+        c_name: *const c_char,
+        c_opts: rbd_image_options_t,
+    ) -> c_int;
     pub fn rbd_remove(io: rados_ioctx_t, name: *const c_char) -> c_int;
     pub fn rbd_trash_move(io: rados_ioctx_t, name: *const c_char, delay: u64) -> c_int;
     pub fn rbd_trash_remove(io: rados_ioctx_t, id: *const c_char, force: bool) -> c_int;
@@ -271,6 +300,18 @@ extern "C" {
     pub fn rbd_get_flags(image: rbd_image_t, flags: *mut u64) -> c_int;
     pub fn rbd_get_id(image: rbd_image_t, id: *mut c_char, id_len: size_t) -> c_int;
     pub fn rbd_get_data_pool_id(image: rbd_image_t) -> i64;
+    pub fn rbd_get_parent(
+        image: rbd_image_t,
+        parent_image: *mut rbd_linked_image_spec_t,
+        parent_snap: *mut rbd_snap_spec_t,
+    ) -> c_int;
+    pub fn rbd_linked_image_spec_cleanup(image: *mut rbd_linked_image_spec_t);
+    pub fn rbd_snap_spec_cleanup(snap: *mut rbd_snap_spec_t);
+    pub fn rbd_flatten_with_progress(
+        image: rbd_image_t,
+        cb: librbd_progress_fn_t,
+        cbdata: *mut c_void,
+    ) -> c_int;
     pub fn rbd_metadata_get(
         image: rbd_image_t,
         key: *const c_char,
@@ -570,5 +611,7 @@ mod tests {
         assert_eq!(size_of::<rbd_snap_mirror_namespace_t>(), 56);
         assert_eq!(size_of::<rbd_image_watcher_t>(), 24);
         assert_eq!(size_of::<rbd_snap_info_t>(), 24);
+        assert_eq!(size_of::<rbd_linked_image_spec_t>(), 8 + 4 * 8 + 8);
+        assert_eq!(size_of::<rbd_snap_spec_t>(), 8 + 8 + 8);
     }
 }

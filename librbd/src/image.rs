@@ -95,8 +95,32 @@ pub struct Watcher {
     pub cookie: u64,
 }
 
-/// Options of a new image (`rbd_image_options_t`): used by
-/// [`IoCtx::create_image`], [`Image::copy_to`] and [`Image::deep_copy_to`].
+/// The parent of a clone (`rbd_get_parent`): an image snapshot, possibly in another pool
+/// or namespace of the same cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentSpec {
+    /// Pool id.
+    pub pool_id: i64,
+    /// Pool name.
+    pub pool: String,
+    /// Namespace in the pool ("" for the default one).
+    pub namespace: String,
+    /// Image id of the parent.
+    pub image_id: String,
+    /// Image name of the parent.
+    pub image_name: String,
+    /// Whether the parent image is in the trash.
+    pub trash: bool,
+    /// Id of the parent snapshot.
+    pub snap_id: u64,
+    /// Name of the parent snapshot.
+    pub snap_name: String,
+    /// Namespace of the parent snapshot.
+    pub snap_namespace: SnapNamespaceType,
+}
+
+/// Options of a new image (`rbd_image_options_t`): used by [`IoCtx::create_image`],
+/// [`IoCtx::clone_image`], [`Image::copy_to`] and [`Image::deep_copy_to`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageOptions {
     /// Feature bits (`RBD_IMAGE_OPTION_FEATURES`, `RBD_FEATURE_*`); `None` = librbd default
@@ -106,6 +130,9 @@ pub struct ImageOptions {
     pub order: Option<u32>,
     /// Data pool (`RBD_IMAGE_OPTION_DATA_POOL`).
     pub data_pool: Option<String>,
+    /// Clone format (`RBD_IMAGE_OPTION_CLONE_FORMAT`, only for [`IoCtx::clone_image`]): 2
+    /// needs no protected parent snapshot; `None` = the cluster's `rbd_default_clone_format`.
+    pub clone_format: Option<u32>,
 }
 
 /// Owner of an `rbd_image_options_t`.
@@ -134,6 +161,9 @@ impl ImageOptions {
         }
         if let Some(o) = self.order {
             set_u64(sys::RBD_IMAGE_OPTION_ORDER, u64::from(o))?;
+        }
+        if let Some(f) = self.clone_format {
+            set_u64(sys::RBD_IMAGE_OPTION_CLONE_FORMAT, u64::from(f))?;
         }
         if let Some(pool) = &self.data_pool {
             let c = cstring(pool, op, ctx)?;
@@ -195,6 +225,46 @@ impl IoCtx {
         // SAFETY: valid ioctx, name and options handle.
         let ret = unsafe { sys::rbd_create4(self.raw, name_c.as_ptr(), size, raw.0) };
         check(ret, "rbd_create4", ctx)?;
+        Ok(())
+    }
+
+    /// Creates `child` in this pool as a clone of `parent_io`'s image `parent` at snapshot
+    /// `snap` (`rbd_clone3`). The clone shares the parent's data until flattened
+    /// ([`Image::flatten`]). With `clone_format: Some(2)` the snapshot need not be
+    /// protected; format 1 (or a cluster defaulting to it) needs a protected snapshot
+    /// (`InvalidArgument` otherwise). `opts.features` are the clone's features (they must
+    /// include layering); `None` takes the parent's.
+    pub fn clone_image(
+        &self,
+        parent_io: &IoCtx,
+        parent: &str,
+        snap: &str,
+        child: &str,
+        opts: &ImageOptions,
+    ) -> Result<()> {
+        let ctx = || {
+            format!(
+                "{}@{snap} -> {}",
+                parent_io.image_ctx(parent),
+                self.image_ctx(child)
+            )
+        };
+        let parent_c = cstring(parent, "rbd_clone3", ctx)?;
+        let snap_c = cstring(snap, "rbd_clone3", ctx)?;
+        let child_c = cstring(child, "rbd_clone3", ctx)?;
+        let raw = opts.to_raw("rbd_clone3", &ctx)?;
+        // SAFETY: valid ioctxs (both outlive the call), C strings and options handle.
+        let ret = unsafe {
+            sys::rbd_clone3(
+                parent_io.raw,
+                parent_c.as_ptr(),
+                snap_c.as_ptr(),
+                self.raw,
+                child_c.as_ptr(),
+                raw.0,
+            )
+        };
+        check(ret, "rbd_clone3", ctx)?;
         Ok(())
     }
 
@@ -617,6 +687,60 @@ impl Image {
                 unsafe { sys::rbd_get_name(self.raw, buf, len) }
             },
         )
+    }
+
+    /// The parent of this clone (`rbd_get_parent`), `None` when it has none (not a clone,
+    /// or flattened). For an image opened at a snapshot: the parent at that snapshot.
+    pub fn parent(&self) -> Result<Option<ParentSpec>> {
+        // SAFETY: both are plain data (integers, NULL pointers, false); all-zero is valid.
+        let mut image: sys::rbd_linked_image_spec_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut snap: sys::rbd_snap_spec_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid image and out-pointers; on success librbd fills both with strings
+        // it allocated, freed below by the matching cleanup calls.
+        let ret = unsafe { sys::rbd_get_parent(self.raw, &mut image, &mut snap) };
+        if ret == -libc::ENOENT {
+            return Ok(None);
+        }
+        check(ret, "rbd_get_parent", || self.c())?;
+        // SAFETY: librbd filled valid (or NULL) strings.
+        let parent = unsafe {
+            ParentSpec {
+                pool_id: image.pool_id,
+                pool: from_c(image.pool_name),
+                namespace: from_c(image.pool_namespace),
+                image_id: from_c(image.image_id),
+                image_name: from_c(image.image_name),
+                trash: image.trash,
+                snap_id: snap.id,
+                snap_name: from_c(snap.name),
+                snap_namespace: SnapNamespaceType::from_raw(snap.namespace_type),
+            }
+        };
+        // SAFETY: frees what rbd_get_parent allocated, once each.
+        unsafe {
+            sys::rbd_linked_image_spec_cleanup(&mut image);
+            sys::rbd_snap_spec_cleanup(&mut snap);
+        }
+        Ok(Some(parent))
+    }
+
+    /// Copies every object still shared with the parent into this clone and detaches it
+    /// (`rbd_flatten_with_progress`); afterwards [`Image::parent`] is `None`. Needs a
+    /// read-write handle; `InvalidArgument` when the image is not a clone.
+    ///
+    /// `progress(done, total)` counts objects: librbd 16.2 calls it once per object as it
+    /// issues its copy, with `done` from 0 to `total - 1`. Returning `false` (librbd sees the
+    /// callback return non-zero) cancels: librbd stops issuing objects and the call fails
+    /// with `Canceled` (as librbd 16.2 does here), leaving the image a clone; a panic
+    /// inside the closure cancels the same way and is resumed after librbd returns.
+    pub fn flatten(&self, mut progress: impl FnMut(u64, u64) -> bool + Send) -> Result<()> {
+        let ret = run_with_progress(&mut progress, |cb, data| {
+            // SAFETY: valid image; cb/data stay valid until the call returns.
+            unsafe { sys::rbd_flatten_with_progress(self.raw, cb, data) }
+        });
+        check(ret, "rbd_flatten_with_progress", || self.c())?;
+        Ok(())
     }
 
     // ---- locks and watchers ------------------------------------------------------------

@@ -20,7 +20,7 @@ mod mirror;
 pub use cluster::{Cluster, ClusterConfig, IoCtx, MirrorDaemon, MirrorDaemonHealth, MirrorHealth};
 pub use error::{ErrorKind, RbdError, Result};
 pub use image::{
-    librbd_version, Image, ImageEntry, ImageInfo, ImageOptions, PendingWrite, SnapInfo,
+    librbd_version, Image, ImageEntry, ImageInfo, ImageOptions, ParentSpec, PendingWrite, SnapInfo,
     SnapNamespaceType, Watcher,
 };
 pub use journal::{

@@ -23,7 +23,10 @@ fn clone_migration(mode: MirrorImageMode) -> VolumeMigration {
 fn assert_handed_over(w: &World) {
     let src = &w.sites[0].images["volumes/vol1"];
     assert_eq!(src.features, DEFAULT, "source features restored exactly");
-    assert_eq!(src.mirror, None, "source mirroring disabled (writable again)");
+    assert_eq!(
+        src.mirror, None,
+        "source mirroring disabled (writable again)"
+    );
     assert_eq!(src.data, data(), "source data untouched");
     assert!(
         !src.snaps
@@ -113,7 +116,9 @@ async fn cold_clone_handovers_end_clean_in_both_modes_and_a_rerun_finds_them_don
         assert_handed_over(&w.lock().unwrap());
         let digests = w.lock().unwrap().digests.clone();
         assert!(
-            digests.iter().any(|d| d == "b:volumes/vol1@rbd-relay-handover"),
+            digests
+                .iter()
+                .any(|d| d == "b:volumes/vol1@rbd-relay-handover"),
             "{mode}: the replica's snapshot was verified: {digests:?}"
         );
         let again = run(&m, a, b, dir.path()).await.unwrap();
@@ -184,7 +189,10 @@ async fn a_failed_clone_rolls_the_cutover_back_and_the_source_is_primary_again()
         replica.snaps.iter().all(|s| s.name != "rbd-relay-handover"),
         "the handover snapshot is gone"
     );
-    assert!(!ww.sites[1].images.contains_key("cinder/vol1"), "no clone left");
+    assert!(
+        !ww.sites[1].images.contains_key("cinder/vol1"),
+        "no clone left"
+    );
     let state = crate::state::recorded(dir.path(), &m.id()).unwrap();
     assert_eq!(
         state.plan.steps[state.next_step],
@@ -224,9 +232,7 @@ async fn a_live_migration_waits_while_the_source_is_in_use_and_cuts_over_once_id
         assert!(!run.is_finished());
     }
     // the instance shuts down; rbd-mirror's watch stays
-    w.lock()
-        .unwrap()
-        .sites[0]
+    w.lock().unwrap().sites[0]
         .images
         .get_mut("volumes/vol1")
         .unwrap()
@@ -239,7 +245,12 @@ async fn a_live_migration_waits_while_the_source_is_in_use_and_cuts_over_once_id
         .unwrap();
     assert!(!s.already_done);
     let mut ww = w.lock().unwrap().clone();
-    ww.sites[0].images.get_mut("volumes/vol1").unwrap().watchers.clear();
+    ww.sites[0]
+        .images
+        .get_mut("volumes/vol1")
+        .unwrap()
+        .watchers
+        .clear();
     assert_handed_over(&ww);
 }
 
@@ -255,7 +266,9 @@ async fn cutover_refuses_while_in_use_naming_the_users_and_force_goes_ahead() {
     let (a, b, w) = pair(world);
     let mut m = clone_migration(MirrorImageMode::Journal);
     m.allow_live = true;
-    m.live = Some(Live { idle_for_ms: 60_000 });
+    m.live = Some(Live {
+        idle_for_ms: 60_000,
+    });
     let task = tokio::spawn({
         let (m, a, b, d) = (m.clone(), a.clone(), b.clone(), dir.path().to_path_buf());
         async move { run(&m, a, b, &d).await }
@@ -279,15 +292,17 @@ async fn cutover_refuses_while_in_use_naming_the_users_and_force_goes_ahead() {
         "{e}"
     );
     assert!(!cutover_request_path(dir.path(), &id).exists());
-    assert_eq!(*w.lock().unwrap(), before, "a refused cutover changes nothing");
+    assert_eq!(
+        *w.lock().unwrap(),
+        before,
+        "a refused cutover changes nothing"
+    );
     let r = request_cutover(dir.path(), &id, a.clone(), b.clone(), true)
         .await
         .unwrap();
     assert!(r.force);
     // the instance is cut off (its watch ends with the demotion in real life)
-    w.lock()
-        .unwrap()
-        .sites[0]
+    w.lock().unwrap().sites[0]
         .images
         .get_mut("volumes/vol1")
         .unwrap()

@@ -32,8 +32,16 @@ pub struct Img {
     pub id: String,
     /// Image metadata (`rbd image-meta`).
     pub meta: BTreeMap<String, String>,
-    /// Parent image and snapshot of a clone.
-    pub parent: Option<(ImageSpec, String)>,
+    /// Content at each user snapshot, by snapshot id.
+    pub snap_data: BTreeMap<u64, Vec<u8>>,
+    /// A clone's parent: `POOL/IMAGE` on the same site and the snapshot name.
+    pub parent: Option<(String, String)>,
+    /// A primary demoted by [`CephOps::demote`] (mirror says non-primary): rbd-mirror still
+    /// replays its last state, and the demotion, into the peer's replica.
+    pub demoted: bool,
+    /// On a replica: it has replayed its primary's demotion (a promote without force may
+    /// go ahead).
+    pub demotion_replayed: bool,
 }
 
 /// Ids given to fake images so far.
@@ -57,7 +65,10 @@ impl Img {
             data_pool: None,
             id: new_image_id(),
             meta: BTreeMap::new(),
+            snap_data: BTreeMap::new(),
             parent: None,
+            demoted: false,
+            demotion_replayed: false,
         }
     }
 }
@@ -121,13 +132,20 @@ impl World {
         let primaries: Vec<(String, Img)> = self.sites[0]
             .images
             .iter()
-            .filter(|(_, i)| matches!(i.mirror, Some((_, true))))
+            .filter(|(_, i)| matches!(i.mirror, Some((_, true))) || i.demoted)
             .map(|(k, i)| (k.clone(), i.clone()))
             .collect();
         for (key, img) in primaries {
             let Some((mode, _)) = img.mirror else {
                 continue;
             };
+            // rbd-mirror replays into a non-primary replica only, and never bootstraps a
+            // new replica from a demoted image
+            match self.sites[1].images.get(&key) {
+                Some(r) if matches!(r.mirror, Some((_, true))) => continue,
+                None if img.demoted => continue,
+                _ => {}
+            }
             // as rbd-mirror: the replica keeps the data pool when the pool exists here
             let replica_data_pool = img
                 .data_pool
@@ -150,6 +168,9 @@ impl World {
                 continue;
             }
             replica.data = img.data.clone();
+            if img.demoted {
+                replica.demotion_replayed = true;
+            }
             if mode == MirrorImageMode::Snapshot {
                 if let Some(newest) = img
                     .snaps
@@ -227,6 +248,31 @@ impl Fake {
     }
 }
 
+/// librbd refuses changes to a non-primary (replica or demoted) image: `EROFS`.
+fn refuse_non_primary(i: &Img, op: &str, image: &ImageSpec) -> OpsResult<()> {
+    if matches!(i.mirror, Some((_, false))) {
+        return Err(OpsError::new(
+            ErrorKind::ReadOnly,
+            op,
+            format!("{image} is non-primary: Read-only file system"),
+        ));
+    }
+    Ok(())
+}
+
+/// Clones on this site whose parent is `POOL/IMAGE@snap`.
+fn clones_of(w: &World, side: usize, key: &str, snap: &str) -> usize {
+    w.sites[side]
+        .images
+        .values()
+        .filter(|i| {
+            i.parent
+                .as_ref()
+                .is_some_and(|(p, sn)| p == key && sn == snap)
+        })
+        .count()
+}
+
 fn img<'a>(w: &'a mut World, side: usize, image: &ImageSpec, op: &str) -> OpsResult<&'a mut Img> {
     w.sites[side]
         .images
@@ -295,14 +341,15 @@ impl CephOps for Fake {
         self.with("create_snapshot", |w, s| {
             w.next_snap += 1;
             let id = w.next_snap;
-            img(w, s, image, "create_snapshot")?
-                .snaps
-                .push(SnapshotInfo {
-                    id,
-                    name: name.into(),
-                    namespace: SnapshotNamespace::User,
-                    protected: false,
-                });
+            let i = img(w, s, image, "create_snapshot")?;
+            refuse_non_primary(i, "create_snapshot", image)?;
+            i.snap_data.insert(id, i.data.clone());
+            i.snaps.push(SnapshotInfo {
+                id,
+                name: name.into(),
+                namespace: SnapshotNamespace::User,
+                protected: false,
+            });
             Ok(())
         })
     }
@@ -448,15 +495,17 @@ impl CephOps for Fake {
     }
     fn disable_mirroring(&self, image: &ImageSpec, _force: bool) -> OpsResult<()> {
         self.with("disable_mirroring", |w, s| {
-            img(w, s, image, "disable_mirroring")?.mirror = None;
-            // as rbd-mirror: a non-primary replica whose primary is gone is deleted, a
-            // promoted one is left alone
+            let i = img(w, s, image, "disable_mirroring")?;
+            i.mirror = None;
+            i.demoted = false;
+            i.demotion_replayed = false;
+            i.features -= Features::NON_PRIMARY;
+            // rbd-mirror deletes the peer's non-primary replica; a promoted one stays
             let key = image.to_string();
-            if w.sites[1 - s]
-                .images
-                .get(&key)
-                .is_some_and(|i| matches!(i.mirror, Some((_, false))))
-            {
+            if matches!(
+                w.sites[1 - s].images.get(&key).and_then(|p| p.mirror),
+                Some((_, false))
+            ) {
                 w.sites[1 - s].images.remove(&key);
             }
             Ok(())
@@ -619,114 +668,6 @@ impl CephOps for Fake {
             Ok(hex::encode(Sha256::digest(&i.data)))
         })
     }
-    fn demote(&self, image: &ImageSpec) -> OpsResult<()> {
-        self.with("demote", |w, s| {
-            let i = img(w, s, image, "demote")?;
-            match &mut i.mirror {
-                Some((_, primary)) if *primary => {
-                    *primary = false;
-                    Ok(())
-                }
-                _ => Err(OpsError::new(
-                    ErrorKind::InvalidArgument,
-                    "demote",
-                    format!("{image} is not a primary mirrored image"),
-                )),
-            }
-        })
-    }
-    fn promote(&self, image: &ImageSpec, force: bool) -> OpsResult<()> {
-        self.with("promote", |w, s| {
-            let other_primary = w.sites[1 - s]
-                .images
-                .get(&image.to_string())
-                .is_some_and(|i| matches!(i.mirror, Some((_, true))));
-            if other_primary && !force {
-                return Err(OpsError::new(
-                    ErrorKind::Busy,
-                    "promote",
-                    format!("{image} is still primary on the other site"),
-                ));
-            }
-            let i = img(w, s, image, "promote")?;
-            match &mut i.mirror {
-                Some((_, primary)) => {
-                    *primary = true;
-                    Ok(())
-                }
-                None => Err(OpsError::new(
-                    ErrorKind::InvalidArgument,
-                    "promote",
-                    format!("{image} is not mirrored"),
-                )),
-            }
-        })
-    }
-    fn clone_image(
-        &self,
-        parent: &ImageSpec,
-        snap: &str,
-        child: &ImageSpec,
-        features: Features,
-    ) -> OpsResult<String> {
-        self.with("clone_image", |w, s| {
-            if w.sites[s].images.contains_key(&child.to_string()) {
-                return Err(OpsError::new(ErrorKind::Exists, "clone_image", child.to_string()));
-            }
-            let p = img(w, s, parent, "clone_image")?;
-            if !p.snaps.iter().any(|x| x.name == snap) {
-                return Err(nf("clone_image", &format!("{parent}@{snap}")));
-            }
-            let mut c = Img::new(features, p.data.clone());
-            c.parent = Some((parent.clone(), snap.to_string()));
-            let id = c.id.clone();
-            w.sites[s].images.insert(child.to_string(), c);
-            Ok(id)
-        })
-    }
-    fn flatten(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<()> {
-        self.with("flatten", |w, s| {
-            let i = img(w, s, image, "flatten")?;
-            progress(i.data.len() as u64, i.data.len() as u64);
-            i.parent = None;
-            Ok(())
-        })
-    }
-    fn parent(&self, image: &ImageSpec) -> OpsResult<Option<(ImageSpec, String)>> {
-        self.with("parent", |w, s| Ok(img(w, s, image, "parent")?.parent.clone()))
-    }
-    fn unprotect_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()> {
-        self.with("unprotect_snapshot", |w, s| {
-            for sn in &mut img(w, s, image, "unprotect")?.snaps {
-                if sn.name == name {
-                    sn.protected = false;
-                }
-            }
-            Ok(())
-        })
-    }
-    fn remove_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()> {
-        self.with("remove_snapshot", |w, s| {
-            img(w, s, image, "remove_snapshot")?
-                .snaps
-                .retain(|x| x.name != name);
-            Ok(())
-        })
-    }
-    fn digest_snapshot(
-        &self,
-        image: &ImageSpec,
-        snap: &str,
-        progress: Progress<'_>,
-    ) -> OpsResult<String> {
-        self.with("digest_snapshot", |w, s| {
-            w.digests
-                .push(format!("{}:{image}@{snap}", if s == 0 { "a" } else { "b" }));
-            let i = img(w, s, image, "digest_snapshot")?;
-            progress(i.data.len() as u64, i.data.len() as u64);
-            Ok(hex::encode(Sha256::digest(&i.data)))
-        })
-    }
     fn data_pool(&self, image: &ImageSpec) -> OpsResult<Option<String>> {
         self.with("data_pool", |w, s| {
             Ok(img(w, s, image, "data_pool")?.data_pool.clone())
@@ -743,6 +684,228 @@ impl CephOps for Fake {
                 stored: 0,
                 quota_max_bytes: None,
             }))
+        })
+    }
+    fn demote(&self, image: &ImageSpec) -> OpsResult<()> {
+        self.with("demote", |w, s| {
+            let i = img(w, s, image, "demote")?;
+            match i.mirror {
+                Some((mode, true)) => {
+                    i.mirror = Some((mode, false));
+                    i.demoted = true;
+                    Ok(())
+                }
+                _ => Err(OpsError::new(
+                    ErrorKind::InvalidArgument,
+                    "demote",
+                    format!("{image} is not a mirrored primary: Invalid argument"),
+                )),
+            }
+        })
+    }
+    fn promote(&self, image: &ImageSpec, force: bool) -> OpsResult<()> {
+        self.with("promote", |w, s| {
+            let key = image.to_string();
+            let peer = w.sites[1 - s].images.get(&key).map(|p| (p.mirror, p.demoted));
+            let i = img(w, s, image, "promote")?;
+            let Some((mode, false)) = i.mirror else {
+                return Err(OpsError::new(
+                    ErrorKind::InvalidArgument,
+                    "promote",
+                    format!("{image} is already primary or not mirrored: Invalid argument"),
+                ));
+            };
+            // without force: a demoted primary may come back while no peer is primary; a
+            // replica once it has replayed its primary's demotion
+            let peer_primary = matches!(peer, Some((Some((_, true)), _)));
+            let may = if i.demoted {
+                !peer_primary
+            } else {
+                i.demotion_replayed && !peer_primary
+            };
+            if !force && !may {
+                return Err(OpsError::new(
+                    ErrorKind::Busy,
+                    "promote",
+                    format!(
+                        "{image}: image is primary within a remote cluster or demotion is not propagated yet: Device or resource busy"
+                    ),
+                ));
+            }
+            i.mirror = Some((mode, true));
+            i.demoted = false;
+            i.demotion_replayed = false;
+            i.features -= Features::NON_PRIMARY;
+            Ok(())
+        })
+    }
+    fn clone_image(
+        &self,
+        parent: &ImageSpec,
+        snap: &str,
+        child: &ImageSpec,
+        features: Features,
+        created: Created<'_>,
+    ) -> OpsResult<()> {
+        let id = self.with("clone_image", |w, s| {
+            let p = img(w, s, parent, "clone_image")?;
+            let Some(sn) = p
+                .snaps
+                .iter()
+                .find(|x| x.name == snap && x.namespace == SnapshotNamespace::User)
+            else {
+                return Err(nf("clone_image", &format!("{parent}@{snap}")));
+            };
+            let data = p
+                .snap_data
+                .get(&sn.id)
+                .cloned()
+                .unwrap_or_else(|| p.data.clone());
+            let data_pool = p.data_pool.clone();
+            if !features.contains(Features::LAYERING) {
+                return Err(OpsError::new(
+                    ErrorKind::InvalidArgument,
+                    "clone_image",
+                    "a clone needs the layering feature: Invalid argument",
+                ));
+            }
+            if !w.sites[s].pools.contains_key(&child.pool.pool) {
+                return Err(nf("clone_image", &child.pool.pool));
+            }
+            if w.sites[s].images.contains_key(&child.to_string()) {
+                return Err(OpsError::new(
+                    ErrorKind::Exists,
+                    "clone_image",
+                    format!("{child}: File exists"),
+                ));
+            }
+            let mut c = Img::new(features, data);
+            c.parent = Some((parent.to_string(), snap.to_string()));
+            c.data_pool = data_pool;
+            let id = c.id.clone();
+            w.sites[s].images.insert(child.to_string(), c);
+            Ok(id)
+        })?;
+        if let Err(e) = created(&id) {
+            let _ = self.remove_image_with_id(child, &id);
+            return Err(e);
+        }
+        Ok(())
+    }
+    fn flatten(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<()> {
+        self.with("flatten", |w, s| {
+            let i = img(w, s, image, "flatten")?;
+            refuse_non_primary(i, "flatten", image)?;
+            if i.parent.is_none() {
+                return Err(OpsError::new(
+                    ErrorKind::InvalidArgument,
+                    "flatten",
+                    format!("{image} is not a clone: Invalid argument"),
+                ));
+            }
+            let objects = (i.data.len() as u64).div_ceil(4).max(1);
+            for done in 0..objects {
+                if !progress(done, objects) {
+                    return Err(OpsError::new(ErrorKind::Cancelled, "flatten", "cancelled"));
+                }
+            }
+            let Some((parent, snap)) = i.parent.take() else {
+                return Ok(());
+            };
+            // the last clone let go of a snapshot in the trash: librbd removes it
+            if clones_of(w, s, &parent, &snap) == 0 {
+                if let Some(p) = w.sites[s].images.get_mut(&parent) {
+                    p.snaps
+                        .retain(|x| !(x.name == snap && x.namespace == SnapshotNamespace::Other));
+                }
+            }
+            Ok(())
+        })
+    }
+    fn parent(&self, image: &ImageSpec) -> OpsResult<Option<(ImageSpec, String)>> {
+        self.with("parent", |w, s| {
+            let i = img(w, s, image, "parent")?;
+            match &i.parent {
+                None => Ok(None),
+                Some((p, snap)) => {
+                    let spec = p
+                        .parse::<ImageSpec>()
+                        .map_err(|e| OpsError::new(ErrorKind::Other, "parent", e.to_string()))?;
+                    Ok(Some((spec, snap.clone())))
+                }
+            }
+        })
+    }
+    fn unprotect_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()> {
+        self.with("unprotect_snapshot", |w, s| {
+            let clones = clones_of(w, s, &image.to_string(), name);
+            let i = img(w, s, image, "unprotect_snapshot")?;
+            let Some(sn) = i.snaps.iter_mut().find(|x| x.name == name) else {
+                return Err(nf("unprotect_snapshot", &format!("{image}@{name}")));
+            };
+            if sn.protected && clones > 0 {
+                return Err(OpsError::new(
+                    ErrorKind::Busy,
+                    "unprotect_snapshot",
+                    format!("{image}@{name} has {clones} clone(s): Device or resource busy"),
+                ));
+            }
+            sn.protected = false;
+            Ok(())
+        })
+    }
+    fn remove_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()> {
+        self.with("remove_snapshot", |w, s| {
+            let clones = clones_of(w, s, &image.to_string(), name);
+            let i = img(w, s, image, "remove_snapshot")?;
+            let Some(pos) = i
+                .snaps
+                .iter()
+                .position(|x| x.name == name && x.namespace == SnapshotNamespace::User)
+            else {
+                return Ok(());
+            };
+            if i.snaps[pos].protected {
+                return Err(OpsError::new(
+                    ErrorKind::Busy,
+                    "remove_snapshot",
+                    format!("{image}@{name} is protected: Device or resource busy"),
+                ));
+            }
+            if clones > 0 {
+                // as librbd with format-2 clones: the snapshot moves to the trash
+                // namespace and feeds its clones until they are flattened
+                i.snaps[pos].namespace = SnapshotNamespace::Other;
+            } else {
+                let gone = i.snaps.remove(pos);
+                i.snap_data.remove(&gone.id);
+            }
+            Ok(())
+        })
+    }
+    fn digest_snapshot(
+        &self,
+        image: &ImageSpec,
+        snap: &str,
+        progress: Progress<'_>,
+    ) -> OpsResult<String> {
+        self.with("digest", |w, s| {
+            w.digests
+                .push(format!("{}:{image}@{snap}", if s == 0 { "a" } else { "b" }));
+            let i = img(w, s, image, "digest_snapshot")?;
+            let Some(sn) = i
+                .snaps
+                .iter()
+                .find(|x| x.name == snap && x.namespace == SnapshotNamespace::User)
+            else {
+                return Err(nf("digest_snapshot", &format!("{image}@{snap}")));
+            };
+            let data = i.snap_data.get(&sn.id).cloned().unwrap_or_default();
+            let n = data.len() as u64;
+            if !progress(n, n) {
+                return Err(OpsError::new(ErrorKind::Cancelled, "digest", "cancelled"));
+            }
+            Ok(hex::encode(Sha256::digest(&data)))
         })
     }
 }
@@ -1085,5 +1248,198 @@ pub mod fixtures {
             std::sync::Arc::new(crate::event::NullSink),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{data, DEFAULT};
+    use super::*;
+
+    fn spec(s: &str) -> ImageSpec {
+        s.parse().unwrap()
+    }
+
+    /// A pair with `volumes/vol1` mirrored in journal mode and its replica caught up.
+    fn mirrored() -> (Arc<Fake>, Arc<Fake>, Arc<Mutex<World>>) {
+        let (a, b, w) = pair(World::standard(DEFAULT | Features::JOURNALING, data()));
+        a.enable_mirroring(&spec("volumes/vol1"), MirrorImageMode::Journal)
+            .unwrap();
+        w.lock().unwrap().sync_polls = 2;
+        (a, b, w)
+    }
+
+    #[test]
+    fn a_replica_is_promoted_without_force_only_after_it_replayed_the_demotion() {
+        let (a, b, w) = mirrored();
+        let vol = spec("volumes/vol1");
+        let e = b.promote(&vol, false).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Busy, "the source is still primary");
+        let e = b.create_snapshot(&vol, "s").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ReadOnly, "a replica is read-only");
+        w.lock().unwrap().stuck = true;
+        a.demote(&vol).unwrap();
+        assert!(!a.mirror_image(&vol).unwrap().primary);
+        assert_eq!(
+            a.create_snapshot(&vol, "s").unwrap_err().kind,
+            ErrorKind::ReadOnly
+        );
+        assert_eq!(a.demote(&vol).unwrap_err().kind, ErrorKind::InvalidArgument);
+        let e = b.promote(&vol, false).unwrap_err();
+        assert_eq!(
+            e.kind,
+            ErrorKind::Busy,
+            "the demotion has not been replayed"
+        );
+        w.lock().unwrap().stuck = false;
+        let mut refusals = 0;
+        while let Err(e) = b.promote(&vol, false) {
+            assert_eq!(e.kind, ErrorKind::Busy);
+            refusals += 1;
+            assert!(refusals < 10);
+        }
+        let m = b.mirror_image(&vol).unwrap();
+        assert!(m.primary);
+        assert_eq!(
+            b.stat(&vol).unwrap().features & Features::NON_PRIMARY,
+            Features::empty()
+        );
+        assert_eq!(
+            b.promote(&vol, false).unwrap_err().kind,
+            ErrorKind::InvalidArgument
+        );
+        // the promoted replica no longer follows the demoted source
+        w.lock().unwrap().sites[0]
+            .images
+            .get_mut("volumes/vol1")
+            .unwrap()
+            .data[0] ^= 1;
+        b.stat(&vol).unwrap();
+        assert_eq!(
+            w.lock().unwrap().sites[1].images["volumes/vol1"].data,
+            data()
+        );
+    }
+
+    #[test]
+    fn a_clone_of_a_promoted_replica_has_its_parent_until_flattened_and_the_cleanup_keeps_it() {
+        let (a, b, w) = mirrored();
+        let vol = spec("volumes/vol1");
+        let copy = spec("cinder/copy");
+        a.demote(&vol).unwrap();
+        while b.promote(&vol, false).is_err() {}
+        b.create_snapshot(&vol, "cutover").unwrap();
+        let mut ids = Vec::new();
+        b.clone_image(&vol, "cutover", &copy, DEFAULT, &mut |id| {
+            ids.push(id.to_string());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(ids, [b.stat(&copy).unwrap().id]);
+        assert_eq!(
+            b.clone_image(&vol, "cutover", &copy, DEFAULT, &mut |_| Ok(()))
+                .unwrap_err()
+                .kind,
+            ErrorKind::Exists
+        );
+        assert_eq!(
+            b.parent(&copy).unwrap(),
+            Some((vol.clone(), "cutover".to_string()))
+        );
+        assert_eq!(b.parent(&vol).unwrap(), None);
+        let want = a.digest(&vol, &mut |_, _| true).unwrap();
+        assert_eq!(
+            b.digest_snapshot(&vol, "cutover", &mut |_, _| true)
+                .unwrap(),
+            want
+        );
+        assert_eq!(b.digest(&copy, &mut |_, _| true).unwrap(), want);
+
+        let e = b.flatten(&copy, &mut |_, _| false).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Cancelled);
+        assert!(
+            b.parent(&copy).unwrap().is_some(),
+            "a cancelled flatten leaves a clone"
+        );
+        b.flatten(&copy, &mut |_, _| true).unwrap();
+        assert_eq!(b.parent(&copy).unwrap(), None);
+        assert_eq!(
+            b.flatten(&copy, &mut |_, _| true).unwrap_err().kind,
+            ErrorKind::InvalidArgument
+        );
+
+        // the demoted source becomes a plain image again; the promoted replica stays
+        a.disable_mirroring(&vol, true).unwrap();
+        let m = a.mirror_image(&vol).unwrap();
+        assert_eq!(m.state, MirrorImageState::Disabled);
+        assert!(m.primary);
+        a.create_snapshot(&vol, "writable-again").unwrap();
+        assert!(b.image_exists(&vol).unwrap());
+        b.disable_mirroring(&vol, false).unwrap();
+        assert!(a.image_exists(&vol).unwrap(), "the source is no replica");
+        b.unprotect_snapshot(&vol, "cutover").unwrap();
+        b.remove_snapshot(&vol, "cutover").unwrap();
+        b.remove_snapshot(&vol, "cutover").unwrap();
+        assert!(b.snapshots(&vol).unwrap().is_empty());
+        b.remove_image(&vol).unwrap();
+        assert_eq!(w.lock().unwrap().sites[1].images.len(), 1, "only the copy");
+    }
+
+    #[test]
+    fn a_snapshot_with_a_clone_moves_to_the_trash_and_goes_with_the_flatten() {
+        let (a, _b, _w) = pair(World::standard(DEFAULT, data()));
+        let vol = spec("volumes/vol1");
+        let c = spec("cinder/c");
+        a.create_snapshot(&vol, "s").unwrap();
+        a.protect_snapshot(&vol, "s").unwrap();
+        a.clone_image(&vol, "s", &c, DEFAULT, &mut |_| Ok(()))
+            .unwrap();
+        assert_eq!(
+            a.remove_snapshot(&vol, "s").unwrap_err().kind,
+            ErrorKind::Busy
+        );
+        assert_eq!(
+            a.unprotect_snapshot(&vol, "s").unwrap_err().kind,
+            ErrorKind::Busy
+        );
+        let e = a.clone_image(&vol, "nosnap", &spec("cinder/d"), DEFAULT, &mut |_| Ok(()));
+        assert_eq!(e.unwrap_err().kind, ErrorKind::NotFound);
+        let mut refuse = |_: &str| Err(OpsError::new(ErrorKind::Other, "record", "disk full"));
+        let e = a.clone_image(&vol, "s", &spec("cinder/d"), DEFAULT, &mut refuse);
+        assert_eq!(e.unwrap_err().kind, ErrorKind::Other);
+        assert!(
+            !a.image_exists(&spec("cinder/d")).unwrap(),
+            "an unrecorded clone goes"
+        );
+        // format 2: a clone needs no protection
+        let mut s = a.snapshots(&vol).unwrap();
+        s[0].protected = false;
+        a.world.lock().unwrap().sites[0]
+            .images
+            .get_mut("volumes/vol1")
+            .unwrap()
+            .snaps = s;
+        a.remove_snapshot(&vol, "s").unwrap();
+        let snaps = a.snapshots(&vol).unwrap();
+        assert_eq!(snaps.len(), 1);
+        assert_eq!(snaps[0].namespace, SnapshotNamespace::Other);
+        a.flatten(&c, &mut |_, _| true).unwrap();
+        assert!(a.snapshots(&vol).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_demoted_source_is_promoted_back_without_force_while_the_replica_is_not_primary() {
+        let (a, b, _w) = mirrored();
+        let vol = spec("volumes/vol1");
+        a.demote(&vol).unwrap();
+        a.promote(&vol, false).unwrap();
+        assert!(a.mirror_image(&vol).unwrap().primary);
+        a.create_snapshot(&vol, "ok").unwrap();
+        // once the replica was promoted, only force brings the source back
+        a.demote(&vol).unwrap();
+        while b.promote(&vol, false).is_err() {}
+        assert_eq!(a.promote(&vol, false).unwrap_err().kind, ErrorKind::Busy);
+        a.promote(&vol, true).unwrap();
+        assert!(a.mirror_image(&vol).unwrap().primary);
     }
 }

@@ -298,30 +298,6 @@ pub trait CephOps: Send + Sync {
     fn protect_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()>;
     /// Remove a snapshot by id (any namespace).
     fn remove_snapshot_by_id(&self, image: &ImageSpec, id: u64) -> OpsResult<()>;
-    /// Demote a primary mirrored image (`rbd_mirror_image_demote`).
-    fn demote(&self, image: &ImageSpec) -> OpsResult<()>;
-    /// Promote a non-primary mirrored image (`rbd_mirror_image_promote`); without `force`
-    /// refused (Busy) until it has replayed up to the remote's demotion.
-    fn promote(&self, image: &ImageSpec, force: bool) -> OpsResult<()>;
-    /// Clone `parent@snap` to `child` (format 2) with `features`; returns the child's id.
-    fn clone_image(
-        &self,
-        parent: &ImageSpec,
-        snap: &str,
-        child: &ImageSpec,
-        features: Features,
-    ) -> OpsResult<String>;
-    /// Flatten a clone (copies the parent's data into it), with progress; cancellable.
-    fn flatten(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<()>;
-    /// The parent image and snapshot of a clone, `None` for an image without one.
-    fn parent(&self, image: &ImageSpec) -> OpsResult<Option<(ImageSpec, String)>>;
-    /// Unprotect a snapshot.
-    fn unprotect_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()>;
-    /// Remove a snapshot by name.
-    fn remove_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()>;
-    /// sha256 of the image as of snapshot `snap`, with progress; cancellable.
-    fn digest_snapshot(&self, image: &ImageSpec, snap: &str, progress: Progress<'_>)
-        -> OpsResult<String>;
     /// Clients watching the image (addresses).
     fn watchers(&self, image: &ImageSpec) -> OpsResult<Vec<String>>;
     /// The clients with the image open (its watchers), each with its cephx name when the
@@ -388,4 +364,62 @@ pub trait CephOps: Send + Sync {
     fn data_pool(&self, image: &ImageSpec) -> OpsResult<Option<String>>;
     /// Room left in `pool` (`NotFound` when there is no such pool).
     fn pool_space(&self, pool: &str) -> OpsResult<PoolSpace>;
+    /// Demote a mirrored primary image to non-primary (`rbd_mirror_image_demote`): it
+    /// becomes read-only (writes fail with [`ErrorKind::ReadOnly`]) and the demotion is
+    /// replicated to the peer (a demote event in the journal, a demoted mirror snapshot in
+    /// snapshot mode). Fails with [`ErrorKind::Busy`] while another client holds the
+    /// exclusive lock and will not hand it over, [`ErrorKind::InvalidArgument`] when the
+    /// image is not a mirrored primary.
+    fn demote(&self, image: &ImageSpec) -> OpsResult<()>;
+    /// Promote a non-primary image to primary (`rbd_mirror_image_promote`). Without
+    /// `force`, librbd refuses with [`ErrorKind::Busy`] while the peer is still primary or
+    /// the local replica has not yet replayed the peer's demotion: poll it. A demoted
+    /// primary (nothing replayed it elsewhere) is promoted without `force`. `force`
+    /// promotes at once, whatever the peer: data the replica had not replayed is lost and
+    /// a still-primary peer makes a split brain. [`ErrorKind::InvalidArgument`] when the
+    /// image is already primary or not mirrored.
+    fn promote(&self, image: &ImageSpec, force: bool) -> OpsResult<()>;
+    /// Create `child` as a format-2 clone of `parent` at its user snapshot `snap`
+    /// (`rbd_clone3`, same cluster, any pool; the snapshot need not be protected), with
+    /// `features` (they must include layering; librbd adds its internal `operations`
+    /// feature to a format-2 clone). The clone shares the parent's data
+    /// until [`CephOps::flatten`]. `created(id)` is told the clone's image id right after
+    /// it exists, as [`CephOps::copy_trailing`] does; when it fails the clone is removed
+    /// by that id and its error returned. [`ErrorKind::Exists`] when `child` exists,
+    /// [`ErrorKind::NotFound`] when the parent or its snapshot does not.
+    fn clone_image(
+        &self,
+        parent: &ImageSpec,
+        snap: &str,
+        child: &ImageSpec,
+        features: Features,
+        created: Created<'_>,
+    ) -> OpsResult<()>;
+    /// Copy into a clone every object it still shares with its parent and detach it
+    /// (`rbd_flatten_with_progress`); afterwards [`CephOps::parent`] is `None`.
+    /// `progress(done, total)` counts objects; `false` cancels: the call fails with
+    /// [`ErrorKind::Cancelled`] and the image stays a clone (flattening it later resumes).
+    /// [`ErrorKind::InvalidArgument`] when the image is not a clone.
+    fn flatten(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<()>;
+    /// The parent image and snapshot name of a clone (`rbd_get_parent`), `None` when the
+    /// image is not a clone (or was flattened).
+    fn parent(&self, image: &ImageSpec) -> OpsResult<Option<(ImageSpec, String)>>;
+    /// Unprotect a user snapshot (no-op when not protected); [`ErrorKind::Busy`] while
+    /// clones of it exist.
+    fn unprotect_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()>;
+    /// Remove a user snapshot by name (`Ok` when there is none by that name);
+    /// [`ErrorKind::Busy`] when it is protected. A snapshot with format-2 clones is not
+    /// refused: librbd moves it to the trash namespace (listed as
+    /// [`SnapshotNamespace::Other`]), where it feeds its clones until the last one is
+    /// flattened or removed, and then removes it.
+    fn remove_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()>;
+    /// SHA-256 (hex) of the image's content at user snapshot `snap` (read-only at the
+    /// snapshot, so a writer of the head cannot change it), holes read as zeros; progress
+    /// and cancel as in [`CephOps::digest`].
+    fn digest_snapshot(
+        &self,
+        image: &ImageSpec,
+        snap: &str,
+        progress: Progress<'_>,
+    ) -> OpsResult<String>;
 }

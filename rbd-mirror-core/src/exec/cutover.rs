@@ -268,10 +268,9 @@ impl Executor {
                 "{} s behind",
                 (remote_snapshot_timestamp - local_snapshot_timestamp).max(0)
             ),
-            Some(crate::status::SyncProgress::SnapshotSyncing { percent, .. }) => format!(
-                "syncing a snapshot delta ({:.0}%)",
-                percent.unwrap_or(0.0)
-            ),
+            Some(crate::status::SyncProgress::SnapshotSyncing { percent, .. }) => {
+                format!("syncing a snapshot delta ({:.0}%)", percent.unwrap_or(0.0))
+            }
             _ => "lag unknown".to_string(),
         }
     }
@@ -424,11 +423,37 @@ impl Executor {
             replica.clone(),
             snap.to_string(),
         );
+        // the clone's id is recorded in the state file the moment the clone exists, before
+        // this step can be interrupted with an unrecorded image of ours under the copy name
+        let state_path = file.path().to_path_buf();
         let id = on_ceph(
             "clone_replica",
             self.dst.name().to_string(),
             target.to_string(),
-            move || d.clone_image(&r, &sn, &t, features),
+            move || {
+                let mut made = None;
+                let mut created = |id: &str| -> std::result::Result<(), OpsError> {
+                    made = Some(id.to_string());
+                    let record = || -> Result<()> {
+                        if let Some(mut st) = crate::state::load(&state_path)? {
+                            st.copy_id = Some(id.to_string());
+                            crate::state::save_to(&state_path, &st)?;
+                        }
+                        Ok(())
+                    };
+                    record().map_err(|e| {
+                        OpsError::new(ErrorKind::Other, "record clone id", e.to_string())
+                    })
+                };
+                d.clone_image(&r, &sn, &t, features, &mut created)?;
+                made.ok_or_else(|| {
+                    OpsError::new(
+                        ErrorKind::Other,
+                        "clone_image",
+                        "the clone's id was not reported",
+                    )
+                })
+            },
         )
         .await?;
         state.copy_id = Some(id);
@@ -664,7 +689,8 @@ impl Executor {
             move || {
                 if d.image_exists(&replica)? {
                     if !handed {
-                        if let Some(sn) = d.snapshots(&replica)?.into_iter().find(|x| x.name == snap)
+                        if let Some(sn) =
+                            d.snapshots(&replica)?.into_iter().find(|x| x.name == snap)
                         {
                             if sn.protected {
                                 d.unprotect_snapshot(&replica, &snap)?;

@@ -31,9 +31,9 @@ mod single_role;
 pub use bootable::{
     bootable_request, migrate_bootable, plan_bootable, BootableDryRun, BootableMigration,
 };
-pub(crate) use executor::Executor;
-pub use cutover::{cutover_request_path, request_cutover, CutoverRequest};
 pub(crate) use cutover::handover_snapshot;
+pub use cutover::{cutover_request_path, request_cutover, CutoverRequest};
+pub(crate) use executor::Executor;
 pub use single_role::{adopt_image, register_image};
 
 /// Knobs of a run.

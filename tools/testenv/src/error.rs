@@ -125,6 +125,12 @@ pub enum Error {
     /// A worker thread panicked (a bug in this crate).
     #[error("worker thread for {0} panicked")]
     ThreadPanicked(String),
+    /// The [`crate::writer::Writer`] cannot write into the image it was given.
+    #[error("writer: {0}")]
+    Writer(String),
+    /// A librbd call of the [`crate::writer::Writer`] failed.
+    #[error("writer: {0}")]
+    Rbd(#[from] librbd::RbdError),
 }
 
 /// Shorthand used throughout the crate.

@@ -36,6 +36,7 @@
 //! sparse 20 GiB file in the OSD directory) is asked for, for GiB-sized images.
 
 pub mod openstack;
+pub mod writer;
 
 mod chroot;
 mod cluster;

@@ -87,6 +87,22 @@ enum Cmd {
     Status,
     /// Print `export` lines for a shell: `eval "$(testenv env)"`.
     Env,
+    /// Write into an image like a VM would (held open, exclusive lock, random 4-64 KiB
+    /// blocks at random offsets) at about a rate, until --seconds or SIGINT/SIGTERM: the
+    /// live writer of a live migration, from a shell.
+    Write {
+        /// The image, `POOL/IMAGE`.
+        image: String,
+        /// The site: `a`, `b`, or a cluster name.
+        #[arg(long, default_value = "a")]
+        site: String,
+        /// About how many MiB/s to write.
+        #[arg(long, default_value_t = 20.0)]
+        rate_mib: f64,
+        /// Stop after this many seconds (default: at SIGINT/SIGTERM).
+        #[arg(long)]
+        seconds: Option<f64>,
+    },
 }
 
 /// `writeln!` into a String (cannot fail).
@@ -241,6 +257,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(3)
             })
         }
+        Cmd::Write {
+            image,
+            site,
+            rate_mib,
+            seconds,
+        } => write(&dir, &image, &site, rate_mib, seconds),
         Cmd::Env => {
             let env = testenv::Env::load(&dir).context("testenv env")?;
             let mut lines = env.env_lines();
@@ -254,4 +276,77 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `testenv write`: runs a [`testenv::writer::Writer`] until the time is up or SIGINT/SIGTERM
+/// arrives, then prints what it wrote.
+fn write(
+    dir: &std::path::Path,
+    image: &str,
+    site: &str,
+    rate_mib: f64,
+    seconds: Option<f64>,
+) -> anyhow::Result<ExitCode> {
+    use nix::sys::signal::{SigSet, Signal};
+    let env = testenv::Env::load(dir).context("testenv write")?;
+    let ceph = match site {
+        "a" => env.site_a(),
+        "b" => env.site_b(),
+        name if name == env.site_a().name => env.site_a(),
+        name if name == env.site_b().name => env.site_b(),
+        other => anyhow::bail!(
+            "unknown site `{other}` (a, b, {}, {})",
+            env.site_a().name,
+            env.site_b().name
+        ),
+    };
+    let (pool, name) = image
+        .split_once('/')
+        .with_context(|| format!("`{image}` is not POOL/IMAGE"))?;
+    // SIGINT/SIGTERM are blocked in every thread (the writer's and librbd's inherit the
+    // mask) and taken by one waiting thread, so a stop is always orderly
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.thread_block().context("block SIGINT/SIGTERM")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok(sig) = signals.wait() {
+            let _ = tx.send(sig);
+        }
+    });
+    let writer = testenv::writer::Writer::start(ceph, pool, name, rate_mib)
+        .with_context(|| format!("start writing {}:{image}", ceph.name))?;
+    let started = std::time::Instant::now();
+    eprintln!(
+        "testenv write: writing {}:{image} at about {rate_mib} MiB/s{}",
+        ceph.name,
+        seconds
+            .map(|s| format!(" for {s} s"))
+            .unwrap_or_else(|| " until SIGINT/SIGTERM".into())
+    );
+    let limit = seconds.map(std::time::Duration::from_secs_f64);
+    loop {
+        let tick = std::time::Duration::from_millis(200);
+        if let Ok(sig) = rx.recv_timeout(tick) {
+            eprintln!("testenv write: {sig}, stopping");
+            break;
+        }
+        if limit.is_some_and(|l| started.elapsed() >= l) || writer.is_finished() {
+            break;
+        }
+    }
+    let report = writer.stop().context("testenv write")?;
+    let secs = started.elapsed().as_secs_f64();
+    let last = report
+        .last_write
+        .map(|t| format!("{:.3} s after the start", (t - started).as_secs_f64()))
+        .unwrap_or_else(|| "none".into());
+    write_stdout(&format!(
+        "wrote {} bytes in {} writes over {secs:.1} s ({:.1} MiB/s); last write {last}\n",
+        report.bytes,
+        report.writes,
+        report.bytes as f64 / f64::from(1u32 << 20) / secs.max(0.001),
+    ))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,60 @@
+# shellcheck shell=sh disable=SC2016,SC2034,SC2153
+# (a fragment: its variables are used or assigned by the other sections and the rendered
+# script, which the tests shellcheck whole without these exceptions but SC2016)
+# Shell functions of the Ceph scripts (1, 2 and 4): feature convergence, mirror snapshots,
+# the cluster access of each side.
+# Sections start at a line `#@ NAME` and end before the next one; rbd-mirror-bundle renders them in
+# (src/template.rs), so each section's text is what the rendered script holds. Names come only
+# from variables assigned above the section, each written once through sh_quote.
+
+#@ functions
+# converge_features RBD_FN POOL NAMESPACE IMAGE WANTED: disable what WANTED lacks (dependents
+# first), enable what it has (dependencies first); features are re-read before each change
+converge_features() {
+    _fn=$1 _pool=$2 _ns=$3 _img=$4 _wanted=$5
+    for _f in journaling fast-diff object-map deep-flatten exclusive-lock; do
+        _now=$(features_of "$("$_fn" info --pool "$_pool" --namespace "$_ns" --image "$_img")")
+        if has_word "$_now" "$_f" && ! has_word "$_wanted" "$_f"; then
+            say "disable feature $_f"
+            "$_fn" feature disable --pool "$_pool" --namespace "$_ns" --image "$_img" "$_f"
+        fi
+    done
+    for _f in exclusive-lock object-map fast-diff journaling; do
+        _now=$(features_of "$("$_fn" info --pool "$_pool" --namespace "$_ns" --image "$_img")")
+        if has_word "$_wanted" "$_f" && ! has_word "$_now" "$_f"; then
+            say "enable feature $_f"
+            "$_fn" feature enable --pool "$_pool" --namespace "$_ns" --image "$_img" "$_f"
+        fi
+    done
+}
+# mirror_snapshots JSON: the mirror snapshots of an `rbd snap ls --all --format json` output,
+# one per line: ID STATE COMPLETE PRIMARY_SNAP_ID (STATE primary, non-primary,
+# primary-demoted...; COMPLETE true or false; PRIMARY_SNAP_ID - when the snapshot names none)
+mirror_snapshots() {
+    printf '%s\n' "$1" | awk '{
+        n = split($0, parts, /\{"id":/)
+        for (i = 2; i <= n; i++) {
+            p = parts[i]
+            if (index(p, "\"type\":\"mirror\"") == 0) continue
+            id = p
+            sub(/[^0-9].*/, "", id)
+            state = "-"
+            if (match(p, /"state":"[^"]*"/)) state = substr(p, RSTART + 9, RLENGTH - 10)
+            complete = index(p, "\"complete\":true") > 0 ? "true" : "false"
+            psid = "-"
+            if (match(p, /"primary_snap_id":[0-9]+/)) psid = substr(p, RSTART + 18, RLENGTH - 18)
+            print id, state, complete, psid
+        }
+    }'
+}
+
+#@ source_cluster
+src_ceph() { ceph --conf "$SRC_CONF" --cluster "$SRC_CLUSTER" --id "$SRC_ID" "$@"; }
+src_rbd() { rbd --conf "$SRC_CONF" --cluster "$SRC_CLUSTER" --id "$SRC_ID" "$@"; }
+src_image() { src_rbd "$@" --pool "$SRC_POOL" --namespace "$SRC_NAMESPACE" --image "$SRC_IMAGE"; }
+
+#@ destination_cluster
+dst_rbd() { rbd --conf "$DST_CONF" --cluster "$DST_CLUSTER" --id "$DST_ID" "$@"; }
+dst_ceph() { ceph --conf "$DST_CONF" --cluster "$DST_CLUSTER" --id "$DST_ID" "$@"; }
+replica() { dst_rbd "$@" --pool "$REPLICA_POOL" --namespace "$REPLICA_NAMESPACE" --image "$REPLICA_IMAGE"; }
+copy() { dst_rbd "$@" --pool "$COPY_POOL" --namespace "$COPY_NAMESPACE" --image "$COPY_IMAGE"; }
