@@ -268,6 +268,30 @@ pub enum Step {
         /// The least acceptable min_disk in GiB.
         min_gib: u64,
     },
+    // The undo steps of an abort (see [`crate::abort::undo_plan`]); never in a migration's plan.
+    /// Undo: remove the copy on the destination, only the image under the copy name with the
+    /// id the copy recorded when it created it (another migration's image is left alone).
+    RemoveCopy {
+        /// The id (`rbd_get_id`) of the copy this migration created.
+        image_id: String,
+    },
+    /// Undo: disable mirroring of the source image, which this migration enabled (rbd-mirror
+    /// then removes the replica; the source's data is untouched).
+    DisableSourceMirroring,
+    /// Undo: remove the mirror snapshots of the source except those from before the migration.
+    RemoveMirrorSnapshots {
+        /// Ids of the mirror snapshots that existed before the migration (kept).
+        kept: Vec<u64>,
+    },
+    /// Undo: bring the source's features back to exactly the recorded original ones (as far
+    /// as librbd allows).
+    RestoreOriginalFeatures {
+        /// The features before the migration.
+        original: Features,
+    },
+    /// Undo, always last: remove this migration's marker from the source image (see
+    /// [`crate::preflight::SourceMarker`]); another run's marker is left as it is.
+    RemoveSourceMarker,
 }
 
 impl Step {
@@ -288,6 +312,11 @@ impl Step {
             Step::SnapshotAndProtect { .. } => "snapshot_and_protect",
             Step::RegisterImage { .. } => "register_image",
             Step::CheckMinDisk { .. } => "check_min_disk",
+            Step::RemoveCopy { .. } => "remove_copy",
+            Step::DisableSourceMirroring => "disable_source_mirroring",
+            Step::RemoveMirrorSnapshots { .. } => "remove_mirror_snapshots",
+            Step::RestoreOriginalFeatures { .. } => "restore_original_features",
+            Step::RemoveSourceMarker => "remove_source_marker",
         }
     }
 
@@ -308,6 +337,11 @@ impl Step {
             Step::AdoptVolume { .. } | Step::RegisterImage { .. } | Step::CheckMinDisk { .. } => {
                 Role::TenantAdmin
             }
+            Step::RemoveCopy { .. } => Role::DestinationCephAdmin,
+            Step::DisableSourceMirroring
+            | Step::RemoveMirrorSnapshots { .. }
+            | Step::RestoreOriginalFeatures { .. }
+            | Step::RemoveSourceMarker => Role::SourceCephAdmin,
         }
     }
 
@@ -381,6 +415,36 @@ impl Step {
             ),
             Step::CheckMinDisk { min_gib } => format!(
                 "check that the registered image's min_disk is at least {min_gib} GiB (the source volume's size)"
+            ),
+            Step::RemoveCopy { image_id } => format!(
+                "remove the copy {dst}:{} if this migration created it (image id {image_id}; an image with another id is left alone)",
+                m.copy_target()
+            ),
+            Step::DisableSourceMirroring => format!(
+                "disable mirroring of {src}:{} if this migration enabled it (removes the replica on {dst}; the source's data is untouched)",
+                m.image
+            ),
+            Step::RemoveMirrorSnapshots { kept } => {
+                let mut s = format!(
+                    "remove the mirror snapshots of {src}:{} made by this migration",
+                    m.image
+                );
+                if !kept.is_empty() {
+                    s.push_str(&format!(
+                        " (the {} from before it are kept)",
+                        kept.len()
+                    ));
+                }
+                s
+            }
+            Step::RestoreOriginalFeatures { original } => format!(
+                "give {src}:{} its original features back ({original})",
+                m.image
+            ),
+            Step::RemoveSourceMarker => format!(
+                "remove this migration's marker from {src}:{} (image metadata {})",
+                m.image,
+                crate::preflight::SOURCE_MARKER_KEY
             ),
         }
     }
@@ -488,11 +552,19 @@ impl Plan {
             self.facts.features,
             self.facts.snapshots.len()
         ));
-        for (i, s) in self.steps.iter().enumerate() {
-            out.push_str(&format!("{:>2}. [{}] {}\n", i + 1, s.role(), s.describe(m)));
-        }
+        out.push_str(&render_steps(&self.steps, m));
         out
     }
+}
+
+/// The numbered lines of a dry run, one per step with the role that runs it (a migration's
+/// plan and an abort's undo plan print alike).
+pub fn render_steps(steps: &[Step], m: &VolumeMigration) -> String {
+    let mut out = String::new();
+    for (i, s) in steps.iter().enumerate() {
+        out.push_str(&format!("{:>2}. [{}] {}\n", i + 1, s.role(), s.describe(m)));
+    }
+    out
 }
 
 /// Sample facts for tests of crates that render or run plans (the bundle renderer's tests).

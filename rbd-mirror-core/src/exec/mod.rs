@@ -26,6 +26,7 @@ use crate::wait::WaitOptions;
 mod bootable;
 mod executor;
 mod single_role;
+mod undo;
 
 pub use bootable::{
     bootable_request, migrate_bootable, plan_bootable, BootableDryRun, BootableMigration,
@@ -215,7 +216,11 @@ fn source_changes_left(state: &RunState) -> bool {
             | Step::EnableFeatures { .. }
             | Step::EnableMirroring { .. }
             | Step::DisableMirroring
-            | Step::RestoreFeatures { .. } => true,
+            | Step::RestoreFeatures { .. }
+            | Step::DisableSourceMirroring
+            | Step::RemoveMirrorSnapshots { .. }
+            | Step::RestoreOriginalFeatures { .. }
+            | Step::RemoveSourceMarker => true,
             Step::Preflight
             | Step::WaitForReplica
             | Step::CopyReplica
@@ -224,7 +229,8 @@ fn source_changes_left(state: &RunState) -> bool {
             | Step::AdoptVolume { .. }
             | Step::SnapshotAndProtect { .. }
             | Step::RegisterImage { .. }
-            | Step::CheckMinDisk { .. } => false,
+            | Step::CheckMinDisk { .. }
+            | Step::RemoveCopy { .. } => false,
         })
 }
 
@@ -439,6 +445,7 @@ pub async fn migrate(
         other => other,
     };
     let mut state = match recorded {
+        Some(s) if s.aborting() => return Err(Error::abort_unfinished(&s)),
         Some(s) => {
             if &s.plan.migration != m {
                 return Err(Error::State {
