@@ -659,7 +659,9 @@ impl Reporter {
     /// `abort --dry-run`: the undo plan, printed as a migration's plan is.
     pub fn undo_plan(&self, p: &rbd_mirror_core::abort::UndoPlan) {
         match self.format {
-            OutputFormat::Json => self.json(serde_json::json!({"result": "undo_plan", "undo_plan": p})),
+            OutputFormat::Json => {
+                self.json(serde_json::json!({"result": "undo_plan", "undo_plan": p}))
+            }
             OutputFormat::Text => {
                 out!("{}", p.render());
                 if p.next_step > 0 {

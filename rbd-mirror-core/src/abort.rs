@@ -332,7 +332,13 @@ pub async fn abort(
         file.save(&state)?;
     }
     let before = state.undo.as_ref().map_or(0, |u| u.undone.len());
-    let exec = Executor::new(src.clone(), dst.clone(), None, events, RunOptions::default());
+    let exec = Executor::new(
+        src.clone(),
+        dst.clone(),
+        None,
+        events,
+        RunOptions::default(),
+    );
     exec.run_steps(&mut state, &file, |_| true).await?;
     if !state.aborted {
         // an empty undo plan: nothing ran to mark it

@@ -817,7 +817,9 @@ fn mirroring_on_before_is_kept_and_pool_modes_and_lost_features_are_only_noted()
     let p = undo_plan(&st);
     assert!(!kinds(&p.steps).contains(&"enable_pool_mirroring"));
     assert!(
-        p.notes.iter().any(|n| n.contains("mirror pool disable volumes")),
+        p.notes
+            .iter()
+            .any(|n| n.contains("mirror pool disable volumes")),
         "{p:?}"
     );
     assert!(
@@ -868,8 +870,16 @@ async fn a_dry_run_shows_the_undo_plan_and_changes_nothing() {
         ]
     );
     assert_eq!(p.next_step, 0);
-    assert_eq!(*w.lock().unwrap(), before, "nothing changed on the clusters");
-    assert_eq!(std::fs::read(&path).unwrap(), file_before, "nor in the state");
+    assert_eq!(
+        *w.lock().unwrap(),
+        before,
+        "nothing changed on the clusters"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        file_before,
+        "nor in the state"
+    );
     drop(a);
 }
 
@@ -894,7 +904,10 @@ async fn an_abort_interrupted_midway_continues_its_recorded_plan_and_blocks_othe
     )
     .await
     .unwrap_err();
-    assert!(matches!(e, Error::Ceph { ref step, .. } if step == "restore_original_features"), "{e}");
+    assert!(
+        matches!(e, Error::Ceph { ref step, .. } if step == "restore_original_features"),
+        "{e}"
+    );
     let st = state::recorded(dir.path(), &m.id()).unwrap();
     let u = st.undo.clone().unwrap();
     assert_eq!(
@@ -908,21 +921,41 @@ async fn an_abort_interrupted_midway_continues_its_recorded_plan_and_blocks_othe
     );
     assert_eq!(u.next_step, 2, "{st:?}");
     assert!(st.aborting() && !st.aborted);
-    assert!(st.outcome.starts_with("failed at restore_original_features"));
-    assert_eq!(w.lock().unwrap().sites[0].images["volumes/vol1"].mirror, None);
+    assert!(st
+        .outcome
+        .starts_with("failed at restore_original_features"));
+    assert_eq!(
+        w.lock().unwrap().sites[0].images["volumes/vol1"].mirror,
+        None
+    );
 
     // a half-undone migration is neither resumed, migrated on nor cleaned up
     let before = w.lock().unwrap().clone();
     for e in [
         run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err(),
         state::resumable(dir.path(), &m.id()).unwrap_err(),
-        cleanup(dir.path(), &m.id(), a.clone(), b.clone(), false, Arc::new(NullSink))
-            .await
-            .unwrap_err(),
+        cleanup(
+            dir.path(),
+            &m.id(),
+            a.clone(),
+            b.clone(),
+            false,
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap_err(),
     ] {
         assert!(
-            matches!(&e, Error::AbortUnfinished { next: 3, steps: 4, .. })
-                && e.to_string().contains("finish the abort with `rbd-relay abort"),
+            matches!(
+                &e,
+                Error::AbortUnfinished {
+                    next: 3,
+                    steps: 4,
+                    ..
+                }
+            ) && e
+                .to_string()
+                .contains("finish the abort with `rbd-relay abort"),
             "{e}"
         );
     }

@@ -472,7 +472,11 @@ pub fn run_active(dir: &Path, id: &str) -> bool {
 /// The outcome of a recorded migration as `list` shows it: the recorded text, except that a
 /// migration recorded as `running` whose process is gone reads "interrupted at step N/M".
 pub fn describe_outcome(state: &RunState, active: bool) -> String {
-    if let Some(u) = state.undo.as_ref().filter(|_| state.aborting() && state.outcome == "aborting" && !active) {
+    if let Some(u) = state
+        .undo
+        .as_ref()
+        .filter(|_| state.aborting() && state.outcome == "aborting" && !active)
+    {
         return format!(
             "abort interrupted at undo step {}/{} (no process runs it; `rbd-relay abort {}` continues)",
             (u.next_step + 1).min(u.steps.len()),

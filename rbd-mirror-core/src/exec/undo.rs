@@ -23,7 +23,7 @@ pub(crate) enum Undone {
     /// It changed only rbd-relay's own bookkeeping (not listed among what was undone).
     Unreported,
     /// Nothing was left to undo, for this reason.
-    AlreadyUndone(String),
+    NothingLeft(String),
 }
 
 /// Run undo step `step` (`work`) and record what it found: a change among the undo run's
@@ -42,7 +42,7 @@ pub(super) async fn record(
             }
         }
         Undone::Unreported => {}
-        Undone::AlreadyUndone(reason) => events.emit(Event::StepSkipped {
+        Undone::NothingLeft(reason) => events.emit(Event::StepSkipped {
             index,
             step: step.kind().into(),
             reason,
@@ -75,9 +75,9 @@ pub(super) async fn remove_copy(
     )
     .await?;
     let snaps = match found {
-        None => return Ok(Undone::AlreadyUndone("the copy is already gone".into())),
+        None => return Ok(Undone::NothingLeft("the copy is already gone".into())),
         Some((id, _)) if id != image_id => {
-            return Ok(Undone::AlreadyUndone(format!(
+            return Ok(Undone::NothingLeft(format!(
                 "{copy} has image id {id}, not this migration's copy ({image_id}): left alone"
             )))
         }
@@ -123,7 +123,7 @@ pub(super) async fn disable_source_mirroring(
             m.replica()
         ))
     } else {
-        Undone::AlreadyUndone("mirroring is already off".into())
+        Undone::NothingLeft("mirroring is already off".into())
     })
 }
 
@@ -159,7 +159,7 @@ pub(super) async fn remove_mirror_snapshots(
             m.image
         ))
     } else {
-        Undone::AlreadyUndone("no mirror snapshot made by this migration".into())
+        Undone::NothingLeft("no mirror snapshot made by this migration".into())
     })
 }
 
@@ -185,7 +185,7 @@ pub(super) async fn restore_original_features(
             m.image
         ))
     } else {
-        Undone::AlreadyUndone("features are already the original ones".into())
+        Undone::NothingLeft("features are already the original ones".into())
     })
 }
 
@@ -215,6 +215,6 @@ pub(super) async fn remove_source_marker(
     Ok(if removed {
         Undone::Unreported
     } else {
-        Undone::AlreadyUndone("no marker of this migration on the source".into())
+        Undone::NothingLeft("no marker of this migration on the source".into())
     })
 }
