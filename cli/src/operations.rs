@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use cinder_manage::Side;
-use rbd_mirror_core::abort::{abort, AbortOptions};
+use rbd_mirror_core::abort::{abort, plan_abort, AbortOptions};
 use rbd_mirror_core::batch::{check_distinct, migrate_batch};
 use rbd_mirror_core::cleanup::cleanup;
 use rbd_mirror_core::cloud::CloudOps;
@@ -84,6 +84,10 @@ pub async fn abort_cmd(
     let opts = AbortOptions {
         discard_verified_copy: args.discard_verified_copy,
     };
+    if args.dry_run {
+        reporter.undo_plan(&plan_abort(state_dir, &args.id, dst, opts).await?);
+        return Ok(ExitCode::SUCCESS);
+    }
     crate::interrupt::continue_with(format!("rbd-relay abort {}", args.id));
     let r = abort(state_dir, &args.id, src, dst, opts, reporter.clone()).await;
     reporter.finish();

@@ -30,6 +30,9 @@ pub struct AbortArgs {
     /// `rbd-relay cleanup ID`).
     #[arg(long)]
     pub discard_verified_copy: bool,
+    /// Print the undo plan (what abort would do, step by step) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -656,6 +656,26 @@ impl Reporter {
 
 /// Results of the operations on recorded migrations and of batches.
 impl Reporter {
+    /// `abort --dry-run`: the undo plan, printed as a migration's plan is.
+    pub fn undo_plan(&self, p: &rbd_mirror_core::abort::UndoPlan) {
+        match self.format {
+            OutputFormat::Json => {
+                self.json(serde_json::json!({"result": "undo_plan", "undo_plan": p}))
+            }
+            OutputFormat::Text => {
+                out!("{}", p.render());
+                if p.next_step > 0 {
+                    outln!(
+                        "(recorded abort: stopped before undo step {}; run without --dry-run to continue it)",
+                        p.next_step + 1
+                    );
+                } else {
+                    outln!("(dry run: nothing was changed)");
+                }
+            }
+        }
+    }
+
     pub fn aborted(&self, r: &rbd_mirror_core::abort::AbortReport) {
         match self.format {
             OutputFormat::Json => self.json(serde_json::json!({"result": "ok", "aborted": r})),

@@ -169,6 +169,23 @@ fn abort_after_kill_mid_wait(mode: &str) {
     );
     assert!(!mirroring_off(&a, &spec));
 
+    // the dry run prints the undo plan, numbered with roles, and changes nothing
+    let before = std::fs::read(format!("{s}/{id}.json")).unwrap();
+    let out = relay(&["abort", &id, "--dry-run"], &s);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("undo plan {id}"))
+            && stdout.contains(&format!(
+                "[Ceph source admin] disable mirroring of {a}:{spec} if this migration enabled it"
+            ))
+            && stdout.contains("remove this migration's marker")
+            && stdout.contains("(dry run: nothing was changed)"),
+        "{stdout}"
+    );
+    assert!(!mirroring_off(&a, &spec), "the dry run left mirroring on");
+    assert_eq!(std::fs::read(format!("{s}/{id}.json")).unwrap(), before);
+
     let out = relay(&["abort", &id], &s);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);

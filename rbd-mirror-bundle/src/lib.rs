@@ -64,6 +64,14 @@ pub enum BundleError {
 }
 
 impl BundleError {
+    /// A step of an abort's undo plan: never in a migration's plan, so never in a bundle.
+    fn undo_step(step: &Step) -> Self {
+        BundleError::Unsupported {
+            step: step.kind(),
+            reason: "an undo step of rbd-relay abort, never part of a migration's plan".into(),
+        }
+    }
+
     /// A step of the handover by clone: bundles copy (the scripts hand a verified digest
     /// from role to role; the demote/promote cutover is not rendered as scripts yet).
     fn clone_handover(step: &Step) -> Self {
@@ -148,7 +156,14 @@ impl Script {
             | Step::VerifyHandover { .. }
             | Step::FlattenCopy
             | Step::ReleaseSource
-            | Step::RemoveReplica { .. } => match step.role() {
+            | Step::RemoveReplica { .. }
+            | Step::RemoveCopy { .. }
+            | Step::DisableSourceMirroring
+            | Step::RemoveMirrorSnapshots { .. }
+            | Step::RestoreOriginalFeatures { .. }
+            | Step::RemoveSourceMarker
+            | Step::PromoteSource
+            | Step::DemoteReplica { .. } => match step.role() {
                 Role::SourceCephAdmin => Script::Source,
                 Role::DestinationCephAdmin => Script::Destination,
                 Role::TenantAdmin => Script::Tenant,

@@ -75,6 +75,13 @@ impl Renderer<'_> {
 /// The section of `step` in the source script.
 fn source_step(step: &Step) -> Result<&'static str, BundleError> {
     match step {
+        Step::RemoveCopy { .. }
+        | Step::DisableSourceMirroring
+        | Step::RemoveMirrorSnapshots { .. }
+        | Step::RestoreOriginalFeatures { .. }
+        | Step::RemoveSourceMarker
+        | Step::PromoteSource
+        | Step::DemoteReplica { .. } => Err(BundleError::undo_step(step)),
         Step::WaitForCutover { .. }
         | Step::DemoteSource
         | Step::PromoteReplica

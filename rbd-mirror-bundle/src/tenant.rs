@@ -26,6 +26,13 @@ impl Renderer<'_> {
             self.step_header(s, i);
             let step = &self.plan.steps[i];
             match step {
+                Step::RemoveCopy { .. }
+                | Step::DisableSourceMirroring
+                | Step::RemoveMirrorSnapshots { .. }
+                | Step::RestoreOriginalFeatures { .. }
+                | Step::RemoveSourceMarker
+                | Step::PromoteSource
+                | Step::DemoteReplica { .. } => return Err(BundleError::undo_step(step)),
                 Step::WaitForCutover { .. }
                 | Step::DemoteSource
                 | Step::PromoteReplica

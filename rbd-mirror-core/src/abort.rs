@@ -2,13 +2,20 @@
 //! as it was and remove what this migration made on the destination, without ever touching
 //! the source's data.
 //!
-//! What is undone, each only when needed (so a re-run after a crash converges, and a second
-//! abort is a no-op):
+//! An abort is a plan like a migration: [`undo_plan`] derives typed undo [`Step`]s from the
+//! recorded state (which steps ran or may have run, the id of the copy it created, the
+//! source's original features and mirror snapshots), the plan is recorded in the state file
+//! ([`crate::state::UndoRun`]) and the migration's executor runs it, saving the state after
+//! every step: an interrupted abort continues where it stopped, and `--dry-run`
+//! ([`plan_abort`]) prints it without changing anything. What is undone, each only when
+//! needed (every undo step first looks whether its effect is already there, so a re-run
+//! converges, and a second abort is a no-op):
 //!
 //! - the destination copy, only if this migration created it (the image under the copy name
 //!   has the id recorded when the copy created it: another migration's copy under the same
-//!   name is left alone and named) and it was not handed to a cloud; a *verified* copy only with [`AbortOptions::discard_verified_copy`]
-//!   (otherwise `cleanup` is the way: keep the copy, finish the source side);
+//!   name is left alone and named) and it was not handed to a cloud; a *verified* copy only
+//!   with [`AbortOptions::discard_verified_copy`] (otherwise `cleanup` is the way: keep the
+//!   copy, finish the source side);
 //! - mirroring of the source image, only if it was off before the migration (disabling it
 //!   deletes the replica on the destination; the source image itself is untouched);
 //! - mirror snapshots of the source that did not exist before the migration;
@@ -24,16 +31,16 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::event::{Event, EventSink};
-use crate::exec::{converge_features, on_ceph, remove_own_image, unmark_source};
-use crate::ops::{CephOps, MirrorImageState, SnapshotNamespace};
-use crate::plan::Step;
-use crate::state;
+use crate::event::EventSink;
+use crate::exec::{on_ceph, Executor, RunOptions};
+use crate::features::plan_restore;
+use crate::ops::{CephOps, ErrorKind};
+use crate::plan::{render_steps, Step, VolumeMigration};
+use crate::state::{self, RunState, UndoRun};
 
 /// Choices of an abort.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,45 +64,276 @@ pub struct AbortReport {
     pub notes: Vec<String>,
 }
 
-struct Undo<'a> {
-    events: &'a dyn EventSink,
-    index: usize,
-    started: Instant,
-    undone: Vec<String>,
+/// The undo plan of a migration: what [`abort`] runs, what `abort --dry-run` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UndoPlan {
+    /// Migration id.
+    pub id: String,
+    /// The migration undone (the steps are described in its terms).
+    pub migration: VolumeMigration,
+    /// The undo steps, in the order they run.
+    pub steps: Vec<Step>,
+    /// The next step to run: 0, or where an interrupted abort of this plan stopped.
+    pub next_step: usize,
+    /// Things left as they are on purpose, for the operator.
+    pub notes: Vec<String>,
 }
 
-impl Undo<'_> {
-    fn start(&mut self, step: &str, description: String) {
-        self.started = Instant::now();
-        self.events.emit(Event::StepStarted {
-            index: self.index,
-            step: step.into(),
-            description,
+impl UndoPlan {
+    /// The dry-run text: a header, then one numbered line per step with the role that runs
+    /// it (as a migration's plan prints), then the notes.
+    pub fn render(&self) -> String {
+        let m = &self.migration;
+        let mut out = format!(
+            "undo plan {}: put {}:{} back as it was, remove what the migration made on {}\n",
+            self.id, m.source.name, m.image, m.destination.name
+        );
+        if self.steps.is_empty() {
+            out.push_str("    nothing to undo: the migration changed nothing yet\n");
+        }
+        out.push_str(&render_steps(&self.steps, m));
+        for n in &self.notes {
+            out.push_str(&format!("note: {n}\n"));
+        }
+        out
+    }
+}
+
+/// What undoes one step of a migration's plan: undo steps, and notes on what is left as it
+/// is on purpose.
+#[derive(Default)]
+struct UndoOf {
+    steps: Vec<Step>,
+    notes: Vec<String>,
+}
+
+impl UndoOf {
+    fn steps(steps: Vec<Step>) -> Self {
+        Self {
+            steps,
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// The undo of `step` of `state`'s plan, a step that ran or may have run. Every step a plan
+/// can hold has its arm here (no catch-all): a new forward step says here what undoes it.
+/// A step that changes the source also undoes the marker written before the run's first
+/// change to it ([`Step::RemoveSourceMarker`], which [`undo_plan`] puts last).
+fn undo_of(step: &Step, state: &RunState) -> UndoOf {
+    let (m, facts) = (&state.plan.migration, &state.plan.facts);
+    let source = format!("{}:{}", m.source.name, m.image);
+    match step {
+        // read only
+        Step::Preflight | Step::Verify | Step::CheckMinDisk { .. } => UndoOf::default(),
+        // pool modes stay: other images may be mirrored through the pool and peers by now
+        Step::EnablePoolMirroring => UndoOf {
+            steps: vec![Step::RemoveSourceMarker],
+            notes: vec![format!(
+                "image-mode mirroring of pool {} was turned on by this migration and is left on (other images may use it); if nothing else is mirrored: rbd --cluster {} mirror pool disable {} (and the same on {})",
+                m.image.pool, m.source.name, m.image.pool, m.destination.name
+            )],
+        },
+        Step::EnableFeatures { change } => {
+            let (_, lost) = plan_restore(change.apply(facts.features), facts.features);
+            UndoOf {
+                steps: vec![
+                    Step::RestoreOriginalFeatures {
+                        original: facts.features,
+                    },
+                    Step::RemoveSourceMarker,
+                ],
+                notes: if lost.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![format!(
+                        "{lost} cannot be enabled again on {source} (disabled with --disable-object-map)"
+                    )]
+                },
+            }
+        }
+        // mirroring that was on before the migration stays on
+        Step::EnableMirroring { .. } if facts.mirroring_was_enabled => {
+            UndoOf::steps(vec![Step::RemoveSourceMarker])
+        }
+        Step::EnableMirroring { .. } => UndoOf::steps(vec![
+            Step::DisableSourceMirroring,
+            Step::RemoveMirrorSnapshots {
+                kept: facts.mirror_snapshots_before.clone(),
+            },
+            Step::RemoveSourceMarker,
+        ]),
+        // the copy, made by the copy step or, in snapshot mode, already with the wait (it
+        // trails rbd-mirror's sync): only the image with the id its creation recorded
+        Step::WaitForReplica | Step::CopyReplica => match &state.copy_id {
+            Some(id) => UndoOf::steps(vec![Step::RemoveCopy {
+                image_id: id.clone(),
+            }]),
+            None => UndoOf::default(),
+        },
+        // on the copy: they go with it (a copy with snapshots is refused by RemoveCopy)
+        Step::SetCopyFeatures { .. } | Step::SnapshotAndProtect { .. } => UndoOf::default(),
+        // they put the source back themselves
+        Step::DisableMirroring | Step::RestoreFeatures { .. } => {
+            UndoOf::steps(vec![Step::RemoveSourceMarker])
+        }
+        // once sent, the cloud owns the copy and abort refuses (RunState::handed_to_cloud);
+        // before that they changed nothing
+        Step::AdoptVolume { .. } | Step::RegisterImage { .. } => UndoOf::default(),
+        // the handover by clone: read only, or on the copy (it goes with it)
+        Step::WaitForCutover { .. } | Step::VerifyHandover { .. } | Step::FlattenCopy => {
+            UndoOf::default()
+        }
+        // the source was demoted: promoted again (after the replica's promotion is undone)
+        Step::DemoteSource => UndoOf::steps(vec![Step::PromoteSource, Step::RemoveSourceMarker]),
+        Step::PromoteReplica => UndoOf::steps(vec![Step::DemoteReplica {
+            snap: crate::exec::handover_snapshot().to_string(),
+        }]),
+        // the clone: only the image with the id its creation recorded
+        Step::CloneReplica { .. } => match &state.copy_id {
+            Some(id) => UndoOf::steps(vec![Step::RemoveCopy {
+                image_id: id.clone(),
+            }]),
+            None => UndoOf::default(),
+        },
+        // they put the source back themselves; the replica goes with its own undo
+        Step::ReleaseSource => UndoOf::steps(vec![Step::RemoveSourceMarker]),
+        Step::RemoveReplica { .. } => UndoOf::default(),
+        // undo steps are never in a migration's plan
+        Step::RemoveCopy { .. }
+        | Step::DisableSourceMirroring
+        | Step::RemoveMirrorSnapshots { .. }
+        | Step::RestoreOriginalFeatures { .. }
+        | Step::RemoveSourceMarker
+        | Step::PromoteSource
+        | Step::DemoteReplica { .. } => UndoOf::default(),
+    }
+}
+
+/// The undo plan of `state`, from what is recorded alone (never from how the images look
+/// now, so an interrupted abort finds the same plan): the undo of every step that ran or
+/// may have run (those before the next step, and the next one, which a killed run may have
+/// left half done), latest first, each undo step once, the marker last.
+pub fn undo_plan(state: &RunState) -> UndoPlan {
+    let reached = (state.next_step + 1).min(state.plan.steps.len());
+    let (mut steps, mut notes) = (Vec::new(), Vec::new());
+    for step in state.plan.steps[..reached].iter().rev() {
+        let undo = undo_of(step, state);
+        for s in undo.steps {
+            if !steps.contains(&s) {
+                steps.push(s);
+            }
+        }
+        notes.extend(undo.notes);
+    }
+    // the source is as it was by then: its marker goes last
+    if let Some(i) = steps.iter().position(|s| *s == Step::RemoveSourceMarker) {
+        let marker = steps.remove(i);
+        steps.push(marker);
+    }
+    UndoPlan {
+        id: state.plan.id.clone(),
+        migration: state.plan.migration.clone(),
+        steps,
+        next_step: 0,
+        notes,
+    }
+}
+
+/// The undo plan of `state` (the recorded one when an abort started), after the refusals
+/// that change nothing: a copy handed to a cloud, a finished migration, a verified copy
+/// without [`AbortOptions::discard_verified_copy`]. Reads the image under the copy name
+/// (only), to refuse or to note one that is not this migration's.
+async fn checked_plan(
+    state: &RunState,
+    dst: &Arc<dyn CephOps>,
+    opts: AbortOptions,
+) -> Result<UndoPlan> {
+    let (id, m) = (&state.plan.id, &state.plan.migration);
+    let target = m.copy_target();
+    let copy = format!("{}:{target}", dst.name());
+    if state.handed_to_cloud() {
+        let handed = match (&state.adopted, &state.registered) {
+            (Some(v), _) => format!("Cinder volume {}", v.id),
+            (_, Some(i)) => format!("Glance image {}", i.id),
+            _ => "the request was sent".to_string(),
+        };
+        let cloud = m
+            .adopt
+            .as_ref()
+            .map(|a| a.cloud.clone())
+            .or_else(|| m.register.as_ref().map(|r| r.cloud.clone()))
+            .unwrap_or_default();
+        return Err(Error::AbortRefusedAfterHandover {
+            id: id.clone(),
+            cloud,
+            handed,
         });
     }
-
-    fn end(&mut self, step: &str, done: Option<String>, skipped_reason: &str) {
-        match done {
-            Some(what) => {
-                self.events.emit(Event::StepDone {
-                    index: self.index,
-                    step: step.into(),
-                    seconds: self.started.elapsed().as_secs_f64(),
-                });
-                self.undone.push(what);
-            }
-            None => self.events.emit(Event::StepSkipped {
-                index: self.index,
-                step: step.into(),
-                reason: skipped_reason.into(),
-            }),
-        }
-        self.index += 1;
+    if state.finished() && !state.aborted {
+        return Err(Error::AbortRefusedFinished {
+            id: id.clone(),
+            cluster: dst.name().to_string(),
+            target: target.to_string(),
+        });
     }
+    let mut plan = undo_plan(state);
+    if let Some(u) = &state.undo {
+        plan.steps = u.steps.clone();
+        if state.aborting() {
+            plan.next_step = u.next_step;
+        }
+    }
+    let removes_copy = plan.steps[plan.next_step..]
+        .iter()
+        .any(|s| matches!(s, Step::RemoveCopy { .. }));
+    if !state.copy_started && !removes_copy {
+        return Ok(plan);
+    }
+    let (d, t) = (dst.clone(), target.clone());
+    let under_name = on_ceph(
+        "abort",
+        dst.name().to_string(),
+        target.to_string(),
+        move || match d.stat(&t) {
+            Ok(st) => Ok(Some(st.id)),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        },
+    )
+    .await?;
+    match (&under_name, &state.copy_id) {
+        (Some(found), Some(ours)) if found == ours => {
+            if removes_copy && state.verified() && !opts.discard_verified_copy {
+                return Err(Error::AbortRefusedVerifiedCopy {
+                    id: id.clone(),
+                    copy,
+                });
+            }
+        }
+        (Some(found), _) => plan.notes.push(format!(
+            "{copy} (image id {found}) was not created by migration {id} and is left alone (it may be another migration's copy)"
+        )),
+        (None, _) => {}
+    }
+    Ok(plan)
 }
 
-/// Abort migration `id` recorded in `state_dir`: undo what is safe to undo (see the module
-/// docs), mark the state `aborted`. Takes the migration's lock.
+/// The undo plan [`abort`] would run now, for `abort --dry-run`: read only, no lock taken.
+/// Refuses as [`abort`] would.
+pub async fn plan_abort(
+    state_dir: &Path,
+    id: &str,
+    dst: Arc<dyn CephOps>,
+    opts: AbortOptions,
+) -> Result<UndoPlan> {
+    let state = state::recorded(state_dir, id)?;
+    checked_plan(&state, &dst, opts).await
+}
+
+/// Abort migration `id` recorded in `state_dir`: run its undo plan (see the module docs),
+/// or continue the one an interrupted abort recorded, and mark the state `aborted`. Takes
+/// the migration's lock.
 pub async fn abort(
     state_dir: &Path,
     id: &str,
@@ -105,255 +343,39 @@ pub async fn abort(
     events: Arc<dyn EventSink>,
 ) -> Result<AbortReport> {
     let (file, mut state) = state::lock_recorded(state_dir, id)?;
-    let m = state.plan.migration.clone();
-    let facts = state.plan.facts.clone();
-    let (image, target) = (m.image.clone(), m.copy_target());
-    let source = format!("{}:{image}", src.name());
-    let copy = format!("{}:{target}", dst.name());
-    if state.handed_to_cloud() {
-        let what = match (&state.adopted, &state.registered) {
-            (Some(v), _) => format!(" (Cinder volume {})", v.id),
-            (_, Some(i)) => format!(" (Glance image {})", i.id),
-            _ => " (the request was sent)".to_string(),
-        };
-        let cloud = m
-            .adopt
-            .as_ref()
-            .map(|a| a.cloud.clone())
-            .or_else(|| m.register.as_ref().map(|r| r.cloud.clone()))
-            .unwrap_or_default();
-        return Err(Error::Unsafe(format!(
-            "migration {id} handed its copy to cloud {cloud}{what}; the destination cloud owns it now, so abort changes nothing: remove it in that cloud if it is not wanted, and finish the source side with `rbd-relay cleanup {id}` (or `rbd-relay resume {id}`)"
-        )));
-    }
-    if state.finished() && !state.aborted {
-        return Err(Error::Unsafe(format!(
-            "migration {id} is finished; there is nothing to abort: the verified copy {copy} is the destination's now and the source is as it was (remove the copy with `rbd --cluster {} rm {target}` if it is not wanted)",
-            dst.name()
-        )));
-    }
-    let (d, t) = (dst.clone(), target.clone());
-    let under_name = if state.copy_started {
-        on_ceph(
-            "abort",
-            dst.name().to_string(),
-            target.to_string(),
-            move || match d.stat(&t) {
-                Ok(st) => Ok(Some(st.id)),
-                Err(e) if e.kind == crate::ops::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e),
-            },
-        )
-        .await?
-    } else {
-        None
-    };
-    let mut notes = Vec::new();
-    // only an image with the recorded id is this migration's copy
-    let copy_exists = match (&under_name, &state.copy_id) {
-        (Some(found), Some(ours)) if found == ours => true,
-        (Some(found), _) => {
-            notes.push(format!(
-                "{copy} (image id {found}) was not created by migration {id} and is left alone (it may be another migration's copy)"
-            ));
-            false
+    let plan = checked_plan(&state, &dst, opts).await?;
+    if !state.aborting() {
+        // a fresh abort, or again over an aborted one: every step looks once more
+        state.undo = Some(UndoRun::new(plan.steps.clone()));
+        if !state.aborted {
+            state.outcome = "aborting".into();
         }
-        (None, _) => false,
-    };
-    if copy_exists && state.verified() && !opts.discard_verified_copy {
-        return Err(Error::Unsafe(format!(
-            "the copy {copy} of migration {id} is already verified; abort would remove it. Keep it and put the source back with `rbd-relay cleanup {id}`, or remove it anyway with `rbd-relay abort {id} --discard-verified-copy`"
-        )));
+        file.save(&state)?;
     }
-    let mut undo = Undo {
-        events: events.as_ref(),
-        index: 0,
-        started: Instant::now(),
-        undone: Vec::new(),
-    };
-
-    // 1. the copy, only if this migration made it
-    undo.start(
-        "remove_copy",
-        format!("remove the copy {copy} if this migration created it"),
+    let before = state.undo.as_ref().map_or(0, |u| u.undone.len());
+    let exec = Executor::new(
+        src.clone(),
+        dst.clone(),
+        None,
+        events,
+        RunOptions::default(),
     );
-    let done = if copy_exists {
-        let (d, t) = (dst.clone(), target.clone());
-        let snaps = on_ceph(
-            "remove_copy",
-            dst.name().to_string(),
-            target.to_string(),
-            move || d.snapshots(&t),
-        )
-        .await?;
-        if !snaps.is_empty() {
-            return Err(Error::Unsafe(format!(
-                "the copy {copy} has snapshot(s) ({}); abort does not remove snapshots on the destination: remove them (rbd snap unprotect / snap purge) and re-run",
-                snaps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-            )));
-        }
-        let ours = state.copy_id.clone().unwrap_or_default();
-        remove_own_image("remove_copy", &dst, &target, &ours, events.as_ref()).await?;
-        Some(format!("removed the copy {copy}"))
-    } else {
-        None
-    };
-    undo.end(
-        "remove_copy",
-        done,
-        if state.copy_started {
-            "the copy is already gone"
-        } else {
-            "this migration created no copy"
-        },
-    );
-
-    // 2. mirroring of the source, only if this migration turned it on
-    undo.start(
-        "disable_mirroring",
-        format!(
-            "disable mirroring of {source} if this migration enabled it (removes the replica on {}; the source's data is untouched)",
-            dst.name()
-        ),
-    );
-    let done = if facts.mirroring_was_enabled {
-        None
-    } else {
-        let (s, i) = (src.clone(), image.clone());
-        let disabled = on_ceph(
-            "disable_mirroring",
-            src.name().to_string(),
-            image.to_string(),
-            move || {
-                // `disabling` too: a run killed in the middle of disabling left it so, and
-                // disabling again completes it (as the executor's own step does)
-                let mi = s.mirror_image(&i)?;
-                if mi.state != MirrorImageState::Disabled {
-                    s.disable_mirroring(&i, false)?;
-                    return Ok(true);
-                }
-                Ok(false)
-            },
-        )
-        .await?;
-        disabled.then(|| {
-            format!(
-                "disabled mirroring of {source} (rbd-mirror removes the replica {}:{})",
-                dst.name(),
-                m.replica()
-            )
-        })
-    };
-    undo.end(
-        "disable_mirroring",
-        done,
-        if facts.mirroring_was_enabled {
-            "mirroring was on before this migration; left on"
-        } else {
-            "mirroring is already off"
-        },
-    );
-
-    // 3. mirror snapshots this migration made
-    undo.start(
-        "remove_mirror_snapshots",
-        format!("remove the mirror snapshots of {source} made by this migration"),
-    );
-    let done = if facts.mirroring_was_enabled {
-        None
-    } else {
-        let (s, i) = (src.clone(), image.clone());
-        let before = facts.mirror_snapshots_before.clone();
-        let removed = on_ceph(
-            "remove_mirror_snapshots",
-            src.name().to_string(),
-            image.to_string(),
-            move || {
-                let mut n = 0usize;
-                for snap in s.snapshots(&i)? {
-                    if matches!(snap.namespace, SnapshotNamespace::Mirror { .. })
-                        && !before.contains(&snap.id)
-                    {
-                        s.remove_snapshot_by_id(&i, snap.id)?;
-                        n += 1;
-                    }
-                }
-                Ok(n)
-            },
-        )
-        .await?;
-        (removed > 0).then(|| format!("removed {removed} mirror snapshot(s) of {source}"))
-    };
-    undo.end(
-        "remove_mirror_snapshots",
-        done,
-        "no mirror snapshot made by this migration",
-    );
-
-    // 4. the original features
-    let changed_features = state
-        .plan
-        .steps
-        .iter()
-        .any(|s| matches!(s, Step::EnableFeatures { .. }));
-    undo.start(
-        "restore_features",
-        format!(
-            "give {source} its original features back ({})",
-            facts.features
-        ),
-    );
-    let done = if changed_features {
-        let (s, i, wanted) = (src.clone(), image.clone(), facts.features);
-        let changed = on_ceph(
-            "restore_features",
-            src.name().to_string(),
-            image.to_string(),
-            move || converge_features(s.as_ref(), &i, wanted),
-        )
-        .await?;
-        changed.then(|| format!("restored the features of {source} to {}", facts.features))
-    } else {
-        None
-    };
-    undo.end(
-        "restore_features",
-        done,
-        if changed_features {
-            "features are already the original ones"
-        } else {
-            "this migration changed no features"
-        },
-    );
-
-    for step in &state.plan.steps {
-        if let Step::RestoreFeatures { lost, .. } = step {
-            if !lost.is_empty() {
-                notes.push(format!(
-                    "{lost} cannot be enabled again on {source} (disabled with --disable-object-map)"
-                ));
-            }
-        }
+    exec.run_steps(&mut state, &file, |_| true).await?;
+    if !state.aborted {
+        // an empty undo plan: nothing ran to mark it
+        state.mark_aborted();
+        file.save(&state)?;
     }
-    if state.plan.steps.contains(&Step::EnablePoolMirroring) {
-        notes.push(format!(
-            "image-mode mirroring of pool {} was turned on by this migration and is left on (other images may use it); if nothing else is mirrored: rbd --cluster {} mirror pool disable {} (and the same on {})",
-            m.image.pool,
-            src.name(),
-            m.image.pool,
-            dst.name()
-        ));
-    }
-    state.aborted = true;
-    state.outcome = "aborted".into();
-    file.save(&state)?;
-    // the source is as it was: its marker goes (see `crate::preflight::SourceMarker`)
-    unmark_source(&src, &state, state_dir).await?;
+    let m = &state.plan.migration;
     Ok(AbortReport {
         id: id.to_string(),
-        source,
-        copy,
-        undone: undo.undone,
-        notes,
+        source: format!("{}:{}", src.name(), m.image),
+        copy: format!("{}:{}", dst.name(), m.copy_target()),
+        undone: state
+            .undo
+            .as_ref()
+            .map(|u| u.undone[before..].to_vec())
+            .unwrap_or_default(),
+        notes: plan.notes,
     })
 }

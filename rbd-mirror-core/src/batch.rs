@@ -49,18 +49,17 @@ pub fn check_distinct(migrations: &[VolumeMigration]) -> Result<()> {
     let mut targets = std::collections::BTreeMap::new();
     for m in migrations {
         if !seen.insert(m.id()) {
-            return Err(Error::Unsafe(format!(
-                "{} is given twice (migration {}); list every image once",
-                m.image,
-                m.id()
-            )));
+            return Err(Error::BatchImageTwice {
+                image: m.image.to_string(),
+                id: m.id(),
+            });
         }
         if let Some(first) = targets.insert(m.target_lock_name(), m.image.clone()) {
-            return Err(Error::Unsafe(format!(
-                "{first} and {} would both be copied to {}; give one of them its own copy name (--name, or migrate it separately with another --into)",
-                m.image,
-                m.target_lock_name()
-            )));
+            return Err(Error::BatchSharedCopyTarget {
+                first: first.to_string(),
+                second: m.image.to_string(),
+                target: m.target_lock_name(),
+            });
         }
     }
     Ok(())

@@ -56,19 +56,21 @@ pub async fn cleanup(
     let source = format!("{}:{}", m.source.name, m.image);
     let copy = format!("{}:{}", m.destination.name, m.copy_target());
     if state.aborted {
-        return Err(Error::Unsafe(format!(
-            "migration {id} was aborted; there is nothing to clean up (start it again with `rbd-relay migrate volume ...`)"
-        )));
+        return Err(Error::CleanupRefusedAborted { id: id.to_string() });
+    }
+    if state.aborting() {
+        return Err(Error::abort_unfinished(&state));
     }
     let verify_at = state.plan.steps.iter().position(|s| *s == Step::Verify);
     let verified = state.verified() && verify_at.is_some_and(|v| state.next_step > v);
     if !verified {
-        return Err(Error::Unsafe(format!(
-            "the copy {copy} of migration {id} is not verified yet (stopped before step {} of {}: {}); finish the migration with `rbd-relay resume {id}`, or undo it with `rbd-relay abort {id}`",
-            state.next_step + 1,
-            state.plan.steps.len(),
-            state.outcome
-        )));
+        return Err(Error::CleanupRefusedUnverified {
+            id: id.to_string(),
+            copy,
+            next: state.next_step + 1,
+            steps: state.plan.steps.len(),
+            outcome: state.outcome.clone(),
+        });
     }
     let before = state.next_step;
     let exec = Executor::new(src.clone(), dst, None, events, RunOptions::default());
@@ -96,10 +98,10 @@ pub async fn cleanup(
     let mut forgotten = false;
     if forget {
         if !state.finished() {
-            return Err(Error::Unsafe(format!(
-                "the source side of {id} is cleaned up, but the record is kept: steps {} are still to do; --forget drops only the record of a finished migration",
-                remaining.join(", ")
-            )));
+            return Err(Error::ForgetRefusedUnfinished {
+                id: id.to_string(),
+                remaining,
+            });
         }
         file.remove()?;
         forgotten = true;

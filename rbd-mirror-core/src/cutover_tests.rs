@@ -329,3 +329,83 @@ async fn cutover_of_a_migration_that_is_not_live_is_refused() {
     assert!(matches!(e, Error::NotLive { .. }), "{e}");
     let _ = Arc::new(());
 }
+
+/// A clone migration dropped (as a killed process would stop) at many points, the source
+/// demoted or the replica promoted or the clone made by then, and then aborted: the source
+/// is primary, not mirrored, with its features and data, and nothing of the migration is
+/// left on the destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_after_a_clone_migration_stopped_anywhere_puts_everything_back() {
+    use crate::abort::{abort, AbortOptions};
+    use crate::event::NullSink;
+    let mut reached = std::collections::BTreeSet::new();
+    for mode in [MirrorImageMode::Journal, MirrorImageMode::Snapshot] {
+        for ms in [0u64, 3, 6, 10, 15, 20, 25, 30, 40, 50, 60, 80] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut world = World::standard(DEFAULT, data());
+            world.sync_polls = 2;
+            world.op_delay = Duration::from_millis(2);
+            let (a, b, w) = pair(world);
+            let m = clone_migration(mode);
+            let o = crate::fake::fixtures::opts();
+            let run = crate::exec::migrate_volume(
+                &m,
+                a.clone(),
+                b.clone(),
+                dir.path(),
+                &o,
+                Arc::new(NullSink),
+            );
+            let finished = tokio::time::timeout(Duration::from_millis(ms), run)
+                .await
+                .is_ok();
+            // let the dropped run's blocking call end, as a killed process's would
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            if finished {
+                continue;
+            }
+            let Ok(state) = crate::state::recorded(dir.path(), &m.id()) else {
+                continue; // stopped before the plan was recorded: nothing to abort
+            };
+            reached.insert(state.plan.steps[state.next_step.min(state.plan.steps.len() - 1)].kind());
+            let verified = state.verified();
+            let r = abort(
+                dir.path(),
+                &m.id(),
+                a.clone(),
+                b.clone(),
+                AbortOptions {
+                    discard_verified_copy: verified,
+                },
+                Arc::new(NullSink),
+            )
+            .await;
+            if let Err(e) = &r {
+                // a finished migration is refused; anything else must succeed
+                assert!(
+                    matches!(e, Error::AbortRefusedFinished { .. }),
+                    "{mode} at {ms} ms: {e}"
+                );
+                continue;
+            }
+            let ww = w.lock().unwrap();
+            let src = &ww.sites[0].images["volumes/vol1"];
+            assert_eq!(src.mirror, None, "{mode} at {ms} ms: source not mirrored");
+            assert_eq!(src.features, DEFAULT, "{mode} at {ms} ms: features back");
+            assert_eq!(src.data, data(), "{mode} at {ms} ms: data untouched");
+            assert!(
+                !ww.sites[1].images.contains_key("volumes/vol1"),
+                "{mode} at {ms} ms: no replica left: {:?}",
+                ww.sites[1].images.keys().collect::<Vec<_>>()
+            );
+            assert!(
+                !ww.sites[1].images.contains_key("cinder/vol1"),
+                "{mode} at {ms} ms: no copy left"
+            );
+        }
+    }
+    assert!(
+        reached.contains("promote_replica") || reached.contains("clone_replica") || reached.contains("verify_handover"),
+        "drops landed inside the cutover: {reached:?}"
+    );
+}

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink, ProgressInfo};
+use crate::exec::on_ceph;
 use crate::ops::{CephOps, ErrorKind, MirrorImageState, OpsError, SnapshotNamespace};
 use crate::spec::ImageSpec;
 use crate::state::{self, StateFile};
@@ -28,26 +29,14 @@ pub struct DeleteReport {
     pub already_deleted: bool,
 }
 
+/// Run `f` on a blocking thread as a `delete-source` call on `target` of `cluster`.
 async fn blocking<T: Send + 'static>(
     step: &str,
     cluster: &dyn CephOps,
     target: &ImageSpec,
     f: impl FnOnce() -> std::result::Result<T, OpsError> + Send + 'static,
 ) -> Result<T> {
-    let (step, name, target) = (
-        step.to_string(),
-        cluster.name().to_string(),
-        target.to_string(),
-    );
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Unsafe(format!("task failed: {e}")))?
-        .map_err(|source| Error::Ceph {
-            step,
-            cluster: name,
-            target,
-            source,
-        })
+    on_ceph(step, cluster.name().to_string(), target.to_string(), f).await
 }
 
 /// Delete the source image of the finished migration `id` recorded in `state_dir`, after
@@ -80,10 +69,10 @@ pub async fn delete_source(
         format!("{}:{copy}", dst.name()),
     );
     if !run.finished() || !run.verified() {
-        return Err(Error::Unsafe(format!(
-            "migration {id} is not finished and verified (outcome: {}); finish it first by re-running the migration",
-            run.outcome
-        )));
+        return Err(Error::DeleteRefusedUnfinished {
+            id: id.to_string(),
+            outcome: run.outcome.clone(),
+        });
     }
     let (s, i) = (src.clone(), source.clone());
     if !blocking("delete-source", src.as_ref(), &source, move || {
@@ -104,10 +93,7 @@ pub async fn delete_source(
     })
     .await?
     {
-        return Err(Error::Unsafe(format!(
-            "the copy {} does not exist (adopted under another name? pass it explicitly); the source is kept",
-            label.1
-        )));
+        return Err(Error::DeleteRefusedNoCopy { copy: label.1 });
     }
     // the source must be idle, unmirrored and without snapshots
     let (s, i) = (src.clone(), source.clone());
@@ -116,29 +102,25 @@ pub async fn delete_source(
     })
     .await?;
     if !watchers.is_empty() {
-        return Err(Error::Unsafe(format!(
-            "{} is in use (watchers: {}); stop its users first",
-            label.0,
-            watchers.join(", ")
-        )));
+        return Err(Error::DeleteRefusedInUse {
+            source_image: label.0,
+            watchers,
+        });
     }
     if mirror.state != MirrorImageState::Disabled {
-        return Err(Error::Unsafe(format!(
-            "{} is still mirrored; finish or clean up the migration first",
-            label.0
-        )));
+        return Err(Error::DeleteRefusedMirrored {
+            source_image: label.0,
+        });
     }
-    let user: Vec<&str> = snaps
-        .iter()
-        .filter(|s| s.namespace == SnapshotNamespace::User)
-        .map(|s| s.name.as_str())
-        .collect();
     if !snaps.is_empty() {
-        return Err(Error::Unsafe(format!(
-            "{} has snapshots ({}); they are not in the copy: remove them yourself first if the source may really go",
-            label.0,
-            if user.is_empty() { "non-user snapshots".to_string() } else { user.join(", ") }
-        )));
+        return Err(Error::DeleteRefusedSnapshots {
+            source_image: label.0,
+            user_snapshots: snaps
+                .iter()
+                .filter(|s| s.namespace == SnapshotNamespace::User)
+                .map(|s| s.name.clone())
+                .collect(),
+        });
     }
     // re-verify now, not trusting the recorded digests
     events.emit(Event::Progress(ProgressInfo {

@@ -119,6 +119,149 @@ pub enum Error {
         /// The underlying failure.
         error: crate::cloud::CloudError,
     },
+    /// `abort` after the copy was handed to the destination cloud (adoption or registration
+    /// sent): the cloud owns it; nothing was changed.
+    #[error("refusing: migration {id} handed its copy to cloud {cloud} ({handed}); the destination cloud owns it now, so abort changes nothing: remove it in that cloud if it is not wanted, and finish the source side with `rbd-relay cleanup {id}` (or `rbd-relay resume {id}`)")]
+    AbortRefusedAfterHandover {
+        /// Migration id.
+        id: String,
+        /// The destination cloud.
+        cloud: String,
+        /// What the cloud made of it (`Cinder volume V`, `Glance image I`, or that the
+        /// request was sent).
+        handed: String,
+    },
+    /// `abort` of a finished migration: the verified copy is the destination's.
+    #[error("refusing: migration {id} is finished; there is nothing to abort: the verified copy {cluster}:{target} is the destination's now and the source is as it was (remove the copy with `rbd --cluster {cluster} rm {target}` if it is not wanted)")]
+    AbortRefusedFinished {
+        /// Migration id.
+        id: String,
+        /// The destination cluster.
+        cluster: String,
+        /// The copy, `POOL/NAME`.
+        target: String,
+    },
+    /// `abort` would remove a verified copy and `--discard-verified-copy` was not given;
+    /// nothing was changed.
+    #[error("refusing: the copy {copy} of migration {id} is already verified; abort would remove it. Keep it and put the source back with `rbd-relay cleanup {id}`, or remove it anyway with `rbd-relay abort {id} --discard-verified-copy`")]
+    AbortRefusedVerifiedCopy {
+        /// Migration id.
+        id: String,
+        /// The copy, `CLUSTER:POOL/NAME`.
+        copy: String,
+    },
+    /// The copy an abort would remove has snapshots (the bootable path's protected one).
+    #[error("refusing: the copy {copy} has snapshot(s) ({}); abort does not remove snapshots on the destination: remove them (rbd snap unprotect / snap purge) and re-run", snapshots.join(", "))]
+    CopyHasSnapshots {
+        /// The copy, `CLUSTER:POOL/NAME`.
+        copy: String,
+        /// Their names.
+        snapshots: Vec<String>,
+    },
+    /// A migration whose abort started and did not finish is not run on (nor cleaned up):
+    /// its source is half put back.
+    #[error("refusing: migration {id} is being aborted (stopped before undo step {next} of {steps}: {outcome}); finish the abort with `rbd-relay abort {id}` (a later `rbd-relay migrate volume ...` then starts a fresh plan)")]
+    AbortUnfinished {
+        /// Migration id.
+        id: String,
+        /// The next undo step (1-based).
+        next: usize,
+        /// Number of undo steps.
+        steps: usize,
+        /// The recorded outcome.
+        outcome: String,
+    },
+    /// `resume` of an aborted migration.
+    #[error("refusing: migration {id} was aborted, so there is nothing to resume; to migrate {image} again, run `rbd-relay migrate volume ...` (it starts a fresh plan)")]
+    ResumeRefusedAborted {
+        /// Migration id.
+        id: String,
+        /// The source image.
+        image: String,
+    },
+    /// `cleanup` of an aborted migration.
+    #[error("refusing: migration {id} was aborted; there is nothing to clean up (start it again with `rbd-relay migrate volume ...`)")]
+    CleanupRefusedAborted {
+        /// Migration id.
+        id: String,
+    },
+    /// `cleanup` before the copy was verified; nothing was changed.
+    #[error("refusing: the copy {copy} of migration {id} is not verified yet (stopped before step {next} of {steps}: {outcome}); finish the migration with `rbd-relay resume {id}`, or undo it with `rbd-relay abort {id}`")]
+    CleanupRefusedUnverified {
+        /// Migration id.
+        id: String,
+        /// The copy, `CLUSTER:POOL/NAME`.
+        copy: String,
+        /// The next step (1-based).
+        next: usize,
+        /// Number of steps.
+        steps: usize,
+        /// The recorded outcome.
+        outcome: String,
+    },
+    /// `cleanup --forget` while steps of the plan are still to do (the source side is
+    /// cleaned up; the record is kept).
+    #[error("refusing: the source side of {id} is cleaned up, but the record is kept: steps {} are still to do; --forget drops only the record of a finished migration", remaining.join(", "))]
+    ForgetRefusedUnfinished {
+        /// Migration id.
+        id: String,
+        /// Kinds of the steps still to do.
+        remaining: Vec<String>,
+    },
+    /// `delete-source` of a migration that is not finished and verified.
+    #[error("refusing: migration {id} is not finished and verified (outcome: {outcome}); finish it first by re-running the migration")]
+    DeleteRefusedUnfinished {
+        /// Migration id.
+        id: String,
+        /// The recorded outcome.
+        outcome: String,
+    },
+    /// `delete-source` finds no copy to verify against; the source is kept.
+    #[error("refusing: the copy {copy} does not exist (adopted under another name? pass it explicitly); the source is kept")]
+    DeleteRefusedNoCopy {
+        /// The copy, `CLUSTER:POOL/NAME`.
+        copy: String,
+    },
+    /// `delete-source` of a source in use.
+    #[error("refusing: {source_image} is in use (watchers: {}); stop its users first", watchers.join(", "))]
+    DeleteRefusedInUse {
+        /// The source, `CLUSTER:POOL/IMAGE`.
+        source_image: String,
+        /// Its watchers.
+        watchers: Vec<String>,
+    },
+    /// `delete-source` of a source still mirrored.
+    #[error("refusing: {source_image} is still mirrored; finish or clean up the migration first")]
+    DeleteRefusedMirrored {
+        /// The source, `CLUSTER:POOL/IMAGE`.
+        source_image: String,
+    },
+    /// `delete-source` of a source with snapshots (they are not in the copy).
+    #[error("refusing: {source_image} has snapshots ({}); they are not in the copy: remove them yourself first if the source may really go", if user_snapshots.is_empty() { "non-user snapshots".to_string() } else { user_snapshots.join(", ") })]
+    DeleteRefusedSnapshots {
+        /// The source, `CLUSTER:POOL/IMAGE`.
+        source_image: String,
+        /// Names of its user snapshots (empty: only other namespaces).
+        user_snapshots: Vec<String>,
+    },
+    /// A batch names one image twice; nothing was changed.
+    #[error("refusing: {image} is given twice (migration {id}); list every image once")]
+    BatchImageTwice {
+        /// The image.
+        image: String,
+        /// Its migration id.
+        id: String,
+    },
+    /// Two images of a batch would be copied to one target; nothing was changed.
+    #[error("refusing: {first} and {second} would both be copied to {target}; give one of them its own copy name (--name, or migrate it separately with another --into)")]
+    BatchSharedCopyTarget {
+        /// The first image.
+        first: String,
+        /// The second image.
+        second: String,
+        /// The copy target, `CLUSTER:POOL/NAME`.
+        target: String,
+    },
     /// A rule that keeps data safe would be broken.
     #[error("refusing: {0}")]
     Unsafe(String),
@@ -164,6 +307,22 @@ pub enum Error {
         /// What is kept as it is.
         kept: String,
     },
+}
+
+impl Error {
+    /// [`Error::AbortUnfinished`] for a state whose abort stopped midway.
+    pub(crate) fn abort_unfinished(state: &crate::state::RunState) -> Self {
+        let (next, steps) = state
+            .undo
+            .as_ref()
+            .map_or((0, 0), |u| (u.next_step, u.steps.len()));
+        Error::AbortUnfinished {
+            id: state.plan.id.clone(),
+            next: (next + 1).min(steps),
+            steps,
+            outcome: state.outcome.clone(),
+        }
+    }
 }
 
 /// Result with the library's [`enum@Error`].

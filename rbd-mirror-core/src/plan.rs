@@ -341,6 +341,40 @@ pub enum Step {
         /// The replica's snapshot the clone hung from.
         snap: String,
     },
+    // The undo steps of an abort (see [`crate::abort::undo_plan`]); never in a migration's plan.
+    /// Undo: remove the copy on the destination, only the image under the copy name with the
+    /// id the copy recorded when it created it (another migration's image is left alone).
+    RemoveCopy {
+        /// The id (`rbd_get_id`) of the copy this migration created.
+        image_id: String,
+    },
+    /// Undo: disable mirroring of the source image, which this migration enabled (rbd-mirror
+    /// then removes the replica; the source's data is untouched).
+    DisableSourceMirroring,
+    /// Undo: remove the mirror snapshots of the source except those from before the migration.
+    RemoveMirrorSnapshots {
+        /// Ids of the mirror snapshots that existed before the migration (kept).
+        kept: Vec<u64>,
+    },
+    /// Undo: bring the source's features back to exactly the recorded original ones (as far
+    /// as librbd allows).
+    RestoreOriginalFeatures {
+        /// The features before the migration.
+        original: Features,
+    },
+    /// Undo, always last: remove this migration's marker from the source image (see
+    /// [`crate::preflight::SourceMarker`]); another run's marker is left as it is.
+    RemoveSourceMarker,
+    /// Undo of a demotion: promote the source again (without force when the replica is not
+    /// primary, else forced), so it is writable for its users.
+    PromoteSource,
+    /// Undo of the replica's promotion: remove the handover snapshot, then demote the
+    /// replica while the source is still mirrored (rbd-mirror then removes it with the
+    /// source's mirroring), or remove it (by its recorded id) once the source is not.
+    DemoteReplica {
+        /// The handover snapshot on the replica.
+        snap: String,
+    },
 }
 
 impl Step {
@@ -369,6 +403,13 @@ impl Step {
             Step::FlattenCopy => "flatten_copy",
             Step::ReleaseSource => "release_source",
             Step::RemoveReplica { .. } => "remove_replica",
+            Step::RemoveCopy { .. } => "remove_copy",
+            Step::DisableSourceMirroring => "disable_source_mirroring",
+            Step::RemoveMirrorSnapshots { .. } => "remove_mirror_snapshots",
+            Step::RestoreOriginalFeatures { .. } => "restore_original_features",
+            Step::RemoveSourceMarker => "remove_source_marker",
+            Step::PromoteSource => "promote_source",
+            Step::DemoteReplica { .. } => "demote_replica",
         }
     }
 
@@ -397,6 +438,12 @@ impl Step {
             Step::AdoptVolume { .. } | Step::RegisterImage { .. } | Step::CheckMinDisk { .. } => {
                 Role::TenantAdmin
             }
+            Step::RemoveCopy { .. } | Step::DemoteReplica { .. } => Role::DestinationCephAdmin,
+            Step::PromoteSource
+            | Step::DisableSourceMirroring
+            | Step::RemoveMirrorSnapshots { .. }
+            | Step::RestoreOriginalFeatures { .. }
+            | Step::RemoveSourceMarker => Role::SourceCephAdmin,
         }
     }
 
@@ -505,6 +552,44 @@ impl Step {
             ),
             Step::RemoveReplica { snap } => format!(
                 "remove the replica {dst}:{} and its snapshot {snap}",
+                m.replica()
+            ),
+            Step::RemoveCopy { image_id } => format!(
+                "remove the copy {dst}:{} if this migration created it (image id {image_id}; an image with another id is left alone)",
+                m.copy_target()
+            ),
+            Step::DisableSourceMirroring => format!(
+                "disable mirroring of {src}:{} if this migration enabled it (removes the replica on {dst}; the source's data is untouched)",
+                m.image
+            ),
+            Step::RemoveMirrorSnapshots { kept } => {
+                let mut s = format!(
+                    "remove the mirror snapshots of {src}:{} made by this migration",
+                    m.image
+                );
+                if !kept.is_empty() {
+                    s.push_str(&format!(
+                        " (the {} from before it are kept)",
+                        kept.len()
+                    ));
+                }
+                s
+            }
+            Step::RestoreOriginalFeatures { original } => format!(
+                "give {src}:{} its original features back ({original})",
+                m.image
+            ),
+            Step::RemoveSourceMarker => format!(
+                "remove this migration's marker from {src}:{} (image metadata {})",
+                m.image,
+                crate::preflight::SOURCE_MARKER_KEY
+            ),
+            Step::PromoteSource => format!(
+                "promote {src}:{} again if it is demoted (writable for its users again)",
+                m.image
+            ),
+            Step::DemoteReplica { snap } => format!(
+                "remove the snapshot {snap} of the replica {dst}:{} and demote it if it was promoted (removed instead once the source is not mirrored)",
                 m.replica()
             ),
         }
@@ -676,11 +761,19 @@ impl Plan {
             self.facts.features,
             self.facts.snapshots.len()
         ));
-        for (i, s) in self.steps.iter().enumerate() {
-            out.push_str(&format!("{:>2}. [{}] {}\n", i + 1, s.role(), s.describe(m)));
-        }
+        out.push_str(&render_steps(&self.steps, m));
         out
     }
+}
+
+/// The numbered lines of a dry run, one per step with the role that runs it (a migration's
+/// plan and an abort's undo plan print alike).
+pub fn render_steps(steps: &[Step], m: &VolumeMigration) -> String {
+    let mut out = String::new();
+    for (i, s) in steps.iter().enumerate() {
+        out.push_str(&format!("{:>2}. [{}] {}\n", i + 1, s.role(), s.describe(m)));
+    }
+    out
 }
 
 /// Sample facts for tests of crates that render or run plans (the bundle renderer's tests).

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, SpecError};
-use crate::plan::Plan;
+use crate::plan::{Plan, Step};
 
 /// How far a migration got.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +53,36 @@ pub struct RunState {
     /// this id is ever removed as the replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_id: Option<String>,
+    /// The undo plan of `rbd-relay abort` and how far it got, from the moment an abort
+    /// starts: the executor then runs it instead of the plan's steps (see
+    /// [`RunState::active_steps`]), and an interrupted abort continues it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<UndoRun>,
+}
+
+/// An abort's undo plan and how far it got (see [`crate::abort`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UndoRun {
+    /// The undo steps, derived from what the migration did ([`crate::abort::undo_plan`]).
+    pub steps: Vec<Step>,
+    /// Index of the next undo step to run (`steps.len()` when the undo is done).
+    pub next_step: usize,
+    /// Seconds each finished undo step took.
+    pub step_seconds: Vec<f64>,
+    /// What the undo steps changed, one line each, in the order they ran.
+    pub undone: Vec<String>,
+}
+
+impl UndoRun {
+    /// An undo plan not started yet.
+    pub fn new(steps: Vec<Step>) -> Self {
+        Self {
+            steps,
+            next_step: 0,
+            step_seconds: Vec::new(),
+            undone: Vec::new(),
+        }
+    }
 }
 
 impl RunState {
@@ -73,7 +103,63 @@ impl RunState {
             registered: None,
             aborted: false,
             replica_id: None,
+            undo: None,
         }
+    }
+
+    /// The steps the executor works through: an abort's undo plan once an abort started,
+    /// else the plan's.
+    pub fn active_steps(&self) -> &[Step] {
+        match &self.undo {
+            Some(u) => &u.steps,
+            None => &self.plan.steps,
+        }
+    }
+
+    /// Index of the next of [`RunState::active_steps`] to run.
+    pub fn active_next(&self) -> usize {
+        match &self.undo {
+            Some(u) => u.next_step,
+            None => self.next_step,
+        }
+    }
+
+    /// Whether every one of [`RunState::active_steps`] ran.
+    pub fn active_done(&self) -> bool {
+        self.active_next() >= self.active_steps().len()
+    }
+
+    /// Record that active step `index` ran in `seconds`; after the last one the outcome is
+    /// `finished` (a migration) or `aborted` (an undo plan).
+    pub(crate) fn active_step_ran(&mut self, index: usize, seconds: f64) {
+        match &mut self.undo {
+            Some(u) => {
+                u.next_step = index + 1;
+                u.step_seconds.push(seconds);
+            }
+            None => {
+                self.next_step = index + 1;
+                self.step_seconds.push(seconds);
+            }
+        }
+        if self.active_done() {
+            match self.undo {
+                Some(_) => self.mark_aborted(),
+                None => self.outcome = "finished".into(),
+            }
+        }
+    }
+
+    /// The undo is complete: a later `migrate` of the same image starts a fresh plan.
+    pub(crate) fn mark_aborted(&mut self) {
+        self.aborted = true;
+        self.outcome = "aborted".into();
+    }
+
+    /// Whether an abort started and has not finished (a `migrate`, `resume` or `cleanup`
+    /// must not run the plan's steps over a half-undone migration).
+    pub fn aborting(&self) -> bool {
+        self.undo.is_some() && !self.aborted
     }
 
     /// Whether every step ran.
@@ -280,6 +366,11 @@ impl StateFile {
         Ok(file)
     }
 
+    /// The state directory the file is in.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
     /// Path of the state file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -368,10 +459,13 @@ pub(crate) fn save_to(path: &Path, state: &RunState) -> Result<()> {
 pub fn resumable(dir: &Path, id: &str) -> Result<RunState> {
     let s = recorded(dir, id)?;
     if s.aborted {
-        return Err(Error::Unsafe(format!(
-            "migration {id} was aborted, so there is nothing to resume; to migrate {} again, run `rbd-relay migrate volume ...` (it starts a fresh plan)",
-            s.plan.migration.image
-        )));
+        return Err(Error::ResumeRefusedAborted {
+            id: id.to_string(),
+            image: s.plan.migration.image.to_string(),
+        });
+    }
+    if s.aborting() {
+        return Err(Error::abort_unfinished(&s));
     }
     Ok(s)
 }
@@ -393,6 +487,18 @@ pub fn run_active(dir: &Path, id: &str) -> bool {
 /// The outcome of a recorded migration as `list` shows it: the recorded text, except that a
 /// migration recorded as `running` whose process is gone reads "interrupted at step N/M".
 pub fn describe_outcome(state: &RunState, active: bool) -> String {
+    if let Some(u) = state
+        .undo
+        .as_ref()
+        .filter(|_| state.aborting() && state.outcome == "aborting" && !active)
+    {
+        return format!(
+            "abort interrupted at undo step {}/{} (no process runs it; `rbd-relay abort {}` continues)",
+            (u.next_step + 1).min(u.steps.len()),
+            u.steps.len(),
+            state.plan.id
+        );
+    }
     if state.outcome == "running" && !active {
         format!(
             "interrupted at step {}/{} (no process runs it; `rbd-relay resume {}` continues)",
@@ -431,6 +537,16 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<RunState> {
                 "damaged: next_step {} is past the plan's {} steps; nothing was changed. Move the file away and check the migration's images by hand (rbd info, rbd mirror image status)",
                 state.next_step,
                 state.plan.steps.len()
+            ),
+        });
+    }
+    if let Some(u) = state.undo.as_ref().filter(|u| u.next_step > u.steps.len()) {
+        return Err(Error::State {
+            path: path.to_path_buf(),
+            reason: format!(
+                "damaged: the undo plan's next_step {} is past its {} steps; nothing was changed. Move the file away and check the migration's images by hand (rbd info, rbd mirror image status)",
+                u.next_step,
+                u.steps.len()
             ),
         });
     }

@@ -78,7 +78,8 @@ impl Executor {
         }
     }
 
-    /// Run the plan's steps from `state.next_step` on while `take` accepts the next one,
+    /// Run the state's active steps (the plan's, or an abort's undo plan: see
+    /// [`RunState::active_steps`]) from the next one on while `take` accepts the next one,
     /// saving the state after every step (and the failure when one fails).
     pub(crate) async fn run_steps(
         &self,
@@ -86,9 +87,9 @@ impl Executor {
         file: &StateFile,
         take: impl Fn(&Step) -> bool,
     ) -> Result<()> {
-        while !state.finished() && take(&state.plan.steps[state.next_step]) {
-            let index = state.next_step;
-            let step = state.plan.steps[index].clone();
+        while !state.active_done() && take(&state.active_steps()[state.active_next()]) {
+            let index = state.active_next();
+            let step = state.active_steps()[index].clone();
             self.events.emit(Event::StepStarted {
                 index,
                 step: step.kind().into(),
@@ -102,11 +103,7 @@ impl Executor {
                 self.roll_back_failed_cutover(index, state, file).await;
                 return Err(e);
             }
-            state.next_step = index + 1;
-            state.step_seconds.push(t.elapsed().as_secs_f64());
-            if state.finished() {
-                state.outcome = "finished".into();
-            }
+            state.active_step_ran(index, t.elapsed().as_secs_f64());
             self.save(state, file)?;
             self.events.emit(Event::StepDone {
                 index,
@@ -438,6 +435,34 @@ impl Executor {
                 }
                 state.registered = Some(now);
                 Ok(())
+            }
+            Step::RemoveCopy { image_id } => {
+                let work = undo::remove_copy(&dst, &m, image_id, self.events.as_ref());
+                undo::record(work, index, step, state, self.events.as_ref()).await
+            }
+            Step::DisableSourceMirroring => {
+                let work = undo::disable_source_mirroring(&src, &m);
+                undo::record(work, index, step, state, self.events.as_ref()).await
+            }
+            Step::RemoveMirrorSnapshots { kept } => {
+                let work = undo::remove_mirror_snapshots(&src, &m, kept);
+                undo::record(work, index, step, state, self.events.as_ref()).await
+            }
+            Step::RestoreOriginalFeatures { original } => {
+                let work = undo::restore_original_features(&src, &m, *original);
+                undo::record(work, index, step, state, self.events.as_ref()).await
+            }
+            Step::RemoveSourceMarker => {
+                let work = undo::remove_source_marker(&src, &m, file.dir());
+                undo::record(work, index, step, state, self.events.as_ref()).await
+            }
+            Step::PromoteSource => {
+                let work = undo::promote_source(&src, &dst, &m);
+                undo::record(work, index, step, state, self.events.as_ref()).await
+            }
+            Step::DemoteReplica { snap } => {
+                let work = undo::demote_replica(&src, &dst, &m, snap, state.replica_id.clone());
+                undo::record(work, index, step, state, self.events.as_ref()).await
             }
         }
     }

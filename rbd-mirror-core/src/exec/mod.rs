@@ -27,6 +27,7 @@ mod bootable;
 mod cutover;
 mod executor;
 mod single_role;
+mod undo;
 
 pub use bootable::{
     bootable_request, migrate_bootable, plan_bootable, BootableDryRun, BootableMigration,
@@ -220,7 +221,12 @@ fn source_changes_left(state: &RunState) -> bool {
             | Step::DisableMirroring
             | Step::RestoreFeatures { .. }
             | Step::DemoteSource
-            | Step::ReleaseSource => true,
+            | Step::ReleaseSource
+            | Step::DisableSourceMirroring
+            | Step::RemoveMirrorSnapshots { .. }
+            | Step::RestoreOriginalFeatures { .. }
+            | Step::RemoveSourceMarker
+            | Step::PromoteSource => true,
             Step::Preflight
             | Step::WaitForCutover { .. }
             | Step::PromoteReplica
@@ -228,6 +234,7 @@ fn source_changes_left(state: &RunState) -> bool {
             | Step::VerifyHandover { .. }
             | Step::FlattenCopy
             | Step::RemoveReplica { .. }
+            | Step::DemoteReplica { .. }
             | Step::WaitForReplica
             | Step::CopyReplica
             | Step::SetCopyFeatures { .. }
@@ -235,7 +242,8 @@ fn source_changes_left(state: &RunState) -> bool {
             | Step::AdoptVolume { .. }
             | Step::SnapshotAndProtect { .. }
             | Step::RegisterImage { .. }
-            | Step::CheckMinDisk { .. } => false,
+            | Step::CheckMinDisk { .. }
+            | Step::RemoveCopy { .. } => false,
         })
 }
 
@@ -450,6 +458,7 @@ pub async fn migrate(
         other => other,
     };
     let mut state = match recorded {
+        Some(s) if s.aborting() => return Err(Error::abort_unfinished(&s)),
         Some(s) => {
             if &s.plan.migration != m {
                 return Err(Error::State {
