@@ -45,6 +45,61 @@ pub struct VolumeMigration {
     /// Register the verified copy as a Glance image in the destination cloud at the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub register: Option<Registration>,
+    /// Where the source image comes from (an image of the source cluster unless said).
+    #[serde(default, skip_serializing_if = "Origin::is_image")]
+    pub origin: Origin,
+}
+
+/// Where a plan's source image comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Origin {
+    /// An existing image of the source cluster (`image`).
+    #[default]
+    Image,
+    /// A bootable Cinder volume of the source cloud, uploaded to a Glance image by the
+    /// plan's first step ([`Step::UploadToImage`]); `image` names that Glance image's RBD
+    /// image once the upload is done, and the steps after [`Step::Preflight`] are planned
+    /// when preflight has read it.
+    Upload(Upload),
+    /// An image already in place in the destination pool (split roles): the plan is the
+    /// tenant admin's step alone (adopt or register), the Ceph admins having copied and
+    /// verified the image.
+    InPlace,
+}
+
+impl Origin {
+    /// Whether the source is an existing image of the source cluster (the default).
+    pub fn is_image(&self) -> bool {
+        *self == Origin::Image
+    }
+}
+
+/// The upload-to-image of a bootable volume (the runbook's bootable path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upload {
+    /// The source cloud (its name in clouds.yaml).
+    pub cloud: String,
+    /// The Cinder volume in the source cloud.
+    pub volume_id: String,
+    /// Its size in GiB (the registered image's least min_disk).
+    pub volume_size_gib: u64,
+    /// The image name as asked (`--name`), `None` for the default.
+    pub asked_name: Option<String>,
+    /// The name of the image in both clouds.
+    pub image_name: String,
+    /// The source Glance pool (where the image's data is when Glance hides its location).
+    pub pool: PoolSpec,
+}
+
+impl Upload {
+    /// What the plan calls the uploaded image until the upload says which it is.
+    pub fn pending_image(&self) -> ImageSpec {
+        ImageSpec {
+            pool: self.pool.clone(),
+            image: "<image id>".into(),
+        }
+    }
 }
 
 /// How the verified copy becomes a Glance image in the destination cloud (the runbook's
@@ -96,18 +151,90 @@ impl VolumeMigration {
             allow_overcommit: false,
             adopt: None,
             register: None,
+            origin: Origin::Image,
         }
+    }
+
+    /// The request of a bootable volume's move through Glance, before the upload: the
+    /// source image is the Glance image the upload makes ([`Upload::pending_image`] until
+    /// then), registered at the end in `dst_cloud` as `upload.image_name`.
+    pub fn bootable(
+        source: ClusterSpec,
+        destination: ClusterSpec,
+        upload: Upload,
+        into: PoolSpec,
+        mode: MirrorImageMode,
+        dst_cloud: &str,
+    ) -> Self {
+        let mut m = Self::new(source, destination, upload.pending_image(), into);
+        m.mode = mode;
+        m.register = Some(Registration {
+            cloud: dst_cloud.to_string(),
+            name: upload.image_name.clone(),
+            snapshot: "snap".into(),
+            min_disk_gib: upload.volume_size_gib,
+        });
+        m.origin = Origin::Upload(upload);
+        m
+    }
+
+    /// The tenant admin's step alone on `image`, already in the destination pool of
+    /// `cluster` (split roles): adopt it (`adopt`) or register it (`register`).
+    pub fn in_place(
+        cluster: ClusterSpec,
+        image: ImageSpec,
+        adopt: Option<Adoption>,
+        register: Option<Registration>,
+    ) -> Self {
+        let into = image.pool.clone();
+        let mut m = Self::new(cluster.clone(), cluster, image, into);
+        m.adopt = adopt;
+        m.register = register;
+        m.origin = Origin::InPlace;
+        m
+    }
+
+    /// The request as the caller makes it, without what the run learns on the way (the
+    /// uploaded image): a recorded run continues only the same request.
+    pub fn as_requested(&self) -> Self {
+        let mut m = self.clone();
+        if let Origin::Upload(u) = &self.origin {
+            m.image = u.pending_image();
+            m.dest_name = m.image.image.clone();
+            if let Some(r) = &mut m.register {
+                r.min_disk_gib = u.volume_size_gib;
+            }
+        }
+        m
     }
 
     /// A stable id naming this migration (state file name, locks, `resume ID`).
     pub fn id(&self) -> String {
-        let raw = format!(
-            "{}_{}_to_{}_{}",
-            self.source.name,
-            self.image,
-            self.destination.name,
-            self.copy_target()
-        );
+        let raw = match &self.origin {
+            Origin::Image => format!(
+                "{}_{}_to_{}_{}",
+                self.source.name,
+                self.image,
+                self.destination.name,
+                self.copy_target()
+            ),
+            // known before the upload, so the same before and after it
+            Origin::Upload(u) => format!(
+                "{}_volume_{}_to_{}_{}",
+                self.source.name, u.volume_id, self.destination.name, self.into
+            ),
+            // the marker earlier versions gave the volume or image in the cloud
+            Origin::InPlace => format!(
+                "{}_{}_{}",
+                if self.adopt.is_some() {
+                    "adopt"
+                } else {
+                    "register"
+                },
+                self.image.pool,
+                self.image.image
+            ),
+        };
         raw.chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' {
@@ -122,13 +249,25 @@ impl VolumeMigration {
     /// The source image as `CLUSTER:POOL/IMAGE`: what the state directory's image lock is
     /// named after, so that two migrations of one image never run at once.
     pub fn lock_name(&self) -> String {
-        format!("{}:{}", self.source.name, self.image)
+        match &self.origin {
+            Origin::Upload(u) => format!("{}:upload of volume {}", self.source.name, u.volume_id),
+            Origin::Image | Origin::InPlace => format!("{}:{}", self.source.name, self.image),
+        }
     }
 
     /// The copy target as `CLUSTER:POOL/NAME`: what the state directory's target lock is
     /// named after, so that two migrations into one copy name never run at once.
     pub fn target_lock_name(&self) -> String {
-        format!("{}:{}", self.destination.name, self.copy_target())
+        match &self.origin {
+            // the copy is named after the uploaded image's id, which no other plan has
+            Origin::Upload(u) => format!(
+                "{}:{}/upload of volume {}",
+                self.destination.name, self.into, u.volume_id
+            ),
+            Origin::Image | Origin::InPlace => {
+                format!("{}:{}", self.destination.name, self.copy_target())
+            }
+        }
     }
 
     /// Where rbd-mirror puts the replica: the same pool and name on the destination.
@@ -171,6 +310,23 @@ pub struct SourceFacts {
 }
 
 impl SourceFacts {
+    /// The facts of a plan whose source image preflight has not read yet (see
+    /// [`Plan::awaiting_upload`]): empty, and used by no step of such a plan.
+    pub fn not_read() -> Self {
+        Self {
+            features: Features::empty(),
+            size: 0,
+            object_size: 0,
+            image_id: String::new(),
+            snapshots: Vec::new(),
+            mirror_snapshots_before: Vec::new(),
+            source_pool_mode: PoolMirrorMode::Disabled,
+            destination_pool_mode: PoolMirrorMode::Disabled,
+            mirroring_was_enabled: false,
+            watchers: Vec::new(),
+        }
+    }
+
     /// Number of objects of the image.
     pub fn objects(&self) -> u64 {
         if self.object_size == 0 {
@@ -268,6 +424,18 @@ pub enum Step {
         /// The least acceptable min_disk in GiB.
         min_gib: u64,
     },
+    /// Upload a bootable volume of the source cloud to a Glance image (Cinder
+    /// upload-to-image): the image is the plan's source from then on.
+    UploadToImage {
+        /// The source cloud.
+        cloud: String,
+        /// The Cinder volume.
+        volume_id: String,
+        /// Its size in GiB.
+        size_gib: u64,
+        /// Name of the image.
+        image_name: String,
+    },
 }
 
 impl Step {
@@ -288,6 +456,7 @@ impl Step {
             Step::SnapshotAndProtect { .. } => "snapshot_and_protect",
             Step::RegisterImage { .. } => "register_image",
             Step::CheckMinDisk { .. } => "check_min_disk",
+            Step::UploadToImage { .. } => "upload_to_image",
         }
     }
 
@@ -305,9 +474,11 @@ impl Step {
             | Step::SetCopyFeatures { .. }
             | Step::Verify
             | Step::SnapshotAndProtect { .. } => Role::DestinationCephAdmin,
-            Step::AdoptVolume { .. } | Step::RegisterImage { .. } | Step::CheckMinDisk { .. } => {
-                Role::TenantAdmin
-            }
+            // the upload is the source cloud's tenant admin's: see `describe`
+            Step::AdoptVolume { .. }
+            | Step::RegisterImage { .. }
+            | Step::CheckMinDisk { .. }
+            | Step::UploadToImage { .. } => Role::TenantAdmin,
         }
     }
 
@@ -381,6 +552,18 @@ impl Step {
             ),
             Step::CheckMinDisk { min_gib } => format!(
                 "check that the registered image's min_disk is at least {min_gib} GiB (the source volume's size)"
+            ),
+            Step::UploadToImage {
+                cloud,
+                volume_id,
+                size_gib,
+                image_name,
+            } => format!(
+                "upload volume {volume_id} ({size_gib} GiB) to image '{image_name}' in the source cloud {cloud} (Cinder upload-to-image; the data lands in {src}:{})",
+                match &m.origin {
+                    Origin::Upload(u) => u.pending_image(),
+                    Origin::Image | Origin::InPlace => m.image.clone(),
+                }
             ),
         }
     }
@@ -470,6 +653,115 @@ impl Plan {
         }
     }
 
+    /// The plan of a bootable volume's move before its upload: upload, then preflight of
+    /// the uploaded image, which plans the steps after it ([`Plan::planned_after_preflight`]).
+    /// The facts are not read yet (the image does not exist); no step uses them.
+    pub fn awaiting_upload(migration: VolumeMigration) -> Self {
+        let steps = match &migration.origin {
+            Origin::Upload(u) => vec![
+                Step::UploadToImage {
+                    cloud: u.cloud.clone(),
+                    volume_id: u.volume_id.clone(),
+                    size_gib: u.volume_size_gib,
+                    image_name: u.image_name.clone(),
+                },
+                Step::Preflight,
+            ],
+            Origin::Image | Origin::InPlace => vec![Step::Preflight],
+        };
+        Self {
+            version: PLAN_VERSION,
+            id: migration.id(),
+            migration,
+            facts: SourceFacts::not_read(),
+            steps,
+        }
+    }
+
+    /// The plan of the tenant admin's step alone on an image already in place (split
+    /// roles, [`Origin::InPlace`]): adopt it, or register it. The Ceph admins copied and
+    /// verified it; there are no source facts.
+    pub fn in_place(migration: VolumeMigration) -> Self {
+        let mut steps = Vec::new();
+        if let Some(r) = &migration.register {
+            steps.push(Step::RegisterImage {
+                cloud: r.cloud.clone(),
+                name: r.name.clone(),
+            });
+        }
+        if let Some(a) = &migration.adopt {
+            steps.push(Step::AdoptVolume {
+                cloud: a.cloud.clone(),
+                target: a.target.clone(),
+                name: a.name.clone(),
+            });
+        }
+        Self {
+            version: PLAN_VERSION,
+            id: migration.id(),
+            migration,
+            facts: SourceFacts::not_read(),
+            steps,
+        }
+    }
+
+    /// Whether the steps after preflight are still to be planned (a bootable plan before
+    /// preflight read the uploaded image).
+    pub fn awaits_preflight(&self) -> bool {
+        self.steps.last() == Some(&Step::Preflight)
+    }
+
+    /// Plan the steps after preflight from the facts it read, keeping the steps done before
+    /// it (the upload).
+    pub fn planned_after_preflight(&mut self, facts: SourceFacts) {
+        let done = self
+            .steps
+            .iter()
+            .take_while(|s| **s != Step::Preflight)
+            .cloned();
+        let full = Plan::volume(self.migration.clone(), facts);
+        self.steps = done.chain(full.steps).collect();
+        self.facts = full.facts;
+    }
+
+    /// What follows preflight while the plan awaits it, for a dry run: the steps as far as
+    /// they are known before the source image is read (its features decide the rest).
+    pub fn outline_after_preflight(&self) -> Vec<String> {
+        if !self.awaits_preflight() {
+            return Vec::new();
+        }
+        let m = &self.migration;
+        let (s, d) = (&m.source.name, &m.destination.name);
+        let image = &m.image;
+        let mut lines = vec![
+            format!("[{}] preflight, enable the mirroring features and {}-mode mirroring of {s}:{image}", Role::SourceCephAdmin, m.mode),
+            format!("[{}] wait for the replica, copy it to {d}:{}/<image id>, verify (sha256)", Role::DestinationCephAdmin, m.into),
+            format!("[{}] disable mirroring of {s}:{image} and restore its features", Role::SourceCephAdmin),
+        ];
+        if let Some(r) = &m.register {
+            lines.push(format!(
+                "[{}] create snapshot {d}:{}/<image id>@{} and protect it",
+                Role::DestinationCephAdmin,
+                m.into,
+                r.snapshot
+            ));
+            lines.push(format!(
+                "[{}] register image '{}' in cloud {} at rbd://<{d} fsid>/{}/<image id>/{}",
+                Role::TenantAdmin,
+                r.name,
+                r.cloud,
+                m.into,
+                r.snapshot
+            ));
+            lines.push(format!(
+                "[{}] check that its min_disk is at least {} GiB (the source volume's size)",
+                Role::TenantAdmin,
+                r.min_disk_gib
+            ));
+        }
+        lines
+    }
+
     /// The dry-run text: one numbered line per step, with the role that runs it.
     pub fn render(&self) -> String {
         let m = &self.migration;
@@ -482,14 +774,25 @@ impl Plan {
             m.copy_target(),
             m.mode
         );
-        out.push_str(&format!(
-            "source: {} bytes, features {}, {} user snapshot(s)\n",
-            self.facts.size,
-            self.facts.features,
-            self.facts.snapshots.len()
-        ));
+        let outline = self.outline_after_preflight();
+        if outline.is_empty() {
+            out.push_str(&format!(
+                "source: {} bytes, features {}, {} user snapshot(s)\n",
+                self.facts.size,
+                self.facts.features,
+                self.facts.snapshots.len()
+            ));
+        } else {
+            out.push_str("source: read by preflight once the upload made it\n");
+        }
         for (i, s) in self.steps.iter().enumerate() {
             out.push_str(&format!("{:>2}. [{}] {}\n", i + 1, s.role(), s.describe(m)));
+        }
+        if !outline.is_empty() {
+            out.push_str("    then, planned exactly once preflight has read the image:\n");
+            for line in outline {
+                out.push_str(&format!("    - {line}\n"));
+            }
         }
         out
     }
