@@ -231,9 +231,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 let src = connect(b.source.clone()).await?;
                 let dst = connect(b.destination.clone()).await?;
                 if args.dry_run {
-                    let d =
+                    let (p, recorded) =
                         plan_bootable(&b, src, dst, &clouds, &state_dir, reporter.clone()).await?;
-                    reporter.bootable_plan(&d);
+                    reporter.plan(&p, recorded.as_ref());
                     return Ok(ExitCode::SUCCESS);
                 }
                 let mut opts = RunOptions::default();

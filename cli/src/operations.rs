@@ -16,7 +16,7 @@ use rbd_mirror_core::cloud::CloudOps;
 use rbd_mirror_core::event::EventSink;
 use rbd_mirror_core::exec::{migrate, plan, Clouds, RunOptions};
 use rbd_mirror_core::ops::CephOps;
-use rbd_mirror_core::plan::VolumeMigration;
+use rbd_mirror_core::plan::{Origin, VolumeMigration};
 use rbd_mirror_core::state;
 
 use crate::args::VolumeArgs;
@@ -25,8 +25,9 @@ use crate::ops_args::{AbortArgs, CleanupArgs, CutoverArgs, ResumeArgs};
 use crate::report::{Reporter, Tag, TaggedSink};
 use rbd_mirror_openstack::OpenStackCloud;
 
-/// The destination cloud a plan hands its copy to, connected (none for a Ceph-only plan).
-async fn destination_cloud(m: &VolumeMigration) -> Result<Clouds> {
+/// The clouds a plan talks to, connected: the destination cloud it hands its copy to (none
+/// for a Ceph-only plan) and the source cloud it uploads a bootable volume in.
+async fn plan_clouds(m: &VolumeMigration) -> Result<Clouds> {
     let wanted = m
         .adopt
         .as_ref()
@@ -40,7 +41,12 @@ async fn destination_cloud(m: &VolumeMigration) -> Result<Clouds> {
             ),
             None => None,
         },
-        source: None,
+        source: match &m.origin {
+            Origin::Upload(u) => Some(Arc::new(
+                OpenStackCloud::connect(&u.cloud, Side::Source).await?,
+            ) as Arc<dyn CloudOps>),
+            Origin::Image | Origin::InPlace => None,
+        },
     })
 }
 
@@ -60,7 +66,7 @@ pub async fn resume(
 ) -> Result<ExitCode> {
     let run = state::resumable(state_dir, &args.id)?;
     let m = run.plan.migration.clone();
-    let clouds = destination_cloud(&m).await?;
+    let clouds = plan_clouds(&m).await?;
     let (src, dst) = clusters(&m).await?;
     let mut opts = RunOptions::default();
     opts.wait.stall_after = std::time::Duration::from_secs(args.stall_timeout);
@@ -172,7 +178,7 @@ pub async fn batch(
     }
     check_distinct(&ms).map_err(|e| usage(e.into()))?;
     let clouds = match ms.first() {
-        Some(m) => destination_cloud(m).await?,
+        Some(m) => plan_clouds(m).await?,
         None => Clouds::default(),
     };
     let (src, dst) = clusters(&ms[0]).await?;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use rbd_mirror_ceph::pairing::{PairReport, PoolStatus};
 use rbd_mirror_core::cloud::{AdoptedVolume, CloudImage};
 use rbd_mirror_core::event::{Event, EventSink};
-use rbd_mirror_core::exec::{BootableDryRun, Summary};
+use rbd_mirror_core::exec::Summary;
 use rbd_mirror_core::plan::Plan;
 use rbd_mirror_core::state::RunState;
 use rbd_mirror_core::status::SyncProgress;
@@ -204,10 +204,18 @@ impl Reporter {
 
     pub fn plan(&self, plan: &Plan, recorded: Option<&RunState>) {
         match self.format {
-            OutputFormat::Json => self.json(serde_json::json!({
-                "result": "plan", "plan": plan,
-                "next_step": recorded.map(|r| r.next_step),
-            })),
+            OutputFormat::Json => {
+                let mut v = serde_json::json!({
+                    "result": "plan", "plan": plan,
+                    "next_step": recorded.map(|r| r.next_step),
+                });
+                // a plan awaiting preflight (a bootable one before its upload)
+                let then = plan.outline_after_preflight();
+                if !then.is_empty() {
+                    v["then"] = serde_json::json!(then);
+                }
+                self.json(v)
+            }
             OutputFormat::Text => {
                 out!("{}", plan.render());
                 match recorded {
@@ -295,22 +303,6 @@ impl Reporter {
                 v.status,
                 v.rbd_image
             ),
-        }
-    }
-
-    pub fn bootable_plan(&self, d: &BootableDryRun) {
-        if let Some((plan, recorded)) = &d.plan {
-            return self.plan(plan, recorded.as_ref());
-        }
-        match self.format {
-            OutputFormat::Json => self.json(serde_json::json!({"result": "plan", "bootable": d})),
-            OutputFormat::Text => {
-                let all: Vec<&String> = d.upload.iter().chain(d.then.iter()).collect();
-                for (i, line) in all.iter().enumerate() {
-                    outln!("{:>2}. {line}", i + 1);
-                }
-                outln!("(dry run: nothing was changed; the Ceph steps are planned exactly once the image exists)");
-            }
         }
     }
 

@@ -618,11 +618,10 @@ fn migrate_bootable_registers_an_active_image_with_the_volumes_bytes() {
         state.path().to_str().unwrap(),
     );
     assert!(ok, "{err}");
-    let dry = &lines.last().unwrap()["bootable"];
-    assert!(
-        dry["upload"].as_str().unwrap().contains(&src.volume.id),
-        "{dry}"
-    );
+    let dry = lines.last().unwrap();
+    let upload = &dry["plan"]["steps"][0];
+    assert_eq!(upload["step"], "upload_to_image", "{dry}");
+    assert_eq!(upload["volume_id"], src.volume.id.as_str(), "{dry}");
     assert!(dry["then"].to_string().contains("min_disk"), "{dry}");
     assert!(
         rt().block_on(images_named(&s.src_admin, &img_name))

@@ -80,6 +80,7 @@ impl Renderer<'_> {
 /// The section of `step` in the cleanup script.
 fn cleanup_step(step: &Step) -> Result<&'static str, BundleError> {
     match step {
+        Step::UploadToImage { .. } => Err(BundleError::upload_step(step)),
         Step::RemoveCopy { .. }
         | Step::DisableSourceMirroring
         | Step::RemoveMirrorSnapshots { .. }

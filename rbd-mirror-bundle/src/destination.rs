@@ -100,6 +100,7 @@ impl Renderer<'_> {
 /// The section of `step` in the destination script.
 fn destination_step(step: &Step) -> Result<&'static str, BundleError> {
     match step {
+        Step::UploadToImage { .. } => Err(BundleError::upload_step(step)),
         Step::RemoveCopy { .. }
         | Step::DisableSourceMirroring
         | Step::RemoveMirrorSnapshots { .. }

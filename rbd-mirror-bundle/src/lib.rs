@@ -64,6 +64,15 @@ pub enum BundleError {
 }
 
 impl BundleError {
+    /// The upload-to-image of a bootable volume: `rbd-relay bundle bootable` runs it before
+    /// it renders the plan of the uploaded image, so it is never a script's step.
+    fn upload_step(step: &Step) -> Self {
+        BundleError::Unsupported {
+            step: step.kind(),
+            reason: "the upload-to-image runs before a bundle is rendered (rbd-relay bundle bootable), never in a script".into(),
+        }
+    }
+
     /// A step of an abort's undo plan: never in a migration's plan, so never in a bundle.
     fn undo_step(step: &Step) -> Self {
         BundleError::Unsupported {
@@ -163,7 +172,8 @@ impl Script {
             | Step::RestoreOriginalFeatures { .. }
             | Step::RemoveSourceMarker
             | Step::PromoteSource
-            | Step::DemoteReplica { .. } => match step.role() {
+            | Step::DemoteReplica { .. }
+            | Step::UploadToImage { .. } => match step.role() {
                 Role::SourceCephAdmin => Script::Source,
                 Role::DestinationCephAdmin => Script::Destination,
                 Role::TenantAdmin => Script::Tenant,

@@ -26,6 +26,7 @@ impl Renderer<'_> {
             self.step_header(s, i);
             let step = &self.plan.steps[i];
             match step {
+                Step::UploadToImage { .. } => return Err(BundleError::upload_step(step)),
                 Step::RemoveCopy { .. }
                 | Step::DisableSourceMirroring
                 | Step::RemoveMirrorSnapshots { .. }

@@ -180,6 +180,9 @@ fn undo_of(step: &Step, state: &RunState) -> UndoOf {
         // once sent, the cloud owns the copy and abort refuses (RunState::handed_to_cloud);
         // before that they changed nothing
         Step::AdoptVolume { .. } | Step::RegisterImage { .. } => UndoOf::default(),
+        // the upload made a Glance image in the source cloud: it stays (a bootable
+        // migration's image is the source's copy there; remove it in that cloud if unwanted)
+        Step::UploadToImage { .. } => UndoOf::default(),
         // the handover by clone: read only, or on the copy (it goes with it)
         Step::WaitForCutover { .. } | Step::VerifyHandover { .. } | Step::FlattenCopy => {
             UndoOf::default()

@@ -367,7 +367,8 @@ async fn an_abort_after_a_clone_migration_stopped_anywhere_puts_everything_back(
             let Ok(state) = crate::state::recorded(dir.path(), &m.id()) else {
                 continue; // stopped before the plan was recorded: nothing to abort
             };
-            reached.insert(state.plan.steps[state.next_step.min(state.plan.steps.len() - 1)].kind());
+            reached
+                .insert(state.plan.steps[state.next_step.min(state.plan.steps.len() - 1)].kind());
             let verified = state.verified();
             let r = abort(
                 dir.path(),
@@ -405,7 +406,9 @@ async fn an_abort_after_a_clone_migration_stopped_anywhere_puts_everything_back(
         }
     }
     assert!(
-        reached.contains("promote_replica") || reached.contains("clone_replica") || reached.contains("verify_handover"),
+        reached.contains("promote_replica")
+            || reached.contains("clone_replica")
+            || reached.contains("verify_handover"),
         "drops landed inside the cutover: {reached:?}"
     );
 }

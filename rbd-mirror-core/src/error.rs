@@ -299,13 +299,117 @@ pub enum Error {
         /// Seconds waited.
         waited_s: u64,
     },
-    /// A step that must follow a successful verification was reached without one.
-    #[error("{step}: the destination has not been verified equal to the source, so {kept}; re-run to verify first")]
+    /// A step needs a cloud (or cluster) that was not given.
+    #[error("{needed_for} needs {what}, but none was given ({flag})")]
+    NotGiven {
+        /// What needs it (a step, or the bootable path).
+        needed_for: String,
+        /// What is missing (`the destination cloud`).
+        what: String,
+        /// The option that gives it.
+        flag: &'static str,
+    },
+    /// The copy would be handed on (or the replica dropped) before it was verified.
+    #[error("refusing: step {step}: the copy has not been verified; {consequence}")]
     NotVerified {
         /// The step refused.
-        step: String,
-        /// What is kept as it is.
-        kept: String,
+        step: &'static str,
+        /// What is kept back because of it.
+        consequence: &'static str,
+    },
+    /// Another run's marker is on the source image.
+    #[error("refusing: {cluster}:{image} is being migrated by {holder}; continue or abort that migration where it runs (rbd-relay resume/abort {migration}): two runs must not change one image")]
+    SourceClaimed {
+        /// Source cluster.
+        cluster: String,
+        /// Source image.
+        image: String,
+        /// Who holds it (host, state directory, when).
+        holder: String,
+        /// Its migration id.
+        migration: String,
+    },
+    /// The source image carries an rbd-relay marker that does not read.
+    #[error("refusing: {cluster}:{image} carries an unreadable rbd-relay marker ({text}); look at it with `rbd --cluster {cluster} image-meta get {image} {key}`")]
+    SourceMarkerUnreadable {
+        /// Source cluster.
+        cluster: String,
+        /// Source image.
+        image: String,
+        /// The marker's text.
+        text: String,
+        /// The metadata key.
+        key: &'static str,
+    },
+    /// Another recorded migration claims this migration's copy target.
+    #[error("refusing: the copy target {target} is claimed by migration {other} (of {other_source}, {other_outcome}); two migrations must not share a copy target: give this one another --name or --into, or abort that one first (`rbd-relay abort {other}`)")]
+    TargetClaimed {
+        /// The copy target, `CLUSTER:POOL/NAME`.
+        target: String,
+        /// The other migration's id.
+        other: String,
+        /// Its source, `CLUSTER:POOL/IMAGE`.
+        other_source: String,
+        /// How far it got.
+        other_outcome: String,
+    },
+    /// An image under the copy name that this migration did not create.
+    #[error("refusing: {cluster}:{target} (image id {found_id}) was not created by migration {migration} ({}); it may be another migration's copy, so it is left alone: if it is not wanted, remove or rename it yourself (rbd --cluster {cluster} rm {target}), or give this migration another --name or --into, then re-run", match recorded_id { Some(id) => format!("this migration's copy had id {id}"), None => "this migration recorded no copy of its own".to_string() })]
+    NotOurCopy {
+        /// Destination cluster.
+        cluster: String,
+        /// The copy target.
+        target: String,
+        /// The id of the image found there.
+        found_id: String,
+        /// This migration.
+        migration: String,
+        /// The id of the copy this migration recorded, if any.
+        recorded_id: Option<String>,
+    },
+    /// The copy this migration made is gone before the cloud adopted it.
+    #[error("refusing: {cluster}:{image} is gone and cloud {cloud} has no volume adopted by migration {migration}; check the pool (was it renamed or managed by hand?)")]
+    CopyGone {
+        /// Destination cluster.
+        cluster: String,
+        /// The copy.
+        image: String,
+        /// The destination cloud.
+        cloud: String,
+        /// This migration (the marker).
+        migration: String,
+    },
+    /// The registered image's min_disk is below the source volume's size.
+    #[error("refusing: image {image} in cloud {cloud} has min_disk {found_gib} GiB, less than the source volume's {wanted_gib} GiB: instances booted from it could get a smaller disk; set it with: openstack image set --min-disk {wanted_gib} {image}")]
+    MinDiskTooSmall {
+        /// The destination cloud.
+        cloud: String,
+        /// The image id.
+        image: String,
+        /// Its min_disk.
+        found_gib: u64,
+        /// The source volume's size.
+        wanted_gib: u64,
+    },
+    /// An interrupted cloud call left something that cannot be taken over as it is.
+    #[error("refusing: step {step} in cloud {cloud}: {found}; {next}")]
+    CloudLeftover {
+        /// The step.
+        step: &'static str,
+        /// The cloud.
+        cloud: String,
+        /// What is there (ids and statuses).
+        found: String,
+        /// What to do.
+        next: String,
+    },
+    /// A task of the run died (a panic in a blocking call).
+    #[error("step {step}: its task failed: {reason}")]
+    TaskFailed {
+        /// The step.
+        step: &'static str,
+        /// The join error.
+        reason: String,
     },
 }
 

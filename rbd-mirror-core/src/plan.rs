@@ -11,6 +11,9 @@ use crate::features::{plan_enable, plan_restore, FeatureChange, Features, Mirror
 use crate::ops::PoolMirrorMode;
 use crate::spec::{ClusterSpec, ImageSpec, PoolSpec};
 
+mod step;
+pub use step::Step;
+
 /// Version of the plan/state format.
 pub const PLAN_VERSION: u32 = 1;
 
@@ -53,6 +56,9 @@ pub struct VolumeMigration {
     /// for this long (or an operator runs `rbd-relay cutover ID`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<Live>,
+    /// Where the source image comes from (an image of the source cluster unless said).
+    #[serde(default, skip_serializing_if = "Origin::is_image")]
+    pub origin: Origin,
 }
 
 /// How the destination image is made from rbd-mirror's replica.
@@ -73,6 +79,58 @@ pub enum Handover {
 pub struct Live {
     /// The source must have had no user but rbd-mirror for this many milliseconds.
     pub idle_for_ms: u64,
+}
+
+/// Where a plan's source image comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Origin {
+    /// An existing image of the source cluster (`image`).
+    #[default]
+    Image,
+    /// A bootable Cinder volume of the source cloud, uploaded to a Glance image by the
+    /// plan's first step ([`Step::UploadToImage`]); `image` names that Glance image's RBD
+    /// image once the upload is done, and the steps after [`Step::Preflight`] are planned
+    /// when preflight has read it.
+    Upload(Upload),
+    /// An image already in place in the destination pool (split roles): the plan is the
+    /// tenant admin's step alone (adopt or register), the Ceph admins having copied and
+    /// verified the image.
+    InPlace,
+}
+
+impl Origin {
+    /// Whether the source is an existing image of the source cluster (the default).
+    pub fn is_image(&self) -> bool {
+        *self == Origin::Image
+    }
+}
+
+/// The upload-to-image of a bootable volume (the runbook's bootable path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upload {
+    /// The source cloud (its name in clouds.yaml).
+    pub cloud: String,
+    /// The Cinder volume in the source cloud.
+    pub volume_id: String,
+    /// Its size in GiB (the registered image's least min_disk).
+    pub volume_size_gib: u64,
+    /// The image name as asked (`--name`), `None` for the default.
+    pub asked_name: Option<String>,
+    /// The name of the image in both clouds.
+    pub image_name: String,
+    /// The source Glance pool (where the image's data is when Glance hides its location).
+    pub pool: PoolSpec,
+}
+
+impl Upload {
+    /// What the plan calls the uploaded image until the upload says which it is.
+    pub fn pending_image(&self) -> ImageSpec {
+        ImageSpec {
+            pool: self.pool.clone(),
+            image: "<image id>".into(),
+        }
+    }
 }
 
 /// How the verified copy becomes a Glance image in the destination cloud (the runbook's
@@ -127,7 +185,61 @@ impl VolumeMigration {
             register: None,
             handover: Handover::Copy,
             live: None,
+            origin: Origin::Image,
         }
+    }
+
+    /// The request of a bootable volume's move through Glance, before the upload: the
+    /// source image is the Glance image the upload makes ([`Upload::pending_image`] until
+    /// then), registered at the end in `dst_cloud` as `upload.image_name`.
+    pub fn bootable(
+        source: ClusterSpec,
+        destination: ClusterSpec,
+        upload: Upload,
+        into: PoolSpec,
+        mode: MirrorImageMode,
+        dst_cloud: &str,
+    ) -> Self {
+        let mut m = Self::new(source, destination, upload.pending_image(), into);
+        m.mode = mode;
+        m.register = Some(Registration {
+            cloud: dst_cloud.to_string(),
+            name: upload.image_name.clone(),
+            snapshot: "snap".into(),
+            min_disk_gib: upload.volume_size_gib,
+        });
+        m.origin = Origin::Upload(upload);
+        m
+    }
+
+    /// The tenant admin's step alone on `image`, already in the destination pool of
+    /// `cluster` (split roles): adopt it (`adopt`) or register it (`register`).
+    pub fn in_place(
+        cluster: ClusterSpec,
+        image: ImageSpec,
+        adopt: Option<Adoption>,
+        register: Option<Registration>,
+    ) -> Self {
+        let into = image.pool.clone();
+        let mut m = Self::new(cluster.clone(), cluster, image, into);
+        m.adopt = adopt;
+        m.register = register;
+        m.origin = Origin::InPlace;
+        m
+    }
+
+    /// The request as the caller makes it, without what the run learns on the way (the
+    /// uploaded image): a recorded run continues only the same request.
+    pub fn as_requested(&self) -> Self {
+        let mut m = self.clone();
+        if let Origin::Upload(u) = &self.origin {
+            m.image = u.pending_image();
+            m.dest_name = m.image.image.clone();
+            if let Some(r) = &mut m.register {
+                r.min_disk_gib = u.volume_size_gib;
+            }
+        }
+        m
     }
 
     /// Whether this migration hands over a clone of the promoted replica (no second full
@@ -140,13 +252,31 @@ impl VolumeMigration {
 
     /// A stable id naming this migration (state file name, locks, `resume ID`).
     pub fn id(&self) -> String {
-        let raw = format!(
-            "{}_{}_to_{}_{}",
-            self.source.name,
-            self.image,
-            self.destination.name,
-            self.copy_target()
-        );
+        let raw = match &self.origin {
+            Origin::Image => format!(
+                "{}_{}_to_{}_{}",
+                self.source.name,
+                self.image,
+                self.destination.name,
+                self.copy_target()
+            ),
+            // known before the upload, so the same before and after it
+            Origin::Upload(u) => format!(
+                "{}_volume_{}_to_{}_{}",
+                self.source.name, u.volume_id, self.destination.name, self.into
+            ),
+            // the marker earlier versions gave the volume or image in the cloud
+            Origin::InPlace => format!(
+                "{}_{}_{}",
+                if self.adopt.is_some() {
+                    "adopt"
+                } else {
+                    "register"
+                },
+                self.image.pool,
+                self.image.image
+            ),
+        };
         raw.chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' {
@@ -161,13 +291,25 @@ impl VolumeMigration {
     /// The source image as `CLUSTER:POOL/IMAGE`: what the state directory's image lock is
     /// named after, so that two migrations of one image never run at once.
     pub fn lock_name(&self) -> String {
-        format!("{}:{}", self.source.name, self.image)
+        match &self.origin {
+            Origin::Upload(u) => format!("{}:upload of volume {}", self.source.name, u.volume_id),
+            Origin::Image | Origin::InPlace => format!("{}:{}", self.source.name, self.image),
+        }
     }
 
     /// The copy target as `CLUSTER:POOL/NAME`: what the state directory's target lock is
     /// named after, so that two migrations into one copy name never run at once.
     pub fn target_lock_name(&self) -> String {
-        format!("{}:{}", self.destination.name, self.copy_target())
+        match &self.origin {
+            // the copy is named after the uploaded image's id, which no other plan has
+            Origin::Upload(u) => format!(
+                "{}:{}/upload of volume {}",
+                self.destination.name, self.into, u.volume_id
+            ),
+            Origin::Image | Origin::InPlace => {
+                format!("{}:{}", self.destination.name, self.copy_target())
+            }
+        }
     }
 
     /// Where rbd-mirror puts the replica: the same pool and name on the destination.
@@ -210,6 +352,23 @@ pub struct SourceFacts {
 }
 
 impl SourceFacts {
+    /// The facts of a plan whose source image preflight has not read yet (see
+    /// [`Plan::awaiting_upload`]): empty, and used by no step of such a plan.
+    pub fn not_read() -> Self {
+        Self {
+            features: Features::empty(),
+            size: 0,
+            object_size: 0,
+            image_id: String::new(),
+            snapshots: Vec::new(),
+            mirror_snapshots_before: Vec::new(),
+            source_pool_mode: PoolMirrorMode::Disabled,
+            destination_pool_mode: PoolMirrorMode::Disabled,
+            mirroring_was_enabled: false,
+            watchers: Vec::new(),
+        }
+    }
+
     /// Number of objects of the image.
     pub fn objects(&self) -> u64 {
         if self.object_size == 0 {
@@ -239,360 +398,6 @@ impl fmt::Display for Role {
             Role::DestinationCephAdmin => "Ceph destination admin",
             Role::TenantAdmin => "OpenStack tenant admin",
         })
-    }
-}
-
-/// One typed step of a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "step")]
-pub enum Step {
-    /// Read-only checks; nothing changes.
-    Preflight,
-    /// Set image-mode mirroring on the source and destination pools.
-    EnablePoolMirroring,
-    /// Change the source image's features so it can be mirrored.
-    EnableFeatures {
-        /// The change.
-        change: FeatureChange,
-    },
-    /// Enable mirroring of the source image.
-    EnableMirroring {
-        /// Mode.
-        mode: MirrorImageMode,
-    },
-    /// Wait until the replica on the destination is complete.
-    WaitForReplica,
-    /// Copy the replica into the destination pool.
-    CopyReplica,
-    /// Make the copy's features the source's original ones (the replica carries journaling).
-    SetCopyFeatures {
-        /// Features the copy should end with.
-        features: Features,
-    },
-    /// Compare the content of the source and the copy.
-    Verify,
-    /// Disable mirroring of the source image (deletes the replica, not the copy).
-    DisableMirroring,
-    /// Put the source's features back.
-    RestoreFeatures {
-        /// The change.
-        change: FeatureChange,
-        /// Features that cannot come back (deep-flatten once disabled).
-        lost: Features,
-    },
-    /// Adopt the verified copy as a Cinder volume (manage-existing); Cinder renames the RBD
-    /// image to `volume-<id>`.
-    AdoptVolume {
-        /// The destination cloud.
-        cloud: String,
-        /// Where Cinder adopts from.
-        target: AdoptTarget,
-        /// Name of the new volume.
-        name: Option<String>,
-    },
-    /// Create the snapshot Glance reads on the copy and protect it.
-    SnapshotAndProtect {
-        /// Snapshot name (`snap`).
-        snap: String,
-    },
-    /// Register the copy's snapshot as a Glance image by its rbd:// location.
-    RegisterImage {
-        /// The destination cloud.
-        cloud: String,
-        /// Image name.
-        name: String,
-    },
-    /// Check that the registered image's min_disk is at least the source volume's size.
-    CheckMinDisk {
-        /// The least acceptable min_disk in GiB.
-        min_gib: u64,
-    },
-    /// Live: wait, while rbd-mirror keeps replicating, until the source has had no user
-    /// but rbd-mirror for `idle_for_ms`, or an operator asks (`rbd-relay cutover ID`).
-    WaitForCutover {
-        /// Milliseconds without users that start the cutover.
-        idle_for_ms: u64,
-    },
-    /// Demote the source (read-only from here). Every failure before the handover promotes
-    /// it again.
-    DemoteSource,
-    /// Promote the replica once it holds everything up to the demotion.
-    PromoteReplica,
-    /// Snapshot the promoted replica and clone it under the copy name, with the source's
-    /// original features: the destination image, usable now.
-    CloneReplica {
-        /// The replica's snapshot the clone hangs from.
-        snap: String,
-        /// Features of the clone.
-        features: Features,
-    },
-    /// Compare the demoted source with the replica's snapshot (both immutable) by sha256.
-    VerifyHandover {
-        /// The replica's snapshot.
-        snap: String,
-    },
-    /// Flatten the clone so it no longer needs the replica.
-    FlattenCopy,
-    /// Put the verified source back: mirroring off (it becomes writable again), no mirror
-    /// snapshot of this migration left.
-    ReleaseSource,
-    /// Remove the replica: its mirroring, its snapshot, the image.
-    RemoveReplica {
-        /// The replica's snapshot the clone hung from.
-        snap: String,
-    },
-    // The undo steps of an abort (see [`crate::abort::undo_plan`]); never in a migration's plan.
-    /// Undo: remove the copy on the destination, only the image under the copy name with the
-    /// id the copy recorded when it created it (another migration's image is left alone).
-    RemoveCopy {
-        /// The id (`rbd_get_id`) of the copy this migration created.
-        image_id: String,
-    },
-    /// Undo: disable mirroring of the source image, which this migration enabled (rbd-mirror
-    /// then removes the replica; the source's data is untouched).
-    DisableSourceMirroring,
-    /// Undo: remove the mirror snapshots of the source except those from before the migration.
-    RemoveMirrorSnapshots {
-        /// Ids of the mirror snapshots that existed before the migration (kept).
-        kept: Vec<u64>,
-    },
-    /// Undo: bring the source's features back to exactly the recorded original ones (as far
-    /// as librbd allows).
-    RestoreOriginalFeatures {
-        /// The features before the migration.
-        original: Features,
-    },
-    /// Undo, always last: remove this migration's marker from the source image (see
-    /// [`crate::preflight::SourceMarker`]); another run's marker is left as it is.
-    RemoveSourceMarker,
-    /// Undo of a demotion: promote the source again (without force when the replica is not
-    /// primary, else forced), so it is writable for its users.
-    PromoteSource,
-    /// Undo of the replica's promotion: remove the handover snapshot, then demote the
-    /// replica while the source is still mirrored (rbd-mirror then removes it with the
-    /// source's mirroring), or remove it (by its recorded id) once the source is not.
-    DemoteReplica {
-        /// The handover snapshot on the replica.
-        snap: String,
-    },
-}
-
-impl Step {
-    /// Short kind name (`wait_for_replica`), also used in events and JSON.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Step::Preflight => "preflight",
-            Step::EnablePoolMirroring => "enable_pool_mirroring",
-            Step::EnableFeatures { .. } => "enable_features",
-            Step::EnableMirroring { .. } => "enable_mirroring",
-            Step::WaitForReplica => "wait_for_replica",
-            Step::CopyReplica => "copy_replica",
-            Step::SetCopyFeatures { .. } => "set_copy_features",
-            Step::Verify => "verify",
-            Step::DisableMirroring => "disable_mirroring",
-            Step::RestoreFeatures { .. } => "restore_features",
-            Step::AdoptVolume { .. } => "adopt_volume",
-            Step::SnapshotAndProtect { .. } => "snapshot_and_protect",
-            Step::RegisterImage { .. } => "register_image",
-            Step::CheckMinDisk { .. } => "check_min_disk",
-            Step::WaitForCutover { .. } => "wait_for_cutover",
-            Step::DemoteSource => "demote_source",
-            Step::PromoteReplica => "promote_replica",
-            Step::CloneReplica { .. } => "clone_replica",
-            Step::VerifyHandover { .. } => "verify_handover",
-            Step::FlattenCopy => "flatten_copy",
-            Step::ReleaseSource => "release_source",
-            Step::RemoveReplica { .. } => "remove_replica",
-            Step::RemoveCopy { .. } => "remove_copy",
-            Step::DisableSourceMirroring => "disable_source_mirroring",
-            Step::RemoveMirrorSnapshots { .. } => "remove_mirror_snapshots",
-            Step::RestoreOriginalFeatures { .. } => "restore_original_features",
-            Step::RemoveSourceMarker => "remove_source_marker",
-            Step::PromoteSource => "promote_source",
-            Step::DemoteReplica { .. } => "demote_replica",
-        }
-    }
-
-    /// Who runs it when roles are split.
-    pub fn role(&self) -> Role {
-        match self {
-            Step::Preflight
-            | Step::EnablePoolMirroring
-            | Step::EnableFeatures { .. }
-            | Step::EnableMirroring { .. }
-            | Step::DisableMirroring
-            | Step::RestoreFeatures { .. }
-            | Step::WaitForCutover { .. }
-            | Step::DemoteSource
-            | Step::ReleaseSource => Role::SourceCephAdmin,
-            Step::WaitForReplica
-            | Step::PromoteReplica
-            | Step::CloneReplica { .. }
-            | Step::VerifyHandover { .. }
-            | Step::FlattenCopy
-            | Step::RemoveReplica { .. }
-            | Step::CopyReplica
-            | Step::SetCopyFeatures { .. }
-            | Step::Verify
-            | Step::SnapshotAndProtect { .. } => Role::DestinationCephAdmin,
-            Step::AdoptVolume { .. } | Step::RegisterImage { .. } | Step::CheckMinDisk { .. } => {
-                Role::TenantAdmin
-            }
-            Step::RemoveCopy { .. } | Step::DemoteReplica { .. } => Role::DestinationCephAdmin,
-            Step::PromoteSource
-            | Step::DisableSourceMirroring
-            | Step::RemoveMirrorSnapshots { .. }
-            | Step::RestoreOriginalFeatures { .. }
-            | Step::RemoveSourceMarker => Role::SourceCephAdmin,
-        }
-    }
-
-    /// What the step does, for a dry run.
-    pub fn describe(&self, m: &VolumeMigration) -> String {
-        let (src, dst) = (&m.source.name, &m.destination.name);
-        match self {
-            Step::Preflight => format!(
-                "check {src}:{} and {dst}:{} (read only)",
-                m.image,
-                m.copy_target()
-            ),
-            Step::EnablePoolMirroring => format!(
-                "enable image-mode mirroring on pool {} on {src} and {dst}",
-                m.image.pool
-            ),
-            Step::EnableFeatures { change } => {
-                format!("{change} on {src}:{}", m.image)
-            }
-            Step::EnableMirroring { mode } => {
-                format!("enable {mode}-mode mirroring of {src}:{}", m.image)
-            }
-            Step::WaitForReplica => format!(
-                "wait until the replica {dst}:{} is complete (exact signal, with progress)",
-                m.replica()
-            ),
-            Step::CopyReplica => format!("copy {dst}:{} to {dst}:{}", m.replica(), m.copy_target()),
-            Step::SetCopyFeatures { features } => {
-                format!(
-                    "set the features of {dst}:{} to {features}",
-                    m.copy_target()
-                )
-            }
-            Step::Verify => format!(
-                "verify that {dst}:{} has the same content as {src}:{} (sha256 of both)",
-                m.copy_target(),
-                m.image
-            ),
-            Step::DisableMirroring => format!(
-                "disable mirroring of {src}:{} (removes the replica on {dst}, keeps the copy)",
-                m.image
-            ),
-            Step::RestoreFeatures { change, lost } => {
-                let mut s = format!("{change} on {src}:{} (back to the original)", m.image);
-                if !lost.is_empty() {
-                    s.push_str(&format!("; {lost} cannot be restored"));
-                }
-                s
-            }
-            Step::AdoptVolume {
-                cloud,
-                target,
-                name,
-            } => format!(
-                "adopt {dst}:{} as a Cinder volume{} in cloud {cloud} ({target}); Cinder renames the image to volume-<id>",
-                m.copy_target(),
-                name.as_ref()
-                    .map(|n| format!(" named '{n}'"))
-                    .unwrap_or_default()
-            ),
-            Step::SnapshotAndProtect { snap } => format!(
-                "create snapshot {dst}:{}@{snap} and protect it",
-                m.copy_target()
-            ),
-            Step::RegisterImage { cloud, name } => format!(
-                "register image '{name}' in cloud {cloud} at rbd://<{dst} fsid>/{}/{}",
-                m.copy_target(),
-                m.register
-                    .as_ref()
-                    .map_or("snap", |r| r.snapshot.as_str())
-            ),
-            Step::CheckMinDisk { min_gib } => format!(
-                "check that the registered image's min_disk is at least {min_gib} GiB (the source volume's size)"
-            ),
-            Step::WaitForCutover { idle_for_ms } => format!(
-                "keep replicating {src}:{} while it is in use; cut over once it has had no user but rbd-mirror for {:.1} s, or when asked (rbd-relay cutover {})",
-                m.image,
-                *idle_for_ms as f64 / 1000.0,
-                m.id()
-            ),
-            Step::DemoteSource => format!(
-                "demote {src}:{} (read-only from here; promoted again if the cutover fails)",
-                m.image
-            ),
-            Step::PromoteReplica => format!(
-                "promote the replica {dst}:{} once it holds everything up to the demotion",
-                m.replica()
-            ),
-            Step::CloneReplica { snap, features } => format!(
-                "snapshot {dst}:{}@{snap} and clone it to {dst}:{} with features {features}: the destination image, usable now",
-                m.replica(),
-                m.copy_target()
-            ),
-            Step::VerifyHandover { snap } => format!(
-                "verify that {dst}:{}@{snap} has the same content as the demoted {src}:{} (sha256 of both)",
-                m.replica(),
-                m.image
-            ),
-            Step::FlattenCopy => format!(
-                "flatten {dst}:{} (it no longer needs the replica)",
-                m.copy_target()
-            ),
-            Step::ReleaseSource => format!(
-                "disable mirroring of {src}:{} (it is writable again, its data untouched)",
-                m.image
-            ),
-            Step::RemoveReplica { snap } => format!(
-                "remove the replica {dst}:{} and its snapshot {snap}",
-                m.replica()
-            ),
-            Step::RemoveCopy { image_id } => format!(
-                "remove the copy {dst}:{} if this migration created it (image id {image_id}; an image with another id is left alone)",
-                m.copy_target()
-            ),
-            Step::DisableSourceMirroring => format!(
-                "disable mirroring of {src}:{} if this migration enabled it (removes the replica on {dst}; the source's data is untouched)",
-                m.image
-            ),
-            Step::RemoveMirrorSnapshots { kept } => {
-                let mut s = format!(
-                    "remove the mirror snapshots of {src}:{} made by this migration",
-                    m.image
-                );
-                if !kept.is_empty() {
-                    s.push_str(&format!(
-                        " (the {} from before it are kept)",
-                        kept.len()
-                    ));
-                }
-                s
-            }
-            Step::RestoreOriginalFeatures { original } => format!(
-                "give {src}:{} its original features back ({original})",
-                m.image
-            ),
-            Step::RemoveSourceMarker => format!(
-                "remove this migration's marker from {src}:{} (image metadata {})",
-                m.image,
-                crate::preflight::SOURCE_MARKER_KEY
-            ),
-            Step::PromoteSource => format!(
-                "promote {src}:{} again if it is demoted (writable for its users again)",
-                m.image
-            ),
-            Step::DemoteReplica { snap } => format!(
-                "remove the snapshot {snap} of the replica {dst}:{} and demote it if it was promoted (removed instead once the source is not mirrored)",
-                m.replica()
-            ),
-        }
     }
 }
 
@@ -743,6 +548,115 @@ impl Plan {
         }
     }
 
+    /// The plan of a bootable volume's move before its upload: upload, then preflight of
+    /// the uploaded image, which plans the steps after it ([`Plan::planned_after_preflight`]).
+    /// The facts are not read yet (the image does not exist); no step uses them.
+    pub fn awaiting_upload(migration: VolumeMigration) -> Self {
+        let steps = match &migration.origin {
+            Origin::Upload(u) => vec![
+                Step::UploadToImage {
+                    cloud: u.cloud.clone(),
+                    volume_id: u.volume_id.clone(),
+                    size_gib: u.volume_size_gib,
+                    image_name: u.image_name.clone(),
+                },
+                Step::Preflight,
+            ],
+            Origin::Image | Origin::InPlace => vec![Step::Preflight],
+        };
+        Self {
+            version: PLAN_VERSION,
+            id: migration.id(),
+            migration,
+            facts: SourceFacts::not_read(),
+            steps,
+        }
+    }
+
+    /// The plan of the tenant admin's step alone on an image already in place (split
+    /// roles, [`Origin::InPlace`]): adopt it, or register it. The Ceph admins copied and
+    /// verified it; there are no source facts.
+    pub fn in_place(migration: VolumeMigration) -> Self {
+        let mut steps = Vec::new();
+        if let Some(r) = &migration.register {
+            steps.push(Step::RegisterImage {
+                cloud: r.cloud.clone(),
+                name: r.name.clone(),
+            });
+        }
+        if let Some(a) = &migration.adopt {
+            steps.push(Step::AdoptVolume {
+                cloud: a.cloud.clone(),
+                target: a.target.clone(),
+                name: a.name.clone(),
+            });
+        }
+        Self {
+            version: PLAN_VERSION,
+            id: migration.id(),
+            migration,
+            facts: SourceFacts::not_read(),
+            steps,
+        }
+    }
+
+    /// Whether the steps after preflight are still to be planned (a bootable plan before
+    /// preflight read the uploaded image).
+    pub fn awaits_preflight(&self) -> bool {
+        self.steps.last() == Some(&Step::Preflight)
+    }
+
+    /// Plan the steps after preflight from the facts it read, keeping the steps done before
+    /// it (the upload).
+    pub fn planned_after_preflight(&mut self, facts: SourceFacts) {
+        let done = self
+            .steps
+            .iter()
+            .take_while(|s| **s != Step::Preflight)
+            .cloned();
+        let full = Plan::volume(self.migration.clone(), facts);
+        self.steps = done.chain(full.steps).collect();
+        self.facts = full.facts;
+    }
+
+    /// What follows preflight while the plan awaits it, for a dry run: the steps as far as
+    /// they are known before the source image is read (its features decide the rest).
+    pub fn outline_after_preflight(&self) -> Vec<String> {
+        if !self.awaits_preflight() {
+            return Vec::new();
+        }
+        let m = &self.migration;
+        let (s, d) = (&m.source.name, &m.destination.name);
+        let image = &m.image;
+        let mut lines = vec![
+            format!("[{}] preflight, enable the mirroring features and {}-mode mirroring of {s}:{image}", Role::SourceCephAdmin, m.mode),
+            format!("[{}] wait for the replica, copy it to {d}:{}/<image id>, verify (sha256)", Role::DestinationCephAdmin, m.into),
+            format!("[{}] disable mirroring of {s}:{image} and restore its features", Role::SourceCephAdmin),
+        ];
+        if let Some(r) = &m.register {
+            lines.push(format!(
+                "[{}] create snapshot {d}:{}/<image id>@{} and protect it",
+                Role::DestinationCephAdmin,
+                m.into,
+                r.snapshot
+            ));
+            lines.push(format!(
+                "[{}] register image '{}' in cloud {} at rbd://<{d} fsid>/{}/<image id>/{}",
+                Role::TenantAdmin,
+                r.name,
+                r.cloud,
+                m.into,
+                r.snapshot
+            ));
+            lines.push(format!(
+                "[{}] check that its min_disk is at least {} GiB (the source volume's size)",
+                Role::TenantAdmin,
+                r.min_disk_gib
+            ));
+        }
+        lines
+    }
+
     /// The dry-run text: one numbered line per step, with the role that runs it.
     pub fn render(&self) -> String {
         let m = &self.migration;
@@ -755,13 +669,24 @@ impl Plan {
             m.copy_target(),
             m.mode
         );
-        out.push_str(&format!(
-            "source: {} bytes, features {}, {} user snapshot(s)\n",
-            self.facts.size,
-            self.facts.features,
-            self.facts.snapshots.len()
-        ));
+        let outline = self.outline_after_preflight();
+        if outline.is_empty() {
+            out.push_str(&format!(
+                "source: {} bytes, features {}, {} user snapshot(s)\n",
+                self.facts.size,
+                self.facts.features,
+                self.facts.snapshots.len()
+            ));
+        } else {
+            out.push_str("source: read by preflight once the upload made it\n");
+        }
         out.push_str(&render_steps(&self.steps, m));
+        if !outline.is_empty() {
+            out.push_str("    then, planned exactly once preflight has read the image:\n");
+            for line in outline {
+                out.push_str(&format!("    - {line}\n"));
+            }
+        }
         out
     }
 }

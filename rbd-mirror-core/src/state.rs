@@ -45,6 +45,13 @@ pub struct RunState {
     /// The image the destination cloud registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered: Option<crate::cloud::CloudImage>,
+    /// The upload-to-image was sent to the source cloud at least once (a re-run looks for
+    /// its image by name before uploading again).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub upload_started: bool,
+    /// The image the source cloud's upload-to-image made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploaded: Option<crate::cloud::CloudImage>,
     /// `rbd-relay abort` undid this migration; a later run of the same migration starts a
     /// fresh plan instead of resuming this one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -101,6 +108,8 @@ impl RunState {
             adopted: None,
             register_started: false,
             registered: None,
+            upload_started: false,
+            uploaded: None,
             aborted: false,
             replica_id: None,
             undo: None,
@@ -170,6 +179,13 @@ impl RunState {
     /// Whether the copy was verified equal to the source.
     pub fn verified(&self) -> bool {
         self.source_digest.is_some() && self.source_digest == self.copy_digest
+    }
+
+    /// Whether the copy may be handed to the destination cloud: verified equal to the
+    /// source by this run, or in place before the plan (split roles: the Ceph admins
+    /// verified it).
+    pub fn copy_cleared(&self) -> bool {
+        self.verified() || self.plan.migration.origin == crate::plan::Origin::InPlace
     }
 
     /// Whether the copy was handed to the destination cloud (adoption or registration was
@@ -399,6 +415,38 @@ impl StateFile {
             }),
             _ => Ok(()),
         }
+    }
+}
+
+/// Where the executor records a run after every step: its state file, or nowhere.
+pub(crate) trait Record: Sync {
+    /// Write the state.
+    fn save(&self, state: &RunState) -> Result<()>;
+    /// The state file, when the run is recorded in one.
+    fn file(&self) -> Option<&Path>;
+}
+
+impl Record for StateFile {
+    fn save(&self, state: &RunState) -> Result<()> {
+        StateFile::save(self, state)
+    }
+
+    fn file(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+}
+
+/// A run recorded nowhere: the split roles' tenant step alone, whose record is the marker
+/// it leaves on the volume or image in the cloud (a re-run looks for it first).
+pub(crate) struct Unrecorded;
+
+impl Record for Unrecorded {
+    fn save(&self, _: &RunState) -> Result<()> {
+        Ok(())
+    }
+
+    fn file(&self) -> Option<&Path> {
+        None
     }
 }
 

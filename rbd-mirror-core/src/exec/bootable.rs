@@ -1,9 +1,10 @@
-//! A bootable volume's move through Glance: upload-to-image in the source cloud, then an
-//! ordinary plan over the Glance image.
+//! A bootable volume's move through Glance: a plan whose first step uploads the volume to a
+//! Glance image in the source cloud ([`Step::UploadToImage`]), then moves that image like
+//! any other and registers the copy in the destination Glance. This module builds the
+//! request from the command's arguments; the plan runs in the ordinary executor.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -12,9 +13,9 @@ use crate::cloud::{CloudError, CloudImage, CloudOps};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink};
 use crate::ops::CephOps;
-use crate::plan::{Plan, VolumeMigration};
+use crate::plan::{Origin, Plan, Upload, VolumeMigration};
 use crate::spec::ImageSpec;
-use crate::state::{RunState, StateFile};
+use crate::state::RunState;
 
 /// A bootable volume's move through Glance (the runbook's second half): upload-to-image in
 /// the source cloud, mirror the Glance image, copy it into the destination Glance pool,
@@ -37,119 +38,38 @@ pub struct BootableMigration {
     pub mode: crate::features::MirrorImageMode,
 }
 
-/// What the upload-to-image step recorded (the rest of the run is an ordinary plan).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct UploadRecord {
-    volume_id: String,
-    volume_size_gib: u64,
-    image: CloudImage,
-    image_name: String,
-    pool: String,
-    rbd_image: String,
-}
-
-/// Not `*.json`: `rbd-relay list` reads those as migration state files.
-fn upload_record_path(dir: &Path, volume_id: &str) -> std::path::PathBuf {
-    dir.join(format!("bootable_{volume_id}.upload"))
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let err = |reason: String| Error::State {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(e.to_string()))?;
-    tmp.write_all(bytes).map_err(|e| err(e.to_string()))?;
-    tmp.as_file().sync_all().map_err(|e| err(e.to_string()))?;
-    tmp.persist(path).map_err(|e| err(e.to_string()))?;
-    Ok(())
-}
-
-fn save_upload_record(path: &Path, r: &UploadRecord) -> Result<()> {
-    let json = serde_json::to_vec_pretty(r).map_err(|e| Error::State {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    write_atomically(path, &json)
-}
-
-/// The image an interrupted upload made (the run died after asking Cinder): found by name;
-/// waited for while Cinder still writes it. `None` when there is none (upload again).
-async fn find_upload(
-    cloud: &dyn CloudOps,
-    name: &str,
-    events: &dyn EventSink,
-) -> Result<Option<CloudImage>> {
-    let kind = "upload_to_image";
-    let deadline = Instant::now() + std::time::Duration::from_secs(3600);
-    loop {
-        let found: Vec<CloudImage> = cloud
-            .images_named(name)
-            .await
-            .map_err(cloud_err(kind, cloud))?
-            .into_iter()
-            .filter(|i| !matches!(i.status.as_str(), "killed" | "deleted" | "pending_delete"))
-            .collect();
-        match found.as_slice() {
-            [] => return Ok(None),
-            [one] if one.status == "active" => {
-                events.emit(Event::Warning {
-                    message: format!(
-                        "the interrupted run's upload made image {} in cloud {}; using it",
-                        one.id,
-                        cloud.name()
-                    ),
-                });
-                return Ok(Some(one.clone()));
-            }
-            [one] => {
-                if Instant::now() > deadline {
-                    return Err(Error::Unsafe(format!(
-                        "image {} of the interrupted upload is still '{}' after an hour; check it in cloud {}, then re-run",
-                        one.id,
-                        one.status,
-                        cloud.name()
-                    )));
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-            }
-            many => {
-                return Err(Error::Unsafe(format!(
-                    "cloud {} has {} images named '{name}' ({}); the interrupted upload cannot be told apart: remove the extra ones or give another --name, then re-run",
-                    cloud.name(),
-                    many.len(),
-                    many.iter()
-                        .map(|i| format!("{} {}", i.id, i.status))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )))
-            }
-        }
-    }
-}
-
-fn load_upload_record(path: &Path) -> Result<Option<UploadRecord>> {
-    match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| Error::State {
-                path: path.to_path_buf(),
-                reason: format!("unreadable ({e})"),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::State {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }),
+impl BootableMigration {
+    /// The plan's request once the source cloud said the volume's size and the image's name.
+    fn request(
+        &self,
+        src_cloud: &str,
+        dst_cloud: &str,
+        volume_size_gib: u64,
+        image_name: String,
+    ) -> VolumeMigration {
+        let upload = Upload {
+            cloud: src_cloud.to_string(),
+            volume_id: self.volume_id.clone(),
+            volume_size_gib,
+            asked_name: self.name.clone(),
+            image_name,
+            pool: self.source_image_pool.clone(),
+        };
+        VolumeMigration::bootable(
+            self.source.clone(),
+            self.destination.clone(),
+            upload,
+            self.into.clone(),
+            self.mode,
+            dst_cloud,
+        )
     }
 }
 
 /// Migrate a bootable volume through Glance; resumes a recorded run. The cloud checks
 /// (source volume readable, destination credentials may register locations) run before the
-/// upload and before any Ceph change. Returns the Ceph plan's summary, whose `image` is the
-/// registered destination image.
+/// upload and before any Ceph change. Returns the summary, whose `image` is the registered
+/// destination image.
 pub async fn migrate_bootable(
     b: &BootableMigration,
     src: Arc<dyn CephOps>,
@@ -159,74 +79,69 @@ pub async fn migrate_bootable(
     opts: &RunOptions,
     events: Arc<dyn EventSink>,
 ) -> Result<Summary> {
+    let m = bootable_migration(b, clouds, state_dir, events.as_ref()).await?;
+    migrate(&m, src, dst, clouds, state_dir, opts, events).await
+}
+
+/// Read-only: the cloud checks and the plan of a bootable migration (`--dry-run`). Before
+/// the upload, the plan's steps end with preflight ([`Plan::outline_after_preflight`] says
+/// what follows); a recorded run's plan is returned as recorded.
+pub async fn plan_bootable(
+    b: &BootableMigration,
+    src: Arc<dyn CephOps>,
+    dst: Arc<dyn CephOps>,
+    clouds: &Clouds,
+    state_dir: &Path,
+    events: Arc<dyn EventSink>,
+) -> Result<(Plan, Option<RunState>)> {
+    let m = bootable_migration(b, clouds, state_dir, events.as_ref()).await?;
+    plan(&m, src, dst, clouds, state_dir, events).await
+}
+
+/// The request of a bootable migration: the recorded one when a run of it is recorded
+/// (the source cloud is not asked again), else from the cloud checks.
+async fn bootable_migration(
+    b: &BootableMigration,
+    clouds: &Clouds,
+    state_dir: &Path,
+    events: &dyn EventSink,
+) -> Result<VolumeMigration> {
     crate::spec::check_volume_id(&b.volume_id)?;
     let (src_cloud, dst_cloud) = clouds.both_for_bootable()?;
-    let lock_id = format!("bootable_{}", b.volume_id);
-    let lock = StateFile::lock(state_dir, &lock_id, &b.volume_id)?;
-    let record_path = upload_record_path(state_dir, &b.volume_id);
-    let record = match load_upload_record(&record_path)? {
-        Some(r) => r,
-        None => {
-            let (vol, image_name) =
-                check_bootable(b, src_cloud.as_ref(), dst_cloud.as_ref()).await?;
-            events.emit(Event::StepStarted {
-                index: 0,
-                step: "upload_to_image".into(),
-                description: format!(
-                    "upload volume {} ({} GiB) to image '{image_name}' in cloud {} (source tenant)",
-                    vol.id,
-                    vol.size_gib,
-                    src_cloud.name()
-                ),
-            });
-            let t = Instant::now();
-            let started = record_path.with_extension("uploading");
-            let earlier = if started.exists() {
-                find_upload(src_cloud.as_ref(), &image_name, events.as_ref()).await?
-            } else {
-                None
-            };
-            let img = match earlier {
-                Some(i) => i,
-                None => {
-                    write_atomically(&started, image_name.as_bytes())?;
-                    src_cloud
-                        .upload_to_image(&vol.id, &image_name)
-                        .await
-                        .map_err(cloud_err("upload_to_image", src_cloud.as_ref()))?
-                }
-            };
-            let (pool, rbd_image) = img
-                .rbd
-                .clone()
-                .unwrap_or_else(|| (b.source_image_pool.pool.clone(), img.id.clone()));
-            let r = UploadRecord {
-                volume_id: vol.id.clone(),
-                volume_size_gib: vol.size_gib,
-                image: img,
-                image_name,
-                pool,
-                rbd_image,
-            };
-            save_upload_record(&record_path, &r)?;
-            let _ = std::fs::remove_file(&started);
-            events.emit(Event::StepDone {
-                index: 0,
-                step: "upload_to_image".into(),
-                seconds: t.elapsed().as_secs_f64(),
-            });
-            r
+    if let Some(m) = legacy::request(state_dir, b, dst_cloud.name())? {
+        events.emit(Event::Warning {
+            message: format!(
+                "{} was written by an earlier rbd-relay, whose upload is done: continuing migration {} of the uploaded image",
+                legacy::record_path(state_dir, &b.volume_id).display(),
+                m.id()
+            ),
+        });
+        return Ok(m);
+    }
+    // the id does not depend on what the cloud says
+    let probe = b.request(src_cloud.name(), dst_cloud.name(), 0, String::new());
+    if let Some(s) = crate::state::load(&crate::state::StateFile::path_for(state_dir, &probe.id()))?
+    {
+        if let Origin::Upload(u) = &s.plan.migration.origin {
+            let asked = b.request(
+                src_cloud.name(),
+                dst_cloud.name(),
+                u.volume_size_gib,
+                b.name.clone().unwrap_or_else(|| u.image_name.clone()),
+            );
+            if !s.aborted && asked == s.plan.migration.as_requested() {
+                return Ok(s.plan.migration);
+            }
         }
-    };
-    drop(lock);
-    let m = bootable_plan_request(b, &record, dst_cloud.name())?;
-    migrate(&m, src, dst, clouds, state_dir, opts, events).await
+    }
+    let (vol, image_name) = check_bootable(b, src_cloud.as_ref(), dst_cloud.as_ref()).await?;
+    Ok(b.request(src_cloud.name(), dst_cloud.name(), vol.size_gib, image_name))
 }
 
 /// The Ceph plan's request of a bootable migration whose upload-to-image is done (by the
 /// source tenant admin, for a split-role bundle): `image` is the uploaded image in the
 /// source cloud, `volume_size_gib` the source volume's size, `dst_cloud` the destination
-/// cloud's name. The same request `migrate bootable` builds after its upload step.
+/// cloud's name. The request `migrate bootable` continues with after its upload step.
 pub fn bootable_request(
     b: &BootableMigration,
     image: &CloudImage,
@@ -238,24 +153,24 @@ pub fn bootable_request(
         .rbd
         .clone()
         .unwrap_or_else(|| (b.source_image_pool.pool.clone(), image.id.clone()));
-    let record = UploadRecord {
-        volume_id: b.volume_id.clone(),
-        volume_size_gib,
-        image: image.clone(),
-        image_name: image_name.to_string(),
-        pool,
-        rbd_image,
-    };
-    bootable_plan_request(b, &record, dst_cloud)
+    uploaded_request(
+        b,
+        &format!("{pool}/{rbd_image}"),
+        image_name,
+        volume_size_gib.max(image.min_disk_gib),
+        dst_cloud,
+    )
 }
 
-/// The Ceph plan's request once the volume is uploaded.
-fn bootable_plan_request(
+/// The request of the Ceph plan of an uploaded image `pool/image`.
+fn uploaded_request(
     b: &BootableMigration,
-    record: &UploadRecord,
+    image: &str,
+    image_name: &str,
+    min_disk_gib: u64,
     dst_cloud: &str,
 ) -> Result<VolumeMigration> {
-    let image: ImageSpec = format!("{}/{}", record.pool, record.rbd_image).parse()?;
+    let image: ImageSpec = image.parse()?;
     let mut m = VolumeMigration::new(
         b.source.clone(),
         b.destination.clone(),
@@ -265,9 +180,9 @@ fn bootable_plan_request(
     m.mode = b.mode;
     m.register = Some(crate::plan::Registration {
         cloud: dst_cloud.to_string(),
-        name: record.image_name.clone(),
+        name: image_name.to_string(),
         snapshot: "snap".into(),
-        min_disk_gib: record.volume_size_gib.max(record.image.min_disk_gib),
+        min_disk_gib,
     });
     Ok(m)
 }
@@ -311,55 +226,77 @@ async fn check_bootable(
     Ok((vol, image_name))
 }
 
-/// The dry run of a bootable migration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BootableDryRun {
-    /// The upload still to do (`None` when a run recorded it).
-    pub upload: Option<String>,
-    /// What follows the upload, in order, while the image id is not known yet.
-    pub then: Vec<String>,
-    /// The Ceph plan, once the upload is recorded (and its recorded state).
-    pub plan: Option<(Plan, Option<RunState>)>,
+/// Whether an earlier rbd-relay left the mark of an upload it sent but whose image it did
+/// not record (`bootable_VOLUME.uploading`): the new plan then looks for that image first.
+pub(super) fn legacy_upload_started(state_dir: &Path, m: &VolumeMigration) -> bool {
+    match &m.origin {
+        Origin::Upload(u) => legacy::mark_path(state_dir, &u.volume_id).exists(),
+        Origin::Image | Origin::InPlace => false,
+    }
 }
 
-/// Read-only: the cloud checks and what a bootable migration would do (`--dry-run`).
-pub async fn plan_bootable(
-    b: &BootableMigration,
-    src: Arc<dyn CephOps>,
-    dst: Arc<dyn CephOps>,
-    clouds: &Clouds,
-    state_dir: &Path,
-    events: Arc<dyn EventSink>,
-) -> Result<BootableDryRun> {
-    crate::spec::check_volume_id(&b.volume_id)?;
-    let (src_cloud, dst_cloud) = clouds.both_for_bootable()?;
-    if let Some(r) = load_upload_record(&upload_record_path(state_dir, &b.volume_id))? {
-        let m = bootable_plan_request(b, &r, dst_cloud.name())?;
-        let p = plan(&m, src, dst, clouds, state_dir, events).await?;
-        return Ok(BootableDryRun {
-            upload: None,
-            then: vec![],
-            plan: Some(p),
-        });
+/// Remove that mark once the plan's state (which took it over) is written.
+pub(super) fn forget_legacy_upload_mark(state_dir: &Path, m: &VolumeMigration) {
+    if let Origin::Upload(u) = &m.origin {
+        let _ = std::fs::remove_file(legacy::mark_path(state_dir, &u.volume_id));
     }
-    let (vol, name) = check_bootable(b, src_cloud.as_ref(), dst_cloud.as_ref()).await?;
-    let (s, d) = (&b.source.name, &b.destination.name);
-    let pool = &b.source_image_pool;
-    Ok(BootableDryRun {
-        upload: Some(format!(
-            "[OpenStack source tenant] upload volume {} ({} GiB) to image '{name}' in cloud {} (Cinder upload-to-image; the data lands in {s}:{pool}/<image id>)",
-            vol.id,
-            vol.size_gib,
-            src_cloud.name()
-        )),
-        then: vec![
-            format!("[Ceph source admin] preflight, enable the mirroring features and {}-mode mirroring of {s}:{pool}/<image id>", b.mode),
-            format!("[Ceph destination admin] wait for the replica, copy it to {d}:{}/<image id>, verify (sha256)", b.into),
-            format!("[Ceph source admin] disable mirroring of {s}:{pool}/<image id> and restore its features"),
-            format!("[Ceph destination admin] create snapshot {d}:{}/<image id>@snap and protect it", b.into),
-            format!("[OpenStack tenant admin] register image '{name}' in cloud {} at rbd://<{d} fsid>/{}/<image id>/snap", dst_cloud.name(), b.into),
-            format!("[OpenStack tenant admin] check that its min_disk is at least {} GiB (the source volume's size)", vol.size_gib),
-        ],
-        plan: None,
-    })
+}
+
+/// The records of the bootable path of rbd-relay before the upload was a step of the plan:
+/// `bootable_VOLUME.upload` (the upload's image, after which an ordinary plan of that image
+/// ran under its own id) and `bootable_VOLUME.uploading` (an upload was sent). Read only.
+mod legacy {
+    use std::path::{Path, PathBuf};
+
+    use serde::Deserialize;
+
+    use super::{uploaded_request, BootableMigration};
+    use crate::cloud::CloudImage;
+    use crate::error::{Error, Result};
+    use crate::plan::VolumeMigration;
+
+    /// What the upload step of the earlier version recorded.
+    #[derive(Deserialize)]
+    struct UploadRecord {
+        volume_size_gib: u64,
+        image: CloudImage,
+        image_name: String,
+        pool: String,
+        rbd_image: String,
+    }
+
+    pub(super) fn record_path(dir: &Path, volume_id: &str) -> PathBuf {
+        dir.join(format!("bootable_{volume_id}.upload"))
+    }
+
+    pub(super) fn mark_path(dir: &Path, volume_id: &str) -> PathBuf {
+        dir.join(format!("bootable_{volume_id}.uploading"))
+    }
+
+    /// The request of the plan an earlier version ran (or was to run) after its recorded
+    /// upload, `None` without such a record.
+    pub(super) fn request(
+        dir: &Path,
+        b: &BootableMigration,
+        dst_cloud: &str,
+    ) -> Result<Option<VolumeMigration>> {
+        let path = record_path(dir, &b.volume_id);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(Error::State {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let r: UploadRecord = serde_json::from_slice(&bytes).map_err(|e| Error::State {
+            path: path.clone(),
+            reason: format!("unreadable upload record of an earlier rbd-relay ({e}); move the file away to start this bootable migration over (the image that version uploaded stays in the source cloud)"),
+        })?;
+        let min_disk = r.volume_size_gib.max(r.image.min_disk_gib);
+        let image = format!("{}/{}", r.pool, r.rbd_image);
+        uploaded_request(b, &image, &r.image_name, min_disk, dst_cloud).map(Some)
+    }
 }

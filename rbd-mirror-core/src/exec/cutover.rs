@@ -27,7 +27,7 @@ use crate::features::Features;
 use crate::ops::{CephOps, ErrorKind, ImageUser, MirrorImageState, OpsError, SnapshotNamespace};
 use crate::plan::{Step, VolumeMigration};
 use crate::spec::ImageSpec;
-use crate::state::{RunState, StateFile};
+use crate::state::{Record, RunState};
 
 /// What `rbd-relay cutover ID` leaves in the state directory for the running migration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,12 +155,13 @@ impl Executor {
     pub(super) async fn wait_for_cutover(
         &self,
         m: &VolumeMigration,
-        file: &StateFile,
+        file: &dyn Record,
         idle_for: Duration,
     ) -> Result<()> {
+        let (src, dst) = (self.src("wait_for_cutover")?, self.dst("wait_for_cutover")?);
         let request_path = file
-            .path()
-            .parent()
+            .file()
+            .and_then(Path::parent)
             .map(|d| cutover_request_path(d, &m.id()));
         let mut idle_since: Option<Instant> = None;
         let mut last_report = Instant::now() - Duration::from_secs(60);
@@ -181,10 +182,10 @@ impl Executor {
                     .emit(Event::Progress(ProgressInfo::done("wait_for_cutover", why)));
                 return Ok(());
             }
-            let (s, d, mm) = (self.src.clone(), self.dst.clone(), m.clone());
+            let (s, d, mm) = (src.clone(), dst.clone(), m.clone());
             let users = on_ceph(
                 "wait_for_cutover",
-                self.src.name().to_string(),
+                src.name().to_string(),
                 m.image.to_string(),
                 move || instance_users(s.as_ref(), d.as_ref(), &mm),
             )
@@ -207,10 +208,10 @@ impl Executor {
                 if m.mode == crate::features::MirrorImageMode::Snapshot
                     && now.duration_since(last_snapshot) >= Duration::from_secs(5)
                 {
-                    let (s, image) = (self.src.clone(), m.image.clone());
+                    let (s, image) = (src.clone(), m.image.clone());
                     let made = on_ceph(
                         "wait_for_cutover",
-                        self.src.name().to_string(),
+                        src.name().to_string(),
                         m.image.to_string(),
                         move || s.create_mirror_snapshot(&image).map(|_| ()),
                     )
@@ -250,7 +251,10 @@ impl Executor {
 
     /// "N behind" from the replica's mirror status, for the live wait's progress.
     async fn replica_lag(&self, m: &VolumeMigration) -> String {
-        let (d, replica) = (self.dst.clone(), m.replica());
+        let Ok(dst) = self.dst("wait_for_cutover") else {
+            return "lag unknown".into();
+        };
+        let (d, replica) = (dst.clone(), m.replica());
         let status = tokio::task::spawn_blocking(move || d.mirror_status(&replica))
             .await
             .ok()
@@ -278,10 +282,11 @@ impl Executor {
     /// Demote the source: from here it is read-only for every client, its data fixed.
     /// Returns whether it was already demoted (a re-run).
     pub(super) async fn demote_source(&self, m: &VolumeMigration) -> Result<bool> {
-        let (s, image) = (self.src.clone(), m.image.clone());
+        let src = self.src("demote_source")?;
+        let (s, image) = (src.clone(), m.image.clone());
         on_ceph(
             "demote_source",
-            self.src.name().to_string(),
+            src.name().to_string(),
             m.image.to_string(),
             move || {
                 if !s.mirror_image(&image)?.primary {
@@ -302,15 +307,16 @@ impl Executor {
         &self,
         m: &VolumeMigration,
         state: &mut RunState,
-        file: &StateFile,
+        file: &dyn Record,
     ) -> Result<bool> {
+        let dst = self.dst("promote_replica")?;
         let started = Instant::now();
         let replica = m.replica();
         loop {
-            let (d, r) = (self.dst.clone(), replica.clone());
+            let (d, r) = (dst.clone(), replica.clone());
             let attempt = on_ceph(
                 "promote_replica",
-                self.dst.name().to_string(),
+                dst.name().to_string(),
                 replica.to_string(),
                 move || {
                     let already = d.mirror_image(&r)?.primary;
@@ -334,7 +340,7 @@ impl Executor {
             }
             if started.elapsed() > PROMOTE_PATIENCE {
                 return Err(Error::ReplicaNotCaughtUp {
-                    cluster: self.dst.name().to_string(),
+                    cluster: dst.name().to_string(),
                     image: replica.to_string(),
                     waited_s: started.elapsed().as_secs(),
                 });
@@ -350,15 +356,16 @@ impl Executor {
         &self,
         m: &VolumeMigration,
         state: &mut RunState,
-        file: &StateFile,
+        file: &dyn Record,
         snap: &str,
         features: Features,
     ) -> Result<bool> {
+        let dst = self.dst("clone_replica")?;
         let (replica, target) = (m.replica(), m.copy_target());
-        let (d, r, sn) = (self.dst.clone(), replica.clone(), snap.to_string());
+        let (d, r, sn) = (dst.clone(), replica.clone(), snap.to_string());
         on_ceph(
             "clone_replica",
-            self.dst.name().to_string(),
+            dst.name().to_string(),
             replica.to_string(),
             move || {
                 let snaps = d.snapshots(&r)?;
@@ -378,14 +385,14 @@ impl Executor {
         // a clone already under the copy name: ours when its id is the recorded one, or
         // (killed before the id was saved) when it hangs from our replica's snapshot
         let (d, t, r, sn) = (
-            self.dst.clone(),
+            dst.clone(),
             target.clone(),
             replica.clone(),
             snap.to_string(),
         );
         let existing = on_ceph(
             "clone_replica",
-            self.dst.name().to_string(),
+            dst.name().to_string(),
             target.to_string(),
             move || {
                 if !d.image_exists(&t)? {
@@ -401,13 +408,13 @@ impl Executor {
             let ours = state.copy_id.as_deref() == Some(id.as_str())
                 || (state.copy_id.is_none() && state.copy_started && ours_by_parent);
             if !ours {
-                return Err(not_our_copy(
-                    self.dst.name(),
-                    &target,
-                    &id,
-                    &state.plan.id,
-                    state,
-                ));
+                return Err(Error::NotOurCopy {
+                    cluster: dst.name().to_string(),
+                    target: target.to_string(),
+                    found_id: id,
+                    migration: state.plan.id.clone(),
+                    recorded_id: state.copy_id.clone(),
+                });
             }
             if state.copy_id.is_none() {
                 state.copy_id = Some(id);
@@ -418,26 +425,29 @@ impl Executor {
         state.copy_started = true;
         self.save(state, file)?;
         let (d, t, r, sn) = (
-            self.dst.clone(),
+            dst.clone(),
             target.clone(),
             replica.clone(),
             snap.to_string(),
         );
         // the clone's id is recorded in the state file the moment the clone exists, before
         // this step can be interrupted with an unrecorded image of ours under the copy name
-        let state_path = file.path().to_path_buf();
+        let state_path = file.file().map(Path::to_path_buf);
         let id = on_ceph(
             "clone_replica",
-            self.dst.name().to_string(),
+            dst.name().to_string(),
             target.to_string(),
             move || {
                 let mut made = None;
                 let mut created = |id: &str| -> std::result::Result<(), OpsError> {
                     made = Some(id.to_string());
                     let record = || -> Result<()> {
-                        if let Some(mut st) = crate::state::load(&state_path)? {
+                        let Some(path) = &state_path else {
+                            return Ok(());
+                        };
+                        if let Some(mut st) = crate::state::load(path)? {
                             st.copy_id = Some(id.to_string());
-                            crate::state::save_to(&state_path, &st)?;
+                            crate::state::save_to(path, &st)?;
                         }
                         Ok(())
                     };
@@ -467,31 +477,32 @@ impl Executor {
         &self,
         m: &VolumeMigration,
         state: &mut RunState,
-        file: &StateFile,
+        file: &dyn Record,
         snap: &str,
     ) -> Result<()> {
+        let (src, dst) = (self.src("verify_handover")?, self.dst("verify_handover")?);
         if state.verified() {
             return Ok(());
         }
-        let (s, image) = (self.src.clone(), m.image.clone());
+        let (s, image) = (src.clone(), m.image.clone());
         let source = on_ceph(
             "verify",
-            self.src.name().to_string(),
+            src.name().to_string(),
             m.image.to_string(),
             move || s.digest(&image, &mut |_, _| true),
         );
-        let (d, replica, sn) = (self.dst.clone(), m.replica(), snap.to_string());
+        let (d, replica, sn) = (dst.clone(), m.replica(), snap.to_string());
         let replica_digest = on_ceph(
             "verify",
-            self.dst.name().to_string(),
+            dst.name().to_string(),
             format!("{}@{snap}", m.replica()),
             move || d.digest_snapshot(&replica, &sn, &mut |_, _| true),
         );
         let (a, b) = tokio::try_join!(source, replica_digest)?;
         if a != b {
             return Err(Error::VerifyMismatch {
-                source_image: format!("{}:{}", self.src.name(), m.image),
-                copy: format!("{}:{}@{snap}", self.dst.name(), m.replica()),
+                source_image: format!("{}:{}", src.name(), m.image),
+                copy: format!("{}:{}@{snap}", dst.name(), m.replica()),
                 source_digest: a,
                 copy_digest: b,
             });
@@ -520,12 +531,13 @@ impl Executor {
     /// Flatten the clone so it no longer needs the replica. Returns whether it had no
     /// parent already.
     pub(super) async fn flatten_copy(&self, m: &VolumeMigration, state: &RunState) -> Result<bool> {
+        let dst = self.dst("flatten_copy")?;
         let target = self.current_copy(m, state);
-        let (d, t) = (self.dst.clone(), target.clone());
+        let (d, t) = (dst.clone(), target.clone());
         let events = self.events.clone();
         on_ceph(
             "flatten_copy",
-            self.dst.name().to_string(),
+            dst.name().to_string(),
             target.to_string(),
             move || {
                 if d.parent(&t)?.is_none() {
@@ -561,17 +573,18 @@ impl Executor {
         m: &VolumeMigration,
         state: &RunState,
     ) -> Result<bool> {
+        let src = self.src("release_source")?;
         if !state.verified() {
             return Err(Error::NotVerified {
-                step: "release_source".into(),
-                kept: format!("{}:{} stays demoted, unchanged", self.src.name(), m.image),
+                step: "release_source",
+                consequence: "the source stays demoted, unchanged",
             });
         }
-        let (s, image) = (self.src.clone(), m.image.clone());
+        let (s, image) = (src.clone(), m.image.clone());
         let before = state.plan.facts.mirror_snapshots_before.clone();
         on_ceph(
             "release_source",
-            self.src.name().to_string(),
+            src.name().to_string(),
             m.image.to_string(),
             move || {
                 let mi = s.mirror_image(&image)?;
@@ -600,6 +613,7 @@ impl Executor {
         state: &RunState,
         snap: &str,
     ) -> Result<bool> {
+        let dst = self.dst("remove_replica")?;
         let copy = self.current_copy(m, state);
         let replica = m.replica();
         let Some(replica_id) = state.replica_id.clone() else {
@@ -608,15 +622,10 @@ impl Executor {
                 reason: "the replica's image id, recorded at its promotion, is missing: remove the replica yourself once the copy is flattened".into(),
             });
         };
-        let (d, r, c, sn) = (
-            self.dst.clone(),
-            replica.clone(),
-            copy.clone(),
-            snap.to_string(),
-        );
+        let (d, r, c, sn) = (dst.clone(), replica.clone(), copy.clone(), snap.to_string());
         on_ceph(
             "remove_replica",
-            self.dst.name().to_string(),
+            dst.name().to_string(),
             replica.to_string(),
             move || {
                 if d.image_exists(&c)? && d.parent(&c)?.is_some() {
@@ -656,15 +665,19 @@ impl Executor {
     pub(super) async fn roll_back_cutover(
         &self,
         state: &mut RunState,
-        file: &StateFile,
+        file: &dyn Record,
         restart_at: usize,
     ) -> Result<()> {
+        let (src, dst) = (
+            self.src("roll_back_cutover")?,
+            self.dst("roll_back_cutover")?,
+        );
         let m = state.plan.migration.clone();
         if let Some(id) = state.copy_id.clone() {
             if !state.handed_to_cloud() {
                 remove_own_image(
                     "roll_back_cutover",
-                    &self.dst,
+                    &dst,
                     &m.copy_target(),
                     &id,
                     self.events.as_ref(),
@@ -674,17 +687,12 @@ impl Executor {
                 state.copy_started = false;
             }
         }
-        let (d, s, replica, image) = (
-            self.dst.clone(),
-            self.src.clone(),
-            m.replica(),
-            m.image.clone(),
-        );
+        let (d, s, replica, image) = (dst.clone(), src.clone(), m.replica(), m.image.clone());
         let snap = handover_snapshot().to_string();
         let handed = state.handed_to_cloud();
         on_ceph(
             "roll_back_cutover",
-            self.src.name().to_string(),
+            src.name().to_string(),
             m.image.to_string(),
             move || {
                 if d.image_exists(&replica)? {

@@ -23,15 +23,15 @@ use crate::spec::ImageSpec;
 use crate::state::{RunState, StateFile};
 use crate::wait::WaitOptions;
 
+mod background;
 mod bootable;
+mod cloud_steps;
 mod cutover;
 mod executor;
 mod single_role;
 mod undo;
 
-pub use bootable::{
-    bootable_request, migrate_bootable, plan_bootable, BootableDryRun, BootableMigration,
-};
+pub use bootable::{bootable_request, migrate_bootable, plan_bootable, BootableMigration};
 pub(crate) use cutover::handover_snapshot;
 pub use cutover::{cutover_request_path, request_cutover, CutoverRequest};
 pub(crate) use executor::Executor;
@@ -86,9 +86,16 @@ impl Clouds {
     fn both_for_bootable(&self) -> Result<(Arc<dyn CloudOps>, Arc<dyn CloudOps>)> {
         match (&self.source, &self.destination) {
             (Some(s), Some(d)) => Ok((s.clone(), d.clone())),
-            _ => Err(Error::Unsafe(
-                "a bootable migration needs the source cloud (--source-cloud) and the destination cloud (--os-cloud)".into(),
-            )),
+            (None, _) => Err(Error::NotGiven {
+                needed_for: "a bootable migration".into(),
+                what: "the source cloud".into(),
+                flag: "--source-cloud",
+            }),
+            (_, None) => Err(Error::NotGiven {
+                needed_for: "a bootable migration".into(),
+                what: "the destination cloud".into(),
+                flag: "--os-cloud",
+            }),
         }
     }
 
@@ -101,9 +108,11 @@ impl Clouds {
         match (wanted, &self.destination) {
             (None, _) => Ok(None),
             (Some(_), Some(c)) => Ok(Some(c.clone())),
-            (Some(cloud), None) => Err(Error::Unsafe(format!(
-                "the plan hands the copy to cloud '{cloud}', but no cloud was given (--os-cloud)"
-            ))),
+            (Some(cloud), None) => Err(Error::NotGiven {
+                needed_for: format!("the plan, which hands the copy to cloud '{cloud}',"),
+                what: "a cloud".into(),
+                flag: "--os-cloud",
+            }),
         }
     }
 }
@@ -243,7 +252,8 @@ fn source_changes_left(state: &RunState) -> bool {
             | Step::SnapshotAndProtect { .. }
             | Step::RegisterImage { .. }
             | Step::CheckMinDisk { .. }
-            | Step::RemoveCopy { .. } => false,
+            | Step::RemoveCopy { .. }
+            | Step::UploadToImage { .. } => false,
         })
 }
 
@@ -272,8 +282,10 @@ pub(crate) async fn mark_source(
     match found {
         None => {
             let (s, image) = (src.clone(), state.plan.migration.image.clone());
-            let text = serde_json::to_string(&ours)
-                .map_err(|e| Error::Unsafe(format!("cannot write the source marker: {e}")))?;
+            let text = serde_json::to_string(&ours).map_err(|e| Error::TaskFailed {
+                step: "mark_source",
+                reason: e.to_string(),
+            })?;
             on_ceph(
                 "mark_source",
                 src.name().to_string(),
@@ -283,21 +295,18 @@ pub(crate) async fn mark_source(
             .await
         }
         Some(Ok(marker)) if marker.is_run_of(&state.plan.migration, state_dir) => Ok(()),
-        Some(Ok(marker)) => Err(Error::Unsafe(format!(
-            "{}:{} is being migrated by {}; continue or abort that migration where it runs (rbd-relay resume/abort {}): two runs must not change one image",
-            src.name(),
-            state.plan.migration.image,
-            marker.describe(),
-            marker.migration
-        ))),
-        Some(Err(text)) => Err(Error::Unsafe(format!(
-            "{}:{} carries an unreadable rbd-relay marker ({text}); look at it with `rbd --cluster {} image-meta get {} {}`",
-            src.name(),
-            state.plan.migration.image,
-            src.name(),
-            state.plan.migration.image,
-            preflight::SOURCE_MARKER_KEY
-        ))),
+        Some(Ok(marker)) => Err(Error::SourceClaimed {
+            cluster: src.name().to_string(),
+            image: state.plan.migration.image.to_string(),
+            holder: marker.describe(),
+            migration: marker.migration,
+        }),
+        Some(Err(text)) => Err(Error::SourceMarkerUnreadable {
+            cluster: src.name().to_string(),
+            image: state.plan.migration.image.to_string(),
+            text,
+            key: preflight::SOURCE_MARKER_KEY,
+        }),
     }
 }
 
@@ -343,32 +352,15 @@ fn check_target_unclaimed(m: &VolumeMigration, state_dir: &Path) -> Result<()> {
             && !other.aborted
             && !other.handed_to_cloud()
         {
-            return Err(Error::Unsafe(format!(
-                "the copy target {target} is claimed by migration {} (of {}:{}, {}); two migrations must not share a copy target: give this one another --name or --into, or abort that one first (`rbd-relay abort {}`)",
-                other.plan.id, o.source.name, o.image, other.outcome, other.plan.id
-            )));
+            return Err(Error::TargetClaimed {
+                target,
+                other: other.plan.id.clone(),
+                other_source: format!("{}:{}", o.source.name, o.image),
+                other_outcome: other.outcome.clone(),
+            });
         }
     }
     Ok(())
-}
-
-/// The refusal of an image under the copy name that this migration did not create (its id
-/// is not the recorded one): it may be another migration's copy, even a verified one, so it
-/// is never removed.
-fn not_our_copy(
-    cluster: &str,
-    target: &ImageSpec,
-    found: &str,
-    id: &str,
-    state: &RunState,
-) -> Error {
-    let recorded = match &state.copy_id {
-        Some(ours) => format!("this migration's copy had id {ours}"),
-        None => "this migration recorded no copy of its own".to_string(),
-    };
-    Error::Unsafe(format!(
-        "{cluster}:{target} (image id {found}) was not created by migration {id} ({recorded}); it may be another migration's copy, so it is left alone: if it is not wanted, remove or rename it yourself (rbd --cluster {cluster} rm {target}), or give this migration another --name or --into, then re-run"
-    ))
 }
 
 /// Read-only: run preflight and build the plan (or return the recorded one), for `--dry-run`.
@@ -401,15 +393,33 @@ pub async fn plan(
         preflight::check_adoption(m, c.as_ref()).await?;
         preflight::check_registration(m, c.as_ref()).await?;
     }
-    let (mm, dir) = (m.clone(), state_dir.to_path_buf());
-    let facts = tokio::task::spawn_blocking(move || {
-        let now = preflight::check_volume(&mm, src.as_ref(), dst.as_ref(), events.as_ref())?;
-        // as the run would: a lost state file's originals come from the source's marker
-        preflight::originals(&mm, src.as_ref(), &dir, now, events.as_ref())
+    if !m.origin.is_image() {
+        // the source image is made by the plan's first step: preflight reads it then
+        return Ok((Plan::awaiting_upload(m.clone()), None));
+    }
+    let facts = read_source(m, src, dst, state_dir, events).await?;
+    Ok((Plan::volume(m.clone(), facts), None))
+}
+
+/// Preflight of the source image (read only): the facts the plan is built from. A lost
+/// state file's originals come from the source's marker.
+async fn read_source(
+    m: &VolumeMigration,
+    src: Arc<dyn CephOps>,
+    dst: Arc<dyn CephOps>,
+    state_dir: &Path,
+    events: Arc<dyn EventSink>,
+) -> Result<crate::plan::SourceFacts> {
+    let (m, dir) = (m.clone(), state_dir.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let now = preflight::check_volume(&m, src.as_ref(), dst.as_ref(), events.as_ref())?;
+        preflight::originals(&m, src.as_ref(), &dir, now, events.as_ref())
     })
     .await
-    .map_err(|e| Error::Unsafe(format!("preflight task failed: {e}")))??;
-    Ok((Plan::volume(m.clone(), facts), None))
+    .map_err(|e| Error::TaskFailed {
+        step: "preflight",
+        reason: e.to_string(),
+    })?
 }
 
 /// Migrate one volume: preflight, plan, execute; or resume the recorded run of the same
@@ -426,8 +436,9 @@ pub async fn migrate_volume(
 }
 
 /// [`migrate_volume`] with the clouds, for plans that end in the destination cloud
-/// (`m.adopt`). The cloud part of preflight runs before any Ceph change and again on a
-/// resumed run until the adoption is done.
+/// (`m.adopt`, `m.register`) or start in the source cloud (the upload of a bootable volume,
+/// see [`migrate_bootable`]). The cloud part of preflight runs before any Ceph change and
+/// again on a resumed run until the cloud steps are done.
 pub async fn migrate(
     m: &VolumeMigration,
     src: Arc<dyn CephOps>,
@@ -439,46 +450,8 @@ pub async fn migrate(
 ) -> Result<Summary> {
     let dst_cloud = clouds.destination_for(m)?;
     let file = StateFile::lock_migration(state_dir, m)?;
-    let loaded = crate::state::load_checked(file.path())?;
-    if let Some(why) = loaded.as_ref().and_then(|l| l.recovered.clone()) {
-        events.emit(Event::Warning {
-            message: format!("state file {}: {why}", file.path().display()),
-        });
-    }
-    let recorded = match loaded.map(|l| l.state) {
-        Some(s) if s.aborted => {
-            events.emit(Event::Warning {
-                message: format!(
-                    "migration {} was aborted earlier; starting a fresh plan",
-                    s.plan.id
-                ),
-            });
-            None
-        }
-        other => other,
-    };
-    let mut state = match recorded {
-        Some(s) if s.aborting() => return Err(Error::abort_unfinished(&s)),
+    let mut state = match recorded_run(&file, m, events.as_ref())? {
         Some(s) => {
-            if &s.plan.migration != m {
-                return Err(Error::State {
-                    path: file.path().to_path_buf(),
-                    reason: format!(
-                        "a migration with this id but other options is recorded; continue it as recorded (`rbd-relay resume {id}`), undo it to start over with these options (`rbd-relay abort {id}`; once finished: `rbd-relay cleanup {id} --forget`), or choose another --name",
-                        id = s.plan.id
-                    ),
-                });
-            }
-            if !s.finished() {
-                events.emit(Event::Warning {
-                    message: format!(
-                        "resuming migration {} at step {} of {}",
-                        s.plan.id,
-                        s.next_step + 1,
-                        s.plan.steps.len()
-                    ),
-                });
-            }
             if !s.finished() {
                 if let Some(c) = &dst_cloud {
                     if s.adopted.is_none() {
@@ -492,52 +465,138 @@ pub async fn migrate(
             s
         }
         None => {
-            check_target_unclaimed(m, state_dir)?;
-            events.emit(Event::StepStarted {
-                index: 0,
-                step: "preflight".into(),
-                description: Step::Preflight.describe(m),
-            });
-            let t = Instant::now();
-            if let Some(c) = &dst_cloud {
-                preflight::check_adoption(m, c.as_ref()).await?;
-                preflight::check_registration(m, c.as_ref()).await?;
-            }
-            let (s2, d2, e2, mm) = (src.clone(), dst.clone(), events.clone(), m.clone());
-            let dir = state_dir.to_path_buf();
-            let facts = tokio::task::spawn_blocking(move || {
-                let now = preflight::check_volume(&mm, s2.as_ref(), d2.as_ref(), e2.as_ref())?;
-                preflight::originals(&mm, s2.as_ref(), &dir, now, e2.as_ref())
-            })
-            .await
-            .map_err(|e| Error::Unsafe(format!("preflight task failed: {e}")))??;
-            let mut s = RunState::new(Plan::volume(m.clone(), facts));
-            s.next_step = 1;
-            s.step_seconds.push(t.elapsed().as_secs_f64());
-            file.save(&s)?;
-            events.emit(Event::StepDone {
-                index: 0,
-                step: "preflight".into(),
-                seconds: t.elapsed().as_secs_f64(),
-            });
-            s
+            let (src, dst, events) = (src.clone(), dst.clone(), events.clone());
+            fresh_run(m, src, dst, dst_cloud.as_deref(), &file, state_dir, events).await?
         }
     };
     let already_done = state.finished();
+    let exec = Executor::new(src.clone(), dst, dst_cloud, events, opts.clone())
+        .with_source_cloud(clouds.source.clone());
+    // a plan that makes its source image first (the upload) marks it once preflight has
+    // planned the changes to it
+    if state.plan.awaits_preflight() {
+        exec.run_steps(&mut state, &file, |s| {
+            matches!(s, Step::UploadToImage { .. } | Step::Preflight)
+        })
+        .await?;
+    }
     mark_source(&src, &state, state_dir).await?;
-    let exec = Executor::new(src.clone(), dst, dst_cloud, events, opts.clone());
     exec.run_steps(&mut state, &file, |_| true).await?;
     unmark_source(&src, &state, state_dir).await?;
+    Ok(summary(&state, already_done))
+}
+
+/// The recorded, not aborted, run of `m` (read under its lock), or `None` for a fresh one.
+/// Another request under the same id is refused.
+fn recorded_run(
+    file: &StateFile,
+    m: &VolumeMigration,
+    events: &dyn EventSink,
+) -> Result<Option<RunState>> {
+    let loaded = crate::state::load_checked(file.path())?;
+    if let Some(why) = loaded.as_ref().and_then(|l| l.recovered.clone()) {
+        events.emit(Event::Warning {
+            message: format!("state file {}: {why}", file.path().display()),
+        });
+    }
+    let Some(s) = loaded.map(|l| l.state) else {
+        return Ok(None);
+    };
+    if s.aborted {
+        events.emit(Event::Warning {
+            message: format!(
+                "migration {} was aborted earlier; starting a fresh plan",
+                s.plan.id
+            ),
+        });
+        return Ok(None);
+    }
+    if s.aborting() {
+        return Err(Error::abort_unfinished(&s));
+    }
+    if s.plan.migration.as_requested() != m.as_requested() {
+        return Err(Error::State {
+            path: file.path().to_path_buf(),
+            reason: format!(
+                "a migration with this id but other options is recorded; continue it as recorded (`rbd-relay resume {id}`), undo it to start over with these options (`rbd-relay abort {id}`; once finished: `rbd-relay cleanup {id} --forget`), or choose another --name",
+                id = s.plan.id
+            ),
+        });
+    }
+    if !s.finished() {
+        events.emit(Event::Warning {
+            message: format!(
+                "resuming migration {} at step {} of {}",
+                s.plan.id,
+                s.next_step + 1,
+                s.plan.steps.len()
+            ),
+        });
+    }
+    Ok(Some(s))
+}
+
+/// The first state of a fresh run, written: preflight (the cloud part, then the source
+/// image's) and the plan. A plan that makes its source image first (the upload of a
+/// bootable volume) starts at that step instead; its preflight step reads the image.
+async fn fresh_run(
+    m: &VolumeMigration,
+    src: Arc<dyn CephOps>,
+    dst: Arc<dyn CephOps>,
+    dst_cloud: Option<&dyn crate::cloud::CloudOps>,
+    file: &StateFile,
+    state_dir: &Path,
+    events: Arc<dyn EventSink>,
+) -> Result<RunState> {
+    check_target_unclaimed(m, state_dir)?;
+    if !m.origin.is_image() {
+        if let Some(c) = dst_cloud {
+            preflight::check_registration(m, c).await?;
+        }
+        let mut s = RunState::new(Plan::awaiting_upload(m.clone()));
+        s.upload_started = bootable::legacy_upload_started(state_dir, m);
+        file.save(&s)?;
+        bootable::forget_legacy_upload_mark(state_dir, m);
+        return Ok(s);
+    }
+    events.emit(Event::StepStarted {
+        index: 0,
+        step: "preflight".into(),
+        description: Step::Preflight.describe(m),
+    });
+    let t = Instant::now();
+    if let Some(c) = dst_cloud {
+        preflight::check_adoption(m, c).await?;
+        preflight::check_registration(m, c).await?;
+    }
+    let facts = read_source(m, src, dst, state_dir, events.clone()).await?;
+    let mut s = RunState::new(Plan::volume(m.clone(), facts));
+    s.next_step = 1;
+    s.step_seconds.push(t.elapsed().as_secs_f64());
+    file.save(&s)?;
+    events.emit(Event::StepDone {
+        index: 0,
+        step: "preflight".into(),
+        seconds: t.elapsed().as_secs_f64(),
+    });
+    Ok(s)
+}
+
+/// What a run of `state` reports.
+fn summary(state: &RunState, already_done: bool) -> Summary {
     let p = &state.plan;
     let lost = p
         .steps
         .iter()
-        .find_map(|s| match s {
-            Step::RestoreFeatures { lost, .. } => Some(*lost),
-            _ => None,
+        .find_map(|s| {
+            if let Step::RestoreFeatures { lost, .. } = s {
+                Some(*lost)
+            } else {
+                None
+            }
         })
         .unwrap_or_default();
-    Ok(Summary {
+    Summary {
         id: p.id.clone(),
         source: format!("{}:{}", p.migration.source.name, p.migration.image),
         copy: format!(
@@ -557,5 +616,5 @@ pub async fn migrate(
         already_done,
         volume: state.adopted.clone(),
         image: state.registered.clone(),
-    })
+    }
 }

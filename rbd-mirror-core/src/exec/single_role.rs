@@ -1,31 +1,35 @@
 //! The tenant admin's steps run alone (split roles): adopt or register an image that the Ceph
-//! admins already put in the destination pool.
+//! admins already put in the destination pool. Each is a one-step plan ([`Plan::in_place`])
+//! run by the ordinary executor, so adoption and registration (and their recovery from an
+//! interrupted run, by the plan's marker in the cloud) are written once.
 
 use std::sync::Arc;
 
+use super::executor::Executor;
 use super::*;
-use crate::cloud::{AdoptSpec, AdoptedVolume, CloudImage, CloudOps, RegisterSpec, MARKER_KEY};
+use crate::cloud::{AdoptedVolume, CloudImage, CloudOps};
 use crate::error::{Error, Result};
-use crate::event::{Event, EventSink};
+use crate::event::EventSink;
 use crate::ops::{CephOps, SnapshotNamespace};
-use crate::spec::ImageSpec;
+use crate::plan::{Adoption, Plan, Registration, VolumeMigration};
+use crate::spec::{ClusterSpec, ImageSpec};
+use crate::state::{RunState, Unrecorded};
 
 /// The tenant admin's step alone (split roles): adopt an RBD image that is already in the
 /// destination Cinder pool as a volume. Read-only checks first (admin credentials, host
 /// resolvable and storing into `image`'s pool); idempotent: a re-run returns the volume an
-/// earlier run adopted (found by the marker in its metadata) instead of adopting again.
+/// earlier run adopted (found by the plan's marker in its metadata) instead of adopting
+/// again.
 pub async fn adopt_image(
     cloud: Arc<dyn CloudOps>,
     image: &ImageSpec,
-    adoption: &crate::plan::Adoption,
+    adoption: &Adoption,
     events: Arc<dyn EventSink>,
 ) -> Result<AdoptedVolume> {
-    let kind = "adopt_volume";
-    let marker = format!("adopt_{}_{}", image.pool, image.image);
     let check = cloud
         .check_adopt(&adoption.target)
         .await
-        .map_err(cloud_err(kind, cloud.as_ref()))?;
+        .map_err(cloud_err("adopt_volume", cloud.as_ref()))?;
     if let Some(pool) = &check.pool {
         if pool != &image.pool.pool {
             return Err(Error::Preflight(vec![crate::preflight::Problem {
@@ -39,35 +43,15 @@ pub async fn adopt_image(
             }]));
         }
     }
-    let found = cloud
-        .find_adopted(&marker)
-        .await
-        .map_err(cloud_err(kind, cloud.as_ref()))?;
-    if let Some(v) = found.iter().find(|v| v.status == "available") {
-        events.emit(Event::Warning {
-            message: format!("{image} was already adopted as volume {}", v.id),
-        });
-        return Ok(v.clone());
-    }
-    for v in found.iter().filter(|v| v.status.starts_with("error")) {
-        cloud
-            .forget_volume(&v.id)
-            .await
-            .map_err(cloud_err(kind, cloud.as_ref()))?;
-    }
-    let mut metadata = std::collections::BTreeMap::new();
-    metadata.insert(MARKER_KEY.to_string(), marker);
-    let spec = AdoptSpec {
-        target: adoption.target.clone(),
-        rbd_image: image.image.clone(),
-        name: adoption.name.clone(),
-        bootable: adoption.bootable,
-        metadata,
-    };
-    cloud
-        .adopt(&spec)
-        .await
-        .map_err(cloud_err(kind, cloud.as_ref()))
+    // the tenant admin may not reach the cluster: it is named for messages only
+    let cluster = ClusterSpec::named("destination")?;
+    let m = VolumeMigration::in_place(cluster, image.clone(), Some(adoption.clone()), None);
+    let exec = Executor::for_cloud_steps(None, Some(cloud), events);
+    let state = run_in_place(&exec, m).await?;
+    state.adopted.ok_or_else(|| Error::TaskFailed {
+        step: "adopt_volume",
+        reason: "the step ended without a volume".into(),
+    })
 }
 
 /// The tenant admin's registration alone (split roles): register `image@snapshot` (already
@@ -78,10 +62,9 @@ pub async fn register_image(
     cloud: Arc<dyn CloudOps>,
     dst: Arc<dyn CephOps>,
     image: &ImageSpec,
-    registration: &crate::plan::Registration,
+    registration: &Registration,
     events: Arc<dyn EventSink>,
 ) -> Result<CloudImage> {
-    let kind = "register_image";
     let problem =
         |what: String, fix: String| Error::Preflight(vec![crate::preflight::Problem { what, fix }]);
     cloud.check_register().await.map_err(|e| {
@@ -91,14 +74,18 @@ pub async fn register_image(
         )
     })?;
     let (d, i, snap) = (dst.clone(), image.clone(), registration.snapshot.clone());
-    let (fsid, protected) = on_ceph(kind, dst.name().to_string(), image.to_string(), move || {
-        let snaps = d.snapshots(&i)?;
-        let p = snaps
-            .iter()
-            .find(|s| s.name == snap && s.namespace == SnapshotNamespace::User)
-            .map(|s| s.protected);
-        Ok((d.fsid()?, p))
-    })
+    let protected = on_ceph(
+        "register_image",
+        dst.name().to_string(),
+        image.to_string(),
+        move || {
+            let snaps = d.snapshots(&i)?;
+            Ok(snaps
+                .iter()
+                .find(|s| s.name == snap && s.namespace == SnapshotNamespace::User)
+                .map(|s| s.protected))
+        },
+    )
     .await?;
     if protected != Some(true) {
         let (c, snap) = (dst.name(), &registration.snapshot);
@@ -110,30 +97,22 @@ pub async fn register_image(
             format!("the Ceph destination admin runs: rbd --cluster {c} snap create {image}@{snap}; rbd --cluster {c} snap protect {image}@{snap}"),
         ));
     }
-    let marker = format!("register_{}_{}", image.pool, image.image);
-    let found = cloud
-        .find_images(&marker)
-        .await
-        .map_err(cloud_err(kind, cloud.as_ref()))?;
-    if let Some(i) = found.iter().find(|i| i.status == "active") {
-        events.emit(Event::Warning {
-            message: format!("{image} was already registered as image {}", i.id),
-        });
-        return Ok(i.clone());
-    }
-    let mut properties = std::collections::BTreeMap::new();
-    properties.insert(MARKER_KEY.to_string(), marker);
-    let spec = RegisterSpec {
-        name: registration.name.clone(),
-        fsid,
-        pool: image.pool.pool.clone(),
-        image: image.image.clone(),
-        snapshot: registration.snapshot.clone(),
-        min_disk_gib: registration.min_disk_gib,
-        properties,
-    };
-    cloud
-        .register_image(&spec)
-        .await
-        .map_err(cloud_err(kind, cloud.as_ref()))
+    let cluster = ClusterSpec::named(dst.name())?;
+    let m = VolumeMigration::in_place(cluster, image.clone(), None, Some(registration.clone()));
+    let exec = Executor::for_cloud_steps(Some(dst), Some(cloud), events);
+    let state = run_in_place(&exec, m).await?;
+    state.registered.ok_or_else(|| Error::TaskFailed {
+        step: "register_image",
+        reason: "the step ended without an image".into(),
+    })
+}
+
+/// Run the one-step plan of `m`. It is recorded nowhere: an earlier run may have sent the
+/// request, so the step first looks for the plan's marker in the cloud.
+async fn run_in_place(exec: &Executor, m: VolumeMigration) -> Result<RunState> {
+    let mut state = RunState::new(Plan::in_place(m));
+    state.adopt_started = state.plan.migration.adopt.is_some();
+    state.register_started = state.plan.migration.register.is_some();
+    exec.run_steps(&mut state, &Unrecorded, |_| true).await?;
+    Ok(state)
 }
