@@ -68,6 +68,8 @@ use reqwest::blocking::Client;
 use serde::{Deserialize, Serialize};
 
 use crate::CephSite;
+// The crate's one error type; the submodules import it from here.
+pub(crate) use crate::Error;
 
 /// Keystone's port.
 pub const KEYSTONE_PORT: u16 = 5000;
@@ -90,138 +92,6 @@ pub const BACKEND: &str = "ceph";
 
 /// Debian's python (python3-cinder, python3-rbd live there; never a pyenv shim).
 const PYTHON: &str = "/usr/bin/python3";
-
-/// Everything that can go wrong while starting, inspecting or stopping the clouds.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A file system operation failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The path it was done to.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A program could not be started.
-    #[error("cannot run `{command}`: {source}")]
-    Spawn {
-        /// The command line.
-        command: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A program ran and failed.
-    #[error("`{command}` failed ({status}): {stderr}")]
-    Command {
-        /// The command line.
-        command: String,
-        /// Exit status.
-        status: String,
-        /// The end of its stderr.
-        stderr: String,
-    },
-    /// A daemon died (or never came up) while being started or waited for.
-    #[error("{service} is not running; its log {log} ends with:\n{tail}")]
-    Died {
-        /// The daemon.
-        service: String,
-        /// Its stdout/stderr log.
-        log: PathBuf,
-        /// The end of that log.
-        tail: String,
-    },
-    /// A wait ran out of time.
-    #[error("timed out after {secs} s waiting for {what}")]
-    Timeout {
-        /// What was awaited.
-        what: String,
-        /// The timeout.
-        secs: u64,
-    },
-    /// An HTTP request could not be sent or its answer read.
-    #[error("{method} {url}: {source}")]
-    Http {
-        /// HTTP method.
-        method: String,
-        /// URL.
-        url: String,
-        /// The underlying error.
-        #[source]
-        source: reqwest::Error,
-    },
-    /// An HTTP request got an error status.
-    #[error("{method} {url} returned HTTP {status}: {body}")]
-    HttpStatus {
-        /// HTTP method.
-        method: String,
-        /// URL.
-        url: String,
-        /// Status code.
-        status: u16,
-        /// The start of the body.
-        body: String,
-    },
-    /// A response did not have the expected shape.
-    #[error("unexpected response from {url}: {detail}")]
-    BadResponse {
-        /// URL.
-        url: String,
-        /// What was wrong.
-        detail: String,
-    },
-    /// A port the clouds need is taken by a process this module did not start.
-    #[error("port 127.0.0.1:{port} ({what}) is in use by another process")]
-    PortInUse {
-        /// The port.
-        port: u16,
-        /// What needs it.
-        what: &'static str,
-    },
-    /// `up` needs exactly the source and the destination site.
-    #[error("expected 2 Ceph sites (source, destination), got {0}")]
-    Sites(usize),
-    /// A pool the clouds use does not exist.
-    #[error("pool {pool} does not exist on {site} (the Ceph side of testenv creates it)")]
-    MissingPool {
-        /// The cluster.
-        site: String,
-        /// The pool.
-        pool: String,
-    },
-    /// The recorded state could not be (de)serialised.
-    #[error("state file {path}: {source}")]
-    Json {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: serde_json::Error,
-    },
-    /// A helper thread panicked.
-    #[error("a helper thread ({0}) panicked")]
-    Panicked(&'static str),
-}
-
-impl Error {
-    pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
-        Error::Io {
-            action,
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-    pub(crate) fn http(method: impl ToString, url: &str, source: reqwest::Error) -> Self {
-        Error::Http {
-            method: method.to_string(),
-            url: url.to_string(),
-            source,
-        }
-    }
-}
 
 /// A user and project to log in with (domain `Default` for both). Test-only passwords.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -504,7 +374,7 @@ fn load_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Err
     match fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text)
             .map(Some)
-            .map_err(|source| Error::Json {
+            .map_err(|source| Error::StateFile {
                 path: path.to_path_buf(),
                 source,
             }),
@@ -514,7 +384,7 @@ fn load_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Err
 }
 
 fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
-    let text = serde_json::to_string_pretty(value).map_err(|source| Error::Json {
+    let text = serde_json::to_string_pretty(value).map_err(|source| Error::StateFile {
         path: path.to_path_buf(),
         source,
     })?;
@@ -621,7 +491,8 @@ fn join<T>(
     h: thread::ScopedJoinHandle<'_, Result<T, Error>>,
     what: &'static str,
 ) -> Result<T, Error> {
-    h.join().map_err(|_| Error::Panicked(what))?
+    h.join()
+        .map_err(|_| Error::ThreadPanicked(what.to_string()))?
 }
 
 fn build(root: &Path, http: &Client, plans: &[CloudPlan; 2]) -> Result<OpenStackInfo, Error> {
