@@ -872,7 +872,7 @@ pub(crate) fn teardown(layout: &Layout, fast: bool) -> Result<Teardown> {
 
 /// One daemon as `status` sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DaemonStatus {
+pub struct DaemonProcessStatus {
     /// Site it belongs to.
     pub site: String,
     /// Which daemon.
@@ -885,7 +885,7 @@ pub struct DaemonStatus {
     pub peak_rss_kib: Option<u64>,
 }
 
-impl DaemonStatus {
+impl DaemonProcessStatus {
     /// Is the daemon running?
     pub fn alive(&self) -> bool {
         self.pid.is_some()
@@ -893,13 +893,13 @@ impl DaemonStatus {
 }
 
 /// The daemons of both sites.
-pub(crate) fn daemons(layout: &Layout) -> Vec<DaemonStatus> {
+pub(crate) fn daemons(layout: &Layout) -> Vec<DaemonProcessStatus> {
     let mut all = Vec::new();
     for spec in &SITES {
         for daemon in Daemon::on(spec) {
             let pid = process::live_pid(&layout.pid_file(spec.name, daemon), spec.name);
             let rss = pid.and_then(process::rss_kib);
-            all.push(DaemonStatus {
+            all.push(DaemonProcessStatus {
                 site: spec.name.to_string(),
                 daemon,
                 pid,

@@ -36,6 +36,7 @@
 //! sparse 20 GiB file in the OSD directory) is asked for, for GiB-sized images.
 
 pub mod openstack;
+pub mod probe;
 
 mod chroot;
 mod cluster;
@@ -55,7 +56,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-pub use cluster::{running_release, DaemonStatus, Teardown};
+pub use cluster::{running_release, DaemonProcessStatus, Teardown};
 pub use env::{Env, LogGuard, Pools, POOLS};
 pub use error::{Error, Result};
 pub use layout::{
@@ -163,7 +164,7 @@ pub struct Status {
     /// sites whose mon runs; errors as text.
     pub releases: Vec<(String, String)>,
     /// Every daemon of both sites.
-    pub daemons: Vec<DaemonStatus>,
+    pub daemons: Vec<DaemonProcessStatus>,
     /// `(site, ceph health)`, for sites whose mon runs; errors as text.
     pub health: Vec<(String, String)>,
     /// `(pool, rbd mirror pool status summary)` on site-b, when its mon runs.
@@ -331,7 +332,7 @@ pub fn status(state_dir: &Path) -> Status {
         && daemons
             .iter()
             .filter(|d| d.daemon != Daemon::RbdMirror)
-            .all(DaemonStatus::alive);
+            .all(DaemonProcessStatus::alive);
     let mut health = Vec::new();
     for spec in &SITES {
         if mon_alive(spec.name) {
