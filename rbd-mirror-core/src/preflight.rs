@@ -85,25 +85,10 @@ fn check(
     events: &dyn EventSink,
 ) -> Result<SourceFacts> {
     let mut problems = Vec::new();
-    let sid = &m.source.client_id;
-    let did = &m.destination.client_id;
     let pool = &m.image.pool;
 
-    // --- two clusters: by fsid, not by name or conf (two names or two conf files can reach
-    // the same cluster, whose "replica" would then be the source image itself)
     if let Some(dst) = dst {
-        if let (Ok(a), Ok(b)) = (src.fsid(), dst.fsid()) {
-            if a == b {
-                return Err(Error::Preflight(vec![problem(
-                    format!(
-                        "{} and {} are the same Ceph cluster (fsid {a}); rbd-relay moves images between two clusters",
-                        src.name(),
-                        dst.name()
-                    ),
-                    "give the destination cluster's name or conf with --to / --to-conf (compare: ceph --cluster NAME fsid)",
-                )]));
-            }
-        }
+        check_two_clusters(src, dst)?;
     }
 
     // --- source pool and image. When either is missing, the checks that need the image are
@@ -124,7 +109,79 @@ fn check(
         }
     };
 
-    // --- mirroring state of the image
+    let mirroring_was_enabled = check_image_mirroring(m, src, events, &mut problems);
+
+    let (source_pool_mode, destination_pool_mode) =
+        check_pool_mirroring(m, src, dst, &mut problems);
+
+    let target = m.copy_target();
+    if target == m.replica() {
+        problems.push(problem(
+            format!("the copy {target} would replace the replica itself"),
+            "give --into a pool other than the mirrored pool, or another --name",
+        ));
+    }
+    if let Some(dst) = dst {
+        check_destination(m, src, dst, mirroring_was_enabled, events, &mut problems);
+        check_data_pool_and_room(
+            m,
+            src,
+            dst,
+            stat.size,
+            mirroring_was_enabled,
+            events,
+            &mut problems,
+        );
+    }
+
+    let watchers = check_watchers(m, src, events, &mut problems);
+
+    let (user, mirror_snapshots_before) = check_snapshots(m, src, events, &mut problems);
+
+    if !problems.is_empty() {
+        return Err(Error::Preflight(problems));
+    }
+    Ok(SourceFacts {
+        features: stat.features,
+        size: stat.size,
+        object_size: stat.object_size,
+        image_id: stat.id,
+        snapshots: user,
+        mirror_snapshots_before,
+        source_pool_mode,
+        destination_pool_mode,
+        mirroring_was_enabled,
+        watchers,
+    })
+}
+
+/// Two clusters, told apart by fsid, not by name or conf: two names or two conf files can
+/// reach the same cluster, whose "replica" would then be the source image itself.
+fn check_two_clusters(src: &dyn CephOps, dst: &dyn CephOps) -> Result<()> {
+    if let (Ok(a), Ok(b)) = (src.fsid(), dst.fsid()) {
+        if a == b {
+            return Err(Error::Preflight(vec![problem(
+                    format!(
+                        "{} and {} are the same Ceph cluster (fsid {a}); rbd-relay moves images between two clusters",
+                        src.name(),
+                        dst.name()
+                    ),
+                    "give the destination cluster's name or conf with --to / --to-conf (compare: ceph --cluster NAME fsid)",
+                )]));
+        }
+    }
+    Ok(())
+}
+
+/// The mirroring state of the source image: refused when it is a replica, mirrored in
+/// another mode or still being disabled. Returns whether it was mirrored already.
+fn check_image_mirroring(
+    m: &VolumeMigration,
+    src: &dyn CephOps,
+    events: &dyn EventSink,
+    problems: &mut Vec<Problem>,
+) -> bool {
+    let sid = &m.source.client_id;
     let mirror = src.mirror_image(&m.image);
     let mut mirroring_was_enabled = false;
     match &mirror {
@@ -168,8 +225,21 @@ fn check(
         Ok(_) => {}
         Err(e) => problems.push(access(src, sid, e, &format!("mirror info of {}", m.image))),
     }
+    mirroring_was_enabled
+}
 
-    // --- pool mirroring on both sides
+/// Pool mirroring on both sides (the destination's is `Image` when there is none): the
+/// modes, and a problem for a missing pool, mirroring off (unless it may be enabled) or
+/// pool mode.
+fn check_pool_mirroring(
+    m: &VolumeMigration,
+    src: &dyn CephOps,
+    dst: Option<&dyn CephOps>,
+    problems: &mut Vec<Problem>,
+) -> (PoolMirrorMode, PoolMirrorMode) {
+    let sid = &m.source.client_id;
+    let did = &m.destination.client_id;
+    let pool = &m.image.pool;
     let mode_of = |c: &dyn CephOps, id: &str, problems: &mut Vec<Problem>| -> PoolMirrorMode {
         match c.pool_mirror_mode(pool) {
             Ok(mode) => mode,
@@ -186,9 +256,9 @@ fn check(
             }
         }
     };
-    let source_pool_mode = mode_of(src, sid, &mut problems);
+    let source_pool_mode = mode_of(src, sid, problems);
     let destination_pool_mode = match dst {
-        Some(dst) => mode_of(dst, did, &mut problems),
+        Some(dst) => mode_of(dst, did, problems),
         None => PoolMirrorMode::Image,
     };
     let mut sides = vec![(src, source_pool_mode)];
@@ -211,28 +281,18 @@ fn check(
             _ => {}
         }
     }
+    (source_pool_mode, destination_pool_mode)
+}
 
-    let target = m.copy_target();
-    if target == m.replica() {
-        problems.push(problem(
-            format!("the copy {target} would replace the replica itself"),
-            "give --into a pool other than the mirrored pool, or another --name",
-        ));
-    }
-    if let Some(dst) = dst {
-        check_destination(m, src, dst, mirroring_was_enabled, events, &mut problems);
-        check_data_pool_and_room(
-            m,
-            src,
-            dst,
-            stat.size,
-            mirroring_was_enabled,
-            events,
-            &mut problems,
-        );
-    }
-
-    // --- in use?
+/// Whether the source image is in use: a problem, or a warning under `--live`. Returns the
+/// watchers.
+fn check_watchers(
+    m: &VolumeMigration,
+    src: &dyn CephOps,
+    events: &dyn EventSink,
+    problems: &mut Vec<Problem>,
+) -> Vec<String> {
+    let sid = &m.source.client_id;
     let watchers = match src.watchers(&m.image) {
         Ok(w) => w,
         Err(e) => {
@@ -255,8 +315,18 @@ fn check(
             ));
         }
     }
+    watchers
+}
 
-    // --- snapshots
+/// The source image's snapshots: a warning for user snapshots. Returns their names and the
+/// ids of the mirror snapshots that exist before the migration.
+fn check_snapshots(
+    m: &VolumeMigration,
+    src: &dyn CephOps,
+    events: &dyn EventSink,
+    problems: &mut Vec<Problem>,
+) -> (Vec<String>, Vec<u64>) {
+    let sid = &m.source.client_id;
     let snaps = match src.snapshots(&m.image) {
         Ok(s) => s,
         Err(e) => {
@@ -286,22 +356,7 @@ fn check(
             ),
         });
     }
-
-    if !problems.is_empty() {
-        return Err(Error::Preflight(problems));
-    }
-    Ok(SourceFacts {
-        features: stat.features,
-        size: stat.size,
-        object_size: stat.object_size,
-        image_id: stat.id,
-        snapshots: user,
-        mirror_snapshots_before,
-        source_pool_mode,
-        destination_pool_mode,
-        mirroring_was_enabled,
-        watchers,
-    })
+    (user, mirror_snapshots_before)
 }
 
 /// The source pool and image exist and can be read: their stat, or the one problem that
