@@ -7,6 +7,15 @@
 //! Cinder host string (Cinder's own message, nothing changed). And `migrate bootable`: the
 //! destination image is `active`, its min_disk at least the source volume's size and its
 //! downloaded bytes equal the source volume's.
+//!
+//! Why this file is long (about 1100 lines) and stays one: every test here changes Cinder
+//! state, and the test clouds keep Cinder's database in SQLite, which fails concurrent
+//! writes; [`SERIAL`] keeps them one at a time, and that lock only holds within one test
+//! binary. Split into two files, the two binaries could be run side by side and fail
+//! spuriously. The Ceph-side helpers live in `testenv::probe`, the binary's in `common`.
+//! The longest test (`migrate_bootable_registers_...`, ~180 lines) follows one run through
+//! its recorded states (upload, image active, min_disk, bytes, cleanup): a split would
+//! repeat the 5 MiB volume setup and upload per part.
 
 #![allow(clippy::unwrap_used)] // test code: a failed setup step should panic with its message
 
