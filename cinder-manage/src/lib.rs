@@ -33,7 +33,6 @@
 //! ```
 #![deny(missing_docs)]
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -41,10 +40,19 @@ use backon::{ExponentialBuilder, Retryable};
 
 use glance_rbd::Glance;
 use openstack_client::{
-    poll_until, ApiRequest, Method, OpenStackClient, Poll, PollOptions, ServiceType, WaitError,
+    poll_until, ApiRequest, Method, OpenStackClient, Poll, PollError, PollOptions, ServiceType,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
+
+mod error;
+mod model;
+
+pub use error::Error;
+pub use model::{
+    AdoptRequest, AdoptedVolume, BackendPool, CephLocation, HostTarget, ManageRequest,
+    ManageableVolume, UploadToImageRequest, UploadedImage, Volume, VolumeRbdImage,
+};
 
 /// The microversion sent on every Cinder call (manageable list/manage need ≥ 3.8).
 pub const MICROVERSION: &str = "3.8";
@@ -86,423 +94,6 @@ pub fn check_volume_id(id: &str) -> Result<(), Box<Error>> {
     }
 }
 
-/// Errors of the Cinder adapter.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A volume id that is not a UUID; nothing was sent.
-    #[error(
-        "'{id}' is not a Cinder volume id: give the volume's UUID (8-4-4-4-12 hex digits, as \
-         `openstack volume list` shows it); nothing was sent"
-    )]
-    InvalidVolumeId {
-        /// The id as given.
-        id: String,
-    },
-    /// Cinder refused for lack of a role (HTTP 403).
-    #[error(
-        "{action}: this needs an admin role in the {side} cloud `{cloud}` (Cinder said: \
-         {message})"
-    )]
-    NeedsAdmin {
-        /// What was being done.
-        action: String,
-        /// Source or destination.
-        side: Side,
-        /// The cloud.
-        cloud: String,
-        /// Cinder's message (names the policy).
-        message: String,
-    },
-    /// The token has no admin role; nothing was sent.
-    #[error(
-        "{action}: this needs an admin role in the {side} cloud `{cloud}`; the credentials \
-         have roles: {roles}"
-    )]
-    NotAdmin {
-        /// What was to be done.
-        action: String,
-        /// Source or destination.
-        side: Side,
-        /// The cloud.
-        cloud: String,
-        /// The token's roles.
-        roles: String,
-    },
-    /// Cinder does not know the host string.
-    #[error("Cinder does not know host `{host}`: {message} (known pools: {known})")]
-    UnknownHost {
-        /// The host string given.
-        host: String,
-        /// Cinder's message.
-        message: String,
-        /// Pools the scheduler reports, if readable.
-        known: String,
-    },
-    /// No scheduler pool stores into the Ceph pool.
-    #[error("no Cinder backend stores into Ceph pool `{pool}`{fsid} (pools: {known})")]
-    PoolNotFound {
-        /// The Ceph pool.
-        pool: String,
-        /// `" of cluster FSID"` or empty.
-        fsid: String,
-        /// What the scheduler reports.
-        known: String,
-    },
-    /// Several backends store into the Ceph pool.
-    #[error("several Cinder backends store into Ceph pool `{pool}`: {hosts}; give the host")]
-    AmbiguousPool {
-        /// The Ceph pool.
-        pool: String,
-        /// The candidates.
-        hosts: String,
-    },
-    /// The RBD image is already a Cinder volume.
-    #[error("RBD image `{image}` on `{host}` is already managed by Cinder{by} ({reason})")]
-    AlreadyManaged {
-        /// The image.
-        image: String,
-        /// The host string.
-        host: String,
-        /// `" as volume ID"` or empty.
-        by: String,
-        /// Cinder's reason.
-        reason: String,
-    },
-    /// Cinder will not manage the image for another reason (`volume in use`: it has
-    /// watchers, e.g. a client or rbd-mirror still has it open).
-    #[error("Cinder will not manage RBD image `{image}` on `{host}`: {reason}")]
-    NotManageable {
-        /// The image.
-        image: String,
-        /// The host string.
-        host: String,
-        /// Cinder's reason.
-        reason: String,
-    },
-    /// The backend does not list the image at all.
-    #[error("Cinder backend `{host}` lists no RBD image named `{image}`")]
-    ImageNotFound {
-        /// The image.
-        image: String,
-        /// The host string.
-        host: String,
-    },
-    /// The volume reached an error state.
-    #[error("volume {id} ended in status `{status}`: {reason}")]
-    VolumeFailed {
-        /// Volume id.
-        id: String,
-        /// The status (`error`, `error_managing`, ...).
-        status: String,
-        /// Cinder's user message, or what is known.
-        reason: String,
-    },
-    /// A wait passed its deadline.
-    #[error("{0}")]
-    Timeout(String),
-    /// A Cinder call failed; `action` says which.
-    #[error("{action}: {source}")]
-    Api {
-        /// What was being done.
-        action: String,
-        /// The client error (keeps Cinder's message).
-        source: openstack_client::Error,
-    },
-    /// The Glance side of upload-to-image failed.
-    #[error("upload of volume {volume} to Glance: {source}")]
-    Glance {
-        /// The volume.
-        volume: String,
-        /// Glance's error.
-        source: glance_rbd::Error,
-    },
-    /// Cinder's answer lacks something needed.
-    #[error("{0}")]
-    Unexpected(String),
-}
-
-impl Error {
-    /// The underlying HTTP error, if any.
-    pub fn api_error(&self) -> Option<&openstack_client::ApiError> {
-        match self {
-            Error::Api { source, .. } => source.api(),
-            _ => None,
-        }
-    }
-}
-
-/// Where to adopt: an explicit `host@backend#pool` string, or the Ceph pool to look up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostTarget {
-    /// `host@backend#pool` as `cinder get-pools` prints it.
-    Host(String),
-    /// The Ceph pool (and optionally the cluster fsid) the backend stores into.
-    CephPool {
-        /// Pool name (`volumes`).
-        pool: String,
-        /// Cluster fsid, to tell apart backends on several clusters.
-        fsid: Option<String>,
-    },
-}
-
-/// One pool of `GET /scheduler-stats/get_pools?detail=true`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BackendPool {
-    /// The host string (`site-b@ceph#ceph`).
-    pub name: String,
-    /// Capabilities as the driver reports them.
-    #[serde(default)]
-    pub capabilities: BTreeMap<String, Value>,
-}
-
-/// The RBD driver's `location_info`: `ceph:<conf>:<fsid>:<user>:<pool>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CephLocation {
-    /// ceph.conf of the driver.
-    pub conf: String,
-    /// Cluster fsid.
-    pub fsid: String,
-    /// Ceph user.
-    pub user: String,
-    /// Pool.
-    pub pool: String,
-}
-
-impl BackendPool {
-    /// The Ceph cluster and pool of an RBD backend, from `location_info`.
-    pub fn ceph_location(&self) -> Option<CephLocation> {
-        let info = self.capabilities.get("location_info")?.as_str()?;
-        let rest = info.strip_prefix("ceph:")?;
-        let parts: Vec<&str> = rest.rsplitn(4, ':').collect();
-        if parts.len() != 4 {
-            return None;
-        }
-        Some(CephLocation {
-            pool: parts[0].into(),
-            user: parts[1].into(),
-            fsid: parts[2].into(),
-            conf: parts[3].into(),
-        })
-    }
-}
-
-/// One entry of `GET /manageable_volumes/detail`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ManageableVolume {
-    /// `{"source-name": "..."}`.
-    pub reference: Value,
-    /// Size in GiB.
-    #[serde(default)]
-    pub size: Option<u64>,
-    /// Whether Cinder would manage it.
-    pub safe_to_manage: bool,
-    /// Why not (`already managed`, `volume in use`).
-    #[serde(default)]
-    pub reason_not_safe: Option<String>,
-    /// The volume that already manages it.
-    #[serde(default)]
-    pub cinder_id: Option<String>,
-    /// Driver details.
-    #[serde(default)]
-    pub extra_info: Option<Value>,
-}
-
-impl ManageableVolume {
-    /// The RBD image name.
-    pub fn source_name(&self) -> Option<&str> {
-        self.reference.get("source-name")?.as_str()
-    }
-}
-
-/// The body of `POST /manageable_volumes`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ManageRequest {
-    /// `host@backend#pool`.
-    pub host: String,
-    /// The RBD image name in the backend's pool.
-    pub source_name: String,
-    /// Volume name.
-    pub name: Option<String>,
-    /// Description.
-    pub description: Option<String>,
-    /// Volume type (name or id).
-    pub volume_type: Option<String>,
-    /// Availability zone.
-    pub availability_zone: Option<String>,
-    /// Mark the volume bootable.
-    pub bootable: bool,
-    /// Metadata.
-    pub metadata: BTreeMap<String, String>,
-}
-
-impl ManageRequest {
-    /// The JSON body Cinder expects.
-    pub fn body(&self) -> Value {
-        let mut v = serde_json::Map::new();
-        v.insert("host".into(), json!(self.host));
-        v.insert("ref".into(), json!({"source-name": self.source_name}));
-        v.insert("bootable".into(), json!(self.bootable));
-        for (k, val) in [
-            ("name", &self.name),
-            ("description", &self.description),
-            ("volume_type", &self.volume_type),
-            ("availability_zone", &self.availability_zone),
-        ] {
-            if let Some(x) = val {
-                v.insert(k.into(), json!(x));
-            }
-        }
-        if !self.metadata.is_empty() {
-            v.insert("metadata".into(), json!(self.metadata));
-        }
-        json!({ "volume": Value::Object(v) })
-    }
-}
-
-/// A volume as `GET /volumes/{id}` returns it (admin-only fields are `None` for others).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Volume {
-    /// Volume id.
-    pub id: String,
-    /// Status (`creating`, `available`, `error`, `error_managing`, `uploading`, ...).
-    pub status: String,
-    /// Name.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Description.
-    #[serde(default)]
-    pub description: Option<String>,
-    /// Size in GiB.
-    #[serde(default)]
-    pub size: u64,
-    /// `"true"`/`"false"` as Cinder writes it.
-    #[serde(default)]
-    pub bootable: Option<String>,
-    /// Availability zone.
-    #[serde(default)]
-    pub availability_zone: Option<String>,
-    /// Volume type name.
-    #[serde(default)]
-    pub volume_type: Option<String>,
-    /// Metadata.
-    #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
-    /// `host@backend#pool` (admin only).
-    #[serde(rename = "os-vol-host-attr:host", default)]
-    pub host: Option<String>,
-    /// Id naming the backend object after a migration (admin only).
-    #[serde(rename = "os-vol-mig-status-attr:name_id", default)]
-    pub name_id: Option<String>,
-    /// Every other field.
-    #[serde(flatten)]
-    pub extra: BTreeMap<String, Value>,
-}
-
-impl Volume {
-    /// Whether Cinder marks the volume bootable.
-    pub fn is_bootable(&self) -> bool {
-        self.bootable.as_deref() == Some("true")
-    }
-
-    /// The RBD image name of the volume (`volume-<name_id or id>`, Cinder's default
-    /// `volume_name_template`).
-    pub fn rbd_image_name(&self) -> String {
-        format!("volume-{}", self.name_id.as_deref().unwrap_or(&self.id))
-    }
-}
-
-/// Adopting an RBD image as a volume.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdoptRequest {
-    /// Where the image is.
-    pub target: HostTarget,
-    /// The RBD image name in that pool.
-    pub rbd_image: String,
-    /// Volume name.
-    pub name: Option<String>,
-    /// Description.
-    pub description: Option<String>,
-    /// Volume type.
-    pub volume_type: Option<String>,
-    /// Availability zone.
-    pub availability_zone: Option<String>,
-    /// Bootable flag.
-    pub bootable: bool,
-    /// Metadata.
-    pub metadata: BTreeMap<String, String>,
-}
-
-/// The outcome of an adoption.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AdoptedVolume {
-    /// The new volume (status `available`).
-    pub volume: Volume,
-    /// The host string used.
-    pub host: String,
-    /// The RBD image's new name (`volume-<id>`).
-    pub rbd_image: String,
-}
-
-/// Where a volume's data lives in Ceph.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VolumeRbdImage {
-    /// Volume id.
-    pub volume_id: String,
-    /// `host@backend#pool`.
-    pub host: String,
-    /// Ceph pool.
-    pub pool: String,
-    /// RBD image name.
-    pub image: String,
-    /// Cluster fsid.
-    pub fsid: String,
-    /// ceph.conf path Cinder uses (on Cinder's host).
-    pub ceph_conf: String,
-}
-
-/// `os-volume_upload_image` parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UploadToImageRequest {
-    /// The volume.
-    pub volume_id: String,
-    /// Name of the new image.
-    pub image_name: String,
-    /// `raw` (default).
-    pub disk_format: String,
-    /// `bare` (default).
-    pub container_format: String,
-    /// Visibility (`private` by default in Cinder).
-    pub visibility: Option<String>,
-    /// Protected.
-    pub protected: Option<bool>,
-    /// Upload even when attached (`force`).
-    pub force: bool,
-}
-
-impl UploadToImageRequest {
-    /// A raw/bare private upload of `volume_id` as `image_name`.
-    pub fn raw(volume_id: impl Into<String>, image_name: impl Into<String>) -> Self {
-        Self {
-            volume_id: volume_id.into(),
-            image_name: image_name.into(),
-            disk_format: "raw".into(),
-            container_format: "bare".into(),
-            visibility: None,
-            protected: None,
-            force: false,
-        }
-    }
-}
-
-/// The outcome of upload-to-image.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UploadedImage {
-    /// The Glance image (status `active`).
-    pub image: glance_rbd::Image,
-    /// The volume after the upload (status `available` or `in-use`).
-    pub volume: Volume,
-}
-
 #[derive(Deserialize)]
 struct Pools {
     pools: Vec<BackendPool>,
@@ -517,6 +108,11 @@ struct Manageables {
 #[derive(Deserialize)]
 struct VolumeBody {
     volume: Volume,
+}
+
+#[derive(Deserialize)]
+struct Volumes {
+    volumes: Vec<Volume>,
 }
 
 #[derive(Deserialize)]
@@ -740,6 +336,30 @@ impl Cinder {
             .map_err(self.map(format!("getting volume {id}")))
     }
 
+    /// Every volume of every project whose metadata has `key` = `value`
+    /// (`GET /volumes/detail?all_tenants=1&metadata={"key":"value"}`, admin). The answer is
+    /// filtered again here: a server that ignored the filter must not hand back others.
+    pub async fn volumes_with_metadata(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<Volume>, Error> {
+        let filter = serde_json::json!({ key: value }).to_string();
+        let req = self
+            .req(Method::GET, "volumes/detail")
+            .query("all_tenants", "1")
+            .query("metadata", filter);
+        let v: Volumes = self
+            .client
+            .send_json(&req)
+            .await
+            .map_err(self.map(format!("listing volumes with metadata {key}={value}")))?;
+        Ok(v.volumes
+            .into_iter()
+            .filter(|v| v.metadata.get(key).map(String::as_str) == Some(value))
+            .collect())
+    }
+
     /// Cinder's user messages about a resource, newest last (`GET /messages`).
     pub async fn messages_for(&self, id: &str) -> Result<Vec<String>, Error> {
         check_volume_id(id).map_err(|e| *e)?;
@@ -785,8 +405,8 @@ impl Cinder {
         })
         .await
         .map_err(|e| match e {
-            WaitError::Failed(e) => e,
-            t @ WaitError::TimedOut { .. } => Error::Timeout(t.to_string()),
+            PollError::Failed(e) => e,
+            t @ PollError::TimedOut { .. } => Error::Timeout(t.to_string()),
         })
     }
 

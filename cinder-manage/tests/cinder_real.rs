@@ -16,6 +16,7 @@ use cinder_manage::{
 };
 use glance_rbd::Glance;
 use openstack_client::{ClientOptions, CloudConfig, ConfigSources, OpenStackClient, PollOptions};
+use testenv::{probe, unique_name};
 
 /// The cloud the tests use: the test environment's destination cloud, or the stack named by
 /// `RBD_RELAY_TEST_CLOUDS_YAML` (see `testenv::test_cloud`).
@@ -64,17 +65,11 @@ impl Site {
     }
 
     fn rbd(&self, args: &[&str]) -> std::process::Output {
-        Command::new("rbd")
-            .args(["--cluster", &self.ceph_cluster])
-            .args(args)
-            .output()
-            .unwrap()
+        probe::rbd_output(&self.ceph_cluster, args)
     }
 
     fn exists(&self, image: &str) -> bool {
-        self.rbd(&["info", &format!("{}/{image}", self.volume_pool)])
-            .status
-            .success()
+        probe::exists(&self.ceph_cluster, &format!("{}/{image}", self.volume_pool))
     }
 
     /// An RBD image of `len` bytes of known data in the volume pool.
@@ -115,19 +110,12 @@ impl Site {
     }
 }
 
-fn unique(prefix: &str) -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    format!("{prefix}-{}-{}", std::process::id(), t.subsec_nanos())
-}
-
 #[tokio::test]
 async fn adopt_by_ceph_pool_renames_image_and_maps_back() {
     let site = site();
     let _serial = CINDER_WRITES.lock().await;
     let c = site.cinder(&site.admin_cloud).await;
-    let name = unique("cm-adopt");
+    let name = unique_name("cm-adopt");
     site.image_with_data(&name, 1 << 20);
 
     let host = c
@@ -150,6 +138,7 @@ async fn adopt_by_ceph_pool_renames_image_and_maps_back() {
     };
     req.bootable = true;
     req.metadata.insert("origin".into(), "site-a".into());
+    req.metadata.insert("cm-test-marker".into(), name.clone());
     let adopted = c.adopt(&req).await.unwrap();
     let v = &adopted.volume;
     assert_eq!(v.status, "available");
@@ -160,6 +149,20 @@ async fn adopt_by_ceph_pool_renames_image_and_maps_back() {
     assert_eq!(adopted.rbd_image, format!("volume-{}", v.id));
     assert!(site.exists(&adopted.rbd_image), "renamed image missing");
     assert!(!site.exists(&name), "old name still there");
+
+    // Listing by metadata finds exactly this volume, and nothing for another value.
+    let marked = c
+        .volumes_with_metadata("cm-test-marker", &name)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = marked.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, [v.id.as_str()]);
+    let other = format!("{name}-other");
+    let none = c
+        .volumes_with_metadata("cm-test-marker", &other)
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
 
     let loc = c.volume_rbd_image(&v.id).await.unwrap();
     assert_eq!(loc.pool, site.volume_pool);
@@ -214,7 +217,7 @@ async fn wrong_host_string_keeps_cinders_message() {
     let site = site();
     let _serial = CINDER_WRITES.lock().await;
     let c = site.cinder(&site.admin_cloud).await;
-    let name = unique("cm-host");
+    let name = unique_name("cm-host");
     site.image_with_data(&name, 4096);
     let e = c
         .manage(&ManageRequest {
@@ -245,7 +248,7 @@ async fn failed_manage_reports_error_state_and_can_be_unmanaged() {
     let v = c
         .manage(&ManageRequest {
             host: site.cinder_host.clone(),
-            source_name: unique("cm-nosuch"),
+            source_name: unique_name("cm-nosuch"),
             ..Default::default()
         })
         .await
@@ -278,7 +281,7 @@ async fn member_credentials_need_admin_in_destination() {
     let site = site();
     let _serial = CINDER_WRITES.lock().await;
     let c = site.cinder(&site.member_cloud).await;
-    let name = unique("cm-member");
+    let name = unique_name("cm-member");
     site.image_with_data(&name, 4096);
     let e = c.adopt(&site.adopt_request(&name)).await.unwrap_err();
     assert!(matches!(e, Error::NotAdmin { .. }), "{e}");
@@ -316,7 +319,7 @@ async fn image_held_open_is_not_manageable() {
     let site = site();
     let _serial = CINDER_WRITES.lock().await;
     let c = site.cinder(&site.admin_cloud).await;
-    let name = unique("cm-inuse");
+    let name = unique_name("cm-inuse");
     site.image_with_data(&name, 4096);
     // A long read benchmark keeps the image open (a watcher), as a running client or
     // rbd-mirror would.
@@ -365,7 +368,7 @@ async fn upload_to_image_waits_for_active_image_with_volume_data() {
     let client = site.client(&site.admin_cloud).await;
     let c = Cinder::new(client.clone(), Side::Source).with_poll(poll());
     let g = Glance::new(client);
-    let name = unique("cm-upload");
+    let name = unique_name("cm-upload");
     let data = site.image_with_data(&name, 2 << 20);
     let mut req = site.adopt_request(&name);
     req.bootable = true;
@@ -373,7 +376,7 @@ async fn upload_to_image_waits_for_active_image_with_volume_data() {
     let id = adopted.volume.id.clone();
 
     let up = c
-        .upload_to_image(&UploadToImageRequest::raw(&id, unique("cm-img")), &g)
+        .upload_to_image(&UploadToImageRequest::raw(&id, unique_name("cm-img")), &g)
         .await
         .unwrap();
     assert_eq!(up.image.status, "active");

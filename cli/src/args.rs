@@ -74,21 +74,21 @@ pub enum Command {
     #[command(subcommand)]
     Bundle(Box<crate::bundle::BundleCommand>),
     /// Continue a recorded migration where it stopped (the same as re-running its command).
-    Resume(crate::ops_args::ResumeArgs),
+    Resume(crate::recorded_migration_args::ResumeArgs),
     /// Start the cutover of a live migration now (it otherwise starts once the source has had
     /// no user but rbd-mirror for --idle-for). Refused while the source is in use, naming the
     /// users, unless --force.
-    Cutover(crate::ops_args::CutoverArgs),
+    Cutover(crate::recorded_migration_args::CutoverArgs),
     /// Undo a migration that will not be finished: remove the copy it made, disable the
     /// mirroring it enabled, restore the source's features. Never touches the source's data.
-    Abort(crate::ops_args::AbortArgs),
+    Abort(crate::recorded_migration_args::AbortArgs),
     /// Finish only the source side of a migration whose copy is verified (disable mirroring,
     /// restore features), without the remaining cloud steps.
-    Cleanup(crate::ops_args::CleanupArgs),
+    Cleanup(crate::recorded_migration_args::CleanupArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
-    Completions(crate::ops_args::CompletionsArgs),
+    Completions(crate::recorded_migration_args::CompletionsArgs),
     /// Write the man page (stdout), or one page per subcommand into --out DIR.
-    Man(crate::ops_args::ManArgs),
+    Man(crate::recorded_migration_args::ManArgs),
 }
 
 /// Peer direction for `pair`.
@@ -500,7 +500,7 @@ pub struct VolumeArgs {
 }
 
 impl VolumeArgs {
-    /// The migration of `image` (one of [`crate::ops_args::image_list`]); `source` is the
+    /// The migration of `image` (one of [`crate::recorded_migration_args::image_list`]); `source` is the
     /// Cinder volume `image` names with --source-cloud.
     pub fn to_migration(
         &self,

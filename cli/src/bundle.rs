@@ -115,7 +115,8 @@ pub async fn run(
                     "--stall-timeout sets rbd-relay's own wait; the bundle's scripts wait up to RBD_RELAY_WAIT_TIMEOUT seconds (set it when running them), so drop --stall-timeout"
                 )));
             }
-            let images = crate::ops_args::image_list(v).map_err(crate::exit::usage)?;
+            let images =
+                crate::recorded_migration_args::image_list(v).map_err(crate::exit::usage)?;
             let [image] = images.as_slice() else {
                 return Err(crate::exit::usage(anyhow::anyhow!(
                     "a bundle moves one image, {} were given; make one bundle per image (each into its own --out DIR)",

@@ -24,9 +24,9 @@ mod bundle;
 mod exit;
 mod gen;
 mod interrupt;
-mod operations;
-mod ops_args;
 mod progress;
+mod recorded_migration_args;
+mod recorded_migrations;
 mod report;
 
 use std::process::ExitCode;
@@ -293,10 +293,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status(args) => status(args, reporter).await,
         Command::Bundle(cmd) => bundle::run(*cmd, cli.output, &state_dir, reporter).await,
-        Command::Resume(args) => operations::resume(args, &state_dir, reporter).await,
-        Command::Abort(args) => operations::abort_cmd(args, &state_dir, reporter).await,
-        Command::Cutover(args) => operations::cutover_cmd(args, &state_dir).await,
-        Command::Cleanup(args) => operations::cleanup_cmd(args, &state_dir, reporter).await,
+        Command::Resume(args) => recorded_migrations::resume(args, &state_dir, reporter).await,
+        Command::Abort(args) => recorded_migrations::abort_cmd(args, &state_dir, reporter).await,
+        Command::Cutover(args) => recorded_migrations::cutover_cmd(args, &state_dir).await,
+        Command::Cleanup(args) => {
+            recorded_migrations::cleanup_cmd(args, &state_dir, reporter).await
+        }
         Command::Completions(args) => {
             // generated into memory first: clap_complete panics on a write error
             let mut text = Vec::new();
@@ -335,9 +337,9 @@ async fn migrate_volume(
     state_dir: &std::path::Path,
     reporter: Arc<Reporter>,
 ) -> Result<ExitCode> {
-    let images = ops_args::image_list(&args).map_err(exit::usage)?;
+    let images = recorded_migration_args::image_list(&args).map_err(exit::usage)?;
     let [image] = images.as_slice() else {
-        return operations::batch(&args, images, state_dir, reporter).await;
+        return recorded_migrations::batch(&args, images, state_dir, reporter).await;
     };
     let source = match &args.source_cloud {
         Some(name) => {

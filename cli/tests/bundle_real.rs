@@ -16,16 +16,14 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use testenv::probe::{patterned_bytes, rbd_output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_rbd-relay");
+mod common;
+use common::BIN;
 
-fn rbd(cluster: &str, args: &[&str]) -> Output {
-    Command::new("timeout")
-        .args(["120", "rbd", "--cluster", cluster])
-        .args(args)
-        .output()
-        .unwrap()
-}
+// The image helpers below take pool and image apart (`--pool P --image I`) because the
+// names of this test are hostile (quotes, spaces, leading dashes); testenv::probe's take
+// POOL/NAME specs.
 
 fn image_args<'a>(pool: &'a str, image: &'a str) -> [&'a str; 4] {
     ["--pool", pool, "--image", image]
@@ -34,7 +32,7 @@ fn image_args<'a>(pool: &'a str, image: &'a str) -> [&'a str; 4] {
 fn info(cluster: &str, pool: &str, image: &str) -> Option<Value> {
     let mut args = vec!["info", "--format", "json"];
     args.extend(image_args(pool, image));
-    let out = rbd(cluster, &args);
+    let out = rbd_output(cluster, &args);
     out.status
         .success()
         .then(|| serde_json::from_slice(&out.stdout).unwrap())
@@ -53,21 +51,18 @@ fn sha(cluster: &str, pool: &str, image: &str) -> String {
 
 /// An RBD image of `len` bytes of known data, with rbd's default features.
 fn image_with_data(cluster: &str, pool: &str, image: &str, len: usize) {
-    let data: Vec<u8> = (0..len)
-        .map(|i| ((i as u32).wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
     let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(f.path(), &data).unwrap();
+    std::fs::write(f.path(), patterned_bytes(len)).unwrap();
     let mut args = vec!["import", "--no-progress", f.path().to_str().unwrap()];
     args.extend(["--dest-pool", pool, "--dest", image]);
-    let out = rbd(cluster, &args);
+    let out = rbd_output(cluster, &args);
     assert!(out.status.success(), "{out:?}");
 }
 
 fn mirror_snapshots(cluster: &str, pool: &str, image: &str) -> Vec<Value> {
     let mut args = vec!["snap", "ls", "--all", "--format", "json"];
     args.extend(image_args(pool, image));
-    let out = rbd(cluster, &args);
+    let out = rbd_output(cluster, &args);
     assert!(out.status.success(), "{out:?}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     v.as_array()
@@ -487,7 +482,7 @@ fn volume_bundle(mode: &str, source_only: bool) {
     assert!(d.status.success(), "{d:?}");
     let mut rm = vec!["rm", "--no-progress"];
     rm.extend(image_args(&pool, &image));
-    assert!(rbd(&a, &rm).status.success());
+    assert!(rbd_output(&a, &rm).status.success());
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -688,7 +683,7 @@ fn bootable_bundle_registers_an_active_image_by_split_roles() {
     let snaps = {
         let mut args = vec!["snap", "ls", "--format", "json"];
         args.extend(image_args(&dst_pool, &source_image_id));
-        let o = rbd(&b, &args);
+        let o = rbd_output(&b, &args);
         serde_json::from_slice::<Value>(&o.stdout).unwrap()
     };
     assert!(
@@ -722,12 +717,16 @@ fn bootable_bundle_registers_an_active_image_by_split_roles() {
     }
     // Glance leaves the RBD image of a location it did not create: remove the copy
     let snap = format!("{dst_pool}/{source_image_id}@snap");
-    assert!(rbd(&b, &["snap", "unprotect", &snap]).status.success());
-    let copy = format!("{dst_pool}/{source_image_id}");
-    assert!(rbd(&b, &["snap", "purge", "--no-progress", &copy])
+    assert!(rbd_output(&b, &["snap", "unprotect", &snap])
         .status
         .success());
-    assert!(rbd(&b, &["rm", "--no-progress", &copy]).status.success());
+    let copy = format!("{dst_pool}/{source_image_id}");
+    assert!(rbd_output(&b, &["snap", "purge", "--no-progress", &copy])
+        .status
+        .success());
+    assert!(rbd_output(&b, &["rm", "--no-progress", &copy])
+        .status
+        .success());
 }
 
 /// The source script checks the image against the facts the plan recorded and stops at the
@@ -772,7 +771,7 @@ fn source_script_stops_when_the_image_changed_since_the_plan() {
     let mut args = vec!["feature", "disable"];
     args.extend(image_args(pool, &image));
     args.push("fast-diff");
-    assert!(rbd(&a, &args).status.success());
+    assert!(rbd_output(&a, &args).status.success());
     let changed = info(&a, pool, &image).unwrap();
 
     let r = script(
@@ -800,7 +799,7 @@ fn source_script_stops_when_the_image_changed_since_the_plan() {
 
     let mut rm = vec!["rm", "--no-progress"];
     rm.extend(image_args(pool, &image));
-    assert!(rbd(&a, &rm).status.success());
+    assert!(rbd_output(&a, &rm).status.success());
 }
 
 /// A bundle written into a directory whose path is not UTF-8, with a state directory that is
@@ -837,7 +836,7 @@ fn a_bundle_into_a_non_utf8_directory_is_written() {
     shellcheck(&out_dir.join("1-source-ceph-admin.sh"));
     let mut rm = vec!["rm", "--no-progress"];
     rm.extend(image_args(pool, &image));
-    assert!(rbd(&a, &rm).status.success());
+    assert!(rbd_output(&a, &rm).status.success());
 }
 
 /// Every kind of plan renders shellcheck-clean scripts that parse: already mirrored images

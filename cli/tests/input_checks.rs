@@ -7,14 +7,12 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
 
 fn relay(args: &[&OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rbd-relay"))
-        .args(args)
-        .env_remove("OS_CLOUD")
-        .output()
-        .unwrap()
+    common::relay_command().args(args).output().unwrap()
 }
 
 fn os(s: &str) -> &OsStr {

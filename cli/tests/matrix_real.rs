@@ -14,9 +14,11 @@
 use std::process::{Command, Stdio};
 
 mod common;
-use common::{exists, info, mirror_snapshots, mirroring_off, rbd, sha, wait_gone};
+use common::{BIN, REPLICA_GONE_LIMIT};
+use testenv::probe::{
+    exists, image_with_data, info, mirror_snapshots, mirroring_off, rbd, sha, wait_gone,
+};
 
-const BIN: &str = env!("CARGO_BIN_EXE_rbd-relay");
 /// The release site-b must run (`reef`, `tentacle`).
 const EXPECTED_RELEASE_ENV: &str = "RBD_RELAY_MATRIX_RELEASE";
 
@@ -44,19 +46,7 @@ fn cross_version_env() -> testenv::Env {
 fn make_image(site: &str, prefix: &str) -> (String, String) {
     let image = testenv::unique_name(prefix);
     let spec = format!("volumes/{image}");
-    let data = tempfile::NamedTempFile::new().unwrap();
-    let bytes: Vec<u8> = (0..(24u32 << 20) + 777)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
-    std::fs::write(data.path(), &bytes).unwrap();
-    rbd(&[
-        "--cluster",
-        site,
-        "import",
-        "--no-progress",
-        data.path().to_str().unwrap(),
-        &spec,
-    ]);
+    image_with_data(site, &spec, (24 << 20) + 777);
     (image, spec)
 }
 
@@ -91,13 +81,13 @@ fn migrates_a_volume_into_the_newer_release(mode: &str) {
     assert!(mirroring_off(&a, &spec), "mirroring left on at the source");
     assert_eq!(mirror_snapshots(&a, &spec), 0, "mirror snapshots left");
     assert!(mirroring_off(&b, &copy), "mirroring left on at the copy");
-    wait_gone(&b, &spec);
+    wait_gone(&b, &spec, REPLICA_GONE_LIMIT);
     eprintln!(
         "matrix {mode}: source features {original}, copy features {}",
         info(&b, &copy)["features"]
     );
-    rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
-    rbd(&["--cluster", &b, "rm", "--no-progress", &copy]);
+    rbd(&a, &["rm", "--no-progress", &spec]);
+    rbd(&b, &["rm", "--no-progress", &copy]);
 }
 
 #[test]

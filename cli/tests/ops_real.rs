@@ -8,14 +8,15 @@
 //! ID` of an adopting plan adopts in the plan's cloud, and abort then refuses.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
 mod common;
-use common::{exists, info, mirror_snapshots, mirroring_off, rbd, sha, wait_gone};
-
-const BIN: &str = env!("CARGO_BIN_EXE_rbd-relay");
+use common::{describe, relay, relay_env, BIN, REPLICA_GONE_LIMIT};
+use testenv::probe::{
+    exists, image_with_data, info, mirror_snapshots, mirroring_off, rbd, sha, wait_gone,
+};
 
 /// An image in `volumes` with 40 MiB of non-repeating data (the sync takes a moment).
 fn make_image(site: &str, prefix: &str) -> (String, String) {
@@ -25,44 +26,8 @@ fn make_image(site: &str, prefix: &str) -> (String, String) {
 fn make_image_in(site: &str, pool: &str, prefix: &str) -> (String, String) {
     let image = testenv::unique_name(prefix);
     let spec = format!("{pool}/{image}");
-    let data = tempfile::NamedTempFile::new().unwrap();
-    let bytes: Vec<u8> = (0..(40u32 << 20) + 333)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
-    std::fs::write(data.path(), &bytes).unwrap();
-    rbd(&[
-        "--cluster",
-        site,
-        "import",
-        "--no-progress",
-        data.path().to_str().unwrap(),
-        &spec,
-    ]);
+    image_with_data(site, &spec, (40 << 20) + 333);
     (image, spec)
-}
-
-fn relay(args: &[&str], state: &str) -> Output {
-    relay_env(args, state, &[])
-}
-
-fn relay_env(args: &[&str], state: &str, env: &[(&str, &str)]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .args(["--state-dir", state])
-        .envs(env.iter().copied())
-        .env_remove("OS_CLOUD")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Run a migration with JSON output and SIGKILL it when `kill` says so. Returns whether it
@@ -106,7 +71,7 @@ fn mid_wait(v: &Value) -> bool {
 
 fn the_id(state: &str) -> String {
     let out = relay(&["list", "--output", "json"], state);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     let first = String::from_utf8_lossy(&out.stdout)
         .lines()
         .next()
@@ -146,11 +111,11 @@ fn abort_after_kill_mid_wait(mode: &str) {
                 return false;
             }
             let out = relay(&["abort", &the_id(&s)], &s);
-            assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+            assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
             assert!(
                 String::from_utf8_lossy(&out.stderr).contains("already working"),
                 "{}",
-                text(&out)
+                describe(&out)
             );
             true
         }),
@@ -161,7 +126,7 @@ fn abort_after_kill_mid_wait(mode: &str) {
 
     // cleanup refuses an unverified copy, pointing at resume and abort; nothing changes
     let out = relay(&["cleanup", &id], &s);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("not verified") && err.contains("resume") && err.contains("abort"),
@@ -172,7 +137,7 @@ fn abort_after_kill_mid_wait(mode: &str) {
     // the dry run prints the undo plan, numbered with roles, and changes nothing
     let before = std::fs::read(format!("{s}/{id}.json")).unwrap();
     let out = relay(&["abort", &id, "--dry-run"], &s);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains(&format!("undo plan {id}"))
@@ -187,7 +152,7 @@ fn abort_after_kill_mid_wait(mode: &str) {
     assert_eq!(std::fs::read(format!("{s}/{id}.json")).unwrap(), before);
 
     let out = relay(&["abort", &id], &s);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("disabled mirroring"), "{stdout}");
     assert_eq!(info(&a, &spec)["features"], original, "features as before");
@@ -195,23 +160,23 @@ fn abort_after_kill_mid_wait(mode: &str) {
     assert_eq!(mirror_snapshots(&a, &spec), 0, "no mirror snapshot left");
     assert_eq!(sha(&a, &spec), want, "source data untouched");
     assert!(!exists(&b, &format!("cinder/{image}")), "no copy");
-    wait_gone(&b, &spec);
+    wait_gone(&b, &spec, REPLICA_GONE_LIMIT);
     let st = recorded(&s, &id);
     assert_eq!(st["aborted"], true, "{st}");
     assert_eq!(st["outcome"], "aborted");
 
     // again: a no-op success
     let out = relay(&["abort", &id, "--output", "json"], &s);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     let last: Value =
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
     assert_eq!(last["result"], "ok");
     assert_eq!(last["aborted"]["undone"], serde_json::json!([]), "{last}");
     // resume refuses an aborted migration
     let out = relay(&["resume", &id], &s);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("was aborted"));
-    rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
+    rbd(&a, &["rm", "--no-progress", &spec]);
 }
 
 #[test]
@@ -240,7 +205,7 @@ fn resume_by_id_finishes_a_killed_run() {
     ));
     let id = the_id(&s);
     let out = relay(&["resume", &id, "--output", "json"], &s);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("resuming migration"),
@@ -253,16 +218,10 @@ fn resume_by_id_finishes_a_killed_run() {
     assert!(mirroring_off(&a, &spec));
     // finished: says so, exit 0
     let out = relay(&["resume", &id], &s);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("already finished"));
-    rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
-    rbd(&[
-        "--cluster",
-        &b,
-        "rm",
-        "--no-progress",
-        &format!("cinder/{image}"),
-    ]);
+    rbd(&a, &["rm", "--no-progress", &spec]);
+    rbd(&b, &["rm", "--no-progress", &format!("cinder/{image}")]);
 }
 
 #[test]
@@ -285,40 +244,34 @@ fn cleanup_after_a_verified_copy_keeps_it_and_restores_the_source() {
 
     // abort refuses to remove a verified copy without the flag; nothing changes
     let out = relay(&["abort", &id], &s);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("--discard-verified-copy"),
         "{}",
-        text(&out)
+        describe(&out)
     );
     assert!(exists(&b, &format!("cinder/{image}")));
 
     let out = relay(&["cleanup", &id], &s);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("cleaned up the source side"),
         "{}",
-        text(&out)
+        describe(&out)
     );
     assert!(mirroring_off(&a, &spec));
     assert_eq!(info(&a, &spec)["features"], original);
     assert_eq!(mirror_snapshots(&a, &spec), 0);
     assert_eq!(sha(&b, &format!("cinder/{image}")), want, "copy kept");
-    wait_gone(&b, &spec);
+    wait_gone(&b, &spec, REPLICA_GONE_LIMIT);
     // again: nothing to do; --forget drops the finished record
     let out = relay(&["cleanup", &id, "--forget"], &s);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("already cleaned up") && stdout.contains("removed"));
     assert!(!std::path::Path::new(&format!("{s}/{id}.json")).exists());
-    rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
-    rbd(&[
-        "--cluster",
-        &b,
-        "rm",
-        "--no-progress",
-        &format!("cinder/{image}"),
-    ]);
+    rbd(&a, &["rm", "--no-progress", &spec]);
+    rbd(&b, &["rm", "--no-progress", &format!("cinder/{image}")]);
 }
 
 #[test]
@@ -329,17 +282,11 @@ fn a_batch_with_a_missing_image_migrates_the_others_and_exits_3() {
         .map(|_| {
             let image = testenv::unique_name("batch");
             let spec = format!("volumes/{image}");
-            rbd(&["--cluster", &a, "create", "--size", "24M", &spec]);
-            rbd(&[
-                "--cluster",
+            rbd(&a, &["create", "--size", "24M", &spec]);
+            rbd(
                 &a,
-                "bench",
-                "--io-type",
-                "write",
-                "--io-total",
-                "5M",
-                &spec,
-            ]);
+                &["bench", "--io-type", "write", "--io-total", "5M", &spec],
+            );
             (image, spec)
         })
         .collect();
@@ -370,7 +317,7 @@ fn a_batch_with_a_missing_image_migrates_the_others_and_exits_3() {
         "2",
     ];
     let out = relay(&args, &s);
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("IMAGE") && stdout.contains("RESULT"),
@@ -390,7 +337,7 @@ fn a_batch_with_a_missing_image_migrates_the_others_and_exits_3() {
     // fails again; every event and result carries its migration id
     let json_args: Vec<&str> = args.iter().copied().chain(["--output", "json"]).collect();
     let out = relay(&json_args, &s);
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -415,14 +362,8 @@ fn a_batch_with_a_missing_image_migrates_the_others_and_exits_3() {
         .filter(|i| i["summary"].is_object())
         .all(|i| i["summary"]["already_done"] == true));
     for (image, spec) in &good {
-        rbd(&["--cluster", &a, "rm", "--no-progress", spec]);
-        rbd(&[
-            "--cluster",
-            &b,
-            "rm",
-            "--no-progress",
-            &format!("cinder/{image}"),
-        ]);
+        rbd(&a, &["rm", "--no-progress", spec]);
+        rbd(&b, &["rm", "--no-progress", &format!("cinder/{image}")]);
     }
 }
 
@@ -432,7 +373,7 @@ fn bad_input_exits_non_zero_and_changes_nothing() {
     let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
     let image = testenv::unique_name("ops-bad");
     let spec = format!("volumes/{image}");
-    rbd(&["--cluster", &a, "create", "--size", "8M", &spec]);
+    rbd(&a, &["create", "--size", "8M", &spec]);
     let before = info(&a, &spec);
     let state = tempfile::tempdir().unwrap();
     let s = state.path().to_str().unwrap().to_string();
@@ -508,7 +449,12 @@ fn bad_input_exits_non_zero_and_changes_nothing() {
     ];
     for (args, code, needle) in cases {
         let out = relay(&args, &s);
-        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", text(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            describe(&out)
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             err.contains(needle),
@@ -524,7 +470,7 @@ fn bad_input_exits_non_zero_and_changes_nothing() {
         0,
         "no state written"
     );
-    rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
+    rbd(&a, &["rm", "--no-progress", &spec]);
 }
 
 /// The source cluster reached under a second name (its own conf, copied, with its keyring)
@@ -535,7 +481,7 @@ fn the_same_cluster_under_another_name_is_refused_by_fsid() {
     let a = env.site_a().name.clone();
     let image = testenv::unique_name("ops-same");
     let spec = format!("volumes/{image}");
-    rbd(&["--cluster", &a, "create", "--size", "8M", &spec]);
+    rbd(&a, &["create", "--size", "8M", &spec]);
     let before = info(&a, &spec);
     let dir = tempfile::tempdir().unwrap();
     let alias_conf = dir.path().join("alias.conf");
@@ -569,7 +515,7 @@ fn the_same_cluster_under_another_name_is_refused_by_fsid() {
         }
         let out = relay(&args, &s);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
         assert!(
             err.contains(&format!(
                 "{a} and alias-of-site-a are the same Ceph cluster (fsid {})",
@@ -590,7 +536,7 @@ fn the_same_cluster_under_another_name_is_refused_by_fsid() {
         0,
         "no state recorded"
     );
-    rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
+    rbd(&a, &["rm", "--no-progress", &spec]);
 }
 
 /// `resume ID` of a plan that adopts the copy connects to the destination cloud named in the
@@ -636,7 +582,7 @@ fn resume_by_id_adopts_in_the_plans_cloud_then_abort_refuses() {
     let id = the_id(&s);
 
     let out = relay_env(&["resume", &id, "--output", "json"], &s, &cloud_env);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(last["summary"]["sha256"], want, "{last}");
@@ -649,11 +595,11 @@ fn resume_by_id_adopts_in_the_plans_cloud_then_abort_refuses() {
     assert!(mirroring_off(&a, &spec));
 
     let out = relay_env(&["abort", &id], &s, &cloud_env);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("owns it now"),
         "{}",
-        text(&out)
+        describe(&out)
     );
     assert!(exists(&b, &renamed), "the adopted copy is kept");
 
@@ -679,8 +625,8 @@ fn resume_by_id_adopts_in_the_plans_cloud_then_abort_refuses() {
             .await
             .unwrap();
     });
-    rbd(&["--cluster", &b, "rm", "--no-progress", &renamed]);
-    rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
+    rbd(&b, &["rm", "--no-progress", &renamed]);
+    rbd(&a, &["rm", "--no-progress", &spec]);
 }
 
 #[test]
@@ -692,7 +638,7 @@ fn a_batch_dry_run_from_stdin_plans_every_image_and_changes_nothing() {
         .map(|_| {
             let image = testenv::unique_name("batch-dry");
             let spec = format!("volumes/{image}");
-            rbd(&["--cluster", &a, "create", "--size", "8M", &spec]);
+            rbd(&a, &["create", "--size", "8M", &spec]);
             (image, spec)
         })
         .collect();
@@ -717,7 +663,7 @@ fn a_batch_dry_run_from_stdin_plans_every_image_and_changes_nothing() {
         .write_all(list.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     for (image, spec) in &images {
         // each image's own plan: its steps, its copy target
@@ -734,7 +680,7 @@ fn a_batch_dry_run_from_stdin_plans_every_image_and_changes_nothing() {
         assert_eq!(now["size"], was["size"], "{spec} size changed");
         assert!(mirroring_off(&a, spec));
         assert!(!exists(&b, &format!("cinder/{image}")));
-        rbd(&["--cluster", &a, "rm", "--no-progress", spec]);
+        rbd(&a, &["rm", "--no-progress", spec]);
     }
     let recorded = std::fs::read_dir(state.path())
         .map(|d| d.count())
@@ -748,7 +694,7 @@ fn on_a_terminal_a_run_draws_progress_bars() {
     let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
     let image = testenv::unique_name("bars");
     let spec = format!("volumes/{image}");
-    rbd(&["--cluster", &a, "create", "--size", "16M", &spec]);
+    rbd(&a, &["create", "--size", "16M", &spec]);
     let state = tempfile::tempdir().unwrap();
     // `script` runs the command on a pseudo-terminal (util-linux, part of Debian's base)
     let cmd = format!(
@@ -761,7 +707,7 @@ fn on_a_terminal_a_run_draws_progress_bars() {
         .stdin(Stdio::null())
         .output()
         .expect("script (util-linux) runs the command on a terminal");
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     let screen = strip_ansi(&String::from_utf8_lossy(&out.stdout));
     // an indicatif bar: "[", a run of bar characters, "]", a percentage; and a full one
     let bars: Vec<&str> = screen
@@ -773,14 +719,8 @@ fn on_a_terminal_a_run_draws_progress_bars() {
         .any(|l| l.contains("==========") && l.contains("100%"));
     assert!(bar, "no progress bar drawn:\n{screen}");
     assert!(screen.contains("verified: sha256"), "{screen}");
-    rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
-    rbd(&[
-        "--cluster",
-        &b,
-        "rm",
-        "--no-progress",
-        &format!("cinder/{image}"),
-    ]);
+    rbd(&a, &["rm", "--no-progress", &spec]);
+    rbd(&b, &["rm", "--no-progress", &format!("cinder/{image}")]);
 }
 
 /// The text of terminal output without its escape sequences (colours, line clearing).

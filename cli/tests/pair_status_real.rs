@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rbd-relay");
+mod common;
+use common::BIN;
+use testenv::probe::rbd;
 
 fn run(cmd: &str, args: &[&str]) -> Output {
     Command::new("timeout")
@@ -59,18 +61,9 @@ impl Drop for Pools {
 }
 
 fn peers_on_b(pool: &str) -> Vec<Value> {
-    let info: Value = serde_json::from_str(&ok(
-        "rbd",
-        &[
-            "--cluster",
-            "site-b",
-            "mirror",
-            "pool",
-            "info",
-            pool,
-            "--format",
-            "json",
-        ],
+    let info: Value = serde_json::from_str(&rbd(
+        "site-b",
+        &["mirror", "pool", "info", pool, "--format", "json"],
     ))
     .unwrap();
     assert_eq!(info["mode"], "image", "{info}");
@@ -87,7 +80,7 @@ fn pair_is_idempotent_and_status_shows_the_replaying_image() {
             "ceph",
             &["--cluster", site, "osd", "pool", "create", &pool, "8", "8"],
         );
-        ok("rbd", &["--cluster", site, "pool", "init", &pool]);
+        rbd(site, &["pool", "init", &pool]);
     }
 
     let out = relay(&[
@@ -131,18 +124,9 @@ fn pair_is_idempotent_and_status_shows_the_replaying_image() {
 
     // pair waited until site-b's rbd-mirror connected to site-a's pool: it shows there
     // as a sending peer with its mirror uuid
-    let info: Value = serde_json::from_str(&ok(
-        "rbd",
-        &[
-            "--cluster",
-            "site-a",
-            "mirror",
-            "pool",
-            "info",
-            &pool,
-            "--format",
-            "json",
-        ],
+    let info: Value = serde_json::from_str(&rbd(
+        "site-a",
+        &["mirror", "pool", "info", &pool, "--format", "json"],
     ))
     .unwrap();
     let registered = info["peers"].as_array().is_some_and(|p| {
@@ -153,22 +137,8 @@ fn pair_is_idempotent_and_status_shows_the_replaying_image() {
 
     // a mirrored image appears in status on site-b as up+replaying
     let img = format!("{pool}/img");
-    ok(
-        "rbd",
-        &["--cluster", "site-a", "create", "--size", "16M", &img],
-    );
-    ok(
-        "rbd",
-        &[
-            "--cluster",
-            "site-a",
-            "mirror",
-            "image",
-            "enable",
-            &img,
-            "snapshot",
-        ],
-    );
+    rbd("site-a", &["create", "--size", "16M", &img]);
+    rbd("site-a", &["mirror", "image", "enable", &img, "snapshot"]);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(180);
     let last = loop {
@@ -229,11 +199,8 @@ fn pair_is_idempotent_and_status_shows_the_replaying_image() {
         "{text}"
     );
 
-    ok(
-        "rbd",
-        &["--cluster", "site-a", "mirror", "image", "disable", &img],
-    );
-    ok("rbd", &["--cluster", "site-a", "rm", "--no-progress", &img]);
+    rbd("site-a", &["mirror", "image", "disable", &img]);
+    rbd("site-a", &["rm", "--no-progress", &img]);
 }
 
 #[test]

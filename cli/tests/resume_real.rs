@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{exists, info, rbd, sha};
-
-const BIN: &str = env!("CARGO_BIN_EXE_rbd-relay");
+use common::BIN;
+use testenv::probe::{exists, image_with_data, info, rbd, sha};
 
 /// What ends a run early.
 #[derive(Debug, Clone, Copy)]
@@ -63,19 +62,7 @@ fn migrate_with_kills(mode: &str) {
     let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
     let image = testenv::unique_name(&format!("kill-{mode}"));
     let spec = format!("volumes/{image}");
-    let data = tempfile::NamedTempFile::new().unwrap();
-    let bytes: Vec<u8> = (0..(40u32 << 20) + 333)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
-    std::fs::write(data.path(), &bytes).unwrap();
-    rbd(&[
-        "--cluster",
-        &a,
-        "import",
-        "--no-progress",
-        data.path().to_str().unwrap(),
-        &spec,
-    ]);
+    image_with_data(&a, &spec, (40 << 20) + 333);
     let original = info(&a, &spec)["features"].clone();
     let want = sha(&a, &spec);
     let state = tempfile::tempdir().unwrap();
@@ -187,16 +174,10 @@ fn migrate_with_kills(mode: &str) {
     assert!(info(&a, &spec)
         .get("mirroring")
         .is_none_or(|m| m["state"] == "disabled"));
-    let snaps: Value = serde_json::from_str(&rbd(&[
-        "--cluster",
+    let snaps: Value = serde_json::from_str(&rbd(
         &a,
-        "snap",
-        "ls",
-        "--all",
-        &spec,
-        "--format",
-        "json",
-    ]))
+        &["snap", "ls", "--all", &spec, "--format", "json"],
+    ))
     .unwrap();
     assert!(
         !snaps
@@ -217,14 +198,8 @@ fn migrate_with_kills(mode: &str) {
     let (_, ok, ev) = run(&args, &state, KillAt::Never);
     assert!(ok);
     assert_eq!(ev.last().unwrap()["summary"]["already_done"], true);
-    rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
-    rbd(&[
-        "--cluster",
-        &b,
-        "rm",
-        "--no-progress",
-        &format!("cinder/{image}"),
-    ]);
+    rbd(&a, &["rm", "--no-progress", &spec]);
+    rbd(&b, &["rm", "--no-progress", &format!("cinder/{image}")]);
 }
 
 #[test]
@@ -347,7 +322,7 @@ fn two_runs_on_one_image_are_refused() {
     let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
     let image = testenv::unique_name("twice");
     let spec = format!("volumes/{image}");
-    rbd(&["--cluster", &a, "create", "--size", "64M", &spec]);
+    rbd(&a, &["create", "--size", "64M", &spec]);
     let state = tempfile::tempdir().unwrap();
     let s = state.path().to_str().unwrap().to_string();
     let args = [
@@ -399,14 +374,8 @@ fn two_runs_on_one_image_are_refused() {
     for _ in lines {}
     assert!(first.wait().unwrap().success());
     assert!(!exists(&b, &format!("cinder/{other_name}")));
-    rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
-    rbd(&[
-        "--cluster",
-        &b,
-        "rm",
-        "--no-progress",
-        &format!("cinder/{image}"),
-    ]);
+    rbd(&a, &["rm", "--no-progress", &spec]);
+    rbd(&b, &["rm", "--no-progress", &format!("cinder/{image}")]);
 }
 
 #[test]
@@ -415,17 +384,11 @@ fn delete_source_needs_confirmation_and_re_verifies() {
     let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
     let image = testenv::unique_name("del");
     let spec = format!("volumes/{image}");
-    rbd(&["--cluster", &a, "create", "--size", "12M", &spec]);
-    rbd(&[
-        "--cluster",
+    rbd(&a, &["create", "--size", "12M", &spec]);
+    rbd(
         &a,
-        "bench",
-        "--io-type",
-        "write",
-        "--io-total",
-        "3M",
-        &spec,
-    ]);
+        &["bench", "--io-type", "write", "--io-total", "3M", &spec],
+    );
     let state = tempfile::tempdir().unwrap();
     let s = state.path().to_str().unwrap().to_string();
     let args: Vec<String> = [
@@ -474,11 +437,5 @@ fn delete_source_needs_confirmation_and_re_verifies() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("already deleted"));
-    rbd(&[
-        "--cluster",
-        &b,
-        "rm",
-        "--no-progress",
-        &format!("cinder/{image}"),
-    ]);
+    rbd(&b, &["rm", "--no-progress", &format!("cinder/{image}")]);
 }

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{info, mirroring_off, rbd, sha, wait_gone};
-
-const BIN: &str = env!("CARGO_BIN_EXE_rbd-relay");
+use common::{relay, BIN, REPLICA_GONE_LIMIT};
+use testenv::probe::{info, mirroring_off, rbd, sha, wait_gone};
 
 /// Import 40 MiB of patterned data as `volumes/NAME` on site `a`; returns its sha256.
 fn source_image(a: &str, spec: &str) -> String {
@@ -23,23 +22,16 @@ fn source_image(a: &str, spec: &str) -> String {
         .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
         .collect();
     std::fs::write(data.path(), &bytes).unwrap();
-    rbd(&[
-        "--cluster",
+    rbd(
         a,
-        "import",
-        "--no-progress",
-        data.path().to_str().unwrap(),
-        spec,
-    ]);
+        &[
+            "import",
+            "--no-progress",
+            data.path().to_str().unwrap(),
+            spec,
+        ],
+    );
     sha(a, spec)
-}
-
-fn relay(args: &[&str], state: &str) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .args(["--state-dir", state])
-        .output()
-        .unwrap()
 }
 
 /// Start the migration, send `signal` (`INT` or `TERM`) at the first progress event of the
@@ -162,15 +154,9 @@ fn stopped_by(signal: &str, mode: &str, want_code: i32) {
     let text = String::from_utf8_lossy(&relay(&["list"], &state).stdout).into_owned();
     assert!(text.contains("finished"), "{text}");
 
-    wait_gone(&b, &spec);
-    rbd(&["--cluster", &a, "rm", "--no-progress", &spec]);
-    rbd(&[
-        "--cluster",
-        &b,
-        "rm",
-        "--no-progress",
-        &format!("cinder/{image}"),
-    ]);
+    wait_gone(&b, &spec, REPLICA_GONE_LIMIT);
+    rbd(&a, &["rm", "--no-progress", &spec]);
+    rbd(&b, &["rm", "--no-progress", &format!("cinder/{image}")]);
 }
 
 #[test]

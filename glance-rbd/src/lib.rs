@@ -28,318 +28,26 @@
 //! ```
 #![deny(missing_docs)]
 
-use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use openstack_client::{
-    poll_until, ApiRequest, Method, OpenStackClient, Poll, PollOptions, ServiceType, WaitError,
+    poll_until, ApiRequest, Method, OpenStackClient, Poll, PollError, PollOptions, ServiceType,
 };
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::json;
+
+mod error;
+mod model;
+
+pub use error::Error;
+pub use model::{
+    min_disk_gib, CreateImage, GlanceImage, ImageLocation, LocationApi, RbdLocation,
+    RegisterRbdImage, Visibility,
+};
 
 /// What deleting a location-backed image does; shown wherever deletion is offered.
 pub const DELETE_WARNING: &str = "deleting a Glance image whose location is rbd:// deletes the \
 RBD snapshot and image it points at (Glance's rbd store owns the data)";
-
-/// Errors of the Glance adapter.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A Glance call failed; `action` says which.
-    #[error("{action}: {source}")]
-    Api {
-        /// What was being done.
-        action: String,
-        /// The client error (keeps Glance's message).
-        source: openstack_client::Error,
-    },
-    /// Refused before any change: the credentials are a plain member's.
-    #[error(
-        "refusing to add an rbd:// location with the credentials of cloud `{cloud}` (roles: \
-         {roles}): Glance's default policy (Zed) lets a plain member point an image at another \
-         project's RBD snapshot, and deleting that image then deletes the other project's data. \
-         Use admin or service credentials for the destination cloud, or override this check \
-         explicitly if the snapshot is known to belong to this project"
-    )]
-    MemberCredentials {
-        /// The cloud.
-        cloud: String,
-        /// The token's roles.
-        roles: String,
-    },
-    /// Glance does not expose image locations (`show_multiple_locations = False`).
-    #[error(
-        "Glance of cloud `{cloud}` does not expose image locations, so an rbd:// location \
-         cannot be added (glance-api.conf needs `show_multiple_locations = True`; Glance said: \
-         {detail})"
-    )]
-    LocationsDisabled {
-        /// The cloud.
-        cloud: String,
-        /// What showed it.
-        detail: String,
-    },
-    /// The image reached a failed state.
-    #[error("image {id} ended in status `{status}` instead of `active`")]
-    ImageFailed {
-        /// Image id.
-        id: String,
-        /// The status.
-        status: String,
-    },
-    /// The image did not become active in time.
-    #[error("{0}")]
-    Timeout(String),
-    /// The location could not be added and the empty image record could not be removed.
-    #[error("{original}; also failed to delete the empty image record {id}: {cleanup}")]
-    CleanupFailed {
-        /// Image id left behind.
-        id: String,
-        /// The first failure.
-        original: Box<Error>,
-        /// The deletion's failure.
-        cleanup: Box<Error>,
-    },
-    /// The location could not be added, and the image record was left in place because it
-    /// cannot be shown to be empty (deleting an image deletes the RBD data it points at).
-    #[error(
-        "{original}; the image record {id} was NOT deleted because {reason}. Check it with \
-         `openstack image show {id} -c status -c locations` as an admin of a Glance that shows \
-         locations (glance-api.conf `show_multiple_locations = True`): delete it only if its \
-         locations are empty; if it has an rbd:// location, deleting it deletes that RBD data"
-    )]
-    RecordKept {
-        /// Image id left in place.
-        id: String,
-        /// The first failure.
-        original: Box<Error>,
-        /// Why it could not be shown to be empty.
-        reason: String,
-    },
-    /// A location string is not `rbd://fsid/pool/image/snap`.
-    #[error("`{0}` is not an rbd://<fsid>/<pool>/<image>/<snapshot> URL")]
-    BadLocation(String),
-}
-
-impl Error {
-    fn api(action: impl Into<String>) -> impl FnOnce(openstack_client::Error) -> Error {
-        let action = action.into();
-        move |source| Error::Api { action, source }
-    }
-
-    /// The underlying HTTP error, if any.
-    pub fn api_error(&self) -> Option<&openstack_client::ApiError> {
-        match self {
-            Error::Api { source, .. } => source.api(),
-            _ => None,
-        }
-    }
-}
-
-/// An `rbd://<fsid>/<pool>/<image>/<snapshot>` location, as Glance's rbd store writes them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RbdLocation {
-    /// Ceph cluster fsid of the cluster holding the data (the destination's).
-    pub fsid: String,
-    /// Pool (Glance's, usually `images`).
-    pub pool: String,
-    /// RBD image name.
-    pub image: String,
-    /// Protected snapshot name (`snap`).
-    pub snapshot: String,
-}
-
-impl fmt::Display for RbdLocation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "rbd://{}/{}/{}/{}",
-            self.fsid, self.pool, self.image, self.snapshot
-        )
-    }
-}
-
-impl FromStr for RbdLocation {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        let rest = s
-            .strip_prefix("rbd://")
-            .ok_or_else(|| Error::BadLocation(s.into()))?;
-        let parts: Vec<&str> = rest.split('/').collect();
-        match parts.as_slice() {
-            [fsid, pool, image, snap]
-                if [fsid, pool, image, snap].iter().all(|p| !p.is_empty()) =>
-            {
-                Ok(Self {
-                    fsid: (*fsid).into(),
-                    pool: (*pool).into(),
-                    image: (*image).into(),
-                    snapshot: (*snap).into(),
-                })
-            }
-            _ => Err(Error::BadLocation(s.into())),
-        }
-    }
-}
-
-/// Image visibility.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Visibility {
-    /// Everyone (needs `publicize_image`, admin by default).
-    Public,
-    /// The owner only.
-    Private,
-    /// The owner and its members (Glance's default).
-    Shared,
-    /// Everyone, unlisted.
-    Community,
-}
-
-/// The body of `POST /v2/images`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CreateImage {
-    /// Image name.
-    pub name: String,
-    /// `raw` for RBD-backed images (what Nova/Cinder can clone).
-    pub disk_format: String,
-    /// `bare`.
-    pub container_format: String,
-    /// Visibility; Glance's default (`shared`) if `None`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub visibility: Option<Visibility>,
-    /// Minimum disk in GiB (see [`min_disk_gib`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub min_disk: Option<u64>,
-    /// Minimum RAM in MiB.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub min_ram: Option<u64>,
-    /// Protected from deletion.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub protected: Option<bool>,
-    /// Extra properties (`hw_disk_bus`, `os_distro`, ...), flat in the body.
-    #[serde(flatten)]
-    pub properties: BTreeMap<String, String>,
-}
-
-impl CreateImage {
-    /// A `raw`/`bare` image with Glance's defaults for everything else.
-    pub fn raw(name: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            disk_format: "raw".into(),
-            container_format: "bare".into(),
-            visibility: None,
-            min_disk: None,
-            min_ram: None,
-            protected: None,
-            properties: BTreeMap::new(),
-        }
-    }
-}
-
-/// `min_disk` (GiB, rounded up) for an image of `bytes`.
-pub fn min_disk_gib(bytes: u64) -> u64 {
-    bytes.div_ceil(1 << 30)
-}
-
-/// One location of an image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageLocation {
-    /// The URL (`rbd://...`).
-    pub url: String,
-    /// Store metadata.
-    #[serde(default)]
-    pub metadata: Value,
-}
-
-/// An image as `GET /v2/images/{id}` returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Image {
-    /// Image id.
-    pub id: String,
-    /// Name.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// `queued`, `saving`, `active`, `killed`, `deleted`, `importing`, ...
-    pub status: String,
-    /// Disk format.
-    #[serde(default)]
-    pub disk_format: Option<String>,
-    /// Container format.
-    #[serde(default)]
-    pub container_format: Option<String>,
-    /// Visibility.
-    #[serde(default)]
-    pub visibility: Option<String>,
-    /// Size in bytes, once known.
-    #[serde(default)]
-    pub size: Option<u64>,
-    /// Minimum disk (GiB).
-    #[serde(default)]
-    pub min_disk: Option<u64>,
-    /// Minimum RAM (MiB).
-    #[serde(default)]
-    pub min_ram: Option<u64>,
-    /// Owner project.
-    #[serde(default)]
-    pub owner: Option<String>,
-    /// Protected.
-    #[serde(default)]
-    pub protected: Option<bool>,
-    /// Locations; absent when Glance hides them (`show_multiple_locations = False`).
-    #[serde(default)]
-    pub locations: Option<Vec<ImageLocation>>,
-    /// Direct URL (with `show_image_direct_url`).
-    #[serde(default)]
-    pub direct_url: Option<String>,
-    /// Every other field, including custom properties.
-    #[serde(flatten)]
-    pub extra: BTreeMap<String, Value>,
-}
-
-impl Image {
-    /// Whether Glance shows this image's locations (`show_multiple_locations = True`).
-    pub fn locations_exposed(&self) -> bool {
-        self.locations.is_some()
-    }
-
-    /// Where an rbd-store image's data is: the first `rbd://` location (or `direct_url`).
-    /// Source side: this is the RBD image to mirror after upload-to-image.
-    pub fn rbd_location(&self) -> Option<RbdLocation> {
-        self.locations
-            .iter()
-            .flatten()
-            .map(|l| l.url.as_str())
-            .chain(self.direct_url.as_deref())
-            .find_map(|u| u.parse().ok())
-    }
-}
-
-/// Which API adds a location.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LocationApi {
-    /// The locations API where Glance offers it (image API ≥ 2.17), else JSON patch.
-    #[default]
-    Auto,
-    /// `PATCH /v2/images/{id}` with `add /locations/-` (every Glance with
-    /// `show_multiple_locations`; the only way in Zed).
-    JsonPatch,
-    /// `POST /v2/images/{id}/locations` (Glance ≥ 2.17, Dalmatian).
-    LocationsApi,
-}
-
-/// Registration of an RBD snapshot as a new image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegisterRbdImage {
-    /// The image record to create.
-    pub image: CreateImage,
-    /// Where the data is.
-    pub location: RbdLocation,
-    /// Accept member credentials (see the crate docs for why this is refused by default).
-    pub allow_member_credentials: bool,
-}
 
 /// The image data of `GET /v2/images/{id}/file`, read chunk by chunk.
 #[derive(Debug)]
@@ -388,7 +96,7 @@ struct VersionEntry {
 
 #[derive(Deserialize)]
 struct ImageList {
-    images: Vec<Image>,
+    images: Vec<GlanceImage>,
 }
 
 const LOCATIONS_INVISIBLE: &str = "if locations are invisible";
@@ -421,7 +129,7 @@ impl Glance {
     }
 
     /// `POST /v2/images`: creates an empty (`queued`) image record.
-    pub async fn create_image(&self, req: &CreateImage) -> Result<Image, Error> {
+    pub async fn create_image(&self, req: &CreateImage) -> Result<GlanceImage, Error> {
         let body = serde_json::to_value(req).map_err(|e| Error::Api {
             action: "encoding the image record".into(),
             source: openstack_client::Error::Decode {
@@ -437,7 +145,7 @@ impl Glance {
     }
 
     /// `GET /v2/images/{id}`.
-    pub async fn get_image(&self, id: &str) -> Result<Image, Error> {
+    pub async fn get_image(&self, id: &str) -> Result<GlanceImage, Error> {
         self.client
             .send_json(&ApiRequest::new(
                 ServiceType::Image,
@@ -446,6 +154,50 @@ impl Glance {
             ))
             .await
             .map_err(Error::api(format!("getting image {id}")))
+    }
+
+    /// Images whose property `key` is `value` (`GET /v2/images?key=value`), e.g. the images
+    /// a migration registered under its marker. Filtered again here: a server that ignored
+    /// the filter must not hand back others.
+    pub async fn images_with_property(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<GlanceImage>, Error> {
+        let images = self
+            .list_images(key, value, format!("listing images with {key}={value}"))
+            .await?;
+        Ok(images
+            .into_iter()
+            .filter(|i| i.extra.get(key).and_then(|v| v.as_str()) == Some(value))
+            .collect())
+    }
+
+    /// Images named exactly `name` (`GET /v2/images?name=NAME`).
+    pub async fn images_named(&self, name: &str) -> Result<Vec<GlanceImage>, Error> {
+        let images = self
+            .list_images("name", name, format!("listing images named '{name}'"))
+            .await?;
+        Ok(images
+            .into_iter()
+            .filter(|i| i.name.as_deref() == Some(name))
+            .collect())
+    }
+
+    /// `GET /v2/images?key=value` (first page, Glance's default limit).
+    async fn list_images(
+        &self,
+        key: &str,
+        value: &str,
+        action: String,
+    ) -> Result<Vec<GlanceImage>, Error> {
+        let req = ApiRequest::new(ServiceType::Image, Method::GET, "v2/images").query(key, value);
+        let list: ImageList = self
+            .client
+            .send_json(&req)
+            .await
+            .map_err(Error::api(action))?;
+        Ok(list.images)
     }
 
     /// `DELETE /v2/images/{id}`.
@@ -609,7 +361,7 @@ impl Glance {
     }
 
     /// Polls image `id` until `active`; fails on `killed`/`deleted`, or at the deadline.
-    pub async fn wait_active(&self, id: &str) -> Result<Image, Error> {
+    pub async fn wait_active(&self, id: &str) -> Result<GlanceImage, Error> {
         let what = format!("image {id} to become active");
         poll_until(&what, &self.poll, || async {
             let i = match self.get_image(id).await {
@@ -631,8 +383,8 @@ impl Glance {
         })
         .await
         .map_err(|e| match e {
-            WaitError::Failed(e) => e,
-            t @ WaitError::TimedOut { .. } => Error::Timeout(t.to_string()),
+            PollError::Failed(e) => e,
+            t @ PollError::TimedOut { .. } => Error::Timeout(t.to_string()),
         })
     }
 
@@ -641,7 +393,7 @@ impl Glance {
     /// Glance shows it `queued` with an empty `locations` list; a record whose locations are
     /// hidden, or that has a location or another status, is left in place and reported
     /// ([`Error::RecordKept`]), because deleting it could delete the RBD data it points at.
-    pub async fn register(&self, req: &RegisterRbdImage) -> Result<Image, Error> {
+    pub async fn register(&self, req: &RegisterRbdImage) -> Result<GlanceImage, Error> {
         self.check_location_credentials(req.allow_member_credentials)
             .await?;
         let created = self.create_image(&req.image).await?;
@@ -708,7 +460,7 @@ impl Glance {
 /// (`show_multiple_locations`/`show_image_direct_url` off, or a policy) look exactly like an
 /// empty image, and a location added by a request whose response was lost makes the image
 /// hold our verified copy: Glance's delete would then delete that RBD data.
-pub fn why_not_provably_empty(image: &Image) -> Option<String> {
+pub fn why_not_provably_empty(image: &GlanceImage) -> Option<String> {
     match &image.locations {
         None => Some(
             "Glance does not show its locations (show_multiple_locations or \
@@ -735,6 +487,7 @@ pub fn why_not_provably_empty(image: &Image) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn rbd_location_round_trip() {
@@ -760,22 +513,22 @@ mod tests {
 
     #[test]
     fn image_without_locations_field_means_hidden() {
-        let i: Image =
+        let i: GlanceImage =
             serde_json::from_value(json!({"id": "x", "status": "queued", "foo": "bar"})).unwrap();
         assert!(!i.locations_exposed());
         assert_eq!(i.extra["foo"], "bar");
-        let i: Image =
+        let i: GlanceImage =
             serde_json::from_value(json!({"id": "x", "status": "queued", "locations": []}))
                 .unwrap();
         assert!(i.locations_exposed());
         assert_eq!(i.rbd_location(), None);
-        let i: Image = serde_json::from_value(json!({"id": "x", "status": "active",
+        let i: GlanceImage = serde_json::from_value(json!({"id": "x", "status": "active",
             "locations": [{"url": "rbd://f/images/x/snap", "metadata": {}}]}))
         .unwrap();
         assert_eq!(i.rbd_location().unwrap().image, "x");
     }
 
-    fn image(status: &str, locations: Option<Value>) -> Image {
+    fn image(status: &str, locations: Option<Value>) -> GlanceImage {
         let mut v = json!({"id": "i1", "status": status});
         if let Some(l) = locations {
             v["locations"] = l;

@@ -268,3 +268,44 @@ async fn locations_api_refused_falls_back_to_json_patch() {
     let log = log.lock().unwrap().clone();
     assert!(log.contains(&"PATCH /v2/images/i1".to_owned()), "{log:?}");
 }
+
+/// Two images, whatever the query: one carrying property `m=mig-1` and named `img`, one
+/// named `img-2` with another value (a server that ignores the list filters).
+fn ignores_list_filters(m: &str, p: &str) -> (u16, String) {
+    match (m, p.split('?').next().unwrap()) {
+        ("GET", "/v2/images") => (
+            200,
+            r#"{"images": [
+                {"id": "i1", "name": "img", "status": "active", "m": "mig-1"},
+                {"id": "i2", "name": "img-2", "status": "active", "m": "mig-2"}
+            ]}"#
+            .into(),
+        ),
+        _ => (404, "{}".into()),
+    }
+}
+
+#[tokio::test]
+async fn image_lists_ask_glance_to_filter_and_drop_what_it_did_not() {
+    let log = Log::default();
+    let g = glance(serve(log.clone(), ignores_list_filters).await).await;
+
+    let by_property = g.images_with_property("m", "mig-1").await.unwrap();
+    let ids: Vec<&str> = by_property.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["i1"]);
+
+    let by_name = g.images_named("img-2").await.unwrap();
+    let ids: Vec<&str> = by_name.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["i2"]);
+
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log, ["GET /v2/images?m=mig-1", "GET /v2/images?name=img-2"]);
+}
+
+#[tokio::test]
+async fn a_failed_image_list_names_what_was_listed() {
+    let g = glance(serve(Log::default(), |_, _| (500, "{}".into())).await).await;
+    let e = g.images_named("img").await.unwrap_err();
+    assert!(matches!(e, Error::Api { .. }), "{e}");
+    assert!(e.to_string().contains("listing images named 'img'"), "{e}");
+}

@@ -6,10 +6,9 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed setup step should panic with its message
 
-use std::process::Command;
-
 use glance_rbd::{CreateImage, Error, Glance, RbdLocation, RegisterRbdImage};
 use openstack_client::{ClientOptions, CloudConfig, ConfigSources, OpenStackClient};
+use testenv::{probe, unique_name};
 
 /// The cloud the tests use: the test environment's destination cloud, or the stack named by
 /// `RBD_RELAY_TEST_CLOUDS_YAML` (see `testenv::test_cloud`).
@@ -43,21 +42,11 @@ impl Site {
     }
 
     fn rbd(&self, args: &[&str]) {
-        let out = Command::new("rbd")
-            .args(["--cluster", &self.ceph_cluster])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "rbd {args:?}: {out:?}");
+        probe::rbd(&self.ceph_cluster, args);
     }
 
     fn rbd_exists(&self, spec: &str) -> bool {
-        Command::new("rbd")
-            .args(["--cluster", &self.ceph_cluster, "info", spec])
-            .output()
-            .unwrap()
-            .status
-            .success()
+        probe::exists(&self.ceph_cluster, spec)
     }
 
     /// An RBD image with random data and a protected snapshot `snap`; returns its data.
@@ -87,31 +76,12 @@ impl Site {
     fn cleanup_rbd(&self, name: &str) {
         let spec = format!("{}/{name}", self.image_pool);
         if self.rbd_exists(&spec) {
-            let _ = Command::new("rbd")
-                .args(["--cluster", &self.ceph_cluster, "snap", "unprotect"])
-                .arg(format!("{spec}@snap"))
-                .output();
-            let _ = Command::new("rbd")
-                .args(["--cluster", &self.ceph_cluster, "snap", "purge", &spec])
-                .output();
-            let _ = Command::new("rbd")
-                .args([
-                    "--cluster",
-                    &self.ceph_cluster,
-                    "rm",
-                    "--no-progress",
-                    &spec,
-                ])
-                .output();
+            let snap = format!("{spec}@snap");
+            let _ = probe::rbd_output(&self.ceph_cluster, &["snap", "unprotect", &snap]);
+            let _ = probe::rbd_output(&self.ceph_cluster, &["snap", "purge", &spec]);
+            let _ = probe::rbd_output(&self.ceph_cluster, &["rm", "--no-progress", &spec]);
         }
     }
-}
-
-fn unique(prefix: &str) -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    format!("{prefix}-{}-{}", std::process::id(), t.subsec_nanos())
 }
 
 async fn images_named(g: &Glance, name: &str) -> usize {
@@ -130,7 +100,7 @@ async fn register_by_location_then_download_returns_the_same_bytes() {
     let site = site();
     let g = site.glance(&site.admin_cloud).await;
     assert!(g.locations_exposed().await.unwrap());
-    let name = unique("gl-reg");
+    let name = unique_name("gl-reg");
     let data = site.snapshot_with_data(&name, 4 << 20);
     let mut image = CreateImage::raw(&name);
     image.min_disk = Some(glance_rbd::min_disk_gib(data.len() as u64));
@@ -174,7 +144,7 @@ async fn register_by_location_then_download_returns_the_same_bytes() {
 async fn member_credentials_are_refused_before_anything_is_created() {
     let site = site();
     let g = site.glance(&site.member_cloud).await;
-    let name = unique("gl-member");
+    let name = unique_name("gl-member");
     let e = g
         .register(&RegisterRbdImage {
             image: CreateImage::raw(&name),
@@ -192,7 +162,7 @@ async fn member_credentials_are_refused_before_anything_is_created() {
 async fn bad_location_deletes_the_empty_record_and_keeps_glance_message() {
     let site = site();
     let g = site.glance(&site.admin_cloud).await;
-    let name = unique("gl-badloc");
+    let name = unique_name("gl-badloc");
     let e = g
         .register(&RegisterRbdImage {
             image: CreateImage::raw(&name),
@@ -211,7 +181,7 @@ async fn bad_location_deletes_the_empty_record_and_keeps_glance_message() {
 async fn member_override_registers_own_snapshot() {
     let site = site();
     let g = site.glance(&site.member_cloud).await;
-    let name = unique("gl-override");
+    let name = unique_name("gl-override");
     site.snapshot_with_data(&name, 1 << 20);
     let img = g
         .register(&RegisterRbdImage {

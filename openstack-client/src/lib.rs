@@ -39,4 +39,4 @@ pub use config::{AuthMethod, CloudConfig, ConfigError, ConfigSources};
 pub use error::{ApiError, Error};
 pub use reqwest::Method;
 pub use secret::Secret;
-pub use wait::{poll_until, Poll, PollOptions, WaitError};
+pub use wait::{poll_until, Poll, PollError, PollOptions};

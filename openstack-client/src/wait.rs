@@ -39,9 +39,10 @@ pub enum Poll<T> {
     Pending(String),
 }
 
-/// Why a wait ended without the resource becoming ready.
+/// Why a [`poll_until`] ended without the resource becoming ready. (Named apart from
+/// `rbd_mirror_core::wait::WaitError`, the wait for rbd-mirror.)
 #[derive(Debug, thiserror::Error)]
-pub enum WaitError<E> {
+pub enum PollError<E> {
     /// An observation failed (or saw a terminal error state).
     #[error(transparent)]
     Failed(E),
@@ -67,7 +68,7 @@ pub async fn poll_until<T, E, F, Fut>(
     what: &str,
     options: &PollOptions,
     mut observe: F,
-) -> Result<T, WaitError<E>>
+) -> Result<T, PollError<E>>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Poll<T>, E>>,
@@ -97,8 +98,8 @@ where
         .await;
     match result {
         Ok(t) => Ok(t),
-        Err(Attempt::Failed(e)) => Err(WaitError::Failed(e)),
-        Err(Attempt::Pending(last)) => Err(WaitError::TimedOut {
+        Err(Attempt::Failed(e)) => Err(PollError::Failed(e)),
+        Err(Attempt::Pending(last)) => Err(PollError::TimedOut {
             what: what.to_owned(),
             waited: start.elapsed(),
             last,
@@ -122,7 +123,7 @@ mod tests {
     #[tokio::test]
     async fn ready_after_some_polls() {
         let n = AtomicU32::new(0);
-        let r: Result<u32, WaitError<String>> = poll_until("x", &fast(2000), || async {
+        let r: Result<u32, PollError<String>> = poll_until("x", &fast(2000), || async {
             let i = n.fetch_add(1, Ordering::SeqCst);
             Ok(if i >= 3 {
                 Poll::Ready(i)
@@ -136,7 +137,7 @@ mod tests {
 
     #[tokio::test]
     async fn timeout_reports_last_state() {
-        let r: Result<(), WaitError<String>> = poll_until("volume v", &fast(60), || async {
+        let r: Result<(), PollError<String>> = poll_until("volume v", &fast(60), || async {
             Ok(Poll::Pending("creating".into()))
         })
         .await;
@@ -150,12 +151,12 @@ mod tests {
     #[tokio::test]
     async fn error_stops_at_once() {
         let n = AtomicU32::new(0);
-        let r: Result<(), WaitError<String>> = poll_until("x", &fast(2000), || async {
+        let r: Result<(), PollError<String>> = poll_until("x", &fast(2000), || async {
             n.fetch_add(1, Ordering::SeqCst);
             Err("error_managing".to_owned())
         })
         .await;
-        assert!(matches!(r, Err(WaitError::Failed(_))));
+        assert!(matches!(r, Err(PollError::Failed(_))));
         assert_eq!(n.load(Ordering::SeqCst), 1);
     }
 }

@@ -20,26 +20,7 @@ use rbd_mirror_core::features::MirrorImageMode;
 use rbd_mirror_core::plan::VolumeMigration;
 use rbd_mirror_core::spec::{ClusterSpec, PoolSpec};
 use rbd_mirror_core::wait::WaitError;
-
-fn rbd(args: &[&str]) {
-    let out = Command::new("rbd").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "rbd {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn sha(site: &str, image: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "rbd --cluster {site} export --no-progress {image} - | sha256sum"
-        ))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)[..64].to_string()
-}
+use testenv::probe::{rbd, sha};
 
 /// Sends `signal` to the rbd-mirror daemon at the wait's first progress event, and records
 /// when.
@@ -71,17 +52,11 @@ async fn daemon_lost_during_the_wait(signal: &'static str, mode: MirrorImageMode
     let (a, b) = (env.site_a().clone(), env.site_b().clone());
     let image = testenv::unique_name(&format!("down-{}", signal.to_lowercase()));
     let spec = format!("volumes/{image}");
-    rbd(&["--cluster", &a.name, "create", "--size", "64M", &spec]);
-    rbd(&[
-        "--cluster",
+    rbd(&a.name, &["create", "--size", "64M", &spec]);
+    rbd(
         &a.name,
-        "bench",
-        "--io-type",
-        "write",
-        "--io-total",
-        "8M",
-        &spec,
-    ]);
+        &["bench", "--io-type", "write", "--io-total", "8M", &spec],
+    );
     let pid_file = env.rbd_mirror_asok().with_extension("pid");
     let pid: i32 = std::fs::read_to_string(&pid_file)
         .unwrap()
@@ -176,14 +151,11 @@ async fn daemon_lost_during_the_wait(signal: &'static str, mode: MirrorImageMode
         sha(&b.name, &format!("cinder/{image}")),
         "copy equals the source"
     );
-    rbd(&["--cluster", &a.name, "rm", "--no-progress", &spec]);
-    rbd(&[
-        "--cluster",
+    rbd(&a.name, &["rm", "--no-progress", &spec]);
+    rbd(
         &b.name,
-        "rm",
-        "--no-progress",
-        &format!("cinder/{image}"),
-    ]);
+        &["rm", "--no-progress", &format!("cinder/{image}")],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

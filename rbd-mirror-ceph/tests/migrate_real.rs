@@ -18,47 +18,10 @@ use rbd_mirror_core::ops::CephOps;
 use rbd_mirror_core::plan::VolumeMigration;
 use rbd_mirror_core::spec::{ClusterSpec, PoolSpec};
 use serde_json::Value;
+use testenv::probe::{exists, rbd, rbd_json, sha, wait_gone};
 
-fn rbd(site: &str, args: &[&str]) -> String {
-    let out = Command::new("timeout")
-        .args(["120", "rbd", "--cluster", site])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "rbd --cluster {site} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn rbd_json(site: &str, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend(["--format", "json"]);
-    serde_json::from_str(&rbd(site, &a)).unwrap()
-}
-
-fn exists(site: &str, image: &str) -> bool {
-    Command::new("rbd")
-        .args(["--cluster", site, "info", image])
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
-
-fn sha(site: &str, image: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "rbd --cluster {site} export --no-progress {image} - | sha256sum"
-        ))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)[..64].to_string()
-}
+/// How long rbd-mirror may take to remove a replica once mirroring of its primary is off.
+const REPLICA_GONE_LIMIT: Duration = Duration::from_secs(60);
 
 fn features(site: &str, image: &str) -> Vec<String> {
     let v = rbd_json(site, &["info", image]);
@@ -130,17 +93,6 @@ fn migration(f: &Fixture, image: &str, mode: MirrorImageMode) -> VolumeMigration
     m
 }
 
-fn wait_gone(site: &str, image: &str) {
-    let t = Instant::now();
-    while exists(site, image) {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "{site}:{image} still there after 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 fn assert_end_state(f: &Fixture, image: &str, original_features: &[String], source_sha: &str) {
     let src = format!("volumes/{image}");
     let copy = format!("cinder/{image}");
@@ -175,7 +127,7 @@ fn assert_end_state(f: &Fixture, image: &str, original_features: &[String], sour
         original_features,
         "copy has the source's features"
     );
-    wait_gone(&f.b, &src);
+    wait_gone(&f.b, &src, REPLICA_GONE_LIMIT);
 }
 
 async fn migrate_and_check(mode: MirrorImageMode, size: u64, sparse: bool, snapshot: bool) {
@@ -840,7 +792,7 @@ async fn a_state_file_deleted_mid_migration_still_lets_abort_restore_the_true_fe
     );
     assert_eq!(mirroring_state(&f.a, &spec), "disabled");
     assert_eq!(marker(&f.a, &spec), None, "marker removed");
-    wait_gone(&f.b, &spec);
+    wait_gone(&f.b, &spec, REPLICA_GONE_LIMIT);
     rbd(&f.a, &["rm", "--no-progress", &spec]);
 }
 
@@ -921,7 +873,7 @@ async fn an_image_under_the_copy_name_not_made_by_this_run_survives_a_rerun_and_
     );
     assert_eq!(sha(&f.b, &copy), theirs_sha);
     assert_eq!(features(&f.a, &spec), original);
-    wait_gone(&f.b, &spec);
+    wait_gone(&f.b, &spec, REPLICA_GONE_LIMIT);
     rbd(&f.a, &["snap", "purge", &spec]);
     rbd(&f.a, &["rm", "--no-progress", &spec]);
     rbd(&f.b, &["rm", "--no-progress", &copy]);

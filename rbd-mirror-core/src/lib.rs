@@ -29,6 +29,7 @@ pub mod features;
 pub mod ops;
 pub mod plan;
 pub mod preflight;
+pub mod source_marker;
 pub mod spec;
 pub mod state;
 pub mod status;

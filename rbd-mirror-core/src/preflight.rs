@@ -2,7 +2,6 @@
 //! the fix; all problems are collected so the operator sees them at once.
 
 use std::fmt;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +13,8 @@ use crate::ops::{
     CephOps, ErrorKind, ImageStat, MirrorImageState, OpsError, PoolMirrorMode, SnapshotNamespace,
 };
 use crate::plan::{SourceFacts, VolumeMigration};
+pub(crate) use crate::source_marker::read_marker_ops;
+pub use crate::source_marker::{originals, read_marker, SourceMarker, SOURCE_MARKER_KEY};
 
 /// One reason the migration cannot start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,7 +31,7 @@ impl fmt::Display for Problem {
     }
 }
 
-fn problem(what: impl Into<String>, fix: impl Into<String>) -> Problem {
+pub(crate) fn problem(what: impl Into<String>, fix: impl Into<String>) -> Problem {
     Problem {
         what: what.into(),
         fix: fix.into(),
@@ -85,25 +86,10 @@ fn check(
     events: &dyn EventSink,
 ) -> Result<SourceFacts> {
     let mut problems = Vec::new();
-    let sid = &m.source.client_id;
-    let did = &m.destination.client_id;
     let pool = &m.image.pool;
 
-    // --- two clusters: by fsid, not by name or conf (two names or two conf files can reach
-    // the same cluster, whose "replica" would then be the source image itself)
     if let Some(dst) = dst {
-        if let (Ok(a), Ok(b)) = (src.fsid(), dst.fsid()) {
-            if a == b {
-                return Err(Error::Preflight(vec![problem(
-                    format!(
-                        "{} and {} are the same Ceph cluster (fsid {a}); rbd-relay moves images between two clusters",
-                        src.name(),
-                        dst.name()
-                    ),
-                    "give the destination cluster's name or conf with --to / --to-conf (compare: ceph --cluster NAME fsid)",
-                )]));
-            }
-        }
+        check_two_clusters(src, dst)?;
     }
 
     // --- source pool and image. When either is missing, the checks that need the image are
@@ -124,7 +110,79 @@ fn check(
         }
     };
 
-    // --- mirroring state of the image
+    let mirroring_was_enabled = check_image_mirroring(m, src, events, &mut problems);
+
+    let (source_pool_mode, destination_pool_mode) =
+        check_pool_mirroring(m, src, dst, &mut problems);
+
+    let target = m.copy_target();
+    if target == m.replica() {
+        problems.push(problem(
+            format!("the copy {target} would replace the replica itself"),
+            "give --into a pool other than the mirrored pool, or another --name",
+        ));
+    }
+    if let Some(dst) = dst {
+        check_destination(m, src, dst, mirroring_was_enabled, events, &mut problems);
+        check_data_pool_and_room(
+            m,
+            src,
+            dst,
+            stat.size,
+            mirroring_was_enabled,
+            events,
+            &mut problems,
+        );
+    }
+
+    let watchers = check_watchers(m, src, events, &mut problems);
+
+    let (user, mirror_snapshots_before) = check_snapshots(m, src, events, &mut problems);
+
+    if !problems.is_empty() {
+        return Err(Error::Preflight(problems));
+    }
+    Ok(SourceFacts {
+        features: stat.features,
+        size: stat.size,
+        object_size: stat.object_size,
+        image_id: stat.id,
+        snapshots: user,
+        mirror_snapshots_before,
+        source_pool_mode,
+        destination_pool_mode,
+        mirroring_was_enabled,
+        watchers,
+    })
+}
+
+/// Two clusters, told apart by fsid, not by name or conf: two names or two conf files can
+/// reach the same cluster, whose "replica" would then be the source image itself.
+fn check_two_clusters(src: &dyn CephOps, dst: &dyn CephOps) -> Result<()> {
+    if let (Ok(a), Ok(b)) = (src.fsid(), dst.fsid()) {
+        if a == b {
+            return Err(Error::Preflight(vec![problem(
+                    format!(
+                        "{} and {} are the same Ceph cluster (fsid {a}); rbd-relay moves images between two clusters",
+                        src.name(),
+                        dst.name()
+                    ),
+                    "give the destination cluster's name or conf with --to / --to-conf (compare: ceph --cluster NAME fsid)",
+                )]));
+        }
+    }
+    Ok(())
+}
+
+/// The mirroring state of the source image: refused when it is a replica, mirrored in
+/// another mode or still being disabled. Returns whether it was mirrored already.
+fn check_image_mirroring(
+    m: &VolumeMigration,
+    src: &dyn CephOps,
+    events: &dyn EventSink,
+    problems: &mut Vec<Problem>,
+) -> bool {
+    let sid = &m.source.client_id;
     let mirror = src.mirror_image(&m.image);
     let mut mirroring_was_enabled = false;
     match &mirror {
@@ -168,8 +226,21 @@ fn check(
         Ok(_) => {}
         Err(e) => problems.push(access(src, sid, e, &format!("mirror info of {}", m.image))),
     }
+    mirroring_was_enabled
+}
 
-    // --- pool mirroring on both sides
+/// Pool mirroring on both sides (the destination's is `Image` when there is none): the
+/// modes, and a problem for a missing pool, mirroring off (unless it may be enabled) or
+/// pool mode.
+fn check_pool_mirroring(
+    m: &VolumeMigration,
+    src: &dyn CephOps,
+    dst: Option<&dyn CephOps>,
+    problems: &mut Vec<Problem>,
+) -> (PoolMirrorMode, PoolMirrorMode) {
+    let sid = &m.source.client_id;
+    let did = &m.destination.client_id;
+    let pool = &m.image.pool;
     let mode_of = |c: &dyn CephOps, id: &str, problems: &mut Vec<Problem>| -> PoolMirrorMode {
         match c.pool_mirror_mode(pool) {
             Ok(mode) => mode,
@@ -186,9 +257,9 @@ fn check(
             }
         }
     };
-    let source_pool_mode = mode_of(src, sid, &mut problems);
+    let source_pool_mode = mode_of(src, sid, problems);
     let destination_pool_mode = match dst {
-        Some(dst) => mode_of(dst, did, &mut problems),
+        Some(dst) => mode_of(dst, did, problems),
         None => PoolMirrorMode::Image,
     };
     let mut sides = vec![(src, source_pool_mode)];
@@ -211,28 +282,18 @@ fn check(
             _ => {}
         }
     }
+    (source_pool_mode, destination_pool_mode)
+}
 
-    let target = m.copy_target();
-    if target == m.replica() {
-        problems.push(problem(
-            format!("the copy {target} would replace the replica itself"),
-            "give --into a pool other than the mirrored pool, or another --name",
-        ));
-    }
-    if let Some(dst) = dst {
-        check_destination(m, src, dst, mirroring_was_enabled, events, &mut problems);
-        check_data_pool_and_room(
-            m,
-            src,
-            dst,
-            stat.size,
-            mirroring_was_enabled,
-            events,
-            &mut problems,
-        );
-    }
-
-    // --- in use?
+/// Whether the source image is in use: a problem, or a warning under `--live`. Returns the
+/// watchers.
+fn check_watchers(
+    m: &VolumeMigration,
+    src: &dyn CephOps,
+    events: &dyn EventSink,
+    problems: &mut Vec<Problem>,
+) -> Vec<String> {
+    let sid = &m.source.client_id;
     let watchers = match src.watchers(&m.image) {
         Ok(w) => w,
         Err(e) => {
@@ -255,8 +316,18 @@ fn check(
             ));
         }
     }
+    watchers
+}
 
-    // --- snapshots
+/// The source image's snapshots: a warning for user snapshots. Returns their names and the
+/// ids of the mirror snapshots that exist before the migration.
+fn check_snapshots(
+    m: &VolumeMigration,
+    src: &dyn CephOps,
+    events: &dyn EventSink,
+    problems: &mut Vec<Problem>,
+) -> (Vec<String>, Vec<u64>) {
+    let sid = &m.source.client_id;
     let snaps = match src.snapshots(&m.image) {
         Ok(s) => s,
         Err(e) => {
@@ -286,22 +357,7 @@ fn check(
             ),
         });
     }
-
-    if !problems.is_empty() {
-        return Err(Error::Preflight(problems));
-    }
-    Ok(SourceFacts {
-        features: stat.features,
-        size: stat.size,
-        object_size: stat.object_size,
-        image_id: stat.id,
-        snapshots: user,
-        mirror_snapshots_before,
-        source_pool_mode,
-        destination_pool_mode,
-        mirroring_was_enabled,
-        watchers,
-    })
+    (user, mirror_snapshots_before)
 }
 
 /// The source pool and image exist and can be read: their stat, or the one problem that
@@ -734,161 +790,5 @@ mod source_only_tests {
         m.image = "volumes/nope".parse().unwrap();
         let e = check_source(&m, a.as_ref(), &NullSink).unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
-    }
-}
-
-/// Image metadata key, on the source image, of the [`SourceMarker`] of the migration that
-/// changes it.
-pub const SOURCE_MARKER_KEY: &str = "rbd-relay.migration";
-
-/// What a migration keeps on its source image (as image metadata [`SOURCE_MARKER_KEY`])
-/// from before its first change to it until the source is restored: which run changes the
-/// image and the image's original facts. The state file can be lost (a deleted or damaged
-/// state directory, another host); the image cannot, so a fresh plan of the same migration
-/// takes the originals from here instead of from the already changed image, and a run of
-/// another migration (or of the same one from another host or state directory) is refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceMarker {
-    /// Migration id.
-    pub migration: String,
-    /// Host the run was started on.
-    pub host: String,
-    /// State directory of the run.
-    pub state_dir: String,
-    /// Mirroring mode.
-    pub mode: MirrorImageMode,
-    /// The copy target, `CLUSTER:POOL/NAME`.
-    pub copy: String,
-    /// The source's facts before the migration changed anything.
-    pub facts: SourceFacts,
-}
-
-impl SourceMarker {
-    /// The marker of migration `m` run from `state_dir` on this host.
-    pub fn new(m: &VolumeMigration, state_dir: &Path, facts: &SourceFacts) -> Self {
-        Self {
-            migration: m.id(),
-            host: this_host(),
-            state_dir: state_dir_name(state_dir),
-            mode: m.mode,
-            copy: m.target_lock_name(),
-            facts: facts.clone(),
-        }
-    }
-
-    /// Whether this marker was written by migration `m` run from `state_dir` on this host.
-    pub fn is_run_of(&self, m: &VolumeMigration, state_dir: &Path) -> bool {
-        self.migration == m.id()
-            && self.host == this_host()
-            && self.state_dir == state_dir_name(state_dir)
-    }
-
-    /// How the marker names its run in messages.
-    pub fn describe(&self) -> String {
-        format!(
-            "migration {} ({} mode, copy {}) run from host {} with state dir {}",
-            self.migration, self.mode, self.copy, self.host, self.state_dir
-        )
-    }
-}
-
-/// This host's name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`).
-fn this_host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown-host".into())
-}
-
-/// The state directory as recorded in a marker: its canonical path when it exists.
-fn state_dir_name(dir: &Path) -> String {
-    std::fs::canonicalize(dir)
-        .unwrap_or_else(|_| dir.to_path_buf())
-        .display()
-        .to_string()
-}
-
-/// The marker on `m`'s source image as a Ceph call: `None` when there is none, the text
-/// with why it does not parse when it does not.
-pub(crate) fn read_marker_ops(
-    src: &dyn CephOps,
-    m: &VolumeMigration,
-) -> std::result::Result<Option<std::result::Result<SourceMarker, String>>, OpsError> {
-    Ok(src
-        .metadata_get(&m.image, SOURCE_MARKER_KEY)?
-        .map(|text| serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))))
-}
-
-/// The marker on `m`'s source image, `None` when there is none.
-pub fn read_marker(m: &VolumeMigration, src: &dyn CephOps) -> Result<Option<SourceMarker>> {
-    let ceph = |e: OpsError| Error::Ceph {
-        step: "preflight".into(),
-        cluster: src.name().to_string(),
-        target: m.image.to_string(),
-        source: e,
-    };
-    let Some(text) = src
-        .metadata_get(&m.image, SOURCE_MARKER_KEY)
-        .map_err(ceph)?
-    else {
-        return Ok(None);
-    };
-    serde_json::from_str(&text).map(Some).map_err(|e| {
-        Error::Preflight(vec![problem(
-            format!(
-                "{}:{} carries an unreadable rbd-relay marker (image metadata {SOURCE_MARKER_KEY}: {e})",
-                src.name(),
-                m.image
-            ),
-            format!(
-                "look at it with `rbd --cluster {} image-meta get {} {SOURCE_MARKER_KEY}`; if no migration of this image runs any more, remove it with `rbd --cluster {0} image-meta remove {1} {SOURCE_MARKER_KEY}` and re-run",
-                src.name(),
-                m.image
-            ),
-        )])
-    })
-}
-
-/// The source's original facts for a fresh plan of `m` from `state_dir`, given what
-/// preflight read now (`now`). With no marker on the image they are `now`. With a marker of
-/// this run (its state file was lost) they are the marker's: the image's current features
-/// and mirroring are the migration's doing, not the originals. A marker of another
-/// migration, or of this one run from another host or state directory, is refused naming
-/// it; nothing is changed.
-pub fn originals(
-    m: &VolumeMigration,
-    src: &dyn CephOps,
-    state_dir: &Path,
-    now: SourceFacts,
-    events: &dyn EventSink,
-) -> Result<SourceFacts> {
-    match read_marker(m, src)? {
-        None => Ok(now),
-        Some(marker) if marker.is_run_of(m, state_dir) => {
-            events.emit(Event::Warning {
-                message: format!(
-                    "no state file of migration {} is left, but {}:{} carries its marker: the original features ({}) and mirroring come from the marker, not from the image as it is now",
-                    marker.migration,
-                    src.name(),
-                    m.image,
-                    marker.facts.features
-                ),
-            });
-            Ok(marker.facts)
-        }
-        Some(marker) => Err(Error::Preflight(vec![problem(
-            format!(
-                "{}:{} is being migrated by {}",
-                src.name(),
-                m.image,
-                marker.describe()
-            ),
-            format!(
-                "continue or abort that migration where it runs (rbd-relay resume/abort {}); two runs must not change one image",
-                marker.migration
-            ),
-        )])),
     }
 }

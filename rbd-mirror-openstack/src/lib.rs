@@ -5,15 +5,17 @@
 //! The engine (`rbd-mirror-core`) sees clouds only through `CloudOps`, so its adoption and
 //! registration steps are unit-tested against a fake; a library user adopts into a real
 //! Cinder with [`OpenStackCloud::connect`] and passes it to the engine.
+//!
+//! This crate only calls the typed APIs of `cinder-manage` and `glance-rbd` (no raw REST
+//! request of its own): each call it needs lives, with its tests, in the crate of its service.
 
 use cinder_manage::{AdoptRequest, Cinder, HostTarget, Side, UploadToImageRequest};
-use glance_rbd::{CreateImage, Glance, Image, RbdLocation, RegisterRbdImage};
-use openstack_client::{ApiRequest, Method, OpenStackClient, ServiceType};
+use glance_rbd::{CreateImage, Glance, GlanceImage, RbdLocation, RegisterRbdImage};
+use openstack_client::OpenStackClient;
 use rbd_mirror_core::cloud::{
     AdoptCheck, AdoptSpec, AdoptTarget, AdoptedVolume, BoxFuture, CloudError, CloudErrorKind,
     CloudImage, CloudOps, CloudResult, RegisterSpec, SourceVolume, MARKER_KEY,
 };
-use serde::Deserialize;
 
 /// A cloud that could not be reached or authenticated to.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +106,7 @@ fn adopted(v: &cinder_manage::Volume) -> AdoptedVolume {
     }
 }
 
-fn image(i: &Image) -> CloudImage {
+fn image(i: &GlanceImage) -> CloudImage {
     CloudImage {
         id: i.id.clone(),
         name: i.name.clone(),
@@ -113,16 +115,6 @@ fn image(i: &Image) -> CloudImage {
         size: i.size,
         rbd: i.rbd_location().map(|l| (l.pool, l.image)),
     }
-}
-
-#[derive(Deserialize)]
-struct Volumes {
-    volumes: Vec<cinder_manage::Volume>,
-}
-
-#[derive(Deserialize)]
-struct Images {
-    images: Vec<Image>,
 }
 
 impl CloudOps for OpenStackCloud {
@@ -186,23 +178,17 @@ impl CloudOps for OpenStackCloud {
         marker: &'a str,
     ) -> BoxFuture<'a, CloudResult<Vec<AdoptedVolume>>> {
         Box::pin(async move {
-            let filter = serde_json::json!({ MARKER_KEY: marker }).to_string();
-            let req = ApiRequest::new(ServiceType::BlockStorage, Method::GET, "volumes/detail")
-                .microversion("volume", cinder_manage::MICROVERSION)
-                .query("all_tenants", "1")
-                .query("metadata", filter);
-            let v: Volumes = self.cinder.client().send_json(&req).await.map_err(|e| {
-                CloudError::new(
-                    CloudErrorKind::Other,
-                    format!("listing volumes of migration {marker}: {e}"),
-                )
-            })?;
-            // filter again: never trust a filter the server may have ignored
-            Ok(v.volumes
-                .iter()
-                .filter(|v| v.metadata.get(MARKER_KEY).map(String::as_str) == Some(marker))
-                .map(adopted)
-                .collect())
+            let volumes = self
+                .cinder
+                .volumes_with_metadata(MARKER_KEY, marker)
+                .await
+                .map_err(|e| {
+                    CloudError::new(
+                        CloudErrorKind::Other,
+                        format!("listing volumes of migration {marker}: {e}"),
+                    )
+                })?;
+            Ok(volumes.iter().map(adopted).collect())
         })
     }
 
@@ -264,19 +250,17 @@ impl CloudOps for OpenStackCloud {
 
     fn find_images<'a>(&'a self, marker: &'a str) -> BoxFuture<'a, CloudResult<Vec<CloudImage>>> {
         Box::pin(async move {
-            let req = ApiRequest::new(ServiceType::Image, Method::GET, "v2/images")
-                .query(MARKER_KEY, marker);
-            let l: Images = self.glance.client().send_json(&req).await.map_err(|e| {
-                CloudError::new(
-                    CloudErrorKind::Other,
-                    format!("listing images of migration {marker}: {e}"),
-                )
-            })?;
-            Ok(l.images
-                .iter()
-                .filter(|i| i.extra.get(MARKER_KEY).and_then(|v| v.as_str()) == Some(marker))
-                .map(image)
-                .collect())
+            let images = self
+                .glance
+                .images_with_property(MARKER_KEY, marker)
+                .await
+                .map_err(|e| {
+                    CloudError::new(
+                        CloudErrorKind::Other,
+                        format!("listing images of migration {marker}: {e}"),
+                    )
+                })?;
+            Ok(images.iter().map(image).collect())
         })
     }
 
@@ -289,19 +273,13 @@ impl CloudOps for OpenStackCloud {
 
     fn images_named<'a>(&'a self, name: &'a str) -> BoxFuture<'a, CloudResult<Vec<CloudImage>>> {
         Box::pin(async move {
-            let req =
-                ApiRequest::new(ServiceType::Image, Method::GET, "v2/images").query("name", name);
-            let l: Images = self.glance.client().send_json(&req).await.map_err(|e| {
+            let images = self.glance.images_named(name).await.map_err(|e| {
                 CloudError::new(
                     CloudErrorKind::Other,
                     format!("listing images named '{name}': {e}"),
                 )
             })?;
-            Ok(l.images
-                .iter()
-                .filter(|i| i.name.as_deref() == Some(name))
-                .map(image)
-                .collect())
+            Ok(images.iter().map(image).collect())
         })
     }
 

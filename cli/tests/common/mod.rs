@@ -1,100 +1,46 @@
-//! Helpers shared by the real-cluster tests of the `rbd-relay` binary: the `rbd` CLI as an
-//! independent witness of what the tool did.
+//! Helpers shared by the tests of the `rbd-relay` binary: how the binary is run. The Ceph
+//! side (the `rbd` CLI as an independent witness, image hashes, waits) is shared with the
+//! real tests of the other crates and lives in `testenv::probe`.
 
 #![allow(dead_code)] // each test file uses what it needs
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-use serde_json::Value;
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_rbd-relay");
 
-/// Run `rbd ARGS` (bounded by `timeout 120`); panics with its stderr when it fails.
-pub fn rbd(args: &[&str]) -> String {
-    let out = Command::new("timeout")
-        .arg("120")
-        .arg("rbd")
+/// How long rbd-mirror may take to remove a replica once mirroring of its primary is off.
+pub const REPLICA_GONE_LIMIT: Duration = Duration::from_secs(90);
+
+/// `rbd-relay` with no `OS_CLOUD` of the caller and stdin closed; add the arguments.
+pub fn relay_command() -> Command {
+    let mut c = Command::new(BIN);
+    c.env_remove("OS_CLOUD").stdin(Stdio::null());
+    c
+}
+
+/// Runs `rbd-relay ARGS --state-dir STATE` to the end.
+pub fn relay(args: &[&str], state: &str) -> Output {
+    relay_env(args, state, &[])
+}
+
+/// Runs `rbd-relay ARGS --state-dir STATE` with `env` added to its environment.
+pub fn relay_env(args: &[&str], state: &str, env: &[(&str, &str)]) -> Output {
+    relay_command()
         .args(args)
+        .args(["--state-dir", state])
+        .envs(env.iter().copied())
         .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "rbd {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .expect("run rbd-relay")
 }
 
-/// Whether `rbd info` finds IMAGE (POOL/NAME) on the cluster.
-pub fn exists(site: &str, image: &str) -> bool {
-    Command::new("rbd")
-        .args(["--cluster", site, "info", image])
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
-
-/// sha256 of an image's whole content, as `rbd export | sha256sum` computes it.
-pub fn sha(site: &str, image: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "rbd --cluster {site} export --no-progress {image} - | sha256sum"
-        ))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)[..64].to_string()
-}
-
-/// `rbd info --format json`.
-pub fn info(site: &str, image: &str) -> Value {
-    serde_json::from_str(&rbd(&[
-        "--cluster",
-        site,
-        "info",
-        image,
-        "--format",
-        "json",
-    ]))
-    .unwrap()
-}
-
-/// How many mirror snapshots IMAGE has on SITE.
-pub fn mirror_snapshots(site: &str, image: &str) -> usize {
-    let snaps: Value = serde_json::from_str(&rbd(&[
-        "--cluster",
-        site,
-        "snap",
-        "ls",
-        "--all",
-        image,
-        "--format",
-        "json",
-    ]))
-    .unwrap();
-    snaps
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["namespace"]["type"] == "mirror")
-        .count()
-}
-
-/// Whether mirroring of IMAGE on SITE is off.
-pub fn mirroring_off(site: &str, image: &str) -> bool {
-    info(site, image)
-        .get("mirroring")
-        .is_none_or(|m| m["state"] == "disabled")
-}
-
-/// Wait (up to 90 s) until IMAGE is gone from SITE, e.g. a replica after mirroring is off.
-pub fn wait_gone(site: &str, image: &str) {
-    let t = Instant::now();
-    while exists(site, image) {
-        assert!(
-            t.elapsed() < Duration::from_secs(90),
-            "{site}:{image} left behind"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+/// Exit code, stdout and stderr of a run, for assertion messages.
+pub fn describe(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }

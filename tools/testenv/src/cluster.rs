@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::chroot;
 use crate::conf;
 use crate::error::{Error, Result};
+use crate::health::{wait_healthy, wait_rbd_mirror_healthy};
 use crate::layout::{
     conf_path, keyring_path, Daemon, Layout, Objectstore, Release, SiteSpec, ETC_CEPH,
     MIRRORED_POOLS, PG_NUM, PLAIN_POOLS, RBD_MIRROR_ID, SITES, SITE_A, SITE_B,
@@ -48,7 +49,7 @@ const MUTED_ON_NEWER_RELEASES: [&str; 5] = [
 ];
 
 /// Limit for one `ceph` (Python CLI) call.
-const CEPH_LIMIT: Duration = Duration::from_secs(60);
+pub(crate) const CEPH_LIMIT: Duration = Duration::from_secs(60);
 /// Limit for one `rbd` call during setup.
 const RBD_LIMIT: Duration = Duration::from_secs(120);
 /// Limit for a daemon to initialise and daemonize.
@@ -56,7 +57,7 @@ const DAEMON_START_LIMIT: Duration = Duration::from_secs(60);
 /// How long the rbd-mirror pid file may take to appear.
 const RBD_MIRROR_START_LIMIT: Duration = Duration::from_secs(30);
 /// How long a fresh site may take to report HEALTH_OK.
-const HEALTH_LIMIT: Duration = Duration::from_secs(90);
+pub(crate) const HEALTH_LIMIT: Duration = Duration::from_secs(90);
 /// SIGTERM -> SIGKILL grace period per teardown phase.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -295,6 +296,34 @@ fn make_cluster(
     fs::write(&conf, conf::render(spec, &fsid, &dir, objectstore, release))
         .map_err(|e| Error::io("write", &conf, e))?;
 
+    mkfs_mon(layout, spec, &dir, &fsid, chroot_root)?;
+    start(layout, site, Daemon::Mon, chroot_root)?;
+    start(layout, site, Daemon::Mgr, chroot_root)?; // retries until the mon answers
+    tracing::info!(site, elapsed = ?t0.elapsed(), "mon and mgr started");
+
+    add_osd_and_pools(layout, site, &osd_uuid, chroot_root)?;
+    tracing::info!(site, elapsed = ?t0.elapsed(), "osd started, pools created");
+
+    init_pools(site)?;
+    tracing::info!(site, elapsed = ?t0.elapsed(), "pools initialised, mirroring enabled");
+    Ok(CephSite {
+        name: site.to_string(),
+        conf,
+        admin_keyring: keyring_path(site, "client.admin"),
+        fsid,
+    })
+}
+
+/// The mon's store: every key of the site generated up front (imported by `ceph-mon
+/// --mkfs`, so no `ceph auth` round trip later), the monmap, the mkfs.
+fn mkfs_mon(
+    layout: &Layout,
+    spec: &SiteSpec,
+    dir: &Path,
+    fsid: &str,
+    chroot_root: Option<&Path>,
+) -> Result<()> {
+    let site = spec.name;
     let mkfs_keyring = dir.join("mkfs.keyring");
     let keys = keys_for(layout, spec);
     let all_keys = generate_keys(&keys)?;
@@ -310,7 +339,7 @@ fn make_cluster(
             "--create",
             "--clobber",
             "--fsid",
-            &fsid,
+            fsid,
             "--addv",
             "a",
             &mon_host,
@@ -339,10 +368,17 @@ fn make_cluster(
     // secret of the site, so it goes.
     remove_file_if_exists(&mkfs_keyring)?;
     remove_file_if_exists(&dir.join("mon.keyring"))?;
-    start(layout, site, Daemon::Mon, chroot_root)?;
-    start(layout, site, Daemon::Mgr, chroot_root)?; // retries until the mon answers
-    tracing::info!(site, elapsed = ?t0.elapsed(), "mon and mgr started");
+    Ok(())
+}
 
+/// Registers osd.0 and creates the pools in one `ceph` run while the OSD's mkfs runs, then
+/// starts the OSD.
+fn add_osd_and_pools(
+    layout: &Layout,
+    site: &str,
+    osd_uuid: &str,
+    chroot_root: Option<&Path>,
+) -> Result<()> {
     // Register osd.0 (its key is already in the auth db) and create the pools in one
     // `ceph` run while the OSD's mkfs runs.
     let mut commands = vec![format!("osd new {osd_uuid} 0")];
@@ -367,7 +403,7 @@ fn make_cluster(
                 "0",
                 "--mkfs",
                 "--osd-uuid",
-                &osd_uuid,
+                osd_uuid,
             ],
             Duration::from_secs(120),
         );
@@ -382,8 +418,11 @@ fn make_cluster(
         mon_result
     })?;
     start(layout, site, Daemon::Osd, chroot_root)?;
-    tracing::info!(site, elapsed = ?t0.elapsed(), "osd started, pools created");
+    Ok(())
+}
 
+/// `rbd pool init` of every pool (in parallel) and image-mode mirroring on the mirrored ones.
+fn init_pools(site: &str) -> Result<()> {
     // `rbd pool init` blocks until the pool's PGs are active, i.e. until the OSD is up.
     thread::scope(|s| {
         let handles = MIRRORED_POOLS
@@ -415,13 +454,7 @@ fn make_cluster(
             .collect();
         join_all(handles)
     })?;
-    tracing::info!(site, elapsed = ?t0.elapsed(), "pools initialised, mirroring enabled");
-    Ok(CephSite {
-        name: site.to_string(),
-        conf,
-        admin_keyring: keyring_path(site, "client.admin"),
-        fsid,
-    })
+    Ok(())
 }
 
 /// Peers site-b to site-a for every mirrored pool: one bootstrap token made on site-a,
@@ -483,160 +516,6 @@ pub(crate) fn start_rbd_mirror(layout: &Layout, chroot_root: Option<&Path>) -> R
         }
         thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// `ceph health` of a site: the status word plus the check names, e.g. `HEALTH_OK`.
-pub(crate) fn health(site: &str, limit: Duration) -> Result<String> {
-    let out = ceph(site, &["health", "--format", "json"], None, limit)?;
-    summarize_health(&out.stdout).ok_or_else(|| Error::Parse {
-        command: format!("ceph --cluster {site} health --format json"),
-        detail: format!("not JSON: {}", out.stdout.trim()),
-    })
-}
-
-/// `ceph health --format json` as one line: the status word plus the checks that count,
-/// e.g. `HEALTH_OK` or `HEALTH_WARN (CODE: message)`. A muted check (see
-/// [`MUTED_ON_NEWER_RELEASES`]) is known and does not count.
-pub(crate) fn summarize_health(json: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(json).ok()?;
-    let status = v["status"].as_str().unwrap_or("?").to_string();
-    let checks: Vec<String> = v["checks"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(_, c)| c["muted"] != true)
-                .map(|(k, c)| {
-                    let msg = c["summary"]["message"].as_str().unwrap_or("");
-                    format!("{k}: {msg}")
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Some(if checks.is_empty() {
-        status
-    } else {
-        format!("{status} ({})", checks.join("; "))
-    })
-}
-
-/// The release and version every daemon of a site runs, from `ceph versions` JSON: e.g.
-/// `reef 18.2.7`; several when daemons differ (`pacific 16.2.15, reef 18.2.7`).
-pub(crate) fn release_from_versions(json: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(json).ok()?;
-    let mut found: Vec<String> = v["overall"]
-        .as_object()?
-        .keys()
-        .filter_map(|k| {
-            // "ceph version 18.2.7 (hash) reef (stable)"
-            let words: Vec<&str> = k.split_whitespace().collect();
-            match words.as_slice() {
-                ["ceph", "version", version, _hash, name, ..] => Some(format!("{name} {version}")),
-                _ => None,
-            }
-        })
-        .collect();
-    found.sort();
-    (!found.is_empty()).then(|| found.join(", "))
-}
-
-/// The release a site's running daemons report (`ceph versions`), e.g. `reef 18.2.7`.
-pub fn running_release(site: &str) -> Result<String> {
-    let out = ceph(site, &["versions", "--format", "json"], None, CEPH_LIMIT)?;
-    release_from_versions(&out.stdout).ok_or_else(|| Error::Parse {
-        command: format!("ceph --cluster {site} versions --format json"),
-        detail: format!("no \"overall\" versions in {}", out.stdout.trim()),
-    })
-}
-
-fn wait_healthy(site: &str) -> Result<()> {
-    let deadline = Instant::now() + HEALTH_LIMIT;
-    loop {
-        let last = match health(site, Duration::from_secs(20)) {
-            Ok(h) if h == "HEALTH_OK" => return Ok(()),
-            Ok(h) => h,
-            Err(e) => e.to_string(),
-        };
-        if Instant::now() >= deadline {
-            return Err(Error::Timeout {
-                what: format!("{site} HEALTH_OK"),
-                limit: HEALTH_LIMIT,
-                last_seen: Some(last),
-            });
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// How long rbd-mirror may take to report itself healthy for every mirrored pool.
-const MIRROR_HEALTH_LIMIT: Duration = Duration::from_secs(60);
-
-/// How long the daemon health must stay OK before it counts (several readings): cheap
-/// insurance against one transient reading while the daemon's pool replayers start.
-const MIRROR_HEALTH_STABLE: Duration = Duration::from_millis(500);
-
-/// Waits until `rbd mirror pool status` on site-b reports daemon health OK for every
-/// mirrored pool, continuously for [`MIRROR_HEALTH_STABLE`]. rbd-mirror reaches the mgr's
-/// service map a few seconds after it starts; until then rbd-relay's preflight (which
-/// checks exactly this) would refuse to run.
-pub(crate) fn wait_rbd_mirror_healthy() -> Result<()> {
-    let deadline = Instant::now() + MIRROR_HEALTH_LIMIT;
-    let mut ok_since: Option<Instant> = None;
-    loop {
-        let mut last = None;
-        for pool in MIRRORED_POOLS {
-            match mirror_daemon_health(pool) {
-                Ok(h) if h == "OK" => {}
-                Ok(h) => {
-                    last = Some(format!("{pool}: daemon health {h}"));
-                    break;
-                }
-                Err(e) => {
-                    last = Some(e.to_string());
-                    break;
-                }
-            }
-        }
-        tracing::debug!(observation = ?last, "rbd-mirror daemon health");
-        match last {
-            None => {
-                let since = *ok_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= MIRROR_HEALTH_STABLE {
-                    return Ok(());
-                }
-            }
-            Some(last) => {
-                ok_since = None;
-                if Instant::now() >= deadline {
-                    return Err(Error::Timeout {
-                        what: "rbd-mirror daemon health OK on site-b".into(),
-                        limit: MIRROR_HEALTH_LIMIT,
-                        last_seen: Some(last),
-                    });
-                }
-            }
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn mirror_pool_status(pool: &str) -> Result<serde_json::Value> {
-    let out = rbd(
-        SITE_B,
-        &["mirror", "pool", "status", pool, "--format", "json"],
-        None,
-    )?;
-    serde_json::from_str(&out.stdout).map_err(|e| Error::Parse {
-        command: format!("rbd --cluster {SITE_B} mirror pool status {pool}"),
-        detail: e.to_string(),
-    })
-}
-
-fn mirror_daemon_health(pool: &str) -> Result<String> {
-    let v = mirror_pool_status(pool)?;
-    Ok(v["summary"]["daemon_health"]
-        .as_str()
-        .unwrap_or("?")
-        .to_string())
 }
 
 /// Builds the pair from nothing (the caller has torn down any leftovers) and writes the
@@ -872,7 +751,7 @@ pub(crate) fn teardown(layout: &Layout, fast: bool) -> Result<Teardown> {
 
 /// One daemon as `status` sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DaemonStatus {
+pub struct DaemonProcessStatus {
     /// Site it belongs to.
     pub site: String,
     /// Which daemon.
@@ -885,7 +764,7 @@ pub struct DaemonStatus {
     pub peak_rss_kib: Option<u64>,
 }
 
-impl DaemonStatus {
+impl DaemonProcessStatus {
     /// Is the daemon running?
     pub fn alive(&self) -> bool {
         self.pid.is_some()
@@ -893,13 +772,13 @@ impl DaemonStatus {
 }
 
 /// The daemons of both sites.
-pub(crate) fn daemons(layout: &Layout) -> Vec<DaemonStatus> {
+pub(crate) fn daemons(layout: &Layout) -> Vec<DaemonProcessStatus> {
     let mut all = Vec::new();
     for spec in &SITES {
         for daemon in Daemon::on(spec) {
             let pid = process::live_pid(&layout.pid_file(spec.name, daemon), spec.name);
             let rss = pid.and_then(process::rss_kib);
-            all.push(DaemonStatus {
+            all.push(DaemonProcessStatus {
                 site: spec.name.to_string(),
                 daemon,
                 pid,
@@ -911,56 +790,9 @@ pub(crate) fn daemons(layout: &Layout) -> Vec<DaemonStatus> {
     all
 }
 
-/// `rbd mirror pool status` summary of a pool on site-b (daemon and image health).
-pub(crate) fn mirror_pool_health(pool: &str) -> Result<String> {
-    let v = mirror_pool_status(pool)?;
-    let s = &v["summary"];
-    Ok(format!(
-        "health {}, daemon {}, images {}",
-        s["health"].as_str().unwrap_or("?"),
-        s["daemon_health"].as_str().unwrap_or("?"),
-        s["image_health"].as_str().unwrap_or("?")
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn release_is_read_from_ceph_versions_of_each_release() {
-        let pacific = r#"{"mon":{"ceph version 16.2.15 (618f44) pacific (stable)":1},
-            "overall":{"ceph version 16.2.15 (618f44) pacific (stable)":4}}"#;
-        assert_eq!(
-            release_from_versions(pacific).as_deref(),
-            Some("pacific 16.2.15")
-        );
-        let mixed = r#"{"overall":{"ceph version 18.2.7 (abc) reef (stable)":3,
-            "ceph version 16.2.15 (618f44) pacific (stable)":1}}"#;
-        assert_eq!(
-            release_from_versions(mixed).as_deref(),
-            Some("pacific 16.2.15, reef 18.2.7")
-        );
-        assert_eq!(release_from_versions(r#"{"overall":{}}"#), None);
-        assert_eq!(release_from_versions("not json"), None);
-    }
-
-    #[test]
-    fn a_muted_check_does_not_keep_a_site_from_health_ok() {
-        let muted = r#"{"status":"HEALTH_OK","checks":{"MGR_MODULE_DEPENDENCY":{"severity":"HEALTH_WARN",
-            "summary":{"message":"11 mgr modules have failed dependencies","count":11},"muted":true}},
-            "mutes":[{"code":"MGR_MODULE_DEPENDENCY","sticky":true}]}"#;
-        assert_eq!(summarize_health(muted).as_deref(), Some("HEALTH_OK"));
-        let warn = r#"{"status":"HEALTH_WARN","checks":{"POOL_APP_NOT_ENABLED":{"severity":"HEALTH_WARN",
-            "summary":{"message":"1 pool(s) do not have an application enabled"}}}}"#;
-        assert_eq!(
-            summarize_health(warn).as_deref(),
-            Some(
-                "HEALTH_WARN (POOL_APP_NOT_ENABLED: 1 pool(s) do not have an application enabled)"
-            )
-        );
-        assert_eq!(summarize_health("garbage"), None);
-    }
 
     #[test]
     fn a_chrooted_site_runs_its_programs_through_chroot() {

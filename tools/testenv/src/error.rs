@@ -1,4 +1,4 @@
-//! The one error type of the library: every failure says what was being done (the command
+//! The one error type of the crate (Ceph pair and OpenStack clouds alike): every failure says what was being done (the command
 //! line, the path, the daemon) so a red test run is readable without re-running it.
 
 use std::path::PathBuf;
@@ -55,12 +55,12 @@ pub enum Error {
         /// The last observation, when there is one worth showing.
         last_seen: Option<String>,
     },
-    /// The state file exists but cannot be parsed.
-    #[error("state file {path} is unreadable: {source}")]
+    /// A state file (the pair's, or the clouds' records) cannot be parsed or serialised.
+    #[error("state file {path}: {source}")]
     StateFile {
         /// Path of the state file.
         path: PathBuf,
-        /// The parse error.
+        /// The (de)serialisation error.
         #[source]
         source: serde_json::Error,
     },
@@ -103,9 +103,66 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Starting, checking or stopping the OpenStack clouds failed.
-    #[error("openstack: {0}")]
-    OpenStack(#[from] crate::openstack::Error),
+    /// An OpenStack daemon died (or never came up) while being started or waited for.
+    #[error("{service} is not running; its log {log} ends with:\n{tail}")]
+    Died {
+        /// The daemon.
+        service: String,
+        /// Its stdout/stderr log.
+        log: PathBuf,
+        /// The end of that log.
+        tail: String,
+    },
+    /// An HTTP request (to Keystone, Cinder, Glance) could not be sent or its answer read.
+    #[error("{method} {url}: {source}")]
+    Http {
+        /// HTTP method.
+        method: String,
+        /// URL.
+        url: String,
+        /// The underlying error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// An HTTP request got an error status.
+    #[error("{method} {url} returned HTTP {status}: {body}")]
+    HttpStatus {
+        /// HTTP method.
+        method: String,
+        /// URL.
+        url: String,
+        /// Status code.
+        status: u16,
+        /// The start of the body.
+        body: String,
+    },
+    /// An HTTP response did not have the expected shape.
+    #[error("unexpected response from {url}: {detail}")]
+    BadResponse {
+        /// URL.
+        url: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A port the clouds need is taken by a process the environment did not start.
+    #[error("port 127.0.0.1:{port} ({what}) is in use by another process")]
+    PortInUse {
+        /// The port.
+        port: u16,
+        /// What needs it.
+        what: &'static str,
+    },
+    /// The clouds need exactly the source and the destination site.
+    #[error("expected 2 Ceph sites (source, destination), got {0}")]
+    Sites(usize),
+    /// A pool the clouds use does not exist.
+    #[error("pool {pool} does not exist on {site} (the Ceph side of testenv creates it)")]
+    MissingPool {
+        /// The cluster.
+        site: String,
+        /// The pool.
+        pool: String,
+    },
     /// The host's apt sources name no Debian archive to build a chroot from.
     #[error("cannot build a Ceph chroot: no Debian archive for suite {codename} found in /etc/apt/sources.list or /etc/apt/sources.list.d/*.{{sources,list}} (debootstrap needs the archive the host's apt installs Debian from)")]
     NoArchive {
@@ -146,6 +203,15 @@ impl Error {
         Error::Io {
             action,
             path: path.into(),
+            source,
+        }
+    }
+
+    /// An [`Error::Http`] for a request that could not be sent or whose answer was unreadable.
+    pub(crate) fn http(method: impl ToString, url: &str, source: reqwest::Error) -> Self {
+        Error::Http {
+            method: method.to_string(),
+            url: url.to_string(),
             source,
         }
     }

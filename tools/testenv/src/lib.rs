@@ -36,6 +36,7 @@
 //! sparse 20 GiB file in the OSD directory) is asked for, for GiB-sized images.
 
 pub mod openstack;
+pub mod probe;
 pub mod writer;
 
 mod chroot;
@@ -43,6 +44,7 @@ mod cluster;
 mod conf;
 mod env;
 mod error;
+mod health;
 mod layout;
 mod process;
 mod roles;
@@ -56,9 +58,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-pub use cluster::{running_release, DaemonStatus, Teardown};
+pub use cluster::{DaemonProcessStatus, Teardown};
 pub use env::{Env, LogGuard, Pools, POOLS};
 pub use error::{Error, Result};
+pub use health::running_release;
 pub use layout::{
     conf_path, default_state_dir, keyring_path, Daemon, Objectstore, Release, UnknownObjectstore,
     UnknownRelease, DEFAULT_STATE_DIR, ETC_CEPH, MIRRORED_POOLS, PLAIN_POOLS, POOL_CINDER,
@@ -164,7 +167,7 @@ pub struct Status {
     /// sites whose mon runs; errors as text.
     pub releases: Vec<(String, String)>,
     /// Every daemon of both sites.
-    pub daemons: Vec<DaemonStatus>,
+    pub daemons: Vec<DaemonProcessStatus>,
     /// `(site, ceph health)`, for sites whose mon runs; errors as text.
     pub health: Vec<(String, String)>,
     /// `(pool, rbd mirror pool status summary)` on site-b, when its mon runs.
@@ -229,7 +232,7 @@ pub fn up(state_dir: &Path, opts: &UpOptions) -> Result<UpReport> {
             } else {
                 let b_root = cluster::site_b_chroot(&layout, state.site_b_release)?;
                 let pid = cluster::start_rbd_mirror(&layout, b_root.as_deref())?;
-                cluster::wait_rbd_mirror_healthy()?;
+                health::wait_rbd_mirror_healthy()?;
                 tracing::info!(pid, "clusters were up; rbd-mirror restarted");
                 (state, UpOutcome::RbdMirrorRestarted)
             }
@@ -332,11 +335,11 @@ pub fn status(state_dir: &Path) -> Status {
         && daemons
             .iter()
             .filter(|d| d.daemon != Daemon::RbdMirror)
-            .all(DaemonStatus::alive);
+            .all(DaemonProcessStatus::alive);
     let mut health = Vec::new();
     for spec in &SITES {
         if mon_alive(spec.name) {
-            let h = cluster::health(spec.name, Duration::from_secs(10))
+            let h = health::health(spec.name, Duration::from_secs(10))
                 .unwrap_or_else(|e| format!("unknown: {e}"));
             health.push((spec.name.to_string(), h));
         }
@@ -344,14 +347,14 @@ pub fn status(state_dir: &Path) -> Status {
     let mut releases = Vec::new();
     for spec in &SITES {
         if mon_alive(spec.name) {
-            let r = cluster::running_release(spec.name).unwrap_or_else(|e| format!("unknown: {e}"));
+            let r = health::running_release(spec.name).unwrap_or_else(|e| format!("unknown: {e}"));
             releases.push((spec.name.to_string(), r));
         }
     }
     let mut mirroring = Vec::new();
     if mon_alive(SITE_B) && state.is_some() {
         for pool in MIRRORED_POOLS {
-            let m = cluster::mirror_pool_health(pool).unwrap_or_else(|e| format!("unknown: {e}"));
+            let m = health::mirror_pool_health(pool).unwrap_or_else(|e| format!("unknown: {e}"));
             mirroring.push((pool.to_string(), m));
         }
     }

@@ -5,50 +5,16 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use testenv::Env;
+use testenv::{probe, Env};
 
 /// Bound on every wait for replication.
 const SYNC_LIMIT: Duration = Duration::from_secs(120);
 /// Size of the test images.
 const IMAGE_MIB: usize = 48;
-
-/// Runs `rbd --cluster <site> args`; `Err(stderr)` on failure.
-fn rbd(site: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("timeout")
-        .arg("300")
-        .arg("rbd")
-        .args(["--cluster", site])
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run rbd: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "rbd --cluster {site} {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn rbd_ok(site: &str, args: &[&str]) -> String {
-    rbd(site, args).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn rbd_json(site: &str, args: &[&str]) -> Result<Value, String> {
-    let mut all = args.to_vec();
-    all.extend(["--format", "json"]);
-    let text = rbd(site, &all)?;
-    serde_json::from_str(&text).map_err(|e| format!("bad json from rbd {args:?}: {e}: {text}"))
-}
 
 /// `ceph --admin-daemon <asok> <command...>`.
 fn asok(path: &Path, command: &[&str]) -> Result<String, String> {
@@ -71,34 +37,15 @@ fn asok(path: &Path, command: &[&str]) -> Result<String, String> {
     }
 }
 
-/// sha256 of `rbd export` of an image, streamed.
+/// sha256 of `rbd export` of an image, which must be the test image's size.
 fn export_sha(site: &str, spec: &str) -> String {
-    let mut child = Command::new("rbd")
-        .args(["--cluster", site, "export", "--no-progress", spec, "-"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn rbd export");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0usize;
-    loop {
-        let n = stdout.read(&mut buf).expect("read export");
-        if n == 0 {
-            break;
-        }
-        total += n;
-        hasher.update(&buf[..n]);
-    }
-    let out = child.wait_with_output().expect("wait rbd export");
-    assert!(
-        out.status.success(),
-        "rbd --cluster {site} export {spec} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let (sha, len) = probe::export_digest(site, spec);
+    assert_eq!(
+        len,
+        (IMAGE_MIB << 20) as u64,
+        "{site} {spec}: exported size"
     );
-    assert_eq!(total, IMAGE_MIB << 20, "{site} {spec}: exported size");
-    hex::encode(hasher.finalize())
+    sha
 }
 
 /// A file of random bytes (from /dev/urandom) in the state directory.
@@ -112,27 +59,6 @@ fn random_file(env: &Env, name: &str) -> PathBuf {
     path
 }
 
-/// Polls `check` (every 250 ms) until it says `Ok(true)`; panics after `limit` with the
-/// last observation.
-fn wait_until(
-    what: &str,
-    limit: Duration,
-    mut check: impl FnMut() -> Result<bool, String>,
-) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        let last = match check() {
-            Ok(true) => return t0.elapsed(),
-            Ok(false) => "condition false".to_string(),
-            Err(e) => e,
-        };
-        if t0.elapsed() > limit {
-            panic!("timeout after {limit:?} waiting for {what}; last seen: {last}");
-        }
-        thread::sleep(Duration::from_millis(250));
-    }
-}
-
 /// Removes the test image on site-a (disabling mirroring first) and waits until rbd-mirror
 /// has deleted the replica on site-b. On drop during a panic it only does the removal,
 /// best effort.
@@ -144,11 +70,11 @@ struct Image {
 impl Image {
     fn remove_primary(&self) -> Result<(), String> {
         // The image may not be mirrored (yet): ignore that error, not the rm.
-        let _ = rbd(
+        let _ = probe::try_rbd(
             testenv::SITE_A,
             &["mirror", "image", "disable", "--force", &self.spec],
         );
-        rbd(testenv::SITE_A, &["rm", "--no-progress", &self.spec]).map(|_| ())
+        probe::try_rbd(testenv::SITE_A, &["rm", "--no-progress", &self.spec]).map(|_| ())
     }
 
     fn cleanup(mut self) {
@@ -156,11 +82,11 @@ impl Image {
         self.remove_primary()
             .unwrap_or_else(|e| panic!("cleanup: {e}"));
         let (pool, name) = self.spec.split_once('/').expect("pool/image");
-        wait_until(
+        probe::wait_until(
             &format!("rbd-mirror to delete the replica {} on site-b", self.spec),
             SYNC_LIMIT,
             || {
-                let images = rbd_json(testenv::SITE_B, &["ls", pool])?;
+                let images = probe::try_rbd_json(testenv::SITE_B, &["ls", pool])?;
                 Ok(!images
                     .as_array()
                     .is_some_and(|a| a.iter().any(|i| i == name)))
@@ -183,7 +109,7 @@ fn create_image(env: &Env, prefix: &str) -> (Image, PathBuf) {
     let name = testenv::unique_name(prefix);
     let spec = format!("{}/{name}", env.pools().volumes);
     let data = random_file(env, &name);
-    rbd_ok(
+    probe::rbd(
         env.site_a().name.as_str(),
         &["import", "--no-progress", path_str(&data), &spec],
     );
@@ -217,7 +143,7 @@ fn journal_caught_up(env: &Env, spec: &str) -> Result<bool, String> {
         ));
     }
     asok(env.rbd_mirror_asok(), &["rbd", "mirror", "flush", spec])?;
-    let journal = rbd_json(&env.site_a().name, &["journal", "status", "--image", spec])?;
+    let journal = probe::try_rbd_json(&env.site_a().name, &["journal", "status", "--image", spec])?;
     let clients = journal["registered_clients"]
         .as_array()
         .ok_or_else(|| format!("no registered_clients: {journal}"))?;
@@ -253,9 +179,9 @@ fn journal_mode_replica_matches_primary() {
     let (image, data) = create_image(&env, "smoke-journal");
     let spec = image.spec.clone();
 
-    rbd_ok(a, &["feature", "enable", &spec, "journaling"]);
-    rbd_ok(a, &["mirror", "image", "enable", &spec, "journal"]);
-    let took = wait_until("journal-mode initial sync", SYNC_LIMIT, || {
+    probe::rbd(a, &["feature", "enable", &spec, "journaling"]);
+    probe::rbd(a, &["mirror", "image", "enable", &spec, "journal"]);
+    let took = probe::wait_until("journal-mode initial sync", SYNC_LIMIT, || {
         journal_caught_up(&env, &spec)
     });
     eprintln!("journal: initial sync of {IMAGE_MIB} MiB complete after {took:?}");
@@ -267,7 +193,7 @@ fn journal_mode_replica_matches_primary() {
     );
 
     // Writes after enabling travel through the journal (replay, not image sync).
-    rbd_ok(
+    probe::rbd(
         a,
         &[
             "bench",
@@ -284,7 +210,7 @@ fn journal_mode_replica_matches_primary() {
             &spec,
         ],
     );
-    let took = wait_until("journal replay of 4 MiB of writes", SYNC_LIMIT, || {
+    let took = probe::wait_until("journal replay of 4 MiB of writes", SYNC_LIMIT, || {
         journal_caught_up(&env, &spec)
     });
     eprintln!("journal: replay of 4 MiB of random writes complete after {took:?}");
@@ -302,7 +228,8 @@ fn journal_mode_replica_matches_primary() {
 
 /// Id of the newest complete primary mirror snapshot of the image on site-a.
 fn newest_primary_mirror_snap(site: &str, spec: &str) -> u64 {
-    let snaps = rbd_json(site, &["snap", "ls", "--all", spec]).unwrap_or_else(|e| panic!("{e}"));
+    let snaps =
+        probe::try_rbd_json(site, &["snap", "ls", "--all", spec]).unwrap_or_else(|e| panic!("{e}"));
     snaps
         .as_array()
         .into_iter()
@@ -320,7 +247,7 @@ fn newest_primary_mirror_snap(site: &str, spec: &str) -> u64 {
 /// Snapshot-mode completion: site-b has a complete non-primary mirror snapshot of the
 /// primary snapshot `id`.
 fn snapshot_synced(site: &str, spec: &str, id: u64) -> Result<bool, String> {
-    let snaps = rbd_json(site, &["snap", "ls", "--all", spec])?;
+    let snaps = probe::try_rbd_json(site, &["snap", "ls", "--all", spec])?;
     Ok(snaps.as_array().into_iter().flatten().any(|s| {
         let ns = &s["namespace"];
         ns["type"] == "mirror"
@@ -338,9 +265,9 @@ fn snapshot_mode_replica_matches_primary() {
     let (image, data) = create_image(&env, "smoke-snapshot");
     let spec = image.spec.clone();
 
-    rbd_ok(a, &["mirror", "image", "enable", &spec, "snapshot"]); // takes the first snapshot
+    probe::rbd(a, &["mirror", "image", "enable", &spec, "snapshot"]); // takes the first snapshot
     let id = newest_primary_mirror_snap(a, &spec);
-    let took = wait_until(
+    let took = probe::wait_until(
         &format!("site-b to hold a complete copy of mirror snapshot {id}"),
         SYNC_LIMIT,
         || snapshot_synced(b, &spec, id),
@@ -354,7 +281,7 @@ fn snapshot_mode_replica_matches_primary() {
     );
 
     // A delta: write, take a new mirror snapshot, wait for exactly that one.
-    rbd_ok(
+    probe::rbd(
         a,
         &[
             "bench",
@@ -371,10 +298,10 @@ fn snapshot_mode_replica_matches_primary() {
             &spec,
         ],
     );
-    rbd_ok(a, &["mirror", "image", "snapshot", &spec]);
+    probe::rbd(a, &["mirror", "image", "snapshot", &spec]);
     let id2 = newest_primary_mirror_snap(a, &spec);
     assert!(id2 > id, "new mirror snapshot id {id2} > {id}");
-    let took = wait_until(
+    let took = probe::wait_until(
         &format!("site-b to hold a complete copy of mirror snapshot {id2}"),
         SYNC_LIMIT,
         || snapshot_synced(b, &spec, id2),

@@ -4,13 +4,13 @@
 //! check, and the member user's refusal. Plain reqwest, so they test the environment, not
 //! rbd-relay's own clients.
 
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use testenv::openstack::{CloudInfo, Credentials, OpenStackInfo};
+use testenv::probe;
 
 /// The clouds on the shared Ceph pair, brought up once per test binary.
 fn clouds() -> &'static OpenStackInfo {
@@ -59,33 +59,6 @@ fn token(info: &OpenStackInfo, who: &Credentials) -> String {
     tok
 }
 
-fn unique(prefix: &str) -> String {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos();
-    format!("{prefix}-{}-{}", std::process::id(), n % 1_000_000_000)
-}
-
-fn rbd(cluster: &str, args: &[&str]) -> std::process::Output {
-    let out = Command::new("rbd")
-        .arg("--cluster")
-        .arg(cluster)
-        .args(args)
-        .output()
-        .expect("run rbd");
-    out
-}
-
-fn rbd_ok(cluster: &str, args: &[&str]) {
-    let out = rbd(cluster, args);
-    assert!(
-        out.status.success(),
-        "rbd --cluster {cluster} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn json_of(resp: reqwest::blocking::Response, what: &str) -> Value {
     let status = resp.status();
     let text = resp.text().expect("body");
@@ -120,9 +93,9 @@ fn manage(
 fn manage_existing_works(cloud: &CloudInfo) {
     let info = clouds();
     let tok = token(info, &info.admin);
-    let name = unique("smoke-manage");
+    let name = testenv::unique_name("smoke-manage");
     let image = format!("{}/{name}", cloud.volume_pool);
-    rbd_ok(&cloud.ceph_cluster, &["create", "--size", "64", &image]);
+    probe::rbd(&cloud.ceph_cluster, &["create", "--size", "64", &image]);
 
     let t0 = Instant::now();
     let v = json_of(manage(cloud, &tok, &info.admin.project_id, &name), "manage");
@@ -157,12 +130,14 @@ fn manage_existing_works(cloud: &CloudInfo) {
         "managed volume {id} on {}",
         cloud.region
     );
-    rbd_ok(
+    probe::rbd(
         &cloud.ceph_cluster,
         &["info", &format!("{}/volume-{id}", cloud.volume_pool)],
     );
     assert!(
-        !rbd(&cloud.ceph_cluster, &["info", &image]).status.success(),
+        !probe::rbd_output(&cloud.ceph_cluster, &["info", &image])
+            .status
+            .success(),
         "{image} should have been renamed"
     );
 
@@ -205,14 +180,14 @@ fn destination_glance_registers_an_rbd_location_and_serves_its_data() {
     let info = clouds();
     let cloud = &info.destination;
     let tok = token(info, &info.admin);
-    let name = unique("smoke-img");
+    let name = testenv::unique_name("smoke-img");
     let data: Vec<u8> = (0..4u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let file = std::env::temp_dir().join(format!("{name}.raw"));
     std::fs::write(&file, &data).expect("write image data");
     let image = format!("{}/{name}", cloud.image_pool);
-    rbd_ok(
+    probe::rbd(
         &cloud.ceph_cluster,
         &[
             "import",
@@ -222,11 +197,11 @@ fn destination_glance_registers_an_rbd_location_and_serves_its_data() {
         ],
     );
     let _ = std::fs::remove_file(&file);
-    rbd_ok(
+    probe::rbd(
         &cloud.ceph_cluster,
         &["snap", "create", &format!("{image}@snap")],
     );
-    rbd_ok(
+    probe::rbd(
         &cloud.ceph_cluster,
         &["snap", "protect", &format!("{image}@snap")],
     );

@@ -113,7 +113,8 @@ pub(crate) fn prepare(root: &Path, plan: &CloudPlan) -> Result<(), Error> {
             )
         });
         for h in [cinder, glance] {
-            h.join().map_err(|_| Error::Panicked("ceph auth"))??;
+            h.join()
+                .map_err(|_| Error::ThreadPanicked("ceph auth".into()))??;
         }
         Ok::<(), Error>(())
     })?;

@@ -118,7 +118,8 @@ pub(crate) fn prepare(root: &Path, region: &str, cache: &super::SchemaCache) -> 
         let fernet = setup("fernet_setup");
         let cred = setup("credential_setup");
         let join = |h: thread::ScopedJoinHandle<'_, Result<(), Error>>| {
-            h.join().map_err(|_| Error::Panicked("keystone-manage"))?
+            h.join()
+                .map_err(|_| Error::ThreadPanicked("keystone-manage".into()))?
         };
         // bootstrap refuses to run without fernet keys ("fernet-keys does not contain keys"):
         // with a cached schema it would otherwise race fernet_setup and lose

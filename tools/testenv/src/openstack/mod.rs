@@ -54,9 +54,14 @@
 mod ceph;
 mod cinder;
 mod glance;
+mod info;
 mod keystone;
 mod process;
 mod rabbit;
+mod schema_cache;
+
+pub use info::{CloudInfo, Credentials, OpenStackInfo, ServiceStatus};
+use schema_cache::SchemaCache;
 
 use std::fs;
 use std::net::TcpListener;
@@ -68,6 +73,8 @@ use reqwest::blocking::Client;
 use serde::{Deserialize, Serialize};
 
 use crate::CephSite;
+// The crate's one error type; the submodules import it from here.
+pub(crate) use crate::Error;
 
 /// Keystone's port.
 pub const KEYSTONE_PORT: u16 = 5000;
@@ -90,260 +97,6 @@ pub const BACKEND: &str = "ceph";
 
 /// Debian's python (python3-cinder, python3-rbd live there; never a pyenv shim).
 const PYTHON: &str = "/usr/bin/python3";
-
-/// Everything that can go wrong while starting, inspecting or stopping the clouds.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A file system operation failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The path it was done to.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A program could not be started.
-    #[error("cannot run `{command}`: {source}")]
-    Spawn {
-        /// The command line.
-        command: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A program ran and failed.
-    #[error("`{command}` failed ({status}): {stderr}")]
-    Command {
-        /// The command line.
-        command: String,
-        /// Exit status.
-        status: String,
-        /// The end of its stderr.
-        stderr: String,
-    },
-    /// A daemon died (or never came up) while being started or waited for.
-    #[error("{service} is not running; its log {log} ends with:\n{tail}")]
-    Died {
-        /// The daemon.
-        service: String,
-        /// Its stdout/stderr log.
-        log: PathBuf,
-        /// The end of that log.
-        tail: String,
-    },
-    /// A wait ran out of time.
-    #[error("timed out after {secs} s waiting for {what}")]
-    Timeout {
-        /// What was awaited.
-        what: String,
-        /// The timeout.
-        secs: u64,
-    },
-    /// An HTTP request could not be sent or its answer read.
-    #[error("{method} {url}: {source}")]
-    Http {
-        /// HTTP method.
-        method: String,
-        /// URL.
-        url: String,
-        /// The underlying error.
-        #[source]
-        source: reqwest::Error,
-    },
-    /// An HTTP request got an error status.
-    #[error("{method} {url} returned HTTP {status}: {body}")]
-    HttpStatus {
-        /// HTTP method.
-        method: String,
-        /// URL.
-        url: String,
-        /// Status code.
-        status: u16,
-        /// The start of the body.
-        body: String,
-    },
-    /// A response did not have the expected shape.
-    #[error("unexpected response from {url}: {detail}")]
-    BadResponse {
-        /// URL.
-        url: String,
-        /// What was wrong.
-        detail: String,
-    },
-    /// A port the clouds need is taken by a process this module did not start.
-    #[error("port 127.0.0.1:{port} ({what}) is in use by another process")]
-    PortInUse {
-        /// The port.
-        port: u16,
-        /// What needs it.
-        what: &'static str,
-    },
-    /// `up` needs exactly the source and the destination site.
-    #[error("expected 2 Ceph sites (source, destination), got {0}")]
-    Sites(usize),
-    /// A pool the clouds use does not exist.
-    #[error("pool {pool} does not exist on {site} (the Ceph side of testenv creates it)")]
-    MissingPool {
-        /// The cluster.
-        site: String,
-        /// The pool.
-        pool: String,
-    },
-    /// The recorded state could not be (de)serialised.
-    #[error("state file {path}: {source}")]
-    Json {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: serde_json::Error,
-    },
-    /// A helper thread panicked.
-    #[error("a helper thread ({0}) panicked")]
-    Panicked(&'static str),
-}
-
-impl Error {
-    pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
-        Error::Io {
-            action,
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-    pub(crate) fn http(method: impl ToString, url: &str, source: reqwest::Error) -> Self {
-        Error::Http {
-            method: method.to_string(),
-            url: url.to_string(),
-            source,
-        }
-    }
-}
-
-/// A user and project to log in with (domain `Default` for both). Test-only passwords.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Credentials {
-    /// User name.
-    pub username: String,
-    /// Password.
-    pub password: String,
-    /// Project name.
-    pub project_name: String,
-    /// Project id (hex; Cinder URLs carry it).
-    pub project_id: String,
-}
-
-/// One cloud (a Keystone region with its Cinder and Glance) as a client sees it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CloudInfo {
-    /// Keystone region (the Ceph cluster's name).
-    pub region: String,
-    /// Cloud in clouds.yaml for the admin user (`SITE-admin`).
-    pub admin_cloud: String,
-    /// Cloud in clouds.yaml for the member user (`SITE-member`).
-    pub member_cloud: String,
-    /// Keystone v3 URL (shared by both clouds).
-    pub keystone_url: String,
-    /// Cinder's v3 root (`http://127.0.0.1:8776/v3`); append `/{project_id}`.
-    pub cinder_url: String,
-    /// Glance's root (`http://127.0.0.1:9292`); the API is under `/v2`.
-    pub glance_url: String,
-    /// Pool host string for manage-existing (`site-a@ceph#ceph`).
-    pub cinder_host: String,
-    /// Ceph cluster the cloud stores into.
-    pub ceph_cluster: String,
-    /// That cluster's fsid (the `rbd://FSID/...` location prefix).
-    pub fsid: String,
-    /// Pool of Cinder volumes.
-    pub volume_pool: String,
-    /// Pool of Glance images.
-    pub image_pool: String,
-    /// The ceph.conf Cinder and Glance use (a copy of the site's with their client sections).
-    pub service_ceph_conf: PathBuf,
-}
-
-impl CloudInfo {
-    /// Cinder's URL for `project_id` (`http://127.0.0.1:8776/v3/{project_id}`).
-    pub fn cinder_project_url(&self, project_id: &str) -> String {
-        format!("{}/{project_id}", self.cinder_url)
-    }
-}
-
-/// What the clouds look like to a client: written into the environment's state file and
-/// printed by `testenv env`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct OpenStackInfo {
-    /// clouds.yaml with `SITE-admin` and `SITE-member` for both clouds.
-    pub clouds_yaml: PathBuf,
-    /// Keystone v3 URL.
-    pub keystone_url: String,
-    /// The admin user (role admin in project `admin`).
-    pub admin: Credentials,
-    /// The non-admin user (role member in project `demo`).
-    pub member: Credentials,
-    /// The source cloud (on `sites[0]`).
-    pub source: CloudInfo,
-    /// The destination cloud (on `sites[1]`).
-    pub destination: CloudInfo,
-}
-
-impl OpenStackInfo {
-    /// `export NAME='value'` lines for a shell (`eval "$(testenv env)"`).
-    pub fn env_lines(&self) -> Vec<String> {
-        let mut vars: Vec<(String, String)> = vec![
-            (
-                "OS_CLIENT_CONFIG_FILE".into(),
-                self.clouds_yaml.display().to_string(),
-            ),
-            ("RBD_RELAY_KEYSTONE_URL".into(), self.keystone_url.clone()),
-            (
-                "RBD_RELAY_OS_ADMIN_PROJECT_ID".into(),
-                self.admin.project_id.clone(),
-            ),
-            (
-                "RBD_RELAY_OS_MEMBER_PROJECT_ID".into(),
-                self.member.project_id.clone(),
-            ),
-        ];
-        for (tag, c) in [("SRC", &self.source), ("DST", &self.destination)] {
-            let p = |k: &str| format!("RBD_RELAY_{tag}_{k}");
-            vars.extend([
-                (p("CLOUD"), c.admin_cloud.clone()),
-                (p("MEMBER_CLOUD"), c.member_cloud.clone()),
-                (p("REGION"), c.region.clone()),
-                (
-                    p("CINDER_URL"),
-                    c.cinder_project_url(&self.admin.project_id),
-                ),
-                (p("GLANCE_URL"), c.glance_url.clone()),
-                (p("CINDER_HOST"), c.cinder_host.clone()),
-            ]);
-        }
-        vars.into_iter()
-            .map(|(k, v)| format!("export {k}='{}'", v.replace('\'', r"'\''")))
-            .collect()
-    }
-
-    /// Does this record describe clouds on exactly these sites?
-    fn matches(&self, sites: &[CephSite]) -> bool {
-        let same = |c: &CloudInfo, s: &CephSite| c.ceph_cluster == s.name && c.fsid == s.fsid;
-        sites.len() == 2 && same(&self.source, &sites[0]) && same(&self.destination, &sites[1])
-    }
-}
-
-/// One daemon of the clouds and whether it runs.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ServiceStatus {
-    /// Service name (`rabbitmq`, `keystone`, `cinder-volume.site-a`, ...).
-    pub name: String,
-    /// Its recorded pid, if any.
-    pub pid: Option<i32>,
-    /// Whether that process is alive (and is still the one recorded).
-    pub alive: bool,
-}
 
 /// How one cloud is laid out (internal: derived from its site and role).
 #[derive(Debug, Clone)]
@@ -407,61 +160,6 @@ pub(crate) fn sqlite_wal(db: &Path) -> Result<(), Error> {
     .map(|_| ())
 }
 
-/// Migrated, still empty databases (keystone, cinder, glance) kept next to the state
-/// directory, keyed by the installed package versions: a schema migration costs 2-3 s of CPU
-/// per service and the result only changes with the packages. Not state: `down` keeps it.
-pub(crate) struct SchemaCache {
-    dir: Option<PathBuf>,
-}
-
-impl SchemaCache {
-    /// The cache for the installed packages (disabled if their versions cannot be read).
-    fn new(state_dir: &Path) -> Self {
-        let out = std::process::Command::new("dpkg-query")
-            .args(["-W", "-f", "${Package}=${Version} "])
-            .args(["python3-keystone", "python3-cinder", "python3-glance"])
-            .output();
-        let dir = match out {
-            Ok(o) if o.status.success() => {
-                use sha2::Digest;
-                let mut h = sha2::Sha256::new();
-                // bump when what is cached changes (v2: cinder's database not in WAL mode)
-                h.update(b"schema-cache-v2 ");
-                h.update(&o.stdout);
-                let digest = h.finalize();
-                let key: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-                Some(state_dir.join("openstack-cache").join(key))
-            }
-            _ => None,
-        };
-        SchemaCache { dir }
-    }
-
-    /// Puts a migrated `name` database at `dest`: from the cache, else by running `migrate`
-    /// (which must create `dest`) and storing the result.
-    pub(crate) fn migrated(
-        &self,
-        name: &str,
-        dest: &Path,
-        migrate: impl FnOnce() -> Result<(), Error>,
-    ) -> Result<(), Error> {
-        let cached = self.dir.as_ref().map(|d| d.join(format!("{name}.sqlite")));
-        if let Some(c) = cached.as_ref().filter(|c| c.is_file()) {
-            tracing::debug!("{name}: migrated schema from {}", c.display());
-            return copy(c, dest);
-        }
-        migrate()?;
-        if let (Some(c), Some(d)) = (cached, self.dir.as_ref()) {
-            // best effort: a failure here only costs the next start-up time
-            let tmp = c.with_extension(format!("tmp{}", std::process::id()));
-            if fs::create_dir_all(d).is_ok() && fs::copy(dest, &tmp).is_ok() {
-                let _ = fs::rename(&tmp, &c);
-            }
-        }
-        Ok(())
-    }
-}
-
 /// The entry-point shim `name` (`cinder-api`, `glance-manage`, ...).
 pub(crate) fn shim(root: &Path, name: &str) -> PathBuf {
     root.join("bin").join(name)
@@ -504,7 +202,7 @@ fn load_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Err
     match fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text)
             .map(Some)
-            .map_err(|source| Error::Json {
+            .map_err(|source| Error::StateFile {
                 path: path.to_path_buf(),
                 source,
             }),
@@ -514,7 +212,7 @@ fn load_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Err
 }
 
 fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
-    let text = serde_json::to_string_pretty(value).map_err(|source| Error::Json {
+    let text = serde_json::to_string_pretty(value).map_err(|source| Error::StateFile {
         path: path.to_path_buf(),
         source,
     })?;
@@ -621,7 +319,8 @@ fn join<T>(
     h: thread::ScopedJoinHandle<'_, Result<T, Error>>,
     what: &'static str,
 ) -> Result<T, Error> {
-    h.join().map_err(|_| Error::Panicked(what))?
+    h.join()
+        .map_err(|_| Error::ThreadPanicked(what.to_string()))?
 }
 
 fn build(root: &Path, http: &Client, plans: &[CloudPlan; 2]) -> Result<OpenStackInfo, Error> {
@@ -719,7 +418,25 @@ fn build(root: &Path, http: &Client, plans: &[CloudPlan; 2]) -> Result<OpenStack
         join(ks, "keystone")
     })?;
 
-    // The APIs answer through Keystone and the schedulers know their pools.
+    wait_apis_ready(root, http, plans, long)?;
+    step("cinder pools listed, glance healthy");
+    if let Ok(t) = timings.lock() {
+        // diagnostics only
+        let _ = fs::write(root.join("logs").join("up-timings.txt"), t.as_bytes());
+    }
+
+    let info = describe_clouds(root, plans, ids);
+    write(&info.clouds_yaml, &clouds_yaml(&info))?;
+    Ok(info)
+}
+
+/// Waits until the APIs answer through Keystone and the schedulers know their pools.
+fn wait_apis_ready(
+    root: &Path,
+    http: &Client,
+    plans: &[CloudPlan; 2],
+    long: Duration,
+) -> Result<(), Error> {
     let token = keystone::issue_token(http, "admin", keystone::ADMIN_PASSWORD, "admin")?;
     thread::scope(|s| {
         let waits: Vec<_> = plans
@@ -736,13 +453,12 @@ fn build(root: &Path, http: &Client, plans: &[CloudPlan; 2]) -> Result<OpenStack
             join(w, "readiness")?;
         }
         Ok::<(), Error>(())
-    })?;
-    step("cinder pools listed, glance healthy");
-    if let Ok(t) = timings.lock() {
-        // diagnostics only
-        let _ = fs::write(root.join("logs").join("up-timings.txt"), t.as_bytes());
-    }
+    })
+}
 
+/// What the clouds look like to a client, once they run.
+fn describe_clouds(root: &Path, plans: &[CloudPlan; 2], ids: keystone::Ids) -> OpenStackInfo {
+    let [src, dst] = plans;
     let keystone_url = format!("{}/v3", keystone::base_url());
     let cloud = |p: &CloudPlan| CloudInfo {
         region: p.site.name.clone(),
@@ -758,7 +474,7 @@ fn build(root: &Path, http: &Client, plans: &[CloudPlan; 2]) -> Result<OpenStack
         image_pool: p.image_pool.clone(),
         service_ceph_conf: ceph::client_conf_path(root, &p.site.name),
     };
-    let info = OpenStackInfo {
+    OpenStackInfo {
         clouds_yaml: root.join("clouds.yaml"),
         keystone_url: keystone_url.clone(),
         admin: Credentials {
@@ -775,9 +491,7 @@ fn build(root: &Path, http: &Client, plans: &[CloudPlan; 2]) -> Result<OpenStack
         },
         source: cloud(src),
         destination: cloud(dst),
-    };
-    write(&info.clouds_yaml, &clouds_yaml(&info))?;
-    Ok(info)
+    }
 }
 
 fn copy(from: &Path, to: &Path) -> Result<(), Error> {

@@ -228,7 +228,8 @@ pub(crate) fn wait_for(
         if Instant::now() >= deadline {
             return Err(Error::Timeout {
                 what: what.to_string(),
-                secs: timeout.as_secs(),
+                limit: timeout,
+                last_seen: None,
             });
         }
         thread::sleep(every);

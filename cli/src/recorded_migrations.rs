@@ -1,6 +1,6 @@
-//! The operations on a recorded migration (`resume`, `abort`, `cleanup`) and batches of
-//! `migrate volume`: connect to what the state file (or the flags) name, call the library,
-//! report. The logic is in `rbd-mirror-core` (`exec`, `abort`, `cleanup`, `batch`).
+//! The commands on a recorded migration (`resume`, `abort`, `cleanup`) and batches of
+//! `migrate volume` (each of whose migrations is recorded): connect to what the state file
+//! (or the flags) name, call the library, report. The logic is in `rbd-mirror-core` (`exec`, `abort`, `cleanup`, `batch`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,7 +21,7 @@ use rbd_mirror_core::state;
 
 use crate::args::VolumeArgs;
 use crate::exit::{self, usage};
-use crate::ops_args::{AbortArgs, CleanupArgs, CutoverArgs, ResumeArgs};
+use crate::recorded_migration_args::{AbortArgs, CleanupArgs, CutoverArgs, ResumeArgs};
 use crate::report::{Reporter, Tag, TaggedSink};
 use rbd_mirror_openstack::OpenStackCloud;
 

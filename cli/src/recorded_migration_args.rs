@@ -1,6 +1,7 @@
-//! Flags of the operations on recorded migrations (`resume`, `abort`, `cleanup`), of the
-//! generated documentation (`completions`, `man`), and the batch image list of
-//! `migrate volume`. Kept apart from `args.rs` so each command's flags stay small.
+//! Flags of the commands on recorded migrations (`resume`, `abort`, `cleanup`, run by
+//! `recorded_migrations`), of the generated documentation (`completions`, `man`), and the
+//! batch image list of `migrate volume`. Kept apart from `args.rs` so each command's flags
+//! stay small. (Not named `ops`: in `rbd-mirror-core`, `ops` is the `CephOps` trait.)
 
 use std::path::PathBuf;
 
