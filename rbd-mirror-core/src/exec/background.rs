@@ -48,6 +48,9 @@ impl Executor {
     ) -> Result<()> {
         let target = m.copy_target();
         let dst = self.dst("copy_replica")?;
+        if let Some(path) = file.file() {
+            wait_for_earlier_copy(path, state).await?;
+        }
         let (d, t) = (dst.clone(), target.clone());
         let exists = on_ceph(
             "copy_replica",
@@ -193,6 +196,20 @@ impl Executor {
                         OpsError::new(ErrorKind::Other, "record copy id", e.to_string())
                     })
                 };
+                // held while this thread may create or record the copy: a later run of the
+                // same migration waits for it (see `wait_for_earlier_copy`), so it never
+                // finds a copy of ours whose id is not recorded yet
+                let _held = match &state_path {
+                    Some(path) => Some(hold_copy_lock(path)?),
+                    None => None,
+                };
+                if stop.load(Ordering::Relaxed) {
+                    return Err(OpsError::new(
+                        ErrorKind::Cancelled,
+                        "copy",
+                        "the run that started this copy has ended",
+                    ));
+                }
                 dst.copy_trailing(&replica, &target, &mut *ready, &mut progress, &mut created)
             },
         ));
@@ -346,4 +363,48 @@ impl Executor {
         })
         .await
     }
+}
+
+/// The lock a copy thread holds while it may create or record the copy (`ID.copy.lock`
+/// beside the state file). A run whose future was dropped leaves its blocking copy thread
+/// running until it sees the cancel flag; the next run waits for that thread here.
+fn copy_lock_path(state_path: &Path) -> std::path::PathBuf {
+    state_path.with_extension("copy.lock")
+}
+
+/// Take the copy lock (blocking): the copy thread's side.
+fn hold_copy_lock(state_path: &Path) -> std::result::Result<std::fs::File, OpsError> {
+    let lock = || -> std::io::Result<std::fs::File> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(copy_lock_path(state_path))?;
+        f.lock()?;
+        Ok(f)
+    };
+    lock().map_err(|e| OpsError::new(ErrorKind::Other, "copy lock", e.to_string()))
+}
+
+/// Wait until no copy thread of an earlier (dropped) run of this migration is still at
+/// work, then take over the copy id it may have recorded in the state file meanwhile.
+async fn wait_for_earlier_copy(state_path: &Path, state: &mut RunState) -> Result<()> {
+    let path = state_path.to_path_buf();
+    let held = tokio::task::spawn_blocking(move || hold_copy_lock(&path))
+        .await
+        .map_err(|e| Error::State {
+            path: copy_lock_path(state_path),
+            reason: e.to_string(),
+        })?
+        .map_err(|e| Error::State {
+            path: copy_lock_path(state_path),
+            reason: e.to_string(),
+        })?;
+    drop(held);
+    if state.copy_id.is_none() {
+        if let Some(recorded) = crate::state::load(state_path)? {
+            state.copy_id = recorded.copy_id;
+        }
+    }
+    Ok(())
 }
