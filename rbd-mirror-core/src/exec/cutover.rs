@@ -170,6 +170,10 @@ impl Executor {
         let started = Instant::now();
         loop {
             if let Some(r) = request_path.as_deref().and_then(read_request) {
+                // consumed: a later fresh plan of the same migration must not find it
+                if let Some(p) = &request_path {
+                    let _ = std::fs::remove_file(p);
+                }
                 let why = if r.force && !r.users.is_empty() {
                     format!(
                         "cutover requested with --force while in use by {}",
