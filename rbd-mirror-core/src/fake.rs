@@ -493,9 +493,17 @@ impl CephOps for Fake {
             Ok(())
         })
     }
-    fn disable_mirroring(&self, image: &ImageSpec, _force: bool) -> OpsResult<()> {
+    fn disable_mirroring(&self, image: &ImageSpec, force: bool) -> OpsResult<()> {
         self.with("disable_mirroring", |w, s| {
             let i = img(w, s, image, "disable_mirroring")?;
+            // as librbd: a non-primary image's mirroring goes only with force
+            if !force && matches!(i.mirror, Some((_, false))) {
+                return Err(OpsError::new(
+                    ErrorKind::InvalidArgument,
+                    "disable_mirroring",
+                    format!("{image} is not primary: mirroring cannot be disabled without force"),
+                ));
+            }
             i.mirror = None;
             i.demoted = false;
             i.demotion_replayed = false;
