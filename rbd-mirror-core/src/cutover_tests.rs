@@ -422,3 +422,58 @@ async fn an_abort_after_a_clone_migration_stopped_at_any_cutover_step_puts_every
         }
     }
 }
+
+#[tokio::test]
+async fn a_live_clone_migration_with_adoption_hands_the_clone_to_cinder_before_verifying() {
+    use crate::exec::{migrate, Clouds};
+    use crate::fake::FakeCloud;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    let (cloud, c) = FakeCloud::new(w.clone());
+    let clouds = Clouds {
+        destination: Some(cloud),
+        source: None,
+    };
+    let mut m = clone_migration(MirrorImageMode::Journal);
+    m.allow_live = true;
+    m.live = Some(Live { idle_for_ms: 10 });
+    m.adopt = Some(crate::plan::Adoption {
+        cloud: "site-b-admin".into(),
+        target: crate::cloud::AdoptTarget::CephPool {
+            pool: "cinder".into(),
+        },
+        name: Some("disk1".into()),
+        bootable: false,
+    });
+    let o = crate::fake::fixtures::opts();
+    let s = migrate(
+        &m,
+        a.clone(),
+        b.clone(),
+        &clouds,
+        dir.path(),
+        &o,
+        Arc::new(crate::event::NullSink),
+    )
+    .await
+    .unwrap();
+    let v = s.volume.clone().expect("adopted volume in the summary");
+    assert_eq!(v.status, "available");
+    let ww = w.lock().unwrap();
+    let copy = &ww.sites[1].images[&format!("cinder/{}", v.rbd_image)];
+    assert_eq!(copy.data, data());
+    assert_eq!(copy.parent, None, "the adopted volume was flattened");
+    assert!(
+        !ww.sites[1].images.contains_key("volumes/vol1"),
+        "replica removed"
+    );
+    let src = &ww.sites[0].images["volumes/vol1"];
+    assert_eq!(src.mirror, None);
+    assert_eq!(src.features, DEFAULT);
+    assert_eq!(c.lock().unwrap().adopt_calls, 1);
+    let state = crate::state::recorded(dir.path(), &m.id()).unwrap();
+    let kinds: Vec<_> = state.plan.steps.iter().map(Step::kind).collect();
+    let at = |k: &str| kinds.iter().position(|x| *x == k).unwrap();
+    assert!(at("adopt_volume") < at("verify_handover"));
+    assert!(state.verified());
+}

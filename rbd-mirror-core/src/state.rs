@@ -182,10 +182,25 @@ impl RunState {
     }
 
     /// Whether the copy may be handed to the destination cloud: verified equal to the
-    /// source by this run, or in place before the plan (split roles: the Ceph admins
-    /// verified it).
+    /// source by this run, in place before the plan (split roles: the Ceph admins verified
+    /// it), or the clone of a replica this run promoted without force (librbd allows that
+    /// only once the replica holds everything up to the source's demotion; the sha256
+    /// proof follows, with the source kept demoted until then).
     pub fn copy_cleared(&self) -> bool {
-        self.verified() || self.plan.migration.origin == crate::plan::Origin::InPlace
+        self.verified()
+            || self.plan.migration.origin == crate::plan::Origin::InPlace
+            || self.cloned_after_promotion()
+    }
+
+    /// Whether this run's clone of the promoted replica exists (its step ran, its id is
+    /// recorded).
+    fn cloned_after_promotion(&self) -> bool {
+        let cloned_at = self
+            .plan
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::CloneReplica { .. }));
+        cloned_at.is_some_and(|i| self.next_step > i) && self.copy_id.is_some()
     }
 
     /// Whether the copy was handed to the destination cloud (adoption or registration was
