@@ -185,15 +185,22 @@ fn migrate_volume_with_adopt_ends_available_in_destination() {
         &vol_name,
     ];
 
-    // the dry run shows the adoption as the tenant admin's last step and changes nothing
+    // the dry run shows the adoption right after the clone of the promoted replica (the
+    // destination image is usable then), before the verification, and changes nothing
     let (ok, lines, err) = relay(&[&args[..], &["--dry-run"]].concat(), state);
     assert!(ok, "{err}");
     let steps = lines.last().unwrap()["plan"]["steps"]
         .as_array()
         .unwrap()
         .clone();
-    let last = steps.last().unwrap();
-    assert_eq!(last["step"], "adopt_volume", "{last}");
+    let kinds: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
+    let at = |k: &str| kinds.iter().position(|x| *x == k);
+    assert_eq!(
+        at("adopt_volume"),
+        at("clone_replica").map(|i| i + 1),
+        "{kinds:?}"
+    );
+    assert!(at("adopt_volume") < at("verify_handover"), "{kinds:?}");
     source_untouched(&s.a, &spec, &features);
 
     let t = std::time::Instant::now();

@@ -3,7 +3,9 @@
 //!
 //! The keyrings go where a real deployment has them (`/etc/ceph/SITE.client.cinder.keyring`),
 //! with caps like a real deployment: Cinder `profile rbd` on its pool and read-only on the
-//! site's image pool (for copy-on-write clones of images), Glance `profile rbd` on its pool.
+//! site's image pool (for copy-on-write clones of images) and, on the destination, on the
+//! mirrored volume pool (a volume rbd-relay cloned from a promoted replica reads its parent
+//! there until it is flattened), Glance `profile rbd` on its pool.
 //! glance_store (and Cinder unless told otherwise) connect with the cluster name `ceph`, so a
 //! `keyring = /etc/ceph/$cluster.$name.keyring` line in the site's conf would point them at
 //! `/etc/ceph/ceph.client.glance.keyring`. The services therefore get a copy of the site's conf
@@ -95,7 +97,14 @@ pub(crate) fn prepare(root: &Path, plan: &CloudPlan) -> Result<(), Error> {
                     ("mon", "profile rbd".to_string()),
                     (
                         "osd",
-                        format!("profile rbd pool={vol}, profile rbd-read-only pool={ro}"),
+                        std::iter::once(format!("profile rbd pool={vol}"))
+                            .chain(
+                                std::iter::once(ro)
+                                    .chain(&plan.read_also)
+                                    .map(|p| format!("profile rbd-read-only pool={p}")),
+                            )
+                            .collect::<Vec<_>>()
+                            .join(", "),
                     ),
                     ("mgr", format!("profile rbd pool={vol}")),
                 ],

@@ -110,6 +110,10 @@ pub(crate) struct CloudPlan {
     pub(crate) image_pool: String,
     /// Pool Cinder may read (the site's image pool, for clones of images).
     pub(crate) read_only_pool: String,
+    /// More pools Cinder may read: on the destination, the pool rbd-mirror replicates
+    /// volumes into, so that a volume cloned from a promoted replica (rbd-relay's cutover)
+    /// opens until it is flattened, like a volume cloned from a Glance image.
+    pub(crate) read_also: Vec<String>,
 }
 
 impl CloudPlan {
@@ -130,6 +134,7 @@ fn plans(sites: &[CephSite]) -> Result<[CloudPlan; 2], Error> {
             volume_pool: "volumes".into(),
             image_pool: "images".into(),
             read_only_pool: "images".into(),
+            read_also: vec![],
         },
         CloudPlan {
             site: dst.clone(),
@@ -138,6 +143,7 @@ fn plans(sites: &[CephSite]) -> Result<[CloudPlan; 2], Error> {
             volume_pool: "cinder".into(),
             image_pool: "glance".into(),
             read_only_pool: "glance".into(),
+            read_also: vec!["volumes".into()],
         },
     ])
 }
