@@ -254,7 +254,9 @@ fn check(
             events.emit(Event::Warning {
                 message: format!(
                     "{}:{} is in use by {}; migrating live as asked (--live): {consequence}",
-                    src.name(), m.image, watchers.join(", ")
+                    src.name(),
+                    m.image,
+                    watchers.join(", ")
                 ),
             });
         } else {
