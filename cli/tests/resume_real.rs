@@ -12,48 +12,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::BIN;
+use common::{kill_at_each, run_until, KillAt, BIN};
 use testenv::probe::{exists, image_with_data, info, rbd, sha};
-
-/// What ends a run early.
-#[derive(Debug, Clone, Copy)]
-enum KillAt {
-    StepStarted(u64),
-    Progress(&'static str),
-    Never,
-}
 
 /// Run the migration; kill it when `at` is seen. Returns (killed, exit success, events).
 fn run(args: &[String], state: &str, at: KillAt) -> (bool, bool, Vec<Value>) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .args(["--output", "json", "--state-dir", state])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut events = Vec::new();
-    let mut killed = false;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        let v: Value = serde_json::from_str(&line).unwrap_or(Value::String(line));
-        let hit = match at {
-            KillAt::StepStarted(i) => v["event"] == "step_started" && v["index"] == i,
-            KillAt::Progress(phase) => {
-                v["event"] == "progress" && v["phase"] == phase && v["percent"] != 100.0
-            }
-            KillAt::Never => false,
-        };
-        events.push(v);
-        if hit {
-            child.kill().unwrap();
-            killed = true;
-            break;
-        }
-    }
-    let status = child.wait().unwrap();
-    (killed, status.success(), events)
+    let run = run_until(args, state, at);
+    (run.killed, run.status.success(), run.events)
 }
 
 fn migrate_with_kills(mode: &str) {
@@ -106,50 +71,12 @@ fn migrate_with_kills(mode: &str) {
             _ => {}
         }
     }
-    // the step each kill point lies in, and the recorded next step: a kill lands a moment
-    // after its point, and on a loaded machine the killed run may already have finished
-    // later (instant) steps, so a later point can lie behind the recorded state: it cannot
-    // be reached any more, and is counted as passed
     let id = ev.last().unwrap()["plan"]["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let index_of = |name: &str| {
-        plan_steps
-            .iter()
-            .position(|s| s["step"] == name)
-            .unwrap_or(usize::MAX) as u64
-    };
-    let step_of = |at: KillAt| match at {
-        KillAt::StepStarted(i) => i,
-        KillAt::Progress("sync") => index_of("wait_for_replica"),
-        KillAt::Progress(_) => index_of("copy_replica"),
-        KillAt::Never => u64::MAX,
-    };
-    let next_step = || -> u64 {
-        std::fs::read(std::path::Path::new(&state).join(format!("{id}.json")))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .and_then(|v| v["next_step"].as_u64())
-            .unwrap_or(0)
-    };
-    let mut killed_count = 0;
-    let mut passed = 0;
+    let (killed_count, passed) = kill_at_each(&args, &state, &id, &plan_steps, &kills);
     let kills_len = kills.len();
-    for at in kills {
-        if step_of(at) < next_step() {
-            passed += 1;
-            continue;
-        }
-        let (killed, ok, ev) = run(&args, &state, at);
-        if killed {
-            killed_count += 1;
-        } else {
-            // the point was passed already (e.g. a step skipped); the run must then succeed
-            assert!(ok, "{at:?}: run neither killed nor successful: {ev:?}");
-            break;
-        }
-    }
     assert_eq!(
         killed_count + passed,
         kills_len,

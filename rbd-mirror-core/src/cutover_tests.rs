@@ -477,3 +477,39 @@ async fn a_live_clone_migration_with_adoption_hands_the_clone_to_cinder_before_v
     assert!(at("adopt_volume") < at("verify_handover"));
     assert!(state.verified());
 }
+
+#[test]
+fn preflight_of_a_live_clone_says_the_cutover_waits_and_a_live_copy_says_later_writes_are_lost() {
+    let mut world = World::standard(DEFAULT, data());
+    world.sites[0]
+        .images
+        .get_mut("volumes/vol1")
+        .unwrap()
+        .watchers = vec!["client.admin@10.0.0.5:0/1".into()];
+    let (a, b, _) = pair(world);
+    let warnings_of = |m: &VolumeMigration| -> Vec<String> {
+        let warnings = std::sync::Mutex::new(Vec::new());
+        let sink = |e: crate::event::Event| {
+            if let crate::event::Event::Warning { message } = e {
+                warnings.lock().unwrap().push(message);
+            }
+        };
+        crate::preflight::check_volume(m, a.as_ref(), b.as_ref(), &sink).unwrap();
+        warnings.into_inner().unwrap()
+    };
+    let mut live_clone = clone_migration(MirrorImageMode::Journal);
+    live_clone.allow_live = true;
+    live_clone.live = Some(Live { idle_for_ms: 2000 });
+    let w = warnings_of(&live_clone);
+    assert!(
+        w.iter()
+            .any(|x| x.contains("in use") && x.contains("the cutover waits")),
+        "{w:?}"
+    );
+    assert!(!w.iter().any(|x| x.contains("not in the copy")), "{w:?}");
+
+    let mut live_copy = migration_of("vol1", MirrorImageMode::Journal);
+    live_copy.allow_live = true;
+    let w = warnings_of(&live_copy);
+    assert!(w.iter().any(|x| x.contains("not in the copy")), "{w:?}");
+}

@@ -247,7 +247,13 @@ impl VolumeMigration {
     /// user's mirrored image is never demoted) and the result goes to Cinder or stays a
     /// plain image (the Glance path copies, then snapshots the copy).
     pub fn hands_over_clone(&self, facts: &SourceFacts) -> bool {
-        self.handover == Handover::Clone && !facts.mirroring_was_enabled && self.register.is_none()
+        self.clones_unless_mirrored(facts.mirroring_was_enabled)
+    }
+
+    /// [`VolumeMigration::hands_over_clone`] before the facts are complete (preflight):
+    /// whether the image's mirroring was enabled before is all it needs of them.
+    pub fn clones_unless_mirrored(&self, mirroring_was_enabled: bool) -> bool {
+        self.handover == Handover::Clone && !mirroring_was_enabled && self.register.is_none()
     }
 
     /// A stable id naming this migration (state file name, locks, `resume ID`).

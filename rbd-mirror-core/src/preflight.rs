@@ -135,7 +135,7 @@ fn check(
         );
     }
 
-    let watchers = check_watchers(m, src, events, &mut problems);
+    let watchers = check_watchers(m, src, mirroring_was_enabled, events, &mut problems);
 
     let (user, mirror_snapshots_before) = check_snapshots(m, src, events, &mut problems);
 
@@ -290,6 +290,7 @@ fn check_pool_mirroring(
 fn check_watchers(
     m: &VolumeMigration,
     src: &dyn CephOps,
+    mirroring_was_enabled: bool,
     events: &dyn EventSink,
     problems: &mut Vec<Problem>,
 ) -> Vec<String> {
@@ -303,10 +304,21 @@ fn check_watchers(
     };
     if !watchers.is_empty() {
         if m.allow_live {
+            // a live handover by clone waits for the cutover, so every write is in the
+            // destination; a copy (asked for, or of an image mirrored before) is a snapshot
+            let waits_for_cutover =
+                m.live.is_some() && m.clones_unless_mirrored(mirroring_was_enabled);
+            let consequence = if waits_for_cutover {
+                "rbd-mirror keeps replicating while it is in use, and the cutover waits until it has no user (or `rbd-relay cutover`)"
+            } else {
+                "writes after the copy are not in the copy"
+            };
             events.emit(Event::Warning {
                 message: format!(
-                    "{}:{} is in use by {}; migrating live as asked (--live): writes after the copy are not in the copy",
-                    src.name(), m.image, watchers.join(", ")
+                    "{}:{} is in use by {}; migrating live as asked (--live): {consequence}",
+                    src.name(),
+                    m.image,
+                    watchers.join(", ")
                 ),
             });
         } else {
