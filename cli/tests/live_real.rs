@@ -491,7 +491,6 @@ fn snapshot_cutover_resumes_after_kill_at_every_cutover_step() {
 /// (the verification compared the source with the replica's snapshot, not with the flattened
 /// copy). Ignored until the engine handles it; run it with `-- --ignored`.
 #[test]
-#[ignore = "known defect: a flatten killed midway and redone loses the objects in flight"]
 fn a_kill_in_the_middle_of_the_flatten_resumes_to_a_flat_verified_copy() {
     let env = testenv::shared().expect("testenv");
     let _logs = env.log_guard();

@@ -235,11 +235,11 @@ fn cleanup_after_a_verified_copy_keeps_it_and_restores_the_source() {
     let s = state.path().to_str().unwrap().to_string();
     // killed when the cleanup starts: the copy is verified and recorded as such (the step
     // itself may or may not have got through before the kill; cleanup converges either way)
-    assert!(run_and_kill(
-        &migrate_args(&a, &b, &spec, "journal"),
-        &s,
-        |v| v["event"] == "step_started" && v["step"] == "disable_mirroring"
-    ));
+    // (the copy handover: its cleanup steps are the source's own)
+    let mut args = migrate_args(&a, &b, &spec, "journal");
+    args.extend(["--handover".to_string(), "copy".to_string()]);
+    assert!(run_and_kill(&args, &s, |v| v["event"] == "step_started"
+        && v["step"] == "disable_mirroring"));
     let id = the_id(&s);
 
     // abort refuses to remove a verified copy without the flag; nothing changes

@@ -312,6 +312,11 @@ extern "C" {
         cb: librbd_progress_fn_t,
         cbdata: *mut c_void,
     ) -> c_int;
+    pub fn rbd_rebuild_object_map(
+        image: rbd_image_t,
+        cb: librbd_progress_fn_t,
+        cbdata: *mut c_void,
+    ) -> c_int;
     pub fn rbd_metadata_get(
         image: rbd_image_t,
         key: *const c_char,

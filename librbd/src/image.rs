@@ -743,6 +743,20 @@ impl Image {
         Ok(())
     }
 
+    /// Rebuild the object map from the objects that exist (`rbd_rebuild_object_map`), with
+    /// progress; makes a map flagged invalid (after the feature is enabled) valid again.
+    pub fn rebuild_object_map(
+        &self,
+        mut progress: impl FnMut(u64, u64) -> bool + Send,
+    ) -> Result<()> {
+        let ret = run_with_progress(&mut progress, |cb, data| {
+            // SAFETY: valid image; cb/data stay valid until the call returns.
+            unsafe { sys::rbd_rebuild_object_map(self.raw, cb, data) }
+        });
+        check(ret, "rbd_rebuild_object_map", || self.c())?;
+        Ok(())
+    }
+
     // ---- locks and watchers ------------------------------------------------------------
 
     /// Clients watching the header, i.e. that have the image open (`rbd_watchers_list`).

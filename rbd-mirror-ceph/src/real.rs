@@ -793,6 +793,10 @@ impl CephOps for RbdCeph {
         self.open(image)?.flatten(progress).ops()
     }
 
+    fn rebuild_object_map(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<()> {
+        self.open(image)?.rebuild_object_map(progress).ops()
+    }
+
     fn parent(&self, image: &ImageSpec) -> OpsResult<Option<(ImageSpec, String)>> {
         let Some(p) = self.open_ro(image)?.parent().ops()? else {
             return Ok(None);

@@ -61,7 +61,11 @@ pub async fn cleanup(
     if state.aborting() {
         return Err(Error::abort_unfinished(&state));
     }
-    let verify_at = state.plan.steps.iter().position(|s| *s == Step::Verify);
+    let verify_at = state
+        .plan
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::Verify | Step::VerifyHandover { .. }));
     let verified = state.verified() && verify_at.is_some_and(|v| state.next_step > v);
     if !verified {
         return Err(Error::CleanupRefusedUnverified {
@@ -75,7 +79,16 @@ pub async fn cleanup(
     let before = state.next_step;
     let exec = Executor::new(src.clone(), dst, None, events, RunOptions::default());
     exec.run_steps(&mut state, &file, |s| {
-        matches!(s, Step::DisableMirroring | Step::RestoreFeatures { .. })
+        // a copy: the source's two steps; a clone: the rest of the plan after the
+        // verification, all on the clusters (flatten, release, features, the replica)
+        matches!(
+            s,
+            Step::DisableMirroring
+                | Step::RestoreFeatures { .. }
+                | Step::FlattenCopy
+                | Step::ReleaseSource
+                | Step::RemoveReplica { .. }
+        )
     })
     .await?;
     // the source is restored: its marker goes (see `crate::preflight::SourceMarker`)

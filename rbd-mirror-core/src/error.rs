@@ -411,6 +411,18 @@ pub enum Error {
         /// The join error.
         reason: String,
     },
+    /// The flattened copy is not the verified content (the replica is kept).
+    #[error("{copy} differs from the verified content after its flatten (sha256 {got}, verified {want}); the replica {replica} (equal to the source) and the source are kept as they are: restore the copy from it (rbd export REPLICA@SNAP - | rbd import - ...) or run `rbd-relay abort` with --discard-verified-copy; a re-run repeats this check")]
+    CopyDamagedAfterFlatten {
+        /// The copy, `CLUSTER:POOL/IMAGE`.
+        copy: String,
+        /// The replica's snapshot, `CLUSTER:POOL/IMAGE@SNAP`.
+        replica: String,
+        /// The verified digest.
+        want: String,
+        /// The copy's digest.
+        got: String,
+    },
 }
 
 impl Error {

@@ -800,6 +800,13 @@ impl CephOps for Fake {
         }
         Ok(())
     }
+    fn rebuild_object_map(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<()> {
+        self.with("rebuild_object_map", |w, s| {
+            img(w, s, image, "rebuild_object_map")?;
+            progress(1, 1);
+            Ok(())
+        })
+    }
     fn flatten(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<()> {
         self.with("flatten", |w, s| {
             let i = img(w, s, image, "flatten")?;

@@ -401,6 +401,10 @@ pub trait CephOps: Send + Sync {
     /// [`ErrorKind::Cancelled`] and the image stays a clone (flattening it later resumes).
     /// [`ErrorKind::InvalidArgument`] when the image is not a clone.
     fn flatten(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<()>;
+    /// Rebuild the image's object map from the objects that exist
+    /// (`rbd_rebuild_object_map`): after object-map is enabled again the map is flagged
+    /// invalid until this runs.
+    fn rebuild_object_map(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<()>;
     /// The parent image and snapshot name of a clone (`rbd_get_parent`), `None` when the
     /// image is not a clone (or was flattened).
     fn parent(&self, image: &ImageSpec) -> OpsResult<Option<(ImageSpec, String)>>;

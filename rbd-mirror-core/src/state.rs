@@ -60,6 +60,11 @@ pub struct RunState {
     /// this id is ever removed as the replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_id: Option<String>,
+    /// The flatten of the clone was started: a run that finds it still a clone resumes an
+    /// interrupted flatten, which it does with the object map off (see
+    /// `exec::cutover`'s `flatten_copy`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flatten_started: bool,
     /// The undo plan of `rbd-relay abort` and how far it got, from the moment an abort
     /// starts: the executor then runs it instead of the plan's steps (see
     /// [`RunState::active_steps`]), and an interrupted abort continues it.
@@ -112,6 +117,7 @@ impl RunState {
             uploaded: None,
             aborted: false,
             replica_id: None,
+            flatten_started: false,
             undo: None,
         }
     }

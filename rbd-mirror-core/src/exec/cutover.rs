@@ -532,41 +532,119 @@ impl Executor {
         }
     }
 
-    /// Flatten the clone so it no longer needs the replica. Returns whether it had no
-    /// parent already.
-    pub(super) async fn flatten_copy(&self, m: &VolumeMigration, state: &RunState) -> Result<bool> {
+    /// Flatten the clone so it no longer needs the replica, then prove it equal to the
+    /// verified content before the replica may go. Returns whether it had no parent already.
+    ///
+    /// A flatten interrupted midway can leave objects the object map calls existing that
+    /// were never copied up; a second flatten with the map on skips them and they read as
+    /// zeros once the parent is gone (seen on Ceph 16.2). So a resumed flatten runs with
+    /// object-map and fast-diff off, and they come back (rebuilt) afterwards.
+    pub(super) async fn flatten_copy(
+        &self,
+        m: &VolumeMigration,
+        state: &mut RunState,
+        file: &dyn Record,
+    ) -> Result<bool> {
         let dst = self.dst("flatten_copy")?;
         let target = self.current_copy(m, state);
+        let wanted = state
+            .plan
+            .steps
+            .iter()
+            .find_map(|s| match s {
+                Step::CloneReplica { features, .. } => Some(*features),
+                _ => None,
+            })
+            .unwrap_or(state.plan.facts.features);
         let (d, t) = (dst.clone(), target.clone());
-        let events = self.events.clone();
+        let is_clone = on_ceph(
+            "flatten_copy",
+            dst.name().to_string(),
+            target.to_string(),
+            move || Ok(d.parent(&t)?.is_some()),
+        )
+        .await?;
+        if is_clone {
+            let resumed = state.flatten_started;
+            if !resumed {
+                state.flatten_started = true;
+                self.save(state, file)?;
+            }
+            let (d, t) = (dst.clone(), target.clone());
+            let events = self.events.clone();
+            on_ceph(
+                "flatten_copy",
+                dst.name().to_string(),
+                target.to_string(),
+                move || {
+                    if resumed {
+                        for f in [Features::FAST_DIFF, Features::OBJECT_MAP] {
+                            if d.stat(&t)?.features.contains(f) {
+                                d.update_features(&t, f, false)?;
+                            }
+                        }
+                    }
+                    let mut last = Instant::now();
+                    d.flatten(&t, &mut |done, total| {
+                        if last.elapsed() >= Duration::from_secs(1) {
+                            last = Instant::now();
+                            let percent = if total == 0 {
+                                100.0
+                            } else {
+                                done as f64 * 100.0 / total as f64
+                            };
+                            events.emit(Event::Progress(ProgressInfo {
+                                percent: Some(percent),
+                                ..ProgressInfo::waiting("flatten_copy", "flattening the clone")
+                            }));
+                        }
+                        true
+                    })
+                },
+            )
+            .await?;
+        }
+        // the features the clone was made with (a resumed flatten turned the map off);
+        // an object map enabled again is rebuilt from the objects
+        let (d, t) = (dst.clone(), target.clone());
         on_ceph(
             "flatten_copy",
             dst.name().to_string(),
             target.to_string(),
             move || {
-                if d.parent(&t)?.is_none() {
-                    return Ok(true);
+                let had_map = d.stat(&t)?.features.contains(Features::OBJECT_MAP);
+                converge_features(d.as_ref(), &t, wanted)?;
+                if !had_map && wanted.contains(Features::OBJECT_MAP) {
+                    d.rebuild_object_map(&t, &mut |_, _| true)?;
                 }
-                let mut last = Instant::now();
-                d.flatten(&t, &mut |done, total| {
-                    if last.elapsed() >= Duration::from_secs(1) {
-                        last = Instant::now();
-                        let percent = if total == 0 {
-                            100.0
-                        } else {
-                            done as f64 * 100.0 / total as f64
-                        };
-                        events.emit(Event::Progress(ProgressInfo {
-                            percent: Some(percent),
-                            ..ProgressInfo::waiting("flatten_copy", "flattening the clone")
-                        }));
-                    }
-                    true
-                })?;
-                Ok(false)
+                Ok(())
             },
         )
-        .await
+        .await?;
+        // the replica goes next: the copy must be the verified content, read back
+        let Some(want) = state.copy_digest.clone() else {
+            return Err(Error::NotVerified {
+                step: "flatten_copy",
+                consequence: "the replica is kept",
+            });
+        };
+        let (d, t) = (dst.clone(), target.clone());
+        let got = on_ceph(
+            "flatten_copy",
+            dst.name().to_string(),
+            target.to_string(),
+            move || d.digest(&t, &mut |_, _| true),
+        )
+        .await?;
+        if got != want {
+            return Err(Error::CopyDamagedAfterFlatten {
+                copy: format!("{}:{target}", dst.name()),
+                replica: format!("{}:{}@{}", dst.name(), m.replica(), handover_snapshot()),
+                want,
+                got,
+            });
+        }
+        Ok(!is_clone)
     }
 
     /// Put the source back once the handover is verified: mirroring off (forced: it is

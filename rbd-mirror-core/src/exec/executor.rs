@@ -278,7 +278,7 @@ impl Executor {
             }
             Step::FlattenCopy => {
                 let m = state.plan.migration.clone();
-                if self.flatten_copy(&m, state).await? {
+                if self.flatten_copy(&m, state, file).await? {
                     self.skipped(index, step, "the copy has no parent");
                 }
                 Ok(())
