@@ -485,11 +485,10 @@ fn snapshot_cutover_resumes_after_kill_at_every_cutover_step() {
     kills_at_every_cutover_step("snapshot");
 }
 
-/// Fails on Ceph 16.2: the objects whose copy-up was in flight when the flatten's client was
-/// killed read as zeros once a later flatten (by rbd-relay, or `rbd object-map rebuild` and
-/// `rbd flatten` by hand) detaches the parent, and the run still reports the verified digest
-/// (the verification compared the source with the replica's snapshot, not with the flattened
-/// copy). Ignored until the engine handles it; run it with `-- --ignored`.
+/// On Ceph 16.2 the objects whose copy-up was in flight when the flatten's client was killed
+/// read as zeros once a later flatten with the object map on detaches the parent. The engine
+/// resumes a flatten with the map off (and rebuilds it after), and proves the flattened copy
+/// equal to the verified content before the replica goes: this test fails without either.
 #[test]
 fn a_kill_in_the_middle_of_the_flatten_resumes_to_a_flat_verified_copy() {
     let env = testenv::shared().expect("testenv");
