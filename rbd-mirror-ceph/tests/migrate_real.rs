@@ -43,6 +43,10 @@ async fn snapshot_mode_sparse_image_with_snapshot() {
 }
 
 /// Preflight refusals on the real clusters: each names the thing, and nothing changes.
+///
+/// Over 120 lines on purpose: a list of refusals against one source image, then one
+/// "nothing changed, no state recorded" check over all of them; split up, each refusal would
+/// need its own image and its own check.
 #[tokio::test(flavor = "multi_thread")]
 async fn preflight_refusals_change_nothing() {
     let f = fixture();
