@@ -15,6 +15,8 @@ use crate::features::MirrorImageMode;
 use crate::plan::Adoption;
 use crate::state::{self, StateFile};
 
+/// Over 120 lines on purpose: one migration's life through cleanup (refused before the copy
+/// is verified, run, re-run, resume, `--forget`), each stage starting from the one before.
 #[tokio::test]
 async fn cleanup_finishes_the_source_side_only_of_a_verified_copy() {
     let dir = tempfile::tempdir().unwrap();
