@@ -8,6 +8,11 @@
 //! off, no replica and no mirror snapshot is left. The cleanup run right after the source
 //! script (given only its digest: no copy exists yet), or given a wrong verification token or
 //! a wrong digest, stops at its check with a clear message and changes nothing.
+//!
+//! Over 800 lines, and `volume_bundle` and `bootable_bundle_...` over 120, on purpose: each
+//! of those two is one end-to-end scenario (scripts run in order by role, each twice, with a
+//! check after every step), read top to bottom like the runbook it tests; cut into pieces,
+//! the order of the steps and what each check relies on would no longer be in one place.
 
 #![allow(clippy::unwrap_used)] // test code: a failed setup step should panic with its message
 
@@ -179,6 +184,8 @@ fn snapshot_mode_volume_bundle_run_by_split_roles_ends_like_migrate() {
 
 /// `source_only`: the bundle is generated like a source admin without a destination key
 /// would, with `--source-only --from-id relay-src` (the scripts then default to that user).
+///
+/// Long on purpose (see the file's header): one scenario, its steps in the runbook's order.
 fn volume_bundle(mode: &str, source_only: bool) {
     let env = testenv::shared_with_openstack().expect("test environment with OpenStack");
     let _logs = env.log_guard();
@@ -528,6 +535,7 @@ fn source_volume(os: &testenv::openstack::OpenStackInfo, a: &str, name: &str) ->
     })
 }
 
+/// Long on purpose (see the file's header): one scenario, its steps in the runbook's order.
 #[test]
 fn bootable_bundle_registers_an_active_image_by_split_roles() {
     let env = testenv::shared_with_openstack().expect("test environment with OpenStack");

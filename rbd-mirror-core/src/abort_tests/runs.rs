@@ -1,0 +1,388 @@
+//! Aborting a run: what is undone at each point, what is never removed, refusals that change
+//! nothing, and re-runs that converge.
+
+use std::sync::Arc;
+
+use crate::abort::{abort, AbortOptions};
+use crate::cleanup::cleanup;
+use crate::error::Error;
+use crate::event::NullSink;
+use crate::exec::{migrate, Clouds};
+use crate::fake::fixtures::{data, migration_of as migration, opts, run, DEFAULT};
+use crate::fake::{pair, FakeCloud, Img, World};
+use crate::features::{Features, MirrorImageMode};
+use crate::plan::Adoption;
+use crate::state::{self, StateFile};
+
+use super::assert_undone;
+
+#[tokio::test]
+async fn abort_mid_wait_undoes_everything_and_a_rerun_is_a_no_op() {
+    for mode in [MirrorImageMode::Journal, MirrorImageMode::Snapshot] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut world = World::standard(DEFAULT, data());
+        world.stuck = true;
+        let (a, b, w) = pair(world);
+        let m = migration("vol1", mode);
+        let e = run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
+        assert!(matches!(e, Error::Wait(_)), "{e}");
+        assert!(w.lock().unwrap().sites[1]
+            .images
+            .contains_key("volumes/vol1"));
+
+        let r = abort(
+            dir.path(),
+            &m.id(),
+            a.clone(),
+            b.clone(),
+            AbortOptions::default(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap();
+        assert!(
+            r.undone.iter().any(|u| u.contains("disabled mirroring")),
+            "{mode}: {r:?}"
+        );
+        if mode == MirrorImageMode::Journal {
+            assert!(
+                r.undone.iter().any(|u| u.contains("restored the features")),
+                "{r:?}"
+            );
+        }
+        assert_undone(&w.lock().unwrap(), DEFAULT);
+        let st = state::recorded(dir.path(), &m.id()).unwrap();
+        assert!(st.aborted);
+        assert_eq!(st.outcome, "aborted");
+
+        // again: nothing left to undo, still a success, nothing changes
+        let before = w.lock().unwrap().clone();
+        let again = abort(
+            dir.path(),
+            &m.id(),
+            a.clone(),
+            b.clone(),
+            AbortOptions::default(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap();
+        assert!(again.undone.is_empty(), "{again:?}");
+        assert_eq!(*w.lock().unwrap(), before);
+
+        // a later migrate of the same image starts a fresh plan and finishes
+        w.lock().unwrap().stuck = false;
+        let s = run(&m, a, b, dir.path()).await.unwrap();
+        assert!(!s.already_done);
+        assert!(!state::recorded(dir.path(), &m.id()).unwrap().aborted);
+        assert!(w.lock().unwrap().sites[1]
+            .images
+            .contains_key("cinder/vol1"));
+    }
+}
+
+#[tokio::test]
+async fn abort_removes_an_unverified_copy_this_run_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    // snapshot mode: verify digests both images then (journal mode may have hashed the
+    // source during the wait already, and the injected failure would hit that instead)
+    w.lock().unwrap().fail_once = Some("digest".into());
+    let m = migration("vol1", MirrorImageMode::Snapshot);
+    run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
+    assert!(w.lock().unwrap().sites[1]
+        .images
+        .contains_key("cinder/vol1"));
+    let r = abort(
+        dir.path(),
+        &m.id(),
+        a,
+        b,
+        AbortOptions::default(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.undone[0].contains("removed the copy site-b:cinder/vol1"),
+        "{r:?}"
+    );
+    assert_undone(&w.lock().unwrap(), DEFAULT);
+}
+
+#[tokio::test]
+async fn abort_never_removes_an_image_this_run_did_not_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::standard(DEFAULT, data());
+    world.stuck = true;
+    let (a, b, w) = pair(world);
+    let m = migration("vol1", MirrorImageMode::Journal);
+    run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
+    // someone else puts an image where the copy would go
+    w.lock().unwrap().sites[1].images.insert(
+        "cinder/vol1".into(),
+        Img::new(Features::LAYERING, vec![1; 10]),
+    );
+    let r = abort(
+        dir.path(),
+        &m.id(),
+        a,
+        b,
+        AbortOptions::default(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
+    assert!(!r.undone.iter().any(|u| u.contains("copy")), "{r:?}");
+    assert_eq!(
+        w.lock().unwrap().sites[1].images["cinder/vol1"].data,
+        vec![1; 10]
+    );
+}
+
+#[tokio::test]
+async fn a_verified_copy_needs_the_flag_and_the_refusal_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    w.lock().unwrap().fail_once = Some("disable_mirroring".into());
+    let m = migration("vol1", MirrorImageMode::Journal);
+    run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
+    let before = w.lock().unwrap().clone();
+    let state_before = state::recorded(dir.path(), &m.id()).unwrap();
+    let e = abort(
+        dir.path(),
+        &m.id(),
+        a.clone(),
+        b.clone(),
+        AbortOptions::default(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("already verified") && text.contains("rbd-relay cleanup"),
+        "{text}"
+    );
+    assert!(text.contains("--discard-verified-copy"), "{text}");
+    assert_eq!(*w.lock().unwrap(), before);
+    assert_eq!(state::recorded(dir.path(), &m.id()).unwrap(), state_before);
+
+    abort(
+        dir.path(),
+        &m.id(),
+        a,
+        b,
+        AbortOptions {
+            discard_verified_copy: true,
+        },
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
+    assert_undone(&w.lock().unwrap(), DEFAULT);
+}
+
+#[tokio::test]
+async fn abort_converges_after_a_failure_in_every_undo_operation() {
+    for op in [
+        "image_exists",
+        "snapshots",
+        "remove_image",
+        "mirror_image",
+        "disable_mirroring",
+        "remove_snapshot_by_id",
+        "stat",
+        "update_features",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, w) = pair(World::standard(DEFAULT, data()));
+        w.lock().unwrap().fail_once = Some("digest".into());
+        let m = migration("vol1", MirrorImageMode::Snapshot);
+        run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
+        // snapshot mode with a changed feature set, so every undo step has work
+        {
+            let mut ww = w.lock().unwrap();
+            let i = ww.sites[0].images.get_mut("volumes/vol1").unwrap();
+            i.features -= Features::FAST_DIFF;
+        }
+        let mut st = state::recorded(dir.path(), &m.id()).unwrap();
+        st.plan.steps.insert(
+            1,
+            crate::plan::Step::EnableFeatures {
+                change: crate::features::FeatureChange::default(),
+            },
+        );
+        st.next_step += 1;
+        StateFile::lock(dir.path(), &m.id(), "x")
+            .unwrap()
+            .save(&st)
+            .unwrap();
+
+        w.lock().unwrap().fail_once = Some(op.to_string());
+        let first = abort(
+            dir.path(),
+            &m.id(),
+            a.clone(),
+            b.clone(),
+            AbortOptions::default(),
+            Arc::new(NullSink),
+        )
+        .await;
+        let used = w.lock().unwrap().fail_once.is_none();
+        assert_eq!(first.is_err(), used, "{op}: {first:?}");
+        abort(
+            dir.path(),
+            &m.id(),
+            a,
+            b,
+            AbortOptions::default(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{op}: {e}"));
+        assert_undone(&w.lock().unwrap(), DEFAULT);
+    }
+}
+
+#[tokio::test]
+async fn abort_leaves_mirroring_that_was_on_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_journal = DEFAULT | Features::JOURNALING;
+    let mut world = World::standard(with_journal, data());
+    world.sites[0]
+        .images
+        .get_mut("volumes/vol1")
+        .unwrap()
+        .mirror = Some((MirrorImageMode::Journal, true));
+    world.stuck = true;
+    let (a, b, w) = pair(world);
+    let m = migration("vol1", MirrorImageMode::Journal);
+    run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
+    let r = abort(
+        dir.path(),
+        &m.id(),
+        a,
+        b,
+        AbortOptions::default(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
+    assert!(r.undone.is_empty(), "{r:?}");
+    let ww = w.lock().unwrap();
+    let src = &ww.sites[0].images["volumes/vol1"];
+    assert_eq!(src.mirror, Some((MirrorImageMode::Journal, true)));
+    assert_eq!(src.features, with_journal);
+}
+
+#[tokio::test]
+async fn abort_refuses_after_adoption_and_when_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    let mut m = migration("vol1", MirrorImageMode::Journal);
+    m.adopt = Some(Adoption {
+        cloud: "site-b-admin".into(),
+        target: crate::cloud::AdoptTarget::CephPool {
+            pool: "cinder".into(),
+        },
+        name: None,
+        bootable: false,
+    });
+    let (cloud, _) = FakeCloud::new(w.clone());
+    let clouds = Clouds {
+        destination: Some(cloud),
+        source: None,
+    };
+    migrate(
+        &m,
+        a.clone(),
+        b.clone(),
+        &clouds,
+        dir.path(),
+        &opts(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap();
+    let before = w.lock().unwrap().clone();
+    let e = abort(
+        dir.path(),
+        &m.id(),
+        a.clone(),
+        b.clone(),
+        AbortOptions {
+            discard_verified_copy: true,
+        },
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("owns it now"), "{e}");
+    assert_eq!(*w.lock().unwrap(), before);
+
+    let dir = tempfile::tempdir().unwrap();
+    let m = migration("vol1", MirrorImageMode::Journal);
+    let (a, b, _w) = pair(World::standard(DEFAULT, data()));
+    run(&m, a.clone(), b.clone(), dir.path()).await.unwrap();
+    let e = abort(
+        dir.path(),
+        &m.id(),
+        a,
+        b,
+        AbortOptions::default(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("is finished"), "{e}");
+}
+
+#[tokio::test]
+async fn unknown_ids_and_held_locks_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    let e = abort(
+        dir.path(),
+        "nope",
+        a.clone(),
+        b.clone(),
+        AbortOptions::default(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::UnknownMigration { .. }), "{e}");
+    assert!(e.to_string().contains("rbd-relay list"), "{e}");
+    let e = cleanup(
+        dir.path(),
+        "nope",
+        a.clone(),
+        b.clone(),
+        false,
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::UnknownMigration { .. }), "{e}");
+
+    let m = migration("vol1", MirrorImageMode::Journal);
+    {
+        let mut world = World::standard(DEFAULT, data());
+        world.stuck = true;
+        *w.lock().unwrap() = world;
+    }
+    run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
+    let _held = StateFile::lock(dir.path(), &m.id(), "volumes/vol1").unwrap();
+    let e = abort(
+        dir.path(),
+        &m.id(),
+        a,
+        b,
+        AbortOptions::default(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::Locked { .. }), "{e}");
+}
