@@ -32,10 +32,11 @@ fmt:
 	$(CARGO) fmt --all
 
 # Benchmark on the local pair: writes target/bench-report.md (SIZE_MIB=1024 by default; a
-# list such as SIZE_MIB=1024,2048 measures each size)
+# list such as SIZE_MIB=1024,2048 measures each size; BENCH_ARGS passes more, e.g.
+# BENCH_ARGS='--idle-for 1 --runbook')
 bench: deps
 	$(CARGO) run --release -q -p testenv -- up
-	$(CARGO) run --release -q -p bench -- --size-mib $${SIZE_MIB:-1024}
+	$(CARGO) run --release -q -p bench -- --size-mib $${SIZE_MIB:-1024} $(BENCH_ARGS)
 
 # The README's two commands (make demo, make test) on a fresh Debian 12 chroot with the project
 # copied in: proves a first run installs what it needs. Needs root; stop a running env first.
