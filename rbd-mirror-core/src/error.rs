@@ -262,9 +262,6 @@ pub enum Error {
         /// The copy target, `CLUSTER:POOL/NAME`.
         target: String,
     },
-    /// A rule that keeps data safe would be broken.
-    #[error("refusing: {0}")]
-    Unsafe(String),
     /// `cutover` was asked of a migration that is not live (it has no cutover to wait for).
     #[error("migration {id} is not a live migration: it cuts over by itself once the replica is in sync; `rbd-relay cutover` is for migrations started with --live")]
     NotLive {
