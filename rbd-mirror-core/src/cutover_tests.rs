@@ -513,3 +513,46 @@ fn preflight_of_a_live_clone_says_the_cutover_waits_and_a_live_copy_says_later_w
     let w = warnings_of(&live_copy);
     assert!(w.iter().any(|x| x.contains("not in the copy")), "{w:?}");
 }
+
+/// A clone migration stopped once verified (at its flatten) is finished by `cleanup`: the
+/// flatten, the source's release and features, the replica's removal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_finishes_a_clone_migration_stopped_after_its_verification() {
+    use crate::event::NullSink;
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::standard(DEFAULT, data());
+    world.op_delay = Duration::from_millis(2);
+    let (a, b, w) = pair(world);
+    let m = clone_migration(MirrorImageMode::Journal);
+    let flatten_at = Plan::volume(m.clone(), crate::plan::test_support::facts(DEFAULT))
+        .steps
+        .iter()
+        .position(|s| *s == Step::FlattenCopy)
+        .unwrap();
+    let task = tokio::spawn({
+        let (m, a, b, d) = (m.clone(), a.clone(), b.clone(), dir.path().to_path_buf());
+        async move {
+            let o = crate::fake::fixtures::opts();
+            crate::exec::migrate_volume(&m, a, b, &d, &o, Arc::new(NullSink)).await
+        }
+    });
+    let mut stopped = false;
+    for _ in 0..5000 {
+        if crate::state::recorded(dir.path(), &m.id()).is_ok_and(|s| s.next_step >= flatten_at) {
+            task.abort();
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(stopped, "the run reached the flatten");
+    let _ = task.await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    crate::cleanup::cleanup(dir.path(), &m.id(), a, b, false, Arc::new(NullSink))
+        .await
+        .unwrap();
+    assert_handed_over(&w.lock().unwrap());
+    assert!(crate::state::recorded(dir.path(), &m.id())
+        .unwrap()
+        .finished());
+}
