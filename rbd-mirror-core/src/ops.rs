@@ -1,7 +1,7 @@
 //! The small surface through which orchestration sees Ceph.
 //!
 //! Plans, waits and the executor only call [`CephOps`]; the real implementation over librbd
-//! lives in [`crate::rbd`] and is tested against real clusters, while unit tests of the
+//! lives in the adapter crate `rbd-mirror-ceph` (`real::RbdCeph`) and is tested against real clusters, while unit tests of the
 //! orchestration logic use an in-memory fake. Calls are blocking: the async executor runs them
 //! on tokio's blocking threads.
 

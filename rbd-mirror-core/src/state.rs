@@ -418,7 +418,7 @@ impl StateFile {
         load(&self.path)
     }
 
-    /// Write the state atomically (see [`save_to`]).
+    /// Write the state atomically (temp file, fsync, rename; the state it replaces kept as `ID.json.bak`).
     pub fn save(&self, state: &RunState) -> Result<()> {
         save_to(&self.path, state)
     }
