@@ -180,21 +180,9 @@ impl Executor {
                 };
                 // record the new image's id before anything is written into it
                 let mut created = |id: &str| -> std::result::Result<(), OpsError> {
-                    let record = || -> Result<()> {
-                        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-                        *slot = Some(id.to_string());
-                        let Some(path) = &state_path else {
-                            return Ok(());
-                        };
-                        if let Some(mut state) = crate::state::load(path)? {
-                            state.copy_id = Some(id.to_string());
-                            crate::state::save_to(path, &state)?;
-                        }
-                        Ok(())
-                    };
-                    record().map_err(|e| {
-                        OpsError::new(ErrorKind::Other, "record copy id", e.to_string())
-                    })
+                    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+                    *slot = Some(id.to_string());
+                    record_created_id(state_path.as_deref(), id)
                 };
                 // held while this thread may create or record the copy: a later run of the
                 // same migration waits for it (see `wait_for_earlier_copy`), so it never

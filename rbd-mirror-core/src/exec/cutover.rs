@@ -445,19 +445,7 @@ impl Executor {
                 let mut made = None;
                 let mut created = |id: &str| -> std::result::Result<(), OpsError> {
                     made = Some(id.to_string());
-                    let record = || -> Result<()> {
-                        let Some(path) = &state_path else {
-                            return Ok(());
-                        };
-                        if let Some(mut st) = crate::state::load(path)? {
-                            st.copy_id = Some(id.to_string());
-                            crate::state::save_to(path, &st)?;
-                        }
-                        Ok(())
-                    };
-                    record().map_err(|e| {
-                        OpsError::new(ErrorKind::Other, "record clone id", e.to_string())
-                    })
+                    record_created_id(state_path.as_deref(), id)
                 };
                 d.clone_image(&r, &sn, &t, features, &mut created)?;
                 made.ok_or_else(|| {
@@ -728,12 +716,7 @@ impl Executor {
                 if mi.state != MirrorImageState::Disabled {
                     d.disable_mirroring(&r, !mi.primary)?;
                 }
-                if let Some(s) = d.snapshots(&r)?.into_iter().find(|s| s.name == sn) {
-                    if s.protected {
-                        d.unprotect_snapshot(&r, &sn)?;
-                    }
-                    d.remove_snapshot(&r, &sn)?;
-                }
+                remove_snapshot_if_there(d.as_ref(), &r, &sn)?;
                 d.remove_image_with_id(&r, &replica_id)?;
                 Ok(false)
             },
@@ -779,14 +762,7 @@ impl Executor {
             move || {
                 if d.image_exists(&replica)? {
                     if !handed {
-                        if let Some(sn) =
-                            d.snapshots(&replica)?.into_iter().find(|x| x.name == snap)
-                        {
-                            if sn.protected {
-                                d.unprotect_snapshot(&replica, &snap)?;
-                            }
-                            d.remove_snapshot(&replica, &snap)?;
-                        }
+                        remove_snapshot_if_there(d.as_ref(), &replica, &snap)?;
                     }
                     if d.mirror_image(&replica)?.primary {
                         d.demote(&replica)?;

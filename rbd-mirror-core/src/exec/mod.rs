@@ -618,3 +618,39 @@ fn summary(state: &RunState, already_done: bool) -> Summary {
         image: state.registered.clone(),
     }
 }
+
+/// Remove user snapshot `snap` of `image` if it is there, unprotecting it first: the
+/// handover snapshot of a replica (the cutover's roll back, the undo, the replica's removal).
+pub(crate) fn remove_snapshot_if_there(
+    ops: &dyn CephOps,
+    image: &ImageSpec,
+    snap: &str,
+) -> std::result::Result<(), OpsError> {
+    if let Some(s) = ops.snapshots(image)?.into_iter().find(|s| s.name == snap) {
+        if s.protected {
+            ops.unprotect_snapshot(image, snap)?;
+        }
+        ops.remove_snapshot(image, snap)?;
+    }
+    Ok(())
+}
+
+/// Record the id of the image a copy or clone just created in the state file at `path`
+/// (when the run has one), before anything is written into the image: a later run then
+/// knows the image under the copy name is this migration's.
+pub(crate) fn record_created_id(
+    path: Option<&Path>,
+    id: &str,
+) -> std::result::Result<(), OpsError> {
+    let record = || -> Result<()> {
+        let Some(path) = path else {
+            return Ok(());
+        };
+        if let Some(mut state) = crate::state::load(path)? {
+            state.copy_id = Some(id.to_string());
+            crate::state::save_to(path, &state)?;
+        }
+        Ok(())
+    };
+    record().map_err(|e| OpsError::new(ErrorKind::Other, "record created image id", e.to_string()))
+}

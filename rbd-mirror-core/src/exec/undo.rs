@@ -288,12 +288,7 @@ pub(super) async fn demote_replica(
             if !mi.primary {
                 return Ok(None);
             }
-            if let Some(x) = d.snapshots(&replica)?.into_iter().find(|x| x.name == sn) {
-                if x.protected {
-                    d.unprotect_snapshot(&replica, &sn)?;
-                }
-                d.remove_snapshot(&replica, &sn)?;
-            }
+            super::remove_snapshot_if_there(d.as_ref(), &replica, &sn)?;
             let source_mirrored = s.mirror_image(&image)?.state == MirrorImageState::Enabled;
             if source_mirrored {
                 d.demote(&replica)?;
