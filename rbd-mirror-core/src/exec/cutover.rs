@@ -662,13 +662,7 @@ impl Executor {
                 if !already {
                     s.disable_mirroring(&image, !mi.primary)?;
                 }
-                for sn in s.snapshots(&image)? {
-                    if matches!(sn.namespace, SnapshotNamespace::Mirror { .. })
-                        && !before.contains(&sn.id)
-                    {
-                        s.remove_snapshot_by_id(&image, sn.id)?;
-                    }
-                }
+                remove_mirror_snapshots_except(s.as_ref(), &image, &before)?;
                 Ok(already)
             },
         )

@@ -544,13 +544,7 @@ impl Executor {
                     src.disable_mirroring(&image, false)?;
                 }
                 // no mirror snapshot made by this migration is left behind
-                for s in src.snapshots(&image)? {
-                    if matches!(s.namespace, SnapshotNamespace::Mirror { .. })
-                        && !before.contains(&s.id)
-                    {
-                        src.remove_snapshot_by_id(&image, s.id)?;
-                    }
-                }
+                remove_mirror_snapshots_except(src.as_ref(), &image, &before)?;
                 Ok(already)
             },
         )

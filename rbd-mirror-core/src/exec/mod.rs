@@ -654,3 +654,22 @@ pub(crate) fn record_created_id(
     };
     record().map_err(|e| OpsError::new(ErrorKind::Other, "record created image id", e.to_string()))
 }
+
+/// Remove the mirror snapshots of `image` whose ids are not in `kept` (those from before
+/// the migration); returns how many went. No mirror snapshot a migration made is left.
+pub(crate) fn remove_mirror_snapshots_except(
+    ops: &dyn CephOps,
+    image: &ImageSpec,
+    kept: &[u64],
+) -> std::result::Result<usize, OpsError> {
+    let mut removed = 0;
+    for s in ops.snapshots(image)? {
+        if matches!(s.namespace, crate::ops::SnapshotNamespace::Mirror { .. })
+            && !kept.contains(&s.id)
+        {
+            ops.remove_snapshot_by_id(image, s.id)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}

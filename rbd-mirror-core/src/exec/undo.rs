@@ -11,7 +11,7 @@ use super::{converge_features, on_ceph, remove_own_image};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink};
 use crate::features::Features;
-use crate::ops::{CephOps, ErrorKind, MirrorImageState, SnapshotNamespace};
+use crate::ops::{CephOps, ErrorKind, MirrorImageState};
 use crate::plan::{Step, VolumeMigration};
 use crate::preflight;
 use crate::state::RunState;
@@ -138,18 +138,7 @@ pub(super) async fn remove_mirror_snapshots(
         "remove_mirror_snapshots",
         src.name().to_string(),
         m.image.to_string(),
-        move || {
-            let mut n = 0usize;
-            for snap in s.snapshots(&image)? {
-                if matches!(snap.namespace, SnapshotNamespace::Mirror { .. })
-                    && !kept.contains(&snap.id)
-                {
-                    s.remove_snapshot_by_id(&image, snap.id)?;
-                    n += 1;
-                }
-            }
-            Ok(n)
-        },
+        move || super::remove_mirror_snapshots_except(s.as_ref(), &image, &kept),
     )
     .await?;
     Ok(if removed > 0 {
