@@ -51,7 +51,7 @@ mod model;
 pub use error::Error;
 pub use model::{
     AdoptRequest, AdoptedVolume, BackendPool, CephLocation, HostTarget, ManageRequest,
-    ManageableVolume, UploadToImageRequest, UploadedImage, Volume, VolumeRbdImage,
+    ManageableVolume, Service, UploadToImageRequest, UploadedImage, Volume, VolumeRbdImage,
 };
 
 /// The microversion sent on every Cinder call (manageable list/manage need ≥ 3.8).
@@ -124,6 +124,11 @@ struct Messages {
 struct Message {
     #[serde(default)]
     user_message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Services {
+    services: Vec<Service>,
 }
 
 #[derive(Deserialize)]
@@ -391,10 +396,7 @@ impl Cinder {
                 return Ok(Poll::Ready(v));
             }
             if v.status.starts_with("error") {
-                let reason = match self.messages_for(id).await {
-                    Ok(m) if !m.is_empty() => m.join("; "),
-                    _ => format!("Cinder gave no reason; search the cinder-volume log for {id}"),
-                };
+                let reason = self.failure_reason(&v).await;
                 return Err(Error::VolumeFailed {
                     id: id.to_owned(),
                     status: v.status,
@@ -410,9 +412,134 @@ impl Cinder {
         })
     }
 
+    /// Why volume `v` (in an `error*` status) failed, from what Cinder keeps: its user
+    /// messages (`GET /messages?resource_uuid=ID`, microversion >= 3.3) when there are any,
+    /// else its record and the state of the volume service and scheduler pool it was sent to.
+    ///
+    /// Cinder (up to at least Zed) writes no user message when a manage-existing fails, in
+    /// the scheduler or in the volume driver: the flow only sets `error_managing`, shown as
+    /// `error`. So for a failed adoption the reason is assembled from the volume record
+    /// (host, size), `GET /os-services` (the cinder-volume service down or disabled) and
+    /// `GET /scheduler-stats/get_pools` (no scheduler pool of that name: the scheduler could
+    /// not place it). Each of those reads is best effort: a failed read is named, never fatal.
+    pub async fn failure_reason(&self, v: &Volume) -> String {
+        let id = &v.id;
+        let messages = match self.messages_for(id).await {
+            Ok(m) if !m.is_empty() => return format!("Cinder's user messages: {}", m.join("; ")),
+            Ok(_) => "no user message".to_string(),
+            Err(e) => format!("its user messages could not be read ({e})"),
+        };
+        let mut why = vec![format!(
+            "Cinder gave {messages} (it writes none for a failed manage-existing); its record: status `{}`, size {} GiB, host `{}`",
+            v.status,
+            v.size,
+            v.host.as_deref().unwrap_or("unknown (needs admin)")
+        )];
+        let Some(host) = v.host.clone() else {
+            why.push(format!("search the cinder-volume log for volume {id}"));
+            return why.join("; ");
+        };
+        let backend = host.split('#').next().unwrap_or(&host).to_string();
+        let mut placed = true;
+        match self.volume_services(&backend).await {
+            Ok(services) if services.is_empty() => {
+                placed = false;
+                why.push(format!(
+                    "no cinder-volume service `{backend}` is registered"
+                ));
+            }
+            Ok(services) => {
+                for s in services {
+                    if s.state != "up" {
+                        placed = false;
+                        why.push(format!(
+                            "the cinder-volume service `{}` is {} (last report {}): the scheduler drops a backend whose service does not report",
+                            s.host,
+                            s.state,
+                            s.updated_at.as_deref().unwrap_or("never")
+                        ));
+                    }
+                    if s.status != "enabled" {
+                        placed = false;
+                        why.push(format!(
+                            "the cinder-volume service `{}` is {}{}",
+                            s.host,
+                            s.status,
+                            s.disabled_reason
+                                .as_deref()
+                                .map(|r| format!(" ({r})"))
+                                .unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+            Err(e) => why.push(format!("the volume services could not be read ({e})")),
+        }
+        if host.contains('#') {
+            match self.list_pools().await {
+                Ok(pools) if !pools.iter().any(|p| p.name == host) => {
+                    placed = false;
+                    why.push(format!(
+                        "the scheduler has no pool `{host}`, so it could not place the volume (its pools: {}); give a host string it lists, or wait until the backend reports its pools again (cinder-volume restarted)",
+                        describe_pools(&pools)
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => why.push(format!("the scheduler's pools could not be read ({e})")),
+            }
+        }
+        if placed {
+            why.push(format!(
+                "the scheduler and the service `{backend}` look healthy, so the volume driver or Cinder's database failed: the RBD image could not be opened or renamed (gone or renamed meanwhile, or Cinder's Ceph user may not read it), the project's volume or gigabytes quota was exceeded, or Cinder's database refused a write (e.g. 'database is locked' on SQLite); search the cinder-volume log on `{backend}` for volume {id}"
+            ));
+        }
+        why.join("; ")
+    }
+
+    /// The cinder-volume services of backend `host@backend` (`GET /os-services`, admin).
+    pub async fn volume_services(&self, backend: &str) -> Result<Vec<Service>, Error> {
+        let s: Services = self
+            .client
+            .send_json(
+                &self
+                    .req(Method::GET, "os-services")
+                    .query("binary", "cinder-volume")
+                    .query("host", backend),
+            )
+            .await
+            .map_err(self.map(format!("listing the cinder-volume services of `{backend}`")))?;
+        // filtered again: a server that ignored the filter must not name another service
+        Ok(s.services
+            .into_iter()
+            .filter(|s| s.binary == "cinder-volume" && s.host == backend)
+            .collect())
+    }
+
     /// Waits until volume `id` is `available`.
     pub async fn wait_available(&self, id: &str) -> Result<Volume, Error> {
         self.wait_status(id, &["available"]).await
+    }
+
+    /// `os-set_image_metadata`: set each key of `metadata` in volume `id`'s image metadata
+    /// (`volume_image_metadata`); other keys stay. Idempotent. Nothing is sent for an empty
+    /// map.
+    pub async fn set_image_metadata(
+        &self,
+        id: &str,
+        metadata: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        check_volume_id(id).map_err(|e| *e)?;
+        if metadata.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .send_empty(
+                &self
+                    .req(Method::POST, format!("volumes/{id}/action"))
+                    .json(json!({"os-set_image_metadata": {"metadata": metadata}})),
+            )
+            .await
+            .map_err(self.map(format!("setting the image metadata of volume {id}")))
     }
 
     /// `os-unmanage`: Cinder forgets the volume; the RBD image stays (admin).
@@ -498,13 +625,40 @@ impl Cinder {
                     rbd_image,
                 })
             }
-            Err(e @ Error::VolumeFailed { .. }) => {
-                if let Err(u) = self.unmanage(&started.id).await {
-                    tracing::warn!(volume = %started.id, error = %u, "could not unmanage the failed volume record");
+            Err(Error::VolumeFailed { id, status, reason }) => {
+                let mut reason = reason;
+                match self.unmanage(&started.id).await {
+                    Ok(()) => reason.push_str(&format!(
+                        "; the failed record was unmanaged{}",
+                        self.where_image_is(&host, &req.rbd_image, &started.id)
+                            .await
+                    )),
+                    Err(u) => {
+                        tracing::warn!(volume = %started.id, error = %u, "could not unmanage the failed volume record");
+                        reason.push_str(&format!(
+                            "; unmanaging the failed record failed too ({u}): run `openstack volume set --state error {id}` then `cinder unmanage {id}` (the RBD image stays)"
+                        ));
+                    }
                 }
-                Err(e)
+                Err(Error::VolumeFailed { id, status, reason })
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Where the image of a failed adoption is now, for the message: under its own name
+    /// (a re-run adopts it), or renamed to `volume-<id>` by a driver that failed after the
+    /// rename (rename it back first). Best effort: empty when the list cannot be read.
+    async fn where_image_is(&self, host: &str, image: &str, failed_id: &str) -> String {
+        let renamed = format!("volume-{failed_id}");
+        match self.list_manageable(host).await {
+            Ok(l) if l.iter().any(|m| m.source_name() == Some(image)) => {
+                format!(" and the RBD image `{image}` keeps its name, so a re-run adopts it")
+            }
+            Ok(l) if l.iter().any(|m| m.source_name() == Some(renamed.as_str())) => format!(
+                " but Cinder had renamed the RBD image to `{renamed}` before failing: rename it back (`rbd rename POOL/{renamed} POOL/{image}`) before a re-run"
+            ),
+            _ => String::new(),
         }
     }
 

@@ -175,6 +175,24 @@ pub struct Volume {
 }
 
 impl Volume {
+    /// The volume's image metadata (`volume_image_metadata`: the properties of the image it
+    /// was created from, which Nova reads when booting from it); empty when it has none or
+    /// the credentials may not see it. Values that are not strings are kept as JSON text.
+    pub fn image_metadata(&self) -> BTreeMap<String, String> {
+        let Some(Value::Object(m)) = self.extra.get("volume_image_metadata") else {
+            return BTreeMap::new();
+        };
+        m.iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    }
+
     /// Whether Cinder marks the volume bootable.
     pub fn is_bootable(&self) -> bool {
         self.bootable.as_deref() == Some("true")
@@ -185,6 +203,25 @@ impl Volume {
     pub fn rbd_image_name(&self) -> String {
         format!("volume-{}", self.name_id.as_deref().unwrap_or(&self.id))
     }
+}
+
+/// One entry of `GET /os-services` (admin): a Cinder service and whether it reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    /// `cinder-volume`, `cinder-scheduler`, ...
+    pub binary: String,
+    /// `host@backend` for a volume service.
+    pub host: String,
+    /// `up` or `down` (no report within Cinder's `service_down_time`).
+    pub state: String,
+    /// `enabled` or `disabled`.
+    pub status: String,
+    /// Why it was disabled.
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
+    /// When it last reported.
+    #[serde(default)]
+    pub updated_at: Option<String>,
 }
 
 /// Adopting an RBD image as a volume.

@@ -255,13 +255,54 @@ async fn failed_manage_reports_error_state_and_can_be_unmanaged() {
         .unwrap();
     let e = c.wait_available(&v.id).await.unwrap_err();
     match &e {
-        Error::VolumeFailed { id, status, .. } => {
+        Error::VolumeFailed { id, status, reason } => {
             assert_eq!(id, &v.id);
             assert!(status.starts_with("error"), "{e}");
+            // Cinder writes no user message for a failed manage: the reason comes from the
+            // record and the service/pool checks, and names the driver's side
+            assert!(reason.contains("no user message"), "{e}");
+            assert!(
+                reason.contains(&format!("host `{}`", site.cinder_host)),
+                "{e}"
+            );
+            assert!(reason.contains("could not be opened or renamed"), "{e}");
+            assert!(reason.contains(&v.id), "{e}");
+            assert!(!reason.contains("has no pool"), "{e}");
         }
         other => panic!("expected VolumeFailed, got {other}"),
     }
     c.unmanage(&v.id).await.unwrap();
+}
+
+/// A host string whose backend exists but whose pool does not: Cinder accepts the manage,
+/// its scheduler cannot place the volume and sets it to error without any user message.
+/// The error says so (the scheduler's pools are named), the record is unmanaged again and
+/// the image stays under its name, where an adoption with the right host takes it.
+#[tokio::test]
+async fn a_manage_the_scheduler_cannot_place_names_the_missing_pool() {
+    let site = site();
+    let _serial = CINDER_WRITES.lock().await;
+    let c = site.cinder(&site.admin_cloud).await;
+    let name = unique_name("cm-nopool");
+    site.image_with_data(&name, 4096);
+    let backend = site.cinder_host.split('#').next().unwrap().to_string();
+    let wrong = format!("{backend}#nosuchpool");
+    let mut req = site.adopt_request(&name);
+    req.target = HostTarget::Host(wrong.clone());
+    let e = c.adopt(&req).await.unwrap_err();
+    let s = e.to_string();
+    assert!(matches!(e, Error::VolumeFailed { .. }), "{s}");
+    assert!(
+        s.contains(&format!("the scheduler has no pool `{wrong}`")),
+        "{s}"
+    );
+    assert!(s.contains(&site.cinder_host), "the known pools: {s}");
+    assert!(site.exists(&name), "the image keeps its name");
+    // the failed record was forgotten, and the right host adopts the image
+    let a = c.adopt(&site.adopt_request(&name)).await.unwrap();
+    assert_eq!(a.volume.status, "available");
+    c.unmanage(&a.volume.id).await.unwrap();
+    site.remove(&a.rbd_image);
 }
 
 #[tokio::test]

@@ -326,7 +326,8 @@ pub struct CloudArgs {
     /// default: the backend that stores into the destination pool.
     #[arg(long)]
     pub cinder_host: Option<String>,
-    /// Mark the adopted volume bootable.
+    /// Mark the adopted volume bootable. With --source-cloud, a bootable source volume is
+    /// adopted bootable with its image metadata without this flag.
     #[arg(long)]
     pub bootable: bool,
 }
@@ -349,6 +350,8 @@ impl CloudArgs {
             target,
             name,
             bootable: self.bootable,
+            image_metadata: Default::default(),
+            no_grow: false,
         })
     }
 }
@@ -451,6 +454,11 @@ pub struct VolumeArgs {
     pub adopt: bool,
     #[command(flatten)]
     pub cloud: CloudArgs,
+    /// With --adopt: refuse (at preflight, before anything changes) an image whose size is
+    /// not a whole GiB, instead of growing the copy to the next GiB before the adoption
+    /// (Cinder records whole GiB; growing keeps every byte).
+    #[arg(long)]
+    pub no_grow: bool,
     /// The source is a Cinder volume of this cloud (IMAGE is its id); needs an admin role
     /// there to see where the volume is stored.
     #[arg(long)]
@@ -526,12 +534,23 @@ impl VolumeArgs {
                     .and_then(|v| v.name.clone())
                     .filter(|n| !n.is_empty())
             });
-            m.adopt = Some(self.cloud.adoption(&into, name)?);
+            let mut a = self.cloud.adoption(&into, name)?;
+            // a bootable source volume is adopted as a bootable volume with its image
+            // metadata (what Nova reads when it boots from it)
+            if let Some(v) = source.filter(|v| v.bootable) {
+                a.bootable = true;
+                a.image_metadata = v.image_metadata.clone();
+            }
+            a.no_grow = self.no_grow;
+            m.adopt = Some(a);
         } else if let Some(n) = &self.name {
             m.dest_name = m.copy_target().renamed(n).context("--name")?.image;
         }
-        if !self.adopt && (self.cloud.cinder_host.is_some() || self.cloud.bootable) {
-            anyhow::bail!("--cinder-host and --bootable apply to the adoption: add --adopt");
+        if !self.adopt && (self.cloud.cinder_host.is_some() || self.cloud.bootable || self.no_grow)
+        {
+            anyhow::bail!(
+                "--cinder-host, --bootable and --no-grow apply to the adoption: add --adopt"
+            );
         }
         m.mode = self.mode.parse::<MirrorImageMode>()?;
         m.allow_live = self.live;

@@ -907,6 +907,8 @@ fn every_plan_variant_renders_shellcheck_clean_scripts() {
             },
             name: None,
             bootable: true,
+            image_metadata: Default::default(),
+            no_grow: false,
         });
         plans.push(Plan::volume(m, facts(all, false, PoolMirrorMode::Disabled)));
         // bootable

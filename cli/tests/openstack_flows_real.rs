@@ -1108,3 +1108,300 @@ fn bootable_rerun_takes_over_an_upload_whose_answer_was_lost() {
         &src.volume.id,
     ));
 }
+
+/// sha256 of the first `len` bytes of `image` (`rbd export | head -c LEN | sha256sum`).
+fn sha_of_first(cluster: &str, image: &str, len: u64) -> String {
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            "rbd --cluster \"$1\" export --no-progress \"$2\" - | head -c \"$3\" | sha256sum",
+            "sh",
+            cluster,
+            image,
+            &len.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().next().unwrap().to_string()
+}
+
+/// An image of 256 MiB is grown to 1 GiB before Cinder adopts it (Cinder records 1 GiB),
+/// its first 256 MiB equal to the source; the summary says so. With --no-grow the same
+/// migration is refused at preflight and nothing changes.
+#[test]
+fn an_image_not_a_whole_gib_is_grown_to_one_before_the_adoption_or_refused_with_no_grow() {
+    let s = site();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let name = testenv::unique_name("flow-grow");
+    let spec = format!("{}/{name}", s.src_pool);
+    let len: u64 = 256 << 20;
+    image_with_data(&s.a, &spec, len as usize);
+    let features = info(&s.a, &spec)["features"].clone();
+    let want = sha(&s.a, &spec);
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path().to_str().unwrap();
+    let vol_name = format!("vol-{name}");
+    let args = [
+        "migrate",
+        "volume",
+        "--from",
+        &s.a,
+        "--to",
+        &s.b,
+        &spec,
+        "--into",
+        &s.dst_pool,
+        "--adopt",
+        "--os-cloud",
+        &s.dst_admin,
+        "--name",
+        &vol_name,
+    ];
+
+    let (ok, _, err) = relay(&[&args[..], &["--no-grow"]].concat(), state);
+    assert!(!ok, "--no-grow must refuse a 256 MiB image");
+    assert!(err.contains("not a whole GiB"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    source_untouched(&s.a, &spec, &features);
+    assert!(!exists(&s.b, &spec), "no replica made");
+    assert!(
+        !exists(&s.b, &format!("{}/{name}", s.dst_pool)),
+        "no copy made"
+    );
+
+    let (ok, lines, err) = relay(&args, state);
+    assert!(ok, "migration failed: {err}\n{lines:?}");
+    let result = lines.last().unwrap();
+    let summary = &result["summary"];
+    assert_eq!(summary["sha256"], want);
+    assert_eq!(summary["bytes"], len);
+    assert_eq!(
+        summary["grown_to"],
+        1u64 << 30,
+        "the summary says so: {result}"
+    );
+    assert!(
+        summary["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|st| st[0] == "grow_copy"),
+        "{result}"
+    );
+    let id = summary["volume"]["id"].as_str().unwrap().to_string();
+    let v = rt().block_on(async {
+        cinder(&s.dst_admin, Side::Destination)
+            .await
+            .get_volume(&id)
+            .await
+            .unwrap()
+    });
+    assert_eq!(v.status, "available");
+    assert_eq!(v.size, 1, "Cinder records 1 GiB");
+    let renamed = format!("{}/volume-{id}", s.dst_pool);
+    assert_eq!(
+        info(&s.b, &renamed)["size"],
+        1u64 << 30,
+        "the image is 1 GiB too"
+    );
+    assert_eq!(
+        sha_of_first(&s.b, &renamed, len),
+        want,
+        "every source byte kept"
+    );
+    source_untouched(&s.a, &spec, &features);
+    assert_eq!(info(&s.a, &spec)["size"], len, "the source is not grown");
+
+    rt().block_on(drop_volume(
+        &s.dst_admin,
+        Side::Destination,
+        &s.b,
+        &s.dst_pool,
+        &id,
+    ));
+    let _ = rbd_output(&s.a, &["rm", "--no-progress", &spec]);
+}
+
+/// A bootable source volume with image metadata, migrated live (`--live --adopt`, given by
+/// its Cinder volume id in the source cloud), is adopted as a bootable volume carrying the
+/// source volume's image metadata.
+#[test]
+fn a_bootable_volume_migrated_live_is_adopted_bootable_with_its_image_metadata() {
+    let s = site();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let name = testenv::unique_name("flow-bootlive");
+    let src = source_volume(s, &name, (5 << 20) + 77);
+    let src_spec = format!("{}/{}", s.src_pool, src.rbd_image);
+    let want = sha(&s.a, &src_spec);
+    let meta: std::collections::BTreeMap<String, String> = [
+        ("hw_disk_bus", "scsi"),
+        ("hw_scsi_model", "virtio-scsi"),
+        ("os_type", "linux"),
+        ("image_name", "debian-12-test"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    rt().block_on(async {
+        let c = cinder(&s.src_admin, Side::Source).await;
+        c.set_image_metadata(&src.volume.id, &meta).await.unwrap();
+        let v = c.get_volume(&src.volume.id).await.unwrap();
+        assert!(v.is_bootable());
+        assert_eq!(
+            v.image_metadata(),
+            meta,
+            "the source volume's image metadata"
+        );
+    });
+    let state = tempfile::tempdir().unwrap();
+    let (ok, lines, err) = relay(
+        &[
+            "migrate",
+            "volume",
+            "--from",
+            &s.a,
+            "--to",
+            &s.b,
+            "--source-cloud",
+            &s.src_admin,
+            &src.volume.id,
+            "--into",
+            &s.dst_pool,
+            "--adopt",
+            "--os-cloud",
+            &s.dst_admin,
+            "--live",
+            "--idle-for",
+            "1",
+        ],
+        state.path().to_str().unwrap(),
+    );
+    assert!(ok, "{err}\n{lines:?}");
+    let result = lines.last().unwrap();
+    assert_eq!(result["summary"]["sha256"], want);
+    let kinds: Vec<String> = result["summary"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|st| st[0].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        kinds.iter().any(|k| k == "wait_for_cutover"),
+        "live: {kinds:?}"
+    );
+    let id = result["summary"]["volume"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = rt().block_on(async {
+        cinder(&s.dst_admin, Side::Destination)
+            .await
+            .get_volume(&id)
+            .await
+            .unwrap()
+    });
+    assert_eq!(v.status, "available");
+    assert!(v.is_bootable(), "adopted as a bootable volume: {v:?}");
+    assert_eq!(
+        v.image_metadata(),
+        meta,
+        "with the source volume's image metadata"
+    );
+    assert_eq!(
+        v.name.as_deref(),
+        Some(format!("src-{name}").as_str()),
+        "the source volume's name"
+    );
+    let renamed = format!("{}/volume-{id}", s.dst_pool);
+    assert_eq!(sha_of_first(&s.b, &renamed, (5 << 20) + 77), want);
+    rt().block_on(drop_volume(
+        &s.dst_admin,
+        Side::Destination,
+        &s.b,
+        &s.dst_pool,
+        &id,
+    ));
+    rt().block_on(drop_volume(
+        &s.src_admin,
+        Side::Source,
+        &s.a,
+        &s.src_pool,
+        &src.volume.id,
+    ));
+}
+
+/// `adopt volume` with a host string whose backend exists but whose pool does not: Cinder
+/// accepts the manage and fails it in its scheduler, without a user message. rbd-relay's
+/// error names the missing pool and says the image kept its name; the right host then
+/// adopts it.
+#[test]
+fn a_manage_cinder_fails_names_the_reason_and_leaves_the_image_adoptable() {
+    let s = site();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let name = testenv::unique_name("flow-mfail");
+    let spec = format!("{}/{name}", s.dst_pool);
+    image_with_data(&s.b, &spec, 1 << 20);
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path().to_str().unwrap();
+    let backend = s.dst_host.split('#').next().unwrap().to_string();
+    let wrong = format!("{backend}#nosuchpool");
+    let vol_name = format!("vol-{name}");
+    let (ok, _, err) = relay(
+        &[
+            "adopt",
+            "volume",
+            &spec,
+            "--os-cloud",
+            &s.dst_admin,
+            "--cinder-host",
+            &wrong,
+            "--name",
+            &vol_name,
+        ],
+        state,
+    );
+    assert!(!ok);
+    assert!(err.contains("ended in status `error`"), "{err}");
+    assert!(err.contains("no user message"), "{err}");
+    assert!(
+        err.contains(&format!("the scheduler has no pool `{wrong}`")),
+        "{err}"
+    );
+    assert!(
+        err.contains("keeps its name, so a re-run adopts it"),
+        "{err}"
+    );
+    assert!(exists(&s.b, &spec), "the image keeps its name");
+    assert!(
+        rt().block_on(volumes_named(&s.dst_admin, &vol_name))
+            .is_empty(),
+        "the failed record was unmanaged"
+    );
+    let again = tempfile::tempdir().unwrap();
+    let (ok, lines, err) = relay(
+        &[
+            "adopt",
+            "volume",
+            &spec,
+            "--os-cloud",
+            &s.dst_admin,
+            "--name",
+            &vol_name,
+        ],
+        again.path().to_str().unwrap(),
+    );
+    assert!(ok, "{err}");
+    let id = lines.last().unwrap()["volume"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    rt().block_on(drop_volume(
+        &s.dst_admin,
+        Side::Destination,
+        &s.b,
+        &s.dst_pool,
+        &id,
+    ));
+}

@@ -295,6 +295,7 @@ extern "C" {
     // image properties
     pub fn rbd_stat(image: rbd_image_t, info: *mut rbd_image_info_t, infosize: size_t) -> c_int;
     pub fn rbd_get_size(image: rbd_image_t, size: *mut u64) -> c_int;
+    pub fn rbd_resize(image: rbd_image_t, size: u64) -> c_int;
     pub fn rbd_get_features(image: rbd_image_t, features: *mut u64) -> c_int;
     pub fn rbd_update_features(image: rbd_image_t, features: u64, enabled: u8) -> c_int;
     pub fn rbd_get_flags(image: rbd_image_t, flags: *mut u64) -> c_int;

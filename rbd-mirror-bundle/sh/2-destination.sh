@@ -43,9 +43,18 @@ REC_DIGEST=''
 if [ -s "$STATE_FILE" ]; then
     read -r REC_ID REC_DIGEST <"$STATE_FILE" || true
 fi
+# the copy's first SOURCE_SIZE bytes: past them, a copy grown for Cinder (step grow_copy)
+# holds zeros; the whole copy when the plan grows nothing
+copy_head() {
+    if [ -n "${SOURCE_SIZE:-}" ]; then
+        copy export --no-progress - | head -c "$SOURCE_SIZE"
+    else
+        copy export --no-progress -
+    fi
+}
 if copy info >/dev/null 2>&1; then
     say "$DST_CLUSTER:$COPY_POOL/$COPY_IMAGE exists: checking whether it is this migration's verified copy (reads the whole image)"
-    HAVE=$(sha256_of copy export --no-progress -)
+    HAVE=$(sha256_of copy_head)
     [ "$HAVE" = "$SOURCE_DIGEST" ] || fail "$DST_CLUSTER:$COPY_POOL/$COPY_IMAGE exists and its content differs from the source (sha256 $HAVE): a partial copy of an interrupted run, or another image. Check it; if it is a leftover remove it (rbd --cluster $DST_CLUSTER rm --pool $COPY_POOL --image <name>) and re-run"
     COPY_DONE=yes
     say "the copy is already there with the source's content"
@@ -144,6 +153,20 @@ else
     COPY_ID=$REC_ID
 fi
 VERIFIED_COPY_ID=$COPY_ID
+
+#@ step_grow_copy
+if [ "$RENAMED" = yes ]; then
+    say "the copy was grown before it was adopted"
+else
+    SIZE_NOW=$(copy info --format json | json_lines | sed -n 's/^ *"size": *\([0-9]*\).*/\1/p' | head -n 1)
+    [ -n "$SIZE_NOW" ] || fail "cannot read the size of $DST_CLUSTER:$COPY_POOL/$COPY_IMAGE"
+    if [ "$SIZE_NOW" -ge "$GROW_BYTES" ]; then
+        say "the copy already has $SIZE_NOW bytes (a whole GiB)"
+    else
+        say "grow the copy from $SIZE_NOW to $GROW_BYTES bytes, the next whole GiB, which Cinder records (every byte stays)"
+        copy resize --no-progress --size "${GROW_GIB}G"
+    fi
+fi
 
 #@ step_snapshot_and_protect
 [ "$RENAMED" = no ] || fail "the copy was renamed (image id $REC_ID); Glance reads it by its name: rename it back to $COPY_IMAGE"

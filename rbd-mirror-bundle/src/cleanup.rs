@@ -107,6 +107,7 @@ fn cleanup_step(step: &Step) -> Result<&'static str, BundleError> {
         | Step::SetCopyFeatures { .. }
         | Step::Verify
         | Step::AdoptVolume { .. }
+        | Step::GrowCopy { .. }
         | Step::SnapshotAndProtect { .. }
         | Step::RegisterImage { .. }
         | Step::CheckMinDisk { .. } => Err(BundleError::not_in(step, "cleanup")),

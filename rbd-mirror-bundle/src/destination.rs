@@ -20,6 +20,7 @@ const STEP_COPY_REPLICA: &str = section(DESTINATION, "step_copy_replica");
 const STEP_SET_COPY_FEATURES: &str = section(DESTINATION, "step_set_copy_features");
 const STEP_VERIFY: &str = section(DESTINATION, "step_verify");
 const STEP_SNAPSHOT_AND_PROTECT: &str = section(DESTINATION, "step_snapshot_and_protect");
+const STEP_GROW_COPY: &str = section(DESTINATION, "step_grow_copy");
 /// Reached only after the verify step passed: the verified-copy handoff `DIGEST COPY_ID FSID
 /// TOKEN` the tenant and cleanup scripts require. Script 1 prints only the digest, so running
 /// the cleanup right after it is refused; the copy's image id survives Cinder's rename, and
@@ -62,6 +63,15 @@ impl Renderer<'_> {
         let _ = writeln!(s, "MODE={}", sh_quote(&m.mode.to_string()));
         if let Some(snap) = &snapshot {
             let _ = writeln!(s, "GLANCE_SNAP={}", sh_quote(snap));
+        }
+        if let Some(size) = p.grown_to() {
+            // the copy is grown to a whole GiB for Cinder: digests cover the source's size
+            let _ = writeln!(
+                s,
+                "SOURCE_SIZE={}\nGROW_BYTES={size}\nGROW_GIB={}",
+                p.facts.size,
+                size / rbd_mirror_core::plan::GIB
+            );
         }
         s.push_str(ARGUMENTS);
         if p.steps.contains(&Step::EnablePoolMirroring) {
@@ -121,6 +131,7 @@ fn destination_step(step: &Step) -> Result<&'static str, BundleError> {
         Step::SetCopyFeatures { .. } => Ok(STEP_SET_COPY_FEATURES),
         Step::Verify => Ok(STEP_VERIFY),
         Step::SnapshotAndProtect { .. } => Ok(STEP_SNAPSHOT_AND_PROTECT),
+        Step::GrowCopy { .. } => Ok(STEP_GROW_COPY),
         Step::Preflight
         | Step::EnablePoolMirroring
         | Step::EnableFeatures { .. }

@@ -155,6 +155,7 @@ impl Script {
             | Step::SetCopyFeatures { .. }
             | Step::Verify
             | Step::AdoptVolume { .. }
+            | Step::GrowCopy { .. }
             | Step::SnapshotAndProtect { .. }
             | Step::RegisterImage { .. }
             | Step::CheckMinDisk { .. }

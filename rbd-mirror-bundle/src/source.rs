@@ -102,6 +102,7 @@ fn source_step(step: &Step) -> Result<&'static str, BundleError> {
         | Step::DisableMirroring
         | Step::RestoreFeatures { .. }
         | Step::AdoptVolume { .. }
+        | Step::GrowCopy { .. }
         | Step::SnapshotAndProtect { .. }
         | Step::RegisterImage { .. }
         | Step::CheckMinDisk { .. } => Err(BundleError::not_in(step, "source")),

@@ -64,6 +64,7 @@ impl Renderer<'_> {
                 | Step::Verify
                 | Step::DisableMirroring
                 | Step::RestoreFeatures { .. }
+                | Step::GrowCopy { .. }
                 | Step::SnapshotAndProtect { .. } => {
                     return Err(BundleError::not_in(step, "tenant"));
                 }

@@ -30,6 +30,8 @@ pub(crate) fn volume_plan(mode: MirrorImageMode) -> Plan {
         },
         name: Some(HOSTILE_VOLUME.into()),
         bootable: false,
+        image_metadata: Default::default(),
+        no_grow: false,
     });
     Plan::volume(
         m,
@@ -145,6 +147,36 @@ fn scripts_are_in_run_order_with_cleanup_last() {
     assert_eq!(cleanup.0, Script::Cleanup);
     let kinds: Vec<&str> = cleanup.1.iter().map(|&i| plan.steps[i].kind()).collect();
     assert_eq!(kinds, ["disable_mirroring", "restore_features"]);
+}
+
+#[test]
+fn the_destination_script_grows_a_copy_not_a_whole_gib_after_its_verification() {
+    let plan = volume_plan(MirrorImageMode::Journal);
+    assert_eq!(plan.facts.size, 10 << 20);
+    let b = render(&plan, "x").unwrap();
+    let (script, steps) = &b.scripts[1];
+    assert_eq!(*script, Script::Destination);
+    let kinds: Vec<&str> = steps.iter().map(|&i| plan.steps[i].kind()).collect();
+    let at = |k: &str| kinds.iter().position(|x| *x == k);
+    assert_eq!(at("grow_copy"), at("verify").map(|i| i + 1), "{kinds:?}");
+    let dst = &b.files[1].contents;
+    assert!(
+        dst.contains("SOURCE_SIZE=10485760\nGROW_BYTES=1073741824\nGROW_GIB=1\n"),
+        "{dst}"
+    );
+    assert!(
+        dst.contains("copy resize --no-progress --size \"${GROW_GIB}G\""),
+        "{dst}"
+    );
+    // the re-run's check of an existing copy digests the source's size only
+    assert!(dst.contains("HAVE=$(sha256_of copy_head)"), "{dst}");
+    // no adoption, no grow
+    let plain = Plan::volume(
+        migration(MirrorImageMode::Journal),
+        facts(Features::LAYERING),
+    );
+    let b = render(&plain, "x").unwrap();
+    assert!(!b.files[1].contents.contains("GROW_BYTES="));
 }
 
 #[test]

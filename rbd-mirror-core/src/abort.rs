@@ -172,7 +172,9 @@ fn undo_of(step: &Step, state: &RunState) -> UndoOf {
             None => UndoOf::default(),
         },
         // on the copy: they go with it (a copy with snapshots is refused by RemoveCopy)
-        Step::SetCopyFeatures { .. } | Step::SnapshotAndProtect { .. } => UndoOf::default(),
+        Step::SetCopyFeatures { .. } | Step::SnapshotAndProtect { .. } | Step::GrowCopy { .. } => {
+            UndoOf::default()
+        }
         // they put the source back themselves
         Step::DisableMirroring | Step::RestoreFeatures { .. } => {
             UndoOf::steps(vec![Step::RemoveSourceMarker])

@@ -107,6 +107,9 @@ pub struct AdoptSpec {
     pub bootable: bool,
     /// Metadata (includes [`MARKER_KEY`]).
     pub metadata: BTreeMap<String, String>,
+    /// Image metadata (`volume_image_metadata`) set on the volume once it is available;
+    /// empty for none.
+    pub image_metadata: BTreeMap<String, String>,
 }
 
 /// A volume adopted (or found adopted) in the destination cloud.
@@ -139,6 +142,10 @@ pub struct SourceVolume {
     pub status: String,
     /// Bootable.
     pub bootable: bool,
+    /// Its image metadata (`volume_image_metadata`: the properties of the image it was
+    /// made from, which Nova reads when it boots from the volume); empty for none.
+    #[serde(default)]
+    pub image_metadata: BTreeMap<String, String>,
     /// Ceph pool.
     pub pool: String,
     /// RBD image.
@@ -191,6 +198,13 @@ pub trait CloudOps: Send + Sync {
     /// Adopt an RBD image as a volume and wait until it is available. A failed adoption
     /// leaves no volume record behind.
     fn adopt<'a>(&'a self, spec: &'a AdoptSpec) -> BoxFuture<'a, CloudResult<AdoptedVolume>>;
+    /// Set image metadata (`volume_image_metadata`) on volume `id`: each key is set to its
+    /// value, other keys stay. Idempotent.
+    fn set_image_metadata<'a>(
+        &'a self,
+        id: &'a str,
+        metadata: &'a BTreeMap<String, String>,
+    ) -> BoxFuture<'a, CloudResult<()>>;
     /// The volumes whose metadata has [`MARKER_KEY`] = `marker` (any status).
     fn find_adopted<'a>(
         &'a self,

@@ -80,6 +80,8 @@ fn a_live_clone_plan_waits_for_the_cutover_and_adopts_before_verifying() {
         },
         name: None,
         bootable: false,
+        image_metadata: Default::default(),
+        no_grow: false,
     });
     let p = Plan::volume(m, crate::plan::test_support::facts(DEFAULT));
     let kinds: Vec<_> = p.steps.iter().map(Step::kind).collect();
@@ -444,6 +446,8 @@ async fn a_live_clone_migration_with_adoption_hands_the_clone_to_cinder_before_v
         },
         name: Some("disk1".into()),
         bootable: false,
+        image_metadata: Default::default(),
+        no_grow: false,
     });
     let o = crate::fake::fixtures::opts();
     let s = migrate(

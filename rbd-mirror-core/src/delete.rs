@@ -132,11 +132,21 @@ pub async fn delete_source(
     }));
     let (s, i) = (src.clone(), source.clone());
     let (d, c) = (dst.clone(), copy.clone());
+    let (s2_src, i2_src) = (src.clone(), source.clone());
+    // a copy grown to a whole GiB for Cinder: its first (source size) bytes are compared
+    let grown = run.plan.grown_to().is_some();
     let (a, b) = tokio::join!(
         blocking("delete-source", src.as_ref(), &source, move || s
             .digest(&i, &mut |_, _| true)),
-        blocking("delete-source", dst.as_ref(), &copy, move || d
-            .digest(&c, &mut |_, _| true)),
+        blocking("delete-source", dst.as_ref(), &copy, move || {
+            if grown {
+                let (s2, i2) = (s2_src, i2_src);
+                let len = s2.stat(&i2)?.size;
+                d.digest_first(&c, len, &mut |_, _| true)
+            } else {
+                d.digest(&c, &mut |_, _| true)
+            }
+        }),
     );
     let (a, b) = (a?, b?);
     if a != b {

@@ -359,6 +359,19 @@ pub trait CephOps: Send + Sync {
     fn metadata_remove(&self, image: &ImageSpec, key: &str) -> OpsResult<()>;
     /// SHA-256 (hex) of the image's whole content, holes read as zeros.
     fn digest(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<String>;
+    /// SHA-256 (hex) of the image's first `len` bytes: what [`CephOps::digest`] gave before
+    /// the image was grown from `len` bytes. [`ErrorKind::InvalidArgument`] when the image
+    /// is smaller than `len`.
+    fn digest_first(
+        &self,
+        image: &ImageSpec,
+        len: u64,
+        progress: Progress<'_>,
+    ) -> OpsResult<String>;
+    /// Grow the image to `size` bytes (`rbd_resize`; the new bytes read as zeros, every
+    /// existing byte stays). [`ErrorKind::InvalidArgument`] for a size below the current
+    /// one: it never shrinks. `Ok` when it already has that size.
+    fn grow(&self, image: &ImageSpec, size: u64) -> OpsResult<()>;
     /// The pool holding the image's data when it is not the image's own pool (created
     /// with `--data-pool`, e.g. an erasure-coded pool), by name; `None` otherwise.
     fn data_pool(&self, image: &ImageSpec) -> OpsResult<Option<String>>;

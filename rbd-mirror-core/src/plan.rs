@@ -158,6 +158,32 @@ pub struct Adoption {
     pub name: Option<String>,
     /// Mark the volume bootable.
     pub bootable: bool,
+    /// Image metadata to set on the adopted volume (`volume_image_metadata`: what Nova reads
+    /// of a bootable volume, e.g. `hw_disk_bus`, `os_type`, the image it was made from): the
+    /// source volume's, read from the source cloud for a bootable source volume.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub image_metadata: std::collections::BTreeMap<String, String>,
+    /// Refuse (at preflight) an image whose size is not a whole GiB instead of growing the
+    /// copy to the next GiB before the adoption ([`Step::GrowCopy`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_grow: bool,
+}
+
+/// One GiB: Cinder sizes volumes in whole GiB (manage-existing rounds an image's size up).
+pub const GIB: u64 = 1 << 30;
+
+/// The step growing the copy to the next whole GiB before its adoption, when it is adopted,
+/// its size is not a whole GiB and growing is not refused (`--no-grow`, then preflight
+/// refuses the image instead). Cinder records the rounded size; later Cinder operations
+/// (backup, upload to image, retype, extend) trust it.
+fn grow_before_adoption(m: &VolumeMigration, facts: &SourceFacts) -> Option<Step> {
+    let a = m.adopt.as_ref()?;
+    if a.no_grow || facts.size % GIB == 0 {
+        return None;
+    }
+    Some(Step::GrowCopy {
+        size: facts.size.div_ceil(GIB) * GIB,
+    })
 }
 
 impl VolumeMigration {
@@ -445,6 +471,7 @@ impl Plan {
             snap: snap.clone(),
             features: facts.features - lost,
         });
+        steps.extend(grow_before_adoption(&migration, &facts));
         if let Some(a) = &migration.adopt {
             steps.push(Step::AdoptVolume {
                 cloud: a.cloud.clone(),
@@ -469,6 +496,15 @@ impl Plan {
             facts,
             steps,
         }
+    }
+
+    /// The size the copy is grown to before its adoption ([`Step::GrowCopy`]), if it is:
+    /// its first `facts.size` bytes are then the verified content, the rest zeros.
+    pub fn grown_to(&self) -> Option<u64> {
+        self.steps.iter().find_map(|s| match s {
+            Step::GrowCopy { size } => Some(*size),
+            _ => None,
+        })
     }
 
     /// The steps of the cutover a failure rolls back (source demoted, nothing handed
@@ -538,6 +574,7 @@ impl Plan {
                 min_gib: r.min_disk_gib,
             });
         }
+        steps.extend(grow_before_adoption(&migration, &facts));
         if let Some(a) = &migration.adopt {
             steps.push(Step::AdoptVolume {
                 cloud: a.cloud.clone(),

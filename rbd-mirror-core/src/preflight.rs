@@ -122,6 +122,20 @@ fn check(
             "give --into a pool other than the mirrored pool, or another --name",
         ));
     }
+    if m.adopt.as_ref().is_some_and(|a| a.no_grow) {
+        if stat.size % crate::plan::GIB != 0 {
+            problems.push(problem(
+                format!(
+                    "{}:{} has {} bytes, not a whole GiB: Cinder would record it as a {} GiB volume backed by a smaller image, and --no-grow forbids growing it",
+                    m.source.name,
+                    m.image,
+                    stat.size,
+                    stat.size.div_ceil(crate::plan::GIB)
+                ),
+                "drop --no-grow (the copy is then grown to the next GiB before the adoption; every byte stays), or grow the source to a whole GiB first",
+            ));
+        }
+    }
     if let Some(dst) = dst {
         check_destination(m, src, dst, mirroring_was_enabled, events, &mut problems);
         check_data_pool_and_room(

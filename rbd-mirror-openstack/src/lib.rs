@@ -173,6 +173,19 @@ impl CloudOps for OpenStackCloud {
         })
     }
 
+    fn set_image_metadata<'a>(
+        &'a self,
+        id: &'a str,
+        metadata: &'a std::collections::BTreeMap<String, String>,
+    ) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move {
+            self.cinder
+                .set_image_metadata(id, metadata)
+                .await
+                .map_err(cinder_err)
+        })
+    }
+
     fn find_adopted<'a>(
         &'a self,
         marker: &'a str,
@@ -206,6 +219,7 @@ impl CloudOps for OpenStackCloud {
                 size_gib: v.size,
                 status: v.status.clone(),
                 bootable: v.is_bootable(),
+                image_metadata: v.image_metadata(),
                 pool: loc.pool,
                 image: loc.image,
             })

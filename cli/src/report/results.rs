@@ -58,6 +58,15 @@ impl Reporter {
                     human_bytes(s.bytes as f64)
                 );
                 outln!("verified: sha256 {}", s.sha256);
+                if let Some(to) = s.grown_to {
+                    outln!(
+                        "grown from {} to {} bytes ({} GiB) before the adoption, the size Cinder records (the first {} bytes are the verified ones, the rest zeros)",
+                        s.bytes,
+                        to,
+                        to >> 30,
+                        s.bytes
+                    );
+                }
                 if let Some(v) = &s.volume {
                     outln!(
                         "adopted as Cinder volume {} ({}{} GiB, {}), backed by RBD image {}",

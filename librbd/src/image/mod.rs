@@ -311,6 +311,25 @@ impl Image {
         Ok(v)
     }
 
+    /// Grow the image to `size` bytes (`rbd_resize`); the bytes past the old end read as
+    /// zeros. Refuses to shrink (`InvalidArgument`, nothing changed): shrinking discards data.
+    pub fn grow(&self, size: u64) -> Result<()> {
+        let now = self.size()?;
+        if size < now {
+            return Err(RbdError::new("rbd_resize", self.c(), libc::EINVAL)
+                .with_detail(format!("refusing to shrink from {now} to {size} bytes")));
+        }
+        if size == now {
+            return Ok(());
+        }
+        // SAFETY: valid image handle, owned by self for the call.
+        let ret = unsafe { sys::rbd_resize(self.raw, size) };
+        check(ret, "rbd_resize", || {
+            format!("{}, to {size} bytes", self.c())
+        })?;
+        Ok(())
+    }
+
     /// Feature bits, `RBD_FEATURE_*` (`rbd_get_features`).
     pub fn features(&self) -> Result<u64> {
         let mut v = 0u64;

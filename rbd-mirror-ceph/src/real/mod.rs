@@ -502,6 +502,33 @@ impl CephOps for RbdCeph {
         pipelined_sha256(readers, size, chunk, progress)
     }
 
+    fn digest_first(
+        &self,
+        image: &ImageSpec,
+        len: u64,
+        progress: Progress<'_>,
+    ) -> OpsResult<String> {
+        let img = self.open_ro(image)?;
+        let size = img.size().ops()?;
+        if size < len {
+            return Err(OpsError::new(
+                ErrorKind::InvalidArgument,
+                "digest",
+                format!("{image} has {size} bytes, fewer than the {len} to digest"),
+            ));
+        }
+        let chunk = self.chunk.lock().map(|c| *c).unwrap_or(4 << 20);
+        let mut readers = vec![img];
+        for _ in 1..DIGEST_READERS {
+            readers.push(self.open_ro(image)?);
+        }
+        pipelined_sha256(readers, len, chunk, progress)
+    }
+
+    fn grow(&self, image: &ImageSpec, size: u64) -> OpsResult<()> {
+        self.open(image)?.grow(size).ops()
+    }
+
     fn data_pool(&self, image: &ImageSpec) -> OpsResult<Option<String>> {
         let io = self.io(&image.pool)?;
         let img = Image::open_read_only(&io, &image.image, None).ops()?;

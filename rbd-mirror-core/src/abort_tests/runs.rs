@@ -288,6 +288,8 @@ async fn abort_refuses_after_adoption_and_when_finished() {
         },
         name: None,
         bootable: false,
+        image_metadata: Default::default(),
+        no_grow: false,
     });
     let (cloud, _) = FakeCloud::new(w.clone());
     let clouds = Clouds {

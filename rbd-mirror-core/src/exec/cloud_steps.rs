@@ -141,8 +141,16 @@ impl Executor {
         let cloud = self.cloud(kind)?;
         let m = state.plan.migration.clone();
         let marker = state.plan.id.clone();
+        let image_metadata = m
+            .adopt
+            .as_ref()
+            .map(|a| a.image_metadata.clone())
+            .unwrap_or_default();
         if state.adopt_started {
             if let Some(v) = self.find_adopted(cloud.as_ref(), kind, &marker).await? {
+                // the interrupted run may have died before it set the image metadata
+                self.set_image_metadata(cloud.as_ref(), &v, &image_metadata)
+                    .await?;
                 self.skipped(
                     index,
                     step,
@@ -175,11 +183,16 @@ impl Executor {
             name,
             bootable: m.adopt.as_ref().is_some_and(|a| a.bootable),
             metadata,
+            image_metadata,
         };
         let v = cloud
             .adopt(&spec)
             .await
             .map_err(cloud_err(kind, cloud.as_ref()))?;
+        // recorded as adopted only once its image metadata is set: a re-run finds the volume
+        // by its marker and sets it again (idempotent)
+        self.set_image_metadata(cloud.as_ref(), &v, &spec.image_metadata)
+            .await?;
         self.events.emit(Event::Progress(ProgressInfo::done(
             "adopt",
             format!(
@@ -188,6 +201,77 @@ impl Executor {
             ),
         )));
         state.adopted = Some(v);
+        Ok(())
+    }
+
+    /// Grow the copy to `size` bytes (the next whole GiB) before its adoption. Only a
+    /// verified copy (or, handed over by clone, the clone of the replica's snapshot that is
+    /// verified next) is grown, and never shrunk. Returns whether it had that size already
+    /// (a re-run). The new bytes are zeros: the first `facts.size` bytes stay the verified
+    /// ones, which is what every later comparison digests.
+    pub(super) async fn grow_copy(
+        &self,
+        m: &crate::plan::VolumeMigration,
+        state: &RunState,
+        size: u64,
+    ) -> Result<bool> {
+        let kind = "grow_copy";
+        if !state.copy_cleared() {
+            return Err(Error::NotVerified {
+                step: kind,
+                consequence: "it is not grown for Cinder",
+            });
+        }
+        let d = self.dst(kind)?;
+        let copy = m.copy_target();
+        let (d2, c2) = (d.clone(), copy.clone());
+        let now = on_ceph(kind, d.name().to_string(), copy.to_string(), move || {
+            d2.stat(&c2)
+        })
+        .await?
+        .size;
+        if now >= size {
+            return Ok(true);
+        }
+        let (d2, c2) = (d.clone(), copy.clone());
+        on_ceph(kind, d.name().to_string(), copy.to_string(), move || {
+            d2.grow(&c2, size)
+        })
+        .await?;
+        self.events.emit(Event::Progress(ProgressInfo::done(
+            "grow",
+            format!(
+                "{}:{copy} grown from {now} to {size} bytes ({} GiB, the size Cinder records)",
+                d.name(),
+                size / crate::plan::GIB
+            ),
+        )));
+        Ok(false)
+    }
+
+    /// Set the image metadata of a bootable source volume on its adopted volume (Cinder's
+    /// manage-existing takes none): Nova reads it when it boots from the volume.
+    async fn set_image_metadata(
+        &self,
+        cloud: &dyn CloudOps,
+        v: &AdoptedVolume,
+        metadata: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        if metadata.is_empty() {
+            return Ok(());
+        }
+        cloud
+            .set_image_metadata(&v.id, metadata)
+            .await
+            .map_err(cloud_err("adopt_volume", cloud))?;
+        self.events.emit(Event::Progress(ProgressInfo::done(
+            "adopt",
+            format!(
+                "volume {} has the source volume's image metadata ({} key(s))",
+                v.id,
+                metadata.len()
+            ),
+        )));
         Ok(())
     }
 

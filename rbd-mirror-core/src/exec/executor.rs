@@ -227,6 +227,13 @@ impl Executor {
             }
             Step::DisableMirroring => self.disable_mirroring(step, index, state).await,
             Step::RestoreFeatures { .. } => self.restore_features(state).await,
+            Step::GrowCopy { size } => {
+                let m = state.plan.migration.clone();
+                if self.grow_copy(&m, state, *size).await? {
+                    self.skipped(index, step, "the copy already has that size");
+                }
+                Ok(())
+            }
             Step::AdoptVolume { target, name, .. } => {
                 self.adopt(step, index, state, file, target.clone(), name.clone())
                     .await

@@ -69,6 +69,11 @@ pub struct Summary {
     /// The Glance image the destination cloud registered the copy as (bootable path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<CloudImage>,
+    /// The size in bytes the copy was grown to before its adoption (the next whole GiB,
+    /// what Cinder records), when `bytes` was not a whole GiB; its first `bytes` bytes are
+    /// the verified ones (`sha256`), the rest zeros.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grown_to: Option<u64>,
 }
 
 /// The clouds a plan may talk to (none for a Ceph-only migration).
@@ -248,6 +253,7 @@ fn source_changes_left(state: &RunState) -> bool {
             | Step::CopyReplica
             | Step::SetCopyFeatures { .. }
             | Step::Verify
+            | Step::GrowCopy { .. }
             | Step::AdoptVolume { .. }
             | Step::SnapshotAndProtect { .. }
             | Step::RegisterImage { .. }
@@ -616,6 +622,7 @@ fn summary(state: &RunState, already_done: bool) -> Summary {
         already_done,
         volume: state.adopted.clone(),
         image: state.registered.clone(),
+        grown_to: p.grown_to(),
     }
 }
 

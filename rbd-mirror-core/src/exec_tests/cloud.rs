@@ -20,6 +20,8 @@ mod adopt {
             target,
             name: Some("disk1".into()),
             bootable: false,
+            image_metadata: Default::default(),
+            no_grow: false,
         });
         m
     }
@@ -317,6 +319,226 @@ mod adopt {
         assert_eq!(*w.lock().unwrap(), before);
         assert_eq!(c.lock().unwrap().adopt_calls, 0);
     }
+
+    /// The adoption with the copy handed over by clone (the CLI's default).
+    fn adopting_by_clone() -> VolumeMigration {
+        let mut m = by_pool();
+        m.handover = crate::plan::Handover::Clone;
+        m
+    }
+
+    #[tokio::test]
+    async fn an_image_not_a_whole_gib_is_grown_to_the_next_gib_before_its_adoption() {
+        for m in [by_pool(), adopting_by_clone()] {
+            let dir = tempfile::tempdir().unwrap();
+            let (a, b, w) = pair(World::standard(DEFAULT, data()));
+            let (cloud, c) = FakeCloud::new(w.clone());
+            let clouds = Clouds {
+                destination: Some(cloud),
+                source: None,
+            };
+            let (p, _) = plan(
+                &m,
+                a.clone(),
+                b.clone(),
+                &clouds,
+                dir.path(),
+                Arc::new(NullSink),
+            )
+            .await
+            .unwrap();
+            let kinds: Vec<&str> = p.steps.iter().map(|s| s.kind()).collect();
+            let grow = kinds.iter().position(|k| *k == "grow_copy");
+            let adopt = kinds.iter().position(|k| *k == "adopt_volume");
+            assert_eq!(grow.map(|g| g + 1), adopt, "{kinds:?}");
+            assert_eq!(p.grown_to(), Some(1 << 30));
+            let s = migrate(
+                &m,
+                a.clone(),
+                b.clone(),
+                &clouds,
+                dir.path(),
+                &opts(),
+                Arc::new(NullSink),
+            )
+            .await
+            .unwrap();
+            assert_eq!(s.grown_to, Some(1 << 30), "the summary says so");
+            assert_eq!(s.bytes, data().len() as u64);
+            let v = s.volume.clone().unwrap();
+            assert_eq!(v.size_gib, 1);
+            {
+                let ww = w.lock().unwrap();
+                let copy = &ww.sites[1].images[&format!("cinder/{}", v.rbd_image)];
+                assert_eq!(copy.size(), 1 << 30, "the image is the size Cinder records");
+                assert_eq!(
+                    copy.data, ww.sites[0].images["volumes/vol1"].data,
+                    "every byte kept"
+                );
+                assert_eq!(
+                    ww.sites[0].images["volumes/vol1"].size(),
+                    data().len() as u64,
+                    "the source is not grown"
+                );
+            }
+            // a re-run converges: nothing grown or adopted again
+            let again = migrate(&m, a, b, &clouds, dir.path(), &opts(), Arc::new(NullSink))
+                .await
+                .unwrap();
+            assert!(again.already_done);
+            assert_eq!(again.grown_to, Some(1 << 30));
+            assert_eq!(c.lock().unwrap().adopt_calls, 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_adoption_after_the_grow_adopts_the_grown_copy_on_the_rerun() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, w) = pair(World::standard(DEFAULT, data()));
+        let (cloud, c) = FakeCloud::new(w.clone());
+        let clouds = Clouds {
+            destination: Some(cloud),
+            source: None,
+        };
+        // the first run grows the copy, then its adoption fails (an error record)
+        c.lock().unwrap().error_record_next_adopt = true;
+        let m = by_pool();
+        migrate(
+            &m,
+            a.clone(),
+            b.clone(),
+            &clouds,
+            dir.path(),
+            &opts(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap_err();
+        let s = migrate(&m, a, b, &clouds, dir.path(), &opts(), Arc::new(NullSink))
+            .await
+            .unwrap();
+        let v = s.volume.unwrap();
+        let ww = w.lock().unwrap();
+        assert_eq!(
+            ww.sites[1].images[&format!("cinder/{}", v.rbd_image)].size(),
+            1 << 30
+        );
+    }
+
+    #[tokio::test]
+    async fn no_grow_refuses_an_image_not_a_whole_gib_at_preflight_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let world = World::standard(DEFAULT, data());
+        let before = world.clone();
+        let (a, b, w) = pair(world);
+        let (cloud, c) = FakeCloud::new(w.clone());
+        let clouds = Clouds {
+            destination: Some(cloud),
+            source: None,
+        };
+        let mut m = by_pool();
+        m.adopt.as_mut().unwrap().no_grow = true;
+        let e = migrate(
+            &m,
+            a.clone(),
+            b.clone(),
+            &clouds,
+            dir.path(),
+            &opts(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, Error::Preflight(_)), "{text}");
+        assert!(text.contains("not a whole GiB"), "{text}");
+        assert!(text.contains("--no-grow"), "{text}");
+        assert_eq!(*w.lock().unwrap(), before);
+        assert_eq!(c.lock().unwrap().adopt_calls, 0);
+        // the dry run refuses the same way
+        let e = plan(&m, a, b, &clouds, dir.path(), Arc::new(NullSink))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Preflight(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_whole_gib_image_or_one_not_adopted_is_not_grown() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, _w) = pair(World::standard(DEFAULT, data()));
+        let (cloud, _c) = FakeCloud::new(_w.clone());
+        let clouds = Clouds {
+            destination: Some(cloud),
+            source: None,
+        };
+        let plain = migration(MirrorImageMode::Snapshot);
+        let (p, _) = plan(
+            &plain,
+            a.clone(),
+            b.clone(),
+            &Clouds::default(),
+            dir.path(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap();
+        assert_eq!(p.grown_to(), None);
+        let (mut p, _) = plan(&by_pool(), a, b, &clouds, dir.path(), Arc::new(NullSink))
+            .await
+            .unwrap();
+        p.facts.size = 2 << 30;
+        let whole = crate::plan::Plan::volume(p.migration.clone(), p.facts.clone());
+        assert_eq!(whole.grown_to(), None);
+    }
+
+    #[tokio::test]
+    async fn a_bootable_adoption_sets_the_image_metadata_also_when_the_first_try_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, w) = pair(World::standard(DEFAULT, data()));
+        let (cloud, c) = FakeCloud::new(w.clone());
+        let clouds = Clouds {
+            destination: Some(cloud),
+            source: None,
+        };
+        let mut m = adopting_by_clone();
+        let meta: std::collections::BTreeMap<String, String> = [
+            ("hw_disk_bus", "scsi"),
+            ("os_type", "linux"),
+            ("image_name", "debian-12"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        {
+            let ad = m.adopt.as_mut().unwrap();
+            ad.bootable = true;
+            ad.image_metadata = meta.clone();
+        }
+        // the volume is adopted, then setting its image metadata fails
+        c.lock().unwrap().fail_next_set_image_metadata = true;
+        let e = migrate(
+            &m,
+            a.clone(),
+            b.clone(),
+            &clouds,
+            dir.path(),
+            &opts(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("connection reset"), "{e}");
+        assert!(c.lock().unwrap().image_metadata.is_empty());
+        // the re-run takes the adopted volume over and sets it
+        let s = migrate(&m, a, b, &clouds, dir.path(), &opts(), Arc::new(NullSink))
+            .await
+            .unwrap();
+        let v = s.volume.unwrap();
+        let cw = c.lock().unwrap().clone();
+        assert_eq!(cw.adopt_calls, 1, "adopted once");
+        assert_eq!(cw.volumes.len(), 1);
+        assert_eq!(cw.image_metadata.get(&v.id), Some(&meta));
+    }
 }
 
 // ---- registration in the destination Glance (bootable path)
@@ -567,6 +789,8 @@ mod in_place {
             },
             name: Some("disk1".into()),
             bootable: true,
+            image_metadata: Default::default(),
+            no_grow: false,
         };
         // the answer of the first adoption is lost: the re-run finds it by its marker
         c.lock().unwrap().lose_next_adopt_answer = true;

@@ -32,7 +32,7 @@ impl CephOps for Fake {
         self.with("stat", |w, s| {
             let i = img(w, s, image, "stat")?;
             Ok(ImageStat {
-                size: i.data.len() as u64,
+                size: i.size(),
                 object_size: 4,
                 features: i.features,
                 id: i.id.clone(),
@@ -403,8 +403,46 @@ impl CephOps for Fake {
             w.digests
                 .push(format!("{}:{image}", if s == 0 { "a" } else { "b" }));
             let i = img(w, s, image, "digest")?;
-            progress(i.data.len() as u64, i.data.len() as u64);
-            Ok(hex::encode(Sha256::digest(&i.data)))
+            progress(i.size(), i.size());
+            Ok(sha_with_zeros(&i.data, i.size()))
+        })
+    }
+    fn digest_first(
+        &self,
+        image: &ImageSpec,
+        len: u64,
+        progress: Progress<'_>,
+    ) -> OpsResult<String> {
+        self.with("digest", |w, s| {
+            w.digests
+                .push(format!("{}:{image}", if s == 0 { "a" } else { "b" }));
+            let i = img(w, s, image, "digest")?;
+            if i.size() < len {
+                return Err(OpsError::new(
+                    ErrorKind::InvalidArgument,
+                    "digest",
+                    format!("{image} has {} bytes, fewer than {len}", i.size()),
+                ));
+            }
+            progress(len, len);
+            Ok(sha_with_zeros(&i.data, len))
+        })
+    }
+    fn grow(&self, image: &ImageSpec, size: u64) -> OpsResult<()> {
+        self.with("grow", |w, s| {
+            let i = img(w, s, image, "grow")?;
+            if size < i.size() {
+                return Err(OpsError::new(
+                    ErrorKind::InvalidArgument,
+                    "grow",
+                    format!(
+                        "refusing to shrink {image} from {} to {size} bytes",
+                        i.size()
+                    ),
+                ));
+            }
+            i.zero_tail = size - i.data.len() as u64;
+            Ok(())
         })
     }
     fn data_pool(&self, image: &ImageSpec) -> OpsResult<Option<String>> {
@@ -654,4 +692,19 @@ impl CephOps for Fake {
             Ok(hex::encode(Sha256::digest(&data)))
         })
     }
+}
+
+/// sha256 of the first `len` bytes of `data` followed by zeros (a grown image's tail).
+fn sha_with_zeros(data: &[u8], len: u64) -> String {
+    let mut h = Sha256::new();
+    let from_data = usize::try_from(len).unwrap_or(usize::MAX).min(data.len());
+    h.update(&data[..from_data]);
+    let mut zeros = len - from_data as u64;
+    let block = [0u8; 1 << 16];
+    while zeros > 0 {
+        let n = zeros.min(block.len() as u64);
+        h.update(&block[..n as usize]);
+        zeros -= n;
+    }
+    hex::encode(h.finalize())
 }

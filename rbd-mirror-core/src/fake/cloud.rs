@@ -34,6 +34,10 @@ pub struct CloudWorld {
     pub drop_min_disk: bool,
     /// How many register calls were made.
     pub register_calls: u32,
+    /// Image metadata (`volume_image_metadata`) per volume id.
+    pub image_metadata: BTreeMap<String, BTreeMap<String, String>>,
+    /// The next set_image_metadata fails (after the volume was adopted: a cut connection).
+    pub fail_next_set_image_metadata: bool,
     next_id: u32,
 }
 
@@ -145,7 +149,7 @@ impl CloudOps for FakeCloud {
                 } else {
                     "available".into()
                 },
-                size_gib: (img.data.len() as u64).div_ceil(1 << 30),
+                size_gib: img.size().div_ceil(1 << 30),
                 host: Some(host),
                 rbd_image: if error {
                     spec.rbd_image.clone()
@@ -167,6 +171,27 @@ impl CloudOps for FakeCloud {
                 return Err(CloudError::new(CloudErrorKind::Other, "connection reset"));
             }
             Ok(v)
+        })
+    }
+    fn set_image_metadata<'a>(
+        &'a self,
+        id: &'a str,
+        metadata: &'a BTreeMap<String, String>,
+    ) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move {
+            let mut c = self.cloud.lock().unwrap();
+            if std::mem::take(&mut c.fail_next_set_image_metadata) {
+                return Err(CloudError::new(CloudErrorKind::Other, "connection reset"));
+            }
+            if !c.volumes.iter().any(|(v, _)| v.id == id) {
+                return Err(CloudError::new(
+                    CloudErrorKind::NotFound,
+                    format!("no volume {id}"),
+                ));
+            }
+            let m = c.image_metadata.entry(id.to_string()).or_default();
+            m.extend(metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Ok(())
         })
     }
     fn find_adopted<'a>(

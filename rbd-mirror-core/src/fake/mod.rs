@@ -35,6 +35,16 @@ pub struct Img {
     /// On a replica: it has replayed its primary's demotion (a promote without force may
     /// go ahead).
     pub demotion_replayed: bool,
+    /// Zero bytes past `data` (an image grown by [`CephOps::grow`], kept sparse so a
+    /// fake can be grown to a whole GiB).
+    pub zero_tail: u64,
+}
+
+impl Img {
+    /// Size in bytes: the data and the zeros a grow added.
+    pub fn size(&self) -> u64 {
+        self.data.len() as u64 + self.zero_tail
+    }
 }
 
 /// Ids given to fake images so far.
@@ -62,6 +72,7 @@ impl Img {
             parent: None,
             demoted: false,
             demotion_replayed: false,
+            zero_tail: 0,
         }
     }
 }

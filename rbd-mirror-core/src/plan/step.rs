@@ -46,6 +46,13 @@ pub enum Step {
         /// Features that cannot come back (deep-flatten once disabled).
         lost: Features,
     },
+    /// Grow the copy to `size` bytes, the next whole GiB, right before its adoption: Cinder
+    /// records a volume of that size whatever the image's, and later Cinder operations
+    /// trust the record. Growing keeps every byte (the new ones read as zeros).
+    GrowCopy {
+        /// The size in bytes (a whole number of GiB).
+        size: u64,
+    },
     /// Adopt the verified copy as a Cinder volume (manage-existing); Cinder renames the RBD
     /// image to `volume-<id>`.
     AdoptVolume {
@@ -169,6 +176,7 @@ impl Step {
             Step::Verify => "verify",
             Step::DisableMirroring => "disable_mirroring",
             Step::RestoreFeatures { .. } => "restore_features",
+            Step::GrowCopy { .. } => "grow_copy",
             Step::AdoptVolume { .. } => "adopt_volume",
             Step::SnapshotAndProtect { .. } => "snapshot_and_protect",
             Step::RegisterImage { .. } => "register_image",
@@ -220,7 +228,8 @@ impl Step {
             | Step::CopyReplica
             | Step::SetCopyFeatures { .. }
             | Step::Verify
-            | Step::SnapshotAndProtect { .. } => Role::DestinationCephAdmin,
+            | Step::SnapshotAndProtect { .. }
+            | Step::GrowCopy { .. } => Role::DestinationCephAdmin,
             // the upload is the source cloud's tenant admin's: see `describe`
             Step::AdoptVolume { .. }
             | Step::RegisterImage { .. }
@@ -275,6 +284,11 @@ impl Step {
                 }
                 s
             }
+            Step::GrowCopy { size } => format!(
+                "grow {dst}:{} to {size} bytes ({} GiB, the size Cinder records; every byte stays, the new ones read as zeros)",
+                m.copy_target(),
+                size / crate::plan::GIB
+            ),
             Step::AdoptVolume {
                 cloud,
                 target,

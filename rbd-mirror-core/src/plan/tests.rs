@@ -68,6 +68,8 @@ fn adoption_is_the_last_step_and_the_tenant_admins() {
         },
         name: Some("disk1".into()),
         bootable: false,
+        image_metadata: Default::default(),
+        no_grow: false,
     });
     let p = Plan::volume(m, facts(Features::LAYERING | Features::EXCLUSIVE_LOCK));
     let last = p.steps.last().unwrap();

@@ -33,6 +33,13 @@ impl CloudOps for SourceCloud {
     fn adopt<'a>(&'a self, _: &'a AdoptSpec) -> BoxFuture<'a, CloudResult<AdoptedVolume>> {
         no()
     }
+    fn set_image_metadata<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a std::collections::BTreeMap<String, String>,
+    ) -> BoxFuture<'a, CloudResult<()>> {
+        no()
+    }
     fn find_adopted<'a>(&'a self, _: &'a str) -> BoxFuture<'a, CloudResult<Vec<AdoptedVolume>>> {
         no()
     }
@@ -47,6 +54,7 @@ impl CloudOps for SourceCloud {
                 size_gib: 3,
                 status: "available".into(),
                 bootable: true,
+                image_metadata: Default::default(),
                 pool: "volumes".into(),
                 image: format!("volume-{id}"),
             })
