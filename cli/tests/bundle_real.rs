@@ -21,7 +21,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use testenv::probe::{patterned_bytes, rbd_output};
+use testenv::probe::{patterned_bytes, rbd_output, sha_of_first};
 
 mod common;
 use common::BIN;
@@ -373,7 +373,14 @@ fn volume_bundle(mode: &str, source_only: bool) {
             verification_token(plan_id, &source_sha, &copy_id, &env.site_b().fsid)
         ]
     );
-    assert_eq!(sha(&b, &into, &image), source_sha);
+    // script 2 grew the copy to a whole GiB for Cinder (6 MiB source): its first 6 MiB
+    let copy = format!("{into}/{image}");
+    assert_eq!(sha_of_first(&b, &copy, 6 << 20), source_sha);
+    assert_eq!(
+        info(&b, &into, &image).unwrap()["size"],
+        1u64 << 30,
+        "grown before the adoption"
+    );
 
     // precondition failures: the cleanup with a wrong token, or with a wrong digest (and a
     // token that matches it), stops at its check, changes nothing (mirroring stays on, the
@@ -473,7 +480,11 @@ fn volume_bundle(mode: &str, source_only: bool) {
     let v: Value = serde_json::from_slice(&v.stdout).unwrap();
     assert_eq!(v["status"], "available");
     assert_eq!(v["name"], volume.as_str());
-    assert_eq!(sha(&b, &into, &format!("volume-{vid}")), source_sha);
+    assert_eq!(
+        sha_of_first(&b, &format!("{into}/volume-{vid}"), 6 << 20),
+        source_sha
+    );
+    assert_eq!(v["size"], 1, "Cinder records 1 GiB, the image's size");
     assert!(info(&b, &into, &image).is_none(), "Cinder renamed the copy");
     assert!(
         !out_dir.join("pwned").exists(),

@@ -15,7 +15,8 @@ use serde_json::Value;
 mod common;
 use common::{describe, relay, relay_env, BIN, REPLICA_GONE_LIMIT};
 use testenv::probe::{
-    exists, image_with_data, info, mirror_snapshots, mirroring_off, rbd, sha, wait_gone,
+    exists, image_with_data, info, mirror_snapshots, mirroring_off, rbd, sha, sha_of_first,
+    wait_gone,
 };
 
 /// An image in `volumes` with 40 MiB of non-repeating data (the sync takes a moment).
@@ -590,7 +591,8 @@ fn resume_by_id_adopts_in_the_plans_cloud_then_abort_refuses() {
     assert_eq!(vol["status"], "available", "{last}");
     let vol_id = vol["id"].as_str().unwrap().to_string();
     let renamed = format!("{dst_pool}/volume-{vol_id}");
-    assert_eq!(sha(&b, &renamed), want);
+    // grown to a whole GiB before the adoption: the source's bytes first
+    assert_eq!(sha_of_first(&b, &renamed, (40 << 20) + 333), want);
     assert_eq!(info(&a, &spec)["features"], original);
     assert!(mirroring_off(&a, &spec));
 

@@ -178,7 +178,7 @@ pub const GIB: u64 = 1 << 30;
 /// (backup, upload to image, retype, extend) trust it.
 fn grow_before_adoption(m: &VolumeMigration, facts: &SourceFacts) -> Option<Step> {
     let a = m.adopt.as_ref()?;
-    if a.no_grow || facts.size % GIB == 0 {
+    if a.no_grow || facts.size.is_multiple_of(GIB) {
         return None;
     }
     Some(Step::GrowCopy {

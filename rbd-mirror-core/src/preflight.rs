@@ -122,19 +122,17 @@ fn check(
             "give --into a pool other than the mirrored pool, or another --name",
         ));
     }
-    if m.adopt.as_ref().is_some_and(|a| a.no_grow) {
-        if stat.size % crate::plan::GIB != 0 {
-            problems.push(problem(
-                format!(
-                    "{}:{} has {} bytes, not a whole GiB: Cinder would record it as a {} GiB volume backed by a smaller image, and --no-grow forbids growing it",
-                    m.source.name,
-                    m.image,
-                    stat.size,
-                    stat.size.div_ceil(crate::plan::GIB)
-                ),
-                "drop --no-grow (the copy is then grown to the next GiB before the adoption; every byte stays), or grow the source to a whole GiB first",
-            ));
-        }
+    let gib = crate::plan::GIB;
+    if m.adopt.as_ref().is_some_and(|a| a.no_grow) && !stat.size.is_multiple_of(gib) {
+        let what = format!(
+            "{}:{} has {} bytes, not a whole GiB: Cinder would record it as a {} GiB volume backed by a smaller image, and --no-grow forbids growing it",
+            m.source.name,
+            m.image,
+            stat.size,
+            stat.size.div_ceil(gib)
+        );
+        let fix = "drop --no-grow (the copy is then grown to the next GiB before the adoption; every byte stays), or grow the source to a whole GiB first";
+        problems.push(problem(what, fix));
     }
     if let Some(dst) = dst {
         check_destination(m, src, dst, mirroring_was_enabled, events, &mut problems);

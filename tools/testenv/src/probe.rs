@@ -112,6 +112,36 @@ pub fn sha(site: &str, image: &str) -> String {
     export_digest(site, image).0
 }
 
+/// sha256 (hex) of the first `len` bytes of IMAGE (`rbd export - | head -c LEN |
+/// sha256sum`): the content of a copy grown to a whole GiB for Cinder that came from a
+/// source of `len` bytes. Panics when the image is shorter.
+pub fn sha_of_first(site: &str, image: &str, len: u64) -> String {
+    let mut child = Command::new("rbd")
+        .args(["--cluster", site, "export", "--no-progress", image, "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run rbd export: {e}"));
+    let mut stdout = child.stdout.take().expect("rbd export's stdout is piped");
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+        let n = stdout
+            .read(&mut buf[..want])
+            .unwrap_or_else(|e| panic!("reading rbd export of {site}:{image}: {e}"));
+        assert!(n > 0, "{site}:{image} ended {left} bytes before {len}");
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    // the rest is not read: the export ends on a closed pipe
+    drop(stdout);
+    let _ = child.kill();
+    let _ = child.wait();
+    format!("{:x}", hasher.finalize())
+}
+
 /// How many mirror snapshots IMAGE has on SITE.
 pub fn mirror_snapshots(site: &str, image: &str) -> usize {
     rbd_json(site, &["snap", "ls", "--all", image])
