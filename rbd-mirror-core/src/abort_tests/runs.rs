@@ -340,6 +340,74 @@ async fn abort_refuses_after_adoption_and_when_finished() {
     assert!(e.to_string().contains("is finished"), "{e}");
 }
 
+/// A copy to be grown for Cinder (4099 bytes, not a whole GiB): a failure at the grow
+/// leaves nothing sent to the cloud, so abort (with the flag: the copy is verified) removes
+/// the copy and puts the source back; without the abort, a re-run grows and adopts it.
+#[tokio::test]
+async fn a_failure_at_the_grow_is_aborted_with_the_copy_removed_or_resumed_to_a_grown_volume() {
+    for abort_it in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, w) = pair(World::standard(DEFAULT, data()));
+        let mut m = migration("vol1", MirrorImageMode::Journal);
+        m.adopt = Some(Adoption {
+            cloud: "site-b-admin".into(),
+            target: crate::cloud::AdoptTarget::CephPool {
+                pool: "cinder".into(),
+            },
+            name: None,
+            bootable: false,
+            image_metadata: Default::default(),
+            no_grow: false,
+        });
+        let (cloud, c) = FakeCloud::new(w.clone());
+        let clouds = Clouds {
+            destination: Some(cloud),
+            source: None,
+        };
+        w.lock().unwrap().fail_once = Some("grow".into());
+        let e = migrate(
+            &m,
+            a.clone(),
+            b.clone(),
+            &clouds,
+            dir.path(),
+            &opts(),
+            Arc::new(NullSink),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("injected failure"), "{e}");
+        let r = state::recorded(dir.path(), &m.id()).unwrap();
+        assert_eq!(r.plan.steps[r.next_step].kind(), "grow_copy");
+        assert_eq!(c.lock().unwrap().adopt_calls, 0);
+        if abort_it {
+            abort(
+                dir.path(),
+                &m.id(),
+                a,
+                b,
+                AbortOptions {
+                    discard_verified_copy: true,
+                },
+                Arc::new(NullSink),
+            )
+            .await
+            .unwrap();
+            assert_undone(&w.lock().unwrap(), DEFAULT);
+        } else {
+            let s = migrate(&m, a, b, &clouds, dir.path(), &opts(), Arc::new(NullSink))
+                .await
+                .unwrap();
+            assert_eq!(s.grown_to, Some(1 << 30));
+            let v = s.volume.unwrap();
+            let ww = w.lock().unwrap();
+            let copy = &ww.sites[1].images[&format!("cinder/{}", v.rbd_image)];
+            assert_eq!(copy.size(), 1 << 30);
+            assert_eq!(copy.data, data());
+        }
+    }
+}
+
 #[tokio::test]
 async fn unknown_ids_and_held_locks_are_refused() {
     let dir = tempfile::tempdir().unwrap();
