@@ -446,16 +446,25 @@ fn unreachable_clusters_and_clouds_are_all_named_before_anything_is_read() {
         1,
         &["cannot connect to OpenStack cloud 'site-b-admin'"],
     );
-    // a Cinder host the destination cloud does not have
+    // a Cinder host the destination cloud does not have, a missing source image and a
+    // missing --into pool: the cloud's and the clusters' problems in one refusal
+    let nope = format!("volumes/{p}-nope");
+    let pool = format!("{p}-pool");
     w.refused(
         &migrate(
-            &src,
-            "cinder",
+            &nope,
+            &pool,
             &["--adopt", "--os-cloud", "site-b-admin", "--cinder-host", "site-b@nope#x"],
         ),
         &[],
         1,
-        &["Cinder does not know host `site-b@nope#x`", "give --cinder-host as 'cinder get-pools'"],
+        &[
+            "preflight refused the migration; nothing was changed",
+            "cloud site-b-admin: Cinder does not know host `site-b@nope#x`",
+            "give --cinder-host as 'cinder get-pools'",
+            &format!("image '{nope}' does not exist on site-a"),
+            &format!("destination pool '{pool}' does not exist on site-b"),
+        ],
     );
     remove("site-a", &src);
 }
@@ -509,4 +518,48 @@ fn a_bundle_of_bad_input_is_refused_and_writes_no_scripts() {
         &[&format!("image '{image}' does not exist on site-a")],
     );
     assert!(!out.exists(), "no bundle written");
+}
+
+/// The witness itself: each kind of change a command could make is seen (so "equal before
+/// and after" means something).
+#[test]
+fn the_witness_sees_every_kind_of_change() {
+    testenv::shared().expect("testenv");
+    let p = testenv::unique_name("bi-witness");
+    let state = tempfile::tempdir().unwrap();
+    let w = Witness {
+        pools: vec!["volumes".into(), "cinder".into()],
+        prefix: &p,
+        state: state.path(),
+    };
+    let src = format!("volumes/{p}");
+    let changes: Vec<(&str, Vec<String>)> = vec![
+        ("create", vec!["create".into(), "--size".into(), "8M".into(), src.clone()]),
+        ("features", vec!["feature".into(), "disable".into(), src.clone(), "fast-diff".into()]),
+        ("snapshot", vec!["snap".into(), "create".into(), format!("{src}@s")]),
+        ("metadata", vec!["image-meta".into(), "set".into(), src.clone(), "k".into(), "v".into()]),
+        ("size", vec!["resize".into(), "--size".into(), "16M".into(), src.clone()]),
+        ("trash", vec!["trash".into(), "mv".into(), src.clone()]),
+    ];
+    for (what, args) in changes {
+        let before = w.take();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        rbd("site-a", &args);
+        assert_ne!(before.0, w.take().0, "{what} not seen");
+    }
+    let before = w.take();
+    std::fs::write(state.path().join("x.json"), b"{}").unwrap();
+    assert_ne!(before.1, w.take().1, "a state file not seen");
+    let id = testenv::probe::rbd_json("site-a", &["trash", "ls", "volumes"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == p.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    rbd("site-a", &["trash", "restore", "--pool", "volumes", &id]);
+    rbd("site-a", &["snap", "purge", "--no-progress", &src]);
+    remove("site-a", &src);
 }
