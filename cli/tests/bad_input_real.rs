@@ -28,7 +28,12 @@ struct Witness<'a> {
 }
 
 impl Witness<'_> {
-    fn take(&self) -> (ClusterState, Option<std::collections::BTreeMap<String, Vec<u8>>>) {
+    fn take(
+        &self,
+    ) -> (
+        ClusterState,
+        Option<std::collections::BTreeMap<String, Vec<u8>>>,
+    ) {
         let pools: Vec<&str> = self.pools.iter().map(String::as_str).collect();
         (
             cluster_state(&SITES, &pools, |n| n.starts_with(self.prefix)),
@@ -48,9 +53,17 @@ impl Witness<'_> {
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", describe(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            describe(&out)
+        );
         for needle in needles {
-            assert!(err.contains(needle), "{args:?}: expected '{needle}' in:\n{err}");
+            assert!(
+                err.contains(needle),
+                "{args:?}: expected '{needle}' in:\n{err}"
+            );
         }
         let after = self.take();
         assert_eq!(before.0, after.0, "{args:?} changed a cluster");
@@ -228,7 +241,10 @@ fn a_clone_of_an_unmirrored_parent_is_refused_naming_flatten_in_both_modes() {
     }
     remove("site-a", &clone);
     rbd("site-a", &["snap", "unprotect", &format!("{parent}@s")]);
-    rbd("site-a", &["snap", "rm", "--no-progress", &format!("{parent}@s")]);
+    rbd(
+        "site-a",
+        &["snap", "rm", "--no-progress", &format!("{parent}@s")],
+    );
     remove("site-a", &parent);
 }
 
@@ -247,7 +263,13 @@ fn an_image_mirrored_in_the_other_mode_or_marked_by_another_migration_is_refused
     small_image("site-a", &marked);
     rbd(
         "site-a",
-        &["image-meta", "set", &marked, "rbd-relay.migration", "not json"],
+        &[
+            "image-meta",
+            "set",
+            &marked,
+            "rbd-relay.migration",
+            "not json",
+        ],
     );
     w.refused(
         &migrate(&marked, "cinder", &[]),
@@ -397,7 +419,11 @@ fn unreachable_clusters_and_clouds_are_all_named_before_anything_is_read() {
     // no keyring for the client id on the source, and a cloud that clouds.yaml lacks
     let cloud = format!("{p}-cloud");
     w.refused(
-        &migrate(&src, "cinder", &["--from-id", "bi-nobody", "--adopt", "--os-cloud", &cloud]),
+        &migrate(
+            &src,
+            "cinder",
+            &["--from-id", "bi-nobody", "--adopt", "--os-cloud", &cloud],
+        ),
         &[],
         1,
         &[
@@ -415,17 +441,22 @@ fn unreachable_clusters_and_clouds_are_all_named_before_anything_is_read() {
     let conf = dir.path().join("wrong-key.conf");
     std::fs::write(
         &conf,
-        std::fs::read_to_string("/etc/ceph/site-b.conf").unwrap().replace(
-            "keyring = /etc/ceph/$cluster.$name.keyring",
-            &format!("keyring = {}", keyring.display()),
-        ),
+        std::fs::read_to_string("/etc/ceph/site-b.conf")
+            .unwrap()
+            .replace(
+                "keyring = /etc/ceph/$cluster.$name.keyring",
+                &format!("keyring = {}", keyring.display()),
+            ),
     )
     .unwrap();
     w.refused(
         &migrate(&src, "cinder", &["--to-conf", conf.to_str().unwrap()]),
         &[],
         1,
-        &["cannot connect to Ceph cluster 'site-b'", "Permission denied"],
+        &[
+            "cannot connect to Ceph cluster 'site-b'",
+            "Permission denied",
+        ],
     );
     // a clouds.yaml that is not there, and one whose entry has the wrong password
     w.refused(
@@ -434,9 +465,10 @@ fn unreachable_clusters_and_clouds_are_all_named_before_anything_is_read() {
         1,
         &["cannot connect to OpenStack cloud 'site-b-admin'"],
     );
-    let clouds = std::fs::read_to_string(std::env::var("OS_CLIENT_CONFIG_FILE").unwrap_or_else(
-        |_| "/var/tmp/rbd-relay-testenv/openstack/clouds.yaml".into(),
-    ))
+    let clouds = std::fs::read_to_string(
+        std::env::var("OS_CLIENT_CONFIG_FILE")
+            .unwrap_or_else(|_| "/var/tmp/rbd-relay-testenv/openstack/clouds.yaml".into()),
+    )
     .unwrap();
     let wrong = dir.path().join("clouds.yaml");
     std::fs::write(&wrong, clouds.replace("admin-secret", "not-the-password")).unwrap();
@@ -454,7 +486,13 @@ fn unreachable_clusters_and_clouds_are_all_named_before_anything_is_read() {
         &migrate(
             &nope,
             &pool,
-            &["--adopt", "--os-cloud", "site-b-admin", "--cinder-host", "site-b@nope#x"],
+            &[
+                "--adopt",
+                "--os-cloud",
+                "site-b-admin",
+                "--cinder-host",
+                "site-b@nope#x",
+            ],
         ),
         &[],
         1,
@@ -488,7 +526,10 @@ fn a_state_dir_that_cannot_be_made_is_named_and_the_clusters_are_untouched() {
             &migrate(&src, "cinder", &[]),
             &[],
             1,
-            &[&format!("state file {}: cannot create directory", state.display())],
+            &[&format!(
+                "state file {}: cannot create directory",
+                state.display()
+            )],
         );
     }
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
@@ -510,8 +551,17 @@ fn a_bundle_of_bad_input_is_refused_and_writes_no_scripts() {
     let image = format!("volumes/{p}-nope");
     w.refused(
         &[
-            "bundle", "volume", "--from", "site-a", "--to", "site-b", &image, "--into", "cinder",
-            "--out", out.to_str().unwrap(),
+            "bundle",
+            "volume",
+            "--from",
+            "site-a",
+            "--to",
+            "site-b",
+            &image,
+            "--into",
+            "cinder",
+            "--out",
+            out.to_str().unwrap(),
         ],
         &[],
         1,
@@ -534,11 +584,37 @@ fn the_witness_sees_every_kind_of_change() {
     };
     let src = format!("volumes/{p}");
     let changes: Vec<(&str, Vec<String>)> = vec![
-        ("create", vec!["create".into(), "--size".into(), "8M".into(), src.clone()]),
-        ("features", vec!["feature".into(), "disable".into(), src.clone(), "fast-diff".into()]),
-        ("snapshot", vec!["snap".into(), "create".into(), format!("{src}@s")]),
-        ("metadata", vec!["image-meta".into(), "set".into(), src.clone(), "k".into(), "v".into()]),
-        ("size", vec!["resize".into(), "--size".into(), "16M".into(), src.clone()]),
+        (
+            "create",
+            vec!["create".into(), "--size".into(), "8M".into(), src.clone()],
+        ),
+        (
+            "features",
+            vec![
+                "feature".into(),
+                "disable".into(),
+                src.clone(),
+                "fast-diff".into(),
+            ],
+        ),
+        (
+            "snapshot",
+            vec!["snap".into(), "create".into(), format!("{src}@s")],
+        ),
+        (
+            "metadata",
+            vec![
+                "image-meta".into(),
+                "set".into(),
+                src.clone(),
+                "k".into(),
+                "v".into(),
+            ],
+        ),
+        (
+            "size",
+            vec!["resize".into(), "--size".into(), "16M".into(), src.clone()],
+        ),
         ("trash", vec!["trash".into(), "mv".into(), src.clone()]),
     ];
     for (what, args) in changes {

@@ -236,7 +236,9 @@ pub fn kill_at_each(
 /// name, with its content (`None` when the directory does not exist). A refused command
 /// may leave its released lock files behind (empty, or the id of the run that held them);
 /// they record nothing and are not compared.
-pub fn state_dir_files(dir: &std::path::Path) -> Option<std::collections::BTreeMap<String, Vec<u8>>> {
+pub fn state_dir_files(
+    dir: &std::path::Path,
+) -> Option<std::collections::BTreeMap<String, Vec<u8>>> {
     let entries = std::fs::read_dir(dir).ok()?;
     let mut files = std::collections::BTreeMap::new();
     for e in entries {

@@ -19,7 +19,11 @@ async fn refused(world: World, m: &VolumeMigration) -> String {
         .unwrap_err();
     let e = run(m, a, b, dir.path()).await.unwrap_err();
     assert!(matches!(e, Error::Preflight(_)), "{e}");
-    assert_eq!(planned.to_string(), e.to_string(), "the dry run says the same");
+    assert_eq!(
+        planned.to_string(),
+        e.to_string(),
+        "the dry run says the same"
+    );
     assert!(*w.lock().unwrap() == before, "something changed: {e}");
     let recorded: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -84,8 +88,11 @@ async fn mirroring_off_on_both_sides_names_both_clusters_in_one_refusal() {
 #[tokio::test]
 async fn an_image_mirrored_in_the_other_mode_is_refused_naming_the_mode() {
     let mut world = World::standard(DEFAULT, data());
-    world.sites[0].images.get_mut("volumes/vol1").unwrap().mirror =
-        Some((MirrorImageMode::Snapshot, true));
+    world.sites[0]
+        .images
+        .get_mut("volumes/vol1")
+        .unwrap()
+        .mirror = Some((MirrorImageMode::Snapshot, true));
     world.sync_polls = 0;
     world.replicate(); // its replica, made and synced by rbd-mirror long ago
     let text = refused(world, &journal()).await;
@@ -133,8 +140,11 @@ fn clone_world(parent_mirrored: bool) -> World {
     world.sites[0].images.insert("volumes/base".into(), base);
     world.sync_polls = 0;
     world.replicate(); // a mirrored parent's replica, made and synced long ago
-    world.sites[0].images.get_mut("volumes/vol1").unwrap().parent =
-        Some(("volumes/base".into(), "s".into()));
+    world.sites[0]
+        .images
+        .get_mut("volumes/vol1")
+        .unwrap()
+        .parent = Some(("volumes/base".into(), "s".into()));
     world
 }
 
@@ -187,7 +197,11 @@ async fn one_refusal_lists_every_problem_of_source_destination_and_names() {
     world.sites[0]
         .pools
         .insert("volumes".into(), PoolMirrorMode::Pool);
-    world.sites[0].images.get_mut("volumes/vol1").unwrap().watchers = vec!["10.0.0.9:0/1".into()];
+    world.sites[0]
+        .images
+        .get_mut("volumes/vol1")
+        .unwrap()
+        .watchers = vec!["10.0.0.9:0/1".into()];
     world.sites[1]
         .images
         .insert("volumes/vol1".into(), Img::new(DEFAULT, vec![1]));
@@ -229,7 +243,10 @@ async fn check_source_refuses_a_clone_of_an_unmirrored_parent_too() {
     let before = world.clone();
     let (a, _, w) = pair(world);
     let e = check_source(&journal(), a.as_ref(), &NullSink).unwrap_err();
-    assert!(e.to_string().contains("is a clone of volumes/base@s"), "{e}");
+    assert!(
+        e.to_string().contains("is a clone of volumes/base@s"),
+        "{e}"
+    );
     assert_eq!(*w.lock().unwrap(), before);
 }
 
@@ -276,9 +293,16 @@ async fn a_wrong_cinder_host_does_not_hide_a_missing_source_image() {
         bootable: false,
     });
     let dir = tempfile::tempdir().unwrap();
-    let planned = plan(&m, a.clone(), b.clone(), &clouds, dir.path(), Arc::new(NullSink))
-        .await
-        .unwrap_err();
+    let planned = plan(
+        &m,
+        a.clone(),
+        b.clone(),
+        &clouds,
+        dir.path(),
+        Arc::new(NullSink),
+    )
+    .await
+    .unwrap_err();
     let e = migrate(&m, a, b, &clouds, dir.path(), &opts(), Arc::new(NullSink))
         .await
         .unwrap_err();

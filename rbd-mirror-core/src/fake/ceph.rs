@@ -202,7 +202,10 @@ impl CephOps for Fake {
             // as librbd: a clone is mirrored only when its parent is
             let parent = img(w, s, image, "enable_mirroring")?.parent.clone();
             let parent_mirrored = match parent {
-                Some((p, _)) => w.sites[s].images.get(&p).is_some_and(|p| p.mirror.is_some()),
+                Some((p, _)) => w.sites[s]
+                    .images
+                    .get(&p)
+                    .is_some_and(|p| p.mirror.is_some()),
                 None => true,
             };
             if !parent_mirrored {

@@ -205,11 +205,15 @@ pub struct ClusterState(pub std::collections::BTreeMap<String, Value>);
 
 /// The [`ClusterState`] of `pools` on each of `sites`, for the images whose names
 /// `relevant` accepts (a shared pool holds other tests' images, which may change meanwhile).
-pub fn cluster_state(sites: &[&str], pools: &[&str], relevant: impl Fn(&str) -> bool) -> ClusterState {
+pub fn cluster_state(
+    sites: &[&str],
+    pools: &[&str],
+    relevant: impl Fn(&str) -> bool,
+) -> ClusterState {
     let mut all = std::collections::BTreeMap::new();
     for site in sites {
-        let existing = try_ceph_json(site, &["osd", "pool", "ls"])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let existing =
+            try_ceph_json(site, &["osd", "pool", "ls"]).unwrap_or_else(|e| panic!("{e}"));
         for pool in pools {
             let key = format!("{site}:{pool}");
             if !existing
@@ -222,8 +226,7 @@ pub fn cluster_state(sites: &[&str], pools: &[&str], relevant: impl Fn(&str) -> 
             let mut state = serde_json::Map::new();
             state.insert(
                 "mirror".into(),
-                try_rbd_json(site, &["mirror", "pool", "info", pool])
-                    .unwrap_or_else(|e| Value::String(e)),
+                try_rbd_json(site, &["mirror", "pool", "info", pool]).unwrap_or_else(Value::String),
             );
             let names: Vec<String> = rbd_json(site, &["ls", pool])
                 .as_array()
