@@ -268,7 +268,8 @@ pub struct BootableArgs {
     #[arg(long, default_value = "journal", value_parser = ["journal", "snapshot"])]
     pub mode: String,
     /// Seconds without replication progress before giving up (a re-run continues).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_timeout: u64,
     /// While the destination's rbd-mirror daemon is down or not responding (no beacon for
     /// 6 s): stop with an error at once (a re-run continues), or keep waiting for it, saying
@@ -476,9 +477,10 @@ pub struct VolumeArgs {
     /// writes after the copy are not in it.
     #[arg(long)]
     pub live: bool,
-    /// With --live: seconds the source must have had no user before the cutover starts.
-    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
-    pub idle_for: f64,
+    /// With --live: seconds the source must have had no user before the cutover starts
+    /// (default 2).
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_for: Option<f64>,
     /// How the destination image is made. clone: demote the source, promote the replica and
     /// clone it (no second full copy: usable about a second after the demotion; verified,
     /// flattened and the source put back after that). copy: copy the replica and verify
@@ -498,7 +500,8 @@ pub struct VolumeArgs {
     #[arg(long)]
     pub allow_overcommit: bool,
     /// Seconds without replication progress before giving up (a re-run continues).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_timeout: u64,
     /// While the destination's rbd-mirror daemon is down or not responding (no beacon for
     /// 6 s): stop with an error at once (a re-run continues), or keep waiting for it, saying
@@ -556,15 +559,19 @@ impl VolumeArgs {
         m.allow_live = self.live;
         m.handover = self.handover.unwrap_or(HandoverArg::Clone).into();
         if self.live && m.handover == Handover::Clone {
-            if !(self.idle_for.is_finite() && (0.0..=3600.0).contains(&self.idle_for)) {
+            let idle_for = self.idle_for.unwrap_or(2.0);
+            if !(idle_for.is_finite() && (0.0..=3600.0).contains(&idle_for)) {
                 anyhow::bail!(
-                    "--idle-for {}: give the seconds without users that start the cutover, 0 to 3600",
-                    self.idle_for
+                    "--idle-for {idle_for}: give the seconds without users that start the cutover, 0 to 3600"
                 );
             }
             m.live = Some(Live {
-                idle_for_ms: (self.idle_for * 1000.0).round() as u64,
+                idle_for_ms: (idle_for * 1000.0).round() as u64,
             });
+        } else if let Some(idle_for) = self.idle_for {
+            anyhow::bail!(
+                "--idle-for {idle_for} applies only to a live migration that cuts over (--live, with the default --handover clone); add --live, or drop --idle-for"
+            );
         }
         m.disable_map_features = self.disable_object_map;
         m.enable_pool_mirroring = self.enable_pool_mirroring;

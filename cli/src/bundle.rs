@@ -202,16 +202,17 @@ async fn plan_for_bundle(
     let mut ceph_only = m.clone();
     ceph_only.adopt = None;
     ceph_only.register = None;
-    let src = crate::connect(m.source.clone()).await?;
-    let facts = if source_only {
-        let events = reporter.clone();
-        tokio::task::spawn_blocking(move || {
-            rbd_mirror_core::preflight::check_source(&ceph_only, src.as_ref(), events.as_ref())
-                .map_err(anyhow::Error::from)
-        })
-        .await??
+    // with both clusters, both at once: a refusal names each that cannot be reached
+    let (src, dst) = if source_only {
+        (crate::connect(m.source.clone()).await?, None)
     } else {
-        let dst = crate::connect(m.destination.clone()).await?;
+        let (src, dst) = crate::recorded_migrations::every_error2(tokio::join!(
+            crate::connect(m.source.clone()),
+            crate::connect(m.destination.clone())
+        ))?;
+        (src, Some(dst))
+    };
+    let facts = if let Some(dst) = dst {
         plan(
             &ceph_only,
             src,
@@ -223,6 +224,13 @@ async fn plan_for_bundle(
         .await?
         .0
         .facts
+    } else {
+        let events = reporter.clone();
+        tokio::task::spawn_blocking(move || {
+            rbd_mirror_core::preflight::check_source(&ceph_only, src.as_ref(), events.as_ref())
+                .map_err(anyhow::Error::from)
+        })
+        .await??
     };
     Ok(Plan::volume(m, facts))
 }

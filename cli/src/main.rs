@@ -220,16 +220,32 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             MigrateCommand::Volume(args) => migrate_volume(args, &state_dir, reporter).await,
             MigrateCommand::Bootable(args) => {
                 let (b, dest) = args.to_migration()?;
-                let clouds = Clouds {
-                    source: Some(Arc::new(
-                        OpenStackCloud::connect(&args.source_cloud, Side::Source).await?,
-                    )),
-                    destination: Some(Arc::new(
-                        OpenStackCloud::connect(&dest, Side::Destination).await?,
-                    )),
-                };
-                let src = connect(b.source.clone()).await?;
-                let dst = connect(b.destination.clone()).await?;
+                // everything at once: a refusal names each that cannot be reached
+                let (clouds, clusters) = recorded_migrations::every_error2(tokio::join!(
+                    async {
+                        let (source, destination) =
+                            recorded_migrations::every_error2(tokio::join!(
+                                async {
+                                    Ok(OpenStackCloud::connect(&args.source_cloud, Side::Source)
+                                        .await?)
+                                },
+                                async {
+                                    Ok(OpenStackCloud::connect(&dest, Side::Destination).await?)
+                                },
+                            ))?;
+                        Ok(Clouds {
+                            source: Some(Arc::new(source)),
+                            destination: Some(Arc::new(destination)),
+                        })
+                    },
+                    async {
+                        recorded_migrations::every_error2(tokio::join!(
+                            connect(b.source.clone()),
+                            connect(b.destination.clone())
+                        ))
+                    }
+                ))?;
+                let (src, dst) = clusters;
                 if args.dry_run {
                     let (p, recorded) =
                         plan_bootable(&b, src, dst, &clouds, &state_dir, reporter.clone()).await?;
@@ -355,18 +371,8 @@ async fn migrate_volume(
     let m = args
         .to_migration(image, source.as_ref())
         .map_err(exit::usage)?;
-    let clouds = Clouds {
-        destination: match &m.adopt {
-            Some(a) => Some(
-                Arc::new(OpenStackCloud::connect(&a.cloud, Side::Destination).await?)
-                    as Arc<dyn CloudOps>,
-            ),
-            None => None,
-        },
-        source: None,
-    };
-    let src = connect(m.source.clone()).await?;
-    let dst = connect(m.destination.clone()).await?;
+    // the clouds and both clusters at once: a refusal names each that cannot be reached
+    let (clouds, src, dst) = recorded_migrations::connect_all(&m).await?;
     if args.dry_run {
         let (plan, recorded) = plan(&m, src, dst, &clouds, state_dir, reporter.clone()).await?;
         reporter.plan(&plan, recorded.as_ref());

@@ -15,7 +15,8 @@ pub struct ResumeArgs {
     /// Migration id, as `rbd-relay list` shows it.
     pub id: String,
     /// Seconds without replication progress before giving up (a re-run continues).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_timeout: u64,
     /// While the destination's rbd-mirror daemon is down or not responding: fail at once, or
     /// keep waiting for it until --stall-timeout.

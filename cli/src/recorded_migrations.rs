@@ -26,36 +26,100 @@ use crate::report::{Reporter, Tag, TaggedSink};
 use rbd_mirror_openstack::OpenStackCloud;
 
 /// The clouds a plan talks to, connected: the destination cloud it hands its copy to (none
-/// for a Ceph-only plan) and the source cloud it uploads a bootable volume in.
+/// for a Ceph-only plan) and the source cloud it uploads a bootable volume in. Both are
+/// asked at once; when both fail, the error names both.
 async fn plan_clouds(m: &VolumeMigration) -> Result<Clouds> {
     let wanted = m
         .adopt
         .as_ref()
         .map(|a| a.cloud.clone())
         .or_else(|| m.register.as_ref().map(|r| r.cloud.clone()));
-    Ok(Clouds {
-        destination: match wanted {
+    let destination = async {
+        Ok(match wanted {
             Some(c) => Some(
                 Arc::new(OpenStackCloud::connect(&c, Side::Destination).await?)
                     as Arc<dyn CloudOps>,
             ),
             None => None,
-        },
-        source: match &m.origin {
+        })
+    };
+    let source = async {
+        Ok(match &m.origin {
             Origin::Upload(u) => Some(Arc::new(
                 OpenStackCloud::connect(&u.cloud, Side::Source).await?,
             ) as Arc<dyn CloudOps>),
             Origin::Image | Origin::InPlace => None,
-        },
+        })
+    };
+    let (destination, source) = every_error2(tokio::join!(destination, source))?;
+    Ok(Clouds {
+        destination,
+        source,
     })
 }
 
-/// The source and destination clusters of migration `m`, connected.
+/// The source and destination clusters of migration `m`, connected at once: when neither
+/// can be reached (a missing conf or keyring on both sides), the error names both.
 async fn clusters(m: &VolumeMigration) -> Result<(Arc<dyn CephOps>, Arc<dyn CephOps>)> {
-    Ok((
-        crate::connect(m.source.clone()).await?,
-        crate::connect(m.destination.clone()).await?,
+    every_error2(tokio::join!(
+        crate::connect(m.source.clone()),
+        crate::connect(m.destination.clone())
     ))
+}
+
+/// The clouds and both clusters of migration `m`, connected at once, before anything is
+/// read or changed. A refusal names every one that cannot be reached, not only the first,
+/// so that one run shows all there is to fix.
+pub async fn connect_all(
+    m: &VolumeMigration,
+) -> Result<(Clouds, Arc<dyn CephOps>, Arc<dyn CephOps>)> {
+    let (clouds, clusters) = every_error2(tokio::join!(plan_clouds(m), clusters(m)))?;
+    Ok((clouds, clusters.0, clusters.1))
+}
+
+/// Both results, or one error naming every failure among them (each once: an error that
+/// already names several is not nested).
+pub fn every_error2<A, B>((a, b): (Result<A>, Result<B>)) -> Result<(A, B)> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+        (Err(x), Err(y)) => {
+            let mut lines = Vec::new();
+            for e in [x, y] {
+                match e.downcast_ref::<Unreachable>() {
+                    Some(u) => lines.extend(u.0.iter().cloned()),
+                    None => lines.push(exit::message(&e)),
+                }
+            }
+            Err(Unreachable(lines).into())
+        }
+    }
+}
+
+/// Several things the command needs could not be reached; nothing was read or changed.
+#[derive(Debug)]
+pub struct Unreachable(pub Vec<String>);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} problems, nothing was changed; fix them and re-run:",
+            self.0.len()
+        )?;
+        for line in &self.0 {
+            write!(f, "\n  - {line}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// A migration id that is not a plain file name (a path, empty) is bad usage: refused with
+/// exit 2 before anything is read, as `delete-source` does.
+fn check_id(id: &str) -> Result<()> {
+    state::check_migration_id(id).map_err(|e| usage(e.into()))
 }
 
 /// `resume ID`: the recorded plan, continued exactly (clusters and cloud from the plan).
@@ -64,6 +128,7 @@ pub async fn resume(
     state_dir: &Path,
     reporter: Arc<Reporter>,
 ) -> Result<ExitCode> {
+    check_id(&args.id)?;
     let run = state::resumable(state_dir, &args.id)?;
     let m = run.plan.migration.clone();
     let clouds = plan_clouds(&m).await?;
@@ -84,6 +149,7 @@ pub async fn abort_cmd(
     state_dir: &Path,
     reporter: Arc<Reporter>,
 ) -> Result<ExitCode> {
+    check_id(&args.id)?;
     let run = state::recorded(state_dir, &args.id)?;
     let m = &run.plan.migration;
     let (src, dst) = clusters(m).await?;
@@ -103,6 +169,7 @@ pub async fn abort_cmd(
 
 /// `cutover ID [--force]`: ask the running live migration to cut over now.
 pub async fn cutover_cmd(args: CutoverArgs, state_dir: &Path) -> Result<ExitCode> {
+    check_id(&args.id)?;
     let run = state::recorded(state_dir, &args.id)?;
     let m = &run.plan.migration;
     let (src, dst) = clusters(m).await?;
@@ -133,6 +200,7 @@ pub async fn cleanup_cmd(
     state_dir: &Path,
     reporter: Arc<Reporter>,
 ) -> Result<ExitCode> {
+    check_id(&args.id)?;
     let run = state::recorded(state_dir, &args.id)?;
     let m = &run.plan.migration;
     let (src, dst) = clusters(m).await?;

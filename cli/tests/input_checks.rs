@@ -38,7 +38,7 @@ fn migration_ids_that_are_paths_are_refused_and_nothing_outside_the_state_dir_is
             args.extend([os("--state-dir"), state.as_os_str()]);
             let o = relay(&args);
             let stderr = String::from_utf8_lossy(&o.stderr);
-            assert!(!o.status.success(), "{command:?}");
+            assert_eq!(o.status.code(), Some(2), "{command:?}: {stderr}");
             assert!(
                 stderr.contains(&format!("invalid migration id '{id}'"))
                     && stderr.contains("as `rbd-relay list` shows it"),
@@ -262,4 +262,197 @@ fn a_non_utf8_conf_path_is_refused_naming_the_flag() {
             && stderr.contains("is not valid UTF-8"),
         "{stderr}"
     );
+}
+
+/// Flags, values and combinations the binary refuses before it connects to anything: each
+/// message names the flag or value and what to give instead, the exit code is non-zero (2
+/// for bad usage), and the state directory is never created. The clusters and clouds named
+/// do not exist, so a run that got as far as connecting would say so instead.
+#[test]
+fn wrong_flags_values_and_combinations_are_refused_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let empty_list = dir.path().join("empty-list");
+    std::fs::write(&empty_list, "# only a comment\n\n").unwrap();
+    let empty_list = empty_list.to_str().unwrap();
+    let volume = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "migrate",
+            "volume",
+            "--from",
+            "nowhere-a",
+            "--to",
+            "nowhere-b",
+            "--into",
+            "cinder",
+        ]
+        .map(String::from)
+        .to_vec();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let mut cases: Vec<(Vec<String>, i32, &str)> = vec![
+        (
+            volume(&["volumes/a", "--idle-for", "5"]),
+            2,
+            "--idle-for 5 applies only to a live migration that cuts over (--live, with the default --handover clone); add --live, or drop --idle-for",
+        ),
+        (
+            volume(&["volumes/a", "--live", "--handover", "copy", "--idle-for", "5"]),
+            2,
+            "--idle-for 5 applies only to a live migration",
+        ),
+        (
+            volume(&["volumes/a", "--live", "--idle-for", "5000"]),
+            2,
+            "--idle-for 5000: give the seconds without users that start the cutover, 0 to 3600",
+        ),
+        (
+            volume(&["volumes/a", "--stall-timeout", "0"]),
+            2,
+            "invalid value '0' for '--stall-timeout <SECONDS>': 0 is not in 1..",
+        ),
+        (
+            volume(&["volumes/a", "--cinder-host", "site-b@ceph#ceph"]),
+            2,
+            "--cinder-host and --bootable apply to the adoption: add --adopt",
+        ),
+        (
+            volume(&["volumes/a", "--bootable"]),
+            2,
+            "--cinder-host and --bootable apply to the adoption: add --adopt",
+        ),
+        (
+            volume(&["volumes/a", "--adopt"]),
+            2,
+            "adopting needs the destination cloud: give --os-cloud (or set OS_CLOUD)",
+        ),
+        (
+            volume(&["volumes/a", "--mode", "pool"]),
+            2,
+            "invalid value 'pool' for '--mode <MODE>'",
+        ),
+        (
+            volume(&["volumes/a", "--handover", "move"]),
+            2,
+            "invalid value 'move' for '--handover <HANDOVER>'",
+        ),
+        (
+            volume(&["volumes/a", "--on-daemon-down", "ignore"]),
+            2,
+            "invalid value 'ignore' for '--on-daemon-down <ON_DAEMON_DOWN>'",
+        ),
+        (
+            volume(&["volumes/a@snap1"]),
+            2,
+            "invalid image 'volumes/a@snap1': give the image itself, not a snapshot (drop the @SNAP part)",
+        ),
+        (
+            volume(&["volumes/.hidden"]),
+            2,
+            "invalid image 'volumes/.hidden': names starting with '.' are reserved by Ceph",
+        ),
+        (
+            volume(&["volumes/a", "--name", "a/b"]),
+            2,
+            "--name: invalid image name 'a/b': contains '/'",
+        ),
+        (
+            volume(&["volumes/a", "--from-id", "ad min"]),
+            2,
+            "--from: invalid client id 'ad min': contains ' '",
+        ),
+        (
+            volume(&["--from-file", empty_list]),
+            2,
+            "lists no image; give one POOL/IMAGE per line",
+        ),
+        (
+            volume(&["volumes/x", "images/x"]),
+            2,
+            "volumes/x and images/x would both be copied to nowhere-b:cinder/x; give one of them its own copy name",
+        ),
+        (
+            [
+                "migrate", "volume", "--from", "site-q", "--to", "site-q", "--into", "cinder",
+                "volumes/a",
+            ]
+            .map(String::from)
+            .to_vec(),
+            2,
+            "--from and --to are the same cluster ('site-q'); rbd-relay moves images between two clusters",
+        ),
+        (
+            [
+                "migrate",
+                "bootable",
+                "a1cf7486-c00e-40ba-8ffe-b903c9a7d35a",
+                "--from",
+                "nowhere-a",
+                "--to",
+                "nowhere-b",
+                "--source-cloud",
+                "nowhere",
+                "--os-cloud",
+                "nowhere-b",
+                "--into",
+                "images",
+            ]
+            .map(String::from)
+            .to_vec(),
+            1,
+            "--into images is the mirrored Glance pool, where the replica itself appears; give the destination Glance's own pool",
+        ),
+        (
+            ["register", "image", "glance/img", "--to", "nowhere-b"]
+                .map(String::from)
+                .to_vec(),
+            1,
+            "registering needs the destination cloud: give --os-cloud (or set OS_CLOUD)",
+        ),
+        (
+            ["status", "volumes/a/b", "--cluster", "nowhere-a"]
+                .map(String::from)
+                .to_vec(),
+            1,
+            "'volumes/a/b': give POOL or POOL/IMAGE",
+        ),
+        (
+            [
+                "pair", "--from", "nowhere-a", "--to", "nowhere-b", "--pool", "vol umes",
+            ]
+            .map(String::from)
+            .to_vec(),
+            1,
+            "--pool: invalid pool name 'vol umes'",
+        ),
+        (
+            ["resume", "", "--stall-timeout", "10"]
+                .map(String::from)
+                .to_vec(),
+            2,
+            "invalid migration id '': it is empty",
+        ),
+    ];
+    cases.push((
+        ["cutover", "../x"].map(String::from).to_vec(),
+        2,
+        "invalid migration id '../x'",
+    ));
+    for (args, code, needle) in cases {
+        let o = common::relay_command()
+            .args(&args)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("cannot connect"),
+            "{args:?} connected: {stderr}"
+        );
+        assert!(!state.exists(), "{args:?} created the state directory");
+    }
 }

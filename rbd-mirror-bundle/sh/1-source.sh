@@ -9,6 +9,7 @@
 
 #@ preconditions
 
+[ "$#" -eq 0 ] || fail "usage: sh ./$SCRIPT (no arguments): it is the first script of the bundle and takes none; the line it prints at its end is the input of 2-destination-ceph-admin.sh. Nothing was changed"
 need rbd
 need sha256sum
 say "checking $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE as client.$SRC_ID (read only)"

@@ -331,14 +331,27 @@ fn run_cleanup_with_fake_tools(
     args: &[&str],
     source_fsid: &str,
 ) -> (bool, String, String) {
+    run_with_fake_tools(plan, Script::Cleanup, args, source_fsid)
+}
+
+/// Runs `script` of `plan` with `args`, with fake `rbd`, `ceph`, `openstack` and `curl` on
+/// PATH that log every call and fail (`ceph fsid` prints `source_fsid`); returns (success,
+/// stderr, the logged calls). No logged call means the script touched no cluster and no
+/// cloud: it changed nothing.
+fn run_with_fake_tools(
+    plan: &Plan,
+    script: Script,
+    args: &[&str],
+    source_fsid: &str,
+) -> (bool, String, String) {
     let b = render(plan, "x").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("4.sh");
+    let path = dir.path().join("script.sh");
     std::fs::write(
-        &script,
+        &path,
         &b.files
             .iter()
-            .find(|f| f.name == Script::Cleanup.file_name())
+            .find(|f| f.name == script.file_name())
             .unwrap()
             .contents,
     )
@@ -352,10 +365,12 @@ fn run_cleanup_with_fake_tools(
             "ceph",
             format!("[ \"$*\" != \"${{*%fsid}}\" ] && echo {source_fsid}"),
         ),
+        ("openstack", "exit 1".to_string()),
+        ("curl", "exit 1".to_string()),
     ] {
-        let path = bin.join(tool);
+        let tool_path = bin.join(tool);
         std::fs::write(
-            &path,
+            &tool_path,
             format!(
                 "#!/bin/sh\necho \"{tool} $*\" >>'{}'\n{body}\n",
                 log.display()
@@ -363,15 +378,16 @@ fn run_cleanup_with_fake_tools(
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&tool_path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let out = std::process::Command::new("sh")
-        .arg(&script)
+        .arg(&path)
         .args(args)
         .env(
             "PATH",
             format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
         )
+        .env("RBD_RELAY_BUNDLE_STATE", dir.path().join("state"))
         .output()
         .unwrap();
     (
@@ -379,6 +395,98 @@ fn run_cleanup_with_fake_tools(
         String::from_utf8_lossy(&out.stderr).into_owned(),
         std::fs::read_to_string(&log).unwrap_or_default(),
     )
+}
+
+/// Each script run with wrong arguments stops with a message naming the argument and what
+/// to pass, exits non-zero, and makes no `rbd`, `ceph`, `openstack` or `curl` call.
+#[test]
+fn every_script_refuses_wrong_arguments_before_touching_a_cluster_or_cloud() {
+    let journal = volume_plan(MirrorImageMode::Journal);
+    let snapshot = volume_plan(MirrorImageMode::Snapshot);
+    let digest = "a".repeat(64);
+    let fsid = "27a9fbc0-4355-4685-a5cc-ad091ce4fbcc";
+    let good = token(&journal.id, &digest, "10c7e713647", fsid);
+    let short = "a".repeat(63);
+    let cases: Vec<(&Plan, Script, Vec<&str>, &str)> = vec![
+        (
+            &journal,
+            Script::Source,
+            vec![&digest],
+            "(no arguments): it is the first script of the bundle and takes none",
+        ),
+        (
+            &journal,
+            Script::Destination,
+            vec![],
+            "usage: sh ./2-destination-ceph-admin.sh SOURCE_SHA256 (the Ceph source admin's script printed the line to run)",
+        ),
+        (
+            &journal,
+            Script::Destination,
+            vec!["not-a-digest"],
+            "'not-a-digest' is not a sha256 digest (64 hex digits)",
+        ),
+        (
+            &journal,
+            Script::Destination,
+            vec![&short],
+            "is not a sha256 digest (64 hex digits): pass the digest the previous script printed",
+        ),
+        (
+            &snapshot,
+            Script::Destination,
+            vec![&digest],
+            "SOURCE_SHA256 MIRROR_SNAPSHOT_ID: the mirror snapshot id is missing or not a number",
+        ),
+        (
+            &snapshot,
+            Script::Destination,
+            vec![&digest, "12x"],
+            "the mirror snapshot id is missing or not a number",
+        ),
+        (
+            &journal,
+            Script::Tenant,
+            vec![&digest],
+            "needs the four values 2-destination-ceph-admin.sh prints after it verified the copy",
+        ),
+        (
+            &journal,
+            Script::Tenant,
+            vec![&digest, "10c7e713647", fsid, &short],
+            "does not match digest",
+        ),
+        (
+            &journal,
+            Script::Cleanup,
+            vec![],
+            "usage: sh ./4-source-ceph-admin-cleanup.sh VERIFIED_SHA256 COPY_IMAGE_ID DESTINATION_FSID VERIFICATION_TOKEN",
+        ),
+        (
+            &journal,
+            Script::Cleanup,
+            vec![&digest, "10c7e713647", "not/a-fsid", &good],
+            "'not/a-fsid' is not a Ceph fsid: pass the destination fsid 2-destination-ceph-admin.sh printed; nothing was changed",
+        ),
+    ];
+    for (plan, script, args, needle) in cases {
+        let (ok, err, calls) = run_with_fake_tools(plan, script, &args, "f-s");
+        assert!(!ok, "{script:?} {args:?} succeeded");
+        assert!(err.contains(needle), "{script:?} {args:?}: {err}");
+        assert!(err.contains("STOPPED"), "{script:?} {args:?}: {err}");
+        assert_eq!(calls, "", "{script:?} {args:?}: a call before the refusal");
+    }
+    // the right handoff passes the argument check of the tenant script (and then asks the
+    // fake cloud, which fails)
+    let (ok, err, calls) = run_with_fake_tools(
+        &journal,
+        Script::Tenant,
+        &[&digest, "10c7e713647", fsid, &good],
+        "f-s",
+    );
+    assert!(!ok);
+    assert!(!err.contains("does not match"), "{err}");
+    assert!(calls.contains("openstack "), "{calls}");
 }
 
 #[test]

@@ -488,5 +488,6 @@ pub(crate) async fn refused_by_preflight(world: World) -> String {
     e.to_string()
 }
 
+mod bad_input;
 mod cloud;
 mod room;

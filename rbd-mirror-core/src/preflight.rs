@@ -111,6 +111,7 @@ fn check(
     };
 
     let mirroring_was_enabled = check_image_mirroring(m, src, events, &mut problems);
+    check_parent(m, src, &mut problems);
 
     let (source_pool_mode, destination_pool_mode) =
         check_pool_mirroring(m, src, dst, &mut problems);
@@ -239,6 +240,42 @@ fn check_image_mirroring(
         Err(e) => problems.push(access(src, sid, e, &format!("mirror info of {}", m.image))),
     }
     mirroring_was_enabled
+}
+
+/// A clone is mirrored only together with its parent: librbd refuses to enable mirroring of
+/// a clone whose parent is not mirrored ("mirroring is not enabled for the parent", EINVAL),
+/// which a run would find only after it changed the source's features. Refused here instead.
+fn check_parent(m: &VolumeMigration, src: &dyn CephOps, problems: &mut Vec<Problem>) {
+    let sid = &m.source.client_id;
+    let (parent, snap) = match src.parent(&m.image) {
+        Ok(Some(p)) => p,
+        Ok(None) => return,
+        Err(e) => {
+            problems.push(access(src, sid, &e, &format!("the parent of {}", m.image)));
+            return;
+        }
+    };
+    match src.mirror_image(&parent) {
+        Ok(mi) if mi.state == MirrorImageState::Enabled => {}
+        Ok(_) => problems.push(problem(
+            format!(
+                "{}:{} is a clone of {parent}@{snap}, which is not mirrored; rbd-mirror mirrors a clone only together with its parent",
+                src.name(),
+                m.image
+            ),
+            format!(
+                "flatten it first (rbd --cluster {} flatten {}: it then holds all its data itself and keeps no link to {parent}), then re-run",
+                src.name(),
+                m.image
+            ),
+        )),
+        Err(e) => problems.push(access(
+            src,
+            sid,
+            &e,
+            &format!("mirror info of {parent} (the parent of {})", m.image),
+        )),
+    }
 }
 
 /// Pool mirroring on both sides (the destination's is `Image` when there is none): the

@@ -231,3 +231,24 @@ pub fn kill_at_each(
     }
     (killed, passed)
 }
+
+/// The recorded migrations in state directory `dir`: every file but the lock files, by
+/// name, with its content (`None` when the directory does not exist). A refused command
+/// may leave its released lock files behind (empty, or the id of the run that held them);
+/// they record nothing and are not compared.
+pub fn state_dir_files(
+    dir: &std::path::Path,
+) -> Option<std::collections::BTreeMap<String, Vec<u8>>> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    let mut files = std::collections::BTreeMap::new();
+    for e in entries {
+        let e = e.expect("read the state directory");
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".lock") {
+            continue;
+        }
+        let content = std::fs::read(e.path()).unwrap_or_else(|err| err.to_string().into_bytes());
+        files.insert(name, content);
+    }
+    Some(files)
+}

@@ -395,16 +395,51 @@ pub async fn plan(
             return Ok((state.plan.clone(), Some(state)));
         }
     }
-    if let Some(c) = clouds.destination_for(m)? {
-        preflight::check_adoption(m, c.as_ref()).await?;
-        preflight::check_registration(m, c.as_ref()).await?;
-    }
+    let cloud = clouds.destination_for(m)?;
     if !m.origin.is_image() {
+        if let Some(c) = &cloud {
+            preflight::check_adoption(m, c.as_ref()).await?;
+            preflight::check_registration(m, c.as_ref()).await?;
+        }
         // the source image is made by the plan's first step: preflight reads it then
         return Ok((Plan::awaiting_upload(m.clone()), None));
     }
-    let facts = read_source(m, src, dst, state_dir, events).await?;
+    let facts = preflight_all(m, src, dst, cloud.as_deref(), state_dir, events).await?;
     Ok((Plan::volume(m.clone(), facts), None))
+}
+
+/// The cloud part and the Ceph part of preflight (both read only), both run: their problems
+/// make one refusal, so that a wrong Cinder host or cloud credentials do not hide a missing
+/// source image or destination pool (and the other way round).
+async fn preflight_all(
+    m: &VolumeMigration,
+    src: Arc<dyn CephOps>,
+    dst: Arc<dyn CephOps>,
+    cloud: Option<&dyn crate::cloud::CloudOps>,
+    state_dir: &Path,
+    events: Arc<dyn EventSink>,
+) -> Result<crate::plan::SourceFacts> {
+    let mut problems = Vec::new();
+    if let Some(c) = cloud {
+        let adoption = preflight::check_adoption(m, c).await.map(|_| ());
+        let registration = preflight::check_registration(m, c).await;
+        for checked in [adoption, registration] {
+            match checked {
+                Ok(()) => {}
+                Err(Error::Preflight(p)) => problems.extend(p),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    match read_source(m, src, dst, state_dir, events).await {
+        Ok(facts) if problems.is_empty() => Ok(facts),
+        Ok(_) => Err(Error::Preflight(problems)),
+        Err(Error::Preflight(p)) => {
+            problems.extend(p);
+            Err(Error::Preflight(problems))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Preflight of the source image (read only): the facts the plan is built from. A lost
@@ -571,11 +606,7 @@ async fn fresh_run(
         description: Step::Preflight.describe(m),
     });
     let t = Instant::now();
-    if let Some(c) = dst_cloud {
-        preflight::check_adoption(m, c).await?;
-        preflight::check_registration(m, c).await?;
-    }
-    let facts = read_source(m, src, dst, state_dir, events.clone()).await?;
+    let facts = preflight_all(m, src, dst, dst_cloud, state_dir, events.clone()).await?;
     let mut s = RunState::new(Plan::volume(m.clone(), facts));
     s.next_step = 1;
     s.step_seconds.push(t.elapsed().as_secs_f64());

@@ -199,6 +199,22 @@ impl CephOps for Fake {
         self.with("enable_mirroring", |w, s| {
             w.next_snap += 1;
             let id = w.next_snap;
+            // as librbd: a clone is mirrored only when its parent is
+            let parent = img(w, s, image, "enable_mirroring")?.parent.clone();
+            let parent_mirrored = match parent {
+                Some((p, _)) => w.sites[s]
+                    .images
+                    .get(&p)
+                    .is_some_and(|p| p.mirror.is_some()),
+                None => true,
+            };
+            if !parent_mirrored {
+                return Err(OpsError::new(
+                    ErrorKind::InvalidArgument,
+                    "mirror_image_enable",
+                    "mirroring is not enabled for the parent",
+                ));
+            }
             let i = img(w, s, image, "enable_mirroring")?;
             if mode == MirrorImageMode::Journal && !i.features.contains(Features::JOURNALING) {
                 return Err(OpsError::new(

@@ -132,7 +132,9 @@ impl World {
         w
     }
 
-    fn replicate(&mut self) {
+    /// What the simulated rbd-mirror does between two calls: replicas of mirrored primaries
+    /// appear and catch up. Tests call it to start from a settled world.
+    pub(crate) fn replicate(&mut self) {
         let primaries: Vec<(String, Img)> = self.sites[0]
             .images
             .iter()

@@ -223,6 +223,101 @@ pub fn image_with_data(site: &str, image: &str, len: usize) {
     result.unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// What a "nothing changed" check compares on the clusters, taken by [`cluster_state`]: per
+/// site, which of the pools exist, and per existing pool its mirroring (mode, site name,
+/// peers) and, for each image whose name the filter accepts, its `rbd info` (features,
+/// size, id, parent, mirroring state, mode and primary; without the access and modify
+/// timestamps, which a read-only open may move), all its snapshots (every namespace, with
+/// protection and mirror-snapshot progress), its image metadata, and the pool's trash
+/// entries of such names. Equal before and after a refused command: it changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterState(pub std::collections::BTreeMap<String, Value>);
+
+/// The [`ClusterState`] of `pools` on each of `sites`, for the images whose names
+/// `relevant` accepts (a shared pool holds other tests' images, which may change meanwhile).
+pub fn cluster_state(
+    sites: &[&str],
+    pools: &[&str],
+    relevant: impl Fn(&str) -> bool,
+) -> ClusterState {
+    let mut all = std::collections::BTreeMap::new();
+    for site in sites {
+        let existing =
+            try_ceph_json(site, &["osd", "pool", "ls"]).unwrap_or_else(|e| panic!("{e}"));
+        for pool in pools {
+            let key = format!("{site}:{pool}");
+            if !existing
+                .as_array()
+                .is_some_and(|a| a.iter().any(|p| p == pool))
+            {
+                all.insert(key, Value::String("no such pool".into()));
+                continue;
+            }
+            let mut state = serde_json::Map::new();
+            state.insert(
+                "mirror".into(),
+                try_rbd_json(site, &["mirror", "pool", "info", pool]).unwrap_or_else(Value::String),
+            );
+            let names: Vec<String> = rbd_json(site, &["ls", pool])
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|n| n.as_str())
+                        .filter(|n| relevant(n))
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            for name in names {
+                let spec = format!("{pool}/{name}");
+                let mut info = try_rbd_json(site, &["info", &spec]).unwrap_or_else(Value::String);
+                if let Some(o) = info.as_object_mut() {
+                    o.remove("access_timestamp");
+                    o.remove("modify_timestamp");
+                }
+                let image = serde_json::json!({
+                    "info": info,
+                    "snapshots": try_rbd_json(site, &["snap", "ls", "--all", &spec]).unwrap_or_else(Value::String),
+                    "metadata": try_rbd_json(site, &["image-meta", "list", &spec]).unwrap_or_else(Value::String),
+                });
+                state.insert(format!("image {name}"), image);
+            }
+            let trash: Vec<Value> = rbd_json(site, &["trash", "ls", pool])
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|t| t["name"].as_str().is_some_and(&relevant))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            state.insert("trash".into(), Value::Array(trash));
+            all.insert(key, Value::Object(state));
+        }
+    }
+    ClusterState(all)
+}
+
+/// `ceph --cluster SITE ARGS --format json`, parsed; `Err` naming the command on failure.
+pub fn try_ceph_json(site: &str, args: &[&str]) -> Result<Value, String> {
+    let out = Command::new("timeout")
+        .arg(RBD_LIMIT.as_secs().to_string())
+        .args(["ceph", "--cluster", site])
+        .args(args)
+        .args(["--format", "json"])
+        .output()
+        .map_err(|e| format!("cannot run ceph --cluster {site} {args:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ceph --cluster {site} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("bad json from ceph {args:?}: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
