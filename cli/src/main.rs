@@ -375,7 +375,10 @@ async fn migrate_volume(
     let mut opts = RunOptions::default();
     opts.wait.stall_after = std::time::Duration::from_secs(args.stall_timeout);
     opts.wait.on_daemon_down = args.on_daemon_down.into();
-    interrupt::continue_with(format!("rbd-relay resume {}", m.id()));
+    interrupt::continue_once_recorded(
+        format!("rbd-relay resume {}", m.id()),
+        rbd_mirror_core::state::StateFile::path_for(state_dir, &m.id()),
+    );
     let summary = migrate(&m, src, dst, &clouds, state_dir, &opts, reporter.clone()).await;
     reporter.finish();
     let summary = summary?;
