@@ -148,7 +148,10 @@ mod tests {
             "{m}"
         );
         // a command waiting for a state file that is not there yet is not offered
-        continue_once_recorded("rbd-relay resume e-f".into(), "/nonexistent/e-f.json".into());
+        continue_once_recorded(
+            "rbd-relay resume e-f".into(),
+            "/nonexistent/e-f.json".into(),
+        );
         assert!(!message(Signal::Interrupt).contains("e-f"));
         assert_eq!(Signal::Interrupt.exit_code(), 130);
         assert_eq!(Signal::Terminate.exit_code(), 143);

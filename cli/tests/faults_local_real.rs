@@ -170,7 +170,10 @@ fn interrupt_at(args: &[String], state: &str, at: KillAt, sig: &str) -> Option<S
         run.events,
         run.stderr
     );
-    assert!(seconds < 2.0, "{at:?}: stopped {seconds:.2} s after SIG{sig}");
+    assert!(
+        seconds < 2.0,
+        "{at:?}: stopped {seconds:.2} s after SIG{sig}"
+    );
     assert!(
         run.stderr.contains(&format!("interrupted by SIG{sig}")),
         "{}",
@@ -187,10 +190,11 @@ fn interrupt_at(args: &[String], state: &str, at: KillAt, sig: &str) -> Option<S
     match &resume {
         Some(r) => {
             assert!(r.starts_with("rbd-relay resume "), "{r}");
-            assert!(r.ends_with(&format!("--state-dir {state}")), "{r}");
+            assert!(r.ends_with(&format!("--state-dir '{state}'")), "{r}");
         }
         None => assert!(
-            run.stderr.contains("nothing was changed; re-run the same command"),
+            run.stderr
+                .contains("nothing was changed; re-run the same command"),
             "{}",
             run.stderr
         ),
@@ -274,10 +278,12 @@ fn interrupted_at_every_step(mode: &str, first: &str) {
     }
     let mut points = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        points.push(KillAt::StepStarted(i as u64));
+        // in the middle of the wait first: once a run stopped at the wait's start, the
+        // replica may finish syncing before the next run reports any progress
         if name == "wait_for_replica" {
             points.push(KillAt::Progress("sync"));
         }
+        points.push(KillAt::StepStarted(i as u64));
     }
 
     let signals = if first == "INT" {
@@ -319,10 +325,14 @@ fn interrupted_at_every_step(mode: &str, first: &str) {
                     &step,
                     &format!("{} / list: {listed}", s.message),
                     s.seconds,
-                    "continued by the printed command",
+                    if s.resume.is_some() {
+                        "continued by the printed command"
+                    } else {
+                        "the same command, re-run, started it"
+                    },
                 );
                 if let Some(resume) = &s.resume {
-                    let expected = format!("rbd-relay resume {id} --state-dir {state}");
+                    let expected = format!("rbd-relay resume {id} --state-dir '{state}'");
                     assert_eq!(*resume, expected);
                     run_args = args_of(&["resume", &id]);
                 }
@@ -342,9 +352,7 @@ fn interrupted_at_every_step(mode: &str, first: &str) {
     handed_over(&a, &b, &image, &features, &want);
     let text = String::from_utf8_lossy(&relay(&["list"], &state).stdout).into_owned();
     assert!(text.contains("finished"), "{text}");
-    eprintln!(
-        "signals {mode}: {landed} landed, {passed} passed, slowest stop {worst:.2} s"
-    );
+    eprintln!("signals {mode}: {landed} landed, {passed} passed, slowest stop {worst:.2} s");
     remove(&a, &b, &image);
 }
 
@@ -399,7 +407,14 @@ impl PrivateStateDir {
     /// Run a shell script inside the namespace; it must succeed.
     fn sh(&self, script: &str) {
         let out = Command::new("nsenter")
-            .args(["-t", &self.holder.id().to_string(), "-m", "sh", "-c", script])
+            .args([
+                "-t",
+                &self.holder.id().to_string(),
+                "-m",
+                "sh",
+                "-c",
+                script,
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "{script}: {}", describe(&out));
@@ -438,7 +453,13 @@ fn refused_at_the_start(fault: &str, options: &str, prepare: impl Fn(&PrivateSta
     let t = Instant::now();
     let run = private.run(&migrate_args(&a, &b, &spec, "snapshot"), |_, _| Watch::Go);
     let seconds = t.elapsed().as_secs_f64();
-    assert_eq!(run.status.code(), Some(1), "{:?}\n{}", run.events, run.stderr);
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "{:?}\n{}",
+        run.events,
+        run.stderr
+    );
     let err = error_line(&run.stderr);
     assert!(err.contains(&dir), "names the state directory: {err}");
     assert!(
@@ -446,7 +467,13 @@ fn refused_at_the_start(fault: &str, options: &str, prepare: impl Fn(&PrivateSta
         "says what to do: {err}"
     );
     untouched(&a, &b, &image, &features);
-    row(fault, "before the first step", &err, seconds, "nothing changed on either cluster");
+    row(
+        fault,
+        "before the first step",
+        &err,
+        seconds,
+        "nothing changed on either cluster",
+    );
     remove(&a, &b, &image);
 }
 
@@ -490,9 +517,18 @@ fn broken_in_the_middle(
         .unwrap_or_else(|| panic!("{at_step} never started: {:?}", run.events))
         .elapsed()
         .as_secs_f64();
-    assert_eq!(run.status.code(), Some(1), "{:?}\n{}", run.events, run.stderr);
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "{:?}\n{}",
+        run.events,
+        run.stderr
+    );
     let err = error_line(&run.stderr);
-    assert!(err.contains(&format!("{dir}/")), "names the state file: {err}");
+    assert!(
+        err.contains(&format!("{dir}/")),
+        "names the state file: {err}"
+    );
     assert!(
         err.contains("re-run") || err.contains("resume"),
         "says what to do: {err}"
@@ -500,7 +536,12 @@ fn broken_in_the_middle(
     assert_eq!(run.last()["result"], "error", "{:?}", run.events);
     mend(&private);
     let again = private.run(&args, |_, _| Watch::Go);
-    assert!(again.status.success(), "{:?}\n{}", again.events, again.stderr);
+    assert!(
+        again.status.success(),
+        "{:?}\n{}",
+        again.events,
+        again.stderr
+    );
     assert_eq!(again.last()["summary"]["sha256"], want.as_str());
     handed_over(&a, &b, &image, &features, &want);
     row(
@@ -524,13 +565,19 @@ fn a_state_directory_that_fills_up_mid_wait_stops_the_run_and_the_re_run_converg
 }
 
 #[test]
-fn a_state_directory_that_turns_read_only_at_the_demotion_stops_the_run_and_the_re_run_converges()
-{
+fn a_state_directory_that_turns_read_only_at_the_demotion_stops_the_run_and_the_re_run_converges() {
     broken_in_the_middle(
         "state dir read-only",
         "demote_source",
-        |p| p.sh(&format!("mount -o remount,ro '{}'", p.dir)),
-        |p| p.sh(&format!("mount -o remount,rw '{}'", p.dir)),
+        // a read-only bind mount over the directory (the run's open lock files keep a
+        // remount of the tmpfs itself from turning it read-only); unmounted to mend it
+        |p| {
+            p.sh(&format!(
+                "mount --bind '{d}' '{d}' && mount -o remount,bind,ro '{d}'",
+                d = p.dir
+            ))
+        },
+        |p| p.sh(&format!("umount '{}'", p.dir)),
     );
 }
 
@@ -696,7 +743,10 @@ fn the_same_migration_from_another_host_or_state_dir_is_refused_naming_the_first
         let err = error_line(&stderr);
         let all = stderr.to_string();
         assert!(
-            all.contains(&format!("run from host {host} with state dir {}", first_canonical.display())),
+            all.contains(&format!(
+                "run from host {host} with state dir {}",
+                first_canonical.display()
+            )),
             "names the first run's host and state dir: {all}"
         );
         assert!(
@@ -719,9 +769,11 @@ fn the_same_migration_from_another_host_or_state_dir_is_refused_naming_the_first
             marker_before
         );
         assert!(
-            !std::fs::read_dir(second)
+            !std::fs::read_dir(second).unwrap().any(|e| e
                 .unwrap()
-                .any(|e| e.unwrap().path().extension().is_some_and(|x| x == "json")),
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")),
             "no state recorded by the refused run"
         );
         row(
@@ -924,15 +976,17 @@ mod proxy {
                     return;
                 };
                 let mut out = String::new();
-                for line in head[..head.len() - 2].split("\r\n").filter(|l| !l.is_empty()) {
+                for line in head[..head.len() - 2]
+                    .split("\r\n")
+                    .filter(|l| !l.is_empty())
+                {
                     if !line.to_ascii_lowercase().starts_with("connection:") {
                         out.push_str(line);
                         out.push_str("\r\n");
                     }
                 }
                 out.push_str("Connection: close\r\n\r\n");
-                if up.write_all(out.as_bytes()).is_err()
-                    || up.write_all(&buf[head_end..]).is_err()
+                if up.write_all(out.as_bytes()).is_err() || up.write_all(&buf[head_end..]).is_err()
                 {
                     return;
                 }
@@ -953,7 +1007,8 @@ mod proxy {
     }
 
     fn reply_503(c: &mut TcpStream) {
-        let body = r#"{"message": "Service Unavailable (injected by faults_local_real)", "code": 503}"#;
+        let body =
+            r#"{"message": "Service Unavailable (injected by faults_local_real)", "code": 503}"#;
         let _ = write!(
             c,
             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -1034,7 +1089,10 @@ impl CloudBehindProxies {
 
     /// Run ARGS with this clouds.yaml, to its end; returns (run, seconds).
     fn run(&self, args: &[String], state: &str) -> (common::JsonRun, f64) {
-        let wrapper = args_of(&["env", &format!("OS_CLIENT_CONFIG_FILE={}", self.clouds_yaml)]);
+        let wrapper = args_of(&[
+            "env",
+            &format!("OS_CLIENT_CONFIG_FILE={}", self.clouds_yaml),
+        ]);
         let t = Instant::now();
         let run = common::run_json_via(&wrapper, args, state, |_, _| Watch::Go);
         (run, t.elapsed().as_secs_f64())
@@ -1119,16 +1177,29 @@ fn keystone_and_cinder_down_slow_or_failing_during_adopt_are_named_and_nothing_i
     ] {
         cloud.keystone.set(fault, None);
         let (run, seconds) = cloud.run(&args, &state);
-        assert_eq!(run.status.code(), Some(1), "{what}: {:?}\n{}", run.events, run.stderr);
+        assert_eq!(
+            run.status.code(),
+            Some(1),
+            "{what}: {:?}\n{}",
+            run.events,
+            run.stderr
+        );
         assert!(cloud.keystone.hits() > 0, "{what}: the fault was never met");
         let err = error_line(&run.stderr);
         assert!(err.contains("faults"), "{what}: names the cloud: {err}");
         assert!(
-            err.contains(&cloud.keystone_url) || err.contains(&format!("127.0.0.1:{}", cloud.keystone.port)),
+            err.contains(&cloud.keystone_url)
+                || err.contains(&format!("127.0.0.1:{}", cloud.keystone.port)),
             "{what}: names the endpoint: {err}"
         );
         untouched(&a, &b, &image, &features);
-        row(what, "when the run connects (before any change)", &err, seconds, "nothing changed; the re-run went ahead");
+        row(
+            what,
+            "when the run connects (before any change)",
+            &err,
+            seconds,
+            "nothing changed; the re-run went ahead",
+        );
     }
     cloud.keystone.set(Fault::None, None);
 
@@ -1139,26 +1210,56 @@ fn keystone_and_cinder_down_slow_or_failing_during_adopt_are_named_and_nothing_i
         (Fault::Down, "Cinder down"),
         (Fault::Hang, "Cinder slow (no answer)"),
         (Fault::Fail5xx, "Cinder answers 503"),
-        (Fault::LoseAnswer, "Cinder manages, but its answer is lost (503)"),
+        (
+            Fault::LoseAnswer,
+            "Cinder manages, but its answer is lost (503)",
+        ),
     ] {
         cloud.cinder.set(fault, manage);
         let (run, seconds) = cloud.run(&args, &state);
-        assert_eq!(run.status.code(), Some(1), "{what}: {:?}\n{}", run.events, run.stderr);
-        assert_eq!(cloud.cinder.hits(), 1, "{what}: the manage request met the fault once");
+        assert_eq!(
+            run.status.code(),
+            Some(1),
+            "{what}: {:?}\n{}",
+            run.events,
+            run.stderr
+        );
+        assert_eq!(
+            cloud.cinder.hits(),
+            1,
+            "{what}: the manage request met the fault once"
+        );
         let started = run
             .events
             .iter()
             .any(|v| v["event"] == "step_started" && v["step"] == "adopt_volume");
-        assert!(started, "{what}: stopped before the adoption: {:?}", run.events);
+        assert!(
+            started,
+            "{what}: stopped before the adoption: {:?}",
+            run.events
+        );
         let err = error_line(&run.stderr);
         assert!(
-            err.contains(&cloud.cinder_url) || err.contains(&format!("127.0.0.1:{}", cloud.cinder.port)),
+            err.contains(&cloud.cinder_url)
+                || err.contains(&format!("127.0.0.1:{}", cloud.cinder.port)),
             "{what}: names the Cinder endpoint: {err}"
         );
-        assert!(err.to_lowercase().contains("cinder") || err.contains("block-storage"), "{what}: names Cinder: {err}");
-        assert!(err.contains("re-run") || err.contains("resume"), "{what}: says what to do: {err}");
+        assert!(
+            err.to_lowercase().contains("cinder") || err.contains("block-storage"),
+            "{what}: names Cinder: {err}"
+        );
+        assert!(
+            err.contains("re-run") || err.contains("resume"),
+            "{what}: says what to do: {err}"
+        );
         assert_eq!(sha(&a, &spec), want, "{what}: source data");
-        row(what, "adopt_volume (Cinder manage)", &err, seconds, "the re-run adopted it (one volume)");
+        row(
+            what,
+            "adopt_volume (Cinder manage)",
+            &err,
+            seconds,
+            "the re-run adopted it (one volume)",
+        );
     }
     cloud.cinder.set(Fault::None, None);
     let (run, _) = cloud.run(&args, &state);

@@ -340,7 +340,8 @@ impl StateFile {
             path: dir.to_path_buf(),
             reason,
         };
-        fs::create_dir_all(dir).map_err(|e| err(cannot_write("cannot create directory", &e, dir)))?;
+        fs::create_dir_all(dir)
+            .map_err(|e| err(cannot_write("cannot create directory", &e, dir)))?;
         let take = |lock_path: PathBuf| -> Result<File> {
             let lock = OpenOptions::new()
                 .create(true)
