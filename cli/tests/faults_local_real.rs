@@ -827,7 +827,7 @@ mod proxy {
 
     struct Setting {
         fault: Fault,
-        /// (method, path part) of the requests the fault applies to; `None`: all.
+        /// (method, path end) of the requests the fault applies to; `None`: all.
         only: Option<(String, String)>,
         down: bool,
     }
@@ -866,7 +866,7 @@ mod proxy {
             }
         }
 
-        /// From now on, `fault` for the requests `only` matches (method and a part of the
+        /// From now on, `fault` for the requests `only` matches (method and the end of the
         /// path), or for all.
         pub fn set(&self, fault: Fault, only: Option<(&str, &str)>) {
             let mut s = self.setting.lock().unwrap();
@@ -948,7 +948,7 @@ mod proxy {
             let applies = s
                 .only
                 .as_ref()
-                .is_none_or(|(m, p)| *m == method && path.contains(p.as_str()));
+                .is_none_or(|(m, p)| *m == method && path.ends_with(p.as_str()));
             if s.down {
                 return;
             }
@@ -1087,14 +1087,20 @@ impl CloudBehindProxies {
         }
     }
 
-    /// Run ARGS with this clouds.yaml, to its end; returns (run, seconds).
-    fn run(&self, args: &[String], state: &str) -> (common::JsonRun, f64) {
+    /// Run ARGS with this clouds.yaml, to its end; returns (run, seconds from the start of
+    /// step `from` (or of the run, when it never starts) to the run's end).
+    fn run(&self, args: &[String], state: &str, from: &str) -> (common::JsonRun, f64) {
         let wrapper = args_of(&[
             "env",
             &format!("OS_CLIENT_CONFIG_FILE={}", self.clouds_yaml),
         ]);
-        let t = Instant::now();
-        let run = common::run_json_via(&wrapper, args, state, |_, _| Watch::Go);
+        let mut t = Instant::now();
+        let run = common::run_json_via(&wrapper, args, state, |v, _| {
+            if v["event"] == "step_started" && v["step"] == from {
+                t = Instant::now();
+            }
+            Watch::Go
+        });
         (run, t.elapsed().as_secs_f64())
     }
 }
@@ -1176,7 +1182,7 @@ fn keystone_and_cinder_down_slow_or_failing_during_adopt_are_named_and_nothing_i
         (Fault::Fail5xx, "Keystone answers 503"),
     ] {
         cloud.keystone.set(fault, None);
-        let (run, seconds) = cloud.run(&args, &state);
+        let (run, seconds) = cloud.run(&args, &state, "adopt_volume");
         assert_eq!(
             run.status.code(),
             Some(1),
@@ -1187,6 +1193,8 @@ fn keystone_and_cinder_down_slow_or_failing_during_adopt_are_named_and_nothing_i
         assert!(cloud.keystone.hits() > 0, "{what}: the fault was never met");
         let err = error_line(&run.stderr);
         assert!(err.contains("faults"), "{what}: names the cloud: {err}");
+        assert!(err.contains("Keystone"), "{what}: names the service: {err}");
+        assert!(err.contains("re-run"), "{what}: says what to do: {err}");
         assert!(
             err.contains(&cloud.keystone_url)
                 || err.contains(&format!("127.0.0.1:{}", cloud.keystone.port)),
@@ -1216,7 +1224,7 @@ fn keystone_and_cinder_down_slow_or_failing_during_adopt_are_named_and_nothing_i
         ),
     ] {
         cloud.cinder.set(fault, manage);
-        let (run, seconds) = cloud.run(&args, &state);
+        let (run, seconds) = cloud.run(&args, &state, "adopt_volume");
         assert_eq!(
             run.status.code(),
             Some(1),
@@ -1262,7 +1270,7 @@ fn keystone_and_cinder_down_slow_or_failing_during_adopt_are_named_and_nothing_i
         );
     }
     cloud.cinder.set(Fault::None, None);
-    let (run, _) = cloud.run(&args, &state);
+    let (run, _) = cloud.run(&args, &state, "adopt_volume");
     assert!(run.status.success(), "{:?}\n{}", run.events, run.stderr);
     let vol = &run.last()["summary"]["volume"];
     let id = vol["id"].as_str().unwrap().to_string();
@@ -1281,5 +1289,117 @@ fn keystone_and_cinder_down_slow_or_failing_during_adopt_are_named_and_nothing_i
     });
     let _ = try_rbd(&b, &["rm", "--no-progress", &renamed]);
     let _ = try_rbd(&a, &["rm", "--no-progress", &spec]);
-    let _ = &cloud.glance;
+}
+
+/// Every image of the destination Glance named `name`.
+async fn images_named(os: &testenv::openstack::OpenStackInfo, name: &str) -> Vec<Value> {
+    let c = real_cinder(os).await;
+    let v: Value = c
+        .client()
+        .send_json(
+            &openstack_client::ApiRequest::new(
+                openstack_client::ServiceType::Image,
+                openstack_client::Method::GET,
+                "v2/images",
+            )
+            .query("name", name),
+        )
+        .await
+        .unwrap();
+    v["images"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn glance_down_slow_or_failing_during_register_is_named_and_nothing_is_registered_twice() {
+    let env = testenv::shared_with_openstack().expect("test environment with OpenStack");
+    let _logs = env.log_guard();
+    let os = env.openstack().expect("OpenStack clouds").clone();
+    let b = env.site_b().name.clone();
+    let cloud = CloudBehindProxies::new(&os);
+    let name = testenv::unique_name("glancefault");
+    let spec = format!("{}/{name}", os.destination.image_pool);
+    image_with_data(&b, &spec, (4 << 20) + 7);
+    let snap = format!("{spec}@snap");
+    try_rbd(&b, &["snap", "create", &snap]).unwrap();
+    try_rbd(&b, &["snap", "protect", &snap]).unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = state_dir.path().to_str().unwrap().to_string();
+    let image_name = format!("img-{name}");
+    let args = args_of(&[
+        "register",
+        "image",
+        &spec,
+        "--to",
+        &b,
+        "--os-cloud",
+        "faults",
+        "--name",
+        &image_name,
+        "--min-disk",
+        "1",
+    ]);
+    let create = Some(("POST", "/v2/images"));
+    for (fault, what) in [
+        (Fault::Down, "Glance down"),
+        (Fault::Hang, "Glance slow (no answer)"),
+        (Fault::Fail5xx, "Glance answers 503"),
+        (
+            Fault::LoseAnswer,
+            "Glance creates the image, but its answer is lost (503)",
+        ),
+    ] {
+        cloud.glance.set(fault, create);
+        let (run, seconds) = cloud.run(&args, &state, "register_image");
+        assert_eq!(
+            run.status.code(),
+            Some(1),
+            "{what}: {:?}\n{}",
+            run.events,
+            run.stderr
+        );
+        assert_eq!(
+            cloud.glance.hits(),
+            1,
+            "{what}: the create request met the fault once"
+        );
+        let err = error_line(&run.stderr);
+        assert!(
+            err.contains(&format!("127.0.0.1:{}", cloud.glance.port)),
+            "{what}: names the Glance endpoint: {err}"
+        );
+        assert!(err.contains("Glance"), "{what}: names Glance: {err}");
+        assert!(
+            err.contains("re-run") || err.contains("resume"),
+            "{what}: says what to do: {err}"
+        );
+        row(
+            what,
+            "register_image (Glance image by rbd:// location)",
+            &err,
+            seconds,
+            "the re-run registered it (one image)",
+        );
+    }
+    cloud.glance.set(Fault::None, None);
+    let (run, _) = cloud.run(&args, &state, "register_image");
+    assert!(run.status.success(), "{:?}\n{}", run.events, run.stderr);
+    let found = rt().block_on(images_named(&os, &image_name));
+    assert_eq!(found.len(), 1, "registered once: {found:?}");
+    assert_eq!(found[0]["status"], "active", "{found:?}");
+    let id = found[0]["id"].as_str().unwrap().to_string();
+    // cleanup: the image record, then the RBD image
+    rt().block_on(async {
+        let c = real_cinder(&os).await;
+        let _ = c
+            .client()
+            .send_empty(&openstack_client::ApiRequest::new(
+                openstack_client::ServiceType::Image,
+                openstack_client::Method::DELETE,
+                format!("v2/images/{id}"),
+            ))
+            .await;
+    });
+    let _ = try_rbd(&b, &["snap", "unprotect", &snap]);
+    let _ = try_rbd(&b, &["snap", "purge", &spec]);
+    let _ = try_rbd(&b, &["rm", "--no-progress", &spec]);
 }

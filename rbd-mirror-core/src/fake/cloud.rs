@@ -30,6 +30,9 @@ pub struct CloudWorld {
     pub images: Vec<(CloudImage, BTreeMap<String, String>, String)>,
     /// The next registration is made, then its answer is lost.
     pub lose_next_register_answer: bool,
+    /// The next registration makes only the empty (`queued`, no location) image record,
+    /// then its answer is lost (Glance's create answered, the location never added).
+    pub empty_record_next_register: bool,
     /// Glance ignores min_disk (to test the check).
     pub drop_min_disk: bool,
     /// How many register calls were made.
@@ -110,6 +113,19 @@ impl FakeCloud {
             ));
         }
         c.next_id += 1;
+        if std::mem::take(&mut c.empty_record_next_register) {
+            let empty = CloudImage {
+                id: format!("img-{}", c.next_id),
+                name: Some(spec.name.clone()),
+                status: "queued".into(),
+                min_disk_gib: spec.min_disk_gib,
+                size: None,
+                rbd: None,
+            };
+            c.images
+                .push((empty, spec.properties.clone(), String::new()));
+            return Err(CloudError::new(CloudErrorKind::Other, "HTTP 503"));
+        }
         let image = CloudImage {
             id: format!("img-{}", c.next_id),
             name: Some(spec.name.clone()),
@@ -270,6 +286,25 @@ impl CloudOps for FakeCloud {
             let answer = self.register_now(spec);
             self.answer_delay().await;
             answer
+        })
+    }
+    fn forget_empty_image<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move {
+            let mut c = self.cloud.lock().unwrap();
+            let at = c
+                .images
+                .iter()
+                .position(|(i, _, url)| i.id == id && i.status == "queued" && url.is_empty());
+            match at {
+                Some(at) => {
+                    c.images.remove(at);
+                    Ok(())
+                }
+                None => Err(CloudError::new(
+                    CloudErrorKind::Refused,
+                    format!("image {id} is not an empty record"),
+                )),
+            }
         })
     }
     fn find_images<'a>(&'a self, marker: &'a str) -> BoxFuture<'a, CloudResult<Vec<CloudImage>>> {
