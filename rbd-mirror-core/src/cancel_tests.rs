@@ -562,3 +562,51 @@ async fn a_batch_dropped_at_any_await_is_finished_by_the_next_call() {
         );
     }
 }
+
+/// The split roles' `register_image`, dropped after Glance registered the image and before
+/// its answer came (the fake cloud answers 50 ms later): the next call returns that image
+/// and registers nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_image_dropped_after_glance_acted_registers_once() {
+    use crate::exec::register_image;
+    use crate::fake::{FakeCloud, Img};
+    use crate::ops::CephOps;
+    let (_, b, w) = pair(World::standard(DEFAULT, data()));
+    w.lock().unwrap().sites[1]
+        .images
+        .insert("glance/x".into(), Img::new(DEFAULT, data()));
+    let image: crate::spec::ImageSpec = "glance/x".parse().unwrap();
+    b.create_snapshot(&image, "snap").unwrap();
+    b.protect_snapshot(&image, "snap").unwrap();
+    w.lock().unwrap().op_delay = Duration::from_millis(50);
+    let (cloud, c) = FakeCloud::new(w.clone());
+    let r = crate::plan::Registration {
+        cloud: "site-b-admin".into(),
+        name: "boot".into(),
+        snapshot: "snap".into(),
+        min_disk_gib: 1,
+    };
+    // drops ever later, until one lands after Glance acted (the Ceph reads before it take
+    // 50 ms each, too)
+    let mut ms = 10;
+    while c.lock().unwrap().images.is_empty() {
+        assert!(
+            ms < 1000,
+            "no drop landed between Glance's act and its answer"
+        );
+        let call = register_image(cloud.clone(), b.clone(), &image, &r, Arc::new(NullSink));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(ms), call)
+                .await
+                .is_err(),
+            "the registration answered before a drop at {ms} ms"
+        );
+        ms += 20;
+    }
+    let i = register_image(cloud, b, &image, &r, Arc::new(NullSink))
+        .await
+        .unwrap();
+    let c = c.lock().unwrap();
+    assert_eq!((c.register_calls, c.images.len()), (1, 1));
+    assert_eq!(c.images[0].0.id, i.id);
+}
