@@ -221,7 +221,7 @@ async fn a_migration_that_adopts_dropped_at_any_await_adopts_exactly_once() {
         data()
     );
     let src = &w.sites[0].images["volumes/vol1"];
-    assert_eq!((src.features, src.mirror.clone()), (DEFAULT, None));
+    assert_eq!((src.features, src.mirror), (DEFAULT, None));
 }
 
 /// The read-only calls (plans, the cloud checks, the abort's plan, the wait), dropped at any
@@ -406,7 +406,7 @@ async fn cleanup_delete_source_and_adopt_image_dropped_at_any_await_are_finished
     {
         let w = w.lock().unwrap();
         let src = &w.sites[0].images["volumes/vol1"];
-        assert_eq!((src.features, src.mirror.clone()), (DEFAULT, None));
+        assert_eq!((src.features, src.mirror), (DEFAULT, None));
     }
 
     let mut dropped = 0;
@@ -550,11 +550,7 @@ async fn a_batch_dropped_at_any_await_is_finished_by_the_next_call() {
     let w = w.lock().unwrap();
     for name in ["vol1", "vol2"] {
         let src = &w.sites[0].images[&format!("volumes/{name}")];
-        assert_eq!(
-            (src.features, src.mirror.clone()),
-            (DEFAULT, None),
-            "{name}"
-        );
+        assert_eq!((src.features, src.mirror), (DEFAULT, None), "{name}");
         assert_eq!(
             w.sites[1].images[&format!("cinder/{name}")].data,
             data(),

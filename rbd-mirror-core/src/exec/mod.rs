@@ -418,6 +418,18 @@ async fn read_source(
 ) -> Result<crate::plan::SourceFacts> {
     let (m, dir) = (m.clone(), state_dir.to_path_buf());
     tokio::task::spawn_blocking(move || {
+        // another run's marker first: its changes to the image are not this image's
+        // problems (and its warnings would mislead), so the refusal names that run, and
+        // lists what else the checks find
+        if let Some(p) = crate::source_marker::claimed_by_another(&m, src.as_ref(), &dir)? {
+            let mut problems = vec![p];
+            if let Err(Error::Preflight(more)) =
+                preflight::check_volume(&m, src.as_ref(), dst.as_ref(), &crate::event::NullSink)
+            {
+                problems.extend(more);
+            }
+            return Err(Error::Preflight(problems));
+        }
         let now = preflight::check_volume(&m, src.as_ref(), dst.as_ref(), events.as_ref())?;
         preflight::originals(&m, src.as_ref(), &dir, now, events.as_ref())
     })
