@@ -1235,7 +1235,9 @@ fn keystone_and_cinder_down_slow_or_failing_during_adopt_are_named_and_nothing_i
         assert_eq!(
             cloud.cinder.hits(),
             1,
-            "{what}: the manage request met the fault once"
+            "{what}: the manage request met the fault once: {:?}\n{}",
+            run.events,
+            run.stderr
         );
         let started = run
             .events
