@@ -8,8 +8,10 @@
 
 use std::sync::Mutex;
 
-/// The commands that continue what this process started (e.g. `rbd-relay resume ID`).
-static CONTINUE_WITH: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// The commands that continue what this process started (e.g. `rbd-relay resume ID`), each
+/// with the state file it needs, if any: a command that resumes a recorded migration only
+/// works once its state file exists.
+static CONTINUE_WITH: Mutex<Vec<(String, Option<std::path::PathBuf>)>> = Mutex::new(Vec::new());
 
 /// The `--state-dir` this process was given, if any: the printed commands must name it too.
 static STATE_DIR: Mutex<Option<std::path::PathBuf>> = Mutex::new(None);
@@ -24,6 +26,17 @@ pub fn set_state_dir(dir: Option<std::path::PathBuf>) {
 /// Register `command` as the way to continue work this process started. The state directory
 /// option is added when one was given, so the command works as printed.
 pub fn continue_with(command: String) {
+    register(command, None);
+}
+
+/// Register `command` as the way to continue, once `state_file` exists: a migration stopped
+/// in its preflight (before its plan was written) has nothing to resume, and nothing was
+/// changed yet, so the message then says to re-run the same command instead.
+pub fn continue_once_recorded(command: String, state_file: std::path::PathBuf) {
+    register(command, Some(state_file));
+}
+
+fn register(command: String, state_file: Option<std::path::PathBuf>) {
     let dir = STATE_DIR.lock().ok().and_then(|d| d.clone());
     let command = match dir {
         Some(d) => format!(
@@ -33,8 +46,8 @@ pub fn continue_with(command: String) {
         None => command,
     };
     if let Ok(mut v) = CONTINUE_WITH.lock() {
-        if !v.contains(&command) {
-            v.push(command);
+        if !v.iter().any(|(c, _)| *c == command) {
+            v.push((command, state_file));
         }
     }
 }
@@ -88,11 +101,28 @@ pub async fn signal() -> Signal {
 
 /// What to print when `sig` stopped this process.
 pub fn message(sig: Signal) -> String {
-    let commands = CONTINUE_WITH.lock().map(|v| v.clone()).unwrap_or_default();
+    let registered = CONTINUE_WITH.lock().map(|v| v.clone()).unwrap_or_default();
+    let commands: Vec<&String> = registered
+        .iter()
+        .filter(|(_, file)| file.as_ref().is_none_or(|f| f.exists()))
+        .map(|(c, _)| c)
+        .collect();
+    if commands.is_empty() && !registered.is_empty() {
+        return format!(
+            "rbd-relay: interrupted by {}: stopped before the migration's plan was recorded, so nothing was changed; re-run the same command to start it",
+            sig.name()
+        );
+    }
     let next = match commands.as_slice() {
         [] => "re-run the same command to continue".to_string(),
         [one] => format!("continue with: {one}"),
-        many => format!("continue with:\n  {}", many.join("\n  ")),
+        many => format!(
+            "continue with:\n  {}",
+            many.iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        ),
     };
     format!(
         "rbd-relay: interrupted by {}: stopped. Every finished step is recorded and nothing is lost; {next}",
@@ -117,6 +147,12 @@ mod tests {
             m.contains("rbd-relay resume c-d --state-dir '/tmp/my state'"),
             "{m}"
         );
+        // a command waiting for a state file that is not there yet is not offered
+        continue_once_recorded(
+            "rbd-relay resume e-f".into(),
+            "/nonexistent/e-f.json".into(),
+        );
+        assert!(!message(Signal::Interrupt).contains("e-f"));
         assert_eq!(Signal::Interrupt.exit_code(), 130);
         assert_eq!(Signal::Terminate.exit_code(), 143);
     }

@@ -99,8 +99,12 @@ fn main() -> ExitCode {
     let result = match result {
         Ok(r) => r,
         Err(sig) => {
-            // the work in flight is dropped; blocking Ceph calls end with the process
-            runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+            // the work in flight is dropped at its next await. A blocking Ceph call in
+            // flight (a promotion, a snapshot) gets up to 1.2 s to end and close its image:
+            // cut off, it could leave the image's exclusive lock to a dead client, which
+            // the next run would wait out (Ceph's watch timeout). Longer calls (a
+            // verification's read, a flatten) end with the process, as after a kill.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(1200));
             let message = interrupt::message(sig);
             if json {
                 outln!(
@@ -109,7 +113,13 @@ fn main() -> ExitCode {
                 );
             }
             eprintln!("\n{message}");
-            return ExitCode::from(sig.exit_code());
+            // a Ceph call may still run on a blocking thread (a read of the verification,
+            // a flatten): a normal exit would tear librados down under it and the process
+            // could die by a signal instead of exiting 130/143, so end it at once
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().flush();
+            librbd::exit_immediately(sig.exit_code());
         }
     };
     match result {
@@ -381,7 +391,10 @@ async fn migrate_volume(
     let mut opts = RunOptions::default();
     opts.wait.stall_after = std::time::Duration::from_secs(args.stall_timeout);
     opts.wait.on_daemon_down = args.on_daemon_down.into();
-    interrupt::continue_with(format!("rbd-relay resume {}", m.id()));
+    interrupt::continue_once_recorded(
+        format!("rbd-relay resume {}", m.id()),
+        rbd_mirror_core::state::StateFile::path_for(state_dir, &m.id()),
+    );
     let summary = migrate(&m, src, dst, &clouds, state_dir, &opts, reporter.clone()).await;
     reporter.finish();
     let summary = summary?;

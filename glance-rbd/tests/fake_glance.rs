@@ -76,6 +76,7 @@ async fn glance(port: u16) -> Glance {
         interface: Interface::Public,
         endpoint_overrides: Default::default(),
         tls: Default::default(),
+        api_timeout: None,
         source: None,
     };
     cfg.endpoint_overrides.insert(

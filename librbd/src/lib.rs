@@ -38,3 +38,15 @@ pub use mirror::{
     MirrorPeerSite, MirrorSiteStatus, MirrorSnapshotNamespace, MirrorStatusState, PeerDirection,
     SnapMirrorState,
 };
+
+/// End the process at once with exit status `code`, without running exit handlers or the
+/// C++ static destructors of librados and librbd. For a process that stops (on SIGINT or
+/// SIGTERM) while a blocking Ceph call still runs on another thread: a normal exit tears
+/// the Ceph libraries' global state down under that call, and the process can then die by
+/// a signal (no exit status 130/143) after it already said that it stopped cleanly. Flush
+/// everything that must be printed before calling this.
+pub fn exit_immediately(code: u8) -> ! {
+    // SAFETY: `_exit` takes a plain int and never returns; it runs no handler and touches no
+    // Rust or C++ state, so nothing can observe a half-torn-down library afterwards.
+    unsafe { libc::_exit(i32::from(code)) }
+}

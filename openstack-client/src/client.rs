@@ -233,7 +233,12 @@ struct TokenDoc {
 impl OpenStackClient {
     /// Loads cloud `name` (see [`CloudConfig::load`]) and authenticates.
     pub async fn from_cloud(name: &str) -> Result<Self, Error> {
-        Self::connect(CloudConfig::load(Some(name))?, ClientOptions::default()).await
+        let cloud = CloudConfig::load(Some(name))?;
+        let mut options = ClientOptions::default();
+        if let Some(t) = cloud.api_timeout {
+            options.request_timeout = t;
+        }
+        Self::connect(cloud, options).await
     }
 
     /// Builds a client for `cloud` and authenticates at once, so bad credentials fail here.

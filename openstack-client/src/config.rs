@@ -272,6 +272,10 @@ pub struct CloudConfig {
     pub endpoint_overrides: BTreeMap<ServiceType, Url>,
     /// TLS settings.
     pub tls: TlsOptions,
+    /// Time limit of one API request (`api_timeout`, seconds, as in openstacksdk): a
+    /// service that does not answer within it fails the request, naming the service and
+    /// endpoint. `None`: [`crate::ClientOptions`]'s default.
+    pub api_timeout: Option<std::time::Duration>,
     /// The file the cloud came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -707,6 +711,19 @@ fn build(name: &str, entry: &Value, source: Option<PathBuf>) -> Result<CloudConf
         )));
     }
     let tls = tls_options(entry).map_err(invalid)?;
+    let api_timeout = match get_str(entry, &["api_timeout"]) {
+        None => None,
+        Some(t) => match t.parse::<f64>() {
+            Ok(secs) if secs > 0.0 && secs.is_finite() => {
+                Some(std::time::Duration::from_secs_f64(secs))
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "api_timeout `{t}` is not a positive number of seconds"
+                )))
+            }
+        },
+    };
     Ok(CloudConfig {
         name: name.to_owned(),
         auth: method,
@@ -714,6 +731,7 @@ fn build(name: &str, entry: &Value, source: Option<PathBuf>) -> Result<CloudConf
         interface,
         endpoint_overrides,
         tls,
+        api_timeout,
         source,
     })
 }

@@ -357,3 +357,27 @@ fn plain_http_endpoint_override_warns() {
         "{w}"
     );
 }
+
+#[test]
+fn api_timeout_sets_the_time_limit_of_a_request_and_a_bad_one_is_refused() {
+    let yaml = |t: &str| {
+        format!("clouds:\n  t:\n    auth_type: admin_token\n    auth:\n      token: tok\n    api_timeout: {t}\n")
+    };
+    let (_d, s) = sources(&yaml("2.5"), &[]);
+    let c = CloudConfig::from_sources(&s, Some("t")).unwrap();
+    assert_eq!(c.api_timeout, Some(std::time::Duration::from_millis(2500)));
+    let (_d, s) = sources(YAML, &[]);
+    assert_eq!(
+        CloudConfig::from_sources(&s, Some("a"))
+            .unwrap()
+            .api_timeout,
+        None
+    );
+    for bad in ["0", "-3", "soon"] {
+        let (_d, s) = sources(&yaml(bad), &[]);
+        let e = CloudConfig::from_sources(&s, Some("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("api_timeout"), "{bad}: {e}");
+    }
+}

@@ -145,6 +145,7 @@ fn cloud(keystone_port: u16) -> CloudConfig {
         interface: Interface::Public,
         endpoint_overrides: Default::default(),
         tls: Default::default(),
+        api_timeout: None,
         source: None,
     }
 }

@@ -326,6 +326,8 @@ async fn checked_plan(
 
 /// The undo plan [`abort`] would run now, for `abort --dry-run`: read only, no lock taken.
 /// Refuses as [`abort`] would.
+///
+/// Cancel safety: read only; dropping it at any await changes nothing.
 pub async fn plan_abort(
     state_dir: &Path,
     id: &str,
@@ -339,6 +341,10 @@ pub async fn plan_abort(
 /// Abort migration `id` recorded in `state_dir`: run its undo plan (see the module docs),
 /// or continue the one an interrupted abort recorded, and mark the state `aborted`. Takes
 /// the migration's lock.
+///
+/// Cancel safety: safe to drop at any await: the undo plan is recorded and each undo step with
+/// it, so the next call continues it (test:
+/// `cancel_tests::an_abort_dropped_at_any_await_is_finished_by_the_next_call`).
 pub async fn abort(
     state_dir: &Path,
     id: &str,

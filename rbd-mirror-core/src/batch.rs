@@ -68,6 +68,11 @@ pub fn check_distinct(migrations: &[VolumeMigration]) -> Result<()> {
 /// Run `migrations` with at most `parallel` at once (at least 1). `sink_for` gives the
 /// event sink of each migration (e.g. one that tags events with the id); `on_done` is called
 /// as each one ends. Never fails as a whole: each image's result is in its [`BatchItem`].
+///
+/// Cancel safety: safe to drop at any await: its tasks are aborted with it (each one a
+/// [`migrate`], cancel-safe), their locks go once they are gone, and the next call finishes
+/// every migration (test:
+/// `cancel_tests::a_batch_dropped_at_any_await_is_finished_by_the_next_call`).
 #[allow(clippy::too_many_arguments)]
 pub async fn migrate_batch(
     migrations: Vec<VolumeMigration>,

@@ -43,6 +43,10 @@ pub struct CleanupReport {
 /// yet, and nothing after them. Refuses when the copy is not verified (see `resume` and
 /// `abort`) or the migration was aborted. With `forget`, the state record of a migration that
 /// is then finished is removed (`delete-source` needs it: run that first).
+///
+/// Cancel safety: safe to drop at any await: each step it runs is recorded before the next, so
+/// the next call runs what is left (test:
+/// `cancel_tests::cleanup_delete_source_and_adopt_image_dropped_at_any_await_are_finished_by_the_next_call`).
 pub async fn cleanup(
     state_dir: &Path,
     id: &str,

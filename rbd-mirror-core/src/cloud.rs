@@ -233,4 +233,16 @@ pub trait CloudOps: Send + Sync {
         volume_id: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, CloudResult<CloudImage>>;
+    /// Delete image `id` only if it is an empty record: `queued`, with no location, so no
+    /// data can go with it (what an interrupted registration leaves when the image was made
+    /// but its answer was lost). Refused ([`CloudErrorKind::Refused`]) for any other image.
+    /// A cloud that cannot tell refuses (the default).
+    fn forget_empty_image<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move {
+            Err(CloudError::new(
+                CloudErrorKind::Refused,
+                format!("this cloud cannot remove the empty image record {id}"),
+            ))
+        })
+    }
 }

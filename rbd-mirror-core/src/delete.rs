@@ -42,6 +42,10 @@ async fn blocking<T: Send + 'static>(
 /// Delete the source image of the finished migration `id` recorded in `state_dir`, after
 /// re-verifying that `copy` (default: the plan's copy target, or `volume-<id>` when it was
 /// adopted by Cinder) holds the same content.
+///
+/// Cancel safety: safe to drop at any await: it deletes only after re-verifying, and the next
+/// call either deletes or finds the source already deleted (test:
+/// `cancel_tests::cleanup_delete_source_and_adopt_image_dropped_at_any_await_are_finished_by_the_next_call`).
 pub async fn delete_source(
     state_dir: &Path,
     id: &str,

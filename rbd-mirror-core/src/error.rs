@@ -110,7 +110,7 @@ pub enum Error {
     ///
     /// The cloud's message is part of this error's text (not a `source`), so a chain printer
     /// does not repeat it.
-    #[error("{step} in cloud {cloud}: {error}")]
+    #[error("{step} in cloud {cloud}: {error}{}", cloud_next(error))]
     Cloud {
         /// The plan step or check being done.
         step: String,
@@ -440,3 +440,15 @@ impl Error {
 
 /// Result with the library's [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What to do after a cloud call failed for no reason of the request itself (the service is
+/// down, slow, or answered 5xx): the run can be repeated, since each cloud step finds what
+/// an earlier attempt did by the migration's marker instead of doing it again.
+fn cloud_next(e: &crate::cloud::CloudError) -> &'static str {
+    match e.kind {
+        crate::cloud::CloudErrorKind::Other => {
+            ". Once the service answers, re-run the same command (or `rbd-relay resume ID`): the run continues at this step, and what the cloud already did is found again by the migration's marker, not done twice"
+        }
+        _ => "",
+    }
+}

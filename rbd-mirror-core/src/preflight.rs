@@ -690,6 +690,8 @@ fn sized(bytes: u64) -> String {
 ///
 /// Fails with [`Error::Preflight`]; a member's credentials are refused here with the cloud's
 /// explanation, so nothing is left half done.
+///
+/// Cancel safety: read only; dropping it at any await changes nothing.
 pub async fn check_adoption(
     m: &VolumeMigration,
     cloud: &dyn CloudOps,
@@ -734,6 +736,8 @@ pub async fn check_adoption(
 
 /// The cloud part of preflight for a registration (read only): the destination cloud's
 /// credentials may add rbd:// locations (admin). Fails with [`Error::Preflight`].
+///
+/// Cancel safety: read only; dropping it at any await changes nothing.
 pub async fn check_registration(m: &VolumeMigration, cloud: &dyn CloudOps) -> Result<()> {
     if m.register.is_none() {
         return Ok(());

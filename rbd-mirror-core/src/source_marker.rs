@@ -155,17 +155,44 @@ pub fn originals(
             });
             Ok(marker.facts)
         }
-        Some(marker) => Err(Error::Preflight(vec![problem(
-            format!(
-                "{}:{} is being migrated by {}",
-                src.name(),
-                m.image,
-                marker.describe()
-            ),
-            format!(
-                "continue or abort that migration where it runs (rbd-relay resume/abort {}); two runs must not change one image",
-                marker.migration
-            ),
-        )])),
+        Some(marker) => Err(Error::Preflight(vec![claimed(m, src, &marker)])),
     }
+}
+
+/// The refusal of a run of `m` on a source that `marker` (another migration, or this one
+/// from another host or state directory) changes.
+fn claimed(
+    m: &VolumeMigration,
+    src: &dyn CephOps,
+    marker: &SourceMarker,
+) -> crate::preflight::Problem {
+    problem(
+        format!(
+            "{}:{} is being migrated by {}",
+            src.name(),
+            m.image,
+            marker.describe()
+        ),
+        format!(
+            "continue or abort that migration where it runs (rbd-relay resume/abort {}); two runs must not change one image",
+            marker.migration
+        ),
+    )
+}
+
+/// The refusal of a fresh run of `m` from `state_dir` when the source carries the marker
+/// of another run, `None` when it carries none or this run's. Checked before the other
+/// checks of the source: the other run's changes (mirroring, journaling, its open image)
+/// would otherwise be reported as this image's own problems, hiding the real one.
+pub fn claimed_by_another(
+    m: &VolumeMigration,
+    src: &dyn CephOps,
+    state_dir: &Path,
+) -> Result<Option<crate::preflight::Problem>> {
+    // a marker that cannot be read (no image, a damaged marker) is left to the other checks
+    // and to `originals`, which name it
+    Ok(match read_marker(m, src) {
+        Ok(Some(marker)) if !marker.is_run_of(m, state_dir) => Some(claimed(m, src, &marker)),
+        _ => None,
+    })
 }

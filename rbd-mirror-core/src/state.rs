@@ -340,14 +340,15 @@ impl StateFile {
             path: dir.to_path_buf(),
             reason,
         };
-        fs::create_dir_all(dir).map_err(|e| err(format!("cannot create directory: {e}")))?;
+        fs::create_dir_all(dir)
+            .map_err(|e| err(cannot_write("cannot create directory", &e, dir)))?;
         let take = |lock_path: PathBuf| -> Result<File> {
             let lock = OpenOptions::new()
                 .create(true)
                 .truncate(false)
                 .write(true)
                 .open(&lock_path)
-                .map_err(|e| err(format!("cannot open lock file: {e}")))?;
+                .map_err(|e| err(cannot_write("cannot open lock file", &e, dir)))?;
             if !try_lock_briefly(&lock) {
                 return Err(Error::Locked {
                     image: image.to_string(),
@@ -386,7 +387,7 @@ impl StateFile {
             .read(true)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| err(format!("cannot open lock file: {e}")))?;
+            .map_err(|e| err(cannot_write("cannot open lock file", &e, dir)))?;
         if !try_lock_briefly(&lock) {
             let holder = fs::read_to_string(&lock_path).unwrap_or_default();
             return Err(Error::TargetLocked {
@@ -398,7 +399,7 @@ impl StateFile {
         lock.set_len(0)
             .and_then(|_| lock.write_all(id.as_bytes()))
             .and_then(|_| lock.flush())
-            .map_err(|e| err(format!("cannot write lock file: {e}")))?;
+            .map_err(|e| err(cannot_write("cannot write lock file", &e, dir)))?;
         file._target_lock = Some(lock);
         Ok(file)
     }
@@ -471,6 +472,17 @@ impl Record for Unrecorded {
     }
 }
 
+/// Why a file of the state directory `dir` could not be written, and what to do: the state
+/// recorded so far is kept (every write is atomic), so once the directory takes writes
+/// again the same command continues; a migration not started yet can also use another
+/// state directory.
+fn cannot_write(what: &str, e: &std::io::Error, dir: &Path) -> String {
+    format!(
+        "{what}: {e}. Nothing recorded so far is lost: make {dir} writable and free space in it (`df -h {dir}`), then re-run the same command to continue; a migration not started yet can also use another --state-dir (or RBD_RELAY_STATE_DIR)",
+        dir = dir.display()
+    )
+}
+
 /// Path of the backup of state file `path`: `ID.json.bak`, the last good state before the
 /// latest replace.
 pub fn backup_path(path: &Path) -> PathBuf {
@@ -487,12 +499,12 @@ pub(crate) fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| err(format!("cannot create temp file: {e}")))?;
+        .map_err(|e| err(cannot_write("cannot create temp file", &e, dir)))?;
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
-        .map_err(|e| err(format!("cannot write: {e}")))?;
+        .map_err(|e| err(cannot_write("cannot write", &e, dir)))?;
     tmp.persist(path)
-        .map_err(|e| err(format!("cannot rename into place: {e}")))?;
+        .map_err(|e| err(cannot_write("cannot rename into place", &e.error, dir)))?;
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
@@ -511,12 +523,17 @@ pub(crate) fn save_to(path: &Path, state: &RunState) -> Result<()> {
     if let Ok(bytes) = fs::read(path) {
         if parse(path, &bytes).is_ok() {
             let mut bak = tempfile::NamedTempFile::new_in(dir)
-                .map_err(|e| err(format!("cannot create temp file: {e}")))?;
+                .map_err(|e| err(cannot_write("cannot create temp file", &e, dir)))?;
             bak.write_all(&bytes)
                 .and_then(|_| bak.as_file().sync_all())
-                .map_err(|e| err(format!("cannot write the backup: {e}")))?;
-            bak.persist(backup_path(path))
-                .map_err(|e| err(format!("cannot rename the backup into place: {e}")))?;
+                .map_err(|e| err(cannot_write("cannot write the backup", &e, dir)))?;
+            bak.persist(backup_path(path)).map_err(|e| {
+                err(cannot_write(
+                    "cannot rename the backup into place",
+                    &e.error,
+                    dir,
+                ))
+            })?;
         }
     }
     let json = serde_json::to_vec_pretty(state).map_err(|e| err(e.to_string()))?;

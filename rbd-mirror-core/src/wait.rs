@@ -447,6 +447,8 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Wait until the replica of `image` (named `replica` on `dst`) is complete.
+///
+/// Cancel safety: read only (it polls); dropping it at any await changes nothing.
 #[allow(clippy::too_many_arguments)] // each is a distinct input of the wait; a struct adds nothing
 pub async fn wait_for_replica(
     src: Arc<dyn CephOps>,

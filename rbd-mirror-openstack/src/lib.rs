@@ -19,7 +19,7 @@ use rbd_mirror_core::cloud::{
 
 /// A cloud that could not be reached or authenticated to.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot connect to OpenStack cloud '{cloud}'")]
+#[error("cannot connect to OpenStack cloud '{cloud}' (nothing was changed: the clouds are asked before any step; once the cloud's Keystone answers, re-run the same command)")]
 pub struct ConnectError {
     /// The cloud's name in clouds.yaml.
     pub cloud: String,
@@ -259,6 +259,28 @@ impl CloudOps for OpenStackCloud {
                 .await
                 .map_err(glance_err)?;
             Ok(image(&i))
+        })
+    }
+
+    fn forget_empty_image<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move {
+            // read again just before: only an empty record is ever deleted
+            let i = self.glance.get_image(id).await.map_err(glance_err)?;
+            if i.status != "queued" || i.rbd_location().is_some() {
+                return Err(CloudError::new(
+                    CloudErrorKind::Refused,
+                    format!(
+                        "image {id} is {} {}: not an empty record, left as it is",
+                        i.status,
+                        if i.rbd_location().is_some() {
+                            "with a location"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+            self.glance.delete_image(id).await.map_err(glance_err)
         })
     }
 

@@ -81,10 +81,30 @@ impl JsonRun {
 pub fn run_json(
     args: &[String],
     state: &str,
+    on_event: impl FnMut(&Value, u32) -> Watch,
+) -> JsonRun {
+    run_json_via(&[], args, state, on_event)
+}
+
+/// [`run_json`] with the binary started through `wrapper` (e.g. `nsenter -t PID -m --`, a
+/// program that execs it, so the pid seen by `on_event` is the binary's own); an empty
+/// wrapper starts the binary itself.
+pub fn run_json_via(
+    wrapper: &[String],
+    args: &[String],
+    state: &str,
     mut on_event: impl FnMut(&Value, u32) -> Watch,
 ) -> JsonRun {
     use std::io::{BufRead, BufReader, Read};
-    let mut child = Command::new(BIN)
+    let mut command = match wrapper {
+        [] => Command::new(BIN),
+        [program, rest @ ..] => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(BIN);
+            c
+        }
+    };
+    let mut child = command
         .args(args)
         .args(["--output", "json", "--state-dir", state])
         .env_remove("OS_CLOUD")

@@ -70,6 +70,10 @@ impl BootableMigration {
 /// (source volume readable, destination credentials may register locations) run before the
 /// upload and before any Ceph change. Returns the summary, whose `image` is the registered
 /// destination image.
+///
+/// Cancel safety: safe to drop at any await, as [`migrate`]: every finished step is recorded
+/// before the next starts, the lock goes with the future, and the upload is found again by its
+/// image name, so the next call resumes where the dropped one was.
 pub async fn migrate_bootable(
     b: &BootableMigration,
     src: Arc<dyn CephOps>,
@@ -86,6 +90,8 @@ pub async fn migrate_bootable(
 /// Read-only: the cloud checks and the plan of a bootable migration (`--dry-run`). Before
 /// the upload, the plan's steps end with preflight ([`Plan::outline_after_preflight`] says
 /// what follows); a recorded run's plan is returned as recorded.
+///
+/// Cancel safety: read only; dropping it at any await changes nothing.
 pub async fn plan_bootable(
     b: &BootableMigration,
     src: Arc<dyn CephOps>,

@@ -75,7 +75,28 @@ impl Executor {
                 state.registered = Some(i.clone());
                 return Ok(());
             }
-            if let Some(i) = found.first() {
+            // an empty record (made, its answer lost before the location was added) holds
+            // no data: it is removed and the registration made again
+            for i in found
+                .iter()
+                .filter(|i| i.status == "queued" && i.rbd.is_none())
+            {
+                cloud
+                    .forget_empty_image(&i.id)
+                    .await
+                    .map_err(cloud_err(kind, cloud.as_ref()))?;
+                self.events.emit(Event::Warning {
+                    message: format!(
+                        "removed the empty image record {} (queued, no location) an interrupted registration left in cloud {}; registering again",
+                        i.id,
+                        cloud.name()
+                    ),
+                });
+            }
+            if let Some(i) = found
+                .iter()
+                .find(|i| !(i.status == "queued" && i.rbd.is_none()))
+            {
                 return Err(Error::CloudLeftover {
                     step: kind,
                     cloud: cloud.name().to_string(),

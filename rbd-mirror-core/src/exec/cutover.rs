@@ -79,6 +79,10 @@ fn describe_users(users: &[ImageUser]) -> String {
 /// Ask the running live migration `id` to cut over now (`rbd-relay cutover ID`). Refused,
 /// naming them, while the source has users other than rbd-mirror, unless `force`. Changes
 /// nothing but the request file; the migration's run does the cutover.
+///
+/// Cancel safety: safe to drop at any await. It writes only the request file, atomically (temp
+/// file and rename), as its last act: a dropped call has either asked for the cutover or
+/// changed nothing; call it again to be sure.
 pub async fn request_cutover(
     state_dir: &Path,
     id: &str,

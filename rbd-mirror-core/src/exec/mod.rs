@@ -370,6 +370,9 @@ fn check_target_unclaimed(m: &VolumeMigration, state_dir: &Path) -> Result<()> {
 }
 
 /// Read-only: run preflight and build the plan (or return the recorded one), for `--dry-run`.
+///
+/// Cancel safety: read only; dropping it at any await changes nothing (test:
+/// `cancel_tests::read_only_calls_dropped_at_any_await_change_nothing`).
 pub async fn plan_volume(
     m: &VolumeMigration,
     src: Arc<dyn CephOps>,
@@ -382,6 +385,9 @@ pub async fn plan_volume(
 
 /// [`plan_volume`] with the clouds: a plan that adopts the copy also runs the cloud part of
 /// preflight (read only).
+///
+/// Cancel safety: read only; dropping it at any await changes nothing (test:
+/// `cancel_tests::read_only_calls_dropped_at_any_await_change_nothing`).
 pub async fn plan(
     m: &VolumeMigration,
     src: Arc<dyn CephOps>,
@@ -453,6 +459,18 @@ async fn read_source(
 ) -> Result<crate::plan::SourceFacts> {
     let (m, dir) = (m.clone(), state_dir.to_path_buf());
     tokio::task::spawn_blocking(move || {
+        // another run's marker first: its changes to the image are not this image's
+        // problems (and its warnings would mislead), so the refusal names that run, and
+        // lists what else the checks find
+        if let Some(p) = crate::source_marker::claimed_by_another(&m, src.as_ref(), &dir)? {
+            let mut problems = vec![p];
+            if let Err(Error::Preflight(more)) =
+                preflight::check_volume(&m, src.as_ref(), dst.as_ref(), &crate::event::NullSink)
+            {
+                problems.extend(more);
+            }
+            return Err(Error::Preflight(problems));
+        }
         let now = preflight::check_volume(&m, src.as_ref(), dst.as_ref(), events.as_ref())?;
         preflight::originals(&m, src.as_ref(), &dir, now, events.as_ref())
     })
@@ -465,6 +483,13 @@ async fn read_source(
 
 /// Migrate one volume: preflight, plan, execute; or resume the recorded run of the same
 /// migration. The state file lives in `state_dir`.
+///
+/// Cancel safety: safe to drop at any await (a `timeout`, a `select!` on Ctrl-C): every
+/// finished step is recorded in the state file before the next starts and the lock goes with
+/// the future, so the next call with the same migration resumes and ends as an undisturbed run;
+/// a Ceph call in flight on a blocking thread still ends, and the resumed step repeats it
+/// idempotently (test:
+/// `cancel_tests::a_migration_dropped_at_any_await_is_finished_by_the_next_call`).
 pub async fn migrate_volume(
     m: &VolumeMigration,
     src: Arc<dyn CephOps>,
@@ -480,6 +505,10 @@ pub async fn migrate_volume(
 /// (`m.adopt`, `m.register`) or start in the source cloud (the upload of a bootable volume,
 /// see [`migrate_bootable`]). The cloud part of preflight runs before any Ceph change and
 /// again on a resumed run until the cloud steps are done.
+///
+/// Cancel safety: as [`migrate_volume`]; a cloud step dropped after the cloud acted (its answer
+/// lost) is found again by the migration's marker on the next call, never done twice (test:
+/// `cancel_tests::a_migration_that_adopts_dropped_at_any_await_adopts_exactly_once`).
 pub async fn migrate(
     m: &VolumeMigration,
     src: Arc<dyn CephOps>,

@@ -20,6 +20,11 @@ use crate::state::{RunState, Unrecorded};
 /// resolvable and storing into `image`'s pool); idempotent: a re-run returns the volume an
 /// earlier run adopted (found by the plan's marker in its metadata) instead of adopting
 /// again.
+///
+/// Cancel safety: safe to drop at any await, also after Cinder adopted the image and before its
+/// answer came: the next call finds that volume by the plan's marker and returns it instead of
+/// adopting again (test:
+/// `cancel_tests::cleanup_delete_source_and_adopt_image_dropped_at_any_await_are_finished_by_the_next_call`).
 pub async fn adopt_image(
     cloud: Arc<dyn CloudOps>,
     image: &ImageSpec,
@@ -58,6 +63,11 @@ pub async fn adopt_image(
 /// in the destination Glance pool, snapshot protected by the Ceph destination admin) as a
 /// Glance image by its rbd:// location. Read-only checks first (admin credentials, snapshot
 /// there and protected); idempotent: a re-run returns the image an earlier run registered.
+///
+/// Cancel safety: safe to drop at any await: the next call finds the image a dropped call
+/// registered by the plan's marker (an empty record it left, `queued` without a location, is
+/// removed and registered again), so nothing is registered twice (test:
+/// `cancel_tests::register_image_dropped_after_glance_acted_registers_once`).
 pub async fn register_image(
     cloud: Arc<dyn CloudOps>,
     dst: Arc<dyn CephOps>,

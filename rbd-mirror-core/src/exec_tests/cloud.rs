@@ -611,6 +611,40 @@ mod register {
     }
 
     #[tokio::test]
+    async fn an_empty_image_record_left_by_a_lost_answer_is_removed_and_the_re_run_registers_once()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, w) = pair(World::standard(DEFAULT, data()));
+        let (cloud, c) = FakeCloud::new(w.clone());
+        c.lock().unwrap().empty_record_next_register = true;
+        let clouds = Clouds {
+            destination: Some(cloud),
+            source: None,
+        };
+        let m = registering(1);
+        let sink: Arc<dyn crate::event::EventSink> = Arc::new(NullSink);
+        let o = opts();
+        let run = || {
+            migrate(
+                &m,
+                a.clone(),
+                b.clone(),
+                &clouds,
+                dir.path(),
+                &o,
+                sink.clone(),
+            )
+        };
+        run().await.unwrap_err();
+        assert_eq!(c.lock().unwrap().images[0].0.status, "queued");
+        let s = run().await.unwrap();
+        let cw = c.lock().unwrap().clone();
+        assert_eq!(cw.images.len(), 1, "{:?}", cw.images);
+        assert_eq!(cw.images[0].0.status, "active");
+        assert_eq!(s.image.unwrap().id, cw.images[0].0.id);
+    }
+
+    #[tokio::test]
     async fn lost_register_answer_resumes_without_a_second_image() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b, w) = pair(World::standard(DEFAULT, data()));

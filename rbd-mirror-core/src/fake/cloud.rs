@@ -30,6 +30,9 @@ pub struct CloudWorld {
     pub images: Vec<(CloudImage, BTreeMap<String, String>, String)>,
     /// The next registration is made, then its answer is lost.
     pub lose_next_register_answer: bool,
+    /// The next registration makes only the empty (`queued`, no location) image record,
+    /// then its answer is lost (Glance's create answered, the location never added).
+    pub empty_record_next_register: bool,
     /// Glance ignores min_disk (to test the check).
     pub drop_min_disk: bool,
     /// How many register calls were made.
@@ -47,6 +50,118 @@ pub struct FakeCloud {
 }
 
 impl FakeCloud {
+    fn adopt_now(&self, spec: &AdoptSpec) -> CloudResult<AdoptedVolume> {
+        let mut c = self.cloud.lock().unwrap();
+        c.adopt_calls += 1;
+        let (host, pool) = Self::resolve(&c, &spec.target)?;
+        let mut w = self.world.lock().unwrap();
+        let from = format!("{pool}/{}", spec.rbd_image);
+        let Some(img) = w.sites[1].images.remove(&from) else {
+            return Err(CloudError::new(
+                CloudErrorKind::NotFound,
+                format!(
+                    "Cinder backend `{host}` lists no RBD image named `{}`",
+                    spec.rbd_image
+                ),
+            ));
+        };
+        c.next_id += 1;
+        let id = format!("vol-{}", c.next_id);
+        let error = std::mem::take(&mut c.error_record_next_adopt);
+        let v = AdoptedVolume {
+            id: id.clone(),
+            name: spec.name.clone(),
+            status: if error {
+                "error".into()
+            } else {
+                "available".into()
+            },
+            size_gib: img.size().div_ceil(1 << 30),
+            host: Some(host),
+            rbd_image: if error {
+                spec.rbd_image.clone()
+            } else {
+                format!("volume-{id}")
+            },
+        };
+        w.sites[1]
+            .images
+            .insert(format!("{pool}/{}", v.rbd_image), img);
+        c.volumes.push((v.clone(), spec.metadata.clone()));
+        if error {
+            return Err(CloudError::new(
+                CloudErrorKind::Other,
+                format!("volume {id} ended in status `error`"),
+            ));
+        }
+        if std::mem::take(&mut c.lose_next_adopt_answer) {
+            return Err(CloudError::new(CloudErrorKind::Other, "connection reset"));
+        }
+        Ok(v)
+    }
+
+    fn register_now(&self, spec: &RegisterSpec) -> CloudResult<CloudImage> {
+        let mut c = self.cloud.lock().unwrap();
+        c.register_calls += 1;
+        let w = self.world.lock().unwrap();
+        let key = format!("{}/{}", spec.pool, spec.image);
+        let ok = w.sites[1].images.get(&key).is_some_and(|i| {
+            i.snaps
+                .iter()
+                .any(|s| s.name == spec.snapshot && s.protected)
+        });
+        if !ok {
+            return Err(CloudError::new(
+                CloudErrorKind::Other,
+                format!("image {key}@{} is missing or unprotected", spec.snapshot),
+            ));
+        }
+        c.next_id += 1;
+        if std::mem::take(&mut c.empty_record_next_register) {
+            let empty = CloudImage {
+                id: format!("img-{}", c.next_id),
+                name: Some(spec.name.clone()),
+                status: "queued".into(),
+                min_disk_gib: spec.min_disk_gib,
+                size: None,
+                rbd: None,
+            };
+            c.images
+                .push((empty, spec.properties.clone(), String::new()));
+            return Err(CloudError::new(CloudErrorKind::Other, "HTTP 503"));
+        }
+        let image = CloudImage {
+            id: format!("img-{}", c.next_id),
+            name: Some(spec.name.clone()),
+            status: "active".into(),
+            min_disk_gib: if c.drop_min_disk {
+                0
+            } else {
+                spec.min_disk_gib
+            },
+            size: Some(w.sites[1].images[&key].data.len() as u64),
+            rbd: Some((spec.pool.clone(), spec.image.clone())),
+        };
+        let url = format!(
+            "rbd://{}/{}/{}/{}",
+            spec.fsid, spec.pool, spec.image, spec.snapshot
+        );
+        c.images.push((image.clone(), spec.properties.clone(), url));
+        if std::mem::take(&mut c.lose_next_register_answer) {
+            return Err(CloudError::new(CloudErrorKind::Other, "connection reset"));
+        }
+        Ok(image)
+    }
+
+    /// The answer of a cloud call that has taken effect arrives after the world's
+    /// `op_delay`: a caller dropped in between never hears of it (a lost answer).
+    async fn answer_delay(&self) {
+        let delay = self.world.lock().unwrap().op_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
     /// A cloud whose backend `site-b@ceph#ceph` stores into `cinder`, with admin credentials.
     pub fn new(world: Arc<Mutex<World>>) -> (Arc<FakeCloud>, Arc<Mutex<CloudWorld>>) {
         let mut c = CloudWorld {
@@ -124,53 +239,9 @@ impl CloudOps for FakeCloud {
     }
     fn adopt<'a>(&'a self, spec: &'a AdoptSpec) -> BoxFuture<'a, CloudResult<AdoptedVolume>> {
         Box::pin(async move {
-            let mut c = self.cloud.lock().unwrap();
-            c.adopt_calls += 1;
-            let (host, pool) = Self::resolve(&c, &spec.target)?;
-            let mut w = self.world.lock().unwrap();
-            let from = format!("{pool}/{}", spec.rbd_image);
-            let Some(img) = w.sites[1].images.remove(&from) else {
-                return Err(CloudError::new(
-                    CloudErrorKind::NotFound,
-                    format!(
-                        "Cinder backend `{host}` lists no RBD image named `{}`",
-                        spec.rbd_image
-                    ),
-                ));
-            };
-            c.next_id += 1;
-            let id = format!("vol-{}", c.next_id);
-            let error = std::mem::take(&mut c.error_record_next_adopt);
-            let v = AdoptedVolume {
-                id: id.clone(),
-                name: spec.name.clone(),
-                status: if error {
-                    "error".into()
-                } else {
-                    "available".into()
-                },
-                size_gib: img.size().div_ceil(1 << 30),
-                host: Some(host),
-                rbd_image: if error {
-                    spec.rbd_image.clone()
-                } else {
-                    format!("volume-{id}")
-                },
-            };
-            w.sites[1]
-                .images
-                .insert(format!("{pool}/{}", v.rbd_image), img);
-            c.volumes.push((v.clone(), spec.metadata.clone()));
-            if error {
-                return Err(CloudError::new(
-                    CloudErrorKind::Other,
-                    format!("volume {id} ended in status `error`"),
-                ));
-            }
-            if std::mem::take(&mut c.lose_next_adopt_answer) {
-                return Err(CloudError::new(CloudErrorKind::Other, "connection reset"));
-            }
-            Ok(v)
+            let answer = self.adopt_now(spec);
+            self.answer_delay().await;
+            answer
         })
     }
     fn set_image_metadata<'a>(
@@ -237,43 +308,28 @@ impl CloudOps for FakeCloud {
         spec: &'a RegisterSpec,
     ) -> BoxFuture<'a, CloudResult<CloudImage>> {
         Box::pin(async move {
+            let answer = self.register_now(spec);
+            self.answer_delay().await;
+            answer
+        })
+    }
+    fn forget_empty_image<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move {
             let mut c = self.cloud.lock().unwrap();
-            c.register_calls += 1;
-            let w = self.world.lock().unwrap();
-            let key = format!("{}/{}", spec.pool, spec.image);
-            let ok = w.sites[1].images.get(&key).is_some_and(|i| {
-                i.snaps
-                    .iter()
-                    .any(|s| s.name == spec.snapshot && s.protected)
-            });
-            if !ok {
-                return Err(CloudError::new(
-                    CloudErrorKind::Other,
-                    format!("image {key}@{} is missing or unprotected", spec.snapshot),
-                ));
+            let at = c
+                .images
+                .iter()
+                .position(|(i, _, url)| i.id == id && i.status == "queued" && url.is_empty());
+            match at {
+                Some(at) => {
+                    c.images.remove(at);
+                    Ok(())
+                }
+                None => Err(CloudError::new(
+                    CloudErrorKind::Refused,
+                    format!("image {id} is not an empty record"),
+                )),
             }
-            c.next_id += 1;
-            let image = CloudImage {
-                id: format!("img-{}", c.next_id),
-                name: Some(spec.name.clone()),
-                status: "active".into(),
-                min_disk_gib: if c.drop_min_disk {
-                    0
-                } else {
-                    spec.min_disk_gib
-                },
-                size: Some(w.sites[1].images[&key].data.len() as u64),
-                rbd: Some((spec.pool.clone(), spec.image.clone())),
-            };
-            let url = format!(
-                "rbd://{}/{}/{}/{}",
-                spec.fsid, spec.pool, spec.image, spec.snapshot
-            );
-            c.images.push((image.clone(), spec.properties.clone(), url));
-            if std::mem::take(&mut c.lose_next_register_answer) {
-                return Err(CloudError::new(CloudErrorKind::Other, "connection reset"));
-            }
-            Ok(image)
         })
     }
     fn find_images<'a>(&'a self, marker: &'a str) -> BoxFuture<'a, CloudResult<Vec<CloudImage>>> {
