@@ -86,6 +86,25 @@ pub async fn signal() -> Signal {
     }
 }
 
+/// What to print after a command that started work failed with `e`: the command that
+/// continues it (every finished step is recorded), or `None` when there is none to name
+/// (nothing was started, or a preflight refusal, which changed nothing).
+pub fn after_failure(e: &anyhow::Error) -> Option<String> {
+    let refused = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<rbd_mirror_core::error::Error>(),
+            Some(rbd_mirror_core::error::Error::Preflight(_))
+        )
+    });
+    let commands = CONTINUE_WITH.lock().map(|v| v.clone()).unwrap_or_default();
+    match commands.as_slice() {
+        _ if refused => None,
+        [] => None,
+        [one] => Some(format!("continue with: {one}")),
+        many => Some(format!("continue with:\n  {}", many.join("\n  "))),
+    }
+}
+
 /// What to print when `sig` stopped this process.
 pub fn message(sig: Signal) -> String {
     let commands = CONTINUE_WITH.lock().map(|v| v.clone()).unwrap_or_default();

@@ -168,6 +168,7 @@ impl Executor {
         let mut last_snapshot = Instant::now();
         let mut snapshot_warned = false;
         let started = Instant::now();
+        let mut daemons = crate::wait::DaemonWatch::default();
         loop {
             if let Some(r) = request_path.as_deref().and_then(read_request) {
                 // consumed: a later fresh plan of the same migration must not find it
@@ -194,6 +195,11 @@ impl Executor {
                 move || instance_users(s.as_ref(), d.as_ref(), &mm),
             )
             .await?;
+            // replay needs the daemon: say soon when it is gone (or fail, as options say)
+            daemons
+                .check(&dst, &m.replica().pool, &m.image, &self.opts.wait)
+                .await?;
+            let daemon_note = daemons.note().map(|why| format!("; {why}")).unwrap_or_default();
             let now = Instant::now();
             if users.is_empty() {
                 let since = *idle_since.get_or_insert(now);
@@ -243,7 +249,7 @@ impl Executor {
                 self.events.emit(Event::Progress(ProgressInfo::waiting(
                     "wait_for_cutover",
                     format!(
-                        "in sync, {behind}; waiting for the cutover ({who}; shut the instance off, or run: rbd-relay cutover {}) for {:.0} s",
+                        "in sync, {behind}; waiting for the cutover ({who}; shut the instance off, or run: rbd-relay cutover {}) for {:.0} s{daemon_note}",
                         m.id(),
                         started.elapsed().as_secs_f64()
                     ),
@@ -316,6 +322,8 @@ impl Executor {
         let dst = self.dst("promote_replica")?;
         let started = Instant::now();
         let replica = m.replica();
+        // the replica catches the demotion only through rbd-mirror: watch it meanwhile
+        let mut daemons = crate::wait::DaemonWatch::default();
         loop {
             let (d, r) = (dst.clone(), replica.clone());
             let attempt = on_ceph(
@@ -341,6 +349,15 @@ impl Executor {
                     self.save(state, file)?;
                 }
                 return Ok(already);
+            }
+            if let Some(why) = daemons
+                .check(&dst, &replica.pool, &replica, &self.opts.wait)
+                .await?
+            {
+                self.events.emit(Event::Progress(ProgressInfo::waiting(
+                    "promote_replica",
+                    format!("{why}, to replay the demotion"),
+                )));
             }
             if started.elapsed() > PROMOTE_PATIENCE {
                 return Err(Error::ReplicaNotCaughtUp {
