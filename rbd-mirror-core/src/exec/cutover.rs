@@ -324,6 +324,7 @@ impl Executor {
         let replica = m.replica();
         // the replica catches the demotion only through rbd-mirror: watch it meanwhile
         let mut daemons = crate::wait::DaemonWatch::default();
+        let mut lost: Option<crate::wait::WaitError> = None;
         loop {
             let (d, r) = (dst.clone(), replica.clone());
             let attempt = on_ceph(
@@ -341,14 +342,38 @@ impl Executor {
                     }
                     Ok(Some((already, d.stat(&r)?.id)))
                 },
-            )
-            .await?;
+            );
+            // a promote can block for long while the daemon holding the replica's lock
+            // hangs: the daemon is watched meanwhile and its loss said at once; the run
+            // fails (and rolls back) only after the call in flight returned, never beside it
+            tokio::pin!(attempt);
+            let attempt = loop {
+                tokio::select! {
+                    r = &mut attempt => break r?,
+                    found = async {
+                        tokio::time::sleep(self.opts.wait.health_every).await;
+                        daemons.check(&dst, &replica.pool, &replica, &self.opts.wait).await
+                    }, if lost.is_none() => {
+                        if let Err(e) = found {
+                            self.events.emit(Event::Warning {
+                                message: format!(
+                                    "{e} (the promote of {replica} in flight is awaited first, then the cutover is rolled back)"
+                                ),
+                            });
+                            lost = Some(e);
+                        }
+                    }
+                }
+            };
             if let Some((already, id)) = attempt {
                 if state.replica_id.as_deref() != Some(id.as_str()) {
                     state.replica_id = Some(id);
                     self.save(state, file)?;
                 }
                 return Ok(already);
+            }
+            if let Some(e) = lost.take() {
+                return Err(e.into());
             }
             if let Some(why) = daemons
                 .check(&dst, &replica.pool, &replica, &self.opts.wait)
