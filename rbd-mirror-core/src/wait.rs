@@ -399,6 +399,8 @@ pub(crate) struct DaemonWatch {
     last: Option<Instant>,
     /// Why no daemon serves, as of the last look (only with `OnDaemonDown::Wait`).
     note: Option<String>,
+    /// Whether the loss was told the user already (until a daemon serves again).
+    pub(crate) told: bool,
 }
 
 impl DaemonWatch {
@@ -428,6 +430,7 @@ impl DaemonWatch {
             .observe(Instant::now(), &daemons, opts.daemon_silent_after);
         self.note = None;
         let Some(detail) = daemons_down(&daemons, &silent) else {
+            self.told = false;
             return Ok(None);
         };
         let cluster = dst.name().to_string();
@@ -568,6 +571,10 @@ pub async fn wait_for_replica(
                 ))
             })
             .await?;
+            // the source answers too: until the replica exists nothing else reads it, and
+            // an unreachable source would only show as a stall minutes later
+            let (s, i) = (src.clone(), image.clone());
+            blocking(image, src.name(), move || s.stat(&i).map(|_| ())).await?;
             let silent = beacons.observe(Instant::now(), &daemons, opts.daemon_silent_after);
             daemon_note.clear();
             if let Some(detail) = daemons_down(&daemons, &silent) {

@@ -294,7 +294,7 @@ impl Executor {
     pub(super) async fn demote_source(&self, m: &VolumeMigration) -> Result<bool> {
         let src = self.src("demote_source")?;
         let (s, image) = (src.clone(), m.image.clone());
-        on_ceph(
+        let call = on_ceph(
             "demote_source",
             src.name().to_string(),
             m.image.to_string(),
@@ -305,8 +305,76 @@ impl Executor {
                 s.demote(&image)?;
                 Ok(false)
             },
-        )
-        .await
+        );
+        // the replica catches the demotion only through rbd-mirror (and a hung daemon
+        // that watches the source slows the demotion's notifications down)
+        let (result, lost) = self
+            .watching_the_daemon(&m.replica().pool, &m.replica(), call)
+            .await;
+        let already = result?;
+        match lost {
+            Some(e) => Err(e.into()),
+            None => Ok(already),
+        }
+    }
+
+    /// Run `call`, a Ceph call of the cutover, while watching the destination's rbd-mirror
+    /// daemons: their loss is told at once (a warning), and returned beside the call's
+    /// result. The call itself is always awaited: a promote or demote left running beside a
+    /// roll back could leave two primaries.
+    async fn watching_the_daemon<T>(
+        &self,
+        pool: &crate::spec::PoolSpec,
+        image: &ImageSpec,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> (Result<T>, Option<crate::wait::WaitError>) {
+        let Ok(dst) = self.dst("cutover") else {
+            return (call.await, None);
+        };
+        let mut watch = self
+            .daemon_watch
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        let every = self.opts.wait.health_every;
+        tokio::pin!(call);
+        let mut lost = None;
+        let result = loop {
+            tokio::select! {
+                r = &mut call => break r,
+                found = async {
+                    let found = watch.check(&dst, pool, image, &self.opts.wait).await;
+                    if matches!(found, Ok(None)) {
+                        tokio::time::sleep(every).await;
+                    }
+                    found
+                }, if lost.is_none() => match found {
+                    Err(e) => {
+                        if !watch.told {
+                            watch.told = true;
+                            self.events.emit(Event::Warning {
+                                message: format!(
+                                    "{e} (the cutover's call in flight is awaited, then the cutover is rolled back)"
+                                ),
+                            });
+                        }
+                        lost = Some(e);
+                    }
+                    Ok(Some(why)) => {
+                        self.events.emit(Event::Progress(ProgressInfo::waiting(
+                            "cutover",
+                            format!("{why}, to replay the demotion"),
+                        )));
+                        tokio::time::sleep(every).await;
+                    }
+                    Ok(None) => {}
+                },
+            }
+        };
+        if let Ok(mut w) = self.daemon_watch.lock() {
+            *w = watch;
+        }
+        (result, lost)
     }
 
     /// Promote the replica as soon as librbd allows it without force, which it does once
@@ -322,9 +390,6 @@ impl Executor {
         let dst = self.dst("promote_replica")?;
         let started = Instant::now();
         let replica = m.replica();
-        // the replica catches the demotion only through rbd-mirror: watch it meanwhile
-        let mut daemons = crate::wait::DaemonWatch::default();
-        let mut lost: Option<crate::wait::WaitError> = None;
         loop {
             let (d, r) = (dst.clone(), replica.clone());
             let attempt = on_ceph(
@@ -343,28 +408,10 @@ impl Executor {
                     Ok(Some((already, d.stat(&r)?.id)))
                 },
             );
-            // a promote can block for long while the daemon holding the replica's lock
-            // hangs: the daemon is watched meanwhile and its loss said at once; the run
-            // fails (and rolls back) only after the call in flight returned, never beside it
-            tokio::pin!(attempt);
-            let attempt = loop {
-                tokio::select! {
-                    r = &mut attempt => break r?,
-                    found = async {
-                        tokio::time::sleep(self.opts.wait.health_every).await;
-                        daemons.check(&dst, &replica.pool, &replica, &self.opts.wait).await
-                    }, if lost.is_none() => {
-                        if let Err(e) = found {
-                            self.events.emit(Event::Warning {
-                                message: format!(
-                                    "{e} (the promote of {replica} in flight is awaited first, then the cutover is rolled back)"
-                                ),
-                            });
-                            lost = Some(e);
-                        }
-                    }
-                }
-            };
+            let (attempt, lost) = self
+                .watching_the_daemon(&replica.pool, &replica, attempt)
+                .await;
+            let attempt = attempt?;
             if let Some((already, id)) = attempt {
                 if state.replica_id.as_deref() != Some(id.as_str()) {
                     state.replica_id = Some(id);
@@ -372,17 +419,8 @@ impl Executor {
                 }
                 return Ok(already);
             }
-            if let Some(e) = lost.take() {
+            if let Some(e) = lost {
                 return Err(e.into());
-            }
-            if let Some(why) = daemons
-                .check(&dst, &replica.pool, &replica, &self.opts.wait)
-                .await?
-            {
-                self.events.emit(Event::Progress(ProgressInfo::waiting(
-                    "promote_replica",
-                    format!("{why}, to replay the demotion"),
-                )));
             }
             if started.elapsed() > PROMOTE_PATIENCE {
                 return Err(Error::ReplicaNotCaughtUp {

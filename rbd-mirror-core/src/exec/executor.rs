@@ -47,6 +47,9 @@ pub(crate) struct Executor {
     /// The copy's digest as read back while it was written; `verify` uses it instead of
     /// reading the copy again.
     pub(super) early_copy_digest: std::sync::Mutex<Option<String>>,
+    /// The destination's rbd-mirror daemons as the cutover's steps watched them (their
+    /// beacons seen so far), kept from one step to the next.
+    pub(super) daemon_watch: std::sync::Mutex<crate::wait::DaemonWatch>,
     /// The id of the copy this run created, set by the copy's thread as soon as the image
     /// exists (and written to the state file there and then); every later save of the
     /// state by this executor carries it, under this same lock, so no save drops it.
@@ -86,6 +89,7 @@ impl Executor {
             copy: std::sync::Mutex::new(None),
             early_copy_digest: std::sync::Mutex::new(None),
             created_copy_id: Arc::default(),
+            daemon_watch: std::sync::Mutex::default(),
         }
     }
 

@@ -211,3 +211,23 @@ async fn a_timeout_on_a_pool_with_room_stays_a_timeout_naming_the_unanswering_cl
     assert!(text.contains("site-b did not answer in time"), "{text}");
     assert!(text.contains("re-run to continue"), "{text}");
 }
+
+#[tokio::test]
+async fn a_pool_mirror_mode_that_cannot_be_read_is_not_also_called_off() {
+    // an OSD that does not answer: the mode is unknown, not "off"
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::standard(DEFAULT, data());
+    world.fail_once = Some("pool_mirror_mode".into());
+    world.fail_once_kind = Some(crate::ops::ErrorKind::TimedOut);
+    let (a, b, _w) = pair(world);
+    let e = run(&migration(MirrorImageMode::Journal), a, b, dir.path())
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, Error::Preflight(_)), "{text}");
+    assert!(
+        text.contains("cannot read mirror mode of pool volumes on site-a"),
+        "{text}"
+    );
+    assert!(!text.contains("mirroring is off"), "{text}");
+}
