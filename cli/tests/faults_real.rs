@@ -1,14 +1,15 @@
 //! The Ceph rows of the fault matrix (docs/reliability.md, "Ceph faults"), run for real: the
 //! `rbd-relay` binary migrates a small volume between the pair `testenv env` points to while
-//! a daemon of that pair is taken away (rbd-mirror killed or hung, an OSD hung) or the
-//! destination pool fills up (its quota). Each row checks what the user sees (exit code, the
+//! a daemon of that pair is taken away (rbd-mirror killed or hung), a cluster's OSDs serve
+//! nothing (`ceph osd pause`) or the destination pool fills up (its quota). Each row checks what the user sees (exit code, the
 //! message naming the cause and the command that continues), how long it took to say so,
 //! that no source byte changed and the source is in its safe state, and that once the fault
 //! is gone the printed command ends in the same state as an undisturbed run.
 //!
-//! An OSD is "stopped" with SIGSTOP: the test OSDs keep their data in memory (memstore), so a
-//! killed one would lose it; to a client a hung OSD is what a dead one is to a pool with no
-//! other copy (no answer), and SIGCONT brings it back as it was.
+//! An OSD is "stopped" with `ceph osd pause` (see [`Paused`]): the test OSDs keep their data
+//! in memory (memstore), so a killed one would lose it, and a SIGSTOPped one left its PGs
+//! laggy after SIGCONT; to a client, held I/O is what a dead OSD is to a pool with no other
+//! copy: no answer.
 //!
 //! Its own test binary: it stops daemons of the shared pair, so its tests run one at a time
 //! (a lock), and each brings back what it took away even when it fails (a guard), so the
@@ -94,9 +95,6 @@ impl Drop for Away {
     fn drop(&mut self) {
         if !self.killed {
             send(self.pid, "CONT");
-            if self.daemon == Daemon::Osd {
-                osd_back(&self.site);
-            }
             return;
         }
         let t = Instant::now();
@@ -111,35 +109,31 @@ impl Drop for Away {
     }
 }
 
-/// An OSD continued after SIGSTOP is brought back as a restarted one is: marked down, so it
-/// boots and peers again. Continued alone, the PGs of a pool of size 1 stay
-/// `active+clean+laggy` with their ops blocked (seen on Ceph 16.2 for minutes).
-fn osd_back(site: &str) {
-    let _ = Command::new("ceph")
-        .args(["--cluster", site, "osd", "down", "0"])
-        .output();
-    wait_until(
-        &format!("every PG of {site} active+clean"),
-        Duration::from_secs(90),
-        || {
-            let out = Command::new("ceph")
-                .args(["--cluster", site, "pg", "stat", "--format", "json"])
-                .output()
-                .map_err(|e| e.to_string())?;
-            let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-            let by_state = v["pg_summary"]["num_pg_by_state"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let total = v["pg_summary"]["num_pgs"].as_u64().unwrap_or(0);
-            let clean = by_state
-                .iter()
-                .filter(|s| s["name"] == "active+clean")
-                .filter_map(|s| s["num"].as_u64())
-                .sum::<u64>();
-            Ok(total > 0 && clean == total)
-        },
-    );
+/// A cluster whose OSDs serve no client I/O (`ceph osd pause`): reads and writes are held,
+/// as when its OSD is down or cut off, while its monitors answer; dropping it unpauses.
+///
+/// Not SIGSTOP of the OSD process: continued, the PGs of a size-1 pool stayed
+/// `active+clean+laggy` with blocked ops, even after re-peering (`ceph osd down`), minutes
+/// later (Ceph 16.2), which would break the tests that follow.
+struct Paused {
+    site: String,
+}
+
+impl Paused {
+    fn new(site: &str) -> Self {
+        ceph(site, &["osd", "pause"]);
+        Paused {
+            site: site.to_string(),
+        }
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let _ = Command::new("ceph")
+            .args(["--cluster", &self.site, "osd", "unpause"])
+            .output();
+    }
 }
 
 /// A pool of its own on the destination, for the quota rows (a quota on a shared pool would
@@ -168,8 +162,8 @@ impl OwnPool {
     }
 
     fn stored(&self) -> u64 {
-        let df: Value = serde_json::from_str(&ceph(&self.site, &["df", "--format", "json"]))
-            .unwrap();
+        let df: Value =
+            serde_json::from_str(&ceph(&self.site, &["df", "--format", "json"])).unwrap();
         df["pools"]
             .as_array()
             .unwrap()
@@ -196,7 +190,14 @@ impl OwnPool {
     fn fill(&self) {
         ceph(
             &self.site,
-            &["osd", "pool", "set-quota", &self.name, "max_bytes", "1048576"],
+            &[
+                "osd",
+                "pool",
+                "set-quota",
+                &self.name,
+                "max_bytes",
+                "1048576",
+            ],
         );
         wait_until("the pool flagged full", Duration::from_secs(60), || {
             Ok(self.flagged_full())
@@ -322,7 +323,10 @@ impl Volume {
         assert_eq!(info(&self.a, &self.spec)["features"], self.features);
         assert!(mirroring_off(&self.a, &self.spec));
         let snaps = rbd(&self.a, &["snap", "ls", "--all", &self.spec]);
-        assert!(snaps.trim().is_empty(), "snapshots left on the source: {snaps}");
+        assert!(
+            snaps.trim().is_empty(),
+            "snapshots left on the source: {snaps}"
+        );
         let listed = String::from_utf8_lossy(&relay(&["list"], self.state()).stdout).into_owned();
         assert!(listed.contains("finished"), "{listed}");
         wait_gone(&self.b, &self.spec, REPLICA_GONE_LIMIT);
@@ -414,7 +418,13 @@ fn error_line(v: &Value) -> bool {
 /// continues; returns the error text.
 fn failed_naming(f: &Faulted<impl Sized>, cause: &[&str], within: Duration) -> String {
     let run = &f.run;
-    assert_eq!(run.status.code(), Some(1), "{:?}\n{}", run.events, run.stderr);
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "{:?}\n{}",
+        run.events,
+        run.stderr
+    );
     let text = run
         .stderr
         .lines()
@@ -459,7 +469,10 @@ fn rbd_mirror_killed_while_mapping_the_replica_is_named_within_10_s_and_resume_c
     );
     let text = failed_naming(
         &f,
-        &[&format!("rbd-mirror on {b} is down or not responding"), "re-run"],
+        &[
+            &format!("rbd-mirror on {b} is down or not responding"),
+            "re-run",
+        ],
         DAEMON_NAMED_WITHIN,
     );
     assert!(v.source_primary(), "the source is writable");
@@ -506,13 +519,17 @@ fn rbd_mirror_hung_at_the_cutover_is_named_within_10_s_the_source_is_promoted_ba
     assert_eq!(sha(&v.a, &v.spec), v.sha);
     drop(f.guard.take());
     let rerun = v.continue_and_check(&f.run.stderr);
-    row("rbd-mirror SIGSTOP, cutover (snapshot, clone)", &f, &text, rerun);
+    row(
+        "rbd-mirror SIGSTOP, cutover (snapshot, clone)",
+        &f,
+        &text,
+        rerun,
+    );
     v.remove();
 }
 
 #[test]
-fn rbd_mirror_hung_during_a_live_wait_for_the_cutover_is_named_within_10_s_and_resume_converges()
-{
+fn rbd_mirror_hung_during_a_live_wait_for_the_cutover_is_named_within_10_s_and_resume_converges() {
     let _one = one_at_a_time();
     let v = Volume::new("fault-mirror-live", "cinder");
     let b = v.b.clone();
@@ -593,7 +610,7 @@ fn with_on_daemon_down_wait_a_hung_rbd_mirror_is_shown_within_10_s_and_the_run_f
 }
 
 #[test]
-fn a_hung_source_osd_during_the_sync_is_named_within_45_s_and_resume_converges() {
+fn a_source_osd_serving_nothing_during_the_sync_is_named_within_45_s_and_resume_converges() {
     let _one = one_at_a_time();
     let v = Volume::new("fault-osd-src", "cinder");
     let a = v.a.clone();
@@ -601,7 +618,7 @@ fn a_hung_source_osd_during_the_sync_is_named_within_45_s_and_resume_converges()
         &v.args("journal", "clone", &[]),
         v.state(),
         sync_progress,
-        |_| Away::take(&a, Daemon::Osd, "STOP"),
+        |_| Paused::new(&a),
         error_line,
     );
     let text = failed_naming(&f, &["did not answer in time"], TIMEOUT_NAMED_WITHIN);
@@ -609,12 +626,12 @@ fn a_hung_source_osd_during_the_sync_is_named_within_45_s_and_resume_converges()
     assert!(v.source_primary());
     assert_eq!(sha(&v.a, &v.spec), v.sha);
     let rerun = v.continue_and_check(&f.run.stderr);
-    row("source OSD SIGSTOP, sync (journal)", &f, &text, rerun);
+    row("source OSDs paused, sync (journal)", &f, &text, rerun);
     v.remove();
 }
 
 #[test]
-fn a_hung_destination_osd_during_the_copy_is_named_within_45_s_and_resume_converges() {
+fn a_destination_osd_serving_nothing_during_the_copy_is_named_within_45_s_and_resume_converges() {
     let _one = one_at_a_time();
     let v = Volume::new("fault-osd-copy", "cinder");
     let b = v.b.clone();
@@ -622,7 +639,7 @@ fn a_hung_destination_osd_during_the_copy_is_named_within_45_s_and_resume_conver
         &v.args("journal", "copy", &[]),
         v.state(),
         step_started("copy_replica"),
-        |_| Away::take(&b, Daemon::Osd, "STOP"),
+        |_| Paused::new(&b),
         error_line,
     );
     let text = failed_naming(
@@ -634,12 +651,18 @@ fn a_hung_destination_osd_during_the_copy_is_named_within_45_s_and_resume_conver
     assert!(v.source_primary());
     assert_eq!(sha(&v.a, &v.spec), v.sha);
     let rerun = v.continue_and_check(&f.run.stderr);
-    row("destination OSD SIGSTOP, copy (journal, copy)", &f, &text, rerun);
+    row(
+        "destination OSDs paused, copy (journal, copy)",
+        &f,
+        &text,
+        rerun,
+    );
     v.remove();
 }
 
 #[test]
-fn a_hung_destination_osd_during_the_flatten_is_named_within_45_s_and_resume_converges() {
+fn a_destination_osd_serving_nothing_during_the_flatten_is_named_within_45_s_and_resume_converges()
+{
     let _one = one_at_a_time();
     let v = Volume::new("fault-osd-flat", "cinder");
     let b = v.b.clone();
@@ -647,7 +670,7 @@ fn a_hung_destination_osd_during_the_flatten_is_named_within_45_s_and_resume_con
         &v.args("snapshot", "clone", &[]),
         v.state(),
         step_started("flatten_copy"),
-        |_| Away::take(&b, Daemon::Osd, "STOP"),
+        |_| Paused::new(&b),
         error_line,
     );
     let text = failed_naming(
@@ -659,7 +682,12 @@ fn a_hung_destination_osd_during_the_flatten_is_named_within_45_s_and_resume_con
     // after the handover the source stays demoted (read-only, unchanged) until released
     assert_eq!(sha(&v.a, &v.spec), v.sha);
     let rerun = v.continue_and_check(&f.run.stderr);
-    row("destination OSD SIGSTOP, flatten (snapshot, clone)", &f, &text, rerun);
+    row(
+        "destination OSDs paused, flatten (snapshot, clone)",
+        &f,
+        &text,
+        rerun,
+    );
     v.remove();
 }
 
@@ -709,8 +737,7 @@ fn a_destination_pool_over_quota_during_the_copy_is_named_with_its_quota_and_res
 }
 
 #[test]
-fn a_destination_pool_over_quota_during_the_flatten_is_named_with_its_quota_and_resume_converges()
-{
+fn a_destination_pool_over_quota_during_the_flatten_is_named_with_its_quota_and_resume_converges() {
     quota_row(
         "snapshot",
         "clone",

@@ -435,7 +435,9 @@ impl DaemonWatch {
         };
         let cluster = dst.name().to_string();
         match opts.on_daemon_down {
-            OnDaemonDown::Fail if silent.is_empty() => Err(WaitError::DaemonDown { cluster, detail }),
+            OnDaemonDown::Fail if silent.is_empty() => {
+                Err(WaitError::DaemonDown { cluster, detail })
+            }
             OnDaemonDown::Fail => Err(WaitError::DaemonNotResponding { cluster, detail }),
             OnDaemonDown::Wait => {
                 self.note = Some(format!(

@@ -199,7 +199,10 @@ impl Executor {
             daemons
                 .check(&dst, &m.replica().pool, &m.image, &self.opts.wait)
                 .await?;
-            let daemon_note = daemons.note().map(|why| format!("; {why}")).unwrap_or_default();
+            let daemon_note = daemons
+                .note()
+                .map(|why| format!("; {why}"))
+                .unwrap_or_default();
             let now = Instant::now();
             if users.is_empty() {
                 let since = *idle_since.get_or_insert(now);

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::layout::{
-    Daemon, Layout, Objectstore, POOL_CINDER, POOL_GLANCE, POOL_IMAGES, POOL_VOLUMES, RBD_MIRROR_ID, SITES,
-    STATE_DIR_ENV,
+    Daemon, Layout, Objectstore, POOL_CINDER, POOL_GLANCE, POOL_IMAGES, POOL_VOLUMES,
+    RBD_MIRROR_ID, SITES, STATE_DIR_ENV,
 };
 use crate::openstack::OpenStackInfo;
 use crate::state::State;
