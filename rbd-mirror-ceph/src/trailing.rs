@@ -287,8 +287,8 @@ pub(crate) fn trailing_copy(
         // (readable through other handles: there is no librbd cache) once it and every
         // piece before it have completed
         scope.spawn(move || {
-            let write_all = || {
-                let mut in_flight = std::collections::VecDeque::new();
+            let mut in_flight = std::collections::VecDeque::new();
+            let mut write_all = || {
                 let finish_oldest =
                     |in_flight: &mut std::collections::VecDeque<(u64, rbd::PendingWrite<'_>)>| {
                         let Some((piece, write)) = in_flight.pop_front() else {
@@ -354,6 +354,14 @@ pub(crate) fn trailing_copy(
                 }
             };
             write_all();
+            if shared.error.lock().map_or(true, |e| e.is_some()) {
+                // each dropped write waits for its completion, which a cluster that does
+                // not answer may never give: after a failure they are left (leaked, with
+                // their buffers), so the error is reported now
+                std::mem::forget(in_flight);
+            } else {
+                drop(in_flight);
+            }
             let_go(writer, shared);
         });
         // checkers -> hasher
