@@ -124,6 +124,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_failure_names_the_command_that_continues_but_a_preflight_refusal_does_not() {
+        continue_with("rbd-relay resume e-f".into());
+        let failed = anyhow::anyhow!("copy_replica on site-b: timed out");
+        let next = after_failure(&failed).unwrap();
+        assert!(next.contains("rbd-relay resume e-f"), "{next}");
+        assert!(next.starts_with("continue with:"), "{next}");
+        let refused = anyhow::Error::new(rbd_mirror_core::error::Error::Preflight(Vec::new()))
+            .context("migrating volumes/x");
+        assert_eq!(after_failure(&refused), None);
+    }
+
+    #[test]
     fn the_message_names_the_signal_and_each_command_that_continues() {
         continue_with("rbd-relay resume a-b".into());
         continue_with("rbd-relay resume a-b".into());
