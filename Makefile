@@ -1,6 +1,6 @@
 # rbd-relay: the two set-up commands of the README are `make demo` and `make test`.
 # Both install what they need first (Debian packages, as root) and tear down what they start.
-.PHONY: deps build demo test unit env-up env-down clippy fmt bench fresh-check test-matrix librbd-check
+.PHONY: deps build demo test unit faults env-up env-down clippy fmt bench fresh-check test-matrix librbd-check
 
 CARGO ?= cargo
 
@@ -18,6 +18,13 @@ test: deps
 
 unit:
 	$(CARGO) test --workspace --lib --bins
+
+# The Ceph fault matrix alone (docs/reliability.md), against the pair `testenv env` points
+# to (started when none runs): it kills and stops rbd-mirror, pauses OSDs and fills a pool of
+# its own, bringing each back. `make test` runs it too.
+faults: deps
+	$(CARGO) run -q -p testenv -- up
+	$(CARGO) test -p rbd-relay --test faults_real -- --test-threads 1 --nocapture
 
 env-up: deps
 	$(CARGO) run -q -p testenv -- up --openstack

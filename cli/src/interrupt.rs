@@ -99,6 +99,25 @@ pub async fn signal() -> Signal {
     }
 }
 
+/// What to print after a command that started work failed with `e`: the command that
+/// continues it (every finished step is recorded), or `None` when there is none to name
+/// (nothing was started, or a preflight refusal, which changed nothing).
+pub fn after_failure(e: &anyhow::Error) -> Option<String> {
+    let refused = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<rbd_mirror_core::error::Error>(),
+            Some(rbd_mirror_core::error::Error::Preflight(_))
+        )
+    });
+    let commands = CONTINUE_WITH.lock().map(|v| v.clone()).unwrap_or_default();
+    match commands.as_slice() {
+        _ if refused => None,
+        [] => None,
+        [one] => Some(format!("continue with: {one}")),
+        many => Some(format!("continue with:\n  {}", many.join("\n  "))),
+    }
+}
+
 /// What to print when `sig` stopped this process.
 pub fn message(sig: Signal) -> String {
     let registered = CONTINUE_WITH.lock().map(|v| v.clone()).unwrap_or_default();
@@ -133,6 +152,18 @@ pub fn message(sig: Signal) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_names_the_command_that_continues_but_a_preflight_refusal_does_not() {
+        continue_with("rbd-relay resume e-f".into());
+        let failed = anyhow::anyhow!("copy_replica on site-b: timed out");
+        let next = after_failure(&failed).unwrap();
+        assert!(next.contains("rbd-relay resume e-f"), "{next}");
+        assert!(next.starts_with("continue with:"), "{next}");
+        let refused = anyhow::Error::new(rbd_mirror_core::error::Error::Preflight(Vec::new()))
+            .context("migrating volumes/x");
+        assert_eq!(after_failure(&refused), None);
+    }
 
     #[test]
     fn the_message_names_the_signal_and_each_command_that_continues() {

@@ -125,13 +125,17 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
+            let next = interrupt::after_failure(&e);
             if json {
                 outln!(
                     "{}",
-                    serde_json::json!({"result": "error", "error": exit::message(&e)})
+                    serde_json::json!({"result": "error", "error": exit::message(&e), "next": next})
                 );
             }
             eprintln!("rbd-relay: error: {}", exit::message(&e));
+            if let Some(next) = next {
+                eprintln!("rbd-relay: {next}");
+            }
             exit::of_error(&e)
         }
     }

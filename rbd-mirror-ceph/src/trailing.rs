@@ -122,6 +122,19 @@ impl Shared {
     }
 }
 
+/// Let go of a copy thread's image handle: closed here after a clean end, but after a failure
+/// closed by a thread of its own that nobody waits for. `rbd_close` waits for the handle's
+/// watch and ops without a timeout, so with an OSD that does not answer (or a cluster that
+/// holds I/O) closing it here would keep the copy from reporting its error, forever.
+fn let_go(img: Image, shared: &Shared) {
+    let failed = shared.error.lock().map_or(true, |e| e.is_some());
+    if failed {
+        std::thread::spawn(move || drop(img));
+    } else {
+        drop(img);
+    }
+}
+
 fn cancelled() -> OpsError {
     OpsError::new(ErrorKind::Cancelled, "copy", "cancelled")
 }
@@ -202,21 +215,25 @@ fn spawn_readers<'scope, 'env>(
         }
         out.push((full_rx, free_tx));
         scope.spawn(move || {
-            let mut piece = lane as u64;
-            while piece < layout.pieces {
-                if !gate.wait_above(piece, &shared.stop) {
-                    return;
+            let read_lane = || {
+                let mut piece = lane as u64;
+                while piece < layout.pieces {
+                    if !gate.wait_above(piece, &shared.stop) {
+                        return;
+                    }
+                    let Ok(mut buf) = free_rx.recv() else { return };
+                    let (off, n) = layout.piece(piece);
+                    if let Err(e) = read_piece(&img, off, &mut buf[..n]) {
+                        return shared.fail(e);
+                    }
+                    if full_tx.send((buf, n)).is_err() {
+                        return;
+                    }
+                    piece += lanes;
                 }
-                let Ok(mut buf) = free_rx.recv() else { return };
-                let (off, n) = layout.piece(piece);
-                if let Err(e) = read_piece(&img, off, &mut buf[..n]) {
-                    return shared.fail(e);
-                }
-                if full_tx.send((buf, n)).is_err() {
-                    return;
-                }
-                piece += lanes;
-            }
+            };
+            read_lane();
+            let_go(img, shared);
         });
     }
     out
@@ -271,68 +288,81 @@ pub(crate) fn trailing_copy(
         // piece before it have completed
         scope.spawn(move || {
             let mut in_flight = std::collections::VecDeque::new();
-            let finish_oldest =
-                |in_flight: &mut std::collections::VecDeque<(u64, rbd::PendingWrite<'_>)>| {
-                    let Some((piece, write)) = in_flight.pop_front() else {
-                        return true;
+            let mut write_all = || {
+                let finish_oldest =
+                    |in_flight: &mut std::collections::VecDeque<(u64, rbd::PendingWrite<'_>)>| {
+                        let Some((piece, write)) = in_flight.pop_front() else {
+                            return true;
+                        };
+                        match write.wait() {
+                            Ok(buf) => {
+                                if let Some((_, free)) = from_readers.get((piece % lanes) as usize)
+                                {
+                                    let _ = free.send(buf);
+                                }
+                                shared.flushed.raise(piece + 1);
+                                true
+                            }
+                            Err(e) => {
+                                shared.fail(ops_error(e));
+                                false
+                            }
+                        }
                     };
-                    match write.wait() {
-                        Ok(buf) => {
-                            if let Some((_, free)) = from_readers.get((piece % lanes) as usize) {
-                                let _ = free.send(buf);
+                for piece in 0..pieces {
+                    let Some((full, _)) = from_readers.get((piece % lanes) as usize) else {
+                        return;
+                    };
+                    // while the next piece is not read yet (the source is behind), finish what
+                    // is in flight, so the checkers can go on
+                    let (buf, n) = loop {
+                        match full.try_recv() {
+                            Ok(piece) => break piece,
+                            Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                            Err(std::sync::mpsc::TryRecvError::Empty) if in_flight.is_empty() => {
+                                match full.recv() {
+                                    Ok(piece) => break piece,
+                                    Err(_) => return,
+                                }
                             }
-                            shared.flushed.raise(piece + 1);
-                            true
+                            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                                if !finish_oldest(&mut in_flight) {
+                                    return;
+                                }
+                            }
                         }
-                        Err(e) => {
-                            shared.fail(ops_error(e));
-                            false
-                        }
+                    };
+                    if shared.stop.load(Ordering::Relaxed) {
+                        return;
                     }
-                };
-            for piece in 0..pieces {
-                let Some((full, _)) = from_readers.get((piece % lanes) as usize) else {
-                    return;
-                };
-                // while the next piece is not read yet (the source is behind), finish what
-                // is in flight, so the checkers can go on
-                let (buf, n) = loop {
-                    match full.try_recv() {
-                        Ok(piece) => break piece,
-                        Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
-                        Err(std::sync::mpsc::TryRecvError::Empty) if in_flight.is_empty() => {
-                            match full.recv() {
-                                Ok(piece) => break piece,
-                                Err(_) => return,
-                            }
-                        }
-                        Err(std::sync::mpsc::TryRecvError::Empty) => {
-                            if !finish_oldest(&mut in_flight) {
-                                return;
-                            }
-                        }
+                    let runs = data_runs(&buf[..n]);
+                    match writer.write_runs_async(piece * chunk64, buf, &runs) {
+                        Ok(write) => in_flight.push_back((piece, write)),
+                        Err(e) => return shared.fail(ops_error(e)),
                     }
-                };
-                if shared.stop.load(Ordering::Relaxed) {
-                    return;
+                    if in_flight.len() >= WINDOW && !finish_oldest(&mut in_flight) {
+                        return;
+                    }
                 }
-                let runs = data_runs(&buf[..n]);
-                match writer.write_runs_async(piece * chunk64, buf, &runs) {
-                    Ok(write) => in_flight.push_back((piece, write)),
-                    Err(e) => return shared.fail(ops_error(e)),
+                while !in_flight.is_empty() {
+                    if !finish_oldest(&mut in_flight) {
+                        return;
+                    }
                 }
-                if in_flight.len() >= WINDOW && !finish_oldest(&mut in_flight) {
-                    return;
+                if let Err(e) = writer.flush() {
+                    shared.fail(ops_error(e));
                 }
+            };
+            write_all();
+            if shared.error.lock().map_or(true, |e| e.is_some()) {
+                // each dropped write waits for its completion, which a cluster that does
+                // not answer may never give: after a failure they are left (leaked, with
+                // their buffers), so the error is reported now
+                std::mem::forget(in_flight);
+            } else {
+                drop(in_flight);
             }
-            while !in_flight.is_empty() {
-                if !finish_oldest(&mut in_flight) {
-                    return;
-                }
-            }
-            if let Err(e) = writer.flush() {
-                shared.fail(ops_error(e));
-            }
+            let_go(writer, shared);
         });
         // checkers -> hasher
         let check_lanes = checkers.len().max(1) as u64;

@@ -560,3 +560,61 @@ async fn cleanup_finishes_a_clone_migration_stopped_after_its_verification() {
         .unwrap()
         .finished());
 }
+
+#[tokio::test]
+async fn a_daemon_lost_at_the_cutover_is_named_the_cutover_rolled_back_and_a_rerun_finishes() {
+    use crate::wait::WaitError;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    let m = clone_migration(MirrorImageMode::Snapshot);
+    // a first run stops just before the demotion
+    w.lock().unwrap().fail_once = Some("demote".into());
+    run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
+    // the daemon hangs: the demotion never reaches the replica, its beacon stands still
+    {
+        let mut ww = w.lock().unwrap();
+        ww.stuck = true;
+        ww.sites[1].daemon_silent = true;
+    }
+    let mut o = crate::fake::fixtures::opts();
+    o.wait.daemon_silent_after = Duration::from_millis(50);
+    let started = std::time::Instant::now();
+    let e = crate::exec::migrate_volume(
+        &m,
+        a.clone(),
+        b.clone(),
+        dir.path(),
+        &o,
+        Arc::new(crate::event::NullSink),
+    )
+    .await
+    .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        matches!(e, Error::Wait(WaitError::DaemonNotResponding { .. })),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("rbd-mirror on site-b is down or not responding"),
+        "{e}"
+    );
+    {
+        let ww = w.lock().unwrap();
+        let src = &ww.sites[0].images["volumes/vol1"];
+        assert!(
+            matches!(src.mirror, Some((_, true))),
+            "the source is primary again: {:?}",
+            src.mirror
+        );
+        assert_eq!(src.data, data());
+    }
+    // the daemon is back: the re-run cuts over and finishes
+    {
+        let mut ww = w.lock().unwrap();
+        ww.stuck = false;
+        ww.sites[1].daemon_silent = false;
+    }
+    run(&m, a, b, dir.path()).await.unwrap();
+    assert_handed_over(&w.lock().unwrap());
+}

@@ -36,7 +36,7 @@ pub enum Error {
     #[error(transparent)]
     Spec(#[from] SpecError),
     /// A Ceph call failed during a step.
-    #[error("{step} on {cluster} ({target}): {source}")]
+    #[error("{step} on {cluster} ({target}): {source}{}", crate::ops::timeout_hint(.source, .cluster))]
     Ceph {
         /// The plan step or check being done.
         step: String,
@@ -399,6 +399,22 @@ pub enum Error {
         found: String,
         /// What to do.
         next: String,
+    },
+    /// A write to the destination stopped because its pool is full (its byte quota reached,
+    /// or no room left on its OSDs): Ceph holds such writes until they time out.
+    #[error("{step} on {cluster}: pool '{pool}' is full ({why}): {source}; nothing is lost: lift or raise the quota (`ceph --cluster {cluster} osd pool set-quota {pool} max_bytes 0` lifts it) or free space in the pool, then re-run to continue")]
+    PoolFull {
+        /// The plan step.
+        step: String,
+        /// Cluster name.
+        cluster: String,
+        /// The full pool.
+        pool: String,
+        /// Its quota and what it stores, or that no room is left.
+        why: String,
+        /// The call that failed.
+        #[source]
+        source: OpsError,
     },
     /// A task of the run died (a panic in a blocking call).
     #[error("step {step}: its task failed: {reason}")]

@@ -60,6 +60,20 @@ impl OpsError {
     }
 }
 
+/// What a timed-out call means and what to do, for the error texts that carry an
+/// [`OpsError`]: empty unless `e` is a timeout. A call times out when no OSD or monitor of
+/// `clusters` answered within the client's op timeouts (`rados_osd_op_timeout`,
+/// `rados_mon_op_timeout`; 30 s in rbd-relay), e.g. an OSD that is stopped, hung or cut off,
+/// or a pool that is full (Ceph holds writes to a full pool until they time out).
+pub fn timeout_hint(e: &OpsError, clusters: &str) -> String {
+    if e.kind != ErrorKind::TimedOut {
+        return String::new();
+    }
+    format!(
+        "; {clusters} did not answer in time: an OSD or monitor of it is down, hung or unreachable, or a pool it writes to is full (check `ceph -s` there); once it answers, re-run to continue"
+    )
+}
+
 /// Result of a [`CephOps`] call.
 pub type OpsResult<T> = Result<T, OpsError>;
 

@@ -290,7 +290,9 @@ fn check_pool_mirroring(
     let sid = &m.source.client_id;
     let did = &m.destination.client_id;
     let pool = &m.image.pool;
-    let mode_of = |c: &dyn CephOps, id: &str, problems: &mut Vec<Problem>| -> PoolMirrorMode {
+    // a mode that could not be read is reported as such, not also as "mirroring is off"
+    let mut unread: Vec<String> = Vec::new();
+    let mut mode_of = |c: &dyn CephOps, id: &str, problems: &mut Vec<Problem>| -> PoolMirrorMode {
         match c.pool_mirror_mode(pool) {
             Ok(mode) => mode,
             Err(e) if e.kind == ErrorKind::NotFound => {
@@ -302,6 +304,7 @@ fn check_pool_mirroring(
             }
             Err(e) => {
                 problems.push(access(c, id, &e, &format!("mirror mode of pool {pool}")));
+                unread.push(c.name().to_string());
                 PoolMirrorMode::Disabled
             }
         }
@@ -317,6 +320,7 @@ fn check_pool_mirroring(
     }
     for (c, mode) in sides {
         match mode {
+            PoolMirrorMode::Disabled if unread.iter().any(|n| n == c.name()) => {}
             PoolMirrorMode::Disabled if !m.enable_pool_mirroring => problems.push(problem(
                 format!("mirroring is off for pool '{pool}' on {}", c.name()),
                 format!(

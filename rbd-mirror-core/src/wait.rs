@@ -306,10 +306,12 @@ pub enum WaitError {
         last: String,
     },
     /// A Ceph call failed.
-    #[error("while waiting for the replica of {image}: {source}")]
+    #[error("while waiting for the replica of {image}: {source}{}", crate::ops::timeout_hint(.source, .clusters))]
     Ops {
         /// Image.
         image: String,
+        /// The clusters asked (`site-a or site-b`).
+        clusters: String,
         /// Failure.
         #[source]
         source: OpsError,
@@ -388,6 +390,65 @@ fn daemons_down(daemons: &[MirrorDaemon], silent: &[(String, Duration)]) -> Opti
     )
 }
 
+/// The destination's rbd-mirror daemons watched outside the wait for the replica (the
+/// promote after the demotion, a live migration's wait for its cutover): both need the
+/// daemon, and both must say so soon when it is gone, as the wait does.
+#[derive(Debug, Default)]
+pub(crate) struct DaemonWatch {
+    beacons: BeaconWatch,
+    last: Option<Instant>,
+    /// Why no daemon serves, as of the last look (only with `OnDaemonDown::Wait`).
+    note: Option<String>,
+    /// Whether the loss was told the user already (until a daemon serves again).
+    pub(crate) told: bool,
+}
+
+impl DaemonWatch {
+    /// Why no daemon serves, as of the last look, while the options say wait for it.
+    pub(crate) fn note(&self) -> Option<&str> {
+        self.note.as_deref()
+    }
+
+    /// Look at the daemons when `opts.health_every` has passed since the last look:
+    /// `Ok(Some(why))` when this look found none serving and `opts.on_daemon_down` says
+    /// wait (also kept as [`Self::note`]), the error when it says fail, else `Ok(None)`.
+    pub(crate) async fn check(
+        &mut self,
+        dst: &Arc<dyn CephOps>,
+        pool: &crate::spec::PoolSpec,
+        image: &ImageSpec,
+        opts: &WaitOptions,
+    ) -> Result<Option<String>, WaitError> {
+        if self.last.is_some_and(|t| t.elapsed() < opts.health_every) {
+            return Ok(None);
+        }
+        self.last = Some(Instant::now());
+        let (d, p) = (dst.clone(), pool.clone());
+        let daemons = blocking(image, dst.name(), move || d.mirror_daemons(&p)).await?;
+        let silent = self
+            .beacons
+            .observe(Instant::now(), &daemons, opts.daemon_silent_after);
+        self.note = None;
+        let Some(detail) = daemons_down(&daemons, &silent) else {
+            self.told = false;
+            return Ok(None);
+        };
+        let cluster = dst.name().to_string();
+        match opts.on_daemon_down {
+            OnDaemonDown::Fail if silent.is_empty() => {
+                Err(WaitError::DaemonDown { cluster, detail })
+            }
+            OnDaemonDown::Fail => Err(WaitError::DaemonNotResponding { cluster, detail }),
+            OnDaemonDown::Wait => {
+                self.note = Some(format!(
+                    "waiting for rbd-mirror on {cluster}, down or not responding ({detail})"
+                ));
+                Ok(self.note.clone())
+            }
+        }
+    }
+}
+
 fn default_silent_after() -> Duration {
     Duration::from_secs(6)
 }
@@ -432,16 +493,19 @@ impl Default for WaitOptions {
 
 async fn blocking<T: Send + 'static>(
     image: &ImageSpec,
+    clusters: &str,
     f: impl FnOnce() -> Result<T, OpsError> + Send + 'static,
 ) -> Result<T, WaitError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| WaitError::Ops {
             image: image.to_string(),
+            clusters: clusters.to_string(),
             source: OpsError::new(crate::ops::ErrorKind::Other, "blocking task", e.to_string()),
         })?
         .map_err(|source| WaitError::Ops {
             image: image.to_string(),
+            clusters: clusters.to_string(),
             source,
         })
 }
@@ -466,6 +530,7 @@ pub async fn wait_for_replica(
     let mut last_health = Instant::now() - opts.health_every;
     let mut status_note = String::new();
     let mut beacons = BeaconWatch::default();
+    let clusters = format!("{} or {}", src.name(), dst.name());
     // why the wait goes on without a daemon (with OnDaemonDown::Wait); not part of the
     // progress signature, so a daemon that stays away still ends in the stall limit
     let mut daemon_note = String::new();
@@ -477,7 +542,7 @@ pub async fn wait_for_replica(
         let completion = {
             let (s, d, i, r) = (src.clone(), dst.clone(), image.clone(), replica.clone());
             let initial_only = opts.initial_sync_only;
-            blocking(image, move || {
+            blocking(image, &clusters, move || {
                 if initial_only && mode == MirrorImageMode::Journal {
                     initial_sync_completion(s.as_ref(), d.as_ref(), &i, &r)
                 } else {
@@ -503,13 +568,17 @@ pub async fn wait_for_replica(
         if last_health.elapsed() >= opts.health_every {
             last_health = Instant::now();
             let (d, r) = (dst.clone(), replica.clone());
-            let (daemons, status) = blocking(image, move || {
+            let (daemons, status) = blocking(image, dst.name(), move || {
                 Ok((
                     d.mirror_daemons(&r.pool)?,
                     d.mirror_status(&r).ok().flatten(),
                 ))
             })
             .await?;
+            // the source answers too: until the replica exists nothing else reads it, and
+            // an unreachable source would only show as a stall minutes later
+            let (s, i) = (src.clone(), image.clone());
+            blocking(image, src.name(), move || s.stat(&i).map(|_| ())).await?;
             let silent = beacons.observe(Instant::now(), &daemons, opts.daemon_silent_after);
             daemon_note.clear();
             if let Some(detail) = daemons_down(&daemons, &silent) {

@@ -172,6 +172,7 @@ impl Executor {
         let mut last_snapshot = Instant::now();
         let mut snapshot_warned = false;
         let started = Instant::now();
+        let mut daemons = crate::wait::DaemonWatch::default();
         loop {
             if let Some(r) = request_path.as_deref().and_then(read_request) {
                 // consumed: a later fresh plan of the same migration must not find it
@@ -198,6 +199,14 @@ impl Executor {
                 move || instance_users(s.as_ref(), d.as_ref(), &mm),
             )
             .await?;
+            // replay needs the daemon: say soon when it is gone (or fail, as options say)
+            daemons
+                .check(&dst, &m.replica().pool, &m.image, &self.opts.wait)
+                .await?;
+            let daemon_note = daemons
+                .note()
+                .map(|why| format!("; {why}"))
+                .unwrap_or_default();
             let now = Instant::now();
             if users.is_empty() {
                 let since = *idle_since.get_or_insert(now);
@@ -247,7 +256,7 @@ impl Executor {
                 self.events.emit(Event::Progress(ProgressInfo::waiting(
                     "wait_for_cutover",
                     format!(
-                        "in sync, {behind}; waiting for the cutover ({who}; shut the instance off, or run: rbd-relay cutover {}) for {:.0} s",
+                        "in sync, {behind}; waiting for the cutover ({who}; shut the instance off, or run: rbd-relay cutover {}) for {:.0} s{daemon_note}",
                         m.id(),
                         started.elapsed().as_secs_f64()
                     ),
@@ -292,7 +301,7 @@ impl Executor {
     pub(super) async fn demote_source(&self, m: &VolumeMigration) -> Result<bool> {
         let src = self.src("demote_source")?;
         let (s, image) = (src.clone(), m.image.clone());
-        on_ceph(
+        let call = on_ceph(
             "demote_source",
             src.name().to_string(),
             m.image.to_string(),
@@ -303,8 +312,76 @@ impl Executor {
                 s.demote(&image)?;
                 Ok(false)
             },
-        )
-        .await
+        );
+        // the replica catches the demotion only through rbd-mirror (and a hung daemon
+        // that watches the source slows the demotion's notifications down)
+        let (result, lost) = self
+            .watching_the_daemon(&m.replica().pool, &m.replica(), call)
+            .await;
+        let already = result?;
+        match lost {
+            Some(e) => Err(e.into()),
+            None => Ok(already),
+        }
+    }
+
+    /// Run `call`, a Ceph call of the cutover, while watching the destination's rbd-mirror
+    /// daemons: their loss is told at once (a warning), and returned beside the call's
+    /// result. The call itself is always awaited: a promote or demote left running beside a
+    /// roll back could leave two primaries.
+    async fn watching_the_daemon<T>(
+        &self,
+        pool: &crate::spec::PoolSpec,
+        image: &ImageSpec,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> (Result<T>, Option<crate::wait::WaitError>) {
+        let Ok(dst) = self.dst("cutover") else {
+            return (call.await, None);
+        };
+        let mut watch = self
+            .daemon_watch
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        let every = self.opts.wait.health_every;
+        tokio::pin!(call);
+        let mut lost = None;
+        let result = loop {
+            tokio::select! {
+                r = &mut call => break r,
+                found = async {
+                    let found = watch.check(&dst, pool, image, &self.opts.wait).await;
+                    if matches!(found, Ok(None)) {
+                        tokio::time::sleep(every).await;
+                    }
+                    found
+                }, if lost.is_none() => match found {
+                    Err(e) => {
+                        if !watch.told {
+                            watch.told = true;
+                            self.events.emit(Event::Warning {
+                                message: format!(
+                                    "{e} (the cutover's call in flight is awaited, then the cutover is rolled back)"
+                                ),
+                            });
+                        }
+                        lost = Some(e);
+                    }
+                    Ok(Some(why)) => {
+                        self.events.emit(Event::Progress(ProgressInfo::waiting(
+                            "cutover",
+                            format!("{why}, to replay the demotion"),
+                        )));
+                        tokio::time::sleep(every).await;
+                    }
+                    Ok(None) => {}
+                },
+            }
+        };
+        if let Ok(mut w) = self.daemon_watch.lock() {
+            *w = watch;
+        }
+        (result, lost)
     }
 
     /// Promote the replica as soon as librbd allows it without force, which it does once
@@ -337,14 +414,20 @@ impl Executor {
                     }
                     Ok(Some((already, d.stat(&r)?.id)))
                 },
-            )
-            .await?;
+            );
+            let (attempt, lost) = self
+                .watching_the_daemon(&replica.pool, &replica, attempt)
+                .await;
+            let attempt = attempt?;
             if let Some((already, id)) = attempt {
                 if state.replica_id.as_deref() != Some(id.as_str()) {
                     state.replica_id = Some(id);
                     self.save(state, file)?;
                 }
                 return Ok(already);
+            }
+            if let Some(e) = lost {
+                return Err(e.into());
             }
             if started.elapsed() > PROMOTE_PATIENCE {
                 return Err(Error::ReplicaNotCaughtUp {

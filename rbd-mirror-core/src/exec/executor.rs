@@ -37,7 +37,7 @@ pub(crate) struct Executor {
     /// The source cloud (the upload of a bootable volume).
     pub(super) src_cloud: Option<Arc<dyn CloudOps>>,
     pub(super) events: Arc<dyn EventSink>,
-    opts: RunOptions,
+    pub(super) opts: RunOptions,
     /// The source digest, computed on the source cluster while the copy is made on the
     /// destination; `verify` then only has to read the copy.
     pub(super) early_source_digest: std::sync::Mutex<Option<Background>>,
@@ -47,6 +47,9 @@ pub(crate) struct Executor {
     /// The copy's digest as read back while it was written; `verify` uses it instead of
     /// reading the copy again.
     pub(super) early_copy_digest: std::sync::Mutex<Option<String>>,
+    /// The destination's rbd-mirror daemons as the cutover's steps watched them (their
+    /// beacons seen so far), kept from one step to the next.
+    pub(super) daemon_watch: std::sync::Mutex<crate::wait::DaemonWatch>,
     /// The id of the copy this run created, set by the copy's thread as soon as the image
     /// exists (and written to the state file there and then); every later save of the
     /// state by this executor carries it, under this same lock, so no save drops it.
@@ -86,6 +89,7 @@ impl Executor {
             copy: std::sync::Mutex::new(None),
             early_copy_digest: std::sync::Mutex::new(None),
             created_copy_id: Arc::default(),
+            daemon_watch: std::sync::Mutex::default(),
         }
     }
 
@@ -132,6 +136,7 @@ impl Executor {
             let t = Instant::now();
             let result = self.run_step(&step, index, state, file).await;
             if let Err(e) = result {
+                let e = self.explain_failure(state, e).await;
                 state.outcome = format!("failed at {}: {e}", step.kind());
                 let _ = self.save(state, file);
                 if state.undo.is_none() {
@@ -148,6 +153,71 @@ impl Executor {
             });
         }
         Ok(())
+    }
+
+    /// A Ceph call on the destination that timed out or found no space: when a pool this
+    /// migration writes to there (the copy's or the replica's) is full, say so, naming the
+    /// pool, its quota and the command that lifts it (Ceph holds writes to a full pool until
+    /// they time out, so the call itself says only "timed out").
+    async fn explain_failure(&self, state: &RunState, e: Error) -> Error {
+        let Error::Ceph {
+            step,
+            cluster,
+            target,
+            source,
+        } = e
+        else {
+            return e;
+        };
+        let full_or_timeout = source.kind == crate::ops::ErrorKind::TimedOut
+            || ["quota", "No space", "errno 28)", "errno 122)"]
+                .iter()
+                .any(|w| source.message.contains(w));
+        let dst = match &self.dst {
+            Some(d) if d.name() == cluster && full_or_timeout => d.clone(),
+            _ => {
+                return Error::Ceph {
+                    step,
+                    cluster,
+                    target,
+                    source,
+                }
+            }
+        };
+        let m = &state.plan.migration;
+        let mut pools = vec![m.copy_target().pool.pool.clone()];
+        if !pools.contains(&m.replica().pool.pool) {
+            pools.push(m.replica().pool.pool.clone());
+        }
+        for pool in pools {
+            let (d, p) = (dst.clone(), pool.clone());
+            let Ok(Ok(space)) = tokio::task::spawn_blocking(move || d.pool_space(&p)).await else {
+                continue;
+            };
+            if space.available() > 0 {
+                continue;
+            }
+            let why = match space.quota_max_bytes {
+                Some(q) if space.stored >= q => format!(
+                    "its quota max_bytes {q} is reached, {} bytes stored",
+                    space.stored
+                ),
+                _ => format!("no room left on its OSDs, max_avail {}", space.max_avail),
+            };
+            return Error::PoolFull {
+                step,
+                cluster,
+                pool,
+                why,
+                source,
+            };
+        }
+        Error::Ceph {
+            step,
+            cluster,
+            target,
+            source,
+        }
     }
 
     /// A step of the cutover window failed (the source is demoted, nothing handed over):

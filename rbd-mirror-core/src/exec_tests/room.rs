@@ -158,3 +158,76 @@ async fn allow_overcommit_turns_a_shortage_into_a_warning_and_migrates() {
         "{warnings:?}"
     );
 }
+
+#[tokio::test]
+async fn a_copy_that_times_out_on_a_full_pool_names_the_pool_its_quota_and_the_command() {
+    // the quota is reached during the copy (accepted at preflight with --allow-overcommit):
+    // Ceph holds the write until it times out
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::standard(DEFAULT, data());
+    world.sites[1]
+        .space
+        .insert("cinder".into(), space(1 << 40, 6000, Some(5000)));
+    world.fail_once = Some("copy".into());
+    world.fail_once_kind = Some(crate::ops::ErrorKind::TimedOut);
+    let (a, b, w) = pair(world);
+    let mut m = migration(MirrorImageMode::Journal);
+    m.allow_overcommit = true;
+    let e = run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
+    assert!(matches!(e, Error::PoolFull { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("pool 'cinder' is full"), "{text}");
+    assert!(
+        text.contains("its quota max_bytes 5000 is reached, 6000 bytes stored"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ceph --cluster site-b osd pool set-quota cinder max_bytes 0"),
+        "{text}"
+    );
+    assert_eq!(
+        w.lock().unwrap().sites[0].images["volumes/vol1"].data,
+        data(),
+        "the source is untouched"
+    );
+
+    // the quota lifted, the re-run finishes
+    w.lock().unwrap().sites[1].space.remove("cinder");
+    run(&m, a, b, dir.path()).await.unwrap();
+    assert_migrated(&w.lock().unwrap(), DEFAULT);
+}
+
+#[tokio::test]
+async fn a_timeout_on_a_pool_with_room_stays_a_timeout_naming_the_unanswering_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::standard(DEFAULT, data());
+    world.fail_once = Some("copy".into());
+    world.fail_once_kind = Some(crate::ops::ErrorKind::TimedOut);
+    let (a, b, _w) = pair(world);
+    let m = migration(MirrorImageMode::Journal);
+    let e = run(&m, a, b, dir.path()).await.unwrap_err();
+    assert!(matches!(e, Error::Ceph { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("site-b did not answer in time"), "{text}");
+    assert!(text.contains("re-run to continue"), "{text}");
+}
+
+#[tokio::test]
+async fn a_pool_mirror_mode_that_cannot_be_read_is_not_also_called_off() {
+    // an OSD that does not answer: the mode is unknown, not "off"
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::standard(DEFAULT, data());
+    world.fail_once = Some("pool_mirror_mode".into());
+    world.fail_once_kind = Some(crate::ops::ErrorKind::TimedOut);
+    let (a, b, _w) = pair(world);
+    let e = run(&migration(MirrorImageMode::Journal), a, b, dir.path())
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, Error::Preflight(_)), "{text}");
+    assert!(
+        text.contains("cannot read mirror mode of pool volumes on site-a"),
+        "{text}"
+    );
+    assert!(!text.contains("mirroring is off"), "{text}");
+}

@@ -100,6 +100,9 @@ pub struct World {
     pub stuck: bool,
     /// Fail the next call of this operation once.
     pub fail_once: Option<String>,
+    /// The kind of that failure (`Other` when `None`), e.g. `TimedOut` as Ceph answers a
+    /// write to a full pool.
+    pub fail_once_kind: Option<ErrorKind>,
     /// Flip a byte of the next copy.
     pub corrupt_next_copy: bool,
     /// Every digest call, as `SITE:POOL/IMAGE` (site 0 is `a`, site 1 `b`).
@@ -247,7 +250,8 @@ impl Fake {
         let mut w = self.world.lock().unwrap();
         if w.fail_once.as_deref() == Some(op) {
             w.fail_once = None;
-            return Err(OpsError::new(ErrorKind::Other, op, "injected failure"));
+            let kind = w.fail_once_kind.take().unwrap_or(ErrorKind::Other);
+            return Err(OpsError::new(kind, op, "injected failure"));
         }
         w.replicate();
         f(&mut w, self.side)

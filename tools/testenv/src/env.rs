@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::layout::{
-    Layout, Objectstore, POOL_CINDER, POOL_GLANCE, POOL_IMAGES, POOL_VOLUMES, RBD_MIRROR_ID, SITES,
-    STATE_DIR_ENV,
+    Daemon, Layout, Objectstore, POOL_CINDER, POOL_GLANCE, POOL_IMAGES, POOL_VOLUMES,
+    RBD_MIRROR_ID, SITES, STATE_DIR_ENV,
 };
 use crate::openstack::OpenStackInfo;
 use crate::state::State;
@@ -96,6 +96,16 @@ impl Env {
     /// Admin socket of the rbd-mirror daemon (`ceph --admin-daemon <asok> rbd mirror ...`).
     pub fn rbd_mirror_asok(&self) -> &Path {
         &self.state.rbd_mirror_asok
+    }
+
+    /// The pid of `daemon` on `site`, from its pid file (`None` when it has none or it is
+    /// unreadable). The fault tests stop and continue daemons by it (SIGSTOP/SIGCONT).
+    pub fn daemon_pid(&self, site: &str, daemon: Daemon) -> Option<i32> {
+        std::fs::read_to_string(Layout::new(&self.dir).pid_file(site, daemon))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// cephx id of the rbd-mirror daemon (`rbd-mirror.b`).
