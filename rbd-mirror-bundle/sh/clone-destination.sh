@@ -139,7 +139,7 @@ if replica snap ls --format json | grep -qF "\"name\":\"$HANDOVER_SNAP\""; then
     say "snapshot $HANDOVER_SNAP of the replica already there"
 else
     say "snapshot $DST_CLUSTER:$REPLICA_POOL/$REPLICA_IMAGE@$HANDOVER_SNAP"
-    replica snap create --snap "$HANDOVER_SNAP"
+    replica snap create --no-progress --snap "$HANDOVER_SNAP"
 fi
 if [ "$(replica info --snap "$HANDOVER_SNAP" | sed -n 's/^[[:space:]]*protected: *//p')" != True ]; then
     replica snap protect --snap "$HANDOVER_SNAP"
