@@ -958,7 +958,9 @@ fn generate_clone_bundle(
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // the result is the last line (a preflight warning, e.g. of an image in use, comes first)
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let names = result["files"]
         .as_array()
         .unwrap()
@@ -1268,12 +1270,27 @@ fn live_clone_bundle_cuts_over_only_once_the_watcher_is_gone() {
     let before = info(&a, &pool, &image).unwrap();
     let spec = format!("{pool}/{image}");
     // the instance: a watch on the source for as long as it runs
+    // (`rbd watch` ends when its stdin does: it is kept open until the kill)
     let mut watcher = Command::new("rbd")
         .args(["--cluster", &a, "watch", &spec])
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    let watched = |want: bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let o = rbd_output(&a, &["status", "--format", "json", &spec]);
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+            let n = v["watchers"].as_array().map_or(0, Vec::len);
+            if (n > 0) == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "watchers: {v}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    watched(true);
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("bundle");
     let state = tempfile::tempdir().unwrap();
@@ -1359,9 +1376,11 @@ fn live_clone_bundle_cuts_over_only_once_the_watcher_is_gone() {
         true,
         "demoted while the watcher holds the source"
     );
+    watched(true);
     let stopped_at = Instant::now();
     watcher.kill().unwrap();
     let _ = watcher.wait();
+    watched(false);
     let out = cutover.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!(
