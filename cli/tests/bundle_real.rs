@@ -215,7 +215,7 @@ fn volume_bundle(mode: &str, source_only: bool) {
     let out_dir: PathBuf = dir.path().join("bundle");
     let state = tempfile::tempdir().unwrap();
     let mut generate = Command::new(BIN);
-    generate.args(["bundle", "volume"]);
+    generate.args(["bundle", "volume", "--handover", "copy"]);
     if source_only {
         generate.args(["--source-only", "--from-id", &users.source_admin.id]);
         generate.args(["--to-id", &users.destination_admin.id]);
@@ -256,7 +256,16 @@ fn volume_bundle(mode: &str, source_only: bool) {
     );
     // a second bundle into the same directory is refused without --force
     let again = Command::new(BIN)
-        .args(["bundle", "volume", "--from", &a, "--to", &b])
+        .args([
+            "bundle",
+            "volume",
+            "--handover",
+            "copy",
+            "--from",
+            &a,
+            "--to",
+            &b,
+        ])
         .arg(format!("{pool}/{image}"))
         .args(["--into", &into, "--out"])
         .arg(&out_dir)
@@ -753,7 +762,16 @@ fn source_script_stops_when_the_image_changed_since_the_plan() {
     let out_dir = dir.path().join("bundle");
     let state = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args(["bundle", "volume", "--from", &a, "--to", &b])
+        .args([
+            "bundle",
+            "volume",
+            "--handover",
+            "copy",
+            "--from",
+            &a,
+            "--to",
+            &b,
+        ])
         .arg(format!("{pool}/{image}"))
         .args(["--into", env.pools().cinder, "--out"])
         .arg(&out_dir)
@@ -830,7 +848,16 @@ fn a_bundle_into_a_non_utf8_directory_is_written() {
     };
     let (out_dir, state) = (join(b"/bundle-\xff"), join(b"/state-\xfe"));
     let out = Command::new(BIN)
-        .args(["bundle", "volume", "--from", &a, "--to", &b])
+        .args([
+            "bundle",
+            "volume",
+            "--handover",
+            "copy",
+            "--from",
+            &a,
+            "--to",
+            &b,
+        ])
         .arg(format!("{pool}/{image}"))
         .args(["--into", env.pools().cinder, "--out"])
         .arg(&out_dir)
