@@ -1033,16 +1033,14 @@ fn next_line_or_bare(r: &Run, next: &str) -> Vec<String> {
     line.split_whitespace().skip(2).map(String::from).collect()
 }
 
-/// The end state of a verified handover by clone: the destination image `into/name` holds
-/// the source's content and hangs from nothing, the source has its features back, mirroring
-/// off and no mirror snapshot, the replica (and its handover snapshot with it) is gone.
+/// The end state of a verified handover by clone: the destination image `(into, name)` on
+/// `b` holds the source's content and hangs from nothing, the source `(pool, image)` on `a`
+/// has its features back (`before`), mirroring off and no mirror snapshot, the replica (and
+/// its handover snapshot with it) is gone.
 fn assert_clone_end_state(
-    a: &str,
-    b: &str,
-    pool: &str,
-    image: &str,
-    into: &str,
-    name: &str,
+    [a, b]: [&str; 2],
+    (pool, image): (&str, &str),
+    (into, name): (&str, &str),
     before: &Value,
     source_sha: &str,
 ) {
@@ -1245,12 +1243,9 @@ fn clone_bundle_run_by_split_roles_ends_like_migrate() {
     twice(&out_dir, &names[7], &to_remove, &dst_env, None);
 
     assert_clone_end_state(
-        &a,
-        &b,
-        &pool,
-        &image,
-        &into,
-        &format!("volume-{vid}"),
+        [&a, &b],
+        (&pool, &image),
+        (&into, &format!("volume-{vid}")),
         &before,
         &source_sha,
     );
@@ -1441,7 +1436,13 @@ fn live_clone_bundle_cuts_over_only_once_the_watcher_is_gone() {
     let to_release = twice(&out_dir, &names[4], &to_verify, &dst_env, Some(&names[5]));
     let to_remove = twice(&out_dir, &names[5], &to_release, &src_env, Some(&names[6]));
     twice(&out_dir, &names[6], &to_remove, &dst_env, None);
-    assert_clone_end_state(&a, &b, &pool, &image, &into, &image, &before, &final_sha);
+    assert_clone_end_state(
+        [&a, &b],
+        (&pool, &image),
+        (&into, &image),
+        &before,
+        &final_sha,
+    );
 
     for (cluster, p) in [(&b, &into), (&a, &pool)] {
         let mut rm = vec!["rm", "--no-progress"];

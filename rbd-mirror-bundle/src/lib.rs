@@ -2,7 +2,15 @@
 //! POSIX shell script per role, for sites where no single person holds the source Ceph key,
 //! the destination Ceph key and the destination cloud's admin credentials at once.
 //!
-//! Run order and handoffs (nothing handed over is a secret):
+//! A plan that hands over by clone (the default of `migrate` and `bundle`) renders the
+//! cutover as its own scripts per role (see `clone.rs`): 1 source setup, 2 destination (the
+//! replica in sync), 3 source cutover (live: the wait for an idle source; the demotion),
+//! 4 destination handover (promote, snapshot, clone), 5 tenant (adopt), 6 destination (the
+//! replica snapshot's digest, flatten, read back), 7 source release (the proof against the
+//! demoted source, mirroring off, features back), 8 destination (the replica removed), and the
+//! roll back scripts the failing ones name. [`Flow`] tells the two apart.
+//!
+//! Run order and handoffs of a plan that copies (nothing handed over is a secret):
 //!
 //! 1. `1-source-ceph-admin.sh` (Ceph source admin, `rbd`): checks the source image against
 //!    the facts recorded in the plan, enables the features and mirroring, waits for the
