@@ -25,8 +25,10 @@ use crate::report::Reporter;
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
     /// Scripts for a volume migration: takes the arguments of `migrate volume` (add --adopt
-    /// --os-cloud CLOUD for the tenant admin's Cinder manage script; --live is refused: the
-    /// scripts verify by the source's digest, which an image in use keeps changing).
+    /// --os-cloud CLOUD for the tenant admin's Cinder manage script). By clone (the default)
+    /// the cutover is its own scripts (demote, promote, clone; with --live the cutover script
+    /// waits until the source is idle); --handover copy copies and verifies first (not with
+    /// --live: those scripts verify by the source's digest, which an image in use changes).
     Volume(BundleVolumeArgs),
     /// Scripts for a bootable volume through Glance: takes the arguments of `migrate
     /// bootable`. The upload-to-image is the prerequisite the source tenant admin does first
@@ -100,9 +102,9 @@ pub async fn run(
                     "bundle never changes anything; drop --dry-run"
                 )));
             }
-            if v.live {
+            if v.live && v.handover == Some(crate::args::HandoverArg::Copy) {
                 return Err(crate::exit::usage(anyhow::anyhow!(
-                    "a bundle hands the source's sha256 from script to script, and an image in use keeps changing it: stop the instance using the image (or detach the volume) and drop --live, or use rbd-relay migrate --live"
+                    "a bundle that copies hands the source's sha256 from script to script, and an image in use keeps changing it: drop --handover copy (the handover by clone cuts over once the source is idle), or stop the instance using the image (or detach the volume) and drop --live"
                 )));
             }
             if v.parallel != 1 {
@@ -141,16 +143,16 @@ pub async fn run(
                 }
                 None => None,
             };
-            let mut m = v.to_migration(image, source.as_ref())?;
-            // the scripts copy and hand the verified digest on; a handover by clone (demote,
-            // promote) is not rendered as scripts yet
-            if v.handover == Some(crate::args::HandoverArg::Clone) {
-                return Err(crate::exit::usage(anyhow::anyhow!(
-                    "a bundle's scripts copy the replica; --handover clone (demote, promote, clone) runs only with rbd-relay migrate: drop --handover"
-                )));
-            }
-            m.handover = rbd_mirror_core::plan::Handover::Copy;
+            // like `migrate volume`: by clone unless --handover copy (images mirrored before
+            // the migration are always copied)
+            let m = v.to_migration(image, source.as_ref())?;
             let p = plan_for_bundle(m, args.out.source_only, state_dir, reporter).await?;
+            if p.migration.live.is_some() && p.cutover_window().is_none() {
+                anyhow::bail!(
+                    "{} was mirrored before this migration, so its plan copies the replica (it is never demoted), and a copy is verified by the source's sha256, which an image in use keeps changing: stop the instance using it (or detach the volume) and drop --live",
+                    p.migration.image
+                );
+            }
             let bundle = render(&p, &command_line())?;
             write(&args.out, &bundle)?;
             report(format, &args.out.out, &p, &bundle);
@@ -361,8 +363,10 @@ fn report(format: OutputFormat, dir: &Path, p: &Plan, bundle: &Bundle) {
                     let role = bundle
                         .scripts
                         .iter()
-                        .find(|(s, _)| s.file_name() == f.name)
-                        .map(|(s, _)| s.role().to_string());
+                        .map(|(s, _)| s)
+                        .chain(&bundle.rollback)
+                        .find(|s| s.file_name() == f.name)
+                        .map(|s| s.role().to_string());
                     serde_json::json!({
                         "name": f.name,
                         "path": dir.join(&f.name),
@@ -380,6 +384,13 @@ fn report(format: OutputFormat, dir: &Path, p: &Plan, bundle: &Bundle) {
             println!("bundle of migration {} written to {}:", p.id, dir.display());
             for (n, (s, _)) in bundle.scripts.iter().enumerate() {
                 println!("  {}. {:<34} run by the {}", n + 1, s.file_name(), s.role());
+            }
+            for s in &bundle.rollback {
+                println!(
+                    "  -. {:<34} run by the {} (only to roll a failed cutover back)",
+                    s.file_name(),
+                    s.role()
+                );
             }
             println!("  README.md: who runs what, in which order, and what each hands to the next");
             if let Some((first, _)) = bundle.scripts.first() {

@@ -24,7 +24,10 @@ fn migrate_only_options_are_bad_usage_and_write_nothing() {
             "RBD_RELAY_WAIT_TIMEOUT",
         ),
         (&["volumes/a", "--dry-run"], "never changes anything"),
-        (&["volumes/a", "--live"], "drop --live"),
+        (
+            &["volumes/a", "--live", "--handover", "copy"],
+            "drop --handover copy",
+        ),
     ];
     for (extra, needle) in cases {
         let o = Command::new(env!("CARGO_BIN_EXE_rbd-relay"))

@@ -215,7 +215,7 @@ fn volume_bundle(mode: &str, source_only: bool) {
     let out_dir: PathBuf = dir.path().join("bundle");
     let state = tempfile::tempdir().unwrap();
     let mut generate = Command::new(BIN);
-    generate.args(["bundle", "volume"]);
+    generate.args(["bundle", "volume", "--handover", "copy"]);
     if source_only {
         generate.args(["--source-only", "--from-id", &users.source_admin.id]);
         generate.args(["--to-id", &users.destination_admin.id]);
@@ -256,7 +256,16 @@ fn volume_bundle(mode: &str, source_only: bool) {
     );
     // a second bundle into the same directory is refused without --force
     let again = Command::new(BIN)
-        .args(["bundle", "volume", "--from", &a, "--to", &b])
+        .args([
+            "bundle",
+            "volume",
+            "--handover",
+            "copy",
+            "--from",
+            &a,
+            "--to",
+            &b,
+        ])
         .arg(format!("{pool}/{image}"))
         .args(["--into", &into, "--out"])
         .arg(&out_dir)
@@ -764,7 +773,16 @@ fn source_script_stops_when_the_image_changed_since_the_plan() {
     let out_dir = dir.path().join("bundle");
     let state = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args(["bundle", "volume", "--from", &a, "--to", &b])
+        .args([
+            "bundle",
+            "volume",
+            "--handover",
+            "copy",
+            "--from",
+            &a,
+            "--to",
+            &b,
+        ])
         .arg(format!("{pool}/{image}"))
         .args(["--into", env.pools().cinder, "--out"])
         .arg(&out_dir)
@@ -841,7 +859,16 @@ fn a_bundle_into_a_non_utf8_directory_is_written() {
     };
     let (out_dir, state) = (join(b"/bundle-\xff"), join(b"/state-\xfe"));
     let out = Command::new(BIN)
-        .args(["bundle", "volume", "--from", &a, "--to", &b])
+        .args([
+            "bundle",
+            "volume",
+            "--handover",
+            "copy",
+            "--from",
+            &a,
+            "--to",
+            &b,
+        ])
         .arg(format!("{pool}/{image}"))
         .args(["--into", env.pools().cinder, "--out"])
         .arg(&out_dir)
@@ -946,5 +973,493 @@ fn every_plan_variant_renders_shellcheck_clean_scripts() {
             let n = Command::new("sh").arg("-n").arg(&path).output().unwrap();
             assert!(n.status.success(), "{}: {n:?}", path.display());
         }
+    }
+}
+
+/// The plan's `rbd-relay bundle volume ... --out DIR` (with `extra` arguments), as JSON; the
+/// file names it wrote.
+fn generate_clone_bundle(
+    a: &str,
+    b: &str,
+    image: &str,
+    into: &str,
+    out_dir: &Path,
+    state: &Path,
+    extra: &[&str],
+) -> (Value, Vec<String>) {
+    let out = Command::new(BIN)
+        .args(["bundle", "volume", "--from", a, "--to", b, image])
+        .args(["--into", into])
+        .args(extra)
+        .arg("--out")
+        .arg(out_dir)
+        .args(["--output", "json", "--state-dir"])
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // the result is the last line (a preflight warning, e.g. of an image in use, comes first)
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let names = result["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect();
+    (result, names)
+}
+
+/// Runs `name` twice with `args` (the second run is a re-run: it must detect that its work is
+/// done and hand over the same line), returns the arguments of the `sh ./next` line it printed
+/// (`next` None: the last script, which prints none).
+fn twice(
+    dir: &Path,
+    name: &str,
+    args: &[String],
+    env: &[(&str, &str)],
+    next: Option<&str>,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for _ in 0..2 {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = script(dir, name, &a, env);
+        assert!(r.ok, "{name} failed");
+        lines.push(next.map(|n| next_line_or_bare(&r, n)).unwrap_or_default());
+    }
+    assert_eq!(
+        lines[0], lines[1],
+        "{name}: a re-run handed over another line"
+    );
+    lines.pop().unwrap()
+}
+
+/// Like [`next_line`], also for a line without arguments (`sh ./NEXT`).
+fn next_line_or_bare(r: &Run, next: &str) -> Vec<String> {
+    let bare = format!("sh ./{next}");
+    let line = r
+        .stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| *l == bare || l.starts_with(&format!("{bare} ")))
+        .unwrap_or_else(|| panic!("no '{bare}' line in:\n{}", r.stdout));
+    line.split_whitespace().skip(2).map(String::from).collect()
+}
+
+/// The end state of a verified handover by clone: the destination image `(into, name)` on
+/// `b` holds the source's content and hangs from nothing, the source `(pool, image)` on `a`
+/// has its features back (`before`), mirroring off and no mirror snapshot, the replica (and
+/// its handover snapshot with it) is gone.
+fn assert_clone_end_state(
+    [a, b]: [&str; 2],
+    (pool, image): (&str, &str),
+    (into, name): (&str, &str),
+    before: &Value,
+    source_sha: &str,
+) {
+    let copy = info(b, into, name).unwrap();
+    assert!(
+        copy.get("parent").is_none(),
+        "a clone parent is left: {copy}"
+    );
+    assert_eq!(sha(b, into, name), source_sha, "the destination's content");
+    let after = info(a, pool, image).unwrap();
+    assert_eq!(
+        after["features"], before["features"],
+        "source features restored"
+    );
+    assert!(
+        after
+            .get("mirroring")
+            .is_none_or(|m| m["state"] == "disabled"),
+        "source mirroring off: {after}"
+    );
+    assert!(mirror_snapshots(a, pool, image).is_empty());
+    assert_eq!(
+        sha(a, pool, image),
+        source_sha,
+        "the source's data untouched"
+    );
+    // writable again: a write is accepted
+    let mut args = vec![
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        "4096",
+        "--io-total",
+        "4096",
+    ];
+    args.extend(image_args(pool, image));
+    assert!(
+        rbd_output(a, &args).status.success(),
+        "the released source is writable"
+    );
+    assert!(info(b, pool, image).is_none(), "the replica is removed");
+}
+
+/// The handover by clone, cold, journal mode, run by the roles (each with its own cephx
+/// user or cloud, each script twice): the source is demoted, the replica promoted and cloned,
+/// the clone adopted, then verified, flattened, the source released and the replica removed.
+/// The cutover given the source script's output (nothing: no replica in sync proven yet) is
+/// refused and changes nothing.
+///
+/// Long on purpose (see the file's header): one scenario, its steps in the runbook's order.
+#[test]
+fn clone_bundle_run_by_split_roles_ends_like_migrate() {
+    let env = testenv::shared_with_openstack().expect("test environment with OpenStack");
+    let _logs = env.log_guard();
+    let users = env.role_users().expect("per-role cephx users");
+    let os = env.openstack().expect("OpenStack clouds").clone();
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let (pool, into) = (
+        os.source.volume_pool.clone(),
+        os.destination.volume_pool.clone(),
+    );
+    let image = testenv::unique_name("bdl-clone");
+    let volume = format!("vol '{image}' $(touch pwned)");
+    image_with_data(&a, &pool, &image, 6 << 20);
+    let before = info(&a, &pool, &image).unwrap();
+    let source_sha = sha(&a, &pool, &image);
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("bundle");
+    let state = tempfile::tempdir().unwrap();
+    let (result, names) = generate_clone_bundle(
+        &a,
+        &b,
+        &format!("{pool}/{image}"),
+        &into,
+        &out_dir,
+        state.path(),
+        &[
+            "--adopt",
+            "--os-cloud",
+            &os.destination.admin_cloud,
+            "--name",
+            &volume,
+        ],
+    );
+    assert_eq!(
+        names,
+        [
+            "1-source-ceph-admin.sh",
+            "2-destination-ceph-admin.sh",
+            "3-source-ceph-admin-cutover.sh",
+            "4-destination-ceph-admin-handover.sh",
+            "5-tenant-admin.sh",
+            "6-destination-ceph-admin-verify.sh",
+            "7-source-ceph-admin-release.sh",
+            "8-destination-ceph-admin-remove-replica.sh",
+            "rollback-1-destination-ceph-admin.sh",
+            "rollback-2-source-ceph-admin.sh",
+            "README.md"
+        ],
+        "{result}"
+    );
+    for n in &names[..10] {
+        shellcheck(&out_dir.join(n));
+    }
+    let src_env = [("SRC_ID", users.source_admin.id.as_str())];
+    let dst_env = [("DST_ID", users.destination_admin.id.as_str())];
+    let clouds = os.clouds_yaml.display().to_string();
+    let tenant_env = [
+        ("OS_CLOUD", os.destination.admin_cloud.as_str()),
+        ("OS_CLIENT_CONFIG_FILE", clouds.as_str()),
+    ];
+
+    let to_dst = twice(&out_dir, &names[0], &[], &src_env, Some(&names[1]));
+    assert!(
+        to_dst.is_empty(),
+        "journal mode hands over no value: {to_dst:?}"
+    );
+    // the cutover right after the source script: refused, nothing changed
+    let r = script(&out_dir, &names[2], &[], &src_env);
+    assert!(
+        !r.ok
+            && r.stderr
+                .contains("needs the three values 2-destination-ceph-admin.sh prints"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        info(&a, &pool, &image).unwrap()["mirroring"]["primary"],
+        true
+    );
+
+    let to_cutover = twice(&out_dir, &names[1], &to_dst, &dst_env, Some(&names[2]));
+    assert_eq!(to_cutover.len(), 3, "{to_cutover:?}");
+    assert_eq!(
+        to_cutover[0],
+        info(&b, &pool, &image).unwrap()["id"].as_str().unwrap()
+    );
+    assert_eq!(to_cutover[1], env.site_b().fsid);
+    // the handover given the sync line (the source is not demoted yet): refused
+    let early: Vec<&str> = to_cutover.iter().map(String::as_str).collect();
+    let r = script(&out_dir, &names[3], &early, &dst_env);
+    assert!(!r.ok && r.stderr.contains("does not match"), "{}", r.stderr);
+    assert_eq!(
+        info(&b, &pool, &image).unwrap()["mirroring"]["primary"],
+        false
+    );
+
+    let to_handover = twice(&out_dir, &names[2], &to_cutover, &src_env, Some(&names[3]));
+    assert_eq!(
+        info(&a, &pool, &image).unwrap()["mirroring"]["primary"],
+        false,
+        "demoted"
+    );
+    let to_tenant = twice(&out_dir, &names[3], &to_handover, &dst_env, Some(&names[4]));
+    let clone = info(&b, &into, &image).unwrap();
+    assert_eq!(to_tenant[0], clone["id"].as_str().unwrap());
+    assert_eq!(
+        clone["parent"]["image"],
+        image.as_str(),
+        "a clone of the replica: {clone}"
+    );
+    assert_eq!(
+        sha(&b, &into, &image),
+        source_sha,
+        "usable with the source's content"
+    );
+    let to_verify = twice(
+        &out_dir,
+        &names[4],
+        &to_tenant,
+        &tenant_env,
+        Some(&names[5]),
+    );
+    let vid = {
+        let l = openstack(
+            &os.clouds_yaml,
+            &os.destination.admin_cloud,
+            &[
+                "volume",
+                "list",
+                "--all-projects",
+                "--name",
+                &volume,
+                "-f",
+                "json",
+            ],
+        );
+        let v: Value = serde_json::from_slice(&l.stdout).unwrap();
+        let v = v.as_array().unwrap();
+        assert_eq!(v.len(), 1, "adopted once: {v:?}");
+        v[0]["ID"].as_str().unwrap().to_string()
+    };
+    let to_release = twice(&out_dir, &names[5], &to_verify, &dst_env, Some(&names[6]));
+    assert_eq!(
+        to_release[0], source_sha,
+        "the verified digest is the source's"
+    );
+    let to_remove = twice(&out_dir, &names[6], &to_release, &src_env, Some(&names[7]));
+    twice(&out_dir, &names[7], &to_remove, &dst_env, None);
+
+    assert_clone_end_state(
+        [&a, &b],
+        (&pool, &image),
+        (&into, &format!("volume-{vid}")),
+        &before,
+        &source_sha,
+    );
+    let v = openstack(
+        &os.clouds_yaml,
+        &os.destination.admin_cloud,
+        &["volume", "show", "-f", "json", &vid],
+    );
+    let v: Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(v["status"], "available");
+    assert_eq!(v["name"], volume.as_str());
+    assert!(
+        !out_dir.join("pwned").exists(),
+        "a name was executed by a script"
+    );
+
+    let d = openstack(
+        &os.clouds_yaml,
+        &os.destination.admin_cloud,
+        &["volume", "delete", &vid],
+    );
+    assert!(d.status.success(), "{d:?}");
+    let mut rm = vec!["rm", "--no-progress"];
+    rm.extend(image_args(&pool, &image));
+    assert!(rbd_output(&a, &rm).status.success());
+}
+
+/// The live handover by clone: while a watcher (`rbd watch`, as an attached instance) holds
+/// the source, the cutover script waits and gives up without changing anything; data written
+/// meanwhile is replicated; run again, it cuts over once the watcher is gone for the idle
+/// time, and the migration ends with the final content on the destination.
+#[test]
+fn live_clone_bundle_cuts_over_only_once_the_watcher_is_gone() {
+    let env = testenv::shared().expect("test environment");
+    let _logs = env.log_guard();
+    let users = env.role_users().expect("per-role cephx users");
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let (pool, into) = (
+        env.pools().volumes.to_string(),
+        env.pools().cinder.to_string(),
+    );
+    let image = testenv::unique_name("bdl-live");
+    image_with_data(&a, &pool, &image, 4 << 20);
+    let before = info(&a, &pool, &image).unwrap();
+    let spec = format!("{pool}/{image}");
+    // the instance: a watch on the source for as long as it runs
+    // (`rbd watch` ends when its stdin does: it is kept open until the kill)
+    let mut watcher = Command::new("rbd")
+        .args(["--cluster", &a, "watch", &spec])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let watched = |want: bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let o = rbd_output(&a, &["status", "--format", "json", &spec]);
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+            let n = v["watchers"].as_array().map_or(0, Vec::len);
+            if (n > 0) == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "watchers: {v}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    watched(true);
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("bundle");
+    let state = tempfile::tempdir().unwrap();
+    let (_, names) = generate_clone_bundle(
+        &a,
+        &b,
+        &spec,
+        &into,
+        &out_dir,
+        state.path(),
+        &["--live", "--idle-for", "2"],
+    );
+    assert_eq!(names[2], "3-source-ceph-admin-cutover.sh");
+    assert!(
+        !names.contains(&"5-tenant-admin.sh".to_string()),
+        "no adoption asked"
+    );
+    for n in names.iter().filter(|n| n.ends_with(".sh")) {
+        shellcheck(&out_dir.join(n));
+    }
+    let src_env = [("SRC_ID", users.source_admin.id.as_str())];
+    let dst_env = [("DST_ID", users.destination_admin.id.as_str())];
+    let to_dst = twice(&out_dir, &names[0], &[], &src_env, Some(&names[1]));
+    let to_cutover = twice(&out_dir, &names[1], &to_dst, &dst_env, Some(&names[2]));
+    let args: Vec<&str> = to_cutover.iter().map(String::as_str).collect();
+
+    // in use: the cutover waits, says so, and gives up after RBD_RELAY_WAIT_TIMEOUT
+    let mut short = src_env.to_vec();
+    short.push(("RBD_RELAY_WAIT_TIMEOUT", "8"));
+    let r = script(&out_dir, &names[2], &args, &short);
+    assert!(!r.ok, "cut over while in use");
+    assert!(
+        r.stdout.contains("waiting for the cutover") && r.stdout.contains("in use by client."),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stderr.contains("is still in use by client.") && r.stderr.contains("Nothing was changed"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        info(&a, &pool, &image).unwrap()["mirroring"]["primary"],
+        true,
+        "not demoted"
+    );
+    // the instance keeps writing; rbd-mirror replicates it
+    let mut args_w = vec![
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        "64K",
+        "--io-total",
+        "1M",
+        "--io-pattern",
+        "rand",
+    ];
+    args_w.extend(image_args(&pool, &image));
+    assert!(rbd_output(&a, &args_w).status.success());
+    let final_sha = sha(&a, &pool, &image);
+
+    // the instance stops while the cutover script waits: it cuts over after the idle time
+    let mut c = Command::new("timeout");
+    c.args(["300", "sh", &format!("./{}", names[2])])
+        .args(&args)
+        .current_dir(&out_dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env(
+            "HOME",
+            std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+        )
+        .env("RBD_RELAY_POLL_INTERVAL", "2")
+        .env("RBD_RELAY_WAIT_TIMEOUT", "300")
+        .env("SRC_ID", &users.source_admin.id)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let cutover = c.spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        info(&a, &pool, &image).unwrap()["mirroring"]["primary"],
+        true,
+        "demoted while the watcher holds the source"
+    );
+    watched(true);
+    let stopped_at = Instant::now();
+    watcher.kill().unwrap();
+    let _ = watcher.wait();
+    watched(false);
+    let out = cutover.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!(
+        "--- cutover after the watcher went: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+    assert!(stdout.contains("cutting over"), "{stdout}");
+    assert!(
+        stopped_at.elapsed() >= Duration::from_secs(2),
+        "the idle time was not waited for"
+    );
+    let r = Run {
+        ok: true,
+        stdout,
+        stderr: String::new(),
+    };
+    let to_handover = next_line_or_bare(&r, &names[3]);
+    assert_eq!(
+        info(&a, &pool, &image).unwrap()["mirroring"]["primary"],
+        false,
+        "demoted"
+    );
+
+    let to_verify = twice(&out_dir, &names[3], &to_handover, &dst_env, Some(&names[4]));
+    assert_eq!(
+        sha(&b, &into, &image),
+        final_sha,
+        "the writes before the cutover are in it"
+    );
+    let to_release = twice(&out_dir, &names[4], &to_verify, &dst_env, Some(&names[5]));
+    let to_remove = twice(&out_dir, &names[5], &to_release, &src_env, Some(&names[6]));
+    twice(&out_dir, &names[6], &to_remove, &dst_env, None);
+    assert_clone_end_state(
+        [&a, &b],
+        (&pool, &image),
+        (&into, &image),
+        &before,
+        &final_sha,
+    );
+
+    for (cluster, p) in [(&b, &into), (&a, &pool)] {
+        let mut rm = vec!["rm", "--no-progress"];
+        rm.extend(image_args(p, &image));
+        assert!(rbd_output(cluster, &rm).status.success());
     }
 }

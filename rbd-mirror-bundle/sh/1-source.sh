@@ -28,7 +28,7 @@ else
     WATCHERS=$(src_image status 2>&1) || fail "cannot read the watchers of $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE: $WATCHERS"
     if printf '%s\n' "$WATCHERS" | grep -q 'watcher='; then
         [ "$ALLOW_LIVE" = yes ] || fail "$SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE is in use ($(printf '%s' "$WATCHERS" | grep 'watcher=' | tr -s ' \t' ' ')); stop the instance using it or detach the volume, then re-run"
-        say "warning: the image is in use and the plan accepts a live migration: writes after the copy are not in the copy"
+        say "the image is in use and the plan accepts a live migration: $IN_USE_NOTE"
     fi
 fi
 POOL_MODE=$(src_rbd mirror pool info --pool "$SRC_POOL" 2>&1 | sed -n 's/^Mode: *//p')
@@ -112,10 +112,6 @@ if [ "$PEER_STATE_UNKNOWN" = yes ]; then
 else
     say "the rbd-mirror peer has finished its initial sync and its commit position equals the master position"
 fi
-say "computing the sha256 of $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE (reads the whole image)"
-DIGEST=$(sha256_of src_image export --no-progress -)
-say "source sha256: $DIGEST"
-HANDOFF="$DIGEST"
 
 #@ handoff_snapshot
 
@@ -134,7 +130,43 @@ primary_snapshot_ready() {
 }
 wait_until "a complete primary mirror snapshot of $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE" primary_snapshot_ready
 say "newest primary mirror snapshot: id $SNAP_ID"
+
+#@ handoff_journal_replaying
+
+# --- handoff: wait until the rbd-mirror peer has registered in the source journal and
+# finished its initial sync: it replays the journal from then on (the handover by clone hands
+# no digest here: the demoted source is compared with the replica's snapshot after the
+# handover; the promotion waits until the replica holds everything up to the demotion)
+journal_replaying() {
+    _js=$(src_image journal status --format json 2>/dev/null) || {
+        _js=$(src_image journal status --format json 2>&1 >/dev/null)
+        PROGRESS="cannot read the journal: $_js"
+        return 1
+    }
+    case $(printf '%s\n' "$_js" | journal_completion) in
+    complete | 'complete unknown-state' | 'pending behind '*)
+        return 0
+        ;;
+    'pending no-peer')
+        PROGRESS="no rbd-mirror peer has registered in the journal yet"
+        ;;
+    'pending disconnected '*)
+        PROGRESS="the peer's journal client is disconnected (is rbd-mirror running on the destination?)"
+        ;;
+    *)
+        PROGRESS="the peer is still in its initial image sync"
+        ;;
+    esac
+    return 1
+}
+wait_until "the initial sync of $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE" journal_replaying
+say "the rbd-mirror peer has finished its initial sync and replays the journal"
+
+#@ digest_handoff
 say "computing the sha256 of $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE (reads the whole image)"
 DIGEST=$(sha256_of src_image export --no-progress -)
 say "source sha256: $DIGEST"
-HANDOFF="$DIGEST $SNAP_ID"
+HANDOFF="$DIGEST${SNAP_ID:+ $SNAP_ID}"
+
+#@ sync_handoff
+HANDOFF=${SNAP_ID:-}

@@ -7,7 +7,7 @@
 # (src/template.rs), so each section's text is what the rendered script holds. Names come only
 # from variables assigned above the section, each written once through sh_quote.
 
-#@ preconditions
+#@ verified_handoff
 
 need openstack
 need curl
@@ -15,6 +15,21 @@ need sha256sum
 usage="usage: sh ./$SCRIPT VERIFIED_SHA256 COPY_IMAGE_ID DESTINATION_FSID VERIFICATION_TOKEN"
 check_verified_handoff "$usage (the Ceph destination admin's script printed the line to run)" "$@"
 HANDOFF="$1 $2 $3 $4"
+
+#@ handover_handoff
+
+need openstack
+need curl
+need sha256sum
+usage="usage: sh ./$SCRIPT COPY_IMAGE_ID DESTINATION_FSID HANDOVER_TOKEN"
+[ "$#" -ge 3 ] || fail "$usage: this script needs the three values 4-destination-ceph-admin-handover.sh prints once the destination image is made (the Ceph destination admin's script printed the line to run); nothing was changed"
+check_image_id "$1"
+check_fsid "$2"
+[ "$(handoff_token 'handed over' "$1" "$2")" = "$3" ] || fail "the token '$3' does not match image id $1 and fsid $2 for plan $PLAN_ID: it is mistyped or from another migration's bundle. Pass the line 4-destination-ceph-admin-handover.sh of this bundle printed; nothing was changed"
+HANDOFF="$1 $2 $3"
+roll_back_on_failure
+
+#@ preconditions
 say "checking cloud $OS_CLOUD (read only)"
 TOKEN=$(openstack token issue -f value -c id 2>&1) || fail "cannot get a token for cloud $OS_CLOUD: $TOKEN"
 PROJECT=$(openstack token issue -f value -c project_id)

@@ -21,26 +21,50 @@ check_digest() {
     esac
     [ "${#1}" -eq 64 ] || fail "'$1' is not a sha256 digest (64 hex digits): pass the digest the previous script printed"
 }
-# verification_token DIGEST COPY_ID FSID: the token 2-destination-ceph-admin.sh prints once it
-# verified the copy; it binds this plan, the source's digest, the copy's image id and the
-# destination fsid (a check against mix-ups, not a signature)
+# handoff_token WHAT VALUE...: the sha256 of "rbd-relay WHAT", this plan's id and the values,
+# one per line: what a script prints beside the values it hands over, and the next one checks
+# (a check against running scripts out of order and mixing bundles up, not a signature)
+handoff_token() {
+    _what=$1
+    shift
+    {
+        printf 'rbd-relay %s\n%s\n' "$_what" "$PLAN_ID"
+        printf '%s\n' "$@"
+    } | sha256sum | cut -d ' ' -f 1
+}
+# verification_token DIGEST COPY_ID FSID: the token $VERIFIER_SCRIPT prints once it verified
+# the copy; it binds this plan, the digest, the copy's image id and the destination fsid
 verification_token() {
-    printf 'rbd-relay verified copy\n%s\n%s\n%s\n%s\n' "$PLAN_ID" "$1" "$2" "$3" | sha256sum | cut -d ' ' -f 1
+    handoff_token 'verified copy' "$1" "$2" "$3"
+}
+check_image_id() {
+    case $1 in
+    *[!0-9a-f]* | '') fail "'$1' is not an RBD image id (hex digits): pass the line the previous script printed; nothing was changed" ;;
+    esac
+}
+check_fsid() {
+    case $1 in
+    *[!0-9a-f-]* | '') fail "'$1' is not a Ceph fsid: pass the line the previous script printed; nothing was changed" ;;
+    esac
+}
+# roll_back_on_failure: from here on (the source is demoted), a failure names the roll back
+roll_back_on_failure() {
+    trap '_rc=$?; [ "$_rc" = 0 ] || printf "%s\n" "[$SCRIPT] the source stays demoted (read-only). Fix the cause and re-run this script, or roll the cutover back: the Ceph destination admin runs sh ./rollback-1-destination-ceph-admin.sh, then the Ceph source admin runs the line it prints (sh ./rollback-2-source-ceph-admin.sh ...)" >&2' EXIT
 }
 # check_verified_handoff USAGE ARGS...: ARGS must be the four values the destination script
 # printed after it verified the copy (DIGEST COPY_ID FSID TOKEN), with a token that matches
 check_verified_handoff() {
     _usage=$1
     shift
-    [ "$#" -ge 4 ] || fail "$_usage: this script needs the four values 2-destination-ceph-admin.sh prints after it verified the copy (the source script's digest alone proves no copy exists). Run the scripts in order and pass the line the previous one printed; nothing was changed"
+    [ "$#" -ge 4 ] || fail "$_usage: this script needs the four values $VERIFIER_SCRIPT prints after it verified the copy (the source script's digest alone proves no copy exists). Run the scripts in order and pass the line the previous one printed; nothing was changed"
     check_digest "$1"
     case $2 in
-    *[!0-9a-f]* | '') fail "'$2' is not an RBD image id (hex digits): pass the copy image id 2-destination-ceph-admin.sh printed; nothing was changed" ;;
+    *[!0-9a-f]* | '') fail "'$2' is not an RBD image id (hex digits): pass the copy image id $VERIFIER_SCRIPT printed; nothing was changed" ;;
     esac
     case $3 in
-    *[!0-9a-f-]* | '') fail "'$3' is not a Ceph fsid: pass the destination fsid 2-destination-ceph-admin.sh printed; nothing was changed" ;;
+    *[!0-9a-f-]* | '') fail "'$3' is not a Ceph fsid: pass the destination fsid $VERIFIER_SCRIPT printed; nothing was changed" ;;
     esac
-    [ "$(verification_token "$1" "$2" "$3")" = "$4" ] || fail "the verification token '$4' does not match digest $1, copy image id $2 and destination fsid $3 for plan $PLAN_ID: it is mistyped or from another migration's bundle. Pass the line 2-destination-ceph-admin.sh of this bundle printed; nothing was changed"
+    [ "$(verification_token "$1" "$2" "$3")" = "$4" ] || fail "the verification token '$4' does not match digest $1, copy image id $2 and destination fsid $3 for plan $PLAN_ID: it is mistyped or from another migration's bundle. Pass the line $VERIFIER_SCRIPT of this bundle printed; nothing was changed"
 }
 # wait_until WHAT COMMAND...: runs COMMAND every $POLL_INTERVAL s until it succeeds, for at most
 # $WAIT_TIMEOUT s; COMMAND may set PROGRESS to a short progress text.

@@ -95,7 +95,7 @@ fn cleanup_step(step: &Step) -> Result<&'static str, BundleError> {
         | Step::VerifyHandover { .. }
         | Step::FlattenCopy
         | Step::ReleaseSource
-        | Step::RemoveReplica { .. } => Err(BundleError::clone_handover(step)),
+        | Step::RemoveReplica { .. } => Err(BundleError::not_in(step, "cleanup")),
         Step::DisableMirroring => Ok(STEP_DISABLE_MIRRORING),
         Step::RestoreFeatures { .. } => Ok(STEP_RESTORE_FEATURES),
         Step::Preflight

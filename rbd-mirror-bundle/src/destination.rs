@@ -125,7 +125,7 @@ fn destination_step(step: &Step) -> Result<&'static str, BundleError> {
         | Step::VerifyHandover { .. }
         | Step::FlattenCopy
         | Step::ReleaseSource
-        | Step::RemoveReplica { .. } => Err(BundleError::clone_handover(step)),
+        | Step::RemoveReplica { .. } => Err(BundleError::not_in(step, "destination")),
         Step::WaitForReplica => Ok(STEP_WAIT_FOR_REPLICA),
         Step::CopyReplica => Ok(STEP_COPY_REPLICA),
         Step::SetCopyFeatures { .. } => Ok(STEP_SET_COPY_FEATURES),

@@ -6,10 +6,15 @@ use std::fmt::Write as _;
 use rbd_mirror_core::features::MirrorImageMode;
 use rbd_mirror_core::plan::Plan;
 
-use crate::Script;
+use crate::{Flow, Script};
 
 /// The README of the bundle of `plan` with `scripts`; `generated_by` is the command line.
-pub(crate) fn readme(plan: &Plan, scripts: &[(Script, Vec<usize>)], generated_by: &str) -> String {
+pub(crate) fn readme(
+    plan: &Plan,
+    scripts: &[(Script, Vec<usize>)],
+    rollback: &[Script],
+    generated_by: &str,
+) -> String {
     let m = &plan.migration;
     let mut r = String::new();
     let _ = writeln!(r, "# Split-role bundle of migration `{}`\n", plan.id);
@@ -43,7 +48,9 @@ pub(crate) fn readme(plan: &Plan, scripts: &[(Script, Vec<usize>)], generated_by
     );
     let _ = writeln!(r, "|---|---|---|---|---|---|");
     for (n, (script, _)) in scripts.iter().enumerate() {
+        let clone = Flow::of(plan) == Flow::Clone;
         let (tools, takes, hands) = match script {
+            Script::Source | Script::Destination if clone => clone_row(plan, *script),
             Script::Source => (
                 "`rbd`, `sha256sum`",
                 "nothing",
@@ -72,6 +79,7 @@ pub(crate) fn readme(plan: &Plan, scripts: &[(Script, Vec<usize>)], generated_by
                 "VERIFIED_SHA256 COPY_IMAGE_ID DESTINATION_FSID VERIFICATION_TOKEN",
                 "(last)",
             ),
+            _ => clone_row(plan, *script),
         };
         let _ = writeln!(
             r,
@@ -80,6 +88,22 @@ pub(crate) fn readme(plan: &Plan, scripts: &[(Script, Vec<usize>)], generated_by
             script.file_name(),
             script.role()
         );
+    }
+    if !rollback.is_empty() {
+        let _ = writeln!(
+            r,
+            "\nIf the cutover fails between the demotion (script 3) and the handover (scripts 4 and 5), the source\nstays demoted (read-only, its data untouched) and the failing script names the roll back:"
+        );
+        for (n, script) in rollback.iter().enumerate() {
+            let (_, takes, hands) = clone_row(plan, *script);
+            let _ = writeln!(
+                r,
+                "{}. `{}` ({}): takes {takes}; {hands}",
+                n + 1,
+                script.file_name(),
+                script.role()
+            );
+        }
     }
     let _ = writeln!(r, "\nEach script prints, at its end, the exact command line the next role runs. Nothing handed over is a secret.\n");
     let _ = writeln!(r, "## Plan steps by script\n");
@@ -97,13 +121,13 @@ pub(crate) fn readme(plan: &Plan, scripts: &[(Script, Vec<usize>)], generated_by
     let _ = writeln!(
         r,
         "## Credentials and overrides\n\n\
-         - Ceph scripts use `rbd --conf $X_CONF --cluster $X_CLUSTER --id $X_ID`: the keyring is found the usual way\n  (`/etc/ceph/CLUSTER.client.ID.keyring`). Override with `SRC_CLUSTER`, `SRC_CONF`, `SRC_ID` (scripts 1 and 4)\n  and `DST_CLUSTER`, `DST_CONF`, `DST_ID` (script 2). Defaults: `{}` / `{}` as client `{}`, and `{}` / `{}` as client `{}`.\n\
+         - Ceph scripts use `rbd --conf $X_CONF --cluster $X_CLUSTER --id $X_ID`: the keyring is found the usual way\n  (`/etc/ceph/CLUSTER.client.ID.keyring`). Override with `SRC_CLUSTER`, `SRC_CONF`, `SRC_ID` (the Ceph source admin's scripts)\n  and `DST_CLUSTER`, `DST_CONF`, `DST_ID` (the Ceph destination admin's). Defaults: `{}` / `{}` as client `{}`, and `{}` / `{}` as client `{}`.\n\
          - The tenant script uses `openstack` with `OS_CLOUD` (default `{}`) and `curl` (the token goes to curl on stdin).\n\
          - Waits poll every `RBD_RELAY_POLL_INTERVAL` s (default 5) for at most `RBD_RELAY_WAIT_TIMEOUT` s (default 3600).\n\n\
          ## Safety\n\n\
          - Every script checks its preconditions first and stops at the first failed one, changing nothing.\n\
          - Re-running any script is safe: each action checks whether its effect is already there.\n\
-         - Nothing on the source changes destructively before the copy is verified: the cleanup script\n  needs the four values script 2 prints only after it verified the copy (the sha256, the copy's\n  image id, the destination fsid and a token binding them to this plan). Given only script 1's\n  digest, a mistyped or another bundle's token, or this cluster's own fsid, it stops and changes\n  nothing. It then recomputes the source's sha256 and refuses unless it equals the verified digest.\n  The token guards against running the scripts out of order or mixing bundles up; it is not a\n  signature.\n\
+         - {safety}\n\
          - The source image is never deleted.",
         m.source.name,
         m.source.conf.display(),
@@ -116,6 +140,79 @@ pub(crate) fn readme(plan: &Plan, scripts: &[(Script, Vec<usize>)], generated_by
             .map(|a| a.cloud.as_str())
             .or(m.register.as_ref().map(|x| x.cloud.as_str()))
             .unwrap_or("-"),
+        safety = if Flow::of(plan) == Flow::Clone {
+            CLONE_SAFETY
+        } else {
+            COPY_SAFETY
+        },
     );
     r
+}
+
+/// The safety rule of the handover by copy.
+const COPY_SAFETY: &str = "Nothing on the source changes destructively before the copy is verified: the cleanup script\n  needs the four values script 2 prints only after it verified the copy (the sha256, the copy's\n  image id, the destination fsid and a token binding them to this plan). Given only script 1's\n  digest, a mistyped or another bundle's token, or this cluster's own fsid, it stops and changes\n  nothing. It then recomputes the source's sha256 and refuses unless it equals the verified digest.\n  The token guards against running the scripts out of order or mixing bundles up; it is not a\n  signature.";
+
+/// The safety rule of the handover by clone.
+const CLONE_SAFETY: &str = "The source is demoted (read-only, its data fixed) by script 3 and stays so until script 7 proved\n  it equal, by sha256, to the replica's handover snapshot and the flattened, read-back destination\n  image (the digest script 6 hands over); only then is it released (mirroring off, writable, its\n  features back), and only after that may script 8 remove the replica. Every handoff carries a\n  token binding its values to this plan: a mistyped or another bundle's line is refused before\n  anything changes. A failure between the demotion and the handover names the roll back\n  scripts, which promote the source again (the clone removed, the replica demoted first).";
+
+/// Tools, arguments and handoff of a script of the handover by clone.
+fn clone_row(plan: &Plan, script: Script) -> (&'static str, &'static str, &'static str) {
+    let snapshot = plan.migration.mode == MirrorImageMode::Snapshot;
+    match script {
+        Script::Source => (
+            "`rbd`",
+            "nothing",
+            if snapshot {
+                "the id of the source's primary mirror snapshot the replica must complete"
+            } else {
+                "nothing (once rbd-mirror replays the journal)"
+            },
+        ),
+        Script::Destination => (
+            "`rbd`, `ceph`",
+            if snapshot { "MIRROR_SNAPSHOT_ID" } else { "nothing" },
+            "once the replica is in sync: its image id, the destination fsid and a token",
+        ),
+        Script::Cutover => (
+            "`rbd` (`ceph` if present)",
+            "REPLICA_IMAGE_ID DESTINATION_FSID SYNC_TOKEN [go]",
+            "once the source is demoted: the replica's id, the fsid and a token",
+        ),
+        Script::Handover => (
+            "`rbd`, `ceph`",
+            "REPLICA_IMAGE_ID DESTINATION_FSID DEMOTION_TOKEN",
+            "once the destination image is made (usable): its image id, the fsid and a token",
+        ),
+        Script::AdoptHandedOver => (
+            "`openstack`, `curl`, `sha256sum`",
+            "COPY_IMAGE_ID DESTINATION_FSID HANDOVER_TOKEN",
+            "the same three values (passed on)",
+        ),
+        Script::VerifyHandover => (
+            "`rbd`, `ceph`, `sha256sum`",
+            "COPY_IMAGE_ID DESTINATION_FSID HANDOVER_TOKEN",
+            "once the flattened image reads back equal to the replica's snapshot: that sha256, the image id, the fsid and a verification token",
+        ),
+        Script::Release => (
+            "`rbd`, `sha256sum` (`ceph` if present)",
+            "VERIFIED_SHA256 COPY_IMAGE_ID DESTINATION_FSID VERIFICATION_TOKEN",
+            "once the demoted source equals VERIFIED_SHA256 and is released: the image id, the fsid and a token",
+        ),
+        Script::RemoveReplica => (
+            "`rbd`, `ceph`",
+            "COPY_IMAGE_ID DESTINATION_FSID RELEASE_TOKEN",
+            "(last)",
+        ),
+        Script::RollbackDestination => (
+            "`rbd`, `ceph`",
+            "nothing",
+            "once the clone is removed and the replica demoted: the replica's id, the fsid and a token",
+        ),
+        Script::RollbackSource => (
+            "`rbd`",
+            "REPLICA_IMAGE_ID DESTINATION_FSID DEMOTED_TOKEN",
+            "promotes the source again (last)",
+        ),
+        Script::Tenant | Script::Cleanup => ("", "", ""),
+    }
 }

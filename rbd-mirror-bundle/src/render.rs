@@ -9,7 +9,7 @@ use rbd_mirror_core::plan::Plan;
 use rbd_mirror_core::spec::{ClusterSpec, ImageSpec};
 
 use crate::template::{section, CEPH, COMMON, COMPLETION};
-use crate::{sh_quote, BundleError, Script};
+use crate::{sh_quote, BundleError, Flow, Script};
 
 const COMMON_FUNCTIONS: &str = section(COMMON, "functions");
 const CEPH_FUNCTIONS: &str = section(CEPH, "functions");
@@ -40,12 +40,14 @@ impl Renderer<'_> {
         self.names(&mut s);
         s.push('\n');
         s.push_str(COMMON_FUNCTIONS);
+        let journal = self.plan.migration.mode == MirrorImageMode::Journal;
         match self.script {
             Script::Source => {
                 s.push_str(CEPH_FUNCTIONS);
-                s.push_str(match self.plan.migration.mode {
-                    MirrorImageMode::Journal => JOURNAL_COMPLETION,
-                    MirrorImageMode::Snapshot => SNAPSHOT_SOURCE_COMPLETION,
+                s.push_str(if journal {
+                    JOURNAL_COMPLETION
+                } else {
+                    SNAPSHOT_SOURCE_COMPLETION
                 });
                 s.push_str(SOURCE_CLUSTER);
             }
@@ -53,19 +55,51 @@ impl Renderer<'_> {
                 s.push_str(CEPH_FUNCTIONS);
                 s.push_str(SOURCE_CLUSTER);
             }
+            Script::Cutover | Script::Release | Script::RollbackSource => {
+                s.push_str(CEPH_FUNCTIONS);
+                if self.script == Script::Cutover {
+                    if journal {
+                        s.push_str(JOURNAL_COMPLETION);
+                    }
+                    s.push_str(crate::clone::SOURCE_USERS);
+                }
+                s.push_str(SOURCE_CLUSTER);
+                s.push_str(crate::clone::SOURCE_FUNCTIONS);
+            }
             Script::Destination => {
                 s.push_str(CEPH_FUNCTIONS);
                 s.push_str(SNAPSHOT_REPLICA_COMPLETION);
                 s.push_str(DESTINATION_CLUSTER);
+                if Flow::of(self.plan) == Flow::Clone {
+                    s.push_str(crate::clone::DESTINATION_FUNCTIONS);
+                }
             }
-            Script::Tenant => {}
+            Script::Handover
+            | Script::VerifyHandover
+            | Script::RemoveReplica
+            | Script::RollbackDestination => {
+                s.push_str(CEPH_FUNCTIONS);
+                s.push_str(DESTINATION_CLUSTER);
+                s.push_str(crate::clone::DESTINATION_FUNCTIONS);
+            }
+            Script::Tenant | Script::AdoptHandedOver => {}
         }
         s.push_str("say \"plan $PLAN_ID\"\n\n");
         match self.script {
             Script::Source => self.source(&mut s)?,
-            Script::Destination => self.destination(&mut s)?,
-            Script::Tenant => self.tenant(&mut s)?,
+            Script::Destination => match Flow::of(self.plan) {
+                Flow::Copy => self.destination(&mut s)?,
+                Flow::Clone => self.destination_in_sync(&mut s)?,
+            },
+            Script::Tenant | Script::AdoptHandedOver => self.tenant(&mut s)?,
             Script::Cleanup => self.cleanup(&mut s)?,
+            Script::Cutover => self.cutover(&mut s)?,
+            Script::Handover => self.handover(&mut s)?,
+            Script::VerifyHandover => self.verify_handover(&mut s)?,
+            Script::Release => self.release(&mut s)?,
+            Script::RemoveReplica => self.remove_replica(&mut s)?,
+            Script::RollbackDestination => self.rollback_destination(&mut s),
+            Script::RollbackSource => self.rollback_source(&mut s),
         }
         Ok(s)
     }
@@ -74,13 +108,17 @@ impl Renderer<'_> {
     fn header(&self, s: &mut String) {
         let p = self.plan;
         let m = &p.migration;
-        let total = self.present.len();
-        let pos = self
-            .present
-            .iter()
-            .position(|x| *x == self.script)
-            .unwrap_or(0)
-            + 1;
+        let rollback = Flow::of(p).rollback();
+        let position = |list: &[Script]| list.iter().position(|x| *x == self.script);
+        let which = match (position(self.present), position(rollback)) {
+            (Some(i), _) => format!("script {} of {}", i + 1, self.present.len()),
+            (None, Some(i)) => format!(
+                "roll-back script {} of {} (after a failed cutover)",
+                i + 1,
+                rollback.len()
+            ),
+            (None, None) => "script".to_string(),
+        };
         let _ = writeln!(s, "#!/bin/sh");
         let _ = writeln!(
             s,
@@ -88,7 +126,7 @@ impl Renderer<'_> {
         );
         let _ = writeln!(
             s,
-            "# rbd-relay bundle of plan {} - script {pos} of {total}, run by the {}.",
+            "# rbd-relay bundle of plan {} - {which}, run by the {}.",
             p.id,
             self.script.role()
         );
@@ -120,8 +158,18 @@ impl Renderer<'_> {
         let _ = writeln!(s, "PLAN_ID={}", sh_quote(&p.id));
         let _ = writeln!(s, "WAIT_TIMEOUT=${{RBD_RELAY_WAIT_TIMEOUT:-3600}}");
         let _ = writeln!(s, "POLL_INTERVAL=${{RBD_RELAY_POLL_INTERVAL:-5}}");
+        // the script whose verified-copy handoff the later ones check
+        let verifier = match Flow::of(p) {
+            Flow::Copy => Script::Destination,
+            Flow::Clone => Script::VerifyHandover,
+        };
+        let _ = writeln!(s, "VERIFIER_SCRIPT={}", sh_quote(verifier.file_name()));
         match self.script {
-            Script::Source | Script::Cleanup => {
+            Script::Source
+            | Script::Cleanup
+            | Script::Cutover
+            | Script::Release
+            | Script::RollbackSource => {
                 let _ = writeln!(
                     s,
                     "# the source cluster and cephx user (override from the environment)"
@@ -129,7 +177,11 @@ impl Renderer<'_> {
                 cluster_vars(s, "SRC", &m.source);
                 image_vars(s, "SRC", &m.image);
             }
-            Script::Destination => {
+            Script::Destination
+            | Script::Handover
+            | Script::VerifyHandover
+            | Script::RemoveReplica
+            | Script::RollbackDestination => {
                 let _ = writeln!(
                     s,
                     "# the destination cluster and cephx user (override from the environment)"
@@ -138,8 +190,19 @@ impl Renderer<'_> {
                 let _ = writeln!(s, "# the replica rbd-mirror makes, and the copy");
                 image_vars(s, "REPLICA", &m.replica());
                 image_vars(s, "COPY", &m.copy_target());
+                if Flow::of(p) == Flow::Clone {
+                    let _ = writeln!(
+                        s,
+                        "# the replica's snapshot the destination image is cloned from"
+                    );
+                    let _ = writeln!(
+                        s,
+                        "HANDOVER_SNAP={}",
+                        sh_quote(&crate::clone::handover_snap(p))
+                    );
+                }
             }
-            Script::Tenant => {
+            Script::Tenant | Script::AdoptHandedOver => {
                 let cloud = m
                     .adopt
                     .as_ref()
@@ -181,13 +244,26 @@ impl Renderer<'_> {
         let i = self.present.iter().position(|x| *x == self.script)?;
         self.present.get(i + 1).copied()
     }
+
+    /// The last lines of a script that hands over to the script after it (in the run order,
+    /// or the roll back's), naming the role that runs it.
+    pub(crate) fn hand_to_next(&self, s: &mut String) {
+        let rollback = Flow::of(self.plan).rollback();
+        let next = self.next_script().or_else(|| {
+            let i = rollback.iter().position(|x| *x == self.script)?;
+            rollback.get(i + 1).copied()
+        });
+        if let Some(next) = next {
+            next_command(s, &format!("the {} runs", next.role()), next.file_name());
+        }
+    }
 }
 
 /// The last lines of a script that hands over: who runs what next, with `$HANDOFF`.
 pub(crate) fn next_command(s: &mut String, who_runs: &str, next_file: &str) {
     let _ = writeln!(
         s,
-        "\nsay \"done. NEXT: {who_runs} (this line carries no secret):\"\nprintf '    sh ./%s %s\\n' {} \"$HANDOFF\"",
+        "\nsay \"done. NEXT: {who_runs} (this line carries no secret):\"\nprintf '    sh ./%s%s\\n' {} \"${{HANDOFF:+ $HANDOFF}}\"",
         sh_quote(next_file)
     );
 }

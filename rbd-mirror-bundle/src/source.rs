@@ -7,10 +7,11 @@ use std::fmt::Write as _;
 use rbd_mirror_core::features::MirrorImageMode;
 use rbd_mirror_core::plan::Step;
 
+use crate::clone::SOURCE_SYNC_HANDOFF;
 use crate::quote::names;
 use crate::render::{next_command, Renderer};
 use crate::template::{section, SOURCE};
-use crate::{sh_quote, BundleError};
+use crate::{sh_quote, BundleError, Flow};
 
 const PRECONDITIONS: &str = section(SOURCE, "preconditions");
 const POOL_MODE_IMAGE_OR_DISABLED: &str = section(SOURCE, "pool_mode_image_or_disabled");
@@ -22,6 +23,8 @@ const STEP_ENABLE_FEATURES: &str = section(SOURCE, "step_enable_features");
 const STEP_ENABLE_MIRRORING: &str = section(SOURCE, "step_enable_mirroring");
 const HANDOFF_JOURNAL: &str = section(SOURCE, "handoff_journal");
 const HANDOFF_SNAPSHOT: &str = section(SOURCE, "handoff_snapshot");
+const HANDOFF_JOURNAL_REPLAYING: &str = section(SOURCE, "handoff_journal_replaying");
+const DIGEST_HANDOFF: &str = section(SOURCE, "digest_handoff");
 
 impl Renderer<'_> {
     /// The body of the source script.
@@ -51,6 +54,12 @@ impl Renderer<'_> {
             "no"
         };
         let _ = writeln!(s, "MIRRORED_BEFORE={mirrored}");
+        let flow = Flow::of(p);
+        let in_use = match flow {
+            Flow::Copy => "writes after the copy are not in the copy",
+            Flow::Clone => "rbd-mirror replicates while it runs; the cutover waits until it is shut off or the volume detached",
+        };
+        let _ = writeln!(s, "IN_USE_NOTE={}", sh_quote(in_use));
         s.push_str(PRECONDITIONS);
         s.push_str(if p.steps.contains(&Step::EnablePoolMirroring) {
             POOL_MODE_IMAGE_OR_DISABLED
@@ -62,10 +71,25 @@ impl Renderer<'_> {
             self.step_header(s, i);
             s.push_str(source_step(&p.steps[i])?);
         }
-        s.push_str(match m.mode {
-            MirrorImageMode::Journal => HANDOFF_JOURNAL,
-            MirrorImageMode::Snapshot => HANDOFF_SNAPSHOT,
-        });
+        match (flow, m.mode) {
+            (Flow::Copy, MirrorImageMode::Journal) => {
+                s.push_str(HANDOFF_JOURNAL);
+                s.push_str(DIGEST_HANDOFF);
+            }
+            (Flow::Copy, MirrorImageMode::Snapshot) => {
+                s.push_str(HANDOFF_SNAPSHOT);
+                s.push_str(DIGEST_HANDOFF);
+            }
+            // by clone the source keeps changing until the cutover: no digest now
+            (Flow::Clone, MirrorImageMode::Journal) => {
+                s.push_str(HANDOFF_JOURNAL_REPLAYING);
+                s.push_str(SOURCE_SYNC_HANDOFF);
+            }
+            (Flow::Clone, MirrorImageMode::Snapshot) => {
+                s.push_str(HANDOFF_SNAPSHOT);
+                s.push_str(SOURCE_SYNC_HANDOFF);
+            }
+        }
         let next = self.next_script().map_or("", |x| x.file_name());
         next_command(s, "the Ceph destination admin runs", next);
         Ok(())
@@ -90,7 +114,7 @@ fn source_step(step: &Step) -> Result<&'static str, BundleError> {
         | Step::VerifyHandover { .. }
         | Step::FlattenCopy
         | Step::ReleaseSource
-        | Step::RemoveReplica { .. } => Err(BundleError::clone_handover(step)),
+        | Step::RemoveReplica { .. } => Err(BundleError::not_in(step, "source")),
         Step::Preflight => Ok(STEP_PREFLIGHT),
         Step::EnablePoolMirroring => Ok(STEP_ENABLE_POOL_MIRRORING),
         Step::EnableFeatures { .. } => Ok(STEP_ENABLE_FEATURES),

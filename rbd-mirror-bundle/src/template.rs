@@ -17,10 +17,15 @@ pub(crate) const DESTINATION: &str = include_str!("../sh/2-destination.sh");
 pub(crate) const TENANT: &str = include_str!("../sh/3-tenant.sh");
 /// The body of `4-source-ceph-admin-cleanup.sh`.
 pub(crate) const CLEANUP: &str = include_str!("../sh/4-cleanup.sh");
+/// The Ceph source admin's scripts of the handover by clone (cutover, release, roll back).
+pub(crate) const CLONE_SOURCE: &str = include_str!("../sh/clone-source.sh");
+/// The Ceph destination admin's scripts of the handover by clone (in sync, handover,
+/// verify, replica removal, roll back).
+pub(crate) const CLONE_DESTINATION: &str = include_str!("../sh/clone-destination.sh");
 
 /// Every file of `sh/` with its name (for the tests that shellcheck and run them).
 #[cfg(test)]
-pub(crate) const FILES: [(&str, &str); 7] = [
+pub(crate) const FILES: [(&str, &str); 9] = [
     ("common.sh", COMMON),
     ("ceph.sh", CEPH),
     ("completion.sh", COMPLETION),
@@ -28,6 +33,8 @@ pub(crate) const FILES: [(&str, &str); 7] = [
     ("2-destination.sh", DESTINATION),
     ("3-tenant.sh", TENANT),
     ("4-cleanup.sh", CLEANUP),
+    ("clone-source.sh", CLONE_SOURCE),
+    ("clone-destination.sh", CLONE_DESTINATION),
 ];
 
 /// The marker that starts a section: `#@ NAME` on a line of its own.

@@ -10,8 +10,10 @@ use rbd_mirror_core::plan::Step;
 use crate::quote::{json_string, url_part};
 use crate::render::{next_command, Renderer};
 use crate::template::{section, TENANT};
-use crate::{sh_quote, BundleError, Script};
+use crate::{sh_quote, BundleError, Flow, Script};
 
+const VERIFIED_HANDOFF: &str = section(TENANT, "verified_handoff");
+const HANDOVER_HANDOFF: &str = section(TENANT, "handover_handoff");
 const PRECONDITIONS: &str = section(TENANT, "preconditions");
 const STEP_ADOPT_VOLUME: &str = section(TENANT, "step_adopt_volume");
 const STEP_REGISTER_IMAGE: &str = section(TENANT, "step_register_image");
@@ -21,6 +23,12 @@ impl Renderer<'_> {
     /// The body of the tenant script.
     pub(crate) fn tenant(&self, s: &mut String) -> Result<(), BundleError> {
         let _ = writeln!(s, "MARKER_KEY={}", sh_quote(MARKER_KEY));
+        // by copy the tenant adopts the verified copy; by clone the handed over clone
+        // (verified after the adoption, the source demoted until then)
+        s.push_str(match Flow::of(self.plan) {
+            Flow::Copy => VERIFIED_HANDOFF,
+            Flow::Clone => HANDOVER_HANDOFF,
+        });
         s.push_str(PRECONDITIONS);
         for &i in self.steps {
             self.step_header(s, i);
@@ -41,7 +49,7 @@ impl Renderer<'_> {
                 | Step::VerifyHandover { .. }
                 | Step::FlattenCopy
                 | Step::ReleaseSource
-                | Step::RemoveReplica { .. } => return Err(BundleError::clone_handover(step)),
+                | Step::RemoveReplica { .. } => return Err(BundleError::not_in(step, "tenant")),
                 Step::AdoptVolume { target, name, .. } => {
                     self.adopt_volume_names(s, target, name.as_deref());
                     s.push_str(STEP_ADOPT_VOLUME);
@@ -70,11 +78,14 @@ impl Renderer<'_> {
                 }
             }
         }
-        next_command(
-            s,
-            "the Ceph source admin runs the cleanup",
-            Script::Cleanup.file_name(),
-        );
+        match Flow::of(self.plan) {
+            Flow::Copy => next_command(
+                s,
+                "the Ceph source admin runs the cleanup",
+                Script::Cleanup.file_name(),
+            ),
+            Flow::Clone => self.hand_to_next(s),
+        }
         Ok(())
     }
 

@@ -4,7 +4,9 @@ use super::*;
 use crate::quote::url_part;
 use rbd_mirror_core::cloud::AdoptTarget;
 use rbd_mirror_core::features::{Features, MirrorImageMode};
-use rbd_mirror_core::plan::{test_support::facts, Adoption, Registration, VolumeMigration};
+use rbd_mirror_core::plan::{
+    test_support::facts, Adoption, Handover, Live, Registration, VolumeMigration,
+};
 use rbd_mirror_core::spec::{ClusterSpec, ImageSpec, PoolSpec};
 
 const HOSTILE_IMAGE: &str = "it's-$(touch_x)-`id`;*-\"q\"";
@@ -33,6 +35,21 @@ pub(crate) fn volume_plan(mode: MirrorImageMode) -> Plan {
         image_metadata: Default::default(),
         no_grow: false,
     });
+    Plan::volume(
+        m,
+        facts(Features::LAYERING | Features::EXCLUSIVE_LOCK | Features::OBJECT_MAP),
+    )
+}
+
+/// A plan of the handover by clone (live with `idle_for_ms`), adopted when `adopt`.
+pub(crate) fn clone_plan(mode: MirrorImageMode, idle_for_ms: Option<u64>, adopt: bool) -> Plan {
+    let mut m = volume_plan(mode).migration;
+    m.handover = Handover::Clone;
+    m.live = idle_for_ms.map(|idle_for_ms| Live { idle_for_ms });
+    m.allow_live = m.live.is_some();
+    if !adopt {
+        m.adopt = None;
+    }
     Plan::volume(
         m,
         facts(Features::LAYERING | Features::EXCLUSIVE_LOCK | Features::OBJECT_MAP),
@@ -99,13 +116,16 @@ fn every_step_goes_to_exactly_one_script() {
         volume_plan(MirrorImageMode::Journal),
         volume_plan(MirrorImageMode::Snapshot),
         bootable_plan(),
+        clone_plan(MirrorImageMode::Journal, None, true),
+        clone_plan(MirrorImageMode::Snapshot, Some(2500), true),
+        clone_plan(MirrorImageMode::Journal, Some(0), false),
     ] {
         let b = render(&plan, "rbd-relay bundle volume ...").unwrap();
         let mut seen = vec![0usize; plan.steps.len()];
         for (script, steps) in &b.scripts {
             for &i in steps {
                 seen[i] += 1;
-                assert_eq!(Script::for_step(&plan.steps[i]), *script);
+                assert_eq!(Script::for_step(&plan.steps[i], Flow::of(&plan)), *script);
             }
         }
         assert!(seen.iter().all(|&n| n == 1), "{seen:?}");
@@ -120,7 +140,7 @@ fn every_step_goes_to_exactly_one_script() {
                 .collect();
             assert_eq!(
                 holders,
-                [Script::for_step(step).file_name()],
+                [Script::for_step(step, Flow::of(&plan)).file_name()],
                 "step {}",
                 i + 1
             );
@@ -193,7 +213,11 @@ fn without_adoption_there_is_no_tenant_script_and_the_handoff_skips_it() {
 
 #[test]
 fn names_appear_only_single_quoted() {
-    for plan in [volume_plan(MirrorImageMode::Journal), bootable_plan()] {
+    for plan in [
+        volume_plan(MirrorImageMode::Journal),
+        bootable_plan(),
+        clone_plan(MirrorImageMode::Snapshot, Some(2000), true),
+    ] {
         let b = render(&plan, "x").unwrap();
         for f in b.files.iter().filter(|f| f.executable) {
             for hostile in [HOSTILE_IMAGE, HOSTILE_VOLUME] {
@@ -298,6 +322,8 @@ fn every_script_is_valid_sh() {
         volume_plan(MirrorImageMode::Journal),
         volume_plan(MirrorImageMode::Snapshot),
         bootable_plan(),
+        clone_plan(MirrorImageMode::Journal, Some(2000), true),
+        clone_plan(MirrorImageMode::Snapshot, None, false),
         Plan::volume(
             migration(MirrorImageMode::Journal),
             facts(Features::LAYERING),
@@ -584,4 +610,346 @@ fn glance_location_parts_are_url_encoded() {
         .contents;
     assert!(t.contains("LOCATION_TAIL='glance/0d3e5c1a-1111-2222-3333-444455556666/snap'"));
     assert!(t.contains("MIN_DISK=1"));
+}
+
+#[test]
+fn a_clone_bundle_has_the_cutover_scripts_in_run_order_and_the_roll_back_apart() {
+    let plan = clone_plan(MirrorImageMode::Journal, Some(2000), true);
+    let b = render(&plan, "x").unwrap();
+    let names: Vec<&str> = b.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "1-source-ceph-admin.sh",
+            "2-destination-ceph-admin.sh",
+            "3-source-ceph-admin-cutover.sh",
+            "4-destination-ceph-admin-handover.sh",
+            "5-tenant-admin.sh",
+            "6-destination-ceph-admin-verify.sh",
+            "7-source-ceph-admin-release.sh",
+            "8-destination-ceph-admin-remove-replica.sh",
+            "rollback-1-destination-ceph-admin.sh",
+            "rollback-2-source-ceph-admin.sh",
+            "README.md"
+        ]
+    );
+    let kinds = |script: Script| -> Vec<&str> {
+        let (_, steps) = b.scripts.iter().find(|(s, _)| *s == script).unwrap();
+        steps.iter().map(|&i| plan.steps[i].kind()).collect()
+    };
+    assert_eq!(
+        kinds(Script::Cutover),
+        ["wait_for_cutover", "demote_source"]
+    );
+    assert_eq!(
+        kinds(Script::Handover),
+        ["promote_replica", "clone_replica"]
+    );
+    assert_eq!(kinds(Script::AdoptHandedOver), ["adopt_volume"]);
+    assert_eq!(
+        kinds(Script::VerifyHandover),
+        ["verify_handover", "flatten_copy"]
+    );
+    assert_eq!(
+        kinds(Script::Release),
+        ["release_source", "restore_features"]
+    );
+    assert_eq!(kinds(Script::RemoveReplica), ["remove_replica"]);
+    assert_eq!(
+        b.rollback,
+        [Script::RollbackDestination, Script::RollbackSource]
+    );
+    // each script names the next one's command; the roll back's first names its second
+    let next = |from: &str, to: &str| {
+        let f = b.files.iter().find(|f| f.name == from).unwrap();
+        assert!(
+            f.contents.contains(&sh_quote(to)),
+            "{from} does not hand to {to}"
+        );
+    };
+    for pair in names[..8].windows(2) {
+        next(pair[0], pair[1]);
+    }
+    next(names[8], names[9]);
+    // the live wait is rendered with its idle time in whole seconds
+    let cutover = &b.files[2].contents;
+    assert!(cutover.contains("IDLE_FOR=2\n"), "{cutover}");
+    assert!(
+        !cutover.contains("cold_users")
+            && !cutover.contains("the demotion would make its writes fail")
+    );
+    // without adoption the handover hands to the verification directly
+    let cold = render(&clone_plan(MirrorImageMode::Journal, None, false), "x").unwrap();
+    assert!(!cold.files.iter().any(|f| f.name == "5-tenant-admin.sh"));
+    let handover = &cold.files[3].contents;
+    assert!(handover.contains("'6-destination-ceph-admin-verify.sh'"));
+    // a cold cutover refuses a source in use instead of waiting
+    assert!(cold.files[2]
+        .contents
+        .contains("the demotion would make its writes fail"));
+    assert!(!cold.files[2].contents.contains("IDLE_FOR="));
+}
+
+#[test]
+fn clone_bundle_scripts_are_shellcheck_clean_as_rendered() {
+    let dir = tempfile::tempdir().unwrap();
+    for (n, plan) in [
+        clone_plan(MirrorImageMode::Journal, Some(2000), true),
+        clone_plan(MirrorImageMode::Snapshot, None, false),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for f in render(plan, "x")
+            .unwrap()
+            .files
+            .iter()
+            .filter(|f| f.executable)
+        {
+            let path = dir.path().join(format!("{n}-{}", f.name));
+            std::fs::write(&path, &f.contents).unwrap();
+            let out = std::process::Command::new("shellcheck")
+                .args(["-s", "sh", "-f", "gcc"])
+                .arg(&path)
+                .output()
+                .expect("shellcheck must be installed (apt-get install shellcheck)");
+            assert!(
+                out.status.success(),
+                "{}:\n{}",
+                f.name,
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+}
+
+/// The token `handoff_token WHAT ID FSID` of the scripts, computed here independently.
+fn handoff_token(plan_id: &str, what: &str, id: &str, fsid: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(
+        format!("rbd-relay {what}\n{plan_id}\n{id}\n{fsid}\n").as_bytes(),
+    ))
+}
+
+/// Runs `script` of `plan`'s bundle with `args` and fake `rbd` and `ceph`: every call is
+/// logged; `rbd info` says the source is mirrored (journal) and primary until a demote,
+/// `rbd status --format json` lists the watchers in the file `watchers` (a test may empty it
+/// while the script runs, after `empty_after_s`), `rbd journal status` says the peer is in
+/// sync, `ceph fsid` prints another cluster's. Returns (success, stdout, stderr, calls).
+fn run_with_fake_ceph(
+    plan: &Plan,
+    script: Script,
+    args: &[&str],
+    watchers: &str,
+    empty_after_s: Option<u64>,
+) -> (bool, String, String, String) {
+    let b = render(plan, "x").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("script.sh");
+    let text = &b
+        .files
+        .iter()
+        .find(|f| f.name == script.file_name())
+        .unwrap()
+        .contents;
+    std::fs::write(&path, text).unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = dir.path().join("calls");
+    let wfile = dir.path().join("watchers");
+    std::fs::write(&wfile, watchers).unwrap();
+    let demoted = dir.path().join("demoted");
+    let journal = r#"{"registered_clients":[{"id":"","data":"","commit_position":{"object_positions":[{"object_number":0,"tag_tid":1,"entry_tid":5}]},"state":"connected"},{"id":"peer","data":"00000000  02 01 38 00 00 00 01 00  00 00 0c 00 00 00 31 30  |..8...........10|\n00000010  32 33 65 62 62 65 34 33  34 38 01 00 00 00 02 00  |23ebbe4348......|\n00000020  00 00 00 00 00 00 00 00  00 00 01 00 00 00 08 00  |................|\n00000030  00 00 00 00 00 00 06 00  00 00 00 00 00 00        |..............|\n","commit_position":{"object_positions":[{"object_number":0,"tag_tid":1,"entry_tid":5}]},"state":"connected"}]}"#;
+    let rbd = format!(
+        r#"#!/bin/sh
+echo "rbd $*" >>'{log}'
+case " $* " in
+*" info "*)
+    if [ -e '{demoted}' ]; then p=false; else p=true; fi
+    printf 'rbd image %s:\n\tid: abc\n\tfeatures: layering, exclusive-lock, object-map, journaling\n\tmirroring state: enabled\n\tmirroring mode: journal\n\tmirroring primary: %s\n' x "$p"
+    ;;
+*" journal status "*) printf '%s\n' '{journal}' ;;
+*" status "*) cat '{wfile}' ;;
+*" mirror image demote "*) : >'{demoted}'; echo "Image demoted to non-primary" ;;
+*) exit 1 ;;
+esac
+"#,
+        log = log.display(),
+        demoted = demoted.display(),
+        wfile = wfile.display(),
+    );
+    let ceph = format!(
+        "#!/bin/sh\necho \"ceph $*\" >>'{}'\n[ \"$*\" != \"${{*%fsid}}\" ] && echo f-source\n",
+        log.display()
+    );
+    for (tool, body) in [("rbd", rbd), ("ceph", ceph)] {
+        let p = bin.join(tool);
+        std::fs::write(&p, body).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let child = std::process::Command::new("sh")
+        .arg(&path)
+        .args(args)
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("RBD_RELAY_POLL_INTERVAL", "1")
+        .env("RBD_RELAY_WAIT_TIMEOUT", "4")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(after) = empty_after_s {
+        std::thread::sleep(std::time::Duration::from_secs(after));
+        std::fs::write(&wfile, r#"{"watchers":[]}"#).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        std::fs::read_to_string(&log).unwrap_or_default(),
+    )
+}
+
+const ONE_WATCHER: &str =
+    r#"{"watchers":[{"address":"10.0.0.7:0/3332328173","client":4130,"cookie":94694920609792}]}"#;
+const FSID: &str = "27a9fbc0-4355-4685-a5cc-ad091ce4fbcc";
+
+#[test]
+fn the_live_cutover_refuses_while_the_source_has_a_watcher_and_never_demotes() {
+    let plan = clone_plan(MirrorImageMode::Journal, Some(1000), true);
+    let t = handoff_token(&plan.id, "replica in sync", "10c7e713647", FSID);
+    let (ok, out, err, calls) = run_with_fake_ceph(
+        &plan,
+        Script::Cutover,
+        &["10c7e713647", FSID, &t],
+        ONE_WATCHER,
+        None,
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("is still in use by client.4130 (10.0.0.7:0/3332328173)")
+            && err.contains("Nothing was changed"),
+        "{err}"
+    );
+    assert!(out.contains("waiting for the cutover"), "{out}");
+    assert!(!calls.contains("demote"), "{calls}");
+}
+
+#[test]
+fn the_live_cutover_demotes_once_the_watcher_is_gone_for_the_idle_time() {
+    let plan = clone_plan(MirrorImageMode::Journal, Some(1000), true);
+    let t = handoff_token(&plan.id, "replica in sync", "10c7e713647", FSID);
+    let (ok, out, err, calls) = run_with_fake_ceph(
+        &plan,
+        Script::Cutover,
+        &["10c7e713647", FSID, &t],
+        ONE_WATCHER,
+        Some(1),
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("cutting over"), "{out}");
+    assert!(calls.contains("mirror image demote"), "{calls}");
+    // the next role's line: the replica's id, the fsid and the demotion token
+    let demoted = handoff_token(&plan.id, "source demoted", "10c7e713647", FSID);
+    assert!(
+        out.contains(&format!(
+            "sh ./4-destination-ceph-admin-handover.sh 10c7e713647 {FSID} {demoted}"
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_cutover_told_go_demotes_while_in_use_naming_the_users() {
+    for plan in [
+        clone_plan(MirrorImageMode::Journal, Some(1000), true),
+        clone_plan(MirrorImageMode::Journal, None, true),
+    ] {
+        let t = handoff_token(&plan.id, "replica in sync", "10c7e713647", FSID);
+        let (ok, out, err, calls) = run_with_fake_ceph(
+            &plan,
+            Script::Cutover,
+            &["10c7e713647", FSID, &t, "go"],
+            ONE_WATCHER,
+            None,
+        );
+        assert!(ok, "{out}{err}");
+        assert!(
+            out.contains("although the source is in use by client.4130"),
+            "{out}"
+        );
+        assert!(calls.contains("mirror image demote"), "{calls}");
+    }
+}
+
+#[test]
+fn a_cold_cutover_refuses_a_source_in_use_without_waiting() {
+    let plan = clone_plan(MirrorImageMode::Journal, None, true);
+    let t = handoff_token(&plan.id, "replica in sync", "10c7e713647", FSID);
+    let (ok, out, err, calls) = run_with_fake_ceph(
+        &plan,
+        Script::Cutover,
+        &["10c7e713647", FSID, &t],
+        ONE_WATCHER,
+        None,
+    );
+    assert!(!ok, "{out}");
+    assert!(err.contains("is in use by client.4130"), "{err}");
+    assert!(!out.contains("waiting for the cutover"), "{out}");
+    assert!(!calls.contains("demote"), "{calls}");
+}
+
+#[test]
+fn clone_scripts_refuse_a_handoff_of_another_kind_or_plan_before_any_change() {
+    let plan = clone_plan(MirrorImageMode::Journal, Some(1000), true);
+    let id = "10c7e713647";
+    // the cutover given the demotion token (a later script's) or another plan's sync token
+    for bad in [
+        handoff_token(&plan.id, "source demoted", id, FSID),
+        handoff_token("another-plan", "replica in sync", id, FSID),
+    ] {
+        let (ok, _, err, calls) =
+            run_with_fake_ceph(&plan, Script::Cutover, &[id, FSID, &bad], "", None);
+        assert!(!ok);
+        assert!(
+            err.contains(&format!("the sync token '{bad}' does not match")),
+            "{err}"
+        );
+        assert_eq!(calls, "", "no rbd or ceph call before the refusal");
+    }
+    // the cutover given only what the source script printed (nothing, in journal mode)
+    let (ok, _, err, calls) = run_with_fake_ceph(&plan, Script::Cutover, &[], "", None);
+    assert!(
+        !ok && err.contains("needs the three values 2-destination-ceph-admin.sh prints"),
+        "{err}"
+    );
+    assert_eq!(calls, "");
+    // the release given the handover's token (before the verification) instead of the
+    // verified-copy handoff
+    let digest = "a".repeat(64);
+    let early = handoff_token(&plan.id, "handed over", id, FSID);
+    let (ok, _, err, calls) = run_with_fake_ceph(
+        &plan,
+        Script::Release,
+        &[&digest, id, FSID, &early],
+        "",
+        None,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("does not match") && err.contains("6-destination-ceph-admin-verify.sh"),
+        "{err}"
+    );
+    assert_eq!(calls, "");
+    // the source's roll back given no handoff of the destination's roll back
+    let (ok, _, err, calls) = run_with_fake_ceph(&plan, Script::RollbackSource, &[], "", None);
+    assert!(
+        !ok && err.contains("rollback-1-destination-ceph-admin.sh"),
+        "{err}"
+    );
+    assert_eq!(calls, "");
 }
