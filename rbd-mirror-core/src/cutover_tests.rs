@@ -265,8 +265,8 @@ fn primary_mirror_snapshots(w: &World) -> Vec<u64> {
 }
 
 #[tokio::test]
-async fn a_live_snapshot_migration_keeps_the_replica_close_and_demotes_only_once_it_synced_the_idle_source()
-{
+async fn a_live_snapshot_migration_keeps_the_replica_close_and_demotes_only_once_it_synced_the_idle_source(
+) {
     let dir = tempfile::tempdir().unwrap();
     let mut world = World::standard(DEFAULT, data());
     world.sites[0]

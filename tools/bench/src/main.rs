@@ -457,8 +457,7 @@ fn sample_lag(
             let read = || -> Result<(bool, Option<u64>)> {
                 Ok(match mode {
                     MirrorImageMode::Journal => (
-                        journal_completion(&src.journal_positions(&image)?)
-                            == Completion::Complete,
+                        journal_completion(&src.journal_positions(&image)?) == Completion::Complete,
                         None,
                     ),
                     MirrorImageMode::Snapshot => {
@@ -1057,7 +1056,11 @@ fn render(report: &Report) -> String {
             _ => None,
         };
         let idle = at("wait_for_cutover");
-        let (demote, promote, clone) = (at("demote_source"), at("promote_replica"), at("clone_replica"));
+        let (demote, promote, clone) = (
+            at("demote_source"),
+            at("promote_replica"),
+            at("clone_replica"),
+        );
         md.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | n/a | {:.2} | {} |\n",
             r.size_mib,
