@@ -282,12 +282,12 @@ async fn a_live_snapshot_migration_keeps_the_replica_close_and_demotes_only_once
         let (m, a, b, d) = (m.clone(), a.clone(), b.clone(), dir.path().to_path_buf());
         async move { run(&m, a, b, &d).await }
     });
-    // in use: a new mirror snapshot once the replica has the previous one
-    tokio::time::sleep(Duration::from_millis(2600)).await;
+    // in use: mirror snapshots while the replica keeps up
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let in_use = primary_mirror_snapshots(&w.lock().unwrap());
     assert!(
-        in_use.len() >= 3,
-        "the enabling snapshot and at least two taken in use: {in_use:?}"
+        in_use.len() >= 2,
+        "the enabling snapshot and at least one taken in use: {in_use:?}"
     );
     // rbd-mirror falls behind, and the instance shuts down
     {
