@@ -256,6 +256,76 @@ async fn a_live_migration_waits_while_the_source_is_in_use_and_cuts_over_once_id
     assert_handed_over(&ww);
 }
 
+/// The source's primary mirror snapshots, oldest first.
+fn primary_mirror_snapshots(w: &World) -> Vec<u64> {
+    w.sites[0].images["volumes/vol1"]
+        .snaps
+        .iter()
+        .filter(|s| matches!(s.namespace, SnapshotNamespace::Mirror { primary: true, .. }))
+        .map(|s| s.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_live_snapshot_migration_keeps_the_replica_close_and_demotes_only_once_it_synced_the_idle_source(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::standard(DEFAULT, data());
+    world.sites[0]
+        .images
+        .get_mut("volumes/vol1")
+        .unwrap()
+        .watchers = vec!["client.admin@10.0.0.5:0/1".into()];
+    let (a, b, w) = pair(world);
+    let mut m = clone_migration(MirrorImageMode::Snapshot);
+    m.allow_live = true;
+    m.live = Some(Live { idle_for_ms: 50 });
+    let run = tokio::spawn({
+        let (m, a, b, d) = (m.clone(), a.clone(), b.clone(), dir.path().to_path_buf());
+        async move { run(&m, a, b, &d).await }
+    });
+    // in use: mirror snapshots while the replica keeps up
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let in_use = primary_mirror_snapshots(&w.lock().unwrap());
+    assert!(
+        in_use.len() >= 2,
+        "the enabling snapshot and at least one taken in use: {in_use:?}"
+    );
+    // rbd-mirror falls behind, and the instance shuts down
+    {
+        let mut ww = w.lock().unwrap();
+        ww.stuck = true;
+        ww.sites[0]
+            .images
+            .get_mut("volumes/vol1")
+            .unwrap()
+            .watchers
+            .clear();
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    {
+        let ww = w.lock().unwrap();
+        let idle = primary_mirror_snapshots(&ww);
+        assert!(
+            idle.last() > in_use.last(),
+            "a mirror snapshot of the idle source: {idle:?} after {in_use:?}"
+        );
+        assert!(
+            matches!(ww.sites[0].images["volumes/vol1"].mirror, Some((_, true))),
+            "idle for longer than --idle-for, but still primary while the replica lacks the last snapshot"
+        );
+        assert!(!run.is_finished());
+    }
+    w.lock().unwrap().stuck = false;
+    let s = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the cutover went ahead once the replica synced")
+        .unwrap()
+        .unwrap();
+    assert!(!s.already_done);
+    assert_handed_over(&w.lock().unwrap());
+}
+
 #[tokio::test]
 async fn cutover_refuses_while_in_use_naming_the_users_and_force_goes_ahead() {
     let dir = tempfile::tempdir().unwrap();

@@ -266,12 +266,32 @@ impl CephOps for Fake {
             Ok(())
         })
     }
-    fn create_mirror_snapshot(&self, _image: &ImageSpec) -> OpsResult<u64> {
-        Err(OpsError::new(
-            ErrorKind::NotSupported,
-            "create_mirror_snapshot",
-            "not simulated",
-        ))
+    fn create_mirror_snapshot(&self, image: &ImageSpec) -> OpsResult<u64> {
+        self.with("create_mirror_snapshot", |w, s| {
+            w.next_snap += 1;
+            let id = w.next_snap;
+            let i = img(w, s, image, "create_mirror_snapshot")?;
+            // as librbd: only a primary image in snapshot mode takes mirror snapshots
+            if i.mirror != Some((MirrorImageMode::Snapshot, true)) {
+                return Err(OpsError::new(
+                    ErrorKind::InvalidArgument,
+                    "mirror_image_create_snapshot",
+                    format!("{image} is not a primary image in snapshot mode: Invalid argument"),
+                ));
+            }
+            i.snaps.push(SnapshotInfo {
+                id,
+                name: format!(".mirror.primary.{id}"),
+                namespace: SnapshotNamespace::Mirror {
+                    primary: true,
+                    complete: true,
+                    primary_snap_id: 0,
+                    last_copied_object_number: 0,
+                },
+                protected: false,
+            });
+            Ok(id)
+        })
     }
     fn mirror_status(&self, image: &ImageSpec) -> OpsResult<Option<SiteStatus>> {
         self.with("mirror_status", |w, s| {

@@ -39,7 +39,10 @@ use rbd_mirror_core::ops::CephOps;
 use rbd_mirror_core::plan::{Handover, Live, VolumeMigration};
 use rbd_mirror_core::spec::{ClusterSpec, ImageSpec, PoolSpec};
 use rbd_mirror_core::status::SyncProgress;
-use rbd_mirror_core::wait::{exact_completion, Completion};
+use rbd_mirror_core::wait::{
+    exact_completion, journal_completion, newest_primary_mirror_snapshot, snapshot_completion,
+    Completion,
+};
 use serde::{Deserialize, Serialize};
 use testenv::writer::Writer;
 
@@ -66,6 +69,9 @@ struct Args {
     /// Also measure the runbook's way (feature enable, mirror enable, poll status, rbd cp).
     #[arg(long)]
     runbook: bool,
+    /// Only the live runs (no floor, no cold runs): for measuring the downtime alone.
+    #[arg(long)]
+    live_only: bool,
     /// Where to write the report (Markdown; a .json twin is written next to it).
     #[arg(long, default_value = "target/bench-report.md")]
     out: String,
@@ -128,6 +134,10 @@ struct LiveRun {
     /// Last write -> writer closed the image; -> wait_for_cutover done; demote, promote,
     /// clone steps.
     breakdown: Vec<(String, f64)>,
+    /// When the replica held everything up to the last write by the exact signal (a
+    /// poller at 10 Hz from the replica in sync to the promotion), seconds after the last
+    /// write, and whether that was before the source's demotion started.
+    caught_up: Option<(f64, bool)>,
     /// sha256 of the destination equals the source's, both read after the run.
     sha256_equal: bool,
 }
@@ -146,6 +156,14 @@ struct Runbook {
 struct ModeResult {
     mode: String,
     size_mib: u64,
+    /// The floor and the cold runs (none with `--live-only`).
+    cold: Option<Cold>,
+    live: LiveRun,
+    runbook: Option<Runbook>,
+}
+
+#[derive(Debug, Serialize)]
+struct Cold {
     floor_export_import_s: f64,
     clone: EngineRun,
     copy: EngineRun,
@@ -157,8 +175,6 @@ struct ModeResult {
     real_completion_s: Option<f64>,
     replica_created_s: Option<f64>,
     engine_detection_latency_s: Option<f64>,
-    live: LiveRun,
-    runbook: Option<Runbook>,
 }
 
 #[derive(Debug, Serialize)]
@@ -416,6 +432,76 @@ fn watch(
     })
 }
 
+/// One reading of the exact completion signal during a live run.
+struct LagSample {
+    at: Instant,
+    complete: bool,
+    /// Snapshot mode: the source's newest primary mirror snapshot at that moment.
+    newest_snap: Option<u64>,
+}
+
+/// Read the exact signal at 10 Hz until `stop`: journal mode, the peer's commit position
+/// against the master's (it moves every `rbd_mirror_journal_commit_age`); snapshot mode,
+/// the source's newest primary mirror snapshot complete on the replica.
+fn sample_lag(
+    src: Arc<dyn CephOps>,
+    dst: Arc<dyn CephOps>,
+    image: ImageSpec,
+    mode: MirrorImageMode,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<LagSample>> {
+    std::thread::spawn(move || {
+        let mut samples = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            let read = || -> Result<(bool, Option<u64>)> {
+                Ok(match mode {
+                    MirrorImageMode::Journal => (
+                        journal_completion(&src.journal_positions(&image)?) == Completion::Complete,
+                        None,
+                    ),
+                    MirrorImageMode::Snapshot => {
+                        let snaps = src.snapshots(&image)?;
+                        let newest = newest_primary_mirror_snapshot(&snaps);
+                        let replica = dst.snapshots(&image)?;
+                        (
+                            snapshot_completion(&snaps, &replica, 0) == Completion::Complete,
+                            newest,
+                        )
+                    }
+                })
+            };
+            if let Ok((complete, newest_snap)) = read() {
+                samples.push(LagSample {
+                    at: Instant::now(),
+                    complete,
+                    newest_snap,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        samples
+    })
+}
+
+/// The first moment after `last` (the last write) the replica held everything: journal,
+/// the first complete reading; snapshot, the first complete reading of a snapshot first
+/// seen after `last`.
+fn caught_up_after(samples: &[LagSample], last: Instant) -> Option<Instant> {
+    let mut seen_before: std::collections::BTreeSet<u64> = Default::default();
+    for s in samples.iter().filter(|s| s.at < last) {
+        seen_before.extend(s.newest_snap);
+    }
+    samples
+        .iter()
+        .filter(|s| s.at >= last && s.complete)
+        .find(|s| match s.newest_snap {
+            None => true,
+            Some(id) => !seen_before.contains(&id),
+        })
+        .map(|s| s.at)
+}
+
 /// Wait until `site` has no image `spec` (rbd-mirror removes a replica asynchronously).
 fn wait_gone(site: &str, spec: &str) {
     let t = Instant::now();
@@ -463,6 +549,29 @@ impl Bench<'_> {
     }
 
     fn mode(&self, mode: MirrorImageMode, size_mib: u64, data: &str) -> Result<ModeResult> {
+        let (cold, runbook) = if self.args.live_only {
+            (None, None)
+        } else {
+            let (c, r) = self.cold(mode, size_mib, data)?;
+            (Some(c), r)
+        };
+        let live = self.live(mode, size_mib, data)?;
+        Ok(ModeResult {
+            mode: mode.to_string(),
+            size_mib,
+            cold,
+            live,
+            runbook,
+        })
+    }
+
+    /// The floor, then the engine cold with each handover, on the same image.
+    fn cold(
+        &self,
+        mode: MirrorImageMode,
+        size_mib: u64,
+        data: &str,
+    ) -> Result<(Cold, Option<Runbook>)> {
         let (a, b) = (
             self.env.site_a().name.clone(),
             self.env.site_b().name.clone(),
@@ -535,11 +644,7 @@ impl Bench<'_> {
         };
         sh(&format!("rbd --cluster {a} rm --no-progress {spec}"))?;
 
-        let live = self.live(mode, size_mib, data)?;
-
-        Ok(ModeResult {
-            mode: mode.to_string(),
-            size_mib,
+        let cold = Cold {
             floor_export_import_s: floor,
             clone_usable_vs_floor: clone.enable_to_usable_s / floor,
             clone_end_vs_floor: clone.enable_to_end_s / floor,
@@ -549,9 +654,8 @@ impl Bench<'_> {
             real_completion_s: exact.map(|e| e.saturating_duration_since(t0).as_secs_f64()),
             replica_created_s: created.map(|c| c.saturating_duration_since(t0).as_secs_f64()),
             engine_detection_latency_s: detection,
-            live,
-            runbook,
-        })
+        };
+        Ok((cold, runbook))
     }
 
     /// Live: a writer on the source during the sync; stopped `write_after_sync_s` after the
@@ -586,15 +690,35 @@ impl Bench<'_> {
             (report, Instant::now())
         });
         let in_sync_tx = Mutex::new(Some(in_sync_tx));
-        let run = run_engine(&m, &mut |e| {
-            if let Event::StepStarted { step, .. } = e {
-                if step == "wait_for_cutover" {
-                    if let Some(tx) = in_sync_tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                        let _ = tx.send(());
-                    }
+        let stop_sampling = Arc::new(AtomicBool::new(false));
+        let mut sampler = None;
+        let run = run_engine(&m, &mut |e| match e {
+            Event::StepStarted { step, .. } if step == "wait_for_cutover" => {
+                if let Some(tx) = in_sync_tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    let _ = tx.send(());
+                }
+                if let Ok(image) = spec.parse() {
+                    sampler = Some(sample_lag(
+                        self.src.clone(),
+                        self.dst.clone(),
+                        image,
+                        mode,
+                        stop_sampling.clone(),
+                    ));
                 }
             }
+            Event::StepDone { step, .. } if step == "promote_replica" => {
+                stop_sampling.store(true, Ordering::Relaxed);
+            }
+            _ => {}
         });
+        stop_sampling.store(true, Ordering::Relaxed);
+        let samples = match sampler {
+            Some(h) => h
+                .join()
+                .map_err(|_| anyhow::anyhow!("lag sampler panicked"))?,
+            None => Vec::new(),
+        };
         drop(in_sync_tx);
         let (report, closed) = stopper
             .join()
@@ -610,6 +734,13 @@ impl Bench<'_> {
             "writer closed the image".to_string(),
             closed.saturating_duration_since(last).as_secs_f64(),
         )];
+        let demote_started = tl.started("demote_source");
+        let caught_up = caught_up_after(&samples, last).map(|t| {
+            (
+                t.saturating_duration_since(last).as_secs_f64(),
+                demote_started.is_some_and(|d| t <= d),
+            )
+        });
         for step in [
             "wait_for_cutover",
             "demote_source",
@@ -651,6 +782,7 @@ impl Bench<'_> {
             downtime_s: downtime,
             downtime_minus_idle_for_s: downtime - self.args.idle_for,
             breakdown,
+            caught_up,
             sha256_equal: sa == sb && !sa.is_empty(),
         })
     }
@@ -860,21 +992,28 @@ fn render(report: &Report) -> String {
     );
     md.push_str("## Cold: enable -> usable, against the floor\n\nThe floor is `rbd export site-a | rbd import site-b` of the same image, measured in the same run just before the engine. Engine times run from the first step after preflight starting. Clone usable = `clone_replica` done; copy usable = `verify` done (the copy handover hands over a verified copy). End = the run finished (verified, flattened, source released, replica removed).\n\n| MiB | mode | floor (s) | clone usable (s) | clone usable / floor | clone end (s) | clone end / floor | copy usable (s) | copy usable / floor | copy end (s) | engine detection latency, copy run (s) | peak RSS clone / copy (MiB) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in results {
+        let Some(c) = &r.cold else {
+            md.push_str(&format!(
+                "| {} | {} | not run (--live-only) | | | | | | | | | |\n",
+                r.size_mib, r.mode
+            ));
+            continue;
+        };
         md.push_str(&format!(
             "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} / {} |\n",
             r.size_mib,
             r.mode,
-            r.floor_export_import_s,
-            r.clone.enable_to_usable_s,
-            r.clone_usable_vs_floor,
-            r.clone.enable_to_end_s,
-            r.clone_end_vs_floor,
-            r.copy.enable_to_usable_s,
-            r.copy_usable_vs_floor,
-            r.copy.enable_to_end_s,
-            fmt(r.engine_detection_latency_s),
-            fmt_mib(r.clone.peak_rss_mib),
-            fmt_mib(r.copy.peak_rss_mib),
+            c.floor_export_import_s,
+            c.clone.enable_to_usable_s,
+            c.clone_usable_vs_floor,
+            c.clone.enable_to_end_s,
+            c.clone_end_vs_floor,
+            c.copy.enable_to_usable_s,
+            c.copy_usable_vs_floor,
+            c.copy.enable_to_end_s,
+            fmt(c.engine_detection_latency_s),
+            fmt_mib(c.clone.peak_rss_mib),
+            fmt_mib(c.copy.peak_rss_mib),
         ));
     }
     md.push_str("\n## Live: downtime\n\nA writer (testenv's `Writer`: random 4-64 KiB blocks at random offsets, no librbd cache) writes to the source from before the engine starts; it keeps writing until `write after sync` seconds after the replica is in sync (`wait_for_cutover` started), then stops and closes the image. Downtime = the writer's last completed write to the destination usable (`clone_replica` done). There is no Cinder in the bench (no `--adopt`): a real cutover adds the adoption. `--idle-for` is part of the downtime; the column after it subtracts it. sha256: destination and source read after the run (the source released, nobody writing).\n\n| MiB | mode | write MiB/s | written (MiB, writes) | in sync after (s) | write after sync (s) | idle-for (s) | downtime (s) | downtime - idle-for (s) | breakdown after the last write (s) | sha256 equal | peak RSS (MiB) | run end (s) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -901,6 +1040,44 @@ fn render(report: &Report) -> String {
             l.sha256_equal,
             fmt_mib(l.engine.peak_rss_mib),
             l.engine.enable_to_end_s,
+        ));
+    }
+    md.push_str("\nThe same downtime phase by phase (s): idle detected = the cutover's wait saw the source without users for `--idle-for` (its overhead = that minus the idle-for); demote, promote wait (until librbd allows the promotion without force: the replica replayed up to the demotion) and clone are the steps; adoption is not in the bench. Caught up = the replica held everything up to the last write by the exact signal (journal: the peer's commit position, which moves every `rbd_mirror_journal_commit_age`; snapshot: a mirror snapshot taken after the last write complete on the replica), polled at 10 Hz.\n\n| MiB | mode | idle detected | idle detection overhead | demote | promote wait | clone | adopt | downtime | replica caught up after the last write |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    for r in results {
+        let l = &r.live;
+        let at = |k: &str| {
+            l.breakdown
+                .iter()
+                .find(|(n, _)| n == &format!("{k} done"))
+                .map(|(_, t)| *t)
+        };
+        let diff = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+        let idle = at("wait_for_cutover");
+        let (demote, promote, clone) = (
+            at("demote_source"),
+            at("promote_replica"),
+            at("clone_replica"),
+        );
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | n/a | {:.2} | {} |\n",
+            r.size_mib,
+            r.mode,
+            fmt(idle),
+            fmt(idle.map(|i| i - l.idle_for_s)),
+            fmt(diff(idle, demote)),
+            fmt(diff(demote, promote)),
+            fmt(diff(promote, clone)),
+            l.downtime_s,
+            match l.caught_up {
+                Some((t, before)) => format!(
+                    "{t:.2} ({} the demotion started)",
+                    if before { "before" } else { "after" }
+                ),
+                None => "not seen".into(),
+            },
         ));
     }
     // downtime ratio, largest size over smallest, per mode
@@ -930,7 +1107,8 @@ fn render(report: &Report) -> String {
     }
     md.push_str("\n## Peak memory\n\nEach engine migration runs in a child process of the bench that does nothing else (`--engine-child`: connects to both clusters, runs `migrate_volume`, prints its events); its peak RSS is that process's `VmHWM` read at its end, the writer and the bench's own connections not included. Below: its RSS once connected to both clusters (before any step), then its peak so far at the end of each step.\n\n");
     for r in results {
-        for e in [&r.clone, &r.copy, &r.live.engine] {
+        let cold = r.cold.iter().flat_map(|c| [&c.clone, &c.copy]);
+        for e in cold.chain([&r.live.engine]) {
             let s: Vec<String> = e
                 .step_peaks
                 .iter()
@@ -949,27 +1127,34 @@ fn render(report: &Report) -> String {
     }
     md.push_str("\n## Targets\n\n");
     for r in results {
+        let cold = match &r.cold {
+            Some(c) => format!(
+                "clone usable / floor {:.2} (<= 1.4: {}); ",
+                c.clone_usable_vs_floor,
+                pass(c.clone_usable_vs_floor <= 1.4)
+            ),
+            None => String::new(),
+        };
+        let peaks: Vec<Option<f64>> = r
+            .cold
+            .iter()
+            .flat_map(|c| [c.clone.peak_rss_mib, c.copy.peak_rss_mib])
+            .chain([r.live.engine.peak_rss_mib])
+            .collect();
         md.push_str(&format!(
-            "- {} MiB {}: clone usable / floor {:.2} (<= 1.4: {}); live downtime {:.2} s (<= 5 s: {}); peak RSS clone {} / copy {} / live {} MiB (<= 64: {})\n",
+            "- {} MiB {}: {cold}live downtime {:.2} s (<= 5 s: {}); peak RSS {} MiB (clone / copy / live; <= 64: {})\n",
             r.size_mib,
             r.mode,
-            r.clone_usable_vs_floor,
-            pass(r.clone_usable_vs_floor <= 1.4),
             r.live.downtime_s,
             pass(r.live.downtime_s <= 5.0),
-            fmt_mib(r.clone.peak_rss_mib),
-            fmt_mib(r.copy.peak_rss_mib),
-            fmt_mib(r.live.engine.peak_rss_mib),
-            pass(
-                [r.clone.peak_rss_mib, r.copy.peak_rss_mib, r.live.engine.peak_rss_mib]
-                    .iter()
-                    .all(|m| m.is_some_and(|m| m <= 64.0))
-            ),
+            peaks.iter().map(|p| fmt_mib(*p)).collect::<Vec<_>>().join(" / "),
+            pass(peaks.iter().all(|m| m.is_some_and(|m| m <= 64.0))),
         ));
     }
     md.push_str("\n## Engine steps (s)\n\n");
     for r in results {
-        for e in [&r.clone, &r.copy, &r.live.engine] {
+        let cold = r.cold.iter().flat_map(|c| [&c.clone, &c.copy]);
+        for e in cold.chain([&r.live.engine]) {
             let s: Vec<String> = e.steps.iter().map(|(k, t)| format!("{k} {t:.2}")).collect();
             md.push_str(&format!(
                 "- {} MiB {} {}{}: {}\n",
@@ -983,13 +1168,15 @@ fn render(report: &Report) -> String {
     }
     md.push_str("\nCopy run: replica created / complete (real, 20 Hz poller of the exact signal), seconds after the engine child started:\n\n");
     for r in results {
-        md.push_str(&format!(
-            "- {} MiB {}: created {}, complete {}\n",
-            r.size_mib,
-            r.mode,
-            fmt(r.replica_created_s),
-            fmt(r.real_completion_s)
-        ));
+        if let Some(c) = &r.cold {
+            md.push_str(&format!(
+                "- {} MiB {}: created {}, complete {}\n",
+                r.size_mib,
+                r.mode,
+                fmt(c.replica_created_s),
+                fmt(c.real_completion_s)
+            ));
+        }
     }
     if results.iter().any(|r| r.runbook.is_some()) {
         md.push_str("\n## The runbook's way\n\n| MiB | mode | total (s) | status wait (s) | rbd cp (s) | copy complete | copied before real completion | status detection latency (s) |\n|---|---|---|---|---|---|---|---|\n");
