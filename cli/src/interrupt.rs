@@ -109,7 +109,13 @@ pub fn after_failure(e: &anyhow::Error) -> Option<String> {
             Some(rbd_mirror_core::error::Error::Preflight(_))
         )
     });
-    let commands = CONTINUE_WITH.lock().map(|v| v.clone()).unwrap_or_default();
+    let registered = CONTINUE_WITH.lock().map(|v| v.clone()).unwrap_or_default();
+    // a command that resumes a recorded migration only works once its state file exists
+    let commands: Vec<&str> = registered
+        .iter()
+        .filter(|(_, file)| file.as_ref().is_none_or(|f| f.exists()))
+        .map(|(c, _)| c.as_str())
+        .collect();
     match commands.as_slice() {
         _ if refused => None,
         [] => None,

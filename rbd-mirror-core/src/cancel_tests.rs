@@ -155,6 +155,8 @@ fn adopting(mode: MirrorImageMode) -> crate::plan::VolumeMigration {
         },
         name: Some("disk1".into()),
         bootable: false,
+        image_metadata: Default::default(),
+        no_grow: false,
     });
     m
 }
@@ -468,6 +470,8 @@ async fn cleanup_delete_source_and_adopt_image_dropped_at_any_await_are_finished
         },
         name: Some("disk1".into()),
         bootable: false,
+        image_metadata: Default::default(),
+        no_grow: false,
     };
     let call = adopt_image(cloud.clone(), &image, &adoption, Arc::new(NullSink));
     assert!(

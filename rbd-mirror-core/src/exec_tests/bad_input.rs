@@ -291,6 +291,8 @@ async fn a_wrong_cinder_host_does_not_hide_a_missing_source_image() {
         },
         name: None,
         bootable: false,
+        image_metadata: Default::default(),
+        no_grow: false,
     });
     let dir = tempfile::tempdir().unwrap();
     let planned = plan(
