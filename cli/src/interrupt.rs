@@ -161,10 +161,11 @@ mod tests {
 
     #[test]
     fn a_failure_names_the_command_that_continues_but_a_preflight_refusal_does_not() {
-        continue_with("rbd-relay resume e-f".into());
+        // (the commands are process-wide: each test of this module names its own)
+        continue_with("rbd-relay resume g-h".into());
         let failed = anyhow::anyhow!("copy_replica on site-b: timed out");
         let next = after_failure(&failed).unwrap();
-        assert!(next.contains("rbd-relay resume e-f"), "{next}");
+        assert!(next.contains("rbd-relay resume g-h"), "{next}");
         assert!(next.starts_with("continue with:"), "{next}");
         let refused = anyhow::Error::new(rbd_mirror_core::error::Error::Preflight(Vec::new()))
             .context("migrating volumes/x");

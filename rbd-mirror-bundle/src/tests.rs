@@ -641,10 +641,20 @@ fn a_clone_bundle_has_the_cutover_scripts_in_run_order_and_the_roll_back_apart()
         kinds(Script::Cutover),
         ["wait_for_cutover", "demote_source"]
     );
+    // the image (less than a GiB) is adopted: the clone is grown to a whole GiB before the
+    // tenant adopts it, and the read-back after the flatten covers the source's size only
     assert_eq!(
         kinds(Script::Handover),
-        ["promote_replica", "clone_replica"]
+        ["promote_replica", "clone_replica", "grow_copy"]
     );
+    let text = |name: &str| -> &str {
+        &b.files.iter().find(|f| f.name == name).unwrap().contents
+    };
+    let handover = text("4-destination-ceph-admin-handover.sh");
+    assert!(handover.contains("GROW_BYTES=1073741824"), "{handover}");
+    assert!(handover.contains("copy resize --no-progress --size \"${GROW_GIB}G\""));
+    let size = format!("SOURCE_SIZE={}\n", plan.facts.size);
+    assert!(text("6-destination-ceph-admin-verify.sh").contains(&size));
     assert_eq!(kinds(Script::AdoptHandedOver), ["adopt_volume"]);
     assert_eq!(
         kinds(Script::VerifyHandover),
