@@ -46,6 +46,18 @@ impl EventSink for SignalAtTheWait {
     }
 }
 
+/// Sends SIGCONT to the daemon when dropped, so a failed assertion does not leave the
+/// shared daemon stopped for the tests that follow (a continued daemon ignores it).
+struct ContinueOnDrop(i32);
+
+impl Drop for ContinueOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
 async fn daemon_lost_during_the_wait(signal: &'static str, mode: MirrorImageMode) {
     let env = testenv::shared().expect("testenv");
     let _logs = env.log_guard();
@@ -63,6 +75,7 @@ async fn daemon_lost_during_the_wait(signal: &'static str, mode: MirrorImageMode
         .trim()
         .parse()
         .unwrap();
+    let _continued = ContinueOnDrop(pid);
 
     let src = Arc::new(
         RbdCeph::connect(&ClusterSpec::with_conf(&a.name, a.conf.clone()).unwrap()).unwrap(),
