@@ -154,8 +154,8 @@ const CUTOVER_POLL: Duration = Duration::from_millis(100);
 /// use. With writes spread over the image a sync round touches most objects whatever the
 /// delta, so back-to-back rounds (tried: a 1 s gap) leave a round in flight when the writer
 /// stops, and the final delta waits for it: 11.1 and 12.9 s of downtime against 8.1 s for
-/// one snapshot every 5 s and none at idle, at 4 GiB on a loaded bluestore pair (few runs,
-/// noisy; the 5 s gap with the idle snapshot is not measured yet).
+/// one snapshot every 5 s and none at idle, at 4 GiB on a loaded bluestore pair; 5 s with
+/// the idle snapshot: 3.2 s (one run each, noisy; docs/architecture.md, "The bench").
 const MIN_SNAPSHOT_GAP: Duration = Duration::from_secs(5);
 
 /// Snapshot mode, live: how long the source may stay idle and primary while the replica
