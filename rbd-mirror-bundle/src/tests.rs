@@ -647,9 +647,7 @@ fn a_clone_bundle_has_the_cutover_scripts_in_run_order_and_the_roll_back_apart()
         kinds(Script::Handover),
         ["promote_replica", "clone_replica", "grow_copy"]
     );
-    let text = |name: &str| -> &str {
-        &b.files.iter().find(|f| f.name == name).unwrap().contents
-    };
+    let text = |name: &str| -> &str { &b.files.iter().find(|f| f.name == name).unwrap().contents };
     let handover = text("4-destination-ceph-admin-handover.sh");
     assert!(handover.contains("GROW_BYTES=1073741824"), "{handover}");
     assert!(handover.contains("copy resize --no-progress --size \"${GROW_GIB}G\""));
