@@ -131,7 +131,8 @@ pub async fn resume(
     check_id(&args.id)?;
     let run = state::resumable(state_dir, &args.id)?;
     let m = run.plan.migration.clone();
-    let (clouds, src, dst) = connect_all(&m).await?;
+    let clouds = plan_clouds(&m).await?;
+    let (src, dst) = clusters(&m).await?;
     let mut opts = RunOptions::default();
     opts.wait.stall_after = std::time::Duration::from_secs(args.stall_timeout);
     opts.wait.on_daemon_down = args.on_daemon_down.into();
@@ -244,7 +245,11 @@ pub async fn batch(
         )));
     }
     check_distinct(&ms).map_err(|e| usage(e.into()))?;
-    let (clouds, src, dst) = connect_all(&ms[0]).await?;
+    let clouds = match ms.first() {
+        Some(m) => plan_clouds(m).await?,
+        None => Clouds::default(),
+    };
+    let (src, dst) = clusters(&ms[0]).await?;
     let tags: BTreeMap<String, String> = ms.iter().map(|m| (m.id(), m.image.to_string())).collect();
     let tag = |id: &str| Tag {
         id: id.to_string(),
