@@ -7,7 +7,10 @@
 //! `available` with the source's content, the source's features are as before, mirroring is
 //! off, no replica and no mirror snapshot is left. The cleanup run right after the source
 //! script (given only its digest: no copy exists yet), or given a wrong verification token or
-//! a wrong digest, stops at its check with a clear message and changes nothing.
+//! a wrong digest, stops at its check with a clear message and changes nothing. Those runs
+//! use `--handover copy`; the handover by clone (the default) is run by the roles too, cold
+//! with an adoption and live with a watcher (`rbd watch`) holding the source: its cutover
+//! script waits and gives up while the watcher is there, and cuts over once it is gone.
 //!
 //! Over 800 lines, and `volume_bundle` and `bootable_bundle_...` over 120, on purpose: each
 //! of those two is one end-to-end scenario (scripts run in order by role, each twice, with a
