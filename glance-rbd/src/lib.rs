@@ -31,7 +31,8 @@
 use std::time::Duration;
 
 use openstack_client::{
-    poll_until, ApiRequest, Method, OpenStackClient, Poll, PollError, PollOptions, ServiceType,
+    poll_until, ApiRequest, ApiVersion, Method, OpenStackClient, Poll, PollError, PollOptions,
+    ServiceType,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -85,21 +86,14 @@ pub struct Glance {
 }
 
 #[derive(Deserialize)]
-struct Versions {
-    versions: Vec<VersionEntry>,
-}
-
-#[derive(Deserialize)]
-struct VersionEntry {
-    id: String,
-}
-
-#[derive(Deserialize)]
 struct ImageList {
     images: Vec<GlanceImage>,
 }
 
 const LOCATIONS_INVISIBLE: &str = "if locations are invisible";
+
+/// The image API version that added `POST /v2/images/{id}/locations`.
+pub const LOCATIONS_API: ApiVersion = ApiVersion::new(2, 17);
 
 impl Glance {
     /// An adapter using `client`'s `image` endpoint.
@@ -233,23 +227,15 @@ impl Glance {
         Ok(ImageData { resp, url })
     }
 
-    /// Whether this Glance offers `POST /v2/images/{id}/locations` (image API ≥ 2.17).
+    /// Whether this Glance offers `POST /v2/images/{id}/locations`: its version document
+    /// (the endpoint's root) lists image API v2.17 or later (Glance 29, 2024.2 and later).
     pub async fn has_locations_api(&self) -> Result<bool, Error> {
-        let v: Versions = self
+        let doc = self
             .client
-            .send_json(&ApiRequest::new(
-                ServiceType::Image,
-                Method::GET,
-                "versions",
-            ))
+            .version_document(ServiceType::Image)
             .await
             .map_err(Error::api("listing Glance API versions"))?;
-        Ok(v.versions.iter().any(|e| {
-            let n = e.id.trim_start_matches('v');
-            let mut it = n.split('.').map(|x| x.parse::<u32>().unwrap_or(0));
-            let (maj, min) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
-            maj > 2 || (maj == 2 && min >= 17)
-        }))
+        Ok(doc.offers_at_least(LOCATIONS_API))
     }
 
     /// Whether Glance shows image locations (`show_multiple_locations = True`), which adding an
