@@ -50,9 +50,9 @@ async fn serve(log: Log, root_document: &'static str) -> u16 {
                 let (status, body) = match (m, p) {
                     // Cinder answers its root with 300 Multiple Choices
                     ("GET", "/") => (300, root_document.to_string()),
-                    ("GET", "/v3/p1/volumes/v1") => (
+                    ("GET", "/v3/p1/volumes/0a1b2c3d-0000-4000-8000-000000000001") => (
                         200,
-                        r#"{"volume": {"id": "v1", "status": "available", "size": 1}}"#.into(),
+                        r#"{"volume": {"id": "0a1b2c3d-0000-4000-8000-000000000001", "status": "available", "size": 1}}"#.into(),
                     ),
                     _ => (404, r#"{"itemNotFound": {"message": "no"}}"#.into()),
                 };
@@ -90,8 +90,11 @@ async fn cinder(port: u16) -> Cinder {
     Cinder::new(client, Side::Destination)
 }
 
-/// Debian 12's Cinder 21.3 (Zed), `GET /`, as captured from the test cloud.
-const ZED: &str = r#"{"versions": [{"id": "v3.0", "status": "CURRENT", "version": "3.70", "min_version": "3.0", "updated": "2022-08-31T00:00:00Z", "links": [{"rel": "self", "href": "http://127.0.0.1:8777/v3/"}]}]}"#;
+/// The volume the calls ask for.
+const VOLUME: &str = "0a1b2c3d-0000-4000-8000-000000000001";
+
+/// Debian 12's Cinder 21 (Zed), `GET /`, as captured from the test cloud.
+const ZED: &str = r#"{"versions": [{"id": "v3.0", "status": "CURRENT", "version": "3.70", "min_version": "3.0", "updated": "2022-08-31T00:00:00Z", "links": [{"rel": "describedby", "type": "text/html", "href": "https://docs.openstack.org/"}, {"rel": "self", "href": "http://127.0.0.1:8776/v3/"}], "media-types": [{"base": "application/json", "type": "application/vnd.openstack.volume+json;version=3"}]}]}"#;
 /// Debian 13's Cinder 26 (2025.1), `GET /`, as captured from the chroot's cloud.
 const EPOXY: &str = r#"{"versions": [{"id": "v3.0", "status": "CURRENT", "version": "3.71", "min_version": "3.0", "updated": "2023-08-31T00:00:00Z", "links": [{"rel": "describedby", "type": "text/html", "href": "https://docs.openstack.org/"}, {"rel": "self", "href": "http://127.0.0.1:8777/v3/"}], "media-types": [{"base": "application/json", "type": "application/vnd.openstack.volume+json;version=3"}]}]}"#;
 
@@ -103,10 +106,10 @@ async fn microversion_sent_to(
     let negotiated = c.microversion().await;
     if negotiated.is_ok() {
         // two calls: the document is read once
-        c.get_volume("v1").await.unwrap();
-        c.get_volume("v1").await.unwrap();
+        c.get_volume(VOLUME).await.unwrap();
+        c.get_volume(VOLUME).await.unwrap();
     } else {
-        assert!(c.get_volume("v1").await.is_err());
+        assert!(c.get_volume(VOLUME).await.is_err());
     }
     let log = log.lock().unwrap().clone();
     (negotiated, log)
@@ -121,8 +124,8 @@ async fn zed_and_2025_1_are_both_sent_the_microversion_their_document_allows() {
             log,
             [
                 "GET / []",
-                "GET /v3/p1/volumes/v1 [volume 3.8]",
-                "GET /v3/p1/volumes/v1 [volume 3.8]"
+                "GET /v3/p1/volumes/0a1b2c3d-0000-4000-8000-000000000001 [volume 3.8]",
+                "GET /v3/p1/volumes/0a1b2c3d-0000-4000-8000-000000000001 [volume 3.8]"
             ]
         );
     }
