@@ -2,8 +2,10 @@
 //!
 //! The Ceph side (copy the data into the Glance pool, snapshot `snap`, protect it) is done by
 //! the core library; this crate is HTTP only. It creates the image record, adds the location
-//! `rbd://<fsid>/<pool>/<image>/snap` (Zed: JSON patch; Glance ≥ 2.17 also offers
-//! `POST /v2/images/{id}/locations`), and waits for `active`.
+//! `rbd://<fsid>/<pool>/<image>/snap` (Zed: JSON patch; where the version document lists
+//! image API 2.17 (Glance 29, 2024.2, and later) `POST /v2/images/{id}/locations` is tried
+//! first, and its 403 (Glance 30 allows it for non-http URLs only to the `service` role, not
+//! to admins) falls back to the patch), and waits for `active`.
 //!
 //! **Deleting a Glance image whose location is an rbd:// URL deletes the RBD snapshot and image
 //! it points at.** Zed's default policy lets a plain member add such a location pointing at
