@@ -45,6 +45,14 @@ pub enum Error {
         /// The token's roles.
         roles: String,
     },
+    /// Cinder offers no microversion this adapter can use (from its version document).
+    #[error("cloud `{cloud}`: Cinder and rbd-relay have no microversion in common: {source}")]
+    Microversion {
+        /// The cloud.
+        cloud: String,
+        /// What the version document said.
+        source: openstack_client::NegotiationError,
+    },
     /// Cinder does not know the host string.
     #[error("Cinder does not know host `{host}`: {message} (known pools: {known})")]
     UnknownHost {

@@ -2,7 +2,8 @@
 //!
 //! Destination side: list manageable RBD images of a backend, find the `host@backend#pool`
 //! string from the scheduler's pools when only the Ceph pool is known, "manage existing" an
-//! image by `source-name` (microversion 3.8; 3.0 gives 404 on `/manageable_volumes`), wait for
+//! image by `source-name` (microversion 3.8, negotiated from Cinder's version document; 3.0
+//! gives 404 on `/manageable_volumes`), wait for
 //! `available`, and report the new volume id and the image's new name (`volume-<id>`: Cinder
 //! renames the RBD image). Source side: map a volume id to its RBD image, and upload a
 //! (bootable) volume to Glance (`os-volume_upload_image`), waiting until the image is active.
@@ -34,13 +35,17 @@
 #![deny(missing_docs)]
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::OnceCell;
 
 use backon::{ExponentialBuilder, Retryable};
 
 use glance_rbd::Glance;
 use openstack_client::{
-    poll_until, ApiRequest, Method, OpenStackClient, Poll, PollError, PollOptions, ServiceType,
+    poll_until, ApiRequest, ApiVersion, Method, OpenStackClient, Poll, PollError, PollOptions,
+    ServiceType,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -54,8 +59,13 @@ pub use model::{
     ManageableVolume, Service, UploadToImageRequest, UploadedImage, Volume, VolumeRbdImage,
 };
 
-/// The microversion sent on every Cinder call (manageable list/manage need ≥ 3.8).
-pub const MICROVERSION: &str = "3.8";
+/// The lowest microversion this adapter works with: the manageable list and manage-existing
+/// need 3.8 (3.0 gives 404 on `/manageable_volumes`).
+pub const MICROVERSION_NEEDED: ApiVersion = ApiVersion::new(3, 8);
+/// The highest microversion this adapter sends. Every call was checked at 3.8 on Cinder 21
+/// (Zed) and Cinder 26 (2025.1); later microversions change response bodies this adapter
+/// reads, so it does not go beyond what was tested.
+pub const MICROVERSION_PREFERRED: ApiVersion = ApiVersion::new(3, 8);
 
 /// Which cloud of a migration a call is made in (for messages about missing roles).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +158,8 @@ pub struct Cinder {
     client: OpenStackClient,
     side: Side,
     poll: PollOptions,
+    /// Negotiated on first use, shared by clones.
+    microversion: Arc<OnceCell<ApiVersion>>,
 }
 
 impl Cinder {
@@ -157,6 +169,7 @@ impl Cinder {
             client,
             side,
             poll: PollOptions::default(),
+            microversion: Arc::new(OnceCell::new()),
         }
     }
 
@@ -171,9 +184,35 @@ impl Cinder {
         &self.client
     }
 
-    fn req(&self, method: Method, path: impl Into<String>) -> ApiRequest {
-        ApiRequest::new(ServiceType::BlockStorage, method, path)
-            .microversion("volume", MICROVERSION)
+    /// A request with the microversion negotiated with this Cinder (see [`Cinder::microversion`]).
+    async fn req(&self, method: Method, path: impl Into<String>) -> Result<ApiRequest, Error> {
+        let version = self.microversion().await?;
+        Ok(ApiRequest::new(ServiceType::BlockStorage, method, path)
+            .microversion("volume", version.to_string()))
+    }
+
+    /// The microversion this adapter sends, negotiated once from Cinder's version document:
+    /// the highest of [`MICROVERSION_NEEDED`]..=[`MICROVERSION_PREFERRED`] that Cinder offers.
+    /// A Cinder that offers none of them is [`Error::Microversion`], before anything is sent.
+    pub async fn microversion(&self) -> Result<ApiVersion, Error> {
+        self.microversion
+            .get_or_try_init(|| async {
+                let doc = self
+                    .client
+                    .version_document(ServiceType::BlockStorage)
+                    .await
+                    .map_err(self.map("reading Cinder's version document"))?;
+                let v = doc
+                    .negotiate(MICROVERSION_NEEDED, MICROVERSION_PREFERRED)
+                    .map_err(|source| Error::Microversion {
+                        cloud: self.client.cloud_name().to_owned(),
+                        source,
+                    })?;
+                tracing::debug!(cloud = self.client.cloud_name(), microversion = %v, "cinder microversion negotiated");
+                Ok(v)
+            })
+            .await
+            .copied()
     }
 
     /// Maps a client error: 403 → [`Error::NeedsAdmin`], else [`Error::Api`] with `action`.
@@ -218,6 +257,7 @@ impl Cinder {
             .send_json(
                 &self
                     .req(Method::GET, "scheduler-stats/get_pools")
+                    .await?
                     .query("detail", "true"),
             )
             .await
@@ -270,6 +310,7 @@ impl Cinder {
         // so try again a few times.
         let req = self
             .req(Method::GET, "manageable_volumes/detail")
+            .await?
             .query("host", host);
         let r = (|| self.client.send_json::<Manageables>(&req))
             .retry(
@@ -312,6 +353,7 @@ impl Cinder {
             .send_json::<VolumeBody>(
                 &self
                     .req(Method::POST, "manageable_volumes")
+                    .await?
                     .json(req.body()),
             )
             .await;
@@ -335,7 +377,7 @@ impl Cinder {
     pub async fn get_volume(&self, id: &str) -> Result<Volume, Error> {
         check_volume_id(id).map_err(|e| *e)?;
         self.client
-            .send_json::<VolumeBody>(&self.req(Method::GET, format!("volumes/{id}")))
+            .send_json::<VolumeBody>(&self.req(Method::GET, format!("volumes/{id}")).await?)
             .await
             .map(|v| v.volume)
             .map_err(self.map(format!("getting volume {id}")))
@@ -352,6 +394,7 @@ impl Cinder {
         let filter = serde_json::json!({ key: value }).to_string();
         let req = self
             .req(Method::GET, "volumes/detail")
+            .await?
             .query("all_tenants", "1")
             .query("metadata", filter);
         let v: Volumes = self
@@ -370,7 +413,12 @@ impl Cinder {
         check_volume_id(id).map_err(|e| *e)?;
         let m: Messages = self
             .client
-            .send_json(&self.req(Method::GET, "messages").query("resource_uuid", id))
+            .send_json(
+                &self
+                    .req(Method::GET, "messages")
+                    .await?
+                    .query("resource_uuid", id),
+            )
             .await
             .map_err(self.map(format!("reading Cinder's messages about {id}")))?;
         Ok(m.messages
@@ -549,6 +597,7 @@ impl Cinder {
             .send_empty(
                 &self
                     .req(Method::POST, format!("volumes/{id}/action"))
+                    .await?
                     .json(json!({"os-unmanage": {}})),
             )
             .await
@@ -725,6 +774,7 @@ impl Cinder {
             .send_json(
                 &self
                     .req(Method::POST, format!("volumes/{id}/action"))
+                    .await?
                     .json(json!({ "os-volume_upload_image": Value::Object(p) })),
             )
             .await

@@ -6,17 +6,30 @@
 //! copy's sha256 equals the source's, the source is back to its original features with
 //! mirroring off and no mirror snapshot, and the replica in site-b's mirrored pool is gone.
 //!
+//! With the clouds (`testenv up --openstack --site-b-release reef`: site-b's Cinder and Glance
+//! are Debian 13's OpenStack 2025.1, run from the same trixie chroot, beside the host's Zed
+//! source cloud), the same migration with `--adopt` in both modes (the destination Cinder
+//! manages the copy) and `migrate bootable` (the source Cinder uploads a bootable volume to
+//! its Glance, the destination Glance registers the copy by its rbd:// location), checked
+//! independently through the clouds' APIs and the `rbd` CLI. Those tests first check that
+//! site-b's Cinder and Glance really run from the chroot.
+//!
 //! Ignored in the ordinary real tier (its pair is Pacific on both sides): `make test-matrix`
 //! runs them with `--ignored` and `RBD_RELAY_MATRIX_RELEASE` naming the release site-b must
 //! run. Each test first asks site-b's daemons (`ceph versions`) and fails when they run
 //! another release, so a Pacific pair can never pass for a newer one.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 
+use cinder_manage::{AdoptRequest, Cinder, HostTarget, Side};
+use openstack_client::{CloudConfig, ConfigSources, OpenStackClient};
+use serde_json::Value;
+
 mod common;
-use common::{BIN, REPLICA_GONE_LIMIT};
+use common::{describe, relay_env, BIN, REPLICA_GONE_LIMIT};
 use testenv::probe::{
-    exists, image_with_data, info, mirror_snapshots, mirroring_off, rbd, sha, wait_gone,
+    exists, image_with_data, info, mirror_snapshots, mirroring_off, rbd, rbd_output, sha, wait_gone,
 };
 
 /// The release site-b must run (`reef`, `tentacle`).
@@ -100,4 +113,274 @@ fn a_journal_migration_into_a_newer_release_copies_every_byte_and_restores_the_s
 #[ignore = "cross-version: needs site-b on a newer release (make test-matrix)"]
 fn a_snapshot_migration_into_a_newer_release_copies_every_byte_and_restores_the_source() {
     migrates_a_volume_into_the_newer_release("snapshot");
+}
+
+/// The root directory the recorded cloud daemon `name` (`cinder-api.site-b`) runs in.
+fn daemon_root(env: &testenv::Env, name: &str) -> String {
+    let pid_file = env
+        .state_dir()
+        .join("openstack")
+        .join("run")
+        .join(format!("{name}.pid"));
+    let text = std::fs::read_to_string(&pid_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+    let pid = text.split_whitespace().next().unwrap();
+    std::fs::read_link(format!("/proc/{pid}/root"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+/// The environment with clouds, after checking the releases: site-b on Reef, and its
+/// cloud's Cinder and Glance run from the trixie chroot (OpenStack 2025.1) while the source
+/// cloud's run from the host (Zed).
+fn cross_version_clouds() -> (testenv::Env, testenv::openstack::OpenStackInfo) {
+    let _ = cross_version_env();
+    let env = testenv::shared_with_openstack().expect("testenv with OpenStack");
+    let os = env.openstack().expect("clouds").clone();
+    for svc in ["cinder-api", "cinder-volume", "glance-api"] {
+        let dst = daemon_root(&env, &format!("{svc}.{}", env.site_b().name));
+        let src = daemon_root(&env, &format!("{svc}.{}", env.site_a().name));
+        eprintln!("matrix: {svc} of site-a runs in {src}, of site-b in {dst}");
+        assert!(
+            dst.contains("trixie"),
+            "{svc} of site-b runs in {dst}, not the trixie chroot"
+        );
+        assert_eq!(src, "/", "{svc} of site-a must run the host's OpenStack");
+    }
+    (env, os)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn client(os: &testenv::openstack::OpenStackInfo, cloud: &str) -> OpenStackClient {
+    let sources = ConfigSources {
+        clouds_files: vec![os.clouds_yaml.clone()],
+        ..Default::default()
+    };
+    let cfg = CloudConfig::from_sources(&sources, Some(cloud)).unwrap();
+    OpenStackClient::connect(cfg, Default::default())
+        .await
+        .unwrap()
+}
+
+/// `rbd-relay ARGS --output json` with the test clouds; the last JSON line, after asserting
+/// success.
+fn relay_json(os: &testenv::openstack::OpenStackInfo, args: &[&str], state: &Path) -> Value {
+    let out = relay_env(
+        &[args, &["--output", "json"]].concat(),
+        state.to_str().unwrap(),
+        &[("OS_CLIENT_CONFIG_FILE", os.clouds_yaml.to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .unwrap_or_else(|| panic!("no JSON line\n{}", describe(&out)));
+    assert_eq!(last["result"], "ok", "{last}\n{}", describe(&out));
+    last
+}
+
+/// Cinder forgets volume `id` of `cloud` and its RBD image is removed.
+fn drop_volume(
+    os: &testenv::openstack::OpenStackInfo,
+    cloud: &str,
+    side: Side,
+    cluster: &str,
+    pool: &str,
+    id: &str,
+) {
+    rt().block_on(async {
+        let c = Cinder::new(client(os, cloud).await, side);
+        let v = c.get_volume(id).await.unwrap();
+        c.unmanage(id).await.unwrap();
+        let _ = rbd_output(
+            cluster,
+            &[
+                "rm",
+                "--no-progress",
+                &format!("{pool}/{}", v.rbd_image_name()),
+            ],
+        );
+    });
+}
+
+fn adopts_a_volume_into_the_newer_cloud(mode: &str) {
+    let (env, os) = cross_version_clouds();
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let (image, spec) = make_image(&a, &format!("matrix-adopt-{mode}"));
+    let original = info(&a, &spec)["features"].clone();
+    let want = sha(&a, &spec);
+    let state = tempfile::tempdir().unwrap();
+    let name = format!("vol-{image}");
+    let dst_pool = os.destination.volume_pool.clone();
+    let result = relay_json(
+        &os,
+        &[
+            "migrate",
+            "volume",
+            "--from",
+            &a,
+            "--to",
+            &b,
+            &spec,
+            "--into",
+            &dst_pool,
+            "--mode",
+            mode,
+            "--adopt",
+            "--os-cloud",
+            &os.destination.admin_cloud,
+            "--name",
+            &name,
+        ],
+        state.path(),
+    );
+    assert_eq!(result["summary"]["sha256"], want.as_str(), "{result}");
+    let id = result["summary"]["volume"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // asked independently: the 2025.1 Cinder has it, available, on its RBD backend
+    let v = rt().block_on(async {
+        Cinder::new(
+            client(&os, &os.destination.admin_cloud).await,
+            Side::Destination,
+        )
+        .get_volume(&id)
+        .await
+        .unwrap()
+    });
+    assert_eq!(v.status, "available");
+    assert_eq!(v.size, 1, "24 MiB rounds up to 1 GiB");
+    assert_eq!(v.name.as_deref(), Some(name.as_str()));
+    assert_eq!(v.host.as_deref(), Some(os.destination.cinder_host.as_str()));
+    let renamed = format!("{dst_pool}/volume-{id}");
+    assert_eq!(sha(&b, &renamed), want, "the adopted copy differs");
+    assert_eq!(info(&a, &spec)["features"], original, "source features");
+    assert!(mirroring_off(&a, &spec), "mirroring left on at the source");
+    wait_gone(&b, &spec, REPLICA_GONE_LIMIT);
+    eprintln!("matrix adopt {mode}: volume {id} available in the 2025.1 cloud");
+    drop_volume(
+        &os,
+        &os.destination.admin_cloud,
+        Side::Destination,
+        &b,
+        &dst_pool,
+        &id,
+    );
+    rbd(&a, &["rm", "--no-progress", &spec]);
+}
+
+#[test]
+#[ignore = "cross-version: needs site-b and its cloud on newer releases (make test-matrix)"]
+fn a_journal_migration_with_adopt_ends_available_in_a_2025_1_cinder() {
+    adopts_a_volume_into_the_newer_cloud("journal");
+}
+
+#[test]
+#[ignore = "cross-version: needs site-b and its cloud on newer releases (make test-matrix)"]
+fn a_snapshot_migration_with_adopt_ends_available_in_a_2025_1_cinder() {
+    adopts_a_volume_into_the_newer_cloud("snapshot");
+}
+
+#[test]
+#[ignore = "cross-version: needs site-b and its cloud on newer releases (make test-matrix)"]
+fn a_bootable_volume_of_a_zed_cloud_becomes_an_active_image_of_a_2025_1_glance() {
+    let (env, os) = cross_version_clouds();
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    // the source: a bootable volume of the Zed cloud with known data
+    let raw = testenv::unique_name("matrix-boot");
+    let src_pool = os.source.volume_pool.clone();
+    image_with_data(&a, &format!("{src_pool}/{raw}"), (5 << 20) + 77);
+    let src = rt().block_on(async {
+        Cinder::new(client(&os, &os.source.admin_cloud).await, Side::Source)
+            .adopt(&AdoptRequest {
+                target: HostTarget::CephPool {
+                    pool: src_pool.clone(),
+                    fsid: None,
+                },
+                rbd_image: raw.clone(),
+                name: Some(format!("src-{raw}")),
+                description: None,
+                volume_type: None,
+                availability_zone: None,
+                bootable: true,
+                metadata: Default::default(),
+            })
+            .await
+            .unwrap()
+    });
+    let src_spec = format!("{src_pool}/{}", src.rbd_image);
+    let want = sha(&a, &src_spec);
+    let img_name = format!("img-{raw}");
+    let state = tempfile::tempdir().unwrap();
+    let result = relay_json(
+        &os,
+        &[
+            "migrate",
+            "bootable",
+            "--from",
+            &a,
+            "--to",
+            &b,
+            "--source-cloud",
+            &os.source.admin_cloud,
+            "--os-cloud",
+            &os.destination.admin_cloud,
+            &src.volume.id,
+            "--into",
+            &os.destination.image_pool,
+            "--source-pool",
+            &os.source.image_pool,
+            "--name",
+            &img_name,
+        ],
+        state.path(),
+    );
+    let image = &result["summary"]["image"];
+    let id = image["id"].as_str().unwrap().to_string();
+    assert_eq!(image["status"], "active", "{result}");
+    // asked independently: the 2025.1 Glance serves the source volume's bytes
+    let (status, got, len) = rt().block_on(async {
+        use sha2::Digest;
+        let g = glance_rbd::Glance::new(client(&os, &os.destination.admin_cloud).await);
+        let i = g.get_image(&id).await.unwrap();
+        let mut dl = g.download(&id).await.unwrap();
+        let mut h = sha2::Sha256::new();
+        let mut len = 0u64;
+        while let Some(chunk) = dl.next_chunk().await.unwrap() {
+            h.update(&chunk);
+            len += chunk.len() as u64;
+        }
+        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        (i.status, hex, len)
+    });
+    assert_eq!(status, "active");
+    assert_eq!(
+        got, want,
+        "Glance serves other bytes than the source volume ({len} bytes)"
+    );
+    eprintln!("matrix bootable: image {id} active in the 2025.1 Glance, {len} bytes = source");
+    // clean up: the image (Glance deletes its RBD copy), the source volume and its data
+    rt().block_on(async {
+        glance_rbd::Glance::new(client(&os, &os.destination.admin_cloud).await)
+            .delete_image(&id)
+            .await
+            .unwrap();
+    });
+    drop_volume(
+        &os,
+        &os.source.admin_cloud,
+        Side::Source,
+        &a,
+        &src_pool,
+        &src.volume.id,
+    );
 }

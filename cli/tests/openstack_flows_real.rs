@@ -123,7 +123,7 @@ async fn volumes_named(cloud: &str, name: &str) -> Vec<Value> {
     let v: Value = c
         .send_json(
             &ApiRequest::new(ServiceType::BlockStorage, Method::GET, "volumes/detail")
-                .microversion("volume", cinder_manage::MICROVERSION)
+                .microversion("volume", cinder_manage::MICROVERSION_NEEDED.to_string())
                 .query("all_tenants", "1")
                 .query("name", name),
         )

@@ -2,8 +2,10 @@
 //!
 //! The Ceph side (copy the data into the Glance pool, snapshot `snap`, protect it) is done by
 //! the core library; this crate is HTTP only. It creates the image record, adds the location
-//! `rbd://<fsid>/<pool>/<image>/snap` (Zed: JSON patch; Glance ≥ 2.17 also offers
-//! `POST /v2/images/{id}/locations`), and waits for `active`.
+//! `rbd://<fsid>/<pool>/<image>/snap` (Zed: JSON patch; where the version document lists
+//! image API 2.17 (Glance 29, 2024.2, and later) `POST /v2/images/{id}/locations` is tried
+//! first, and its 403 (Glance 30 allows it for non-http URLs only to the `service` role, not
+//! to admins) falls back to the patch), and waits for `active`.
 //!
 //! **Deleting a Glance image whose location is an rbd:// URL deletes the RBD snapshot and image
 //! it points at.** Zed's default policy lets a plain member add such a location pointing at
@@ -31,7 +33,8 @@
 use std::time::Duration;
 
 use openstack_client::{
-    poll_until, ApiRequest, Method, OpenStackClient, Poll, PollError, PollOptions, ServiceType,
+    poll_until, ApiRequest, ApiVersion, Method, OpenStackClient, Poll, PollError, PollOptions,
+    ServiceType,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -85,21 +88,14 @@ pub struct Glance {
 }
 
 #[derive(Deserialize)]
-struct Versions {
-    versions: Vec<VersionEntry>,
-}
-
-#[derive(Deserialize)]
-struct VersionEntry {
-    id: String,
-}
-
-#[derive(Deserialize)]
 struct ImageList {
     images: Vec<GlanceImage>,
 }
 
 const LOCATIONS_INVISIBLE: &str = "if locations are invisible";
+
+/// The image API version that added `POST /v2/images/{id}/locations`.
+pub const LOCATIONS_API: ApiVersion = ApiVersion::new(2, 17);
 
 impl Glance {
     /// An adapter using `client`'s `image` endpoint.
@@ -233,23 +229,15 @@ impl Glance {
         Ok(ImageData { resp, url })
     }
 
-    /// Whether this Glance offers `POST /v2/images/{id}/locations` (image API ≥ 2.17).
+    /// Whether this Glance offers `POST /v2/images/{id}/locations`: its version document
+    /// (the endpoint's root) lists image API v2.17 or later (Glance 29, 2024.2 and later).
     pub async fn has_locations_api(&self) -> Result<bool, Error> {
-        let v: Versions = self
+        let doc = self
             .client
-            .send_json(&ApiRequest::new(
-                ServiceType::Image,
-                Method::GET,
-                "versions",
-            ))
+            .version_document(ServiceType::Image)
             .await
             .map_err(Error::api("listing Glance API versions"))?;
-        Ok(v.versions.iter().any(|e| {
-            let n = e.id.trim_start_matches('v');
-            let mut it = n.split('.').map(|x| x.parse::<u32>().unwrap_or(0));
-            let (maj, min) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
-            maj > 2 || (maj == 2 && min >= 17)
-        }))
+        Ok(doc.offers_at_least(LOCATIONS_API))
     }
 
     /// Whether Glance shows image locations (`show_multiple_locations = True`), which adding an

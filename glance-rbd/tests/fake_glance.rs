@@ -113,7 +113,7 @@ async fn hidden_locations_fail_clearly_and_leave_the_record_undeleted() {
     let log: Log = Default::default();
     let port = serve(log.clone(), |m, p| match (m, p) {
         ("POST", "/v2/images") => (201, QUEUED_NO_LOCATIONS.into()),
-        ("GET", "/versions") => (200, r#"{"versions": [{"id": "v2.16"}]}"#.into()),
+        ("GET", "/") => (200, r#"{"versions": [{"id": "v2.16"}]}"#.into()),
         ("GET", "/v2/images/i1") => (200, QUEUED_NO_LOCATIONS.into()),
         ("DELETE", "/v2/images/i1") => (204, String::new()),
         _ => (500, "{}".into()),
@@ -150,7 +150,7 @@ async fn a_lost_answer_to_a_successful_add_with_hidden_locations_deletes_nothing
     let log: Log = Default::default();
     let port = serve(log.clone(), |m, p| match (m, p) {
         ("POST", "/v2/images") => (201, QUEUED_NO_LOCATIONS.into()),
-        ("GET", "/versions") => (200, r#"{"versions": [{"id": "v2.17"}]}"#.into()),
+        ("GET", "/") => (200, r#"{"versions": [{"id": "v2.17"}]}"#.into()),
         ("POST", "/v2/images/i1/locations") => (502, "{}".into()),
         ("GET", "/v2/images/i1") => (
             200,
@@ -177,7 +177,7 @@ async fn a_lost_answer_to_a_successful_patch_keeps_the_image_with_its_location()
     let log: Log = Default::default();
     let port = serve(log.clone(), |m, p| match (m, p) {
         ("POST", "/v2/images") => (201, QUEUED_WITH_LOCATIONS.into()),
-        ("GET", "/versions") => (200, r#"{"versions": [{"id": "v2.16"}]}"#.into()),
+        ("GET", "/") => (200, r#"{"versions": [{"id": "v2.16"}]}"#.into()),
         ("PATCH", "/v2/images/i1") => (502, "{}".into()),
         ("GET", "/v2/images/i1") => (200, ACTIVE.into()),
         ("DELETE", "/v2/images/i1") => (204, String::new()),
@@ -196,7 +196,7 @@ async fn patch_refused_for_invisible_locations_maps_to_locations_disabled() {
     let log: Log = Default::default();
     let port = serve(log.clone(), |m, p| match (m, p) {
         ("POST", "/v2/images") => (201, QUEUED_WITH_LOCATIONS.into()),
-        ("GET", "/versions") => (
+        ("GET", "/") => (
             200,
             r#"{"versions": [{"id": "v2.16"}, {"id": "v2.9"}]}"#.into(),
         ),
@@ -219,6 +219,9 @@ async fn patch_refused_for_invisible_locations_maps_to_locations_disabled() {
     assert_eq!(log.last().map(String::as_str), Some("DELETE /v2/images/i1"));
 }
 
+/// `GET /` of Debian 13's Glance 30.0.0 (2025.1), captured from the test cloud.
+const GLANCE_2025_1_ROOT: &str = r#"{"versions": [{"id": "v2.16", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.15", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.14", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.9", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.17", "status": "CURRENT", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.7", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.6", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.5", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.4", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.3", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.2", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.1", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.0", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}]}"#;
+
 const ACTIVE: &str = r#"{"id": "i1", "name": "img", "status": "active",
     "locations": [{"url": "rbd://f/images/img/snap", "metadata": {}}]}"#;
 
@@ -229,7 +232,7 @@ async fn locations_api_is_used_where_glance_offers_it() {
     let log: Log = Default::default();
     let port = serve(log.clone(), |m, p| match (m, p) {
         ("POST", "/v2/images") => (201, QUEUED_NO_LOCATIONS.into()),
-        ("GET", "/versions") => (
+        ("GET", "/") => (
             200,
             r#"{"versions": [{"id": "v2.17"}, {"id": "v2.16"}]}"#.into(),
         ),
@@ -248,15 +251,20 @@ async fn locations_api_is_used_where_glance_offers_it() {
     assert!(!log.iter().any(|l| l.starts_with("PATCH")), "{log:?}");
 }
 
+/// Glance 30 (2025.1) as found on Debian 13: its root document lists v2.17 (CURRENT) among
+/// the others (captured), and its locations call refuses an rbd:// URL to anyone without
+/// the `service` role (glance/api/v2/images.py: "http store must be enabled to use location
+/// API by normal user."), admins included: the adapter then adds it by the JSON patch.
 #[tokio::test]
 async fn locations_api_refused_falls_back_to_json_patch() {
     let log: Log = Default::default();
     let port = serve(log.clone(), |m, p| match (m, p) {
         ("POST", "/v2/images") => (201, QUEUED_WITH_LOCATIONS.into()),
-        ("GET", "/versions") => (200, r#"{"versions": [{"id": "v2.17"}]}"#.into()),
+        ("GET", "/") => (300, GLANCE_2025_1_ROOT.into()),
         ("POST", "/v2/images/i1/locations") => (
             403,
-            r#"{"message": "You are not authorized to complete add_image_location action."}"#
+            "<html><body><h1>403 Forbidden</h1>http store must be enabled to use location \
+             API by normal user.<br /><br /></body></html>"
                 .into(),
         ),
         ("PATCH", "/v2/images/i1") => (200, ACTIVE.into()),

@@ -18,6 +18,7 @@ use crate::catalog::{select_endpoint, CatalogService, ServiceType};
 use crate::config::{AuthMethod, CloudConfig, DomainRef, Scope, UserRef};
 use crate::error::{ApiError, Error};
 use crate::secret::Secret;
+use crate::versions::VersionDocument;
 
 /// Options of the HTTP client.
 #[derive(Debug, Clone)]
@@ -324,6 +325,40 @@ impl OpenStackClient {
             }
         }
         Ok(url)
+    }
+
+    /// The service's version document: `GET` of the unversioned root of its endpoint (the
+    /// path up to the first `vN` segment: `http://h:8776/v3/PROJECT` -> `http://h:8776/`),
+    /// which Cinder answers with `300 Multiple Choices` and Glance with `200`. Sent without
+    /// a token: version documents are public.
+    pub async fn version_document(&self, service: ServiceType) -> Result<VersionDocument, Error> {
+        let url = version_root(&self.endpoint(service).await?);
+        let resp = self
+            .inner
+            .http
+            .get(url.clone())
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .map_err(|source| Error::Unreachable {
+                service,
+                url: url.to_string(),
+                source,
+            })?;
+        let status = resp.status();
+        if status.is_client_error() || status.is_server_error() {
+            return Err(api_error(service, "GET", &url, resp).await);
+        }
+        let bytes = resp.bytes().await.map_err(|source| Error::Unreachable {
+            service,
+            url: url.to_string(),
+            source,
+        })?;
+        VersionDocument::from_json(&bytes).map_err(|reason| Error::Decode {
+            service,
+            url: url.to_string(),
+            reason,
+        })
     }
 
     /// Resolves the full URL of a request.
@@ -737,6 +772,32 @@ async fn api_error(
     )))
 }
 
+/// The unversioned root of an endpoint: its path up to the first segment `vN` or `vN.M`
+/// (`/v3/PROJECT` -> `/`, `/volume/v3` -> `/volume/`), or the whole path when it has none.
+pub fn version_root(endpoint: &Url) -> Url {
+    let mut root = endpoint.clone();
+    let mut kept = Vec::new();
+    for seg in endpoint.path_segments().into_iter().flatten() {
+        let versioned = seg
+            .strip_prefix('v')
+            .is_some_and(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_digit() || c == '.'));
+        if versioned {
+            break;
+        }
+        if !seg.is_empty() {
+            kept.push(seg);
+        }
+    }
+    let path = if kept.is_empty() {
+        "/".to_owned()
+    } else {
+        format!("/{}/", kept.join("/"))
+    };
+    root.set_path(&path);
+    root.set_query(None);
+    root
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -758,6 +819,17 @@ mod tests {
                 {"name": "u", "domain": {"name": "Default"}, "password": "pw"}}},
                 "scope": {"project": {"name": "p", "domain": {"id": "default"}}}}})
         );
+    }
+
+    #[test]
+    fn the_version_root_is_the_endpoint_path_before_its_version() {
+        let root = |u: &str| version_root(&Url::parse(u).unwrap()).to_string();
+        assert_eq!(root("http://h:8776/v3/abc123"), "http://h:8776/");
+        assert_eq!(root("http://h/volume/v3/abc?x=1"), "http://h/volume/");
+        assert_eq!(root("http://h:9292"), "http://h:9292/");
+        assert_eq!(root("http://h/image/v2/"), "http://h/image/");
+        // a segment that only starts with v is not a version
+        assert_eq!(root("http://h/volumes/v3"), "http://h/volumes/");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! `OS_*` like the OpenStack tools ([`config`]), authenticates with Keystone v3 (password,
 //! application credential, token) or uses a static token with explicit endpoints, picks
 //! endpoints from the catalog ([`catalog`]), re-authenticates on expiry or 401
-//! ([`client`]), keeps the services' error messages ([`error`]) and polls with a deadline
+//! ([`client`]), reads version documents and negotiates microversions ([`versions`]), keeps the services' error messages ([`error`]) and polls with a deadline
 //! ([`wait`]). Secrets never appear in `Debug` output or logs ([`secret`]).
 //!
 //! ```no_run
@@ -31,6 +31,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod secret;
+pub mod versions;
 pub mod wait;
 
 pub use catalog::{Interface, ServiceType};
@@ -39,4 +40,5 @@ pub use config::{AuthMethod, CloudConfig, ConfigError, ConfigSources};
 pub use error::{ApiError, Error};
 pub use reqwest::Method;
 pub use secret::Secret;
+pub use versions::{ApiVersion, NegotiationError, VersionDocument};
 pub use wait::{poll_until, Poll, PollError, PollOptions};

@@ -17,6 +17,10 @@ use crate::layout::{Release, ETC_CEPH};
 
 /// The script that builds a chroot (run with `sh -c`, so the binary carries it).
 const BUILD_SCRIPT: &str = include_str!("chroot/build-ceph-chroot.sh");
+/// The script that adds the suite's OpenStack services to a finished chroot.
+const OPENSTACK_SCRIPT: &str = include_str!("chroot/add-openstack.sh");
+/// File written into a chroot once its OpenStack packages are installed.
+const OPENSTACK_MARKER: &str = ".rbd-relay-openstack-complete";
 /// File written into a chroot once its build finished; a directory without it is not used.
 const COMPLETE_MARKER: &str = ".rbd-relay-chroot-complete";
 /// Where the host's apt sources are read from, to find the archive.
@@ -117,6 +121,54 @@ pub(crate) fn ensure(state_root: &Path, release: Release) -> Result<Option<PathB
     }
     let archive = host_archive()?;
     build(&root, suite, &archive, release)?;
+    Ok(Some(root))
+}
+
+/// The chroot of `release` with the suite's OpenStack (Keystone, Cinder, Glance) installed
+/// too, for a destination cloud on the newer OpenStack: `Ok(None)` for a release whose cloud
+/// stays the host's ([`Release::openstack_release`]). Builds the chroot and installs the
+/// packages when they are missing (needs the archive), with progress on stderr.
+pub(crate) fn ensure_openstack(state_root: &Path, release: Release) -> Result<Option<PathBuf>> {
+    if release.openstack_release().is_none() {
+        return Ok(None);
+    }
+    let Some(root) = ensure(state_root, release)? else {
+        return Ok(None);
+    };
+    if root.join(OPENSTACK_MARKER).exists() {
+        return Ok(Some(root));
+    }
+    let suite = release.chroot_suite().unwrap_or("?");
+    let archive = host_archive()?;
+    eprintln!(
+        "testenv: installing {suite}'s OpenStack into {} (once; several minutes)",
+        root.display()
+    );
+    let out = Command::new("sh")
+        .args(["-c", OPENSTACK_SCRIPT, "add-openstack"])
+        .arg(&root)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .output()
+        .map_err(|source| Error::Spawn {
+            command: "sh -c add-openstack.sh".into(),
+            source,
+        })?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        eprintln!("testenv: chroot {suite}: {line}");
+    }
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::ChrootBuild {
+            suite: suite.to_string(),
+            archive,
+            detail: format!("installing OpenStack: {}; {}", out.status, stderr.trim()),
+        });
+    }
+    let marker = root.join(OPENSTACK_MARKER);
+    std::fs::write(&marker, String::from_utf8_lossy(&out.stdout).as_bytes())
+        .map_err(|e| Error::io("write", &marker, e))?;
     Ok(Some(root))
 }
 

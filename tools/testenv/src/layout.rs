@@ -249,6 +249,16 @@ impl Release {
         }
     }
 
+    /// The OpenStack release a destination cloud on this site runs, when it is not the
+    /// host's (Zed): Reef's trixie chroot carries OpenStack 2025.1 (Keystone 27, Cinder 26,
+    /// Glance 30). Tentacle's sid chroot has no cloud: it stays the host's.
+    pub fn openstack_release(self) -> Option<&'static str> {
+        match self {
+            Release::Reef => Some("2025.1"),
+            Release::Pacific | Release::Tentacle => None,
+        }
+    }
+
     /// The Debian suite whose packages carry this release, when it is not the host's.
     pub fn chroot_suite(self) -> Option<&'static str> {
         match self {

@@ -290,7 +290,9 @@ pub fn up(state_dir: &Path, opts: &UpOptions) -> Result<UpReport> {
     }
     if opts.openstack {
         // Idempotent on its side: returns at once when the clouds run on these sites.
-        let info = openstack::up(layout.root(), &state.sites)?;
+        // A site-b on Reef gets its cloud's Cinder and Glance from the same chroot (2025.1).
+        let cloud_root = chroot::ensure_openstack(layout.root(), state.site_b_release)?;
+        let info = openstack::up_with(layout.root(), &state.sites, cloud_root.as_deref())?;
         if state.openstack.as_ref() != Some(&info) {
             state.openstack = Some(info);
             state.save(&layout.state_file())?;
@@ -380,6 +382,15 @@ pub fn prepare_chroot(state_dir: &Path, release: Release) -> Result<Option<PathB
     std::fs::create_dir_all(state_dir).map_err(|e| Error::io("create", state_dir, e))?;
     let root = std::fs::canonicalize(state_dir).map_err(|e| Error::io("resolve", state_dir, e))?;
     chroot::ensure(&root, release)
+}
+
+/// [`prepare_chroot`], with the suite's OpenStack installed too (for `up --openstack` with
+/// that site-b release; see [`Release::openstack_release`]). `Ok(None)` when that release's
+/// cloud runs from the host's packages.
+pub fn prepare_openstack_chroot(state_dir: &Path, release: Release) -> Result<Option<PathBuf>> {
+    prepare_chroot(state_dir, release)?;
+    let root = std::fs::canonicalize(state_dir).map_err(|e| Error::io("resolve", state_dir, e))?;
+    chroot::ensure_openstack(&root, release)
 }
 
 /// The environment for tests: ensures the pair is up in [`default_state_dir`] (fast when

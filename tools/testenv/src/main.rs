@@ -80,6 +80,10 @@ enum Cmd {
         /// The release whose chroot to build.
         #[arg(long, value_enum)]
         release: CephRelease,
+        /// Also install the suite's OpenStack (for `up --openstack` with this release:
+        /// reef's trixie carries OpenStack 2025.1).
+        #[arg(long)]
+        openstack: bool,
     },
     /// Stop everything testenv started and wipe its state.
     Down,
@@ -169,8 +173,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Chroot { release } => {
+        Cmd::Chroot { release, openstack } => {
             let release = Release::from(release);
+            if openstack {
+                match testenv::prepare_openstack_chroot(&dir, release).context("testenv chroot")? {
+                    Some(root) => eprintln!(
+                        "testenv chroot: Ceph {release} and OpenStack {} ready in {}",
+                        release.openstack_release().unwrap_or("?"),
+                        root.display()
+                    ),
+                    None => eprintln!(
+                        "testenv chroot: a cloud on Ceph {release} runs the host's OpenStack: nothing to install"
+                    ),
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             match testenv::prepare_chroot(&dir, release).context("testenv chroot")? {
                 Some(root) => {
                     eprintln!("testenv chroot: Ceph {release} ready in {}", root.display())

@@ -78,7 +78,7 @@ pub(crate) fn write_conf(root: &Path, plan: &CloudPlan) -> Result<(), Error> {
              # re-publish pool stats to the scheduler every 10 s (default 60)\n\
              backend_stats_polling_interval = 10\n\
              [database]\n\
-             connection = sqlite:///{db}\n\
+             connection = sqlite:///{db}{busy}\n\
              [oslo_concurrency]\n\
              lock_path = {ds}/lock\n\
              [coordination]\n\
@@ -96,6 +96,14 @@ pub(crate) fn write_conf(root: &Path, plan: &CloudPlan) -> Result<(), Error> {
             port = plan.cinder_port,
             glance_port = plan.glance_port,
             db = db_path(root, site).display(),
+            // 2025.1's Cinder failed its scheduler's start and a quota reservation with
+            // "database is locked" while the volume service wrote: its chroot's oslo.db
+            // begins IMMEDIATE (add-openstack.sh), and transactions wait for the lock
+            busy = if plan.chroot.is_some() {
+                "?timeout=60"
+            } else {
+                ""
+            },
             pool = plan.volume_pool,
             ceph_conf = super::ceph::client_conf_path(root, site).display(),
             authtoken = keystone::authtoken_section("cinder", site),
@@ -153,10 +161,11 @@ fn paste_ini(d: &Path) -> String {
 /// mode a read transaction that turns into a write after another process committed fails
 /// at once with "database is locked" (no busy wait), which broke quota reservations in
 /// manage-existing while the volume service wrote its state reports.
-pub(crate) fn db_sync(root: &Path, site: &str) -> Result<(), Error> {
+pub(crate) fn db_sync(root: &Path, plan: &CloudPlan) -> Result<(), Error> {
+    let site = &plan.site.name;
     let log = dir(root, site).join("log").join("dbsync.log");
     let out = process::run(
-        Command::new(super::shim(root, "cinder-manage"))
+        super::command_in(plan.chroot.as_deref(), &super::shim(root, "cinder-manage"))
             .arg("--config-file")
             .arg(conf_path(root, site))
             .args(["db", "sync"]),
@@ -167,15 +176,17 @@ pub(crate) fn db_sync(root: &Path, site: &str) -> Result<(), Error> {
     out.map(|_| ())
 }
 
-fn start_service(root: &Path, site: &str, service: &str) -> Result<(), Error> {
-    daemon(root, site, service).start(
+fn start_service(root: &Path, plan: &CloudPlan, service: &str) -> Result<(), Error> {
+    let site = &plan.site.name;
+    let (program, args) = super::in_root(
+        plan.chroot.as_deref(),
         &super::shim(root, service),
         &[
             "--config-file".into(),
             conf_path(root, site).display().to_string(),
         ],
-        &[],
-    )?;
+    );
+    daemon(root, site, service).start(&program, &args, &[])?;
     Ok(())
 }
 
@@ -205,10 +216,11 @@ fn first_report(db: &Path, topic: &str) -> Result<bool, Error> {
 
 /// Starts cinder-volume and cinder-api, waits for the volume service's first report, then
 /// starts the scheduler and waits for its first report. Needs the broker up.
-pub(crate) fn start(root: &Path, site: &str, timeout: Duration) -> Result<(), Error> {
+pub(crate) fn start(root: &Path, plan: &CloudPlan, timeout: Duration) -> Result<(), Error> {
+    let site = &plan.site.name;
     let db = db_path(root, site);
-    start_service(root, site, "cinder-volume")?;
-    start_service(root, site, "cinder-api")?;
+    start_service(root, plan, "cinder-volume")?;
+    start_service(root, plan, "cinder-api")?;
     let volume = daemon(root, site, "cinder-volume");
     process::wait_for(
         &format!("first report of cinder-volume.{site}"),
@@ -219,7 +231,7 @@ pub(crate) fn start(root: &Path, site: &str, timeout: Duration) -> Result<(), Er
             first_report(&db, "cinder-volume")
         },
     )?;
-    start_service(root, site, "cinder-scheduler")?;
+    start_service(root, plan, "cinder-scheduler")?;
     let scheduler = daemon(root, site, "cinder-scheduler");
     process::wait_for(
         &format!("first report of cinder-scheduler.{site}"),

@@ -8,7 +8,6 @@
 //! process: one process per API.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use reqwest::blocking::Client;
@@ -119,26 +118,28 @@ pub(crate) fn write_conf(root: &Path, plan: &CloudPlan) -> Result<(), Error> {
 }
 
 /// `glance-manage db_sync` into the cloud's database.
-pub(crate) fn db_sync(root: &Path, site: &str) -> Result<(), Error> {
+pub(crate) fn db_sync(root: &Path, plan: &CloudPlan) -> Result<(), Error> {
     process::run(
-        Command::new(super::shim(root, "glance-manage"))
+        super::command_in(plan.chroot.as_deref(), &super::shim(root, "glance-manage"))
             .arg("--config-file")
-            .arg(conf_path(root, site))
+            .arg(conf_path(root, &plan.site.name))
             .arg("db_sync"),
     )?;
     Ok(())
 }
 
 /// Starts the API.
-pub(crate) fn start(root: &Path, site: &str) -> Result<(), Error> {
-    daemon(root, site).start(
+pub(crate) fn start(root: &Path, plan: &CloudPlan) -> Result<(), Error> {
+    let site = &plan.site.name;
+    let (program, args) = super::in_root(
+        plan.chroot.as_deref(),
         &super::shim(root, "glance-api"),
         &[
             "--config-file".into(),
             conf_path(root, site).display().to_string(),
         ],
-        &[],
-    )?;
+    );
+    daemon(root, site).start(&program, &args, &[])?;
     Ok(())
 }
 

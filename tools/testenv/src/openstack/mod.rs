@@ -114,6 +114,9 @@ pub(crate) struct CloudPlan {
     /// volumes into, so that a volume cloned from a promoted replica (rbd-relay's cutover)
     /// opens until it is flattened, like a volume cloned from a Glance image.
     pub(crate) read_also: Vec<String>,
+    /// The Debian root file system this cloud's Cinder and Glance run from (the newer
+    /// OpenStack of a newer site-b), `None` for the host's packages.
+    pub(crate) chroot: Option<PathBuf>,
 }
 
 impl CloudPlan {
@@ -122,7 +125,33 @@ impl CloudPlan {
     }
 }
 
-fn plans(sites: &[CephSite]) -> Result<[CloudPlan; 2], Error> {
+/// `program args` as a command line, run inside `chroot` when there is one
+/// (`chroot ROOT program args`: the state directory and `/etc/ceph` are mounted there at
+/// their host paths, so every path stays the same).
+pub(crate) fn in_root(
+    chroot: Option<&Path>,
+    program: &Path,
+    args: &[String],
+) -> (PathBuf, Vec<String>) {
+    match chroot {
+        None => (program.to_path_buf(), args.to_vec()),
+        Some(root) => {
+            let mut a = vec![root.display().to_string(), program.display().to_string()];
+            a.extend(args.iter().cloned());
+            (PathBuf::from("chroot"), a)
+        }
+    }
+}
+
+/// [`in_root`] as a `Command`.
+pub(crate) fn command_in(chroot: Option<&Path>, program: &Path) -> std::process::Command {
+    let (p, a) = in_root(chroot, program, &[]);
+    let mut c = std::process::Command::new(p);
+    c.args(a);
+    c
+}
+
+fn plans(sites: &[CephSite], destination_root: Option<&Path>) -> Result<[CloudPlan; 2], Error> {
     let [src, dst] = sites else {
         return Err(Error::Sites(sites.len()));
     };
@@ -135,6 +164,7 @@ fn plans(sites: &[CephSite]) -> Result<[CloudPlan; 2], Error> {
             image_pool: "images".into(),
             read_only_pool: "images".into(),
             read_also: vec![],
+            chroot: None,
         },
         CloudPlan {
             site: dst.clone(),
@@ -144,6 +174,7 @@ fn plans(sites: &[CephSite]) -> Result<[CloudPlan; 2], Error> {
             image_pool: "glance".into(),
             read_only_pool: "glance".into(),
             read_also: vec!["volumes".into()],
+            chroot: destination_root.map(Path::to_path_buf),
         },
     ])
 }
@@ -271,8 +302,19 @@ fn http_client() -> Result<Client, Error> {
 /// Brings both clouds up on `sites` (`sites[0]` the source, `sites[1]` the destination) and
 /// returns how to reach them. Idempotent (see the module documentation).
 pub fn up(state_dir: &Path, sites: &[CephSite]) -> Result<OpenStackInfo, Error> {
+    up_with(state_dir, sites, None)
+}
+
+/// [`up`], with the destination cloud's Cinder and Glance run from the Debian root file
+/// system `destination_root` (its newer OpenStack release, see `chroot::ensure_openstack`)
+/// when given. Keystone and RabbitMQ stay the host's.
+pub fn up_with(
+    state_dir: &Path,
+    sites: &[CephSite],
+    destination_root: Option<&Path>,
+) -> Result<OpenStackInfo, Error> {
     let t0 = Instant::now();
-    let plans = plans(sites)?;
+    let plans = plans(sites, destination_root)?;
     let _lock = lock(state_dir)?;
     let root = state_dir.join("openstack");
     let http = http_client()?;
@@ -280,7 +322,13 @@ pub fn up(state_dir: &Path, sites: &[CephSite]) -> Result<OpenStackInfo, Error> 
 
     if let Some(info) = load_json::<OpenStackInfo>(&info_path(&root))? {
         let all_alive = daemons(&root, &names).iter().all(|d| d.pid().is_some());
-        if info.matches(sites) && all_alive && keystone::responds(&http) {
+        let same_root = load_json::<Option<PathBuf>>(&root.join("destination-root.json"))
+            .ok()
+            .flatten()
+            .flatten()
+            .as_deref()
+            == destination_root;
+        if info.matches(sites) && same_root && all_alive && keystone::responds(&http) {
             tracing::info!("openstack: already running");
             return Ok(info);
         }
@@ -295,6 +343,7 @@ pub fn up(state_dir: &Path, sites: &[CephSite]) -> Result<OpenStackInfo, Error> 
         fs::create_dir_all(&p).map_err(|e| Error::io("create", &p, e))?;
     }
     save_json(&sites_path(&root), &names)?;
+    save_json(&root.join("destination-root.json"), &destination_root)?;
     let info = build(&root, &http, &plans).inspect_err(|e| {
         tracing::error!("openstack up failed after {:?}: {e}", t0.elapsed());
     })?;
@@ -367,6 +416,14 @@ fn build(root: &Path, http: &Client, plans: &[CloudPlan; 2]) -> Result<OpenStack
         })
         .collect();
     let long = Duration::from_secs(90);
+    // A destination on another OpenStack release has its own schema: migrated by its own
+    // glance-manage/cinder-manage, cached under the chroot's package versions.
+    let dst_cache = dst.chroot.as_deref().map(|c| {
+        root.parent()
+            .map(|p| SchemaCache::new_in(p, Some(c)))
+            .unwrap_or(SchemaCache { dir: None })
+    });
+    let dst_cache = &dst_cache;
     let ids = thread::scope(|s| {
         let ks = s.spawn(|| {
             keystone::prepare(root, &src.site.name, &cache)?;
@@ -388,20 +445,24 @@ fn build(root: &Path, http: &Client, plans: &[CloudPlan; 2]) -> Result<OpenStack
             .collect();
         let glances = s.spawn(|| {
             let db = glance::db_path(root, &src.site.name);
-            cache.migrated("glance", &db, || glance::db_sync(root, &src.site.name))?;
-            copy(
-                &glance::db_path(root, &src.site.name),
-                &glance::db_path(root, &dst.site.name),
-            )?;
+            cache.migrated("glance", &db, || glance::db_sync(root, src))?;
+            match dst_cache {
+                None => copy(&db, &glance::db_path(root, &dst.site.name))?,
+                Some(c) => c.migrated("glance", &glance::db_path(root, &dst.site.name), || {
+                    glance::db_sync(root, dst)
+                })?,
+            }
             step("glance database ready");
             Ok(())
         });
         let db = cinder::db_path(root, &src.site.name);
-        cache.migrated("cinder", &db, || cinder::db_sync(root, &src.site.name))?;
-        copy(
-            &cinder::db_path(root, &src.site.name),
-            &cinder::db_path(root, &dst.site.name),
-        )?;
+        cache.migrated("cinder", &db, || cinder::db_sync(root, src))?;
+        match dst_cache {
+            None => copy(&db, &cinder::db_path(root, &dst.site.name))?,
+            Some(c) => c.migrated("cinder", &cinder::db_path(root, &dst.site.name), || {
+                cinder::db_sync(root, dst)
+            })?,
+        }
         step("cinder database ready");
         for u in users {
             join(u, "ceph users")?;
@@ -411,11 +472,11 @@ fn build(root: &Path, http: &Client, plans: &[CloudPlan; 2]) -> Result<OpenStack
         step("rabbitmq ready");
         let cinders: Vec<_> = plans
             .iter()
-            .map(|p| s.spawn(move || cinder::start(root, &p.site.name, long)))
+            .map(|p| s.spawn(move || cinder::start(root, p, long)))
             .collect();
         join(glances, "glance db sync")?;
         for p in plans {
-            glance::start(root, &p.site.name)?;
+            glance::start(root, p)?;
         }
         for c in cinders {
             join(c, "cinder start")?;
@@ -779,6 +840,39 @@ mod tests {
         fs::write(&f, format!("{} 1\n", std::process::id())).unwrap();
         assert_eq!(process::alive_pid(&f), None);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_cloud_in_a_chroot_runs_its_shims_through_chroot_at_the_same_paths() {
+        let shim = Path::new("/var/tmp/x/openstack/bin/cinder-api");
+        let args = vec!["--config-file".to_string(), "/var/tmp/x/c.conf".to_string()];
+        let (p, a) = in_root(None, shim, &args);
+        assert_eq!((p.as_path(), a.clone()), (shim, args.clone()));
+        let (p, a) = in_root(
+            Some(Path::new("/var/tmp/rbd-relay-chroots/trixie-ceph")),
+            shim,
+            &args,
+        );
+        assert_eq!(p, Path::new("chroot"));
+        assert_eq!(
+            a,
+            [
+                "/var/tmp/rbd-relay-chroots/trixie-ceph",
+                "/var/tmp/x/openstack/bin/cinder-api",
+                "--config-file",
+                "/var/tmp/x/c.conf"
+            ]
+        );
+        let site = |name: &str| CephSite {
+            name: name.into(),
+            conf: PathBuf::new(),
+            admin_keyring: PathBuf::new(),
+            fsid: String::new(),
+        };
+        let root = Path::new("/r");
+        let [src, dst] = plans(&[site("site-a"), site("site-b")], Some(root)).unwrap();
+        assert_eq!(src.chroot, None, "the source cloud stays the host's");
+        assert_eq!(dst.chroot.as_deref(), Some(root));
     }
 
     #[test]

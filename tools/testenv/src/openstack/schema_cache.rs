@@ -16,7 +16,12 @@ pub(crate) struct SchemaCache {
 impl SchemaCache {
     /// The cache for the installed packages (disabled if their versions cannot be read).
     pub(crate) fn new(state_dir: &Path) -> Self {
-        let out = std::process::Command::new("dpkg-query")
+        Self::new_in(state_dir, None)
+    }
+
+    /// The cache for the packages installed in `chroot` (the host's when `None`).
+    pub(crate) fn new_in(state_dir: &Path, chroot: Option<&Path>) -> Self {
+        let out = super::command_in(chroot, Path::new("dpkg-query"))
             .args(["-W", "-f", "${Package}=${Version} "])
             .args(["python3-keystone", "python3-cinder", "python3-glance"])
             .output();
