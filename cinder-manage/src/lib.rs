@@ -551,6 +551,7 @@ impl Cinder {
             .send_json(
                 &self
                     .req(Method::GET, "os-services")
+                    .await?
                     .query("binary", "cinder-volume")
                     .query("host", backend),
             )
@@ -584,6 +585,7 @@ impl Cinder {
             .send_empty(
                 &self
                     .req(Method::POST, format!("volumes/{id}/action"))
+                    .await?
                     .json(json!({"os-set_image_metadata": {"metadata": metadata}})),
             )
             .await

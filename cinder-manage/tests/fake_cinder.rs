@@ -79,6 +79,7 @@ async fn cinder(port: u16) -> Cinder {
         endpoint_overrides: Default::default(),
         tls: Default::default(),
         source: None,
+        api_timeout: None,
     };
     cfg.endpoint_overrides.insert(
         ServiceType::BlockStorage,

@@ -1138,7 +1138,7 @@ async fn volumes_named(os: &testenv::openstack::OpenStackInfo, name: &str) -> Ve
                 openstack_client::Method::GET,
                 "volumes/detail",
             )
-            .microversion("volume", cinder_manage::MICROVERSION)
+            .microversion("volume", cinder_manage::MICROVERSION_NEEDED.to_string())
             .query("all_tenants", "1")
             .query("name", name),
         )
