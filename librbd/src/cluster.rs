@@ -17,7 +17,7 @@ use libc::{c_char, c_int, size_t};
 use librbd_sys as sys;
 
 use super::error::{
-    check, cstring, from_c, grow_string_fixed, grow_string_with_len, RbdError, Result,
+    check, cstring, from_buf, from_c, grow_string_fixed, grow_string_with_len, RbdError, Result,
 };
 
 /// How to reach a cluster: name, conf file, cephx user, timeouts.
@@ -208,6 +208,27 @@ impl Cluster {
                 unsafe { sys::rados_cluster_fsid(self.handle.raw, buf, len) }
             },
         )
+    }
+
+    /// The value of option `key` on this connection (`rados_conf_get`): the conf file's,
+    /// overridden by [`ClusterConfig::option`]s. Values longer than 4 KiB fail
+    /// (`ENAMETOOLONG`).
+    pub fn conf_get(&self, key: &str) -> Result<String> {
+        let ctx = || format!("{}, option {key}", self.ctx());
+        let key_c = cstring(key, "rados_conf_get", ctx)?;
+        let mut buf = vec![0u8; 4096];
+        // SAFETY: connected handle; key_c is a valid C string; buf is writable for its
+        // length, and librados writes a NUL-terminated value of at most that length.
+        let ret = unsafe {
+            sys::rados_conf_get(
+                self.handle.raw,
+                key_c.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        check(ret, "rados_conf_get", ctx)?;
+        Ok(from_buf(&buf))
     }
 
     /// Opens an I/O context on `pool` (`rados_ioctx_create`).

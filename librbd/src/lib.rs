@@ -15,6 +15,7 @@ mod cluster;
 mod error;
 mod image;
 mod journal;
+mod memory;
 mod mirror;
 
 pub use cluster::{Cluster, ClusterConfig, IoCtx, MirrorDaemon, MirrorDaemonHealth, MirrorHealth};
@@ -33,6 +34,7 @@ pub use librbd_sys::{
     RBD_FEATURE_OBJECT_MAP, RBD_FEATURE_OPERATIONS, RBD_FEATURE_STRIPINGV2,
     RBD_FLAG_FAST_DIFF_INVALID, RBD_FLAG_OBJECT_MAP_INVALID,
 };
+pub use memory::map_large_allocations;
 pub use mirror::{
     MirrorImageGlobalStatus, MirrorImageInfo, MirrorImageMode, MirrorImageState, MirrorMode,
     MirrorPeerSite, MirrorSiteStatus, MirrorSnapshotNamespace, MirrorStatusState, PeerDirection,

@@ -34,7 +34,8 @@ pub(crate) const READERS: usize = 2;
 /// Checker threads (each with its own read-only handle on the copy).
 pub(crate) const CHECKERS: usize = 2;
 /// Pieces the writer has in flight at once (`rbd_aio_write`): one synchronous write at a
-/// time waits on the OSD for every piece (about 6 ms per 4 MiB here).
+/// time waits on the OSD for every piece (about 6 ms per 4 MiB here). Pieces are at most
+/// 1 MiB (the engine's memory bound, see `real/memory.rs`), so this holds at most 6 MiB.
 const WINDOW: usize = 6;
 /// Buffers per reader: enough for its share of the writer's window plus one being read.
 const READ_AHEAD: usize = WINDOW.div_ceil(READERS) + 1;

@@ -768,3 +768,33 @@ async fn removal_by_id_leaves_an_image_with_another_id_and_metadata_round_trips(
     // gone: removing again is fine
     f.dst.remove_image_with_id(&image, &id).unwrap();
 }
+
+/// The engine's connections run librbd within the memory bound (see `real/memory.rs`): no
+/// cache, writes from the engine's own buffer, 4 objects at a time in a flatten. Read back
+/// from librados itself, over whatever the conf file says.
+#[test]
+fn an_engine_connection_has_no_cache_zero_copy_writes_and_four_management_ops() {
+    let env = testenv::shared().expect("testenv (run `testenv up` or `make test`)");
+    let a = env.site_a().name.clone();
+    let ceph = rbd_mirror_ceph::real::RbdCeph::connect(
+        &ClusterSpec::with_conf(&a, env.site_a().conf.clone()).unwrap(),
+    )
+    .unwrap();
+    let get = |key: &str| ceph.cluster().conf_get(key).unwrap();
+    assert_eq!(get("rbd_cache"), "false");
+    assert_eq!(get("rbd_disable_zero_copy_writes"), "false");
+    assert_eq!(get("rbd_concurrent_management_ops"), "4");
+    // librados' own defaults differ, so the values above are this connection's
+    let plain = librbd::Cluster::connect(
+        &librbd::ClusterConfig::new(a.clone()).conf(env.site_a().conf.clone()),
+    )
+    .unwrap();
+    assert_eq!(
+        plain.conf_get("rbd_disable_zero_copy_writes").unwrap(),
+        "true"
+    );
+    assert_eq!(
+        plain.conf_get("rbd_concurrent_management_ops").unwrap(),
+        "10"
+    );
+}

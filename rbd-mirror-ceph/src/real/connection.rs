@@ -1,8 +1,7 @@
 //! Connecting an [`RbdCeph`] and the handles its calls open: cluster, pool contexts, images
 //! (read-write or read-only), and the monitor commands it reads (`df`, pool ids, sessions).
 
-use std::sync::Mutex;
-
+use super::memory;
 use super::replies::{parse_df, parse_pool_ids, DfPool};
 use super::{OrOps, RbdCeph};
 use librbd::{Cluster, ClusterConfig, Image, IoCtx};
@@ -60,13 +59,15 @@ impl RbdCeph {
 
     /// Connect to the cluster of `spec` (conf, client id); fails fast when it is unreachable.
     pub fn connect(spec: &ClusterSpec) -> OpsResult<Self> {
-        // No librbd cache: its default write-around mode acknowledges a write before the
-        // OSD has it, so a read through another handle (the copy's read-back) could miss
-        // it; and this tool reads and writes whole objects once, which a cache cannot help.
-        let config = ClusterConfig::new(spec.name.clone())
-            .conf(spec.conf.clone())
-            .client_id(spec.client_id.clone())
-            .option("rbd_cache", "false");
+        // the engine's memory bound (see `memory`): librbd's settings on this connection,
+        // and freed I/O buffers returned to the system
+        let config = memory::connection_options().into_iter().fold(
+            ClusterConfig::new(spec.name.clone())
+                .conf(spec.conf.clone())
+                .client_id(spec.client_id.clone()),
+            |config, (key, value)| config.option(key, value),
+        );
+        memory::bound_allocator();
         if !spec.conf.exists() {
             return Err(OpsError::new(
                 ErrorKind::NotFound,
@@ -82,7 +83,6 @@ impl RbdCeph {
         Ok(Self {
             name: spec.name.clone(),
             cluster,
-            chunk: Mutex::new(4 << 20),
         })
     }
 

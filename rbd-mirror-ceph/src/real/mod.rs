@@ -4,8 +4,6 @@
 //! where it only reads, so no watch is registered and the image's own watcher list stays
 //! honest) and closes it again.
 
-use std::sync::Mutex;
-
 use crate::trailing;
 use librbd::{self as rbd, Cluster, Image, RbdError};
 use rbd_mirror_core::features::{Features, MirrorImageMode};
@@ -19,9 +17,11 @@ use rbd_mirror_core::status::{MirrorState, SiteStatus};
 
 mod connection;
 mod digest;
+mod memory;
 mod replies;
 
 use digest::{pipelined_sha256, DIGEST_READERS};
+use memory::PIECE;
 use replies::parse_quota_max_bytes;
 
 /// librbd's error as the engine's [`OpsError`]: the kind mapped, the message kept.
@@ -56,12 +56,17 @@ impl<T> OrOps<T> for Result<T, RbdError> {
     }
 }
 
+/// Bytes a digest or a trailing copy moves per read or write of `img`: [`PIECE`], or one
+/// object where objects are smaller.
+fn piece_of(img: &Image) -> OpsResult<usize> {
+    let object = img.stat().ops()?.obj_size;
+    Ok(usize::try_from(object.clamp(4096, PIECE as u64)).unwrap_or(PIECE))
+}
+
 /// A connected cluster, implementing [`CephOps`].
 pub struct RbdCeph {
     name: String,
     cluster: Cluster,
-    /// Digest buffer size (one object by default).
-    chunk: Mutex<usize>,
 }
 
 fn mirror_mode_of(m: rbd::MirrorImageMode) -> Option<MirrorImageMode> {
@@ -413,9 +418,9 @@ impl CephOps for RbdCeph {
         for _ in 0..trailing::CHECKERS {
             checkers.push(self.open_ro(dst)?);
         }
-        // pieces of one object, at most 4 MiB (a power of two: it divides any larger object,
-        // so rbd-mirror's per-object watermark falls on piece boundaries)
-        let chunk = usize::try_from(info.obj_size.clamp(4096, 4 << 20)).unwrap_or(4 << 20);
+        // pieces of at most one object (see `PIECE`: rbd-mirror's per-object watermark
+        // falls on piece boundaries)
+        let chunk = usize::try_from(info.obj_size.clamp(4096, PIECE as u64)).unwrap_or(PIECE);
         trailing::trailing_copy(
             trailing::Handles {
                 readers,
@@ -494,7 +499,7 @@ impl CephOps for RbdCeph {
     fn digest(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<String> {
         let img = self.open_ro(image)?;
         let size = img.size().ops()?;
-        let chunk = self.chunk.lock().map(|c| *c).unwrap_or(4 << 20);
+        let chunk = piece_of(&img)?;
         let mut readers = vec![img];
         for _ in 1..DIGEST_READERS {
             readers.push(self.open_ro(image)?);
@@ -517,7 +522,7 @@ impl CephOps for RbdCeph {
                 format!("{image} has {size} bytes, fewer than the {len} to digest"),
             ));
         }
-        let chunk = self.chunk.lock().map(|c| *c).unwrap_or(4 << 20);
+        let chunk = piece_of(&img)?;
         let mut readers = vec![img];
         for _ in 1..DIGEST_READERS {
             readers.push(self.open_ro(image)?);
@@ -659,7 +664,7 @@ impl CephOps for RbdCeph {
     ) -> OpsResult<String> {
         let img = self.open_ro_at(image, Some(snap))?;
         let size = img.size().ops()?;
-        let chunk = self.chunk.lock().map(|c| *c).unwrap_or(4 << 20);
+        let chunk = piece_of(&img)?;
         let mut readers = vec![img];
         for _ in 1..DIGEST_READERS {
             readers.push(self.open_ro_at(image, Some(snap))?);
