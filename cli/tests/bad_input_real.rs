@@ -389,7 +389,11 @@ fn pools_in_the_wrong_mirror_mode_are_refused_naming_each_side() {
 
 #[test]
 fn unreachable_clusters_and_clouds_are_all_named_before_anything_is_read() {
-    testenv::shared_with_openstack().expect("testenv with openstack");
+    let env = testenv::shared_with_openstack().expect("testenv with openstack");
+    // the test clouds' clouds.yaml, given to every run that should reach the clouds (the
+    // caller's environment need not name it)
+    let clouds_yaml = env.openstack().expect("OpenStack clouds").clouds_yaml.clone();
+    let clouds_yaml = clouds_yaml.to_str().unwrap();
     let p = testenv::unique_name("bi-conn");
     let state = tempfile::tempdir().unwrap();
     let w = Witness {
@@ -465,11 +469,7 @@ fn unreachable_clusters_and_clouds_are_all_named_before_anything_is_read() {
         1,
         &["cannot connect to OpenStack cloud 'site-b-admin'"],
     );
-    let clouds = std::fs::read_to_string(
-        std::env::var("OS_CLIENT_CONFIG_FILE")
-            .unwrap_or_else(|_| "/var/tmp/rbd-relay-testenv/openstack/clouds.yaml".into()),
-    )
-    .unwrap();
+    let clouds = std::fs::read_to_string(clouds_yaml).unwrap();
     let wrong = dir.path().join("clouds.yaml");
     std::fs::write(&wrong, clouds.replace("admin-secret", "not-the-password")).unwrap();
     w.refused(
@@ -494,7 +494,7 @@ fn unreachable_clusters_and_clouds_are_all_named_before_anything_is_read() {
                 "site-b@nope#x",
             ],
         ),
-        &[],
+        &[("OS_CLIENT_CONFIG_FILE", clouds_yaml)],
         1,
         &[
             "preflight refused the migration; nothing was changed",
