@@ -392,7 +392,11 @@ fn unreachable_clusters_and_clouds_are_all_named_before_anything_is_read() {
     let env = testenv::shared_with_openstack().expect("testenv with openstack");
     // the test clouds' clouds.yaml, given to every run that should reach the clouds (the
     // caller's environment need not name it)
-    let clouds_yaml = env.openstack().expect("OpenStack clouds").clouds_yaml.clone();
+    let clouds_yaml = env
+        .openstack()
+        .expect("OpenStack clouds")
+        .clouds_yaml
+        .clone();
     let clouds_yaml = clouds_yaml.to_str().unwrap();
     let p = testenv::unique_name("bi-conn");
     let state = tempfile::tempdir().unwrap();
