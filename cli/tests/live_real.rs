@@ -571,13 +571,15 @@ fn bad_input_of_the_live_options_is_refused_and_changes_nothing() {
                 "cinder",
                 "--out",
                 bundle_out,
+                "--live",
                 "--handover",
-                "clone",
+                "copy",
             ]
             .iter()
             .map(|s| s.to_string())
             .collect(),
-            "--handover clone",
+            // a live bundle cuts over by clone (the clone bundle itself is bundle_real's)
+            "drop --handover copy",
         ),
     ];
     let unchanged = || {
