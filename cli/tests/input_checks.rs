@@ -315,12 +315,12 @@ fn wrong_flags_values_and_combinations_are_refused_before_connecting() {
         (
             volume(&["volumes/a", "--cinder-host", "site-b@ceph#ceph"]),
             2,
-            "--cinder-host and --bootable apply to the adoption: add --adopt",
+            "--cinder-host, --bootable and --no-grow apply to the adoption: add --adopt",
         ),
         (
             volume(&["volumes/a", "--bootable"]),
             2,
-            "--cinder-host and --bootable apply to the adoption: add --adopt",
+            "--cinder-host, --bootable and --no-grow apply to the adoption: add --adopt",
         ),
         (
             volume(&["volumes/a", "--adopt"]),
