@@ -40,13 +40,7 @@ if [ "$MSTATE" = enabled ]; then
 else
     say "mirroring already disabled"
 fi
-SNAPS=$(src_image snap ls --all --format json)
-for _id in $(mirror_snapshots "$SNAPS" | cut -d ' ' -f 1); do
-    if ! has_word "$MIRROR_SNAPSHOTS_BEFORE" "$_id"; then
-        say "remove leftover mirror snapshot $_id"
-        src_image snap rm --snap-id "$_id"
-    fi
-done
+remove_leftover_mirror_snapshots
 
 #@ step_restore_features
 converge_features src_rbd "$SRC_POOL" "$SRC_NAMESPACE" "$SRC_IMAGE" "$RESTORABLE_FEATURES"

@@ -52,6 +52,17 @@ mirror_snapshots() {
 src_ceph() { ceph --conf "$SRC_CONF" --cluster "$SRC_CLUSTER" --id "$SRC_ID" "$@"; }
 src_rbd() { rbd --conf "$SRC_CONF" --cluster "$SRC_CLUSTER" --id "$SRC_ID" "$@"; }
 src_image() { src_rbd "$@" --pool "$SRC_POOL" --namespace "$SRC_NAMESPACE" --image "$SRC_IMAGE"; }
+# remove the source's mirror snapshots this migration made: every one not named in
+# MIRROR_SNAPSHOTS_BEFORE (those were there before it began)
+remove_leftover_mirror_snapshots() {
+    _snaps=$(src_image snap ls --all --format json)
+    for _id in $(mirror_snapshots "$_snaps" | cut -d ' ' -f 1); do
+        if ! has_word "$MIRROR_SNAPSHOTS_BEFORE" "$_id"; then
+            say "remove leftover mirror snapshot $_id"
+            src_image snap rm --snap-id "$_id"
+        fi
+    done
+}
 
 #@ destination_cluster
 dst_rbd() { rbd --conf "$DST_CONF" --cluster "$DST_CLUSTER" --id "$DST_ID" "$@"; }

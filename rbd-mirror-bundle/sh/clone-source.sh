@@ -215,13 +215,7 @@ if [ "$RELEASED" = no ]; then
     say "disable mirroring of $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE (forced: it is not primary; it becomes a plain writable image, its data untouched)"
     src_image mirror image disable --force
 fi
-SNAPS=$(src_image snap ls --all --format json)
-for _id in $(mirror_snapshots "$SNAPS" | cut -d ' ' -f 1); do
-    if ! has_word "$MIRROR_SNAPSHOTS_BEFORE" "$_id"; then
-        say "remove leftover mirror snapshot $_id"
-        src_image snap rm --snap-id "$_id"
-    fi
-done
+remove_leftover_mirror_snapshots
 
 #@ release_handoff
 

@@ -90,6 +90,39 @@ fn status_state(s: rbd::MirrorStatusState) -> MirrorState {
     }
 }
 
+impl RbdCeph {
+    /// sha256 of the first `len` bytes (`None`: all) of `image` at user snapshot `snap`
+    /// (`None`: the head), read in the engine's memory-bound pieces by [`DIGEST_READERS`]
+    /// handles at once: the one reader behind `digest`, `digest_first` and `digest_snapshot`.
+    fn digest_of(
+        &self,
+        image: &ImageSpec,
+        snap: Option<&str>,
+        len: Option<u64>,
+        progress: Progress<'_>,
+    ) -> OpsResult<String> {
+        let img = self.open_ro_at(image, snap)?;
+        let size = img.size().ops()?;
+        let len = match len {
+            None => size,
+            Some(len) if len <= size => len,
+            Some(len) => {
+                return Err(OpsError::new(
+                    ErrorKind::InvalidArgument,
+                    "digest",
+                    format!("{image} has {size} bytes, fewer than the {len} to digest"),
+                ))
+            }
+        };
+        let chunk = piece_of(&img)?;
+        let mut readers = vec![img];
+        for _ in 1..DIGEST_READERS {
+            readers.push(self.open_ro_at(image, snap)?);
+        }
+        pipelined_sha256(readers, len, chunk, progress)
+    }
+}
+
 impl CephOps for RbdCeph {
     fn name(&self) -> &str {
         &self.name
@@ -497,14 +530,7 @@ impl CephOps for RbdCeph {
     }
 
     fn digest(&self, image: &ImageSpec, progress: Progress<'_>) -> OpsResult<String> {
-        let img = self.open_ro(image)?;
-        let size = img.size().ops()?;
-        let chunk = piece_of(&img)?;
-        let mut readers = vec![img];
-        for _ in 1..DIGEST_READERS {
-            readers.push(self.open_ro(image)?);
-        }
-        pipelined_sha256(readers, size, chunk, progress)
+        self.digest_of(image, None, None, progress)
     }
 
     fn digest_first(
@@ -513,21 +539,7 @@ impl CephOps for RbdCeph {
         len: u64,
         progress: Progress<'_>,
     ) -> OpsResult<String> {
-        let img = self.open_ro(image)?;
-        let size = img.size().ops()?;
-        if size < len {
-            return Err(OpsError::new(
-                ErrorKind::InvalidArgument,
-                "digest",
-                format!("{image} has {size} bytes, fewer than the {len} to digest"),
-            ));
-        }
-        let chunk = piece_of(&img)?;
-        let mut readers = vec![img];
-        for _ in 1..DIGEST_READERS {
-            readers.push(self.open_ro(image)?);
-        }
-        pipelined_sha256(readers, len, chunk, progress)
+        self.digest_of(image, None, Some(len), progress)
     }
 
     fn grow(&self, image: &ImageSpec, size: u64) -> OpsResult<()> {
@@ -662,13 +674,6 @@ impl CephOps for RbdCeph {
         snap: &str,
         progress: Progress<'_>,
     ) -> OpsResult<String> {
-        let img = self.open_ro_at(image, Some(snap))?;
-        let size = img.size().ops()?;
-        let chunk = piece_of(&img)?;
-        let mut readers = vec![img];
-        for _ in 1..DIGEST_READERS {
-            readers.push(self.open_ro_at(image, Some(snap))?);
-        }
-        pipelined_sha256(readers, size, chunk, progress)
+        self.digest_of(image, Some(snap), None, progress)
     }
 }
