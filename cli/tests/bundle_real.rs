@@ -1404,13 +1404,44 @@ fn live_clone_bundle_cuts_over_only_once_the_watcher_is_gone() {
     assert!(rbd_output(&a, &args_w).status.success());
     let final_sha = sha(&a, &pool, &image);
 
-    // the instance stops while the cutover script waits: it cuts over after the idle time
+    // the instance stops while the cutover script waits: it cuts over after the idle time.
+    // One of its watcher reads fails as a busy monitor makes it fail ("couldn't connect to
+    // the cluster"): an `rbd` first on its PATH fails the third `rbd ... status` and runs the
+    // real one otherwise. The wait says so and goes on; a failed read never counts as idle.
+    let rbd_path = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v rbd"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let flaky = dir.path().join("flaky-bin");
+    std::fs::create_dir_all(&flaky).unwrap();
+    let wrapper = flaky.join("rbd");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in\n*' journal status '* | *' mirror '*) ;;\n*' status '*)\n    n=$(cat '{count}' 2>/dev/null || echo 0); n=$((n + 1)); echo \"$n\" > '{count}'\n    if [ \"$n\" = 3 ]; then echo \"rbd: couldn't connect to the cluster! (injected by the test)\" >&2; exit 1; fi ;;\nesac\nexec '{real}' \"$@\"\n",
+            count = flaky.join("count").display(),
+            real = rbd_path.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
     let mut c = Command::new("timeout");
     c.args(["300", "sh", &format!("./{}", names[2])])
         .args(&args)
         .current_dir(&out_dir)
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap())
+        .env(
+            "PATH",
+            format!("{}:{}", flaky.display(), std::env::var("PATH").unwrap()),
+        )
         .env(
             "HOME",
             std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
@@ -1440,6 +1471,10 @@ fn live_clone_bundle_cuts_over_only_once_the_watcher_is_gone() {
     );
     assert!(out.status.success());
     assert!(stdout.contains("cutting over"), "{stdout}");
+    assert!(
+        stdout.contains("warning: cannot read the watchers of") && stdout.contains("trying again"),
+        "the injected failed read was not reported: {stdout}"
+    );
     assert!(
         stopped_at.elapsed() >= Duration::from_secs(2),
         "the idle time was not waited for"

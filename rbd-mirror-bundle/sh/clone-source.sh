@@ -61,9 +61,14 @@ peer_client_ids() {
 }
 # read_users: USERS, the source's watchers but the destination rbd-mirror's own watch (it
 # watches a primary image in snapshot mode only), as "client.ID (ADDRESS)" words; USERS_UNSURE
-# is yes when rbd-mirror's watch could not be told apart (every watcher is then counted)
+# is yes when rbd-mirror's watch could not be told apart (every watcher is then counted).
+# It stops the script when the watchers cannot be read; try_read_users returns 1 instead
+# (USERS as it was).
 read_users() {
-    _w=$(source_watchers) || fail "cannot read the watchers of $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE"
+    try_read_users || fail "cannot read the watchers of $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE"
+}
+try_read_users() {
+    _w=$(source_watchers) || return 1
     USERS=''
     USERS_UNSURE=no
     [ -n "$_w" ] || return 0
@@ -128,8 +133,19 @@ else
     _said=0
     _snap=$_start
     _noted=no
+    _misses=0
     while :; do
-        read_users
+        # one failed read (a monitor busy or re-electing) is not a reason to stop a wait that
+        # may last hours; five in a row are. A failed read never counts as idle.
+        if ! try_read_users; then
+            _misses=$((_misses + 1))
+            [ "$_misses" -lt 5 ] || fail "cannot read the watchers of $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE as client.$SRC_ID, $_misses times in a row (the rbd error is above): check the source cluster's monitors and re-run. Nothing was changed: the source is primary and rbd-mirror keeps replicating"
+            say "warning: cannot read the watchers of $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE (the rbd error is above); trying again"
+            _idle_since=''
+            sleep 1
+            continue
+        fi
+        _misses=0
         _now=$(date +%s)
         _elapsed=$((_now - _start))
         if [ -z "$USERS" ]; then
