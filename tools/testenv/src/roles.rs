@@ -83,37 +83,58 @@ fn spec() -> (RoleUser, RoleUser) {
 }
 
 /// `ceph auth get-or-create` (or, when the user exists with other caps, `auth caps`), then
-/// write the keyring.
+/// write the keyring. The keyring is replaced atomically (temp file, then rename) and only
+/// when its content changed: scripts of a running test read it while another test calls
+/// this, and `ceph -o FILE` truncates FILE first, which made such a read fail to log in.
 fn ensure_user(u: &RoleUser) -> Result<()> {
     let limit = Duration::from_secs(60);
     let entity = format!("client.{}", u.id);
-    let keyring = u.keyring.display().to_string();
     let mut args: Vec<&str> = vec!["auth", "get-or-create", &entity];
     for (svc, cap) in &u.caps {
         args.push(svc);
         args.push(cap);
     }
-    args.push("-o");
-    args.push(&keyring);
-    if cluster::ceph(&u.site, &args, None, limit).is_err() {
-        let mut set: Vec<&str> = vec!["auth", "caps", &entity];
-        for (svc, cap) in &u.caps {
-            set.push(svc);
-            set.push(cap);
+    let keyring = match cluster::ceph(&u.site, &args, None, limit) {
+        Ok(out) => out.stdout,
+        Err(_) => {
+            let mut set: Vec<&str> = vec!["auth", "caps", &entity];
+            for (svc, cap) in &u.caps {
+                set.push(svc);
+                set.push(cap);
+            }
+            cluster::ceph(&u.site, &set, None, limit)?;
+            cluster::ceph(&u.site, &["auth", "get", &entity], None, limit)?.stdout
         }
-        cluster::ceph(&u.site, &set, None, limit)?;
-        cluster::ceph(
-            &u.site,
-            &["auth", "get", &entity, "-o", &keyring],
-            None,
-            limit,
-        )?;
+    };
+    write_keyring(&u.keyring, &keyring)
+}
+
+/// Writes `content` to `path` (mode 0600, like the admin keyrings) by a rename of a temp
+/// file beside it, unless `path` already holds exactly that.
+fn write_keyring(path: &std::path::Path, content: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
+        // the mode too, as before (an older testenv wrote it with the default mode)
+        return std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| crate::error::Error::io("chmod", path, e));
     }
-    // like the admin keyrings: readable by root only
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&u.keyring, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| crate::error::Error::io("chmod", &u.keyring, e))?;
-    Ok(())
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(content.as_bytes())?;
+            f.sync_all()
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(crate::error::Error::io("write", &tmp, e));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| crate::error::Error::io("rename", path, e))
 }
 
 /// Whether both role users' keyrings exist.
@@ -140,5 +161,41 @@ impl Env {
     /// environment was started by an older `testenv up`.
     pub fn role_users(&self) -> Result<RoleUsers> {
         ensure()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::write_keyring;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[test]
+    fn a_keyring_is_replaced_by_rename_only_when_it_changed_and_is_readable_by_root_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site-a.client.relay-src.keyring");
+        write_keyring(&path, "[client.relay-src]\n\tkey = A\n").unwrap();
+        let first = std::fs::metadata(&path).unwrap();
+        assert_eq!(first.permissions().mode() & 0o777, 0o600);
+        // the same content: the file a reader may hold open is left alone
+        write_keyring(&path, "[client.relay-src]\n\tkey = A\n").unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), first.ino());
+        // a reader holding the old file still reads it whole after a change
+        let held = std::fs::File::open(&path).unwrap();
+        write_keyring(&path, "[client.relay-src]\n\tkey = B\n").unwrap();
+        assert_ne!(std::fs::metadata(&path).unwrap().ino(), first.ino());
+        assert_eq!(
+            std::io::read_to_string(held).unwrap(),
+            "[client.relay-src]\n\tkey = A\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "[client.relay-src]\n\tkey = B\n"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 }
