@@ -256,9 +256,14 @@ pub fn cluster_state(
             let mut state = serde_json::Map::new();
             state.insert(
                 "mirror".into(),
-                try_rbd_json(site, &["mirror", "pool", "info", pool]).unwrap_or_else(Value::String),
+                witness_rbd_json(site, &["mirror", "pool", "info", pool]),
             );
-            let names: Vec<String> = rbd_json(site, &["ls", pool])
+            let listed = witness_rbd_json(site, &["ls", pool]);
+            if listed.is_string() {
+                // rbd's error is the state of the pool
+                state.insert("ls".into(), listed.clone());
+            }
+            let names: Vec<String> = listed
                 .as_array()
                 .map(|a| {
                     a.iter()
@@ -270,19 +275,23 @@ pub fn cluster_state(
                 .unwrap_or_default();
             for name in names {
                 let spec = format!("{pool}/{name}");
-                let mut info = try_rbd_json(site, &["info", &spec]).unwrap_or_else(Value::String);
+                let mut info = witness_rbd_json(site, &["info", &spec]);
                 if let Some(o) = info.as_object_mut() {
                     o.remove("access_timestamp");
                     o.remove("modify_timestamp");
                 }
                 let image = serde_json::json!({
                     "info": info,
-                    "snapshots": try_rbd_json(site, &["snap", "ls", "--all", &spec]).unwrap_or_else(Value::String),
-                    "metadata": try_rbd_json(site, &["image-meta", "list", &spec]).unwrap_or_else(Value::String),
+                    "snapshots": witness_rbd_json(site, &["snap", "ls", "--all", &spec]),
+                    "metadata": witness_rbd_json(site, &["image-meta", "list", &spec]),
                 });
                 state.insert(format!("image {name}"), image);
             }
-            let trash: Vec<Value> = rbd_json(site, &["trash", "ls", pool])
+            let trashed = witness_rbd_json(site, &["trash", "ls", pool]);
+            if trashed.is_string() {
+                state.insert("trash ls".into(), trashed.clone());
+            }
+            let trash: Vec<Value> = trashed
                 .as_array()
                 .map(|a| {
                     a.iter()
@@ -296,6 +305,53 @@ pub fn cluster_state(
         }
     }
     ClusterState(all)
+}
+
+/// `rbd --cluster SITE ARGS --format json` for the state witness: what the cluster answered,
+/// parsed, or the error rbd reported (as a string, part of the state), but never a failure
+/// of the tool itself. `rbd` dying by a signal (seen on a loaded machine: SIGABRT, "terminate
+/// called after throwing an instance of 'std::system_error'", a thread it could not start)
+/// or running out of time says nothing about the cluster, so it is run again, three tries in
+/// all, and the test stops when none answers. No output at all is an empty object (what
+/// `image-meta list` prints for an image without metadata).
+fn witness_rbd_json(site: &str, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["--format", "json"]);
+    let mut last = String::new();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        let out = rbd_output(site, &all);
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        match out.status.code() {
+            // killed by a signal, or `timeout`'s own code when the limit passed
+            None | Some(124) => {
+                last = format!("{} ({stderr})", out.status);
+                continue;
+            }
+            Some(0) => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                if text.trim().is_empty() {
+                    return Value::Object(serde_json::Map::new());
+                }
+                return serde_json::from_str(&text).unwrap_or_else(|e| {
+                    Value::String(format!("bad json from rbd {args:?}: {e}: {text}"))
+                });
+            }
+            Some(_) => {
+                return Value::String(format!(
+                    "rbd --cluster {site} {} failed ({}): {stderr}",
+                    args.join(" "),
+                    out.status
+                ))
+            }
+        }
+    }
+    panic!(
+        "the state witness could not read rbd --cluster {site} {}: three tries, the last {last}",
+        args.join(" ")
+    )
 }
 
 /// `ceph --cluster SITE ARGS --format json`, parsed; `Err` naming the command on failure.
