@@ -74,9 +74,26 @@ pub fn of_error(e: &anyhow::Error) -> ExitCode {
     }
 }
 
+/// The number behind `code` (`ExitCode` does not give it back), for
+/// `librbd::exit_immediately`.
+pub fn status_of(code: ExitCode) -> u8 {
+    (0..=u8::MAX)
+        .find(|n| ExitCode::from(*n) == code)
+        .unwrap_or(FAILED)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_exit_code_gives_back_its_number() {
+        for n in 0..=u8::MAX {
+            assert_eq!(status_of(ExitCode::from(n)), n);
+        }
+        assert_eq!(status_of(ExitCode::SUCCESS), 0);
+        assert_eq!(status_of(ExitCode::FAILURE), 1);
+    }
 
     #[test]
     fn an_error_that_shows_its_cause_is_printed_once() {

@@ -59,8 +59,20 @@ fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
     }
 }
 
-fn main() -> ExitCode {
+fn main() {
+    let code = run_to_the_end();
+    // The Ceph connections were left open (`librbd::leave_connections_to_process_exit`);
+    // a normal exit would run librados' static destructors under their threads, so the
+    // process ends here, once what it printed is out.
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    librbd::exit_immediately(exit::status_of(code))
+}
+
+fn run_to_the_end() -> ExitCode {
     let cli = Cli::parse(); // bad usage: clap prints it and exits with 2 (exit::USAGE)
+    librbd::leave_connections_to_process_exit();
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (_, 0) => "warn",

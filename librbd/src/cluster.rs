@@ -10,6 +10,7 @@
 use std::ffi::CString;
 use std::path::PathBuf;
 use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,8 +104,36 @@ unsafe impl Send for RadosHandle {}
 // SAFETY: see Send: concurrent calls on one rados_t are supported by librados.
 unsafe impl Sync for RadosHandle {}
 
+/// Set by [`leave_connections_to_process_exit`].
+static LEAVE_TO_EXIT: AtomicBool = AtomicBool::new(false);
+/// How many connections were left to the process's end so far.
+static LEFT_TO_EXIT: AtomicUsize = AtomicUsize::new(0);
+/// At most this many connections are left to the process's end; later ones are shut down
+/// as usual, so a long-running program that connects again and again does not pile up
+/// librados threads and sockets.
+const MAX_LEFT_TO_EXIT: usize = 8;
+
+/// From now on, a connection whose last user is dropped is not shut down: its librados
+/// threads and sockets are left to the end of the process (at most 8 connections; later
+/// ones are shut down as usual). For a short-lived program that ends with
+/// [`crate::exit_immediately`]: `rados_shutdown` joins librados' threads, and Ceph 16.2.15
+/// was seen to abort there on a loaded machine (a librados thread ending by an uncaught
+/// `std::system_error`, "Invalid argument", while `Rados::shutdown` joined it; the `rbd`
+/// tool itself dies the same way), which turned a finished run into a death by SIGABRT.
+/// Nothing is lost by not shutting down: images are still closed when dropped (their
+/// writes flushed, their watches and locks released), and the kernel closes the sockets
+/// as it does for a killed process.
+pub fn leave_connections_to_process_exit() {
+    LEAVE_TO_EXIT.store(true, Ordering::SeqCst);
+}
+
 impl Drop for RadosHandle {
     fn drop(&mut self) {
+        if LEAVE_TO_EXIT.load(Ordering::SeqCst)
+            && LEFT_TO_EXIT.fetch_add(1, Ordering::SeqCst) < MAX_LEFT_TO_EXIT
+        {
+            return;
+        }
         // SAFETY: `raw` came from rados_create2, is non-null and is shut down only here.
         unsafe { sys::rados_shutdown(self.raw) };
     }

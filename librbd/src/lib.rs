@@ -18,7 +18,10 @@ mod journal;
 mod memory;
 mod mirror;
 
-pub use cluster::{Cluster, ClusterConfig, IoCtx, MirrorDaemon, MirrorDaemonHealth, MirrorHealth};
+pub use cluster::{
+    leave_connections_to_process_exit, Cluster, ClusterConfig, IoCtx, MirrorDaemon,
+    MirrorDaemonHealth, MirrorHealth,
+};
 pub use error::{ErrorKind, RbdError, Result};
 pub use image::{
     librbd_version, Image, ImageEntry, ImageInfo, ImageOptions, ParentSpec, PendingWrite, SnapInfo,
