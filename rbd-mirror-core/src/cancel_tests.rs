@@ -1,8 +1,9 @@
 //! Cancel safety of the public async functions, as a library user meets it: a future dropped
 //! at any await point (a `tokio::time::timeout`, a `select!` on Ctrl-C) leaves a state that
 //! the same call finishes later, with no lock left behind and the same end state as an
-//! undisturbed run. Each public async function of the crate has its test here (or, for the
-//! bootable path and `request_cutover`, names the test that covers it in its rustdoc).
+//! undisturbed run. Each public async function of the crate has its test here, but the
+//! bootable path's (`exec_tests/cloud/bootable.rs`, beside its fake source cloud) and
+//! `request_cutover`'s (`cutover_tests.rs`, beside the live wait it talks to).
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 

@@ -688,3 +688,83 @@ async fn a_daemon_lost_at_the_cutover_is_named_the_cutover_rolled_back_and_a_rer
     run(&m, a, b, dir.path()).await.unwrap();
     assert_handed_over(&w.lock().unwrap());
 }
+
+/// Cancel safety of `request_cutover`: dropped at any await, it has either written the whole
+/// request or nothing (never a torn file the run would misread), holds no lock, and the next
+/// call asks for the cutover, which the run then makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cutover_request_dropped_at_any_await_is_whole_or_absent_and_the_next_call_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::standard(DEFAULT, data());
+    world.sites[0]
+        .images
+        .get_mut("volumes/vol1")
+        .unwrap()
+        .watchers = vec!["client.admin@10.0.0.5:0/1".into()];
+    let (a, b, w) = pair(world);
+    let mut m = clone_migration(MirrorImageMode::Journal);
+    m.allow_live = true;
+    m.live = Some(Live {
+        idle_for_ms: 60_000,
+    });
+    let task = tokio::spawn({
+        let (m, a, b, d) = (m.clone(), a.clone(), b.clone(), dir.path().to_path_buf());
+        async move { run(&m, a, b, &d).await }
+    });
+    let id = m.id();
+    for _ in 0..100 {
+        if crate::state::recorded(dir.path(), &id)
+            .is_ok_and(|s| matches!(s.plan.steps[s.next_step], Step::WaitForCutover { .. }))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // every Ceph call of the request (reading the users) now takes a few ms
+    w.lock().unwrap().op_delay = Duration::from_millis(3);
+    let path = cutover_request_path(dir.path(), &id);
+    let mut dropped = 0;
+    for ms in [0u64, 1, 2, 3, 4, 5, 6, 8, 10, 13] {
+        let ask = request_cutover(dir.path(), &id, a.clone(), b.clone(), true);
+        match tokio::time::timeout(Duration::from_millis(ms), ask).await {
+            Err(_elapsed) => dropped += 1,
+            Ok(r) => assert!(r.unwrap().force),
+        }
+        if let Ok(bytes) = std::fs::read(&path) {
+            let v: serde_json::Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("a torn request after a drop at {ms} ms: {e}"));
+            assert_eq!(v["force"], true, "{ms} ms");
+            // start over: the next drop point must write it again or nothing
+            std::fs::remove_file(&path).unwrap();
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".tmp"))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "{ms} ms: temp files left: {leftovers:?}"
+        );
+    }
+    assert!(dropped >= 3, "only {dropped} requests were dropped midway");
+    // the next call asks; the run cuts over once the instance is cut off
+    request_cutover(dir.path(), &id, a.clone(), b.clone(), true)
+        .await
+        .unwrap();
+    w.lock().unwrap().op_delay = Duration::ZERO;
+    w.lock().unwrap().sites[0]
+        .images
+        .get_mut("volumes/vol1")
+        .unwrap()
+        .watchers
+        .clear();
+    let s = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the requested cutover ran")
+        .unwrap()
+        .unwrap();
+    assert!(!s.already_done);
+    assert_handed_over(&w.lock().unwrap());
+}

@@ -10,6 +10,7 @@ use crate::exec::{migrate_bootable, plan_bootable, BootableMigration, Clouds};
 use crate::fake::FakeCloud;
 use crate::plan::Step;
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// The source cloud: one bootable volume, whose upload puts an image into the
 /// source's `images` pool.
@@ -246,4 +247,66 @@ async fn the_upload_mark_of_an_earlier_version_is_taken_over() {
     assert_eq!(src.uploads.lock().unwrap().len(), 1, "no second upload");
     assert_eq!(s.source, "site-a:images/up-1");
     assert!(!mark.exists(), "the mark is taken over by the state file");
+}
+
+/// Cancel safety of `migrate_bootable` and `plan_bootable`: the bootable path dropped at any
+/// await (each Ceph call and each cloud answer of the destination taking a few ms, so some
+/// drops fall after the cloud acted) is finished by the next call with one upload and one
+/// registration; the plan, dropped anywhere, uploads and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bootable_path_dropped_at_any_await_uploads_and_registers_once() {
+    let mut dropped = 0;
+    for ms in [0u64, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144] {
+        let (bm, a, b, clouds, src, c) = setup();
+        src.world.lock().unwrap().op_delay = Duration::from_millis(2);
+        let dir = tempfile::tempdir().unwrap();
+        let planned = plan_bootable(
+            &bm,
+            a.clone(),
+            b.clone(),
+            &clouds,
+            dir.path(),
+            Arc::new(NullSink),
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(ms), planned).await;
+        assert!(
+            src.uploads.lock().unwrap().is_empty(),
+            "{ms} ms: the plan uploaded"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "{ms} ms: the plan wrote a file"
+        );
+        let o = opts();
+        let run = migrate_bootable(
+            &bm,
+            a.clone(),
+            b.clone(),
+            &clouds,
+            dir.path(),
+            &o,
+            Arc::new(NullSink),
+        );
+        if tokio::time::timeout(Duration::from_millis(ms), run)
+            .await
+            .is_err()
+        {
+            dropped += 1;
+        }
+        let s = migrate_bootable(&bm, a, b, &clouds, dir.path(), &opts(), Arc::new(NullSink))
+            .await
+            .unwrap_or_else(|e| panic!("{ms} ms: the next call failed: {e}"));
+        assert_eq!(s.source, "site-a:images/up-1", "{ms} ms");
+        assert_eq!(src.uploads.lock().unwrap().len(), 1, "{ms} ms: one upload");
+        assert_eq!(
+            c.lock().unwrap().register_calls,
+            1,
+            "{ms} ms: one registration"
+        );
+        let recorded = crate::state::list(dir.path()).unwrap();
+        assert_eq!(recorded.len(), 1, "{ms} ms: one state file");
+        assert!(recorded[0].1.finished(), "{ms} ms");
+    }
+    assert!(dropped >= 3, "only {dropped} runs were dropped midway");
 }
