@@ -11,7 +11,8 @@
 //!
 //! - source readers read pieces the caller's `ready` watermark allows, in turns;
 //! - one writer writes the non-zero 4 KiB runs of each piece in order (holes stay holes)
-//!   and flushes every few pieces;
+//!   and flushes every few pieces; it never blocks on a write in flight, so a destination
+//!   that holds I/O is named in time (see [`WRITE_LIMIT`]);
 //! - checkers read flushed pieces back through their own read-only handles;
 //! - a hasher hashes them in order.
 //!

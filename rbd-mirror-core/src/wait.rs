@@ -11,7 +11,8 @@
 //! The status is still read for progress and health. A destination daemon that was killed or
 //! hangs is told by its beacons: the manager keeps listing a dead daemon, healthy, for a
 //! minute (`mgr_service_beacon_grace`), but its `last_beacon` stops changing at once
-//! ([`BeaconWatch`]).
+//! ([`BeaconWatch`], which tells daemon instances apart and counts a silence from the
+//! beacon's own time).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
