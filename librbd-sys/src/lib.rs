@@ -424,6 +424,8 @@ extern "C" {
         c: rbd_completion_t,
     ) -> c_int;
     pub fn rbd_aio_wait_for_complete(c: rbd_completion_t) -> c_int;
+    /// 1 once the operation has completed, else 0; never blocks.
+    pub fn rbd_aio_is_complete(c: rbd_completion_t) -> c_int;
     pub fn rbd_aio_get_return_value(c: rbd_completion_t) -> ssize_t;
     pub fn rbd_aio_release(c: rbd_completion_t);
 

@@ -11,7 +11,8 @@
 //!
 //! - source readers read pieces the caller's `ready` watermark allows, in turns;
 //! - one writer writes the non-zero 4 KiB runs of each piece in order (holes stay holes)
-//!   and flushes every few pieces;
+//!   and flushes every few pieces; it never blocks on a write in flight, so a destination
+//!   that holds I/O is named in time (see [`WRITE_LIMIT`]);
 //! - checkers read flushed pieces back through their own read-only handles;
 //! - a hasher hashes them in order.
 //!
@@ -37,6 +38,15 @@ pub(crate) const CHECKERS: usize = 2;
 /// time waits on the OSD for every piece (about 6 ms per 4 MiB here). Pieces are at most
 /// 1 MiB (the engine's memory bound, see `real/memory.rs`), so this holds at most 6 MiB.
 const WINDOW: usize = 6;
+/// How long the writer waits for a write after sending it before it gives up on it and fails
+/// the copy, naming the copy (the writes are left in flight, see
+/// [`rbd::PendingWrite::abandon`]). Ceph's client fails one op after its op timeout (30 s in
+/// rbd-relay), but a write can be more than one op in a row (the exclusive lock, the object
+/// map, the data), and paused OSDs held one for 59.5 s and 89.6 s before it failed.
+const WRITE_LIMIT: Duration = Duration::from_secs(40);
+/// The longest nap between two looks at a write in flight (naps start at 100 µs and double,
+/// so a write done in a few milliseconds is seen done soon after).
+const WRITE_POLL_MAX: Duration = Duration::from_millis(2);
 /// Buffers per reader: enough for its share of the writer's window plus one being read.
 const READ_AHEAD: usize = WINDOW.div_ceil(READERS) + 1;
 /// Buffers per checker.
@@ -136,6 +146,38 @@ fn let_go(img: Image, shared: &Shared) {
     }
 }
 
+/// How [`wait_bounded`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waited {
+    /// Done.
+    Done,
+    /// Another thread failed (or the copy was cancelled) first.
+    Stopped,
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// Look at `done` until it is true, `stop` is set or `deadline` passes, napping between
+/// looks (from 100 µs, doubling up to [`WRITE_POLL_MAX`]); `done` is looked at first, so
+/// what is done at the deadline counts as done.
+fn wait_bounded(mut done: impl FnMut() -> bool, stop: &AtomicBool, deadline: Instant) -> Waited {
+    let mut nap = Duration::from_micros(100);
+    loop {
+        if done() {
+            return Waited::Done;
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Waited::Stopped;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Waited::TimedOut;
+        }
+        std::thread::sleep(nap.min(deadline - now));
+        nap = (nap * 2).min(WRITE_POLL_MAX);
+    }
+}
+
 fn cancelled() -> OpsError {
     OpsError::new(ErrorKind::Cancelled, "copy", "cancelled")
 }
@@ -194,6 +236,9 @@ impl Layout {
 
 /// A piece read: its buffer and how much of it is the piece.
 type Piece = (Vec<u8>, usize);
+
+/// A piece being written: its number, when its write was sent, the write.
+type InFlight<'a> = (u64, Instant, rbd::PendingWrite<'a>);
 
 /// One reader thread per handle: the thread of lane `l` reads pieces `l`, `l + lanes`, ...
 /// each once `gate` is above it, into `buffers` buffers of its own that the consumer sends
@@ -286,30 +331,44 @@ pub(crate) fn trailing_copy(
             spawn_readers(scope, readers, &shared.ready, shared, READ_AHEAD, &layout);
         // the writer: in order, up to WINDOW pieces in flight; a piece counts as written
         // (readable through other handles: there is no librbd cache) once it and every
-        // piece before it have completed
+        // piece before it have completed. It never blocks on a write: it looks until the
+        // write is done, another thread failed, or WRITE_LIMIT passed since it was sent
+        // (then it fails the copy), so a destination that holds I/O is named in time.
         scope.spawn(move || {
             let mut in_flight = std::collections::VecDeque::new();
             let mut write_all = || {
-                let finish_oldest =
-                    |in_flight: &mut std::collections::VecDeque<(u64, rbd::PendingWrite<'_>)>| {
-                        let Some((piece, write)) = in_flight.pop_front() else {
-                            return true;
-                        };
-                        match write.wait() {
-                            Ok(buf) => {
-                                if let Some((_, free)) = from_readers.get((piece % lanes) as usize)
-                                {
-                                    let _ = free.send(buf);
-                                }
-                                shared.flushed.raise(piece + 1);
-                                true
-                            }
-                            Err(e) => {
-                                shared.fail(ops_error(e));
-                                false
-                            }
-                        }
+                let finish_oldest = |in_flight: &mut std::collections::VecDeque<InFlight<'_>>| {
+                    let Some((piece, sent, write)) = in_flight.pop_front() else {
+                        return true;
                     };
+                    let waited =
+                        wait_bounded(|| write.is_complete(), &shared.stop, sent + WRITE_LIMIT);
+                    match waited {
+                        Waited::Done => {}
+                        Waited::Stopped => {
+                            write.abandon();
+                            return false;
+                        }
+                        Waited::TimedOut => {
+                            let e = write.abandon_timed_out(sent.elapsed());
+                            shared.fail(ops_error(e));
+                            return false;
+                        }
+                    }
+                    match write.wait() {
+                        Ok(buf) => {
+                            if let Some((_, free)) = from_readers.get((piece % lanes) as usize) {
+                                let _ = free.send(buf);
+                            }
+                            shared.flushed.raise(piece + 1);
+                            true
+                        }
+                        Err(e) => {
+                            shared.fail(ops_error(e));
+                            false
+                        }
+                    }
+                };
                 for piece in 0..pieces {
                     let Some((full, _)) = from_readers.get((piece % lanes) as usize) else {
                         return;
@@ -338,7 +397,7 @@ pub(crate) fn trailing_copy(
                     }
                     let runs = data_runs(&buf[..n]);
                     match writer.write_runs_async(piece * chunk64, buf, &runs) {
-                        Ok(write) => in_flight.push_back((piece, write)),
+                        Ok(write) => in_flight.push_back((piece, Instant::now(), write)),
                         Err(e) => return shared.fail(ops_error(e)),
                     }
                     if in_flight.len() >= WINDOW && !finish_oldest(&mut in_flight) {
@@ -357,9 +416,11 @@ pub(crate) fn trailing_copy(
             write_all();
             if shared.error.lock().map_or(true, |e| e.is_some()) {
                 // each dropped write waits for its completion, which a cluster that does
-                // not answer may never give: after a failure they are left (leaked, with
-                // their buffers), so the error is reported now
-                std::mem::forget(in_flight);
+                // not answer may never give: after a failure they are abandoned (left in
+                // flight, their buffers kept), so the error is reported now
+                for (_, _, write) in in_flight {
+                    write.abandon();
+                }
             } else {
                 drop(in_flight);
             }
@@ -452,6 +513,36 @@ mod tests {
         let mut b = [0u8; BLOCK];
         b[BLOCK - 1] = 1;
         assert!(!is_zero(&b));
+    }
+
+    #[test]
+    fn a_bounded_wait_ends_when_done_when_stopped_or_at_its_deadline() {
+        let stop = AtomicBool::new(false);
+        let far = Instant::now() + Duration::from_secs(60);
+        // done after a few looks
+        let mut looks = 0;
+        let done_soon = |looks: &mut u32| {
+            *looks += 1;
+            *looks >= 3
+        };
+        assert_eq!(
+            wait_bounded(|| done_soon(&mut looks), &stop, far),
+            Waited::Done
+        );
+        assert_eq!(looks, 3);
+        // never done: the deadline ends it, not much later
+        let t = Instant::now();
+        let deadline = t + Duration::from_millis(50);
+        assert_eq!(wait_bounded(|| false, &stop, deadline), Waited::TimedOut);
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        // done at the deadline counts as done
+        assert_eq!(wait_bounded(|| true, &stop, t), Waited::Done);
+        // another thread failed: stops at once, long before the deadline
+        stop.store(true, Ordering::Relaxed);
+        let t = Instant::now();
+        assert_eq!(wait_bounded(|| false, &stop, far), Waited::Stopped);
+        assert!(t.elapsed() < Duration::from_secs(1));
     }
 
     #[test]

@@ -287,6 +287,44 @@ async fn a_killed_or_hung_daemon_is_named_long_before_the_stall_limit() {
 }
 
 #[tokio::test]
+async fn a_hung_daemon_is_named_in_time_while_the_map_still_lists_its_killed_predecessor() {
+    use crate::wait::OnDaemonDown;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::standard(DEFAULT, data());
+    world.stuck = true;
+    // a restarted daemon that hangs, listed beside the killed instance it replaced (same id)
+    world.sites[1].daemon_silent = true;
+    world.sites[1].killed_instance_listed = true;
+    let (a, b, _w) = pair(world);
+    let m = migration(MirrorImageMode::Snapshot);
+    let mut o = opts();
+    o.wait.stall_after = Duration::from_secs(30);
+    o.wait.daemon_silent_after = Duration::from_millis(100);
+    o.wait.health_every = Duration::from_millis(20);
+    o.wait.on_daemon_down = OnDaemonDown::Wait;
+    o.wait.deadline = Duration::from_secs(3);
+    let kept = Arc::new(Kept::default());
+    let t = Instant::now();
+    let e = migrate_volume(&m, a, b, dir.path(), &o, kept.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Wait(WaitError::Timeout { .. })), "{e}");
+    let shown = kept.0.lock().unwrap().iter().find_map(|ev| match ev {
+        crate::event::Event::Progress(p) if p.detail.contains("down or not responding") => {
+            Some(p.detail.clone())
+        }
+        _ => None,
+    });
+    let shown = shown.unwrap_or_else(|| panic!("never shown within {:?}", t.elapsed()));
+    assert!(
+        shown.contains("b (instance 4100): no beacon for")
+            && shown.contains("b (instance 4200): no beacon for"),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
 async fn a_missing_source_does_not_hide_the_destinations_problems() {
     // the image and the destination pool are both missing: one refusal names both
     let mut world = World::standard(DEFAULT, data());

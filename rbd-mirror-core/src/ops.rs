@@ -230,6 +230,11 @@ impl ImageUser {
 pub struct MirrorDaemon {
     /// Daemon id (e.g. `rbd-mirror.b` or `b`).
     pub id: String,
+    /// This daemon process's key in the service map (its gid), when known. Unlike `id`, it
+    /// is unique per process: a daemon restarted after a kill has the same `id` as the
+    /// killed one, which the map keeps listing for a minute.
+    #[serde(default)]
+    pub instance: String,
     /// Whether the daemon reports healthy (no callouts, recently seen).
     pub healthy: bool,
     /// Why not, when unhealthy.

@@ -11,7 +11,8 @@
 //! The status is still read for progress and health. A destination daemon that was killed or
 //! hangs is told by its beacons: the manager keeps listing a dead daemon, healthy, for a
 //! minute (`mgr_service_beacon_grace`), but its `last_beacon` stops changing at once
-//! ([`BeaconWatch`]).
+//! ([`BeaconWatch`], which tells daemon instances apart and counts a silence from the
+//! beacon's own time).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -332,14 +333,114 @@ pub enum OnDaemonDown {
 
 /// Remembers each daemon's last beacon and since when it has not changed, to tell a daemon
 /// that was killed or hangs (its beacon stands still) from one that runs.
+///
+/// Daemons are told apart by their instance (service map key), not by their id: after a
+/// kill and a restart the map lists the killed instance for a minute beside the new one,
+/// both with the same id. Keyed by id, their two beacons took turns in one slot, each look
+/// restarted the clock, and a new instance that hung then was not found until the killed
+/// one left the map (seen: 17-35 s instead of 6).
+///
+/// A beacon's silence counts from when the manager got it, not from the look that first saw
+/// it (up to a look's interval later, more on a busy machine): its `last_beacon` time,
+/// moved onto this host's clock by the smallest delay seen between a new beacon and the look
+/// that saw it (which absorbs a skew between the clocks), and kept between that look and the
+/// one before it (so a jump of the manager's clock cannot make a daemon silent early by more
+/// than one interval). A beacon whose time cannot be read counts from the look that saw it.
 #[derive(Debug, Default)]
 pub struct BeaconWatch {
-    seen: BTreeMap<String, (String, Instant)>,
+    seen: BTreeMap<String, Seen>,
+    /// This watch's start: times are kept as seconds from it.
+    origin: Option<Instant>,
+    /// The last look.
+    last_look: Option<Instant>,
+    /// The smallest (look - beacon time) seen for a new beacon, in seconds from `origin`.
+    min_delay: Option<f64>,
+}
+
+/// What a [`BeaconWatch`] knows of one daemon's current beacon.
+#[derive(Debug)]
+struct Seen {
+    beacon: String,
+    /// The look that first saw it.
+    first_seen: Instant,
+    /// The look before (the beacon came after it); `None` for the first sighting.
+    look_before: Option<Instant>,
+    /// Its time, from the manager (seconds since the epoch), when readable.
+    time: Option<f64>,
+}
+
+/// The key a daemon is watched by: its instance, or its id when the instance is unknown.
+fn daemon_key(d: &MirrorDaemon) -> &str {
+    if d.instance.is_empty() {
+        &d.id
+    } else {
+        &d.instance
+    }
+}
+
+/// Seconds since the epoch of a Ceph timestamp as `service status` prints it
+/// (`2026-12-04T14:20:58.123456+0000`; also a space for `T`, `Z` or `+HH:MM` as the zone, or
+/// no fraction); `None` when it is not one.
+pub fn ceph_time_seconds(s: &str) -> Option<f64> {
+    let num = |a: usize, b: usize| -> Option<i64> {
+        let t = s.get(a..b)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) {
+            t.parse().ok()
+        } else {
+            None
+        }
+    };
+    let b = s.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (h, mi, sec) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut frac = 0.0;
+    if let Some(r) = rest.strip_prefix('.') {
+        let digits = r.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        frac = format!("0.{}", &r[..digits]).parse().ok()?;
+        rest = &r[digits..];
+    }
+    let zone: i64 = match rest {
+        "" | "Z" => 0,
+        z if z.len() == 5 || (z.len() == 6 && z.as_bytes()[3] == b':') => {
+            let sign = match z.as_bytes()[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let hh: i64 = z.get(1..3)?.parse().ok()?;
+            let mm: i64 = z.get(z.len() - 2..)?.parse().ok()?;
+            sign * (hh * 3600 + mm * 60)
+        }
+        _ => return None,
+    };
+    // days from 1970-01-01 of the civil date (H. Hinnant's days_from_civil)
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60 + sec - zone) as f64 + frac)
 }
 
 impl BeaconWatch {
-    /// Record the daemons as the service map lists them `now`; returns those whose beacon
-    /// has not changed for at least `after`, with for how long. A daemon seen for the first
+    /// Record the daemons as the service map lists them `now`; returns the keys
+    /// ([`daemon_key`]) of those whose beacon has not changed for at least `after`, with for
+    /// how long (see the type's doc for when a silence starts). A daemon seen for the first
     /// time counts from now; one without a known beacon is never judged.
     pub fn observe(
         &mut self,
@@ -347,21 +448,49 @@ impl BeaconWatch {
         daemons: &[MirrorDaemon],
         after: Duration,
     ) -> Vec<(String, Duration)> {
+        let origin = *self.origin.get_or_insert(now);
+        let at = |t: Instant| t.saturating_duration_since(origin).as_secs_f64();
+        let look_before = self.last_look.replace(now);
         let mut silent = Vec::new();
         for d in daemons {
             let Some(beacon) = &d.last_beacon else {
                 continue;
             };
-            let entry = self
-                .seen
-                .entry(d.id.clone())
-                .or_insert_with(|| (beacon.clone(), now));
-            if entry.0 != *beacon {
-                *entry = (beacon.clone(), now);
+            let key = daemon_key(d);
+            let new = |look_before| Seen {
+                beacon: beacon.clone(),
+                first_seen: now,
+                look_before,
+                time: ceph_time_seconds(beacon),
+            };
+            match self.seen.get(key) {
+                None => {
+                    self.seen.insert(key.to_string(), new(None));
+                }
+                Some(s) if s.beacon != *beacon => {
+                    let s = new(look_before);
+                    if let Some(t) = s.time {
+                        let delay = at(now) - t;
+                        self.min_delay = Some(self.min_delay.map_or(delay, |m| m.min(delay)));
+                    }
+                    self.seen.insert(key.to_string(), s);
+                }
+                Some(_) => {}
             }
-            let quiet = now.saturating_duration_since(entry.1);
+            let Some(seen) = self.seen.get(key) else {
+                continue;
+            };
+            let since = match (seen.time, self.min_delay, seen.look_before) {
+                (Some(t), Some(delay), Some(before)) => {
+                    let (lo, hi) = (at(before), at(seen.first_seen));
+                    let sent = (t + delay).clamp(lo, hi);
+                    origin + Duration::from_secs_f64(sent)
+                }
+                _ => seen.first_seen,
+            };
+            let quiet = now.saturating_duration_since(since);
             if quiet >= after {
-                silent.push((d.id.clone(), quiet));
+                silent.push((key.to_string(), quiet));
             }
         }
         silent
@@ -369,21 +498,39 @@ impl BeaconWatch {
 }
 
 /// Why no daemon serves the replica, or `None` when one runs: each daemon with what is
-/// wrong (unhealthy in the service map, or silent for how long).
+/// wrong (unhealthy in the service map, or silent for how long). A daemon is named by its
+/// id, and by its instance too when another listed daemon has the same id.
 fn daemons_down(daemons: &[MirrorDaemon], silent: &[(String, Duration)]) -> Option<String> {
     if daemons.is_empty() {
         return Some("the service map lists no rbd-mirror daemon".to_string());
     }
-    let quiet = |id: &str| silent.iter().find(|(s, _)| s == id).map(|(_, q)| *q);
-    if daemons.iter().any(|d| d.healthy && quiet(&d.id).is_none()) {
+    let quiet = |d: &MirrorDaemon| {
+        silent
+            .iter()
+            .find(|(key, _)| key == daemon_key(d))
+            .map(|(_, q)| *q)
+    };
+    if daemons.iter().any(|d| d.healthy && quiet(d).is_none()) {
         return None;
     }
+    let name = |d: &MirrorDaemon| {
+        let shared_id = daemons.iter().filter(|o| o.id == d.id).count() > 1;
+        if shared_id && !d.instance.is_empty() {
+            format!("{} (instance {})", d.id, d.instance)
+        } else {
+            d.id.clone()
+        }
+    };
     Some(
         daemons
             .iter()
-            .map(|d| match quiet(&d.id) {
-                Some(q) => format!("{}: no beacon for {} s (killed or hung)", d.id, q.as_secs()),
-                None => format!("{}: {}", d.id, d.detail),
+            .map(|d| match quiet(d) {
+                Some(q) => format!(
+                    "{}: no beacon for {} s (killed or hung)",
+                    name(d),
+                    q.as_secs()
+                ),
+                None => format!("{}: {}", name(d), d.detail),
             })
             .collect::<Vec<_>>()
             .join("; "),
@@ -538,8 +685,10 @@ pub async fn wait_for_replica(
     // progress events: on change, else at most once per second (polls run at 4 Hz)
     let mut last_emit: Option<(Instant, String)> = None;
     loop {
-        // exact signal
-        let completion = {
+        // the exact signal, and beside it (not after it: on a busy machine the exact calls
+        // are slow, and a look at the daemons behind them comes late) the daemons' health
+        // and the lagging status, less often
+        let exact = {
             let (s, d, i, r) = (src.clone(), dst.clone(), image.clone(), replica.clone());
             let initial_only = opts.initial_sync_only;
             blocking(image, &clusters, move || {
@@ -549,9 +698,34 @@ pub async fn wait_for_replica(
                     exact_completion(s.as_ref(), d.as_ref(), &i, &r, mode, objects)
                 }
             })
-            .await?
         };
-        let (reason, percent) = match completion {
+        let health_due = last_health.elapsed() >= opts.health_every;
+        if health_due {
+            last_health = Instant::now();
+        }
+        let health = async {
+            if !health_due {
+                return Ok(None);
+            }
+            let (d, r) = (dst.clone(), replica.clone());
+            // when the manager answered: the beacons are as of then
+            let (daemons, looked) = blocking(image, dst.name(), move || {
+                Ok((d.mirror_daemons(&r.pool)?, Instant::now()))
+            })
+            .await?;
+            let (d, r) = (dst.clone(), replica.clone());
+            let status = blocking(image, dst.name(), move || {
+                Ok(d.mirror_status(&r).ok().flatten())
+            })
+            .await?;
+            // the source answers too: until the replica exists nothing else reads it, and
+            // an unreachable source would only show as a stall minutes later
+            let (s, i) = (src.clone(), image.clone());
+            blocking(image, src.name(), move || s.stat(&i).map(|_| ())).await?;
+            Ok::<_, WaitError>(Some((daemons, looked, status)))
+        };
+        let (completion, health) = tokio::join!(exact, health);
+        let (reason, percent) = match completion? {
             Completion::Complete => {
                 events.emit(Event::Progress(ProgressInfo::done(
                     "sync",
@@ -561,25 +735,10 @@ pub async fn wait_for_replica(
             }
             Completion::Pending { reason, percent } => (reason, percent),
         };
-
-        // health and lagging status, less often
         let mut status_percent = None;
         let mut rate = None;
-        if last_health.elapsed() >= opts.health_every {
-            last_health = Instant::now();
-            let (d, r) = (dst.clone(), replica.clone());
-            let (daemons, status) = blocking(image, dst.name(), move || {
-                Ok((
-                    d.mirror_daemons(&r.pool)?,
-                    d.mirror_status(&r).ok().flatten(),
-                ))
-            })
-            .await?;
-            // the source answers too: until the replica exists nothing else reads it, and
-            // an unreachable source would only show as a stall minutes later
-            let (s, i) = (src.clone(), image.clone());
-            blocking(image, src.name(), move || s.stat(&i).map(|_| ())).await?;
-            let silent = beacons.observe(Instant::now(), &daemons, opts.daemon_silent_after);
+        if let Some((daemons, looked, status)) = health? {
+            let silent = beacons.observe(looked, &daemons, opts.daemon_silent_after);
             daemon_note.clear();
             if let Some(detail) = daemons_down(&daemons, &silent) {
                 let cluster = dst.name().to_string();
@@ -696,6 +855,7 @@ mod tests {
     fn daemon(id: &str, healthy: bool, beacon: Option<&str>) -> MirrorDaemon {
         MirrorDaemon {
             id: id.into(),
+            instance: String::new(),
             healthy,
             detail: if healthy { "ok" } else { "not reporting" }.into(),
             last_beacon: beacon.map(str::to_string),
@@ -727,6 +887,123 @@ mod tests {
         assert!(w
             .observe(s(60), &[daemon("c", true, None)], after)
             .is_empty());
+    }
+
+    fn instance(gid: &str, beacon: &str) -> MirrorDaemon {
+        MirrorDaemon {
+            instance: gid.into(),
+            ..daemon("b", true, Some(beacon))
+        }
+    }
+
+    #[test]
+    fn a_restarted_daemon_that_hangs_is_silent_while_the_killed_one_is_still_listed() {
+        // the killed instance 4100 stays listed (beacon "k") beside its restarted successor
+        // 4200, same id; 4200 beacons, then hangs at "n2"
+        let t0 = Instant::now();
+        let after = Duration::from_secs(6);
+        let s = |t: u64| t0 + Duration::from_secs(t);
+        let mut w = BeaconWatch::default();
+        let listed = |new: &str| [instance("4100", "k"), instance("4200", new)];
+        let silent = w.observe(s(0), &listed("n1"), after);
+        assert!(silent.is_empty());
+        let silent = w.observe(s(2), &listed("n2"), after);
+        assert!(silent.is_empty());
+        // the killed one is silent, the new one serves
+        let silent = w.observe(s(6), &listed("n2"), after);
+        assert_eq!(silent, vec![("4100".to_string(), Duration::from_secs(6))]);
+        assert_eq!(daemons_down(&listed("n2"), &silent), None);
+        // 6 s after its last beacon the new one is silent too: nothing serves
+        let silent = w.observe(s(8), &listed("n2"), after);
+        assert_eq!(silent.len(), 2, "{silent:?}");
+        assert_eq!(
+            daemons_down(&listed("n2"), &silent).as_deref(),
+            Some(
+                "b (instance 4100): no beacon for 8 s (killed or hung); \
+                 b (instance 4200): no beacon for 6 s (killed or hung)"
+            )
+        );
+    }
+
+    #[test]
+    fn ceph_timestamps_are_read_as_seconds_since_the_epoch() {
+        assert_eq!(
+            ceph_time_seconds("1970-01-01T00:00:00.000000+0000"),
+            Some(0.0)
+        );
+        assert_eq!(
+            ceph_time_seconds("2026-12-04T14:20:58.250000+0000"),
+            Some(1_796_394_058.25)
+        );
+        // the same instant written in another zone, with a space, without a fraction
+        assert_eq!(
+            ceph_time_seconds("2026-12-04 16:20:58+02:00"),
+            Some(1_796_394_058.0)
+        );
+        assert_eq!(
+            ceph_time_seconds("2024-02-29T00:00:00Z"),
+            Some(1_709_164_800.0)
+        );
+        for bad in [
+            "beacon-3",
+            "",
+            "2026-13-04T14:20:58",
+            "2026-12-04T14:20:58.x",
+            "2026-12-04T14:20:58+0x00",
+        ] {
+            assert_eq!(ceph_time_seconds(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_silence_counts_from_the_beacons_own_time_not_from_the_late_look_that_saw_it() {
+        // the manager's clock runs 100 s ahead of ours; looks every 3 s (a busy machine)
+        let t0 = Instant::now();
+        let after = Duration::from_secs(6);
+        let at = |t: f64| t0 + Duration::from_secs_f64(t);
+        let stamp = |t: f64| {
+            let secs = 1_796_394_000.0 + 100.0 + t;
+            let whole = secs.floor() as i64;
+            let (m, s) = ((whole / 60) % 60, whole % 60);
+            let h = (whole / 3600) % 24;
+            format!(
+                "2026-12-04T{h:02}:{m:02}:{s:02}.{:06}+0000",
+                ((secs - secs.floor()) * 1e6).round() as u64
+            )
+        };
+        let mut w = BeaconWatch::default();
+        let d = |t: f64| [daemon("b", true, Some(&stamp(t)))];
+        assert!(w.observe(at(0.0), &d(-0.5), after).is_empty());
+        // a beacon sent at 2.8 s seen at 3 s: the smallest delay, 0.2 s
+        assert!(w.observe(at(3.0), &d(2.8), after).is_empty());
+        // the daemon's last beacon, at 3.1 s, seen only at 6 s
+        assert!(w.observe(at(6.0), &d(3.1), after).is_empty());
+        // silent since 3.3 s (3.1 + 0.2), not since the look at 6 s: 6.7 s at 10 s
+        let silent = w.observe(at(10.0), &d(3.1), after);
+        assert_eq!(silent.len(), 1, "{silent:?}");
+        assert!((silent[0].1.as_secs_f64() - 6.7).abs() < 0.01, "{silent:?}");
+        // counted from the look, it would have been 4 s: not silent yet
+    }
+
+    #[test]
+    fn a_beacon_time_that_jumped_ahead_cannot_make_a_daemon_silent_before_the_look_before_it() {
+        let t0 = Instant::now();
+        let after = Duration::from_secs(6);
+        let at = |t: u64| t0 + Duration::from_secs(t);
+        let mut w = BeaconWatch::default();
+        let d = |stamp: &str| [daemon("b", true, Some(stamp))];
+        w.observe(at(0), &d("2026-12-04T14:00:00.000000+0000"), after);
+        w.observe(at(2), &d("2026-12-04T14:00:01.000000+0000"), after);
+        // the manager's clock jumped an hour ahead: a tiny delay is learnt
+        w.observe(at(4), &d("2026-12-04T15:00:03.900000+0000"), after);
+        // a beacon stamped earlier again: estimated an hour back, but it came after the look
+        // at 4 s, so its silence counts from 4 s at the earliest
+        w.observe(at(6), &d("2026-12-04T14:00:05.000000+0000"), after);
+        assert!(w
+            .observe(at(9), &d("2026-12-04T14:00:05.000000+0000"), after)
+            .is_empty());
+        let silent = w.observe(at(10), &d("2026-12-04T14:00:05.000000+0000"), after);
+        assert_eq!(silent, vec![("b".to_string(), Duration::from_secs(6))]);
     }
 
     #[test]

@@ -11,7 +11,9 @@ use crate::cluster::IoCtx;
 use crate::error::{check, check_len, cstring, RbdError, Result};
 
 /// Writes in flight on an image ([`Image::write_runs_async`]), owning their buffer. Dropping
-/// it waits for them, so the buffer is never freed while librbd may still read it.
+/// it waits for them, so the buffer is never freed while librbd may still read it. To wait
+/// with a bound, poll [`PendingWrite::is_complete`], and [`PendingWrite::abandon`] writes
+/// that are not done in time (a cluster that holds I/O may keep them for minutes).
 pub struct PendingWrite<'a> {
     _image: &'a Image,
     completions: Vec<sys::rbd_completion_t>,
@@ -21,6 +23,42 @@ pub struct PendingWrite<'a> {
 }
 
 impl PendingWrite<'_> {
+    /// Whether every write has completed (`rbd_aio_is_complete`), without blocking: once
+    /// true, [`PendingWrite::wait`] returns at once.
+    pub fn is_complete(&self) -> bool {
+        self.completions.iter().all(|&c| {
+            // SAFETY: a submitted completion owned by self, not released yet (only wait,
+            // drop and abandon release or give it up, and each consumes self).
+            unsafe { sys::rbd_aio_is_complete(c) == 1 }
+        })
+    }
+
+    /// What the writes are (`cluster ..., image ..., offset ...`), for messages.
+    pub fn context(&self) -> &str {
+        &self.ctx
+    }
+
+    /// Gives up on writes that are not complete, without waiting: they stay in flight, and
+    /// their completions and buffer are leaked, never released or freed, so librbd may read
+    /// the buffer and complete them whenever it does (or never). The cost is their memory
+    /// (at most the buffer, `rbd_aio_write`'s bookkeeping) until the process ends. Whether
+    /// they reach the image is not known: the caller must treat the range as not written.
+    pub fn abandon(self) {
+        std::mem::forget(self);
+    }
+
+    /// A timed-out error for these writes, given up on after `waited` (abandoned, see
+    /// [`PendingWrite::abandon`]): `rbd_aio_write` with `ETIMEDOUT`, their context and why.
+    pub fn abandon_timed_out(self, waited: std::time::Duration) -> RbdError {
+        let e =
+            RbdError::new("rbd_aio_write", self.ctx.clone(), libc::ETIMEDOUT).with_detail(format!(
+                "not complete {:.0} s after it was sent (given up on, left in flight)",
+                waited.as_secs_f64()
+            ));
+        self.abandon();
+        e
+    }
+
     /// Waits for every write; returns the buffer, or the first failure.
     pub fn wait(mut self) -> Result<Vec<u8>> {
         let mut first_err = None;

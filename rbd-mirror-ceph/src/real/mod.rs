@@ -285,6 +285,7 @@ impl CephOps for RbdCeph {
             .into_iter()
             .map(|d| MirrorDaemon {
                 id: d.client_id.clone(),
+                instance: d.service_id.clone(),
                 healthy: d.health == rbd::MirrorHealth::Ok,
                 detail: if d.callouts.is_empty() {
                     format!("{:?}", d.health).to_lowercase()

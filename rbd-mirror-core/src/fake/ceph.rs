@@ -168,16 +168,30 @@ impl CephOps for Fake {
             } else {
                 BEACONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
             };
-            Ok(vec![MirrorDaemon {
+            let mut daemons = vec![MirrorDaemon {
                 last_beacon: Some(format!("beacon-{beacon}")),
                 id: "b".into(),
+                instance: "4200".into(),
                 healthy: w.sites[s].daemon_healthy,
                 detail: if w.sites[s].daemon_healthy {
                     String::new()
                 } else {
                     "not reporting".into()
                 },
-            }])
+            }];
+            if w.sites[s].killed_instance_listed {
+                daemons.insert(
+                    0,
+                    MirrorDaemon {
+                        last_beacon: Some("beacon-killed".into()),
+                        id: "b".into(),
+                        instance: "4100".into(),
+                        healthy: true,
+                        detail: String::new(),
+                    },
+                );
+            }
+            Ok(daemons)
         })
     }
     fn mirror_image(&self, image: &ImageSpec) -> OpsResult<MirrorImage> {

@@ -85,6 +85,9 @@ pub struct Site {
     /// The daemon was killed or hangs: its beacon stops changing (the service map still
     /// lists it, healthy, as Ceph's does for a minute).
     pub daemon_silent: bool,
+    /// The service map also lists a killed instance of the daemon, with the same id and a
+    /// beacon that stands still (Ceph lists one for a minute after a kill and a restart).
+    pub killed_instance_listed: bool,
     pub has_peer: bool,
     /// Room in pools, by pool name; a pool without an entry has plenty.
     pub space: BTreeMap<String, PoolSpace>,
