@@ -3,9 +3,12 @@
 # site-a on the host's Ceph (Pacific) and site-b on each newer RELEASE (default: reef
 # tentacle), one pair per release.
 #
-# Each pair runs in private mount and network namespaces: its own loopback, its own /etc/ceph
-# (a tmpfs) and its own state directory ($MATRIX_DIR/env, default /var/tmp/rbd-relay-matrix),
-# so a test environment already running on the host (fixed ports, /etc/ceph) is not touched.
+# Each pair runs in private mount, network and pid namespaces: its own loopback, its own
+# /etc/ceph (a tmpfs), its own state directory ($MATRIX_DIR/env, default
+# /var/tmp/rbd-relay-matrix), the shared environment's state directory hidden under an empty
+# tmpfs, and its own pids (nothing in it can signal a process outside it; when the namespace
+# ends, whatever still runs in it ends too). So a test environment already running on the
+# host (fixed ports, /etc/ceph, /var/tmp/rbd-relay-testenv) is not touched.
 # The namespace has no route to the package archive: the chroots (cached in
 # $MATRIX_DIR/rbd-relay-chroots) and the test binaries are built before entering it.
 # For reef, the pair runs with the clouds (`up --openstack`): site-b's Cinder and Glance run
@@ -32,6 +35,11 @@ say "building testenv and the matrix tests"
 "$CARGO" test -q -p rbd-relay --test matrix_real --test bundle_real --no-run
 testenv="$target/debug/testenv"
 mkdir -p "$dir"
+# the shared environment's state directory (testenv's default), hidden inside the namespaces
+shared_env=/var/tmp/rbd-relay-testenv
+case "$(cd "$dir" && pwd)/env" in
+  "$shared_env"|"$shared_env"/*) echo "test-matrix: MATRIX_DIR must not hold the shared environment ($shared_env)" >&2; exit 1 ;;
+esac
 
 failed=""
 for release in $releases; do
@@ -42,14 +50,17 @@ for release in $releases; do
   log="$dir/$release.log"
   say "== $release: pair up, tests, pair down, in private namespaces (log: $log)"
   rc=0
+  started=$(date +%s)
   # shellcheck disable=SC2016 # the inner script expands its own variables
-  unshare --mount --net --propagation private env TESTENV="$testenv" RELEASE="$release" \
-    RBD_RELAY_TESTENV_DIR="$dir/env" CARGO="$CARGO" CARGO_TARGET_DIR="$target" \
-    WITH_CLOUDS="$with_clouds" sh -c '
+  unshare --mount --net --pid --fork --mount-proc --propagation private env TESTENV="$testenv" \
+    RELEASE="$release" RBD_RELAY_TESTENV_DIR="$dir/env" CARGO="$CARGO" CARGO_TARGET_DIR="$target" \
+    WITH_CLOUDS="$with_clouds" SHARED_ENV="$shared_env" sh -c '
     set -eu
     ip link set lo up
     mount -t tmpfs tmpfs /etc/ceph
+    if [ -d "$SHARED_ENV" ]; then mount -t tmpfs tmpfs "$SHARED_ENV"; fi
     trap "\"\$TESTENV\" down" EXIT
+    trap "exit 130" INT TERM HUP
     "$TESTENV" up --site-b-release "$RELEASE" $WITH_CLOUDS
     "$TESTENV" status
     if [ -n "$WITH_CLOUDS" ]; then
@@ -64,8 +75,14 @@ for release in $releases; do
         -- --ignored --test-threads=2 --nocapture --skip adopt --skip bootable
     fi
   ' >"$log" 2>&1 || rc=$?
+  took=$(($(date +%s) - started))
   grep -E "release:|matrix |matrix:|test result|panicked|^test .* (ok|FAILED)$" "$log" || true
-  if [ "$rc" = 0 ]; then say "$release: PASS"; else say "$release: FAIL (exit $rc, see $log)"; failed="$failed $release"; fi
+  if [ "$rc" = 0 ]; then
+    say "$release: PASS (pair up, tests, pair down: ${took} s)"
+  else
+    say "$release: FAIL (exit $rc after ${took} s, see $log)"
+    failed="$failed $release"
+  fi
 done
 [ -z "$failed" ] || { say "failed:$failed"; exit 1; }
 say "all passed: pacific -> $releases"

@@ -15,7 +15,10 @@ use cinder_manage::{
     AdoptRequest, Cinder, Error, HostTarget, ManageRequest, Side, UploadToImageRequest,
 };
 use glance_rbd::Glance;
-use openstack_client::{ClientOptions, CloudConfig, ConfigSources, OpenStackClient, PollOptions};
+use openstack_client::{
+    ApiVersion, ClientOptions, CloudConfig, ConfigSources, OpenStackClient, PollOptions,
+    ServiceType, VersionDocument,
+};
 use testenv::{probe, unique_name};
 
 /// The cloud the tests use: the test environment's destination cloud, or the stack named by
@@ -442,4 +445,59 @@ async fn upload_to_image_waits_for_active_image_with_volume_data() {
     g.delete_image(&up.image.id).await.unwrap();
     c.unmanage(&id).await.unwrap();
     site.remove(&adopted.rbd_image);
+}
+
+/// `GET /` of the Cinder releases whose documents `fake_cinder.rs` replays, as captured from
+/// the test clouds.
+const CAPTURED_ROOTS: [(&str, &str); 2] = [
+    ("Zed (Cinder 21)", include_str!("data/cinder-root-zed.json")),
+    (
+        "2025.1 (Cinder 26)",
+        include_str!("data/cinder-root-2025.1.json"),
+    ),
+];
+
+/// The cross-version part that runs without a newer cloud: the microversion is negotiated
+/// from this Cinder's own version document (read for real) and accepted by it, and that
+/// document's range is one of the captured ones the fake tests replay, so those tests stand
+/// for a real release.
+#[tokio::test]
+async fn the_real_cinder_gets_the_microversion_its_version_document_allows_and_a_captured_one_matches(
+) {
+    let site = site();
+    let client = site.client(&site.admin_cloud).await;
+    let doc = client
+        .version_document(ServiceType::BlockStorage)
+        .await
+        .unwrap();
+    let range = doc
+        .microversion_range(3)
+        .unwrap_or_else(|| panic!("no v3 microversion range in {doc:?}"));
+    let release = CAPTURED_ROOTS
+        .iter()
+        .find(|(_, captured)| {
+            VersionDocument::from_json(captured.as_bytes())
+                .unwrap()
+                .microversion_range(3)
+                == Some(range)
+        })
+        .map(|(release, _)| *release)
+        .unwrap_or_else(|| {
+            panic!(
+                "this Cinder offers {}-{}, which no captured document does: capture its `GET /` \
+                 into cinder-manage/tests/data/ and replay it in fake_cinder.rs",
+                range.0, range.1
+            )
+        });
+    let c = Cinder::new(client, Side::Destination);
+    assert_eq!(
+        c.microversion().await.unwrap(),
+        ApiVersion::new(3, 8),
+        "{release}"
+    );
+    // a call sent with it is accepted
+    assert!(
+        !c.list_pools().await.unwrap().is_empty(),
+        "{release}: no pools"
+    );
 }

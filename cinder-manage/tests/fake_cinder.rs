@@ -95,9 +95,9 @@ async fn cinder(port: u16) -> Cinder {
 const VOLUME: &str = "0a1b2c3d-0000-4000-8000-000000000001";
 
 /// Debian 12's Cinder 21 (Zed), `GET /`, as captured from the test cloud.
-const ZED: &str = r#"{"versions": [{"id": "v3.0", "status": "CURRENT", "version": "3.70", "min_version": "3.0", "updated": "2022-08-31T00:00:00Z", "links": [{"rel": "describedby", "type": "text/html", "href": "https://docs.openstack.org/"}, {"rel": "self", "href": "http://127.0.0.1:8776/v3/"}], "media-types": [{"base": "application/json", "type": "application/vnd.openstack.volume+json;version=3"}]}]}"#;
+const ZED: &str = include_str!("data/cinder-root-zed.json");
 /// Debian 13's Cinder 26 (2025.1), `GET /`, as captured from the chroot's cloud.
-const EPOXY: &str = r#"{"versions": [{"id": "v3.0", "status": "CURRENT", "version": "3.71", "min_version": "3.0", "updated": "2023-08-31T00:00:00Z", "links": [{"rel": "describedby", "type": "text/html", "href": "https://docs.openstack.org/"}, {"rel": "self", "href": "http://127.0.0.1:8777/v3/"}], "media-types": [{"base": "application/json", "type": "application/vnd.openstack.volume+json;version=3"}]}]}"#;
+const EPOXY: &str = include_str!("data/cinder-root-2025.1.json");
 
 async fn microversion_sent_to(
     root_document: &'static str,

@@ -29,7 +29,8 @@ use serde_json::Value;
 mod common;
 use common::{describe, relay_env, BIN, REPLICA_GONE_LIMIT};
 use testenv::probe::{
-    exists, image_with_data, info, mirror_snapshots, mirroring_off, rbd, rbd_output, sha, wait_gone,
+    exists, image_with_data, info, mirror_snapshots, mirroring_off, rbd, rbd_output, sha,
+    sha_of_first, wait_gone,
 };
 
 /// The release site-b must run (`reef`, `tentacle`).
@@ -55,11 +56,15 @@ fn cross_version_env() -> testenv::Env {
     env
 }
 
-/// An image in `volumes` on `site` with 24 MiB of non-repeating data.
+/// Bytes of the images the migrations copy: 24 MiB and a bit, not a whole GiB (so an
+/// adoption grows the copy to 1 GiB first).
+const IMAGE_BYTES: u64 = (24 << 20) + 777;
+
+/// An image in `volumes` on `site` with [`IMAGE_BYTES`] of non-repeating data.
 fn make_image(site: &str, prefix: &str) -> (String, String) {
     let image = testenv::unique_name(prefix);
     let spec = format!("volumes/{image}");
-    image_with_data(site, &spec, (24 << 20) + 777);
+    image_with_data(site, &spec, IMAGE_BYTES as usize);
     (image, spec)
 }
 
@@ -113,6 +118,84 @@ fn a_journal_migration_into_a_newer_release_copies_every_byte_and_restores_the_s
 #[ignore = "cross-version: needs site-b on a newer release (make test-matrix)"]
 fn a_snapshot_migration_into_a_newer_release_copies_every_byte_and_restores_the_source() {
     migrates_a_volume_into_the_newer_release("snapshot");
+}
+
+/// The journal clients of image `spec` on `site`, read and decoded by rbd-relay's own
+/// librbd wrapper (`journal.<id>` omap, `client_*` keys), as the engine's journal-mode
+/// completion signals read them.
+fn journal_clients(env: &testenv::Env, spec: &str) -> librbd::JournalStatus {
+    let site = env.site_a();
+    let (pool, _) = spec.split_once('/').unwrap();
+    let id = info(&site.name, spec)["id"].as_str().unwrap().to_string();
+    let cluster =
+        librbd::Cluster::connect(&librbd::ClusterConfig::new(site.name.clone()).conf(&site.conf))
+            .unwrap();
+    cluster.ioctx(pool).unwrap().journal_status(&id).unwrap()
+}
+
+/// The client data a newer rbd-mirror (site-b) writes into a Pacific image's journal:
+/// rbd-relay's decoder must read it as a mirror peer that replays into the replica whose
+/// id site-b itself reports. The raw omap values are printed (`rados listomapvals`), so a
+/// run can capture them for a unit test.
+#[test]
+#[ignore = "cross-version: needs site-b on a newer release (make test-matrix)"]
+fn the_journal_client_a_newer_rbd_mirror_registers_decodes_as_a_replaying_peer() {
+    let env = cross_version_env();
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let (_, spec) = make_image(&a, "matrix-journal-client");
+    rbd(&a, &["feature", "enable", &spec, "journaling"]);
+    rbd(&a, &["mirror", "image", "enable", &spec, "journal"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let (peer, replica_id) = loop {
+        let status = journal_clients(&env, &spec);
+        let replica_id =
+            exists(&b, &spec).then(|| info(&b, &spec)["id"].as_str().unwrap().to_string());
+        let replaying = status.mirror_peers().find(|c| {
+            matches!(&c.meta, librbd::JournalClientMeta::MirrorPeer { state, .. }
+                if *state == librbd::MirrorPeerState::Replaying)
+        });
+        match (replaying, replica_id) {
+            (Some(peer), Some(id)) => break (peer.clone(), id),
+            _ if std::time::Instant::now() > deadline => {
+                panic!("no replaying mirror peer in the journal of {spec} within 120 s: {status:?}")
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(500)),
+        }
+    };
+    let image_id = info(&a, &spec)["id"].as_str().unwrap().to_string();
+    let raw = Command::new("rados")
+        .args(["--cluster", &a, "-p", "volumes", "listomapvals"])
+        .arg(format!("journal.{image_id}"))
+        .output()
+        .unwrap();
+    eprintln!(
+        "matrix journal client: decoded {peer:?}\nraw omap of journal.{image_id}:\n{}",
+        String::from_utf8_lossy(&raw.stdout)
+    );
+    let librbd::JournalClientMeta::MirrorPeer {
+        image_id: peer_replica,
+        sync_points,
+        ..
+    } = &peer.meta
+    else {
+        unreachable!("matched above")
+    };
+    assert_eq!(
+        peer_replica, &replica_id,
+        "the decoded replica id differs from the id {b} reports for its replica"
+    );
+    assert_eq!(
+        *sync_points, 0,
+        "a replaying peer has no pending sync point"
+    );
+    assert_eq!(peer.state, librbd::JournalClientState::Connected);
+    assert!(
+        !peer.id.is_empty(),
+        "a peer client is named by its mirror uuid"
+    );
+    rbd(&a, &["mirror", "image", "disable", &spec]);
+    wait_gone(&b, &spec, REPLICA_GONE_LIMIT);
+    rbd(&a, &["rm", "--no-progress", &spec]);
 }
 
 /// The root directory the recorded cloud daemon `name` (`cinder-api.site-b`) runs in.
@@ -261,8 +344,20 @@ fn adopts_a_volume_into_the_newer_cloud(mode: &str) {
     assert_eq!(v.size, 1, "24 MiB rounds up to 1 GiB");
     assert_eq!(v.name.as_deref(), Some(name.as_str()));
     assert_eq!(v.host.as_deref(), Some(os.destination.cinder_host.as_str()));
+    // the copy was grown to the whole GiB Cinder records before the adoption: the source's
+    // bytes first, then zeros
+    assert_eq!(result["summary"]["grown_to"], 1u64 << 30, "{result}");
     let renamed = format!("{dst_pool}/volume-{id}");
-    assert_eq!(sha(&b, &renamed), want, "the adopted copy differs");
+    assert_eq!(
+        info(&b, &renamed)["size"],
+        1u64 << 30,
+        "the image is 1 GiB too"
+    );
+    assert_eq!(
+        sha_of_first(&b, &renamed, IMAGE_BYTES),
+        want,
+        "the adopted copy differs"
+    );
     assert_eq!(info(&a, &spec)["features"], original, "source features");
     assert!(mirroring_off(&a, &spec), "mirroring left on at the source");
     wait_gone(&b, &spec, REPLICA_GONE_LIMIT);

@@ -220,7 +220,7 @@ async fn patch_refused_for_invisible_locations_maps_to_locations_disabled() {
 }
 
 /// `GET /` of Debian 13's Glance 30.0.0 (2025.1), captured from the test cloud.
-const GLANCE_2025_1_ROOT: &str = r#"{"versions": [{"id": "v2.16", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.15", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.14", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.9", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.17", "status": "CURRENT", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.7", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.6", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.5", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.4", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.3", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.2", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.1", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}, {"id": "v2.0", "status": "SUPPORTED", "links": [{"rel": "self", "href": "http://127.0.0.1:9293/v2/"}]}]}"#;
+const GLANCE_2025_1_ROOT: &str = include_str!("data/glance-root-2025.1.json");
 
 const ACTIVE: &str = r#"{"id": "i1", "name": "img", "status": "active",
     "locations": [{"url": "rbd://f/images/img/snap", "metadata": {}}]}"#;
@@ -276,6 +276,28 @@ async fn locations_api_refused_falls_back_to_json_patch() {
     assert_eq!(img.status, "active");
     let log = log.lock().unwrap().clone();
     assert!(log.contains(&"PATCH /v2/images/i1".to_owned()), "{log:?}");
+}
+
+/// `GET /` of Debian 12's Glance 25.1.0 (Zed), captured from the test cloud: v2.16 is the
+/// newest, so no locations API. `glance_real.rs` checks the real Zed Glance still serves it.
+const GLANCE_ZED_ROOT: &str = include_str!("data/glance-root-zed.json");
+
+#[tokio::test]
+async fn a_zed_glance_is_sent_the_json_patch_and_never_the_locations_call() {
+    let log: Log = Default::default();
+    let port = serve(log.clone(), |m, p| match (m, p) {
+        ("POST", "/v2/images") => (201, QUEUED_WITH_LOCATIONS.into()),
+        ("GET", "/") => (200, GLANCE_ZED_ROOT.into()),
+        ("PATCH", "/v2/images/i1") => (200, ACTIVE.into()),
+        ("GET", "/v2/images/i1") => (200, ACTIVE.into()),
+        _ => (500, "{}".into()),
+    })
+    .await;
+    let img = glance(port).await.register(&request()).await.unwrap();
+    assert_eq!(img.status, "active");
+    let log = log.lock().unwrap().clone();
+    assert!(log.contains(&"PATCH /v2/images/i1".to_owned()), "{log:?}");
+    assert!(!log.iter().any(|l| l.ends_with("/locations")), "{log:?}");
 }
 
 /// Two images, whatever the query: one carrying property `m=mig-1` and named `img`, one

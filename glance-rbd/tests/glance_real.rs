@@ -7,7 +7,10 @@
 #![allow(clippy::unwrap_used)] // test code: a failed setup step should panic with its message
 
 use glance_rbd::{CreateImage, Error, Glance, RbdLocation, RegisterRbdImage};
-use openstack_client::{ClientOptions, CloudConfig, ConfigSources, OpenStackClient};
+use openstack_client::{
+    ApiVersion, ClientOptions, CloudConfig, ConfigSources, OpenStackClient, ServiceType,
+    VersionDocument,
+};
 use testenv::{probe, unique_name};
 
 /// The cloud the tests use: the test environment's destination cloud, or the stack named by
@@ -194,4 +197,59 @@ async fn member_override_registers_own_snapshot() {
     assert_eq!(img.status, "active");
     g.delete_image(&img.id).await.unwrap();
     site.cleanup_rbd(&name);
+}
+
+/// `GET /` of the Glance releases whose documents `fake_glance.rs` replays, as captured from
+/// the test clouds: (release, document, whether the adapter tries the locations call there).
+const CAPTURED_ROOTS: [(&str, &str, bool); 2] = [
+    (
+        "Zed (Glance 25)",
+        include_str!("data/glance-root-zed.json"),
+        false,
+    ),
+    (
+        "2025.1 (Glance 30)",
+        include_str!("data/glance-root-2025.1.json"),
+        true,
+    ),
+];
+
+fn listed(doc: &VersionDocument) -> std::collections::BTreeSet<ApiVersion> {
+    doc.ids().collect()
+}
+
+/// The cross-version part that runs without a newer cloud: which call adds a location is
+/// decided from this Glance's own version document (read for real), and that document is one
+/// of the captured ones the fake tests replay, so those tests stand for a real release.
+#[tokio::test]
+async fn the_location_call_follows_the_real_glances_version_document_which_a_captured_one_matches()
+{
+    let site = site();
+    let g = site.glance(&site.admin_cloud).await;
+    let doc = g
+        .client()
+        .version_document(ServiceType::Image)
+        .await
+        .unwrap();
+    let ids = listed(&doc);
+    let (release, _, locations_call) = CAPTURED_ROOTS
+        .iter()
+        .find(|(_, captured, _)| {
+            listed(&VersionDocument::from_json(captured.as_bytes()).unwrap()) == ids
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "this Glance lists {}, which no captured document does: capture its `GET /` \
+                 into glance-rbd/tests/data/ and replay it in fake_glance.rs",
+                ids.iter()
+                    .map(|v| format!("v{v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        });
+    assert_eq!(
+        g.has_locations_api().await.unwrap(),
+        *locations_call,
+        "{release}: the adapter's choice of the locations call"
+    );
 }

@@ -424,6 +424,77 @@ mod tests {
         );
     }
 
+    /// The bytes of a `rados listomapvals` hex dump (`00000000  01 01 75 ...  |..u|` lines).
+    fn from_hexdump(dump: &str) -> Vec<u8> {
+        dump.lines()
+            .filter_map(|l| l.trim().split_once("  "))
+            .flat_map(|(_, rest)| {
+                let hex = rest.split('|').next().unwrap_or("");
+                hex.split_whitespace()
+                    .map(|b| u8::from_str_radix(b, 16).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Decodes a whole `client_<uuid>` value a newer rbd-mirror wrote (captured as a hex
+    /// dump) and checks it reads as the replaying peer `uuid` of replica `replica`.
+    fn assert_replaying_peer(dump: &str, uuid: &str, replica: &str) {
+        let value = from_hexdump(dump);
+        assert_eq!(value.len(), 123, "the dump was read whole");
+        let peer = decode_client(&value).unwrap();
+        assert_eq!(peer.id, uuid);
+        assert_eq!(
+            peer.meta,
+            JournalClientMeta::MirrorPeer {
+                image_id: replica.into(),
+                state: MirrorPeerState::Replaying,
+                sync_object_count: 7,
+                sync_points: 0,
+            }
+        );
+        assert!(peer.commit_position.is_empty());
+        assert_eq!(peer.state, JournalClientState::Connected);
+    }
+
+    // Both values: `rados listomapvals journal.<id>` of a Pacific (16.2.15) image replayed by
+    // the newer rbd-mirror of `make test-matrix` (matrix_real's journal client test, whose
+    // site-b reported the replica id checked here), 2026-12-04.
+
+    #[test]
+    fn a_whole_client_record_a_reef_rbd_mirror_wrote_decodes_as_a_replaying_peer() {
+        // Ceph 18.2.7 (Debian 13)
+        assert_replaying_peer(
+            "00000000  01 01 75 00 00 00 24 00  00 00 61 65 30 63 35 63  |..u...$...ae0c5c|
+             00000010  39 66 2d 63 37 64 61 2d  34 35 64 37 2d 62 65 64  |9f-c7da-45d7-bed|
+             00000020  39 2d 31 39 33 64 35 37  39 61 62 33 63 62 3e 00  |9-193d579ab3cb>.|
+             00000030  00 00 02 01 38 00 00 00  01 00 00 00 0c 00 00 00  |....8...........|
+             00000040  31 30 31 65 39 34 31 31  63 39 37 37 01 00 00 00  |101e9411c977....|
+             00000050  07 00 00 00 00 00 00 00  00 00 00 00 01 00 00 00  |................|
+             00000060  10 00 00 00 00 00 00 00  19 00 00 00 00 00 00 00  |................|
+             00000070  01 01 04 00 00 00 00 00  00 00 00                 |...........|",
+            "ae0c5c9f-c7da-45d7-bed9-193d579ab3cb",
+            "101e9411c977",
+        );
+    }
+
+    #[test]
+    fn a_whole_client_record_a_tentacle_rbd_mirror_wrote_decodes_as_a_replaying_peer() {
+        // Ceph 20.2.4 (Debian sid)
+        assert_replaying_peer(
+            "00000000  01 01 75 00 00 00 24 00  00 00 65 32 39 32 30 61  |..u...$...e2920a|
+             00000010  34 63 2d 61 34 61 33 2d  34 31 30 65 2d 39 32 35  |4c-a4a3-410e-925|
+             00000020  38 2d 33 65 33 63 32 30  62 65 38 64 32 62 3e 00  |8-3e3c20be8d2b>.|
+             00000030  00 00 02 01 38 00 00 00  01 00 00 00 0c 00 00 00  |....8...........|
+             00000040  31 30 32 32 34 33 37 63  33 39 34 34 01 00 00 00  |1022437c3944....|
+             00000050  07 00 00 00 00 00 00 00  00 00 00 00 01 00 00 00  |................|
+             00000060  0c 00 00 00 00 00 00 00  09 00 00 00 00 00 00 00  |................|
+             00000070  01 01 04 00 00 00 00 00  00 00 00                 |...........|",
+            "e2920a4c-a4a3-410e-9258-3e3c20be8d2b",
+            "1022437c3944",
+        );
+    }
+
     #[test]
     fn truncated_value_is_an_error_not_a_panic() {
         let full = client("", &image_meta(), &[(1, 2, 3)], 0);
