@@ -986,8 +986,7 @@ fn every_plan_variant_renders_shellcheck_clean_scripts() {
 /// The plan's `rbd-relay bundle volume ... --out DIR` (with `extra` arguments; `clouds`: the
 /// clouds.yaml that `--source-cloud` reads), as JSON; the file names it wrote.
 fn generate_clone_bundle(
-    a: &str,
-    b: &str,
+    [a, b]: [&str; 2],
     image: &str,
     into: &str,
     out_dir: &Path,
@@ -1204,8 +1203,7 @@ fn clone_bundle(mode: &str) {
     }
     let spec = format!("{pool}/{image}");
     let (result, names) = generate_clone_bundle(
-        &a,
-        &b,
+        [&a, &b],
         source_volume_id.as_deref().unwrap_or(&spec),
         &into,
         &out_dir,
@@ -1445,8 +1443,7 @@ fn live_clone_bundle_cuts_over_only_once_the_watcher_is_gone() {
     let out_dir = dir.path().join("bundle");
     let state = tempfile::tempdir().unwrap();
     let (_, names) = generate_clone_bundle(
-        &a,
-        &b,
+        [&a, &b],
         &spec,
         &into,
         &out_dir,
@@ -1615,8 +1612,7 @@ fn clone_rollback(mode: &str) {
     let out_dir = dir.path().join("bundle");
     let state = tempfile::tempdir().unwrap();
     let (_, names) = generate_clone_bundle(
-        &a,
-        &b,
+        [&a, &b],
         &spec,
         &into,
         &out_dir,
@@ -1703,7 +1699,12 @@ fn clone_rollback(mode: &str) {
     rm.extend(image_args(&into, &image));
     assert!(rbd_output(&b, &rm).status.success());
     let to_dst = twice(&out_dir, &n("1-"), &[], &src_env, Some(&n("2-")));
-    let to_cutover = twice(&out_dir, &n("2-"), &to_dst, &dst_env, Some(&n("3-")));
+    let rebuilt = twice(&out_dir, &n("2-"), &to_dst, &dst_env, Some(&n("3-")));
+    assert_ne!(
+        rebuilt[0], to_cutover[0],
+        "the replica left in split-brain was rebuilt (a new image id)"
+    );
+    let to_cutover = rebuilt;
     let to_handover = twice(&out_dir, &n("3-"), &to_cutover, &src_env, Some(&n("4-")));
     let to_verify = twice(&out_dir, &n("4-"), &to_handover, &dst_env, Some(&n("6-")));
     let to_release = twice(&out_dir, &n("6-"), &to_verify, &dst_env, Some(&n("7-")));
