@@ -1013,8 +1013,7 @@ fn run_tenant_with_fake_cloud(plan: &Plan) -> (bool, String, String, Option<Stri
     std::fs::create_dir(&bin).unwrap();
     let log = dir.path().join("calls");
     let body = dir.path().join("body");
-    let openstack = format!(
-        r#"#!/bin/sh
+    let openstack = r#"#!/bin/sh
 case " $* " in
 *" token issue "*" id "*) echo tok ;;
 *" token issue "*) echo proj ;;
@@ -1023,7 +1022,7 @@ case " $* " in
 *) exit 1 ;;
 esac
 "#
-    );
+    .to_string();
     let curl = format!(
         r#"#!/bin/sh
 cat >/dev/null

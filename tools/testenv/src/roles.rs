@@ -87,7 +87,13 @@ fn spec() -> (RoleUser, RoleUser) {
 fn ensure_user(u: &RoleUser) -> Result<()> {
     let limit = Duration::from_secs(60);
     let entity = format!("client.{}", u.id);
-    let keyring = u.keyring.display().to_string();
+    // written beside the keyring, then renamed over it: every test calls this when it starts,
+    // while the scripts of the tests already running read the keyring (`-o` truncates and
+    // rewrites in place, and a script that read it meanwhile failed to authenticate)
+    let tmp = u
+        .keyring
+        .with_extension(format!("tmp.{}.{}", std::process::id(), unique_suffix()));
+    let keyring = tmp.display().to_string();
     let mut args: Vec<&str> = vec!["auth", "get-or-create", &entity];
     for (svc, cap) in &u.caps {
         args.push(svc);
@@ -111,9 +117,17 @@ fn ensure_user(u: &RoleUser) -> Result<()> {
     }
     // like the admin keyrings: readable by root only
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&u.keyring, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| crate::error::Error::io("chmod", &u.keyring, e))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| crate::error::Error::io("chmod", &tmp, e))?;
+    std::fs::rename(&tmp, &u.keyring).map_err(|e| crate::error::Error::io("rename", &tmp, e))?;
     Ok(())
+}
+
+/// A number that differs between the calls of one process (threads of one test binary).
+fn unique_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Whether both role users' keyrings exist.
