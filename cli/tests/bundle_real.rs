@@ -10,7 +10,11 @@
 //! a wrong digest, stops at its check with a clear message and changes nothing. Those runs
 //! use `--handover copy`; the handover by clone (the default) is run by the roles too, cold
 //! with an adoption and live with a watcher (`rbd watch`) holding the source: its cutover
-//! script waits and gives up while the watcher is there, and cuts over once it is gone.
+//! script waits and gives up while the watcher is there, and cuts over once it is gone. The
+//! clone bundle runs in snapshot mode too (its source a bootable Cinder volume with image
+//! metadata, which the tenant script sets on the adopted volume), and its roll back is run by
+//! the roles in both modes after a handover that fails once the source is demoted, followed
+//! by a re-run of the whole bundle that converges.
 //!
 //! Over 800 lines, and `volume_bundle` and `bootable_bundle_...` over 120, on purpose: each
 //! of those two is one end-to-end scenario (scripts run in order by role, each twice, with a
@@ -979,18 +983,23 @@ fn every_plan_variant_renders_shellcheck_clean_scripts() {
     }
 }
 
-/// The plan's `rbd-relay bundle volume ... --out DIR` (with `extra` arguments), as JSON; the
-/// file names it wrote.
+/// The plan's `rbd-relay bundle volume ... --out DIR` (with `extra` arguments; `clouds`: the
+/// clouds.yaml that `--source-cloud` reads), as JSON; the file names it wrote.
 fn generate_clone_bundle(
-    a: &str,
-    b: &str,
+    [a, b]: [&str; 2],
     image: &str,
     into: &str,
     out_dir: &Path,
     state: &Path,
     extra: &[&str],
+    clouds: Option<&Path>,
 ) -> (Value, Vec<String>) {
-    let out = Command::new(BIN)
+    let mut c = Command::new(BIN);
+    if let Some(clouds) = clouds {
+        // `--source-cloud` reads the source cloud's clouds.yaml entry
+        c.env("OS_CLIENT_CONFIG_FILE", clouds);
+    }
+    let out = c
         .args(["bundle", "volume", "--from", a, "--to", b, image])
         .args(["--into", into])
         .args(extra)
@@ -1118,10 +1127,24 @@ fn assert_clone_end_state(
 /// the clone adopted, then verified, flattened, the source released and the replica removed.
 /// The cutover given the source script's output (nothing: no replica in sync proven yet) is
 /// refused and changes nothing.
-///
-/// Long on purpose (see the file's header): one scenario, its steps in the runbook's order.
 #[test]
 fn clone_bundle_run_by_split_roles_ends_like_migrate() {
+    clone_bundle("journal");
+}
+
+/// The same in snapshot mode: the source script hands over the id of its primary mirror
+/// snapshot, and the cold cutover, run by the source admin's `profile rbd` user (which cannot
+/// read the monitors' sessions), tells the destination rbd-mirror's watch on the primary apart
+/// from an instance's by its watch on the pool's rbd_mirroring object. The source is a
+/// bootable Cinder volume of the source cloud with image metadata, given by its id
+/// (`--source-cloud`): the tenant script adopts it bootable with that image metadata.
+#[test]
+fn snapshot_mode_clone_bundle_run_by_split_roles_ends_like_migrate() {
+    clone_bundle("snapshot");
+}
+
+/// Long on purpose (see the file's header): one scenario, its steps in the runbook's order.
+fn clone_bundle(mode: &str) {
     let env = testenv::shared_with_openstack().expect("test environment with OpenStack");
     let _logs = env.log_guard();
     let users = env.role_users().expect("per-role cephx users");
@@ -1131,28 +1154,62 @@ fn clone_bundle_run_by_split_roles_ends_like_migrate() {
         os.source.volume_pool.clone(),
         os.destination.volume_pool.clone(),
     );
-    let image = testenv::unique_name("bdl-clone");
-    let volume = format!("vol '{image}' $(touch pwned)");
-    image_with_data(&a, &pool, &image, 6 << 20);
+    let name = testenv::unique_name(&format!("bdl-clone-{}", &mode[..4]));
+    let volume = format!("vol '{name}' $(touch pwned)");
+    let from_cloud = mode == "snapshot";
+    let image_metadata: serde_json::Map<String, Value> = [
+        ("hw_disk_bus", "scsi"),
+        ("os_type", "linux"),
+        ("image_name", "debian 'test' $(touch pwned)"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), Value::from(v)))
+    .collect();
+    // the source: an RBD image, or (snapshot mode) a bootable source volume with image
+    // metadata, given by its Cinder id
+    let (image, source_volume_id) = if from_cloud {
+        let id = source_volume(&os, &a, &name);
+        let mut set = vec!["volume".to_string(), "set".to_string()];
+        for (k, v) in &image_metadata {
+            set.push("--image-property".into());
+            set.push(format!("{k}={}", v.as_str().unwrap()));
+        }
+        set.push(id.clone());
+        let set: Vec<&str> = set.iter().map(String::as_str).collect();
+        let o = openstack(&os.clouds_yaml, &os.source.admin_cloud, &set);
+        assert!(o.status.success(), "{o:?}");
+        (format!("volume-{id}"), Some(id))
+    } else {
+        image_with_data(&a, &pool, &name, 6 << 20);
+        (name.clone(), None)
+    };
     let before = info(&a, &pool, &image).unwrap();
+    let size = before["size"].as_u64().unwrap();
     let source_sha = sha(&a, &pool, &image);
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("bundle");
     let state = tempfile::tempdir().unwrap();
+    let mut extra = vec![
+        "--adopt",
+        "--os-cloud",
+        &os.destination.admin_cloud,
+        "--name",
+        &volume,
+        "--mode",
+        mode,
+    ];
+    if from_cloud {
+        extra.extend(["--source-cloud", &os.source.admin_cloud]);
+    }
+    let spec = format!("{pool}/{image}");
     let (result, names) = generate_clone_bundle(
-        &a,
-        &b,
-        &format!("{pool}/{image}"),
+        [&a, &b],
+        source_volume_id.as_deref().unwrap_or(&spec),
         &into,
         &out_dir,
         state.path(),
-        &[
-            "--adopt",
-            "--os-cloud",
-            &os.destination.admin_cloud,
-            "--name",
-            &volume,
-        ],
+        &extra,
+        Some(&os.clouds_yaml),
     );
     assert_eq!(
         names,
@@ -1183,10 +1240,21 @@ fn clone_bundle_run_by_split_roles_ends_like_migrate() {
     ];
 
     let to_dst = twice(&out_dir, &names[0], &[], &src_env, Some(&names[1]));
-    assert!(
-        to_dst.is_empty(),
-        "journal mode hands over no value: {to_dst:?}"
-    );
+    if mode == "journal" {
+        assert!(
+            to_dst.is_empty(),
+            "journal mode hands over no value: {to_dst:?}"
+        );
+    } else {
+        let ids: Vec<u64> = mirror_snapshots(&a, &pool, &image)
+            .iter()
+            .map(|s| s["id"].as_u64().unwrap())
+            .collect();
+        assert!(
+            to_dst.len() == 1 && ids.contains(&to_dst[0].parse().unwrap()),
+            "snapshot mode hands over a primary mirror snapshot of the source ({ids:?}): {to_dst:?}"
+        );
+    }
     // the cutover right after the source script: refused, nothing changed
     let r = script(&out_dir, &names[2], &[], &src_env);
     assert!(
@@ -1223,6 +1291,11 @@ fn clone_bundle_run_by_split_roles_ends_like_migrate() {
         false,
         "demoted"
     );
+    assert_eq!(
+        info(&a, &pool, &image).unwrap()["mirroring"]["mode"],
+        mode,
+        "mirrored in the plan's mode"
+    );
     let to_tenant = twice(&out_dir, &names[3], &to_handover, &dst_env, Some(&names[4]));
     let clone = info(&b, &into, &image).unwrap();
     assert_eq!(to_tenant[0], clone["id"].as_str().unwrap());
@@ -1232,9 +1305,9 @@ fn clone_bundle_run_by_split_roles_ends_like_migrate() {
         "a clone of the replica: {clone}"
     );
     assert_eq!(
-        testenv::probe::sha_of_first(&b, &format!("{into}/{image}"), 6 << 20),
+        testenv::probe::sha_of_first(&b, &format!("{into}/{image}"), size),
         source_sha,
-        "usable with the source's content (grown to 1 GiB for Cinder: the first 6 MiB)"
+        "usable with the source's content (grown to 1 GiB for Cinder: the first bytes)"
     );
     let to_verify = twice(
         &out_dir,
@@ -1285,6 +1358,21 @@ fn clone_bundle_run_by_split_roles_ends_like_migrate() {
     let v: Value = serde_json::from_slice(&v.stdout).unwrap();
     assert_eq!(v["status"], "available");
     assert_eq!(v["name"], volume.as_str());
+    if from_cloud {
+        assert_eq!(v["bootable"], "true", "adopted bootable: {v}");
+        assert_eq!(
+            v["volume_image_metadata"],
+            Value::Object(image_metadata),
+            "with the source volume's image metadata: {v}"
+        );
+    } else {
+        assert!(
+            v["volume_image_metadata"]
+                .as_object()
+                .is_none_or(|m| m.is_empty()),
+            "{v}"
+        );
+    }
     assert!(
         !out_dir.join("pwned").exists(),
         "a name was executed by a script"
@@ -1296,9 +1384,18 @@ fn clone_bundle_run_by_split_roles_ends_like_migrate() {
         &["volume", "delete", &vid],
     );
     assert!(d.status.success(), "{d:?}");
-    let mut rm = vec!["rm", "--no-progress"];
-    rm.extend(image_args(&pool, &image));
-    assert!(rbd_output(&a, &rm).status.success());
+    if let Some(id) = &source_volume_id {
+        let d = openstack(
+            &os.clouds_yaml,
+            &os.source.admin_cloud,
+            &["volume", "delete", id],
+        );
+        assert!(d.status.success(), "{d:?}");
+    } else {
+        let mut rm = vec!["rm", "--no-progress"];
+        rm.extend(image_args(&pool, &image));
+        assert!(rbd_output(&a, &rm).status.success());
+    }
 }
 
 /// The live handover by clone: while a watcher (`rbd watch`, as an attached instance) holds
@@ -1346,13 +1443,13 @@ fn live_clone_bundle_cuts_over_only_once_the_watcher_is_gone() {
     let out_dir = dir.path().join("bundle");
     let state = tempfile::tempdir().unwrap();
     let (_, names) = generate_clone_bundle(
-        &a,
-        &b,
+        [&a, &b],
         &spec,
         &into,
         &out_dir,
         state.path(),
         &["--live", "--idle-for", "2"],
+        None,
     );
     assert_eq!(names[2], "3-source-ceph-admin-cutover.sh");
     assert!(
@@ -1500,6 +1597,158 @@ fn live_clone_bundle_cuts_over_only_once_the_watcher_is_gone() {
     let to_release = twice(&out_dir, &names[4], &to_verify, &dst_env, Some(&names[5]));
     let to_remove = twice(&out_dir, &names[5], &to_release, &src_env, Some(&names[6]));
     twice(&out_dir, &names[6], &to_remove, &dst_env, None);
+    assert_clone_end_state(
+        [&a, &b],
+        (&pool, &image),
+        (&into, &image),
+        &before,
+        &final_sha,
+    );
+
+    for (cluster, p) in [(&b, &into), (&a, &pool)] {
+        let mut rm = vec!["rm", "--no-progress"];
+        rm.extend(image_args(p, &image));
+        assert!(rbd_output(cluster, &rm).status.success());
+    }
+}
+
+/// A handover by clone that fails after the demotion, rolled back by the roles: a foreign
+/// image takes the destination image's name between the sync and the handover, so the
+/// handover script stops after it promoted the replica and names the roll back. The two
+/// roll-back scripts (each run twice) leave the foreign image alone, demote the replica and
+/// promote the source: primary, writable, with its data and its migration features; then,
+/// once the name is free, the whole bundle re-run from its first script converges, with the
+/// writes made after the roll back.
+#[test]
+fn a_handover_that_fails_after_the_demotion_rolls_back_and_a_rerun_converges() {
+    clone_rollback("journal");
+}
+
+/// The same in snapshot mode.
+#[test]
+fn snapshot_mode_handover_that_fails_after_the_demotion_rolls_back_and_a_rerun_converges() {
+    clone_rollback("snapshot");
+}
+
+fn clone_rollback(mode: &str) {
+    let env = testenv::shared().expect("test environment");
+    let _logs = env.log_guard();
+    let users = env.role_users().expect("per-role cephx users");
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let (pool, into) = (
+        env.pools().volumes.to_string(),
+        env.pools().cinder.to_string(),
+    );
+    let image = testenv::unique_name(&format!("bdl-rb-{}", &mode[..4]));
+    image_with_data(&a, &pool, &image, 4 << 20);
+    let before = info(&a, &pool, &image).unwrap();
+    let spec = format!("{pool}/{image}");
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("bundle");
+    let state = tempfile::tempdir().unwrap();
+    let (_, names) = generate_clone_bundle(
+        [&a, &b],
+        &spec,
+        &into,
+        &out_dir,
+        state.path(),
+        &["--mode", mode],
+        None,
+    );
+    for n in names.iter().filter(|n| n.ends_with(".sh")) {
+        shellcheck(&out_dir.join(n));
+    }
+    let n = |prefix: &str| {
+        names
+            .iter()
+            .find(|n| n.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}* in {names:?}"))
+            .clone()
+    };
+    let (rollback_1, rollback_2) = (n("rollback-1-"), n("rollback-2-"));
+    let src_env = [("SRC_ID", users.source_admin.id.as_str())];
+    let dst_env = [("DST_ID", users.destination_admin.id.as_str())];
+    let primary =
+        |cluster: &str, p: &str| info(cluster, p, &image).unwrap()["mirroring"]["primary"].clone();
+
+    let to_dst = twice(&out_dir, &n("1-"), &[], &src_env, Some(&n("2-")));
+    let to_cutover = twice(&out_dir, &n("2-"), &to_dst, &dst_env, Some(&n("3-")));
+    let mirrored = info(&a, &pool, &image).unwrap();
+    let source_sha = sha(&a, &pool, &image);
+    // someone takes the destination image's name meanwhile
+    image_with_data(&b, &into, &image, 1 << 20);
+    let foreign_sha = sha(&b, &into, &image);
+    let to_handover = twice(&out_dir, &n("3-"), &to_cutover, &src_env, Some(&n("4-")));
+    assert_eq!(primary(&a, &pool), false, "demoted");
+    let args: Vec<&str> = to_handover.iter().map(String::as_str).collect();
+    let r = script(&out_dir, &n("4-"), &args, &dst_env);
+    assert!(
+        !r.ok && r.stderr.contains("is not this migration's clone"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "sh ./{rollback_1}, then the Ceph source admin runs"
+        )),
+        "the failure after the demotion names the roll back: {}",
+        r.stderr
+    );
+    assert_eq!(primary(&b, &pool), true, "it failed after the promotion");
+
+    // the roll back, by the roles
+    let to_rollback_2 = twice(&out_dir, &rollback_1, &[], &dst_env, Some(&rollback_2));
+    assert_eq!(primary(&b, &pool), false, "the replica is demoted");
+    assert_eq!(
+        sha(&b, &into, &image),
+        foreign_sha,
+        "the foreign image is left alone"
+    );
+    twice(&out_dir, &rollback_2, &to_rollback_2, &src_env, None);
+    let after = info(&a, &pool, &image).unwrap();
+    assert_eq!(
+        after["mirroring"]["primary"], true,
+        "primary again: {after}"
+    );
+    assert_eq!(after["mirroring"]["state"], "enabled", "still mirrored");
+    assert_eq!(after["features"], mirrored["features"], "features intact");
+    assert_eq!(sha(&a, &pool, &image), source_sha, "data intact");
+    let mut write = vec![
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        "64K",
+        "--io-total",
+        "512K",
+        "--io-pattern",
+        "rand",
+    ];
+    write.extend(image_args(&pool, &image));
+    let w = rbd_output(&a, &write);
+    assert!(w.status.success(), "writable after the roll back: {w:?}");
+    let final_sha = sha(&a, &pool, &image);
+
+    // the name is free again: the bundle re-run from its first script converges
+    let mut rm = vec!["rm", "--no-progress"];
+    rm.extend(image_args(&into, &image));
+    assert!(rbd_output(&b, &rm).status.success());
+    let to_dst = twice(&out_dir, &n("1-"), &[], &src_env, Some(&n("2-")));
+    let rebuilt = twice(&out_dir, &n("2-"), &to_dst, &dst_env, Some(&n("3-")));
+    assert_ne!(
+        rebuilt[0], to_cutover[0],
+        "the replica left in split-brain was rebuilt (a new image id)"
+    );
+    let to_cutover = rebuilt;
+    let to_handover = twice(&out_dir, &n("3-"), &to_cutover, &src_env, Some(&n("4-")));
+    let to_verify = twice(&out_dir, &n("4-"), &to_handover, &dst_env, Some(&n("6-")));
+    let to_release = twice(&out_dir, &n("6-"), &to_verify, &dst_env, Some(&n("7-")));
+    assert_eq!(
+        to_release[0], final_sha,
+        "the writes after the roll back are in it"
+    );
+    let to_remove = twice(&out_dir, &n("7-"), &to_release, &src_env, Some(&n("8-")));
+    twice(&out_dir, &n("8-"), &to_remove, &dst_env, None);
     assert_clone_end_state(
         [&a, &b],
         (&pool, &image),

@@ -102,6 +102,13 @@ volume_available() {
 }
 wait_until "volume $VOLUME_ID to be available" volume_available
 say "volume $VOLUME_ID is available (Cinder renamed the RBD image to volume-$VOLUME_ID)"
+if [ -n "$IMAGE_METADATA" ]; then
+    # manage-existing takes the bootable flag but no image metadata (what Nova reads when it
+    # boots from the volume): set it now, on every run (idempotent), so that a run stopped
+    # in between sets it when re-run
+    say "set the source volume's image metadata on volume $VOLUME_ID"
+    OUT=$(api POST "$CINDER/volumes/$VOLUME_ID/action" "$IMAGE_METADATA" 2>&1) || fail "Cinder refused to set the image metadata of volume $VOLUME_ID: $OUT (re-run this script: it finds the volume again and sets it)"
+fi
 
 #@ step_register_image
 FSID=$3

@@ -51,6 +51,8 @@ mirror_snapshots() {
 #@ source_cluster
 src_ceph() { ceph --conf "$SRC_CONF" --cluster "$SRC_CLUSTER" --id "$SRC_ID" "$@"; }
 src_rbd() { rbd --conf "$SRC_CONF" --cluster "$SRC_CLUSTER" --id "$SRC_ID" "$@"; }
+# the source pool's objects (rbd-mirror's watch on rbd_mirroring)
+src_rados() { rados --conf "$SRC_CONF" --cluster "$SRC_CLUSTER" --id "$SRC_ID" --pool "$SRC_POOL" --namespace "$SRC_NAMESPACE" "$@"; }
 src_image() { src_rbd "$@" --pool "$SRC_POOL" --namespace "$SRC_NAMESPACE" --image "$SRC_IMAGE"; }
 # remove the source's mirror snapshots this migration made: every one not named in
 # MIRROR_SNAPSHOTS_BEFORE (those were there before it began)

@@ -76,6 +76,7 @@ say "preconditions hold"
 if [ "$PROMOTED" = yes ]; then
     say "the replica is promoted; nothing to wait for"
 else
+    RESYNC_REQUESTED=no
     replica_in_sync() {
         _ri=$(replica info 2>&1) || {
             PROGRESS="no replica yet"
@@ -85,8 +86,27 @@ else
             PROGRESS="$DST_CLUSTER:$REPLICA_POOL/$REPLICA_IMAGE exists but is not a non-primary replica"
             return 1
         }
-        _state=$(replica mirror image status 2>/dev/null | sed -n 's/^[[:space:]]*state: *//p' | head -n 1)
+        _status=$(replica mirror image status 2>/dev/null) || _status=''
+        _state=$(printf '%s\n' "$_status" | sed -n 's/^[[:space:]]*state: *//p' | head -n 1)
         PROGRESS="mirror status ${_state:-unknown}"
+        case $(printf '%s\n' "$_status" | sed -n 's/^[[:space:]]*description: *//p' | head -n 1) in
+        *split-brain*)
+            # a rolled back cutover: the replica was promoted (and written: its handover
+            # snapshot), then demoted, and the source promoted again; their histories differ,
+            # so rbd-mirror stopped. The source is the one primary: the replica is rebuilt
+            # from it (a full sync)
+            if replica snap ls --format json | grep -qF "\"name\":\"$HANDOVER_SNAP\""; then
+                fail "the replica $DST_CLUSTER:$REPLICA_POOL/$REPLICA_IMAGE has split-brain and still has the handover snapshot $HANDOVER_SNAP: the cutover was not rolled back; run rollback-1-destination-ceph-admin.sh first (nothing was changed)"
+            fi
+            if [ "$RESYNC_REQUESTED" = no ]; then
+                say "the replica has split-brain (it was promoted during a cutover that was rolled back): request its resync from the source, a full sync (rbd-mirror rebuilds it)"
+                replica mirror image resync
+                RESYNC_REQUESTED=yes
+            fi
+            PROGRESS="resync of the replica requested"
+            return 1
+            ;;
+        esac
         if [ "$MODE" = snapshot ]; then
             _snaps=$(replica snap ls --all --format json 2>/dev/null) || return 1
             replica_snapshot_complete "$_snaps" "$SNAP_ID" || {

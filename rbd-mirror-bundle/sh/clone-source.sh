@@ -40,23 +40,31 @@ source_watchers() {
         }
     }'
 }
-# peer_client_ids: the client ids of the sessions of cephx user $MIRROR_PEER_CLIENT (the
-# destination rbd-mirror's user on this cluster), from every monitor's session list; fails
-# when no monitor's sessions can be read (that needs more than `profile rbd`)
+# peer_client_ids: the client ids of the rbd-mirror daemons that reach this cluster: the
+# watchers of the pool's rbd_mirroring object (every rbd-mirror daemon that mirrors the pool
+# watches it, with the same client it opens the images with; `profile rbd` may read it) and
+# the sessions of cephx user $MIRROR_PEER_CLIENT (the destination rbd-mirror's user here) in
+# every monitor's session list (that needs more than `profile rbd`); fails when neither can
+# be read
 peer_client_ids() {
-    _dump=$(src_ceph mon dump --format json 2>/dev/null) || return 1
-    _mons=$(printf '%s\n' "$_dump" | sed 's/.*"mons":\[//' | json_lines | sed -n 's/^"name":"\([^"]*\)"$/\1/p')
     _read=no
-    for _m in $_mons; do
-        _s=$(src_ceph tell "mon.$_m" sessions --format json 2>/dev/null) || continue
+    if command -v rados >/dev/null 2>&1 && _lw=$(src_rados listwatchers rbd_mirroring 2>/dev/null); then
         _read=yes
-        printf '%s\n' "$_s" | awk -v want="$MIRROR_PEER_CLIENT" '{
-            n = split($0, p, /\{"name":/)
-            for (i = 2; i <= n; i++)
-                if (index(p[i], "\"entity_name\":\"" want "\"") > 0 && match(p[i], /"global_id":[0-9]+/))
-                    print substr(p[i], RSTART + 12, RLENGTH - 12)
-        }'
-    done
+        printf '%s\n' "$_lw" | sed -n 's/^watcher=[^ ]* client\.\([0-9][0-9]*\) .*/\1/p'
+    fi
+    if _dump=$(src_ceph mon dump --format json 2>/dev/null); then
+        _mons=$(printf '%s\n' "$_dump" | sed 's/.*"mons":\[//' | json_lines | sed -n 's/^"name":"\([^"]*\)"$/\1/p')
+        for _m in $_mons; do
+            _s=$(src_ceph tell "mon.$_m" sessions --format json 2>/dev/null) || continue
+            _read=yes
+            printf '%s\n' "$_s" | awk -v want="$MIRROR_PEER_CLIENT" '{
+                n = split($0, p, /\{"name":/)
+                for (i = 2; i <= n; i++)
+                    if (index(p[i], "\"entity_name\":\"" want "\"") > 0 && match(p[i], /"global_id":[0-9]+/))
+                        print substr(p[i], RSTART + 12, RLENGTH - 12)
+            }'
+        done
+    fi
     [ "$_read" = yes ]
 }
 # read_users: USERS, the source's watchers but the destination rbd-mirror's own watch (it
@@ -78,6 +86,8 @@ try_read_users() {
             _peer=''
             USERS_UNSURE=yes
         }
+        # one id a line (each watch of each daemon): words for has_word
+        _peer=$(printf '%s\n' "$_peer" | tr '\n' ' ')
     fi
     USERS=$(printf '%s\n' "$_w" | while read -r _c _a; do
         has_word "$_peer" "$_c" || printf 'client.%s (%s) ' "$_c" "$_a"
@@ -86,7 +96,7 @@ try_read_users() {
 }
 unsure_note() {
     if [ "$USERS_UNSURE" = yes ] && [ -n "$USERS" ]; then
-        say "note: client.$SRC_ID cannot read the monitors' sessions, so the destination rbd-mirror's own watch ($MIRROR_PEER_CLIENT; snapshot mode) cannot be told apart from an instance's and counts as a user: if the only users left are rbd-mirror's, re-run with go"
+        say "note: client.$SRC_ID can read neither the watchers of the rbd_mirroring object of pool $SRC_POOL (with rados) nor the monitors' sessions, so the destination rbd-mirror's own watch ($MIRROR_PEER_CLIENT; snapshot mode) cannot be told apart from an instance's and counts as a user: if the only users left are rbd-mirror's, re-run with go"
     fi
 }
 
@@ -261,4 +271,4 @@ else
 fi
 source_state
 [ "$PRIMARY" = true ] || fail "$SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE is still not primary"
-say "rolled back: $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE is primary and writable again, its data untouched; mirroring stays on. To try the cutover again: the Ceph destination admin re-runs 2-destination-ceph-admin.sh and the Ceph source admin 3-source-ceph-admin-cutover.sh with the line it prints"
+say "rolled back: $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE is primary and writable again, its data untouched; mirroring stays on. To try the cutover again: the Ceph destination admin re-runs 2-destination-ceph-admin.sh (it has the replica, which was promoted meanwhile, rebuilt from the source by a full sync) and the Ceph source admin 3-source-ceph-admin-cutover.sh with the line it prints"

@@ -104,6 +104,10 @@ pub(crate) fn readme(
                 script.role()
             );
         }
+        let _ = writeln!(
+            r,
+            "\nAfter a roll back mirroring stays on, and the bundle can be run again from script 1: script 2 has\nthe replica (promoted meanwhile, so rbd-mirror reports split-brain) rebuilt from the source\n(`rbd mirror image resync`, a full sync)."
+        );
     }
     let _ = writeln!(r, "\nEach script prints, at its end, the exact command line the next role runs. Nothing handed over is a secret.\n");
     let _ = writeln!(r, "## Plan steps by script\n");
@@ -174,7 +178,7 @@ fn clone_row(plan: &Plan, script: Script) -> (&'static str, &'static str, &'stat
             "once the replica is in sync: its image id, the destination fsid and a token",
         ),
         Script::Cutover => (
-            "`rbd` (`ceph` if present)",
+            "`rbd` (`rados` and `ceph` if present)",
             "REPLICA_IMAGE_ID DESTINATION_FSID SYNC_TOKEN [go]",
             "once the source is demoted: the replica's id, the fsid and a token",
         ),

@@ -117,6 +117,26 @@ impl Renderer<'_> {
             sh_quote(name.unwrap_or("")),
             sh_quote(&fields)
         );
+        // a bootable source volume's image metadata, as the source cloud gave it when the
+        // bundle was generated (`--source-cloud`): the body of the os-set_image_metadata
+        // action, empty for none
+        let metadata = m
+            .adopt
+            .as_ref()
+            .map(|a| &a.image_metadata)
+            .filter(|md| !md.is_empty())
+            .map(|md| {
+                let pairs: Vec<String> = md
+                    .iter()
+                    .map(|(k, v)| format!("{}: {}", json_string(k), json_string(v)))
+                    .collect();
+                format!(
+                    "{{\"os-set_image_metadata\": {{\"metadata\": {{{}}}}}}}",
+                    pairs.join(", ")
+                )
+            })
+            .unwrap_or_default();
+        let _ = writeln!(s, "IMAGE_METADATA={}", sh_quote(&metadata));
     }
 
     /// The names of the registration: the image's name, min_disk and the location's path.

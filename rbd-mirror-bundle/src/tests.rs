@@ -743,7 +743,8 @@ fn handoff_token(plan_id: &str, what: &str, id: &str, fsid: &str) -> String {
 /// logged; `rbd info` says the source is mirrored (journal) and primary until a demote,
 /// `rbd status --format json` lists the watchers in the file `watchers` (a test may empty it
 /// while the script runs, after `empty_after_s`), `rbd journal status` says the peer is in
-/// sync, `ceph fsid` prints another cluster's. Returns (success, stdout, stderr, calls).
+/// sync, `ceph fsid` prints another cluster's, `rados listwatchers rbd_mirroring` names
+/// client.4130 (the destination rbd-mirror). Returns (success, stdout, stderr, calls).
 fn run_with_fake_ceph(
     plan: &Plan,
     script: Script,
@@ -774,7 +775,7 @@ echo "rbd $*" >>'{log}'
 case " $* " in
 *" info "*)
     if [ -e '{demoted}' ]; then p=false; else p=true; fi
-    printf 'rbd image %s:\n\tid: abc\n\tfeatures: layering, exclusive-lock, object-map, journaling\n\tmirroring state: enabled\n\tmirroring mode: journal\n\tmirroring primary: %s\n' x "$p"
+    printf 'rbd image %s:\n\tid: abc\n\tfeatures: layering, exclusive-lock, object-map, journaling\n\tmirroring state: enabled\n\tmirroring mode: {mode}\n\tmirroring primary: %s\n' x "$p"
     ;;
 *" journal status "*) printf '%s\n' '{journal}' ;;
 *" status "*) cat '{wfile}' ;;
@@ -785,12 +786,19 @@ esac
         log = log.display(),
         demoted = demoted.display(),
         wfile = wfile.display(),
+        mode = plan.migration.mode,
     );
     let ceph = format!(
         "#!/bin/sh\necho \"ceph $*\" >>'{}'\n[ \"$*\" != \"${{*%fsid}}\" ] && echo f-source\n",
         log.display()
     );
-    for (tool, body) in [("rbd", rbd), ("ceph", ceph)] {
+    // the destination rbd-mirror (client.4130) watches the pool's rbd_mirroring object
+    // (two watches of one client, as the test pair's daemon shows)
+    let rados = format!(
+        "#!/bin/sh\necho \"rados $*\" >>'{}'\ncase \" $* \" in *\" listwatchers rbd_mirroring \"*) printf '%s\\n' 'watcher=10.0.0.7:0/3332328173 client.4130 cookie=94694920609793' 'watcher=10.0.0.7:0/3332328173 client.4130 cookie=94694920609794' ;; *) exit 1 ;; esac\n",
+        log.display()
+    );
+    for (tool, body) in [("rbd", rbd), ("ceph", ceph), ("rados", rados)] {
         let p = bin.join(tool);
         std::fs::write(&p, body).unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -960,4 +968,196 @@ fn clone_scripts_refuse_a_handoff_of_another_kind_or_plan_before_any_change() {
         "{err}"
     );
     assert_eq!(calls, "");
+}
+
+/// A clone plan adopting a bootable source volume with image metadata (hostile values).
+fn bootable_clone_plan() -> (Plan, std::collections::BTreeMap<String, String>) {
+    let meta: std::collections::BTreeMap<String, String> = [
+        ("hw_disk_bus", "scsi"),
+        ("image_name", HOSTILE_VOLUME),
+        ("os_type", "it's \"linux\" $(id)"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let mut m = clone_plan(MirrorImageMode::Snapshot, None, true).migration;
+    if let Some(a) = m.adopt.as_mut() {
+        a.bootable = true;
+        a.image_metadata = meta.clone();
+    }
+    (
+        Plan::volume(
+            m,
+            facts(Features::LAYERING | Features::EXCLUSIVE_LOCK | Features::OBJECT_MAP),
+        ),
+        meta,
+    )
+}
+
+/// Runs the tenant script of a clone plan against fake `openstack` and `curl`: the volume
+/// of the plan is found adopted and available; returns (success, stderr, the curl calls,
+/// the body of the POST, if any).
+fn run_tenant_with_fake_cloud(plan: &Plan) -> (bool, String, String, Option<String>) {
+    const VOLUME: &str = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0";
+    let b = render(plan, "x").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("script.sh");
+    let text = &b
+        .files
+        .iter()
+        .find(|f| f.name == Script::AdoptHandedOver.file_name())
+        .unwrap()
+        .contents;
+    std::fs::write(&path, text).unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = dir.path().join("calls");
+    let body = dir.path().join("body");
+    let openstack = r#"#!/bin/sh
+case " $* " in
+*" token issue "*" id "*) echo tok ;;
+*" token issue "*) echo proj ;;
+*" endpoint list "*) echo 'http://cinder.test/v3/%(project_id)s' ;;
+*" volume show "*) echo available ;;
+*) exit 1 ;;
+esac
+"#
+    .to_string();
+    let curl = format!(
+        r#"#!/bin/sh
+cat >/dev/null
+echo "curl $*" >>'{log}'
+case " $* " in
+*" -X GET "*) printf '{{"volumes": [{{"id": "{VOLUME}"}}]}}\n' ;;
+*" -X POST "*)
+    while [ "$#" -gt 0 ]; do
+        [ "$1" = --data-binary ] && printf '%s' "$2" >'{body}'
+        shift
+    done
+    printf '{{"metadata": {{}}}}\n'
+    ;;
+*) exit 1 ;;
+esac
+"#,
+        log = log.display(),
+        body = body.display(),
+    );
+    for (tool, text) in [("openstack", openstack), ("curl", curl)] {
+        let p = bin.join(tool);
+        std::fs::write(&p, text).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let t = handoff_token(&plan.id, "handed over", "10c7e713647", FSID);
+    let out = std::process::Command::new("sh")
+        .arg(&path)
+        .args(["10c7e713647", FSID, &t])
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("RBD_RELAY_POLL_INTERVAL", "1")
+        .env("RBD_RELAY_WAIT_TIMEOUT", "4")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        std::fs::read_to_string(&body).ok(),
+    )
+}
+
+#[test]
+fn the_tenant_script_sets_a_bootable_source_volumes_image_metadata_on_the_adopted_volume() {
+    let (plan, meta) = bootable_clone_plan();
+    let (ok, err, calls, body) = run_tenant_with_fake_cloud(&plan);
+    assert!(ok, "{err}\n{calls}");
+    let post = calls
+        .lines()
+        .find(|l| l.contains(" -X POST "))
+        .unwrap_or_else(|| panic!("no POST: {calls}"));
+    assert!(
+        post.ends_with(
+            " http://cinder.test/v3/proj/volumes/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0/action"
+        ),
+        "the volume's action: {post}"
+    );
+    let body: serde_json::Value = serde_json::from_str(&body.expect("a POST body")).unwrap();
+    let want: serde_json::Value = serde_json::json!({"os-set_image_metadata": {"metadata": meta}});
+    assert_eq!(body, want, "exactly the source volume's image metadata");
+}
+
+#[test]
+fn the_tenant_script_of_a_volume_without_image_metadata_sets_none() {
+    let plan = clone_plan(MirrorImageMode::Snapshot, None, true);
+    let (ok, err, calls, body) = run_tenant_with_fake_cloud(&plan);
+    assert!(ok, "{err}\n{calls}");
+    assert!(!calls.contains("-X POST"), "{calls}");
+    assert!(body.is_none());
+}
+
+#[test]
+fn the_tenant_scripts_with_image_metadata_are_shellcheck_clean() {
+    let (plan, _) = bootable_clone_plan();
+    let mut copy = volume_plan(MirrorImageMode::Journal);
+    copy.migration.adopt = plan.migration.adopt.clone();
+    for (p, script) in [
+        (&plan, Script::AdoptHandedOver),
+        (
+            &Plan::volume(copy.migration, facts(Features::LAYERING)),
+            Script::Tenant,
+        ),
+    ] {
+        let b = render(p, "x").unwrap();
+        let f = b
+            .files
+            .iter()
+            .find(|f| f.name == script.file_name())
+            .unwrap();
+        assert!(f
+            .contents
+            .contains("IMAGE_METADATA='{\"os-set_image_metadata\""));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(&f.name);
+        std::fs::write(&path, &f.contents).unwrap();
+        let out = std::process::Command::new("shellcheck")
+            .args(["-s", "sh"])
+            .arg(&path)
+            .output()
+            .expect("shellcheck must be installed (apt-get install shellcheck)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+/// Snapshot mode: the destination rbd-mirror watches the primary source; the source admin's
+/// cutover tells its watch apart by its watch on the pool's rbd_mirroring object, without
+/// reading the monitors' sessions (the fake `ceph` lists no monitor).
+#[test]
+fn a_snapshot_mode_cold_cutover_does_not_count_rbd_mirrors_watch_as_a_user() {
+    let plan = clone_plan(MirrorImageMode::Snapshot, None, true);
+    let t = handoff_token(&plan.id, "replica in sync", "10c7e713647", FSID);
+    let args = ["10c7e713647", FSID, t.as_str()];
+    let (ok, out, err, calls) =
+        run_with_fake_ceph(&plan, Script::Cutover, &args, ONE_WATCHER, None);
+    assert!(ok, "{out}{err}");
+    assert!(calls.contains(" mirror image demote "), "{calls}");
+    assert!(
+        calls.contains("rados ") && calls.contains("listwatchers rbd_mirroring"),
+        "{calls}"
+    );
+
+    // an instance beside rbd-mirror: refused, naming the instance only
+    let two = r#"{"watchers":[{"address":"10.0.0.7:0/3332328173","client":4130,"cookie":94694920609792},{"address":"10.0.0.8:0/1","client":4242,"cookie":7}]}"#;
+    let (ok, out, err, calls) = run_with_fake_ceph(&plan, Script::Cutover, &args, two, None);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("is in use by client.4242 (10.0.0.8:0/1);") && !err.contains("client.4130"),
+        "{err}"
+    );
+    assert!(!calls.contains("demote"), "{calls}");
 }

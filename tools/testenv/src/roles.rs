@@ -119,7 +119,8 @@ fn write_keyring(path: &std::path::Path, content: &str) -> Result<()> {
         return std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| crate::error::Error::io("chmod", path, e));
     }
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    // unique per call: the threads of one test binary call this at once
+    let tmp = path.with_extension(format!("tmp.{}.{}", std::process::id(), unique_suffix()));
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -135,6 +136,13 @@ fn write_keyring(path: &std::path::Path, content: &str) -> Result<()> {
         return Err(crate::error::Error::io("write", &tmp, e));
     }
     std::fs::rename(&tmp, path).map_err(|e| crate::error::Error::io("rename", path, e))
+}
+
+/// A number that differs between the calls of one process (threads of one test binary).
+fn unique_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Whether both role users' keyrings exist.
