@@ -460,8 +460,9 @@ async fn cleanup_delete_source_and_adopt_image_dropped_at_any_await_are_finished
     w.lock().unwrap().sites[1]
         .images
         .insert("cinder/x".into(), Img::new(DEFAULT, data()));
-    // Cinder adopts at once and answers 50 ms later: a drop at 10 ms loses the answer
-    w.lock().unwrap().op_delay = Duration::from_millis(50);
+    // Cinder adopts at once and answers 400 ms later: a drop at 10 ms loses the answer
+    // (with 50 ms, the 10 ms timer of a loaded machine fired after the answer)
+    w.lock().unwrap().op_delay = Duration::from_millis(400);
     let (cloud, c) = FakeCloud::new(w.clone());
     let image: crate::spec::ImageSpec = "cinder/x".parse().unwrap();
     let adoption = crate::plan::Adoption {
@@ -536,12 +537,14 @@ async fn a_batch_dropped_at_any_await_is_finished_by_the_next_call() {
             .is_err()
         {
             dropped += 1;
-            // the aborted tasks let their locks go once they are gone
+            // the aborted tasks let their locks go once they are gone (an abort lands at the
+            // task's next await: a state write in flight, whose fsync took seconds on a
+            // loaded disk in CI, finishes first)
             for m in &ms_list {
                 let t = std::time::Instant::now();
                 while state::run_active(dir.path(), &m.id()) {
                     assert!(
-                        t.elapsed() < Duration::from_secs(2),
+                        t.elapsed() < Duration::from_secs(10),
                         "lock held after a drop at {ms} ms"
                     );
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -565,7 +568,7 @@ async fn a_batch_dropped_at_any_await_is_finished_by_the_next_call() {
 }
 
 /// The split roles' `register_image`, dropped after Glance registered the image and before
-/// its answer came (the fake cloud answers 50 ms later): the next call returns that image
+/// its answer came (the fake cloud answers 200 ms later): the next call returns that image
 /// and registers nothing more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_image_dropped_after_glance_acted_registers_once() {
@@ -579,7 +582,9 @@ async fn register_image_dropped_after_glance_acted_registers_once() {
     let image: crate::spec::ImageSpec = "glance/x".parse().unwrap();
     b.create_snapshot(&image, "snap").unwrap();
     b.protect_snapshot(&image, "snap").unwrap();
-    w.lock().unwrap().op_delay = Duration::from_millis(50);
+    // every call answers 200 ms after it acted (with 50 ms, the timers of a loaded machine
+    // fired after the answer)
+    w.lock().unwrap().op_delay = Duration::from_millis(200);
     let (cloud, c) = FakeCloud::new(w.clone());
     let r = crate::plan::Registration {
         cloud: "site-b-admin".into(),
@@ -588,11 +593,11 @@ async fn register_image_dropped_after_glance_acted_registers_once() {
         min_disk_gib: 1,
     };
     // drops ever later, until one lands after Glance acted (the Ceph reads before it take
-    // 50 ms each, too)
+    // 200 ms each, too)
     let mut ms = 10;
     while c.lock().unwrap().images.is_empty() {
         assert!(
-            ms < 1000,
+            ms < 4000,
             "no drop landed between Glance's act and its answer"
         );
         let call = register_image(cloud.clone(), b.clone(), &image, &r, Arc::new(NullSink));

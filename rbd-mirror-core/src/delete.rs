@@ -39,6 +39,28 @@ async fn blocking<T: Send + 'static>(
     on_ceph(step, cluster.name().to_string(), target.to_string(), f).await
 }
 
+/// Whether `result`, a read of `source` after it was seen to exist, failed because the
+/// source is gone now: removed by an earlier call that was dropped while its removal ran
+/// (a blocking call is not stopped by the drop, and its lock went with the dropped future).
+async fn gone_meanwhile<T>(
+    result: &Result<T>,
+    src: &Arc<dyn CephOps>,
+    source: &ImageSpec,
+) -> Result<bool> {
+    let not_found = matches!(
+        result,
+        Err(Error::Ceph { source: e, .. }) if e.kind == ErrorKind::NotFound
+    );
+    if !not_found {
+        return Ok(false);
+    }
+    let (s, i) = (src.clone(), source.clone());
+    Ok(!blocking("delete-source", src.as_ref(), source, move || {
+        s.image_exists(&i)
+    })
+    .await?)
+}
+
 /// Delete the source image of the finished migration `id` recorded in `state_dir`, after
 /// re-verifying that `copy` (default: the plan's copy target, or `volume-<id>` when it was
 /// adopted by Cinder) holds the same content.
@@ -99,12 +121,22 @@ pub async fn delete_source(
     {
         return Err(Error::DeleteRefusedNoCopy { copy: label.1 });
     }
+    let already_deleted = DeleteReport {
+        source: label.0.clone(),
+        copy: label.1.clone(),
+        sha256: run.copy_digest.clone().unwrap_or_default(),
+        already_deleted: true,
+    };
     // the source must be idle, unmirrored and without snapshots
     let (s, i) = (src.clone(), source.clone());
-    let (watchers, mirror, snaps) = blocking("delete-source", src.as_ref(), &source, move || {
+    let checked = blocking("delete-source", src.as_ref(), &source, move || {
         Ok((s.watchers(&i)?, s.mirror_image(&i)?, s.snapshots(&i)?))
     })
-    .await?;
+    .await;
+    if gone_meanwhile(&checked, &src, &source).await? {
+        return Ok(already_deleted);
+    }
+    let (watchers, mirror, snaps) = checked?;
     if !watchers.is_empty() {
         return Err(Error::DeleteRefusedInUse {
             source_image: label.0,
@@ -152,6 +184,9 @@ pub async fn delete_source(
             }
         }),
     );
+    if gone_meanwhile(&a, &src, &source).await? {
+        return Ok(already_deleted);
+    }
     let (a, b) = (a?, b?);
     if a != b {
         return Err(Error::VerifyMismatch {
