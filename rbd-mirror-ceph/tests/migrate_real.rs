@@ -770,10 +770,11 @@ async fn removal_by_id_leaves_an_image_with_another_id_and_metadata_round_trips(
 }
 
 /// The engine's connections run librbd within the memory bound (see `real/memory.rs`): no
-/// cache, writes from the engine's own buffer, 4 objects at a time in a flatten. Read back
-/// from librados itself, over whatever the conf file says.
+/// cache, writes from the engine's own buffer, 4 objects at a time in a flatten, 4 MiB
+/// journal objects. Read back from librados itself, over whatever the conf file says.
 #[test]
-fn an_engine_connection_has_no_cache_zero_copy_writes_and_four_management_ops() {
+fn an_engine_connection_has_no_cache_zero_copy_writes_four_management_ops_and_4_mib_journal_objects(
+) {
     let env = testenv::shared().expect("testenv (run `testenv up` or `make test`)");
     let a = env.site_a().name.clone();
     let ceph = rbd_mirror_ceph::real::RbdCeph::connect(
@@ -784,6 +785,7 @@ fn an_engine_connection_has_no_cache_zero_copy_writes_and_four_management_ops() 
     assert_eq!(get("rbd_cache"), "false");
     assert_eq!(get("rbd_disable_zero_copy_writes"), "false");
     assert_eq!(get("rbd_concurrent_management_ops"), "4");
+    assert_eq!(get("rbd_journal_order"), "22");
     // librados' own defaults differ, so the values above are this connection's
     let plain = librbd::Cluster::connect(
         &librbd::ClusterConfig::new(a.clone()).conf(env.site_a().conf.clone()),
@@ -797,4 +799,5 @@ fn an_engine_connection_has_no_cache_zero_copy_writes_and_four_management_ops() 
         plain.conf_get("rbd_concurrent_management_ops").unwrap(),
         "10"
     );
+    assert_eq!(plain.conf_get("rbd_journal_order").unwrap(), "24");
 }

@@ -86,6 +86,10 @@ pub struct Site {
     /// lists it, healthy, as Ceph's does for a minute).
     pub daemon_silent: bool,
     pub has_peer: bool,
+    /// The rbd-mirror daemon's options not at their defaults (`config show`).
+    pub daemon_config: BTreeMap<String, String>,
+    /// Reading the daemon's configuration is refused (no mgr caps).
+    pub daemon_config_refused: bool,
     /// Room in pools, by pool name; a pool without an entry has plenty.
     pub space: BTreeMap<String, PoolSpace>,
 }
