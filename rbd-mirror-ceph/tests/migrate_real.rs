@@ -801,3 +801,28 @@ fn an_engine_connection_has_no_cache_zero_copy_writes_four_management_ops_and_4_
     );
     assert_eq!(plain.conf_get("rbd_journal_order").unwrap(), "24");
 }
+
+/// Preflight of a live journal-mode migration reads the destination daemons' running
+/// configuration from the manager (`config show rbd-mirror.<gid>`): testenv's daemon polls
+/// the journal every 1 s (its conf file says so), which the reply must show.
+#[test]
+fn the_destination_daemons_running_configuration_is_read_from_the_manager() {
+    use rbd_mirror_core::ops::CephOps;
+    let env = testenv::shared().expect("testenv (run `testenv up` or `make test`)");
+    let b = rbd_mirror_ceph::real::RbdCeph::connect(
+        &ClusterSpec::with_conf(&env.site_b().name, env.site_b().conf.clone()).unwrap(),
+    )
+    .unwrap();
+    let configs = b
+        .mirror_daemon_config(&PoolSpec::new("volumes").unwrap())
+        .unwrap();
+    assert!(!configs.is_empty(), "one daemon at least");
+    for c in &configs {
+        assert!(c.daemon.starts_with("rbd-mirror."), "{c:?}");
+        let poll = c
+            .non_default
+            .get("rbd_mirror_journal_poll_age")
+            .map(|v| v.trim().parse::<f64>().unwrap());
+        assert_eq!(poll, Some(1.0), "{c:?}");
+    }
+}

@@ -749,30 +749,23 @@ fn live_journal_preflight_warnings(setup: impl FnOnce(&mut World)) -> Vec<String
 }
 
 #[test]
-fn preflight_of_a_live_journal_migration_names_the_daemons_slow_replay_defaults_and_the_tuning() {
+fn preflight_of_a_live_journal_migration_names_the_daemons_slow_default_poll_and_the_setting() {
     let w = live_journal_preflight_warnings(|_| {});
-    let slow: Vec<_> = w
-        .iter()
-        .filter(|x| x.contains("replays journals slowly"))
-        .collect();
+    let slow: Vec<_> = w.iter().filter(|x| x.contains("polls journals")).collect();
     assert_eq!(slow.len(), 1, "{w:?}");
+    assert!(slow[0].contains("rbd-mirror.4129 every 5 s"), "{w:?}");
     assert!(
-        slow[0].contains("rbd_mirror_journal_max_fetch_bytes 32768"),
-        "{w:?}"
+        slow[0].contains("rbd_mirror_journal_poll_age 1"),
+        "names the setting: {w:?}"
     );
-    assert!(slow[0].contains("rbd_mirror_journal_poll_age 5 s"), "{w:?}");
-    assert!(slow[0].contains("33554432"), "names the tuning: {w:?}");
 }
 
 #[test]
 fn preflight_of_a_live_journal_migration_is_quiet_about_a_tuned_daemon() {
     let w = live_journal_preflight_warnings(|w| {
-        let config = &mut w.sites[1].daemon_config;
-        config.insert(
-            "rbd_mirror_journal_max_fetch_bytes".into(),
-            "33554432".into(),
-        );
-        config.insert("rbd_mirror_journal_poll_age".into(), "1.000000".into());
+        w.sites[1]
+            .daemon_config
+            .insert("rbd_mirror_journal_poll_age".into(), "1.000000".into());
     });
     assert!(!w.iter().any(|x| x.contains("rbd_mirror_journal")), "{w:?}");
 }

@@ -765,23 +765,21 @@ pub async fn check_registration(m: &VolumeMigration, cloud: &dyn CloudOps) -> Re
     })
 }
 
-/// rbd-mirror's journal replay reads at most `rbd_mirror_journal_max_fetch_bytes` (32 KiB by
-/// default) from each journal object per read, and looks for new entries every
-/// `rbd_mirror_journal_poll_age` (5 s by default) once caught up. With those defaults the
-/// replay fell behind a 20 MiB/s writer by 13-15 s in the bench, and in a live migration
-/// what the replica is behind when the instance stops is downtime. The daemon reads both
-/// when it starts an image's replay, so they must be set before the migration: a warning
-/// naming Ceph's documented tuning, read from the destination daemon's running
-/// configuration; never a change of it (the daemon is the operator's).
-const FETCH_BYTES_DEFAULT: u64 = 32 << 10;
+/// Once rbd-mirror's journal replay has caught up, it looks for new entries only every
+/// `rbd_mirror_journal_poll_age` (5 s by default): the demotion's event, the last entry
+/// before the promotion, can wait that long, and in a live migration that is downtime. The
+/// daemon is the operator's (it serves every image of the pool), so this is a warning
+/// naming the setting, read from the destination daemon's running configuration; never a
+/// change of it. (Ceph's older migration advice, `rbd_mirror_journal_max_fetch_bytes`,
+/// names an option Ceph 16 no longer has: the replay's fetch size is managed by the
+/// daemon's memory autotuning, `rbd_mirror_memory_*`.)
 const POLL_AGE_DEFAULT: f64 = 5.0;
 
 fn check_journal_replay_tuning(m: &VolumeMigration, dst: &dyn CephOps, events: &dyn EventSink) {
     let message = match dst.mirror_daemon_config(&m.replica().pool) {
         Ok(config) => journal_replay_advice(dst.name(), &config),
         Err(e) => Some(format!(
-            "could not read the running configuration of rbd-mirror on {d} ({e}); if it replays journals with Ceph's defaults (rbd_mirror_journal_max_fetch_bytes 32 KiB, rbd_mirror_journal_poll_age 5 s), it can fall behind a busy instance, and the lag is downtime at the cutover: {}",
-            TUNING_HINT,
+            "could not read the running configuration of rbd-mirror on {d} ({e}); if it polls journals at Ceph's default (rbd_mirror_journal_poll_age 5 s), the cutover can wait up to that long for the demotion to be replayed: {TUNING_HINT}",
             d = dst.name()
         )),
     };
@@ -790,42 +788,30 @@ fn check_journal_replay_tuning(m: &VolumeMigration, dst: &dyn CephOps, events: &
     }
 }
 
-const TUNING_HINT: &str = "Ceph's tuning for migrations is `ceph config set client rbd_mirror_journal_max_fetch_bytes 33554432` on the destination cluster (the daemon reads it when it starts an image's replay: set it before the migration) and `rbd_journal_max_payload_bytes 8388608` for the source's clients (read when the instance opens the volume); rbd-relay does not change them";
+const TUNING_HINT: &str = "`ceph config set client.rbd-mirror.ID rbd_mirror_journal_poll_age 1` on the destination cluster, before the migration (the daemon reads it when it starts an image's replay); rbd-relay does not change it";
 
-/// What to say about the destination daemons' journal replay settings, `None` when every
-/// daemon has a fetch size of at least 1 MiB and a poll age of at most 1 s.
+/// What to say about the destination daemons' journal polling, `None` when every daemon
+/// polls at least every second.
 pub(crate) fn journal_replay_advice(
     cluster: &str,
     config: &[crate::ops::MirrorDaemonConfig],
 ) -> Option<String> {
-    let mut slow = Vec::new();
-    for d in config {
-        let fetch = d
-            .non_default
-            .get("rbd_mirror_journal_max_fetch_bytes")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(FETCH_BYTES_DEFAULT);
-        let poll = d
-            .non_default
-            .get("rbd_mirror_journal_poll_age")
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(POLL_AGE_DEFAULT);
-        let mut why = Vec::new();
-        if fetch < 1 << 20 {
-            why.push(format!("rbd_mirror_journal_max_fetch_bytes {fetch}"));
-        }
-        if poll > 1.0 {
-            why.push(format!("rbd_mirror_journal_poll_age {poll} s"));
-        }
-        if !why.is_empty() {
-            slow.push(format!("{} ({})", d.daemon, why.join(", ")));
-        }
-    }
+    let slow: Vec<String> = config
+        .iter()
+        .filter_map(|d| {
+            let poll = d
+                .non_default
+                .get("rbd_mirror_journal_poll_age")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(POLL_AGE_DEFAULT);
+            (poll > 1.0).then(|| format!("{} every {poll} s", d.daemon))
+        })
+        .collect();
     if slow.is_empty() {
         return None;
     }
     Some(format!(
-        "rbd-mirror on {cluster} replays journals slowly: {}; it can fall behind a busy instance, and what the replica is behind when the instance stops is downtime at the cutover (the live wait shows it). {TUNING_HINT}",
+        "rbd-mirror on {cluster} polls journals for new entries slowly (rbd_mirror_journal_poll_age: {}): once the replica has caught up, the cutover can wait that long for the demotion to be replayed, which is downtime. {TUNING_HINT}",
         slow.join("; ")
     ))
 }

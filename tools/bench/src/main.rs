@@ -79,6 +79,9 @@ struct Args {
     /// the writer's `rbd_journal_max_payload_bytes` 8 MiB, 1 s). Set at run time on the
     /// destination daemon's admin socket (read when it starts an image's replay) and, for the
     /// writer, in site-a's `client` config; put back to `testenv` after. Empty: as the pair is.
+    /// Ceph 16 has no `rbd_mirror_journal_max_fetch_bytes` (the daemon's admin socket takes
+    /// the `config set` and answers ENOENT to `config get`, which the log shows): there
+    /// `fetch` is a repeat of `testenv`, and `tuned` differs from it by the writer's payload.
     #[arg(long, value_delimiter = ',')]
     journal_tunings: Vec<String>,
     /// Where to write the report (Markdown; a .json twin is written next to it).
