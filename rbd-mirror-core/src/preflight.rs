@@ -811,7 +811,7 @@ pub(crate) fn journal_replay_advice(
         return None;
     }
     Some(format!(
-        "rbd-mirror on {cluster} polls journals for new entries slowly (rbd_mirror_journal_poll_age: {}): once the replica has caught up, the cutover can wait that long for the demotion to be replayed, which is downtime. {TUNING_HINT}",
+        "rbd-mirror on {cluster} polls journals for new entries slowly (rbd_mirror_journal_poll_age: {}): once the replica has caught up, the demotion's event may wait that long for the next poll, which would be downtime (not seen in rbd-relay's bench, where the replay's lag dominated). {TUNING_HINT}",
         slow.join("; ")
     ))
 }
