@@ -770,10 +770,11 @@ async fn removal_by_id_leaves_an_image_with_another_id_and_metadata_round_trips(
 }
 
 /// The engine's connections run librbd within the memory bound (see `real/memory.rs`): no
-/// cache, writes from the engine's own buffer, 4 objects at a time in a flatten. Read back
-/// from librados itself, over whatever the conf file says.
+/// cache, writes from the engine's own buffer, 4 objects at a time in a flatten, 4 MiB
+/// journal objects. Read back from librados itself, over whatever the conf file says.
 #[test]
-fn an_engine_connection_has_no_cache_zero_copy_writes_and_four_management_ops() {
+fn an_engine_connection_has_no_cache_zero_copy_writes_four_management_ops_and_4_mib_journal_objects(
+) {
     let env = testenv::shared().expect("testenv (run `testenv up` or `make test`)");
     let a = env.site_a().name.clone();
     let ceph = rbd_mirror_ceph::real::RbdCeph::connect(
@@ -784,6 +785,7 @@ fn an_engine_connection_has_no_cache_zero_copy_writes_and_four_management_ops() 
     assert_eq!(get("rbd_cache"), "false");
     assert_eq!(get("rbd_disable_zero_copy_writes"), "false");
     assert_eq!(get("rbd_concurrent_management_ops"), "4");
+    assert_eq!(get("rbd_journal_order"), "22");
     // librados' own defaults differ, so the values above are this connection's
     let plain = librbd::Cluster::connect(
         &librbd::ClusterConfig::new(a.clone()).conf(env.site_a().conf.clone()),
@@ -797,4 +799,30 @@ fn an_engine_connection_has_no_cache_zero_copy_writes_and_four_management_ops() 
         plain.conf_get("rbd_concurrent_management_ops").unwrap(),
         "10"
     );
+    assert_eq!(plain.conf_get("rbd_journal_order").unwrap(), "24");
+}
+
+/// Preflight of a live journal-mode migration reads the destination daemons' running
+/// configuration from the manager (`config show rbd-mirror.<gid>`): testenv's daemon polls
+/// the journal every 1 s (its conf file says so), which the reply must show.
+#[test]
+fn the_destination_daemons_running_configuration_is_read_from_the_manager() {
+    use rbd_mirror_core::ops::CephOps;
+    let env = testenv::shared().expect("testenv (run `testenv up` or `make test`)");
+    let b = rbd_mirror_ceph::real::RbdCeph::connect(
+        &ClusterSpec::with_conf(&env.site_b().name, env.site_b().conf.clone()).unwrap(),
+    )
+    .unwrap();
+    let configs = b
+        .mirror_daemon_config(&PoolSpec::new("volumes").unwrap())
+        .unwrap();
+    assert!(!configs.is_empty(), "one daemon at least");
+    for c in &configs {
+        assert!(c.daemon.starts_with("rbd-mirror."), "{c:?}");
+        let poll = c
+            .non_default
+            .get("rbd_mirror_journal_poll_age")
+            .map(|v| v.trim().parse::<f64>().unwrap());
+        assert_eq!(poll, Some(1.0), "{c:?}");
+    }
 }

@@ -768,3 +768,94 @@ async fn a_cutover_request_dropped_at_any_await_is_whole_or_absent_and_the_next_
     assert!(!s.already_done);
     assert_handed_over(&w.lock().unwrap());
 }
+
+#[test]
+fn the_live_wait_says_what_a_shutdown_now_would_cost_from_the_journal_replay_rate() {
+    use crate::exec::describe_lag;
+    use crate::status::SyncProgress;
+    let behind = SyncProgress::JournalReplay {
+        entries_behind_primary: 1200,
+        bytes_per_second: 0.0,
+        positions_equal: false,
+        entries_per_second: 100.0,
+    };
+    let text = describe_lag(Some(&behind), Duration::from_secs(2));
+    assert!(text.contains("1200 journal entries behind"), "{text}");
+    assert!(text.contains("about 14 s of downtime"), "{text}");
+    assert!(text.contains("12 s to catch up"), "{text}");
+
+    let caught_up = SyncProgress::JournalReplay {
+        entries_behind_primary: 0,
+        bytes_per_second: 0.0,
+        positions_equal: true,
+        entries_per_second: 0.0,
+    };
+    let text = describe_lag(Some(&caught_up), Duration::from_secs(2));
+    assert!(text.contains("about 2 s of downtime"), "{text}");
+
+    let no_rate = SyncProgress::JournalReplay {
+        entries_behind_primary: 5,
+        bytes_per_second: 0.0,
+        positions_equal: false,
+        entries_per_second: 0.0,
+    };
+    let text = describe_lag(Some(&no_rate), Duration::from_secs(2));
+    assert!(text.contains("no replay rate"), "{text}");
+    assert!(
+        !text.contains("downtime"),
+        "no estimate without a rate: {text}"
+    );
+    assert_eq!(describe_lag(None, Duration::from_secs(2)), "lag unknown");
+}
+
+/// Preflight's warnings for a live journal-mode migration on a world set up by `setup`.
+fn live_journal_preflight_warnings(setup: impl FnOnce(&mut World)) -> Vec<String> {
+    let mut world = World::standard(DEFAULT, data());
+    setup(&mut world);
+    let (a, b, w) = pair(world);
+    let before = w.lock().unwrap().clone();
+    let warnings = std::sync::Mutex::new(Vec::new());
+    let sink = |e: crate::event::Event| {
+        if let crate::event::Event::Warning { message } = e {
+            warnings.lock().unwrap().push(message);
+        }
+    };
+    let mut m = clone_migration(MirrorImageMode::Journal);
+    m.allow_live = true;
+    m.live = Some(Live { idle_for_ms: 2000 });
+    crate::preflight::check_volume(&m, a.as_ref(), b.as_ref(), &sink).unwrap();
+    assert_eq!(*w.lock().unwrap(), before, "preflight changes nothing");
+    warnings.into_inner().unwrap()
+}
+
+#[test]
+fn preflight_of_a_live_journal_migration_names_the_daemons_slow_default_poll_and_the_setting() {
+    let w = live_journal_preflight_warnings(|_| {});
+    let slow: Vec<_> = w.iter().filter(|x| x.contains("polls journals")).collect();
+    assert_eq!(slow.len(), 1, "{w:?}");
+    assert!(slow[0].contains("rbd-mirror.4129 every 5 s"), "{w:?}");
+    assert!(
+        slow[0].contains("rbd_mirror_journal_poll_age 1"),
+        "names the setting: {w:?}"
+    );
+}
+
+#[test]
+fn preflight_of_a_live_journal_migration_is_quiet_about_a_tuned_daemon() {
+    let w = live_journal_preflight_warnings(|w| {
+        w.sites[1]
+            .daemon_config
+            .insert("rbd_mirror_journal_poll_age".into(), "1.000000".into());
+    });
+    assert!(!w.iter().any(|x| x.contains("rbd_mirror_journal")), "{w:?}");
+}
+
+#[test]
+fn preflight_of_a_live_journal_migration_only_warns_when_the_daemons_config_cannot_be_read() {
+    let w = live_journal_preflight_warnings(|w| w.sites[1].daemon_config_refused = true);
+    assert!(
+        w.iter()
+            .any(|x| x.contains("could not read the running configuration")),
+        "{w:?}"
+    );
+}

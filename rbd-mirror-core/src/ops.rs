@@ -246,6 +246,18 @@ pub struct MirrorDaemon {
     pub last_beacon: Option<String>,
 }
 
+/// The running configuration of one rbd-mirror daemon, as it reports it to the manager
+/// (`ceph config show rbd-mirror.<gid>`): only the options it runs with that are not at
+/// Ceph's defaults (whatever set them: its conf file, the mon's config database, an admin
+/// socket `config set`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorDaemonConfig {
+    /// The daemon, as the manager names it (`rbd-mirror.4129`).
+    pub daemon: String,
+    /// Option name -> value, for the options not at their defaults.
+    pub non_default: std::collections::BTreeMap<String, String>,
+}
+
 /// Journal commit positions of the primary's journal: the master and each mirror peer client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalPositions {
@@ -331,6 +343,9 @@ pub trait CephOps: Send + Sync {
     fn mirror_peers(&self, pool: &PoolSpec) -> OpsResult<Vec<MirrorPeer>>;
     /// rbd-mirror daemons in this cluster's service map and their health for `pool`.
     fn mirror_daemons(&self, pool: &PoolSpec) -> OpsResult<Vec<MirrorDaemon>>;
+    /// The running configuration of every rbd-mirror daemon of this cluster (its options
+    /// not at Ceph's defaults), as the daemons report it to the manager. Read-only.
+    fn mirror_daemon_config(&self, pool: &PoolSpec) -> OpsResult<Vec<MirrorDaemonConfig>>;
     /// Mirroring state of the image.
     fn mirror_image(&self, image: &ImageSpec) -> OpsResult<MirrorImage>;
     /// Enable mirroring of the image in a mode.

@@ -149,6 +149,11 @@ fn check(
     }
 
     let watchers = check_watchers(m, src, mirroring_was_enabled, events, &mut problems);
+    if let Some(dst) = dst {
+        if m.live.is_some() && m.mode == MirrorImageMode::Journal {
+            check_journal_replay_tuning(m, dst, events);
+        }
+    }
 
     let (user, mirror_snapshots_before) = check_snapshots(m, src, events, &mut problems);
 
@@ -758,6 +763,57 @@ pub async fn check_registration(m: &VolumeMigration, cloud: &dyn CloudOps) -> Re
             },
         }])
     })
+}
+
+/// Once rbd-mirror's journal replay has caught up, it looks for new entries only every
+/// `rbd_mirror_journal_poll_age` (5 s by default): the demotion's event, the last entry
+/// before the promotion, can wait that long, and in a live migration that is downtime. The
+/// daemon is the operator's (it serves every image of the pool), so this is a warning
+/// naming the setting, read from the destination daemon's running configuration; never a
+/// change of it. (Ceph's older migration advice, `rbd_mirror_journal_max_fetch_bytes`,
+/// names an option Ceph 16 no longer has: the replay's fetch size is managed by the
+/// daemon's memory autotuning, `rbd_mirror_memory_*`.)
+const POLL_AGE_DEFAULT: f64 = 5.0;
+
+fn check_journal_replay_tuning(m: &VolumeMigration, dst: &dyn CephOps, events: &dyn EventSink) {
+    let message = match dst.mirror_daemon_config(&m.replica().pool) {
+        Ok(config) => journal_replay_advice(dst.name(), &config),
+        Err(e) => Some(format!(
+            "could not read the running configuration of rbd-mirror on {d} ({e}); if it polls journals at Ceph's default (rbd_mirror_journal_poll_age 5 s), the cutover can wait up to that long for the demotion to be replayed: {TUNING_HINT}",
+            d = dst.name()
+        )),
+    };
+    if let Some(message) = message {
+        events.emit(Event::Warning { message });
+    }
+}
+
+const TUNING_HINT: &str = "`ceph config set client.rbd-mirror.ID rbd_mirror_journal_poll_age 1` on the destination cluster, before the migration (the daemon reads it when it starts an image's replay); rbd-relay does not change it";
+
+/// What to say about the destination daemons' journal polling, `None` when every daemon
+/// polls at least every second.
+pub(crate) fn journal_replay_advice(
+    cluster: &str,
+    config: &[crate::ops::MirrorDaemonConfig],
+) -> Option<String> {
+    let slow: Vec<String> = config
+        .iter()
+        .filter_map(|d| {
+            let poll = d
+                .non_default
+                .get("rbd_mirror_journal_poll_age")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(POLL_AGE_DEFAULT);
+            (poll > 1.0).then(|| format!("{} every {poll} s", d.daemon))
+        })
+        .collect();
+    if slow.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "rbd-mirror on {cluster} polls journals for new entries slowly (rbd_mirror_journal_poll_age: {}): once the replica has caught up, the demotion's event may wait that long for the next poll, which would be downtime (not seen in rbd-relay's bench, where the replay's lag dominated). {TUNING_HINT}",
+        slow.join("; ")
+    ))
 }
 
 /// Right after pairing, the destination's rbd-mirror has not yet connected to the source pool

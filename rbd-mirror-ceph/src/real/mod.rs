@@ -9,8 +9,9 @@ use librbd::{self as rbd, Cluster, Image, RbdError};
 use rbd_mirror_core::features::{Features, MirrorImageMode};
 use rbd_mirror_core::ops::{
     CephOps, Created, ErrorKind, ImageStat, ImageUser, JournalPeer, JournalPosition,
-    JournalPositions, MirrorDaemon, MirrorImage, MirrorImageState, MirrorPeer, OpsError, OpsResult,
-    PoolMirrorMode, PoolSpace, Progress, Ready, SnapshotInfo, SnapshotNamespace,
+    JournalPositions, MirrorDaemon, MirrorDaemonConfig, MirrorImage, MirrorImageState, MirrorPeer,
+    OpsError, OpsResult, PoolMirrorMode, PoolSpace, Progress, Ready, SnapshotInfo,
+    SnapshotNamespace,
 };
 use rbd_mirror_core::spec::{ImageSpec, PoolSpec};
 use rbd_mirror_core::status::{MirrorState, SiteStatus};
@@ -275,6 +276,30 @@ impl CephOps for RbdCeph {
                 client_name: p.client_name,
             })
             .collect())
+    }
+
+    fn mirror_daemon_config(&self, pool: &PoolSpec) -> OpsResult<Vec<MirrorDaemonConfig>> {
+        let io = self.io(pool)?;
+        let health = self.cluster.mirror_daemon_health(&io).ops()?;
+        health
+            .daemons
+            .into_iter()
+            .map(|d| {
+                // the manager knows a service daemon by its service map key (its gid)
+                let daemon = format!("rbd-mirror.{}", d.service_id);
+                let cmd = serde_json::json!({
+                    "prefix": "config show",
+                    "who": daemon,
+                    "format": "json",
+                })
+                .to_string();
+                let reply = self.cluster.mgr_command(&cmd).ops()?;
+                Ok(MirrorDaemonConfig {
+                    daemon,
+                    non_default: replies::parse_config_show(&reply)?,
+                })
+            })
+            .collect()
     }
 
     fn mirror_daemons(&self, pool: &PoolSpec) -> OpsResult<Vec<MirrorDaemon>> {

@@ -71,6 +71,22 @@ pub(super) fn parse_quota_max_bytes(json: &str) -> OpsResult<Option<u64>> {
     Ok((q.quota_max_bytes > 0).then_some(q.quota_max_bytes))
 }
 
+/// A daemon's options not at their defaults, from the manager's
+/// `{"prefix":"config show","who":...,"format":"json"}` reply (a list of `name`, `value`,
+/// `source`).
+pub(super) fn parse_config_show(
+    json: &str,
+) -> OpsResult<std::collections::BTreeMap<String, String>> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        name: String,
+        value: String,
+    }
+    let entries: Vec<Entry> =
+        serde_json::from_str(json).map_err(|e| malformed("config show", e))?;
+    Ok(entries.into_iter().map(|e| (e.name, e.value)).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +113,20 @@ mod tests {
             parse_pool_ids(ls),
             Ok(vec![("volumes".to_string(), 1), ("ec".to_string(), 7)])
         );
+    }
+
+    #[test]
+    fn config_show_gives_the_daemons_options_by_name() {
+        // recorded from `ceph config show rbd-mirror.4129 -f json` (Ceph 16.2.15), shortened
+        let json = r#"[{"name":"admin_socket","value":"/x/site-b-client.rbd-mirror.b.asok","source":"file"},{"name":"rbd_mirror_journal_commit_age","value":"1.000000","source":"file"},{"name":"rbd_mirror_journal_poll_age","value":"1.000000","source":"file"}]"#;
+        let config = parse_config_show(json).expect("parses");
+        assert_eq!(
+            config
+                .get("rbd_mirror_journal_poll_age")
+                .map(String::as_str),
+            Some("1.000000")
+        );
+        assert_eq!(config.get("rbd_mirror_journal_max_fetch_bytes"), None);
+        assert!(parse_config_show("{}").is_err(), "not a list");
     }
 }

@@ -28,6 +28,7 @@ use crate::ops::{CephOps, ErrorKind, ImageUser, MirrorImageState, OpsError, Snap
 use crate::plan::{Step, VolumeMigration};
 use crate::spec::ImageSpec;
 use crate::state::{Record, RunState};
+use crate::status::SyncProgress;
 
 /// What `rbd-relay cutover ID` leaves in the state directory for the running migration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,6 +233,57 @@ impl LagSnapshots {
     }
 }
 
+/// How far behind the replica is, from its mirror status, and what a shutdown now would
+/// cost: the time rbd-mirror needs to replay (journal) or sync (snapshot) what it has not
+/// yet, at the rate it reports, after `--idle-for`; the demotion, promotion and clone add
+/// about a second. The operator chooses when to stop the instance from this. rbd-mirror
+/// refreshes its status every few seconds (30 s by default), so this is as old as that.
+pub(crate) fn describe_lag(progress: Option<&SyncProgress>, idle_for: Duration) -> String {
+    let cost = |catch_up: f64| {
+        format!(
+            "a shutdown now would cost about {:.0} s of downtime (--idle-for {:.0} s + {catch_up:.0} s to catch up)",
+            idle_for.as_secs_f64() + catch_up,
+            idle_for.as_secs_f64()
+        )
+    };
+    let Some(progress) = progress else {
+        return "lag unknown".to_string();
+    };
+    let eta = progress.eta_seconds();
+    match progress {
+        SyncProgress::JournalReplay {
+            entries_behind_primary: 0,
+            ..
+        } => format!("0 journal entries behind; {}", cost(0.0)),
+        SyncProgress::JournalReplay {
+            entries_behind_primary,
+            entries_per_second,
+            ..
+        } => match eta {
+            Some(eta) => format!(
+                "{entries_behind_primary} journal entries behind, replayed at {entries_per_second:.0}/s; {}",
+                cost(eta)
+            ),
+            None => format!("{entries_behind_primary} journal entries behind (no replay rate reported yet)"),
+        },
+        SyncProgress::SnapshotIdle {
+            remote_snapshot_timestamp,
+            local_snapshot_timestamp,
+        } => format!(
+            "{} s behind",
+            (remote_snapshot_timestamp - local_snapshot_timestamp).max(0)
+        ),
+        SyncProgress::SnapshotSyncing { percent, .. } => match eta {
+            Some(eta) => format!(
+                "syncing a snapshot delta ({:.0}%, about {eta:.0} s left)",
+                percent.unwrap_or(0.0)
+            ),
+            None => format!("syncing a snapshot delta ({:.0}%)", percent.unwrap_or(0.0)),
+        },
+        _ => "lag unknown".to_string(),
+    }
+}
+
 /// Name of the snapshot of the promoted replica the clone hangs from.
 pub(crate) fn handover_snapshot() -> &'static str {
     "rbd-relay-handover"
@@ -362,7 +414,7 @@ impl Executor {
             }
             if now.duration_since(last_report) >= Duration::from_secs(5) {
                 last_report = now;
-                let behind = self.replica_lag(m).await;
+                let behind = self.replica_lag(m, idle_for).await;
                 let who = if users.is_empty() {
                     "no user".to_string()
                 } else {
@@ -382,7 +434,7 @@ impl Executor {
     }
 
     /// "N behind" from the replica's mirror status, for the live wait's progress.
-    async fn replica_lag(&self, m: &VolumeMigration) -> String {
+    async fn replica_lag(&self, m: &VolumeMigration, idle_for: Duration) -> String {
         let Ok(dst) = self.dst("wait_for_cutover") else {
             return "lag unknown".into();
         };
@@ -392,23 +444,7 @@ impl Executor {
             .ok()
             .and_then(|r| r.ok())
             .flatten();
-        match status.map(|s| s.progress()) {
-            Some(crate::status::SyncProgress::JournalReplay {
-                entries_behind_primary,
-                ..
-            }) => format!("{entries_behind_primary} journal entries behind"),
-            Some(crate::status::SyncProgress::SnapshotIdle {
-                remote_snapshot_timestamp,
-                local_snapshot_timestamp,
-            }) => format!(
-                "{} s behind",
-                (remote_snapshot_timestamp - local_snapshot_timestamp).max(0)
-            ),
-            Some(crate::status::SyncProgress::SnapshotSyncing { percent, .. }) => {
-                format!("syncing a snapshot delta ({:.0}%)", percent.unwrap_or(0.0))
-            }
-            _ => "lag unknown".to_string(),
-        }
+        describe_lag(status.map(|s| s.progress()).as_ref(), idle_for)
     }
 
     /// Demote the source: from here it is read-only for every client, its data fixed.

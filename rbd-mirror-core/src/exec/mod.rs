@@ -32,6 +32,8 @@ mod single_role;
 mod undo;
 
 pub use bootable::{bootable_request, migrate_bootable, plan_bootable, BootableMigration};
+#[cfg(test)]
+pub(crate) use cutover::describe_lag;
 pub(crate) use cutover::handover_snapshot;
 pub use cutover::{cutover_request_path, request_cutover, CutoverRequest};
 pub(crate) use executor::Executor;

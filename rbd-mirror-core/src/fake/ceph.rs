@@ -161,6 +161,22 @@ impl CephOps for Fake {
             })
         })
     }
+    fn mirror_daemon_config(&self, _pool: &PoolSpec) -> OpsResult<Vec<MirrorDaemonConfig>> {
+        self.with("mirror_daemon_config", |w, s| {
+            if w.sites[s].daemon_config_refused {
+                return Err(OpsError::new(
+                    ErrorKind::PermissionDenied,
+                    "mgr_command",
+                    "config show: access denied",
+                ));
+            }
+            Ok(vec![MirrorDaemonConfig {
+                daemon: "rbd-mirror.4129".into(),
+                non_default: w.sites[s].daemon_config.clone(),
+            }])
+        })
+    }
+
     fn mirror_daemons(&self, _pool: &PoolSpec) -> OpsResult<Vec<MirrorDaemon>> {
         self.with("mirror_daemons", |w, s| {
             let beacon = if w.sites[s].daemon_silent {

@@ -89,6 +89,10 @@ pub struct Site {
     /// beacon that stands still (Ceph lists one for a minute after a kill and a restart).
     pub killed_instance_listed: bool,
     pub has_peer: bool,
+    /// The rbd-mirror daemon's options not at their defaults (`config show`).
+    pub daemon_config: BTreeMap<String, String>,
+    /// Reading the daemon's configuration is refused (no mgr caps).
+    pub daemon_config_refused: bool,
     /// Room in pools, by pool name; a pool without an entry has plenty.
     pub space: BTreeMap<String, PoolSpace>,
 }

@@ -5,22 +5,25 @@
 # e.g. `... bench-private.sh bluestore 4096 /work/bench-out/bench-bluestore-4096.md`.
 # Bluestore's loop files go to $BENCH_VAR (default /work/bench-var, bind-mounted on
 # /var/tmp: it needs disk, up to 2x20 GiB sparse); memstore's state to a tmpfs.
+# Arguments after OUT go to the bench (e.g. --journal-tunings testenv,ceph-default,tuned).
 # Needs release builds: cargo build --release -p bench -p testenv (T = their target dir).
 set -u
+STORE=$1 SIZES=$2 OUT=$3
+shift 3
 T=${CARGO_TARGET_DIR:-target}
 VAR=${BENCH_VAR:-/work/bench-var}
 ip link set lo up
 mount -t tmpfs tmpfs /etc/ceph
-if [ "$1" = bluestore ]; then
+if [ "$STORE" = bluestore ]; then
   rm -rf "$VAR"; mkdir -p "$VAR"; mount --bind "$VAR" /var/tmp
 else
   mount -t tmpfs tmpfs /var/tmp
 fi
 unset RBD_RELAY_TESTENV_DIR
-"$T/release/testenv" up --objectstore "$1" || exit 1
+"$T/release/testenv" up --objectstore "$STORE" || exit 1
 eval "$("$T/release/testenv" env)"
-"$T/release/bench" --size-mib "$2" --out "$3"
+"$T/release/bench" --size-mib "$SIZES" --out "$OUT" "$@"
 rc=$?
 "$T/release/testenv" down
-[ "$1" = bluestore ] && rm -rf "$VAR"/*
+[ "$STORE" = bluestore ] && rm -rf "$VAR"/*
 exit $rc

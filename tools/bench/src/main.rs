@@ -72,6 +72,18 @@ struct Args {
     /// Only the live runs (no floor, no cold runs): for measuring the downtime alone.
     #[arg(long)]
     live_only: bool,
+    /// Journal mode: the live run once per rbd-mirror replay configuration, side by side
+    /// (the cold runs under the first): `testenv` (testenv's daemon config: fetch 32 KiB per
+    /// read, poll every 1 s), `ceph-default` (Ceph's defaults: 32 KiB, 5 s), `fetch` (32 MiB
+    /// per read, 1 s) and `tuned` (Ceph's documented migration tuning: 32 MiB per read and
+    /// the writer's `rbd_journal_max_payload_bytes` 8 MiB, 1 s). Set at run time on the
+    /// destination daemon's admin socket (read when it starts an image's replay) and, for the
+    /// writer, in site-a's `client` config; put back to `testenv` after. Empty: as the pair is.
+    /// Ceph 16 has no `rbd_mirror_journal_max_fetch_bytes` (the daemon's admin socket takes
+    /// the `config set` and answers ENOENT to `config get`, which the log shows): there
+    /// `fetch` is a repeat of `testenv`, and `tuned` differs from it by the writer's payload.
+    #[arg(long, value_delimiter = ',')]
+    journal_tunings: Vec<String>,
     /// Where to write the report (Markdown; a .json twin is written next to it).
     #[arg(long, default_value = "target/bench-report.md")]
     out: String,
@@ -154,7 +166,10 @@ struct Runbook {
 
 #[derive(Debug, Serialize)]
 struct ModeResult {
+    /// The mode, with the journal tuning in brackets when one was set (`journal [tuned]`).
     mode: String,
+    /// The rbd-mirror replay configuration of this row (`--journal-tunings`), if set.
+    journal_tuning: Option<String>,
     size_mib: u64,
     /// The floor and the cold runs (none with `--live-only`).
     cold: Option<Cold>,
@@ -548,8 +563,15 @@ impl Bench<'_> {
         Ok(m)
     }
 
-    fn mode(&self, mode: MirrorImageMode, size_mib: u64, data: &str) -> Result<ModeResult> {
-        let (cold, runbook) = if self.args.live_only {
+    fn mode(
+        &self,
+        mode: MirrorImageMode,
+        size_mib: u64,
+        data: &str,
+        tuning: Option<&str>,
+        with_cold: bool,
+    ) -> Result<ModeResult> {
+        let (cold, runbook) = if self.args.live_only || !with_cold {
             (None, None)
         } else {
             let (c, r) = self.cold(mode, size_mib, data)?;
@@ -557,7 +579,11 @@ impl Bench<'_> {
         };
         let live = self.live(mode, size_mib, data)?;
         Ok(ModeResult {
-            mode: mode.to_string(),
+            mode: match tuning {
+                Some(t) => format!("{mode} [{t}]"),
+                None => mode.to_string(),
+            },
+            journal_tuning: tuning.map(str::to_string),
             size_mib,
             cold,
             live,
@@ -994,7 +1020,7 @@ fn render(report: &Report) -> String {
     for r in results {
         let Some(c) = &r.cold else {
             md.push_str(&format!(
-                "| {} | {} | not run (--live-only) | | | | | | | | | |\n",
+                "| {} | {} | not run (live only) | | | | | | | | | |\n",
                 r.size_mib, r.mode
             ));
             continue;
@@ -1249,16 +1275,78 @@ async fn main() -> Result<()> {
             let mode: MirrorImageMode = m.parse()?;
             wait_for_room(&env.site_a().name, 2 * (size_mib << 20))?;
             wait_for_room(&env.site_b().name, 2 * (size_mib << 20))?;
-            let r = bench.mode(mode, size_mib, &data.display().to_string())?;
-            report.results.push(r);
-            // a partial report survives a later failure
-            write_report(&args.out, &report)?;
+            let tunings: Vec<Option<&str>> =
+                if mode == MirrorImageMode::Journal && !args.journal_tunings.is_empty() {
+                    args.journal_tunings
+                        .iter()
+                        .map(|t| Some(t.as_str()))
+                        .collect()
+                } else {
+                    vec![None]
+                };
+            for (i, tuning) in tunings.iter().enumerate() {
+                if let Some(t) = tuning {
+                    apply_journal_tuning(&env, t)?;
+                }
+                let r = bench.mode(mode, size_mib, &data.display().to_string(), *tuning, i == 0);
+                if tuning.is_some() {
+                    apply_journal_tuning(&env, "testenv")?;
+                }
+                report.results.push(r?);
+                // a partial report survives a later failure
+                write_report(&args.out, &report)?;
+            }
         }
         let _ = std::fs::remove_file(&data);
     }
     let md = write_report(&args.out, &report)?;
     println!("{md}");
     println!("report written to {}", args.out);
+    Ok(())
+}
+
+/// Sets one rbd-mirror journal replay configuration (`--journal-tunings`): on the
+/// destination daemon through its admin socket (it reads both when it starts an image's
+/// replay, so the next image gets them), and the writer's journal payload in site-a's
+/// `client` config (read when the writer connects).
+fn apply_journal_tuning(env: &testenv::Env, tuning: &str) -> Result<()> {
+    let (fetch, poll_age, payload) = match tuning {
+        "testenv" => (32 << 10, 1, None),
+        "ceph-default" => (32 << 10, 5, None),
+        "fetch" => (32 << 20, 1, None),
+        "tuned" => (32 << 20, 1, Some(8 << 20)),
+        other => {
+            anyhow::bail!("unknown journal tuning {other:?} (testenv, ceph-default, fetch, tuned)")
+        }
+    };
+    let asok = env.rbd_mirror_asok().display().to_string();
+    sh(&format!(
+        "ceph --admin-daemon {asok} config set rbd_mirror_journal_max_fetch_bytes {fetch} >/dev/null"
+    ))?;
+    sh(&format!(
+        "ceph --admin-daemon {asok} config set rbd_mirror_journal_poll_age {poll_age} >/dev/null"
+    ))?;
+    let a = &env.site_a().name;
+    match payload {
+        Some(p) => sh(&format!(
+            "ceph --cluster {a} config set client rbd_journal_max_payload_bytes {p}"
+        ))?,
+        None => sh(&format!(
+            "ceph --cluster {a} config rm client rbd_journal_max_payload_bytes || true"
+        ))?,
+    }
+    // read back from the daemon itself, for the log
+    let got = |k: &str| {
+        sh_out(&format!("ceph --admin-daemon {asok} config get {k}"))
+            .map(|o| o.split_whitespace().collect::<String>())
+            .unwrap_or_else(|e| e.to_string())
+    };
+    eprintln!(
+        "journal tuning {tuning}: rbd-mirror {} {}; writer payload {}",
+        got("rbd_mirror_journal_max_fetch_bytes"),
+        got("rbd_mirror_journal_poll_age"),
+        payload.map_or("default".to_string(), |p: u64| format!("{p} B"))
+    );
     Ok(())
 }
 
