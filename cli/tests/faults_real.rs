@@ -695,6 +695,59 @@ fn a_destination_osd_serving_nothing_during_the_copy_is_named_within_75_s_and_re
 }
 
 #[test]
+fn a_destination_osd_serving_nothing_during_the_sync_is_named_within_75_s_and_resume_converges() {
+    let _one = one_at_a_time();
+    let v = Volume::new("fault-osd-dst-sync", "cinder");
+    let b = v.b.clone();
+    let mut f = run_with_fault(
+        &v.args("snapshot", "clone", &[]),
+        v.state(),
+        sync_progress,
+        |_| Paused::new(&b),
+        error_line,
+    );
+    let text = failed_naming(&f, &["did not answer in time"], TIMEOUT_NAMED_WITHIN);
+    drop(f.guard.take());
+    assert!(v.source_primary());
+    assert_eq!(sha(&v.a, &v.spec), v.sha);
+    let rerun = v.continue_and_check(&f.run.stderr);
+    row("destination OSDs paused, sync (snapshot)", &f, &text, rerun);
+    v.remove();
+}
+
+#[test]
+fn a_source_osd_serving_nothing_during_the_copy_is_named_within_75_s_and_resume_converges() {
+    let _one = one_at_a_time();
+    // as the destination row of the copy: big enough that the pause lands inside the copy,
+    // which reads the source beside it (the source's digest)
+    let v = Volume::sized("fault-osd-src-copy", "cinder", 96 << 20);
+    let a = v.a.clone();
+    let mut f = run_with_fault(
+        &v.args("journal", "copy", &[]),
+        v.state(),
+        |e| {
+            e["event"] == "progress"
+                && e["phase"] == "copy"
+                && e["percent"].as_f64().is_some_and(|p| p < 100.0)
+        },
+        |pid| {
+            assert!(send(pid as i32, "STOP"));
+            let paused = Paused::in_effect(&a);
+            assert!(send(pid as i32, "CONT"));
+            paused
+        },
+        error_line,
+    );
+    let text = failed_naming(&f, &["did not answer in time"], TIMEOUT_NAMED_WITHIN);
+    drop(f.guard.take());
+    assert!(v.source_primary());
+    assert_eq!(sha(&v.a, &v.spec), v.sha);
+    let rerun = v.continue_and_check(&f.run.stderr);
+    row("source OSDs paused, copy (journal, copy)", &f, &text, rerun);
+    v.remove();
+}
+
+#[test]
 fn a_destination_osd_serving_nothing_during_the_flatten_is_named_within_75_s_and_resume_converges()
 {
     let _one = one_at_a_time();
