@@ -1183,6 +1183,15 @@ fn clone_bundle(mode: &str) {
         image_with_data(&a, &pool, &name, 6 << 20);
         (name.clone(), None)
     };
+    // journal mode: the source has a protected snapshot of its own (a name with a comma and
+    // a quote), which rbd-mirror replicates: the replica's removal takes its copy with it,
+    // and the source keeps it
+    let user_snap = "kept, \"user\" snap";
+    if !from_cloud {
+        let snap = format!("{pool}/{image}@{user_snap}");
+        assert!(rbd_output(&a, &["snap", "create", &snap]).status.success());
+        assert!(rbd_output(&a, &["snap", "protect", &snap]).status.success());
+    }
     let before = info(&a, &pool, &image).unwrap();
     let size = before["size"].as_u64().unwrap();
     let source_sha = sha(&a, &pool, &image);
@@ -1392,6 +1401,26 @@ fn clone_bundle(mode: &str) {
         );
         assert!(d.status.success(), "{d:?}");
     } else {
+        let snap = format!("{pool}/{image}@{user_snap}");
+        let o = rbd_output(
+            &a,
+            &["snap", "ls", "--format", "json", &format!("{pool}/{image}")],
+        );
+        let snaps: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(
+            snaps
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["name"] == user_snap && s["protected"] == "true"),
+            "the source keeps its protected snapshot: {snaps}"
+        );
+        assert!(rbd_output(&a, &["snap", "unprotect", &snap])
+            .status
+            .success());
+        assert!(rbd_output(&a, &["snap", "rm", "--no-progress", &snap])
+            .status
+            .success());
         let mut rm = vec!["rm", "--no-progress"];
         rm.extend(image_args(&pool, &image));
         assert!(rbd_output(&a, &rm).status.success());

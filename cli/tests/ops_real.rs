@@ -744,3 +744,55 @@ fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// A source with a protected user snapshot and a clone of it (a Cinder volume with a
+/// snapshot and a volume made from that snapshot): rbd-mirror replicates the snapshot, and
+/// the handover by clone removes the replica with its copy of it. The source keeps its own
+/// snapshot, still protected, and its clone; the copy equals the source.
+fn migrates_a_source_with_a_protected_snapshot_and_a_clone(mode: &str) {
+    let env = testenv::shared().expect("testenv");
+    let _logs = env.log_guard();
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let (image, spec) = make_image(&a, &format!("snapped-{mode}"));
+    let child = format!("volumes/{image}-child");
+    rbd(&a, &["snap", "create", &format!("{spec}@base")]);
+    rbd(&a, &["snap", "protect", &format!("{spec}@base")]);
+    rbd(&a, &["clone", &format!("{spec}@base"), &child]);
+    let want = sha(&a, &spec);
+    let state = tempfile::tempdir().unwrap();
+    let st = state.path().to_str().unwrap();
+    let args = migrate_args(&a, &b, &spec, mode);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = relay(&args, st);
+    assert!(out.status.success(), "{mode}: {}", describe(&out));
+    let copy = format!("cinder/{image}");
+    assert_eq!(sha(&b, &copy), want, "{mode}: the copy");
+    wait_gone(&b, &spec, REPLICA_GONE_LIMIT);
+    let snaps = testenv::probe::rbd_json(&a, &["snap", "ls", &spec]);
+    let base = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "base")
+        .unwrap_or_else(|| panic!("{mode}: the source lost its snapshot: {snaps}"));
+    assert_eq!(base["protected"], "true", "{mode}: {base}");
+    assert!(exists(&a, &child), "{mode}: the source's clone");
+    assert!(mirroring_off(&a, &spec), "{mode}: source mirroring");
+    assert_eq!(sha(&a, &spec), want, "{mode}: the source");
+    // clean up: the copy, the clone, the snapshot, the source
+    let _ = rbd(&b, &["rm", "--no-progress", &copy]);
+    let _ = rbd(&a, &["rm", "--no-progress", &child]);
+    let _ = rbd(&a, &["snap", "unprotect", &format!("{spec}@base")]);
+    let _ = rbd(&a, &["snap", "purge", "--no-progress", &spec]);
+    let _ = rbd(&a, &["rm", "--no-progress", &spec]);
+}
+
+#[test]
+fn a_source_with_a_protected_snapshot_and_a_clone_is_migrated_in_journal_mode() {
+    migrates_a_source_with_a_protected_snapshot_and_a_clone("journal");
+}
+
+#[test]
+fn a_source_with_a_protected_snapshot_and_a_clone_is_migrated_in_snapshot_mode() {
+    migrates_a_source_with_a_protected_snapshot_and_a_clone("snapshot");
+}

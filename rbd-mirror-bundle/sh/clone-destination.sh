@@ -308,6 +308,22 @@ if RINFO=$(replica info 2>/dev/null); then
             fi
             replica snap rm --no-progress --snap "$HANDOVER_SNAP"
         fi
+        # rbd-mirror replicates the source's own snapshots: their copies go with the replica
+        # (the source keeps its own), the protected ones unprotected first (by the name in
+        # `snap ls` JSON, whose fields come in the order id, name, size, protected); an
+        # image with snapshots cannot be removed
+        _protected=$(replica snap ls --format json | awk '{ n = split($0, a, /\},\{/); for (i = 1; i <= n; i++) print a[i] }' |
+            grep -F '"protected":"true"' | sed -n 's/.*"name":"\(.*\)","size":.*/\1/p' | sed 's/\\"/"/g; s/\\\\/\\/g') || true
+        if [ -n "$_protected" ]; then
+            printf '%s\n' "$_protected" | while IFS= read -r _s; do
+                say "unprotect the replica's copy of the source's snapshot '$_s'"
+                replica snap unprotect --snap "$_s"
+            done
+        fi
+        if [ "$(replica snap ls --format json)" != "[]" ]; then
+            say "remove the replica's copies of the source's snapshots"
+            replica snap purge --no-progress
+        fi
         say "remove the replica $DST_CLUSTER:$REPLICA_POOL/$REPLICA_IMAGE (image id $_id)"
         replica rm --no-progress
     fi

@@ -954,6 +954,17 @@ impl Executor {
                     d.disable_mirroring(&r, !mi.primary)?;
                 }
                 remove_snapshot_if_there(d.as_ref(), &r, &sn)?;
+                // rbd-mirror replicates the source's own snapshots: their copies go with the
+                // replica (the source keeps its own), a protected one unprotected first; an
+                // image with snapshots cannot be removed
+                for s in d.snapshots(&r)? {
+                    if s.namespace == SnapshotNamespace::User {
+                        if s.protected {
+                            d.unprotect_snapshot(&r, &s.name)?;
+                        }
+                        d.remove_snapshot(&r, &s.name)?;
+                    }
+                }
                 d.remove_image_with_id(&r, &replica_id)?;
                 Ok(false)
             },
