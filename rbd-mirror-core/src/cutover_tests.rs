@@ -326,8 +326,17 @@ async fn a_live_snapshot_migration_keeps_the_replica_close_and_demotes_only_once
     assert_handed_over(&w.lock().unwrap());
 }
 
-#[tokio::test]
-async fn cutover_refuses_while_in_use_naming_the_users_and_force_goes_ahead() {
+/// The run of a live migration (journal mode, a minute's idle time) whose source an instance
+/// holds (a watch), once it waits for the cutover: its state directory, both sites, the
+/// world, the running task and the migration's id.
+async fn live_run_waiting_for_the_cutover() -> (
+    tempfile::TempDir,
+    Arc<crate::fake::Fake>,
+    Arc<crate::fake::Fake>,
+    Arc<std::sync::Mutex<World>>,
+    tokio::task::JoinHandle<crate::error::Result<crate::exec::Summary>>,
+    String,
+) {
     let dir = tempfile::tempdir().unwrap();
     let mut world = World::standard(DEFAULT, data());
     world.sites[0]
@@ -345,7 +354,6 @@ async fn cutover_refuses_while_in_use_naming_the_users_and_force_goes_ahead() {
         let (m, a, b, d) = (m.clone(), a.clone(), b.clone(), dir.path().to_path_buf());
         async move { run(&m, a, b, &d).await }
     });
-    // wait until the run waits for the cutover
     let id = m.id();
     for _ in 0..100 {
         if crate::state::recorded(dir.path(), &id)
@@ -355,6 +363,33 @@ async fn cutover_refuses_while_in_use_naming_the_users_and_force_goes_ahead() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    (dir, a, b, w, task, id)
+}
+
+/// The instance of [`live_run_waiting_for_the_cutover`] is cut off: the requested cutover
+/// runs and the migration ends handed over.
+async fn cut_off_and_handed_over(
+    w: &std::sync::Mutex<World>,
+    task: tokio::task::JoinHandle<crate::error::Result<crate::exec::Summary>>,
+) {
+    w.lock().unwrap().sites[0]
+        .images
+        .get_mut("volumes/vol1")
+        .unwrap()
+        .watchers
+        .clear();
+    let s = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the requested cutover ran")
+        .unwrap()
+        .unwrap();
+    assert!(!s.already_done);
+    assert_handed_over(&w.lock().unwrap());
+}
+
+#[tokio::test]
+async fn cutover_refuses_while_in_use_naming_the_users_and_force_goes_ahead() {
+    let (dir, a, b, w, task, id) = live_run_waiting_for_the_cutover().await;
     let before = w.lock().unwrap().clone();
     let e = request_cutover(dir.path(), &id, a.clone(), b.clone(), false)
         .await
@@ -374,19 +409,7 @@ async fn cutover_refuses_while_in_use_naming_the_users_and_force_goes_ahead() {
         .unwrap();
     assert!(r.force);
     // the instance is cut off (its watch ends with the demotion in real life)
-    w.lock().unwrap().sites[0]
-        .images
-        .get_mut("volumes/vol1")
-        .unwrap()
-        .watchers
-        .clear();
-    let s = tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("the requested cutover ran")
-        .unwrap()
-        .unwrap();
-    assert!(!s.already_done);
-    assert_handed_over(&w.lock().unwrap());
+    cut_off_and_handed_over(&w, task).await;
 }
 
 #[tokio::test]
@@ -694,32 +717,7 @@ async fn a_daemon_lost_at_the_cutover_is_named_the_cutover_rolled_back_and_a_rer
 /// call asks for the cutover, which the run then makes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cutover_request_dropped_at_any_await_is_whole_or_absent_and_the_next_call_asks() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut world = World::standard(DEFAULT, data());
-    world.sites[0]
-        .images
-        .get_mut("volumes/vol1")
-        .unwrap()
-        .watchers = vec!["client.admin@10.0.0.5:0/1".into()];
-    let (a, b, w) = pair(world);
-    let mut m = clone_migration(MirrorImageMode::Journal);
-    m.allow_live = true;
-    m.live = Some(Live {
-        idle_for_ms: 60_000,
-    });
-    let task = tokio::spawn({
-        let (m, a, b, d) = (m.clone(), a.clone(), b.clone(), dir.path().to_path_buf());
-        async move { run(&m, a, b, &d).await }
-    });
-    let id = m.id();
-    for _ in 0..100 {
-        if crate::state::recorded(dir.path(), &id)
-            .is_ok_and(|s| matches!(s.plan.steps[s.next_step], Step::WaitForCutover { .. }))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (dir, a, b, w, task, id) = live_run_waiting_for_the_cutover().await;
     // every Ceph call of the request (reading the users) now takes a few ms
     w.lock().unwrap().op_delay = Duration::from_millis(3);
     let path = cutover_request_path(dir.path(), &id);
@@ -754,19 +752,7 @@ async fn a_cutover_request_dropped_at_any_await_is_whole_or_absent_and_the_next_
         .await
         .unwrap();
     w.lock().unwrap().op_delay = Duration::ZERO;
-    w.lock().unwrap().sites[0]
-        .images
-        .get_mut("volumes/vol1")
-        .unwrap()
-        .watchers
-        .clear();
-    let s = tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("the requested cutover ran")
-        .unwrap()
-        .unwrap();
-    assert!(!s.already_done);
-    assert_handed_over(&w.lock().unwrap());
+    cut_off_and_handed_over(&w, task).await;
 }
 
 #[test]
