@@ -626,16 +626,17 @@ fn with_on_daemon_down_wait_a_hung_rbd_mirror_is_shown_within_10_s_and_the_run_f
     v.remove();
 }
 
-#[test]
-fn a_source_osd_serving_nothing_during_the_sync_is_named_within_75_s_and_resume_converges() {
+/// The OSDs of `site` (the source's or the destination's) pause during the initial sync: the
+/// run says which cluster did not answer, and a resume converges.
+fn osd_paused_during_the_sync(prefix: &str, mode: &str, on_source: bool, fault: &str) {
     let _one = one_at_a_time();
-    let v = Volume::new("fault-osd-src", "cinder");
-    let a = v.a.clone();
+    let v = Volume::new(prefix, "cinder");
+    let site = if on_source { v.a.clone() } else { v.b.clone() };
     let mut f = run_with_fault(
-        &v.args("journal", "clone", &[]),
+        &v.args(mode, "clone", &[]),
         v.state(),
         sync_progress,
-        |_| Paused::new(&a),
+        |_| Paused::new(&site),
         error_line,
     );
     let text = failed_naming(&f, &["did not answer in time"], TIMEOUT_NAMED_WITHIN);
@@ -643,108 +644,88 @@ fn a_source_osd_serving_nothing_during_the_sync_is_named_within_75_s_and_resume_
     assert!(v.source_primary());
     assert_eq!(sha(&v.a, &v.spec), v.sha);
     let rerun = v.continue_and_check(&f.run.stderr);
-    row("source OSDs paused, sync (journal)", &f, &text, rerun);
+    row(fault, &f, &text, rerun);
     v.remove();
+}
+
+/// The OSDs of `site` pause in the middle of the copy (journal mode, copy handover), with
+/// its writes in flight: the run is held (SIGSTOP) at the copy's first progress until the
+/// pause is in the OSD map, and timed from then; the error names `cause`, a resume converges.
+fn osd_paused_during_the_copy(prefix: &str, on_source: bool, cause: &[&str], fault: &str) {
+    let _one = one_at_a_time();
+    // bigger than the other rows' volumes: the copy of 24 MiB took 0.75 s alone, less than
+    // `ceph osd pause` takes to be in effect, and the pause met the next step
+    let v = Volume::sized(prefix, "cinder", 96 << 20);
+    let site = if on_source { v.a.clone() } else { v.b.clone() };
+    let mut f = run_with_fault(
+        &v.args("journal", "copy", &[]),
+        v.state(),
+        |e| {
+            e["event"] == "progress"
+                && e["phase"] == "copy"
+                && e["percent"].as_f64().is_some_and(|p| p < 100.0)
+        },
+        |pid| {
+            assert!(send(pid as i32, "STOP"));
+            let paused = Paused::in_effect(&site);
+            assert!(send(pid as i32, "CONT"));
+            paused
+        },
+        error_line,
+    );
+    let text = failed_naming(&f, cause, TIMEOUT_NAMED_WITHIN);
+    drop(f.guard.take());
+    assert!(v.source_primary());
+    assert_eq!(sha(&v.a, &v.spec), v.sha);
+    let rerun = v.continue_and_check(&f.run.stderr);
+    row(fault, &f, &text, rerun);
+    v.remove();
+}
+
+#[test]
+fn a_source_osd_serving_nothing_during_the_sync_is_named_within_75_s_and_resume_converges() {
+    osd_paused_during_the_sync(
+        "fault-osd-src",
+        "journal",
+        true,
+        "source OSDs paused, sync (journal)",
+    );
 }
 
 #[test]
 fn a_destination_osd_serving_nothing_during_the_copy_is_named_within_75_s_and_resume_converges() {
-    let _one = one_at_a_time();
-    // bigger than the other rows' volumes: the copy of 24 MiB took 0.75 s alone, less than
-    // `ceph osd pause` takes to be in effect, and the pause met the next step
-    let v = Volume::sized("fault-osd-copy", "cinder", 96 << 20);
-    let b = v.b.clone();
-    // the run is held (SIGSTOP) in the middle of the copy, with writes in flight, until the
-    // pause is in the OSD map: the copy goes on into OSDs that serve nothing, and the time
-    // counts from then
-    let mut f = run_with_fault(
-        &v.args("journal", "copy", &[]),
-        v.state(),
-        |e| {
-            e["event"] == "progress"
-                && e["phase"] == "copy"
-                && e["percent"].as_f64().is_some_and(|p| p < 100.0)
-        },
-        |pid| {
-            assert!(send(pid as i32, "STOP"));
-            let paused = Paused::in_effect(&b);
-            assert!(send(pid as i32, "CONT"));
-            paused
-        },
-        error_line,
-    );
-    let text = failed_naming(
-        &f,
+    let b = testenv::shared().expect("testenv").site_b().name.clone();
+    osd_paused_during_the_copy(
+        "fault-osd-copy",
+        false,
         &[
             &format!("copy_replica on {b}"),
             &format!("{b} did not answer in time"),
         ],
-        TIMEOUT_NAMED_WITHIN,
-    );
-    drop(f.guard.take());
-    assert!(v.source_primary());
-    assert_eq!(sha(&v.a, &v.spec), v.sha);
-    let rerun = v.continue_and_check(&f.run.stderr);
-    row(
         "destination OSDs paused, copy (journal, copy)",
-        &f,
-        &text,
-        rerun,
     );
-    v.remove();
 }
 
 #[test]
 fn a_destination_osd_serving_nothing_during_the_sync_is_named_within_75_s_and_resume_converges() {
-    let _one = one_at_a_time();
-    let v = Volume::new("fault-osd-dst-sync", "cinder");
-    let b = v.b.clone();
-    let mut f = run_with_fault(
-        &v.args("snapshot", "clone", &[]),
-        v.state(),
-        sync_progress,
-        |_| Paused::new(&b),
-        error_line,
+    osd_paused_during_the_sync(
+        "fault-osd-dst-sync",
+        "snapshot",
+        false,
+        "destination OSDs paused, sync (snapshot)",
     );
-    let text = failed_naming(&f, &["did not answer in time"], TIMEOUT_NAMED_WITHIN);
-    drop(f.guard.take());
-    assert!(v.source_primary());
-    assert_eq!(sha(&v.a, &v.spec), v.sha);
-    let rerun = v.continue_and_check(&f.run.stderr);
-    row("destination OSDs paused, sync (snapshot)", &f, &text, rerun);
-    v.remove();
 }
 
 #[test]
 fn a_source_osd_serving_nothing_during_the_copy_is_named_within_75_s_and_resume_converges() {
-    let _one = one_at_a_time();
-    // as the destination row of the copy: big enough that the pause lands inside the copy,
-    // which reads the source beside it (the source's digest)
-    let v = Volume::sized("fault-osd-src-copy", "cinder", 96 << 20);
-    let a = v.a.clone();
-    let mut f = run_with_fault(
-        &v.args("journal", "copy", &[]),
-        v.state(),
-        |e| {
-            e["event"] == "progress"
-                && e["phase"] == "copy"
-                && e["percent"].as_f64().is_some_and(|p| p < 100.0)
-        },
-        |pid| {
-            assert!(send(pid as i32, "STOP"));
-            let paused = Paused::in_effect(&a);
-            assert!(send(pid as i32, "CONT"));
-            paused
-        },
-        error_line,
+    // the copy reads the replica, not the source: the next step that touches the source
+    // meets the pause
+    osd_paused_during_the_copy(
+        "fault-osd-src-copy",
+        true,
+        &["did not answer in time"],
+        "source OSDs paused, copy (journal, copy)",
     );
-    let text = failed_naming(&f, &["did not answer in time"], TIMEOUT_NAMED_WITHIN);
-    drop(f.guard.take());
-    assert!(v.source_primary());
-    assert_eq!(sha(&v.a, &v.spec), v.sha);
-    let rerun = v.continue_and_check(&f.run.stderr);
-    row("source OSDs paused, copy (journal, copy)", &f, &text, rerun);
-    v.remove();
 }
 
 #[test]
