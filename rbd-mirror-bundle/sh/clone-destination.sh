@@ -145,10 +145,26 @@ if [ "$(mirroring_of "$RINFO" primary)" = true ]; then
     say "the replica is already primary"
 else
     say "promote the replica $DST_CLUSTER:$REPLICA_POOL/$REPLICA_IMAGE as soon as it holds everything up to the demotion (without force)"
+    # a backlog that rbd-mirror is replaying is waited for, however long; the wait gives
+    # up once its status (rewritten every 30 s while it replays) stood still for
+    # PROMOTE_PATIENCE seconds
     _start=$(date +%s)
-    while ! OUT=$(replica mirror image promote 2>&1); do
-        _elapsed=$(($(date +%s) - _start))
-        [ "$_elapsed" -lt "$PROMOTE_PATIENCE" ] || fail "the replica did not catch up with the demoted source within ${_elapsed}s (last: $OUT); is rbd-mirror running on $DST_CLUSTER? (re-running this script is safe)"
+    _changed=$_start
+    _told=$_start
+    _seen=
+    while :; do
+        OUT=$(replica mirror image promote 2>&1) && break
+        _now=$(date +%s)
+        _status=$(replica mirror image status 2>/dev/null | sed -n 's/^[[:space:]]*description: *//p' | head -n 1)
+        if [ -n "$_status" ] && [ "$_status" != "$_seen" ]; then
+            _seen=$_status
+            _changed=$_now
+        fi
+        [ $((_now - _changed)) -lt "$PROMOTE_PATIENCE" ] || fail "the replica did not catch up with the demoted source within $((_now - _start))s, and rbd-mirror reported no replay progress for $((_now - _changed))s (last: $OUT); is rbd-mirror running on $DST_CLUSTER? (re-running this script is safe)"
+        if [ $((_now - _told)) -ge 10 ]; then
+            _told=$_now
+            say "waiting $((_now - _start))s for rbd-mirror to replay up to the demotion: ${_seen:-no status yet}"
+        fi
         sleep 1
     done
     say "promoted after $(($(date +%s) - _start))s"

@@ -845,3 +845,179 @@ fn preflight_of_a_live_journal_migration_only_warns_when_the_daemons_config_cann
         "{w:?}"
     );
 }
+
+/// A journal replay description as rbd-mirror writes it, `behind` entries behind.
+fn replaying(behind: u64) -> String {
+    format!(
+        "replaying, {{\"bytes_per_second\":65536.0,\"entries_behind_primary\":{behind},\"entries_per_second\":100.0,\"non_primary_position\":{{\"entry_tid\":1,\"object_number\":0,\"tag_tid\":1}},\"primary_position\":{{\"entry_tid\":{},\"object_number\":0,\"tag_tid\":1}}}}",
+        behind + 1
+    )
+}
+
+/// A first run stopped just before the demotion, and rbd-mirror that will not replay the
+/// demotion until the test lets it (`stuck`), reporting `replaying(behind)` meanwhile.
+async fn stopped_before_the_demotion_with_a_backlog(
+    behind: u64,
+) -> (
+    tempfile::TempDir,
+    Arc<dyn crate::ops::CephOps>,
+    Arc<dyn crate::ops::CephOps>,
+    Arc<std::sync::Mutex<World>>,
+    VolumeMigration,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    let m = clone_migration(MirrorImageMode::Journal);
+    w.lock().unwrap().fail_once = Some("demote".into());
+    run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
+    {
+        let mut ww = w.lock().unwrap();
+        ww.stuck = true;
+        ww.replica_description = Some(replaying(behind));
+    }
+    (dir, a, b, w, m)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_promote_wait_says_how_far_the_replay_is_and_outwaits_its_patience_while_it_progresses()
+{
+    let (dir, a, b, w, m) = stopped_before_the_demotion_with_a_backlog(2000).await;
+    let mut o = crate::fake::fixtures::opts();
+    o.wait.promote_patience = Duration::from_millis(300);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = {
+        let seen = seen.clone();
+        move |e: crate::event::Event| {
+            if let crate::event::Event::Progress(p) = e {
+                if p.phase == "promote_replica" {
+                    seen.lock().unwrap().push(p.detail);
+                }
+            }
+        }
+    };
+    let started = std::time::Instant::now();
+    let task = tokio::spawn({
+        let (m, a, b, d) = (m.clone(), a.clone(), b.clone(), dir.path().to_path_buf());
+        async move { crate::exec::migrate_volume(&m, a, b, &d, &o, Arc::new(sink)).await }
+    });
+    // rbd-mirror replays the backlog for 1.5 s, five times the patience, then the demotion
+    for behind in (0..15).rev() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        w.lock().unwrap().replica_description = Some(replaying(behind * 100 + 1));
+        assert!(!task.is_finished(), "promoted before the replay was done");
+    }
+    {
+        let mut ww = w.lock().unwrap();
+        ww.stuck = false;
+        ww.replica_description = None;
+    }
+    let s = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("promoted once the demotion was replayed")
+        .unwrap()
+        .unwrap();
+    assert!(!s.already_done);
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert_handed_over(&w.lock().unwrap());
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter().any(
+            |d| d.contains("for rbd-mirror to replay up to the demotion")
+                && d.contains("journal entries behind, replayed at 100/s, about")
+        ),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promote_wait_without_replay_progress_gives_up_after_its_patience_and_rolls_back() {
+    let (dir, a, b, w, m) = stopped_before_the_demotion_with_a_backlog(2000).await;
+    let mut o = crate::fake::fixtures::opts();
+    o.wait.promote_patience = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let e = crate::exec::migrate_volume(
+        &m,
+        a.clone(),
+        b.clone(),
+        dir.path(),
+        &o,
+        Arc::new(crate::event::NullSink),
+    )
+    .await
+    .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(matches!(e, Error::ReplicaNotCaughtUp { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("reported no replay progress for the last"),
+        "{e}"
+    );
+    {
+        let ww = w.lock().unwrap();
+        let src = &ww.sites[0].images["volumes/vol1"];
+        assert!(
+            matches!(src.mirror, Some((_, true))),
+            "the source is primary again: {:?}",
+            src.mirror
+        );
+        assert_eq!(src.data, data());
+    }
+    {
+        let mut ww = w.lock().unwrap();
+        ww.stuck = false;
+        ww.replica_description = None;
+    }
+    run(&m, a, b, dir.path()).await.unwrap();
+    assert_handed_over(&w.lock().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_seen_only_in_the_journal_positions_keeps_the_promote_wait_going() {
+    // rbd-mirror rewrites its status every 30 s: between two, the replay shows only as the
+    // peer's commit position moving in the source's journal
+    let (dir, a, b, w, m) = stopped_before_the_demotion_with_a_backlog(2000).await;
+    w.lock().unwrap().peer_committed = Some(100);
+    let mut o = crate::fake::fixtures::opts();
+    o.wait.promote_patience = Duration::from_millis(300);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = {
+        let seen = seen.clone();
+        move |e: crate::event::Event| {
+            if let crate::event::Event::Progress(p) = e {
+                if p.phase == "promote_replica" {
+                    seen.lock().unwrap().push(p.detail);
+                }
+            }
+        }
+    };
+    let task = tokio::spawn({
+        let (m, a, b, d) = (m.clone(), a.clone(), b.clone(), dir.path().to_path_buf());
+        async move { crate::exec::migrate_volume(&m, a, b, &d, &o, Arc::new(sink)).await }
+    });
+    for committed in 1..=15 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        w.lock().unwrap().peer_committed = Some(100 + committed * 50);
+        assert!(
+            !task.is_finished(),
+            "gave up or promoted while the replay moved"
+        );
+    }
+    {
+        let mut ww = w.lock().unwrap();
+        ww.stuck = false;
+        ww.replica_description = None;
+        ww.peer_committed = None;
+    }
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("promoted once the demotion was replayed")
+        .unwrap()
+        .unwrap();
+    assert_handed_over(&w.lock().unwrap());
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter()
+            .any(|d| d.contains("entries replayed since this wait began")),
+        "{seen:?}"
+    );
+}

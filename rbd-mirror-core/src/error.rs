@@ -286,8 +286,9 @@ pub enum Error {
         /// Who uses it.
         users: String,
     },
-    /// The promote of the replica was refused for too long after the source's demotion.
-    #[error("the replica {cluster}:{image} was still not promotable {waited_s} s after the source was demoted (rbd-mirror has not replayed up to the demotion); the cutover was rolled back (the source is primary again); check the rbd-mirror daemon on {cluster}, then re-run")]
+    /// The promote of the replica was refused after the source's demotion, and rbd-mirror
+    /// reported no replay progress for too long.
+    #[error("the replica {cluster}:{image} was still not promotable {waited_s} s after the source was demoted, and rbd-mirror reported no replay progress for the last {still_s} s (it has not replayed up to the demotion); the cutover was rolled back (the source is primary again); check the rbd-mirror daemon on {cluster}, then re-run")]
     ReplicaNotCaughtUp {
         /// Destination cluster.
         cluster: String,
@@ -295,6 +296,8 @@ pub enum Error {
         image: String,
         /// Seconds waited.
         waited_s: u64,
+        /// Seconds since the replica's status last changed.
+        still_s: u64,
     },
     /// A step needs a cloud (or cluster) that was not given.
     #[error("{needed_for} needs {what}, but none was given ({flag})")]

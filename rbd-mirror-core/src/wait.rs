@@ -622,6 +622,16 @@ pub struct WaitOptions {
     /// keeps changing until its cutover), not when the replica caught the primary.
     #[serde(default)]
     pub initial_sync_only: bool,
+    /// The cutover's promote wait gives up once rbd-mirror has reported no replay
+    /// progress for this long (rbd-mirror rewrites a replaying image's status every 30 s
+    /// by default, so this should be a few of those). A backlog that is being replayed
+    /// is waited for, however long.
+    #[serde(default = "default_promote_patience")]
+    pub promote_patience: Duration,
+}
+
+fn default_promote_patience() -> Duration {
+    Duration::from_secs(120)
 }
 
 impl Default for WaitOptions {
@@ -634,6 +644,7 @@ impl Default for WaitOptions {
             daemon_silent_after: default_silent_after(),
             on_daemon_down: OnDaemonDown::Fail,
             initial_sync_only: false,
+            promote_patience: default_promote_patience(),
         }
     }
 }

@@ -24,11 +24,14 @@ use super::*;
 use crate::error::{Error, Result};
 use crate::event::{Event, ProgressInfo};
 use crate::features::Features;
-use crate::ops::{CephOps, ErrorKind, ImageUser, MirrorImageState, OpsError, SnapshotNamespace};
+use crate::features::MirrorImageMode;
+use crate::ops::{
+    CephOps, ErrorKind, ImageUser, JournalPosition, MirrorImageState, OpsError, SnapshotNamespace,
+};
 use crate::plan::{Step, VolumeMigration};
 use crate::spec::ImageSpec;
 use crate::state::{Record, RunState};
-use crate::status::SyncProgress;
+use crate::status::{SiteStatus, SyncProgress};
 
 /// What `rbd-relay cutover ID` leaves in the state directory for the running migration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,9 +146,8 @@ fn read_request(path: &Path) -> Option<CutoverRequest> {
         .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
-/// How long a promote of the replica is retried while it is not yet allowed (the replica
-/// has not replayed up to the demotion).
-const PROMOTE_PATIENCE: Duration = Duration::from_secs(120);
+/// How often the promote wait reads the replica's status and says how far it is.
+const PROMOTE_REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// How often the live wait looks at the source's users (and, in snapshot mode, at the
 /// replica's progress): the idle time is counted from the first look without users.
@@ -281,6 +283,45 @@ pub(crate) fn describe_lag(progress: Option<&SyncProgress>, idle_for: Duration) 
             None => format!("syncing a snapshot delta ({:.0}%)", percent.unwrap_or(0.0)),
         },
         _ => "lag unknown".to_string(),
+    }
+}
+
+/// Seconds since a status was written (`last_update`, Unix seconds); `None` when unset.
+fn status_age_s(last_update: i64) -> Option<u64> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs() as i64;
+    (last_update > 0).then(|| (now - last_update).max(0) as u64)
+}
+
+/// How far the replica still is from the source's demotion, from its mirror status, for
+/// the promote wait (the downtime): what is left to replay and, with a rate, how long.
+pub(crate) fn describe_catch_up(progress: Option<&SyncProgress>) -> String {
+    let Some(progress) = progress else {
+        return "rbd-mirror has not reported the replica's replay".to_string();
+    };
+    let eta = progress.eta_seconds();
+    match progress {
+        SyncProgress::JournalReplay {
+            entries_behind_primary,
+            entries_per_second,
+            ..
+        } => match eta.filter(|_| *entries_behind_primary > 0) {
+            Some(eta) => format!(
+                "{entries_behind_primary} journal entries behind, replayed at {entries_per_second:.0}/s, about {eta:.0} s left"
+            ),
+            None => format!("{entries_behind_primary} journal entries behind"),
+        },
+        SyncProgress::SnapshotSyncing { percent, .. } => match eta {
+            Some(eta) => format!(
+                "syncing the last snapshot delta ({:.0}%, about {eta:.0} s left)",
+                percent.unwrap_or(0.0)
+            ),
+            None => format!("syncing the last snapshot delta ({:.0}%)", percent.unwrap_or(0.0)),
+        },
+        SyncProgress::SnapshotIdle { .. } => "the last snapshot delta is not synced yet".to_string(),
+        _ => "rbd-mirror has not reported the replica's replay".to_string(),
     }
 }
 
@@ -435,16 +476,46 @@ impl Executor {
 
     /// "N behind" from the replica's mirror status, for the live wait's progress.
     async fn replica_lag(&self, m: &VolumeMigration, idle_for: Duration) -> String {
-        let Ok(dst) = self.dst("wait_for_cutover") else {
-            return "lag unknown".into();
-        };
+        let status = self.replica_status(m).await;
+        describe_lag(status.map(|s| s.progress()).as_ref(), idle_for)
+    }
+
+    /// Journal mode: the commit position of the mirror peer that replays into our replica
+    /// (or the only peer), in the source's journal; `None` when it cannot be read.
+    async fn replay_position(
+        &self,
+        m: &VolumeMigration,
+        replica_id: Option<String>,
+    ) -> Option<JournalPosition> {
+        let src = self.src("promote_replica").ok()?;
+        let (s, image) = (src.clone(), m.image.clone());
+        let positions = tokio::task::spawn_blocking(move || s.journal_positions(&image))
+            .await
+            .ok()?
+            .ok()?;
+        let peer = positions
+            .peers
+            .iter()
+            .find(|p| replica_id.is_some() && p.replica_image_id == replica_id)
+            .or_else(|| {
+                positions
+                    .peers
+                    .first()
+                    .filter(|_| positions.peers.len() == 1)
+            })?;
+        peer.position
+    }
+
+    /// The replica's mirror status as the destination daemon last wrote it; `None` when it
+    /// cannot be read (progress text only: never a reason to fail).
+    async fn replica_status(&self, m: &VolumeMigration) -> Option<SiteStatus> {
+        let dst = self.dst("wait_for_cutover").ok()?;
         let (d, replica) = (dst.clone(), m.replica());
-        let status = tokio::task::spawn_blocking(move || d.mirror_status(&replica))
+        tokio::task::spawn_blocking(move || d.mirror_status(&replica))
             .await
             .ok()
             .and_then(|r| r.ok())
-            .flatten();
-        describe_lag(status.map(|s| s.progress()).as_ref(), idle_for)
+            .flatten()
     }
 
     /// Demote the source: from here it is read-only for every client, its data fixed.
@@ -539,6 +610,12 @@ impl Executor {
     /// the replica has replayed everything up to the source's demotion (journal: the demote
     /// event; snapshot: the demoted mirror snapshot is complete). Records the replica's id.
     /// Returns whether it was already primary (a re-run).
+    ///
+    /// This wait is the cutover's downtime, so it says how far the replay still is (every
+    /// [`PROMOTE_REPORT_EVERY`], from the replica's mirror status), and it gives up only
+    /// once rbd-mirror has reported no progress for `promote_patience` (120 s by
+    /// default): a long backlog that is being replayed is waited for, a replay that
+    /// stands still is not.
     pub(super) async fn promote_replica(
         &self,
         m: &VolumeMigration,
@@ -547,7 +624,14 @@ impl Executor {
     ) -> Result<bool> {
         let dst = self.dst("promote_replica")?;
         let started = Instant::now();
+        let patience = self.opts.wait.promote_patience;
         let replica = m.replica();
+        // the status is read often enough to see progress well within the patience
+        let look_every = PROMOTE_REPORT_EVERY.min(patience / 4);
+        let mut last_report = started;
+        let mut last_seen: (Option<String>, Option<JournalPosition>) = (None, None);
+        let mut first_position: Option<Option<JournalPosition>> = None;
+        let mut last_change = started;
         loop {
             let (d, r) = (dst.clone(), replica.clone());
             let attempt = on_ceph(
@@ -580,11 +664,54 @@ impl Executor {
             if let Some(e) = lost {
                 return Err(e.into());
             }
-            if started.elapsed() > PROMOTE_PATIENCE {
+            let now = Instant::now();
+            if now.duration_since(last_report) >= look_every {
+                last_report = now;
+                let status = self.replica_status(m).await;
+                // journal mode: the peer's commit position in the source's journal moves
+                // with every replayed entry, unlike the status rbd-mirror rewrites every 30 s
+                let position = match m.mode {
+                    MirrorImageMode::Journal => {
+                        self.replay_position(m, state.replica_id.clone()).await
+                    }
+                    MirrorImageMode::Snapshot => None,
+                };
+                let seen = (status.as_ref().map(|s| s.description.clone()), position);
+                if (seen.0.is_some() || seen.1.is_some()) && seen != last_seen {
+                    last_seen = seen;
+                    last_change = now;
+                }
+                let first = *first_position.get_or_insert(position);
+                let replayed = match (first, position) {
+                    (Some(a), Some(b)) if a.tag_tid == b.tag_tid => {
+                        let n = b.entry_tid.saturating_sub(a.entry_tid);
+                        format!(
+                            "; {n} entries replayed since this wait began ({:.0}/s)",
+                            n as f64 / started.elapsed().as_secs_f64().max(0.1)
+                        )
+                    }
+                    _ => String::new(),
+                };
+                let age = status
+                    .as_ref()
+                    .and_then(|s| status_age_s(s.last_update))
+                    .map(|a| format!(" (rbd-mirror's status of {a} s ago)"))
+                    .unwrap_or_default();
+                self.events.emit(Event::Progress(ProgressInfo::waiting(
+                    "promote_replica",
+                    format!(
+                        "waiting {:.0} s for rbd-mirror to replay up to the demotion: {}{age}{replayed}",
+                        started.elapsed().as_secs_f64(),
+                        describe_catch_up(status.map(|s| s.progress()).as_ref())
+                    ),
+                )));
+            }
+            if last_change.elapsed() > patience {
                 return Err(Error::ReplicaNotCaughtUp {
                     cluster: dst.name().to_string(),
                     image: replica.to_string(),
                     waited_s: started.elapsed().as_secs(),
+                    still_s: last_change.elapsed().as_secs(),
                 });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

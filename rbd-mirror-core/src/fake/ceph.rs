@@ -328,11 +328,19 @@ impl CephOps for Fake {
             Ok(w.sites[s]
                 .images
                 .get(&image.to_string())
-                .map(|_| SiteStatus {
-                    up: true,
-                    state: MirrorState::Syncing,
-                    description: "bootstrapping, IMAGE_SYNC/COPY_IMAGE 10%".into(),
-                    last_update: 0,
+                .map(|_| match &w.replica_description {
+                    Some(d) => SiteStatus {
+                        up: true,
+                        state: MirrorState::Replaying,
+                        description: d.clone(),
+                        last_update: 0,
+                    },
+                    None => SiteStatus {
+                        up: true,
+                        state: MirrorState::Syncing,
+                        description: "bootstrapping, IMAGE_SYNC/COPY_IMAGE 10%".into(),
+                        last_update: 0,
+                    },
                 }))
         })
     }
@@ -351,7 +359,15 @@ impl CephOps for Fake {
                 peers: if exists {
                     vec![JournalPeer {
                         id: "peer".into(),
-                        position: if done { p } else { None },
+                        position: match w.peer_committed {
+                            Some(entry_tid) => Some(JournalPosition {
+                                object_number: 0,
+                                tag_tid: 1,
+                                entry_tid,
+                            }),
+                            None if done => p,
+                            None => None,
+                        },
                         syncing: Some(!done),
                         replica_image_id: None,
                     }]

@@ -118,6 +118,13 @@ pub struct World {
     pub copy_started_with_polls_left: Option<u32>,
     /// Every Ceph call takes this long (so a dropped future can land inside any step).
     pub op_delay: std::time::Duration,
+    /// What the destination daemon reports for a replica (`replaying` with this
+    /// description, e.g. `replaying, {"entries_behind_primary":5,...}`) instead of the
+    /// default bootstrapping status.
+    pub replica_description: Option<String>,
+    /// The journal entry (tag 1) the mirror peer has committed up to, whatever the sync,
+    /// for a replay that moves while its status stands still.
+    pub peer_committed: Option<u64>,
 }
 
 /// Beacons sent so far by the fake daemons (one per look at the service map). Outside the
