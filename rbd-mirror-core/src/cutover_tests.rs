@@ -1021,3 +1021,41 @@ async fn a_replay_seen_only_in_the_journal_positions_keeps_the_promote_wait_goin
         "{seen:?}"
     );
 }
+
+#[test]
+fn the_journal_lag_is_the_masters_entry_less_the_peers_and_its_rate_the_peers_advance() {
+    use crate::exec::cutover::JournalLag;
+    use crate::ops::JournalPosition;
+    use crate::status::SyncProgress;
+    let at = |tag_tid, entry_tid| JournalPosition {
+        object_number: 0,
+        tag_tid,
+        entry_tid,
+    };
+    let t0 = std::time::Instant::now();
+    let mut lag = JournalLag::default();
+    let first = lag.sample(Some(at(3, 1000)), at(3, 400), t0).unwrap();
+    assert!(matches!(
+        first,
+        SyncProgress::JournalReplay { entries_behind_primary: 600, entries_per_second, .. } if entries_per_second == 0.0
+    ));
+    let second = lag
+        .sample(Some(at(3, 1500)), at(3, 900), t0 + Duration::from_secs(5))
+        .unwrap();
+    assert!(matches!(
+        second,
+        SyncProgress::JournalReplay { entries_behind_primary: 600, entries_per_second, .. } if (entries_per_second - 100.0).abs() < 1e-9
+    ));
+    assert_eq!(second.eta_seconds(), Some(6.0));
+    // nothing written yet: nothing behind
+    assert!(matches!(
+        lag.sample(None, at(3, 900), t0 + Duration::from_secs(6)),
+        Some(SyncProgress::JournalReplay {
+            entries_behind_primary: 0,
+            positions_equal: true,
+            ..
+        })
+    ));
+    // entry ids count within a tag: positions in two tags are not compared
+    assert_eq!(lag.sample(Some(at(4, 10)), at(3, 900), t0), None);
+}

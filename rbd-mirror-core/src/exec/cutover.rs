@@ -286,6 +286,46 @@ pub(crate) fn describe_lag(progress: Option<&SyncProgress>, idle_for: Duration) 
     }
 }
 
+/// The replica's exact lag in journal mode, from the source journal's commit positions
+/// (the master's, i.e. the image's own, and the replaying peer's): fresh at every look,
+/// unlike the status rbd-mirror rewrites every 30 s. The replay rate is the peer's advance
+/// between two looks.
+#[derive(Debug, Default)]
+pub(crate) struct JournalLag {
+    last: Option<(Instant, JournalPosition)>,
+}
+
+impl JournalLag {
+    /// The lag as a [`SyncProgress::JournalReplay`], or `None` when the two positions are
+    /// in different tags (entry ids count within a tag), e.g. before the first replay.
+    pub(crate) fn sample(
+        &mut self,
+        master: Option<JournalPosition>,
+        peer: JournalPosition,
+        now: Instant,
+    ) -> Option<SyncProgress> {
+        let behind = match master {
+            None => 0,
+            Some(m) if m.tag_tid == peer.tag_tid => m.entry_tid.saturating_sub(peer.entry_tid),
+            Some(_) => return None,
+        };
+        let rate = match self.last {
+            Some((then, p)) if p.tag_tid == peer.tag_tid && now > then => {
+                peer.entry_tid.saturating_sub(p.entry_tid) as f64
+                    / now.duration_since(then).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        self.last = Some((now, peer));
+        Some(SyncProgress::JournalReplay {
+            entries_behind_primary: behind,
+            bytes_per_second: 0.0,
+            positions_equal: behind == 0,
+            entries_per_second: rate,
+        })
+    }
+}
+
 /// Seconds since a status was written (`last_update`, Unix seconds); `None` when unset.
 fn status_age_s(last_update: i64) -> Option<u64> {
     let now = std::time::SystemTime::now()
@@ -363,6 +403,7 @@ impl Executor {
         let mut catching_up_since: Option<Instant> = None;
         let started = Instant::now();
         let mut daemons = crate::wait::DaemonWatch::default();
+        let mut journal_lag = JournalLag::default();
         loop {
             if let Some(r) = request_path.as_deref().and_then(read_request) {
                 // consumed: a later fresh plan of the same migration must not find it
@@ -455,7 +496,7 @@ impl Executor {
             }
             if now.duration_since(last_report) >= Duration::from_secs(5) {
                 last_report = now;
-                let behind = self.replica_lag(m, idle_for).await;
+                let behind = self.replica_lag(m, idle_for, &mut journal_lag).await;
                 let who = if users.is_empty() {
                     "no user".to_string()
                 } else {
@@ -474,8 +515,25 @@ impl Executor {
         }
     }
 
-    /// "N behind" from the replica's mirror status, for the live wait's progress.
-    async fn replica_lag(&self, m: &VolumeMigration, idle_for: Duration) -> String {
+    /// "N behind" for the live wait's progress: in journal mode exact, from the source
+    /// journal's positions; otherwise (or when they cannot be compared) from the replica's
+    /// mirror status, which rbd-mirror rewrites every 30 s.
+    async fn replica_lag(
+        &self,
+        m: &VolumeMigration,
+        idle_for: Duration,
+        journal: &mut JournalLag,
+    ) -> String {
+        if m.mode == MirrorImageMode::Journal {
+            if let Some((master, Some(peer))) = self.replay_positions(m, None).await {
+                if let Some(exact) = journal.sample(master, peer, Instant::now()) {
+                    return format!(
+                        "{} (from the journal)",
+                        describe_lag(Some(&exact), idle_for)
+                    );
+                }
+            }
+        }
         let status = self.replica_status(m).await;
         describe_lag(status.map(|s| s.progress()).as_ref(), idle_for)
     }
@@ -487,6 +545,17 @@ impl Executor {
         m: &VolumeMigration,
         replica_id: Option<String>,
     ) -> Option<JournalPosition> {
+        self.replay_positions(m, replica_id).await?.1
+    }
+
+    /// Journal mode: the source journal's master commit position and that of the mirror
+    /// peer that replays into our replica (or the only peer); `None` when they cannot be
+    /// read or no peer is ours.
+    async fn replay_positions(
+        &self,
+        m: &VolumeMigration,
+        replica_id: Option<String>,
+    ) -> Option<(Option<JournalPosition>, Option<JournalPosition>)> {
         let src = self.src("promote_replica").ok()?;
         let (s, image) = (src.clone(), m.image.clone());
         let positions = tokio::task::spawn_blocking(move || s.journal_positions(&image))
@@ -503,7 +572,7 @@ impl Executor {
                     .first()
                     .filter(|_| positions.peers.len() == 1)
             })?;
-        peer.position
+        Some((positions.master, peer.position))
     }
 
     /// The replica's mirror status as the destination daemon last wrote it; `None` when it

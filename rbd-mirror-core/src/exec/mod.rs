@@ -26,7 +26,7 @@ use crate::wait::WaitOptions;
 mod background;
 mod bootable;
 mod cloud_steps;
-mod cutover;
+pub(crate) mod cutover;
 mod executor;
 mod single_role;
 mod undo;
