@@ -293,8 +293,12 @@ fn make_cluster(
     let fsid = Uuid::new_v4().to_string();
     let osd_uuid = Uuid::new_v4().to_string();
     let conf = conf_path(site);
-    fs::write(&conf, conf::render(spec, &fsid, &dir, objectstore, release))
-        .map_err(|e| Error::io("write", &conf, e))?;
+    let bluestore_bytes = crate::layout::bluestore_bytes().map_err(Error::BadSetting)?;
+    fs::write(
+        &conf,
+        conf::render(spec, &fsid, &dir, objectstore, release, bluestore_bytes),
+    )
+    .map_err(|e| Error::io("write", &conf, e))?;
 
     mkfs_mon(layout, spec, &dir, &fsid, chroot_root)?;
     start(layout, site, Daemon::Mon, chroot_root)?;

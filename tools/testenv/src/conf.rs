@@ -6,8 +6,7 @@
 use std::path::Path;
 
 use crate::layout::{
-    Objectstore, Release, SiteSpec, BLUESTORE_BYTES, ETC_CEPH, MEMSTORE_BYTES, PG_NUM,
-    RBD_MIRROR_ID,
+    Objectstore, Release, SiteSpec, ETC_CEPH, MEMSTORE_BYTES, PG_NUM, RBD_MIRROR_ID,
 };
 
 /// Renders `/etc/ceph/<site>.conf` for a site whose state lives in `dir` and whose daemons
@@ -18,6 +17,7 @@ pub(crate) fn render(
     dir: &Path,
     objectstore: Objectstore,
     release: Release,
+    bluestore_bytes: u64,
 ) -> String {
     let d = dir.display();
     let name = spec.name;
@@ -90,7 +90,7 @@ keyring = {d}/osd.$id/keyring
 osd_objectstore = {store}
 memstore_device_bytes = {MEMSTORE_BYTES}
 bluestore_block_path = {d}/osd.$id/block.img
-bluestore_block_size = {BLUESTORE_BYTES}
+bluestore_block_size = {bluestore_bytes}
 bluestore_block_create = true
 bluestore_block_db_create = false
 bluestore_block_wal_create = false
@@ -135,7 +135,7 @@ rbd_mirror_journal_commit_age = 1
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::SITES;
+    use crate::layout::{BLUESTORE_BYTES, SITES};
 
     #[test]
     fn site_b_conf_has_rbd_mirror_section_and_own_ports() {
@@ -145,6 +145,7 @@ mod tests {
             Path::new("/s/site-b"),
             Objectstore::Memstore,
             Release::Pacific,
+            BLUESTORE_BYTES,
         );
         assert!(conf.contains("[client.rbd-mirror.b]"));
         assert!(conf.contains("mon_host = [v2:127.0.0.1:3410,v1:127.0.0.1:6850]"));
@@ -157,9 +158,11 @@ mod tests {
             Path::new("/s/site-a"),
             Objectstore::Bluestore,
             Release::Pacific,
+            BLUESTORE_BYTES,
         );
         assert!(!a.contains("[client.rbd-mirror.b]"));
         assert!(a.contains("osd_objectstore = bluestore"));
+        assert!(a.contains(&format!("bluestore_block_size = {BLUESTORE_BYTES}")));
         assert!(a.contains("ms_bind_port_max = 7349"));
     }
 
@@ -172,11 +175,19 @@ mod tests {
             dir,
             Objectstore::Memstore,
             Release::Tentacle,
+            BLUESTORE_BYTES,
         );
         assert!(tentacle.contains("mon_auth_allow_insecure_key = true"));
         assert!(tentacle.contains("mon_auth_emergency_allowed_ciphers = aes, aes256k"));
         for older in [Release::Pacific, Release::Reef] {
-            let conf = render(&SITES[1], "f", dir, Objectstore::Memstore, older);
+            let conf = render(
+                &SITES[1],
+                "f",
+                dir,
+                Objectstore::Memstore,
+                older,
+                BLUESTORE_BYTES,
+            );
             assert!(!conf.contains("mon_auth_allow_insecure_key"), "{older}");
         }
     }

@@ -152,6 +152,9 @@ pub enum Error {
         /// What needs it.
         what: &'static str,
     },
+    /// A setting from the environment is not usable (the message names it and the fix).
+    #[error("{0}")]
+    BadSetting(String),
     /// The clouds need exactly the source and the destination site.
     #[error("expected 2 Ceph sites (source, destination), got {0}")]
     Sites(usize),

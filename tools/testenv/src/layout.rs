@@ -39,8 +39,46 @@ pub const ETC_CEPH: &str = "/etc/ceph";
 pub(crate) const PG_NUM: u32 = 8;
 /// Capacity memstore advertises; RAM is used only as data is written.
 pub(crate) const MEMSTORE_BYTES: u64 = 6 << 30;
-/// Size of bluestore's sparse block file.
+/// Size of bluestore's sparse block file, unless [`BLUESTORE_GIB_ENV`] says otherwise.
 pub(crate) const BLUESTORE_BYTES: u64 = 20 << 30;
+/// Environment variable with the size of each bluestore OSD's block file in GiB (default
+/// 20), for benches of images too big for two of them (a run holds the source, the replica
+/// and its copy at once, and bluestore frees removed images' space lazily).
+pub const BLUESTORE_GIB_ENV: &str = "RBD_RELAY_TESTENV_BLUESTORE_GIB";
+
+/// The bluestore block file size in effect: [`BLUESTORE_GIB_ENV`] when it holds a whole
+/// number of GiB from 1 to 1024, else [`BLUESTORE_BYTES`].
+pub(crate) fn bluestore_bytes() -> Result<u64, String> {
+    bluestore_bytes_from(std::env::var(BLUESTORE_GIB_ENV).ok().as_deref())
+}
+
+fn bluestore_bytes_from(value: Option<&str>) -> Result<u64, String> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(BLUESTORE_BYTES),
+        Some(v) => match v.parse::<u64>() {
+            Ok(gib @ 1..=1024) => Ok(gib << 30),
+            _ => Err(format!(
+                "{BLUESTORE_GIB_ENV}={v}: give the size of each bluestore OSD's block file as a whole number of GiB from 1 to 1024 (default 20), or unset it"
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod bluestore_size_tests {
+    use super::*;
+
+    #[test]
+    fn the_bluestore_size_is_twenty_gib_unless_a_whole_number_of_gib_is_given() {
+        assert_eq!(bluestore_bytes_from(None), Ok(20 << 30));
+        assert_eq!(bluestore_bytes_from(Some("")), Ok(20 << 30));
+        assert_eq!(bluestore_bytes_from(Some("48")), Ok(48 << 30));
+        for bad in ["0", "-1", "1.5", "20G", "4096"] {
+            let e = bluestore_bytes_from(Some(bad)).unwrap_err();
+            assert!(e.contains(BLUESTORE_GIB_ENV) && e.contains(bad), "{e}");
+        }
+    }
+}
 
 /// The state directory in effect: `$RBD_RELAY_TESTENV_DIR` or [`DEFAULT_STATE_DIR`].
 pub fn default_state_dir() -> PathBuf {
