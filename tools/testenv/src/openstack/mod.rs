@@ -7,6 +7,9 @@
 //!
 //! * One Keystone (`127.0.0.1:5000`, sqlite in WAL mode, fernet tokens) shared by both clouds,
 //!   with one region per cloud, named after the cloud's Ceph cluster (`site-a`, `site-b`).
+//!   A destination cloud on a newer OpenStack (run from a chroot) has its own Keystone of
+//!   that release instead (`keystone-dst`, `127.0.0.1:5001`, region `sites[1]` only, same
+//!   users and catalog layout); the host's then serves the source region only.
 //!   Users: `admin` (role admin in project `admin`), `member` (role member in project `demo`),
 //!   service users `cinder` and `glance` (admin + service in project `service`). Catalog:
 //!   `volumev3` and `block-storage` (Cinder) and `image` (Glance), public + internal, plus an
@@ -350,7 +353,8 @@ pub fn up(state_dir: &Path, sites: &[CephSite]) -> Result<OpenStackInfo, Error> 
 
 /// [`up`], with the destination cloud's Cinder and Glance run from the Debian root file
 /// system `destination_root` (its newer OpenStack release, see `chroot::ensure_openstack`)
-/// when given. Keystone and RabbitMQ stay the host's.
+/// when given, with its own Keystone from there too. The source cloud's Keystone and the
+/// RabbitMQ node stay the host's.
 pub fn up_with(
     state_dir: &Path,
     sites: &[CephSite],
