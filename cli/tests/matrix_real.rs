@@ -231,6 +231,16 @@ fn cross_version_clouds() -> (testenv::Env, testenv::openstack::OpenStackInfo) {
         );
         assert_eq!(src, "/", "{svc} of site-a must run the host's OpenStack");
     }
+    // the destination cloud's own Keystone, of its release; the source keeps the host's
+    let dst_keystone = daemon_root(&env, "keystone-dst");
+    let src_keystone = daemon_root(&env, "keystone");
+    eprintln!("matrix: keystone of site-a runs in {src_keystone}, of site-b in {dst_keystone}");
+    assert!(
+        dst_keystone.contains("trixie"),
+        "site-b's keystone runs in {dst_keystone}"
+    );
+    assert_eq!(src_keystone, "/", "site-a's keystone must be the host's");
+    assert_ne!(os.source.keystone_url, os.destination.keystone_url);
     (env, os)
 }
 

@@ -375,3 +375,100 @@ async fn a_redirect_within_the_same_origin_is_followed() {
     let client = static_client(cinder).await;
     client.send_empty(&volumes()).await.unwrap();
 }
+
+/// Keystone answering with a token body captured from a real Keystone (`make test-matrix`'s
+/// clouds: Zed 22.0.2 on the host, 2025.1 27.0.0 from the trixie chroot), its Cinder URLs
+/// moved to `cinder_port` and its expiry to [`later`].
+fn captured_keystone(captured: &'static str, cinder_port: u16) -> Handler {
+    let mut body: serde_json::Value = serde_json::from_str(captured).unwrap();
+    body["token"]["expires_at"] = later().into();
+    let body = body
+        .to_string()
+        .replace("127.0.0.1:8776/", &format!("127.0.0.1:{cinder_port}/"))
+        .replace("127.0.0.1:8777/", &format!("127.0.0.1:{cinder_port}/"));
+    Arc::new(move |r: &Req| {
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            ("POST", "/v3/auth/tokens")
+        );
+        Resp {
+            status: 201,
+            headers: vec![("X-Subject-Token".into(), "tok-captured".into())],
+            body: body.clone(),
+        }
+    })
+}
+
+/// Connects with a captured token body (cloud region `region`); returns the client and the
+/// path of the Cinder call it made.
+async fn with_captured_token(captured: &'static str, region: &str) -> (OpenStackClient, String) {
+    let seen = Arc::new(std::sync::Mutex::new(String::new()));
+    let s2 = seen.clone();
+    let cinder = serve(Arc::new(move |r: &Req| {
+        assert_eq!(r.token.as_deref(), Some("tok-captured"));
+        *s2.lock().unwrap() = r.path.clone();
+        resp(200, r#"{"volumes": []}"#)
+    }))
+    .await;
+    let ks = serve(captured_keystone(captured, cinder)).await;
+    let mut cfg = cloud(ks);
+    cfg.region_name = Some(region.into());
+    let c = OpenStackClient::connect(cfg, ClientOptions::default())
+        .await
+        .unwrap();
+    let _: serde_json::Value = c.send_json(&volumes()).await.unwrap();
+    let path = seen.lock().unwrap().clone();
+    (c, path)
+}
+
+#[tokio::test]
+async fn a_keystone_2025_1_token_gives_the_admin_its_project_roles_and_its_regions_cinder() {
+    let (c, path) = with_captured_token(
+        include_str!("data/keystone-token-admin-2025.1.json"),
+        "site-b",
+    )
+    .await;
+    assert_eq!(path, "/v3/3505af0a5e7540fbbaa19355bd0d9fc8/volumes");
+    let info = c.token_info().await.unwrap();
+    assert_eq!(
+        info.project_id.as_deref(),
+        Some("3505af0a5e7540fbbaa19355bd0d9fc8")
+    );
+    // 2025.1 adds the implied role `manager` to an admin's token (Zed: admin, member,
+    // reader); rbd-relay's checks ask only for admin/service
+    let mut roles = info.roles.clone().unwrap();
+    roles.sort();
+    assert_eq!(roles, ["admin", "manager", "member", "reader"]);
+    assert_eq!(info.is_admin(), Some(true));
+    assert_eq!(info.is_admin_or_service(), Some(true));
+    assert_eq!(
+        c.endpoint(ServiceType::Image).await.unwrap().as_str(),
+        "http://127.0.0.1:9293/"
+    );
+}
+
+#[tokio::test]
+async fn a_keystone_zed_token_as_captured_reads_the_same_way() {
+    let (c, path) =
+        with_captured_token(include_str!("data/keystone-token-admin-zed.json"), "site-a").await;
+    assert_eq!(path, "/v3/2804992ead474c4ca20213de188379b2/volumes");
+    let info = c.token_info().await.unwrap();
+    let mut roles = info.roles.clone().unwrap();
+    roles.sort();
+    assert_eq!(roles, ["admin", "member", "reader"]);
+    assert_eq!(info.is_admin(), Some(true));
+}
+
+#[test]
+fn keystone_zed_and_2025_1_offer_the_same_identity_api_v3_14_which_the_client_calls_directly() {
+    // The client does not negotiate the identity version: it posts to `<auth_url>/v3/auth/
+    // tokens`. Both captured `/v3` documents name the same version and status.
+    for doc in [
+        include_str!("data/keystone-v3-zed.json"),
+        include_str!("data/keystone-v3-2025.1.json"),
+    ] {
+        let v: serde_json::Value = serde_json::from_str(doc).unwrap();
+        assert_eq!(v["version"]["id"], "v3.14");
+        assert_eq!(v["version"]["status"], "stable");
+    }
+}

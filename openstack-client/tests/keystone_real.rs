@@ -260,3 +260,42 @@ async fn static_token_with_explicit_endpoints() {
         .unwrap();
     assert!(v["volumes"].is_array());
 }
+
+/// The real Keystone's `/v3` version document (its `links` aside: they name the host) must be
+/// one of the documents captured from Keystone Zed and 2025.1 (`tests/data/keystone-v3-*.json`,
+/// which `fake_services.rs` relies on), so a fixture that was never real, or a drift of the
+/// real one, fails here. The client posts to `<auth_url>/v3/auth/tokens` without negotiating:
+/// both captured documents offer v3.14.
+#[tokio::test]
+async fn the_real_keystones_v3_document_matches_a_captured_one() {
+    let site = site();
+    let AuthMethod::Password { auth_url, .. } = site.config(&site.admin_cloud).auth else {
+        panic!("{} is not a password cloud", site.admin_cloud)
+    };
+    let real: Value = reqwest::get(auth_url.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let without_links = |mut v: Value| {
+        v["version"].as_object_mut().unwrap().remove("links");
+        v
+    };
+    let captured: Vec<(&str, Value)> = [
+        ("zed", include_str!("data/keystone-v3-zed.json")),
+        ("2025.1", include_str!("data/keystone-v3-2025.1.json")),
+    ]
+    .into_iter()
+    .map(|(r, d)| (r, without_links(serde_json::from_str(d).unwrap())))
+    .collect();
+    let real = without_links(real);
+    let matched: Vec<&str> = captured
+        .iter()
+        .filter(|(_, d)| *d == real)
+        .map(|(r, _)| *r)
+        .collect();
+    eprintln!("keystone at {auth_url}: {real}; matches the captured {matched:?}");
+    assert!(!matched.is_empty(), "{real} matches no captured document");
+    assert_eq!(real["version"]["id"], "v3.14");
+}

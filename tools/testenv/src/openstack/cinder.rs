@@ -106,7 +106,7 @@ pub(crate) fn write_conf(root: &Path, plan: &CloudPlan) -> Result<(), Error> {
             },
             pool = plan.volume_pool,
             ceph_conf = super::ceph::client_conf_path(root, site).display(),
-            authtoken = keystone::authtoken_section("cinder", site),
+            authtoken = plan.keystone.authtoken_section("cinder", site),
         ),
     )?;
     super::write(&paste, &paste_ini(&d))

@@ -13,7 +13,7 @@ use std::time::Duration;
 use reqwest::blocking::Client;
 
 use super::process::{self, Daemon};
-use super::{keystone, CloudPlan, Error};
+use super::{CloudPlan, Error};
 
 /// The directory of the cloud's Glance files.
 pub(crate) fn dir(root: &Path, site: &str) -> PathBuf {
@@ -80,7 +80,7 @@ pub(crate) fn write_conf(root: &Path, plan: &CloudPlan) -> Result<(), Error> {
             db = db_path(root, site).display(),
             pool = plan.image_pool,
             ceph_conf = super::ceph::client_conf_path(root, site).display(),
-            authtoken = keystone::authtoken_section("glance", site),
+            authtoken = plan.keystone.authtoken_section("glance", site),
         ),
     )?;
     super::write(

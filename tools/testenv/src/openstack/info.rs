@@ -30,8 +30,17 @@ pub struct CloudInfo {
     pub admin_cloud: String,
     /// Cloud in clouds.yaml for the member user (`SITE-member`).
     pub member_cloud: String,
-    /// Keystone v3 URL (shared by both clouds).
+    /// The v3 URL of the Keystone this cloud's services use: the host's for the source
+    /// cloud (and a destination on the host's OpenStack), the destination's own for a
+    /// destination on a newer release.
     pub keystone_url: String,
+    /// Id of the project `admin` in that Keystone (empty in records written before each
+    /// cloud could have its own Keystone: then [`OpenStackInfo::admin`]'s).
+    #[serde(default)]
+    pub admin_project_id: String,
+    /// Id of the project `demo` in that Keystone (empty: as for `admin_project_id`).
+    #[serde(default)]
+    pub member_project_id: String,
     /// Cinder's v3 root (`http://127.0.0.1:8776/v3`); append `/{project_id}`.
     pub cinder_url: String,
     /// Glance's root (`http://127.0.0.1:9292`); the API is under `/v2`.
@@ -63,9 +72,10 @@ impl CloudInfo {
 pub struct OpenStackInfo {
     /// clouds.yaml with `SITE-admin` and `SITE-member` for both clouds.
     pub clouds_yaml: PathBuf,
-    /// Keystone v3 URL.
+    /// The host's Keystone v3 URL (the source cloud's; see [`CloudInfo::keystone_url`]).
     pub keystone_url: String,
-    /// The admin user (role admin in project `admin`).
+    /// The admin user (role admin in project `admin`); the project id is the host
+    /// Keystone's.
     pub admin: Credentials,
     /// The non-admin user (role member in project `demo`).
     pub member: Credentials,
@@ -95,14 +105,17 @@ impl OpenStackInfo {
         ];
         for (tag, c) in [("SRC", &self.source), ("DST", &self.destination)] {
             let p = |k: &str| format!("RBD_RELAY_{tag}_{k}");
+            let admin_project = if c.admin_project_id.is_empty() {
+                &self.admin.project_id
+            } else {
+                &c.admin_project_id
+            };
             vars.extend([
+                (p("KEYSTONE_URL"), c.keystone_url.clone()),
                 (p("CLOUD"), c.admin_cloud.clone()),
                 (p("MEMBER_CLOUD"), c.member_cloud.clone()),
                 (p("REGION"), c.region.clone()),
-                (
-                    p("CINDER_URL"),
-                    c.cinder_project_url(&self.admin.project_id),
-                ),
+                (p("CINDER_URL"), c.cinder_project_url(admin_project)),
                 (p("GLANCE_URL"), c.glance_url.clone()),
                 (p("CINDER_HOST"), c.cinder_host.clone()),
             ]);

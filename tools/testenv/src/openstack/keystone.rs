@@ -1,4 +1,5 @@
-//! The one Keystone both clouds share: configuration, `keystone-manage` preparation, the
+//! The Keystones of the test environment (the host's, and a newer destination cloud's own):
+//! configuration, `keystone-manage` preparation, the
 //! daemon, and the initial contents created over its HTTP API.
 //!
 //! Test-only settings that matter (measured on the reference stack): sqlite in WAL mode
@@ -10,7 +11,6 @@
 //! is pbr's `keystone-wsgi-public` (wsgiref, single-threaded): enough for a test cloud.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::process::{self, Daemon};
-use super::{Error, KEYSTONE_PORT};
+use super::{Error, DESTINATION_KEYSTONE_PORT, KEYSTONE_PORT};
 
 /// Password of `admin` (test-only).
 pub(crate) const ADMIN_PASSWORD: &str = "admin-secret";
@@ -28,167 +28,244 @@ pub(crate) const MEMBER_PASSWORD: &str = "member-secret";
 /// Password of the service users `cinder` and `glance` (test-only).
 pub(crate) const SERVICE_PASSWORD: &str = "service-secret";
 
-/// Keystone's base URL (without `/v3`).
-pub(crate) fn base_url() -> String {
-    format!("http://127.0.0.1:{KEYSTONE_PORT}")
+/// One Keystone of the test environment: the host's, which the source cloud uses (and the
+/// destination cloud too when it runs the host's OpenStack), or the destination cloud's own,
+/// run from the chroot of its newer OpenStack release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Keystone {
+    /// Name of its directory and daemon record (`keystone`, `keystone-dst`).
+    pub(crate) name: &'static str,
+    /// Its port on 127.0.0.1.
+    pub(crate) port: u16,
+    /// The region `keystone-manage bootstrap` creates (the first cloud it serves).
+    pub(crate) region: String,
+    /// The Debian root file system it runs from, `None` for the host's packages.
+    pub(crate) chroot: Option<PathBuf>,
 }
 
-/// The directory of Keystone's files.
-pub(crate) fn dir(root: &Path) -> PathBuf {
-    root.join("keystone")
-}
+/// Name of the host's Keystone (directory and daemon record).
+pub(crate) const HOST_NAME: &str = "keystone";
+/// Name of the destination cloud's own Keystone.
+pub(crate) const DESTINATION_NAME: &str = "keystone-dst";
 
-/// The daemon record.
-pub(crate) fn daemon(root: &Path) -> Daemon {
-    Daemon::new(root, "keystone")
-}
-
-fn conf_path(root: &Path) -> PathBuf {
-    dir(root).join("keystone.conf")
-}
-
-/// Writes keystone.conf.
-pub(crate) fn write_conf(root: &Path) -> Result<(), Error> {
-    let d = dir(root);
-    for sub in ["log", "fernet-keys", "credential-keys"] {
-        let p = d.join(sub);
-        std::fs::create_dir_all(&p).map_err(|e| Error::io("create", &p, e))?;
-    }
-    let d = d.display();
-    super::write(
-        &conf_path(root),
-        &format!(
-            "[DEFAULT]\n\
-             debug = false\n\
-             log_file = {d}/log/keystone.log\n\
-             use_stderr = false\n\
-             [database]\n\
-             connection = sqlite:///{d}/keystone.sqlite\n\
-             [token]\n\
-             provider = fernet\n\
-             [fernet_tokens]\n\
-             key_repository = {d}/fernet-keys\n\
-             [fernet_receipts]\n\
-             # fernet_setup initialises this one too (default /etc/keystone/fernet-keys!)\n\
-             key_repository = {d}/fernet-keys\n\
-             [credential]\n\
-             key_repository = {d}/credential-keys\n\
-             [identity]\n\
-             # bcrypt cost of stored passwords (production 12 = ~0.2 s per token issue)\n\
-             password_hash_rounds = 4\n\
-             [cache]\n\
-             enabled = true\n\
-             backend = dogpile.cache.memory\n"
-        ),
-    )
-}
-
-fn manage(root: &Path, args: &[&str]) -> Result<(), Error> {
-    process::run(
-        Command::new("keystone-manage")
-            .arg("--config-file")
-            .arg(conf_path(root))
-            .args(args),
-    )
-    .map(|_| ())
-}
-
-/// In parallel: db_sync + WAL (or the cached migrated schema), fernet_setup and
-/// credential_setup; once schema and fernet keys exist, `bootstrap` (admin user, `region`,
-/// identity endpoints) and the daemon's start overlap. Returns when all are done (the daemon may still be
-/// importing).
-pub(crate) fn prepare(root: &Path, region: &str, cache: &super::SchemaCache) -> Result<(), Error> {
-    let url = format!("{}/v3", base_url());
-    let db = dir(root).join("keystone.sqlite");
-    thread::scope(|s| {
-        let schema = s.spawn(|| {
-            cache.migrated("keystone", &db, || {
-                manage(root, &["db_sync"])?;
-                super::sqlite_wal(&db)
-            })
-        });
-        let setup = |what: &'static str| {
-            s.spawn(move || {
-                manage(
-                    root,
-                    &[what, "--keystone-user", "root", "--keystone-group", "root"],
-                )
-            })
-        };
-        let fernet = setup("fernet_setup");
-        let cred = setup("credential_setup");
-        let join = |h: thread::ScopedJoinHandle<'_, Result<(), Error>>| {
-            h.join()
-                .map_err(|_| Error::ThreadPanicked("keystone-manage".into()))?
-        };
-        // bootstrap refuses to run without fernet keys ("fernet-keys does not contain keys"):
-        // with a cached schema it would otherwise race fernet_setup and lose
-        join(schema)?;
-        join(fernet)?;
-        let boot = s.spawn(|| {
-            manage(
-                root,
-                &[
-                    "bootstrap",
-                    "--bootstrap-password",
-                    ADMIN_PASSWORD,
-                    "--bootstrap-region-id",
-                    region,
-                    "--bootstrap-admin-url",
-                    &url,
-                    "--bootstrap-internal-url",
-                    &url,
-                    "--bootstrap-public-url",
-                    &url,
-                ],
-            )
-        });
-        // The daemon needs the schema and the fernet keys to start: its ~2 s of imports then
-        // overlap the bootstrap (nothing asks it for a token before this returns).
-        start(root)?;
-        join(boot)?;
-        join(cred)
-    })
-}
-
-/// Starts the daemon.
-pub(crate) fn start(root: &Path) -> Result<(), Error> {
-    let envs = vec![(
-        "OS_KEYSTONE_CONFIG_FILES".to_string(),
-        conf_path(root).display().to_string(),
-    )];
-    daemon(root).start(
-        Path::new("/usr/bin/keystone-wsgi-public"),
-        &[
-            "--host".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            KEYSTONE_PORT.to_string(),
-        ],
-        &envs,
-    )?;
-    Ok(())
-}
-
-/// Does Keystone answer `GET /v3`?
-pub(crate) fn responds(http: &Client) -> bool {
-    http.get(format!("{}/v3", base_url()))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .map(|r| r.status().is_success())
-        .unwrap_or(false)
-}
-
-/// Waits until Keystone answers, failing fast if it died.
-pub(crate) fn wait_ready(root: &Path, http: &Client, timeout: Duration) -> Result<(), Error> {
-    let dmn = daemon(root);
-    process::wait_for("keystone API", timeout, Duration::from_millis(200), || {
-        if responds(http) {
-            return Ok(true);
+impl Keystone {
+    /// The host's Keystone, on [`KEYSTONE_PORT`].
+    pub(crate) fn host(region: &str) -> Self {
+        Keystone {
+            name: HOST_NAME,
+            port: KEYSTONE_PORT,
+            region: region.to_string(),
+            chroot: None,
         }
-        dmn.ensure_running()?;
-        Ok(false)
-    })
+    }
+
+    /// The destination cloud's own Keystone from `chroot`, on [`DESTINATION_KEYSTONE_PORT`].
+    pub(crate) fn destination(region: &str, chroot: &Path) -> Self {
+        Keystone {
+            name: DESTINATION_NAME,
+            port: DESTINATION_KEYSTONE_PORT,
+            region: region.to_string(),
+            chroot: Some(chroot.to_path_buf()),
+        }
+    }
+
+    /// Its base URL (without `/v3`).
+    pub(crate) fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The directory of its files.
+    pub(crate) fn dir(&self, root: &Path) -> PathBuf {
+        root.join(self.name)
+    }
+
+    /// The daemon record.
+    pub(crate) fn daemon(&self, root: &Path) -> Daemon {
+        Daemon::new(root, self.name)
+    }
+
+    fn conf_path(&self, root: &Path) -> PathBuf {
+        self.dir(root).join("keystone.conf")
+    }
+
+    /// Writes keystone.conf.
+    pub(crate) fn write_conf(&self, root: &Path) -> Result<(), Error> {
+        let d = self.dir(root);
+        for sub in ["log", "fernet-keys", "credential-keys"] {
+            let p = d.join(sub);
+            std::fs::create_dir_all(&p).map_err(|e| Error::io("create", &p, e))?;
+        }
+        let d = d.display();
+        super::write(
+            &self.conf_path(root),
+            &format!(
+                "[DEFAULT]\n\
+                 debug = false\n\
+                 log_file = {d}/log/keystone.log\n\
+                 use_stderr = false\n\
+                 [database]\n\
+                 connection = sqlite:///{d}/keystone.sqlite\n\
+                 [token]\n\
+                 provider = fernet\n\
+                 [fernet_tokens]\n\
+                 key_repository = {d}/fernet-keys\n\
+                 [fernet_receipts]\n\
+                 # fernet_setup initialises this one too (default /etc/keystone/fernet-keys!)\n\
+                 key_repository = {d}/fernet-keys\n\
+                 [credential]\n\
+                 key_repository = {d}/credential-keys\n\
+                 [identity]\n\
+                 # bcrypt cost of stored passwords (production 12 = ~0.2 s per token issue)\n\
+                 password_hash_rounds = 4\n\
+                 [cache]\n\
+                 enabled = true\n\
+                 backend = dogpile.cache.memory\n"
+            ),
+        )
+    }
+
+    fn manage(&self, root: &Path, args: &[&str]) -> Result<(), Error> {
+        process::run(
+            super::command_in(
+                self.chroot.as_deref(),
+                Path::new("/usr/bin/keystone-manage"),
+            )
+            .arg("--config-file")
+            .arg(self.conf_path(root))
+            .args(args),
+        )
+        .map(|_| ())
+    }
+
+    /// In parallel: db_sync + WAL (or the cached migrated schema), fernet_setup and
+    /// credential_setup; once schema and fernet keys exist, `bootstrap` (admin user, its
+    /// region, identity endpoints) and the daemon's start overlap. Returns when all are done
+    /// (the daemon may still be importing). `cache` must be keyed by the packages this
+    /// Keystone runs (the chroot's for a chroot's Keystone).
+    pub(crate) fn prepare(&self, root: &Path, cache: &super::SchemaCache) -> Result<(), Error> {
+        let url = format!("{}/v3", self.base_url());
+        let db = self.dir(root).join("keystone.sqlite");
+        thread::scope(|s| {
+            let schema = s.spawn(|| {
+                cache.migrated("keystone", &db, || {
+                    self.manage(root, &["db_sync"])?;
+                    super::sqlite_wal(&db)
+                })
+            });
+            let setup = |what: &'static str| {
+                s.spawn(move || {
+                    self.manage(
+                        root,
+                        &[what, "--keystone-user", "root", "--keystone-group", "root"],
+                    )
+                })
+            };
+            let fernet = setup("fernet_setup");
+            let cred = setup("credential_setup");
+            let join = |h: thread::ScopedJoinHandle<'_, Result<(), Error>>| {
+                h.join()
+                    .map_err(|_| Error::ThreadPanicked("keystone-manage".into()))?
+            };
+            // bootstrap refuses to run without fernet keys ("fernet-keys does not contain
+            // keys"): with a cached schema it would otherwise race fernet_setup and lose
+            join(schema)?;
+            join(fernet)?;
+            let boot = s.spawn(|| {
+                self.manage(
+                    root,
+                    &[
+                        "bootstrap",
+                        "--bootstrap-password",
+                        ADMIN_PASSWORD,
+                        "--bootstrap-region-id",
+                        &self.region,
+                        "--bootstrap-admin-url",
+                        &url,
+                        "--bootstrap-internal-url",
+                        &url,
+                        "--bootstrap-public-url",
+                        &url,
+                    ],
+                )
+            });
+            // The daemon needs the schema and the fernet keys to start: its ~2 s of imports
+            // then overlap the bootstrap (nothing asks it for a token before this returns).
+            self.start(root)?;
+            join(boot)?;
+            join(cred)
+        })
+    }
+
+    /// Starts the daemon (through `chroot` for a chroot's Keystone: the state directory is
+    /// mounted there at its host path).
+    pub(crate) fn start(&self, root: &Path) -> Result<(), Error> {
+        let envs = vec![(
+            "OS_KEYSTONE_CONFIG_FILES".to_string(),
+            self.conf_path(root).display().to_string(),
+        )];
+        let (program, args) = super::in_root(
+            self.chroot.as_deref(),
+            Path::new("/usr/bin/keystone-wsgi-public"),
+            &[
+                "--host".into(),
+                "127.0.0.1".into(),
+                "--port".into(),
+                self.port.to_string(),
+            ],
+        );
+        self.daemon(root).start(&program, &args, &envs)?;
+        Ok(())
+    }
+
+    /// Does it answer `GET /v3`?
+    pub(crate) fn responds(&self, http: &Client) -> bool {
+        http.get(format!("{}/v3", self.base_url()))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
+    }
+
+    /// Waits until it answers, failing fast if it died.
+    pub(crate) fn wait_ready(
+        &self,
+        root: &Path,
+        http: &Client,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let dmn = self.daemon(root);
+        process::wait_for(
+            &format!("{} API", self.name),
+            timeout,
+            Duration::from_millis(200),
+            || {
+                if self.responds(http) {
+                    return Ok(true);
+                }
+                dmn.ensure_running()?;
+                Ok(false)
+            },
+        )
+    }
+
+    /// The `[keystone_authtoken]` section for a service user of `region`.
+    pub(crate) fn authtoken_section(&self, user: &str, region: &str) -> String {
+        let url = self.base_url();
+        format!(
+            "[keystone_authtoken]\n\
+             www_authenticate_uri = {url}\n\
+             auth_url = {url}\n\
+             auth_type = password\n\
+             username = {user}\n\
+             password = {SERVICE_PASSWORD}\n\
+             user_domain_name = Default\n\
+             project_name = service\n\
+             project_domain_name = Default\n\
+             region_name = {region}\n\
+             interface = public\n\
+             service_token_roles_required = true\n"
+        )
+    }
 }
 
 /// A project-scoped token and the project's id.
@@ -201,11 +278,12 @@ pub(crate) struct Token {
 /// Issues a project-scoped token for `user` (domain Default) in `project`.
 pub(crate) fn issue_token(
     http: &Client,
+    keystone: &Keystone,
     user: &str,
     password: &str,
     project: &str,
 ) -> Result<Token, Error> {
-    let url = format!("{}/v3/auth/tokens", base_url());
+    let url = format!("{}/v3/auth/tokens", keystone.base_url());
     let body = json!({"auth": {
         "identity": {"methods": ["password"], "password": {"user": {
             "name": user, "domain": {"id": "default"}, "password": password}}},
@@ -420,12 +498,16 @@ fn find<'a>(have: &'a [(String, String)], key: &str) -> Option<&'a str> {
 /// `demo`), the regions, an identity endpoint in every region (keystonemiddleware looks its
 /// identity endpoint up in its own region), and per region the Cinder (`volumev3` and
 /// `block-storage`) and Glance (`image`) endpoints, public and internal.
-pub(crate) fn init(http: &Client, regions: &[RegionServices]) -> Result<Ids, Error> {
-    let t = issue_token(http, "admin", ADMIN_PASSWORD, "admin")?;
+pub(crate) fn init(
+    http: &Client,
+    keystone: &Keystone,
+    regions: &[RegionServices],
+) -> Result<Ids, Error> {
+    let t = issue_token(http, keystone, "admin", ADMIN_PASSWORD, "admin")?;
     let a = Admin {
         http,
         token: t.token,
-        v3: format!("{}/v3", base_url()),
+        v3: format!("{}/v3", keystone.base_url()),
     };
     let service = a.project("service", "service users")?;
     let demo = a.project("demo", "non-admin test project")?;
@@ -479,7 +561,7 @@ pub(crate) fn init(http: &Client, regions: &[RegionServices]) -> Result<Ids, Err
             e["interface"].as_str().unwrap_or("")
         )
     })?;
-    let ks = format!("{}/v3", base_url());
+    let ks = format!("{}/v3", keystone.base_url());
     for r in regions {
         if !have_regions.iter().any(|(id, _)| *id == r.region) {
             a.post("/regions", json!({"region": {"id": r.region}}))?;
@@ -507,23 +589,4 @@ pub(crate) fn init(http: &Client, regions: &[RegionServices]) -> Result<Ids, Err
         admin_project: t.project_id,
         member_project: demo,
     })
-}
-
-/// The `[keystone_authtoken]` section for a service user of `region`.
-pub(crate) fn authtoken_section(user: &str, region: &str) -> String {
-    let url = base_url();
-    format!(
-        "[keystone_authtoken]\n\
-         www_authenticate_uri = {url}\n\
-         auth_url = {url}\n\
-         auth_type = password\n\
-         username = {user}\n\
-         password = {SERVICE_PASSWORD}\n\
-         user_domain_name = Default\n\
-         project_name = service\n\
-         project_domain_name = Default\n\
-         region_name = {region}\n\
-         interface = public\n\
-         service_token_roles_required = true\n"
-    )
 }

@@ -7,6 +7,9 @@
 //!
 //! * One Keystone (`127.0.0.1:5000`, sqlite in WAL mode, fernet tokens) shared by both clouds,
 //!   with one region per cloud, named after the cloud's Ceph cluster (`site-a`, `site-b`).
+//!   A destination cloud on a newer OpenStack (run from a chroot) has its own Keystone of
+//!   that release instead (`keystone-dst`, `127.0.0.1:5001`, region `sites[1]` only, same
+//!   users and catalog layout); the host's then serves the source region only.
 //!   Users: `admin` (role admin in project `admin`), `member` (role member in project `demo`),
 //!   service users `cinder` and `glance` (admin + service in project `service`). Catalog:
 //!   `volumev3` and `block-storage` (Cinder) and `image` (Glance), public + internal, plus an
@@ -76,8 +79,11 @@ use crate::CephSite;
 // The crate's one error type; the submodules import it from here.
 pub(crate) use crate::Error;
 
-/// Keystone's port.
+/// The host Keystone's port.
 pub const KEYSTONE_PORT: u16 = 5000;
+/// Port of the destination cloud's own Keystone (run when the destination runs a newer
+/// OpenStack release from a chroot).
+pub const DESTINATION_KEYSTONE_PORT: u16 = 5001;
 /// Cinder API port of the source cloud.
 pub const SOURCE_CINDER_PORT: u16 = 8776;
 /// Cinder API port of the destination cloud.
@@ -117,6 +123,9 @@ pub(crate) struct CloudPlan {
     /// The Debian root file system this cloud's Cinder and Glance run from (the newer
     /// OpenStack of a newer site-b), `None` for the host's packages.
     pub(crate) chroot: Option<PathBuf>,
+    /// The Keystone this cloud's services validate tokens against and whose catalog lists
+    /// them.
+    pub(crate) keystone: keystone::Keystone,
 }
 
 impl CloudPlan {
@@ -155,6 +164,12 @@ fn plans(sites: &[CephSite], destination_root: Option<&Path>) -> Result<[CloudPl
     let [src, dst] = sites else {
         return Err(Error::Sites(sites.len()));
     };
+    let host_keystone = keystone::Keystone::host(&src.name);
+    // a destination on a newer OpenStack has its own Keystone, of that release
+    let dst_keystone = match destination_root {
+        Some(r) => keystone::Keystone::destination(&dst.name, r),
+        None => host_keystone.clone(),
+    };
     Ok([
         CloudPlan {
             site: src.clone(),
@@ -165,6 +180,7 @@ fn plans(sites: &[CephSite], destination_root: Option<&Path>) -> Result<[CloudPl
             read_only_pool: "images".into(),
             read_also: vec![],
             chroot: None,
+            keystone: host_keystone,
         },
         CloudPlan {
             site: dst.clone(),
@@ -175,6 +191,7 @@ fn plans(sites: &[CephSite], destination_root: Option<&Path>) -> Result<[CloudPl
             read_only_pool: "glance".into(),
             read_also: vec!["volumes".into()],
             chroot: destination_root.map(Path::to_path_buf),
+            keystone: dst_keystone,
         },
     ])
 }
@@ -272,9 +289,38 @@ fn lock(state_dir: &Path) -> Result<fs::File, Error> {
     Ok(f)
 }
 
+/// The distinct Keystones of `plans` (one, or two when the destination has its own).
+fn keystones(plans: &[CloudPlan; 2]) -> Vec<&keystone::Keystone> {
+    let mut v = vec![&plans[0].keystone];
+    if plans[1].keystone != plans[0].keystone {
+        v.push(&plans[1].keystone);
+    }
+    v
+}
+
+/// The chroot the destination cloud was recorded to run from (by a possibly half-finished
+/// `up`).
+fn recorded_destination_root(root: &Path) -> Option<PathBuf> {
+    load_json::<Option<PathBuf>>(&root.join("destination-root.json"))
+        .ok()
+        .flatten()
+        .flatten()
+}
+
+/// The Keystone daemon records under `root`: the host's, and the destination's own when
+/// the destination was recorded to run from a chroot.
+fn keystone_daemons(root: &Path) -> Vec<process::Daemon> {
+    let mut v = vec![process::Daemon::new(root, keystone::HOST_NAME)];
+    if recorded_destination_root(root).is_some() {
+        v.push(process::Daemon::new(root, keystone::DESTINATION_NAME));
+    }
+    v
+}
+
 /// The daemons of clouds on `sites`, in start order.
 fn daemons(root: &Path, sites: &[String]) -> Vec<process::Daemon> {
-    let mut v = vec![rabbit::daemon(root), keystone::daemon(root)];
+    let mut v = vec![rabbit::daemon(root)];
+    v.extend(keystone_daemons(root));
     for s in sites {
         for svc in cinder::SERVICES {
             v.push(cinder::daemon(root, s, svc));
@@ -307,7 +353,8 @@ pub fn up(state_dir: &Path, sites: &[CephSite]) -> Result<OpenStackInfo, Error> 
 
 /// [`up`], with the destination cloud's Cinder and Glance run from the Debian root file
 /// system `destination_root` (its newer OpenStack release, see `chroot::ensure_openstack`)
-/// when given. Keystone and RabbitMQ stay the host's.
+/// when given, with its own Keystone from there too. The source cloud's Keystone and the
+/// RabbitMQ node stay the host's.
 pub fn up_with(
     state_dir: &Path,
     sites: &[CephSite],
@@ -322,13 +369,9 @@ pub fn up_with(
 
     if let Some(info) = load_json::<OpenStackInfo>(&info_path(&root))? {
         let all_alive = daemons(&root, &names).iter().all(|d| d.pid().is_some());
-        let same_root = load_json::<Option<PathBuf>>(&root.join("destination-root.json"))
-            .ok()
-            .flatten()
-            .flatten()
-            .as_deref()
-            == destination_root;
-        if info.matches(sites) && same_root && all_alive && keystone::responds(&http) {
+        let same_root = recorded_destination_root(&root).as_deref() == destination_root;
+        let answer = keystones(&plans).iter().all(|k| k.responds(&http));
+        if info.matches(sites) && same_root && all_alive && answer {
             tracing::info!("openstack: already running");
             return Ok(info);
         }
@@ -355,6 +398,7 @@ pub fn up_with(
 fn check_ports() -> Result<(), Error> {
     for (port, what) in [
         (KEYSTONE_PORT, "keystone"),
+        (DESTINATION_KEYSTONE_PORT, "destination keystone"),
         (SOURCE_CINDER_PORT, "source cinder-api"),
         (DESTINATION_CINDER_PORT, "destination cinder-api"),
         (SOURCE_GLANCE_PORT, "source glance-api"),
@@ -401,20 +445,26 @@ fn build(root: &Path, http: &Client, plans: &[CloudPlan; 2]) -> Result<OpenStack
         .map(SchemaCache::new)
         .unwrap_or(SchemaCache { dir: None });
     write_shims(root)?;
-    keystone::write_conf(root)?;
+    for k in keystones(plans) {
+        k.write_conf(root)?;
+    }
     for p in plans {
         cinder::write_conf(root, p)?;
         glance::write_conf(root, p)?;
     }
     step("rabbitmq starting, configs written");
-    let regions: Vec<keystone::RegionServices> = plans
-        .iter()
-        .map(|p| keystone::RegionServices {
-            region: p.site.name.clone(),
-            cinder: format!("http://127.0.0.1:{}", p.cinder_port),
-            glance: format!("http://127.0.0.1:{}", p.glance_port),
-        })
-        .collect();
+    // each Keystone's catalog: the regions of the clouds that use it
+    let regions = |k: &keystone::Keystone| -> Vec<keystone::RegionServices> {
+        plans
+            .iter()
+            .filter(|p| p.keystone == *k)
+            .map(|p| keystone::RegionServices {
+                region: p.site.name.clone(),
+                cinder: format!("http://127.0.0.1:{}", p.cinder_port),
+                glance: format!("http://127.0.0.1:{}", p.glance_port),
+            })
+            .collect()
+    };
     let long = Duration::from_secs(90);
     // A destination on another OpenStack release has its own schema: migrated by its own
     // glance-manage/cinder-manage, cached under the chroot's package versions.
@@ -425,15 +475,28 @@ fn build(root: &Path, http: &Client, plans: &[CloudPlan; 2]) -> Result<OpenStack
     });
     let dst_cache = &dst_cache;
     let ids = thread::scope(|s| {
-        let ks = s.spawn(|| {
-            keystone::prepare(root, &src.site.name, &cache)?;
-            step("keystone-manage done");
-            keystone::wait_ready(root, http, long)?;
-            step("keystone answers");
-            let ids = keystone::init(http, &regions)?;
-            step("keystone initialised");
-            Ok(ids)
-        });
+        let ks: Vec<_> = keystones(plans)
+            .into_iter()
+            .map(|k| {
+                let (cache, step, regions) = (&cache, &step, &regions);
+                s.spawn(move || {
+                    // a chroot's Keystone: its schema is its release's (cached under the
+                    // chroot's package versions)
+                    let cache = match (&k.chroot, dst_cache) {
+                        (Some(_), Some(c)) => c,
+                        _ => cache,
+                    };
+                    let name = k.name;
+                    k.prepare(root, cache)?;
+                    step(&format!("{name}: keystone-manage done"));
+                    k.wait_ready(root, http, long)?;
+                    step(&format!("{name} answers"));
+                    let ids = keystone::init(http, k, &regions(k))?;
+                    step(&format!("{name} initialised"));
+                    Ok((k.name, ids))
+                })
+            })
+            .collect();
         let users: Vec<_> = plans
             .iter()
             .map(|p| {
@@ -482,7 +545,9 @@ fn build(root: &Path, http: &Client, plans: &[CloudPlan; 2]) -> Result<OpenStack
             join(c, "cinder start")?;
         }
         step("cinder volume + scheduler reported");
-        join(ks, "keystone")
+        ks.into_iter()
+            .map(|h| join(h, "keystone"))
+            .collect::<Result<Vec<_>, Error>>()
     })?;
 
     wait_apis_ready(root, http, plans, long)?;
@@ -492,7 +557,7 @@ fn build(root: &Path, http: &Client, plans: &[CloudPlan; 2]) -> Result<OpenStack
         let _ = fs::write(root.join("logs").join("up-timings.txt"), t.as_bytes());
     }
 
-    let info = describe_clouds(root, plans, ids);
+    let info = describe_clouds(root, plans, &ids);
     write(&info.clouds_yaml, &clouds_yaml(&info))?;
     Ok(info)
 }
@@ -504,15 +569,21 @@ fn wait_apis_ready(
     plans: &[CloudPlan; 2],
     long: Duration,
 ) -> Result<(), Error> {
-    let token = keystone::issue_token(http, "admin", keystone::ADMIN_PASSWORD, "admin")?;
     thread::scope(|s| {
         let waits: Vec<_> = plans
             .iter()
             .map(|p| {
-                let token = &token;
                 s.spawn(move || {
+                    // a token of the Keystone this cloud's Cinder validates against
+                    let token = keystone::issue_token(
+                        http,
+                        &p.keystone,
+                        "admin",
+                        keystone::ADMIN_PASSWORD,
+                        "admin",
+                    )?;
                     glance::wait_ready(root, http, p, long)?;
-                    cinder::wait_pool(root, http, p, token, &p.cinder_host(), long)
+                    cinder::wait_pool(root, http, p, &token, &p.cinder_host(), long)
                 })
             })
             .collect();
@@ -524,14 +595,30 @@ fn wait_apis_ready(
 }
 
 /// What the clouds look like to a client, once they run.
-fn describe_clouds(root: &Path, plans: &[CloudPlan; 2], ids: keystone::Ids) -> OpenStackInfo {
+fn describe_clouds(
+    root: &Path,
+    plans: &[CloudPlan; 2],
+    ids: &[(&'static str, keystone::Ids)],
+) -> OpenStackInfo {
     let [src, dst] = plans;
-    let keystone_url = format!("{}/v3", keystone::base_url());
+    let ids_of = |k: &keystone::Keystone| {
+        ids.iter()
+            .find(|(name, _)| *name == k.name)
+            .map(|(_, i)| i.clone())
+            .unwrap_or(keystone::Ids {
+                admin_project: String::new(),
+                member_project: String::new(),
+            })
+    };
+    let host_ids = ids_of(&src.keystone);
+    let keystone_url = format!("{}/v3", src.keystone.base_url());
     let cloud = |p: &CloudPlan| CloudInfo {
         region: p.site.name.clone(),
         admin_cloud: format!("{}-admin", p.site.name),
         member_cloud: format!("{}-member", p.site.name),
-        keystone_url: keystone_url.clone(),
+        keystone_url: format!("{}/v3", p.keystone.base_url()),
+        admin_project_id: ids_of(&p.keystone).admin_project,
+        member_project_id: ids_of(&p.keystone).member_project,
         cinder_url: format!("http://127.0.0.1:{}/v3", p.cinder_port),
         glance_url: format!("http://127.0.0.1:{}", p.glance_port),
         cinder_host: p.cinder_host(),
@@ -548,13 +635,13 @@ fn describe_clouds(root: &Path, plans: &[CloudPlan; 2], ids: keystone::Ids) -> O
             username: "admin".into(),
             password: keystone::ADMIN_PASSWORD.into(),
             project_name: "admin".into(),
-            project_id: ids.admin_project,
+            project_id: host_ids.admin_project.clone(),
         },
         member: Credentials {
             username: "member".into(),
             password: keystone::MEMBER_PASSWORD.into(),
             project_name: "demo".into(),
-            project_id: ids.member_project,
+            project_id: host_ids.member_project,
         },
         source: cloud(src),
         destination: cloud(dst),
@@ -580,7 +667,7 @@ fn clouds_yaml(info: &OpenStackInfo) -> String {
                  password: {pw}\n      project_name: {project}\n      user_domain_name: Default\n      \
                  project_domain_name: Default\n    region_name: {region}\n    interface: public\n    \
                  identity_api_version: 3\n",
-                url = info.keystone_url.trim_end_matches("/v3"),
+                url = c.keystone_url.trim_end_matches("/v3"),
                 user = cred.username,
                 pw = cred.password,
                 project = cred.project_name,
@@ -618,8 +705,8 @@ fn stop_and_wipe(root: &Path) -> Result<(), Error> {
                 .to_string_lossy()
                 .trim_end_matches(".pid")
                 .to_string();
-            if name != "rabbitmq" && name != "keystone" && !services.iter().any(|d| d.name == name)
-            {
+            let keystone = name == keystone::HOST_NAME || name == keystone::DESTINATION_NAME;
+            if name != "rabbitmq" && !keystone && !services.iter().any(|d| d.name == name) {
                 services.push(process::Daemon::new(root, &name));
             }
         }
@@ -635,15 +722,24 @@ fn stop_and_wipe(root: &Path) -> Result<(), Error> {
         Ok::<(), Error>(())
     })?;
     step("cinder and glance stopped");
-    // 2. Keystone (Cinder/Glance may validate tokens while stopping) and RabbitMQ, then our
-    //    epmd: nothing uses either once Cinder and Glance are gone, so side by side.
+    // 2. The Keystones (Cinder/Glance may validate tokens while stopping) and RabbitMQ,
+    //    then our epmd: nothing uses either once Cinder and Glance are gone, so side by side.
+    //    Both Keystone records are tried: a half-finished `up` may not have recorded the
+    //    destination's chroot yet.
+    let keystones = [keystone::HOST_NAME, keystone::DESTINATION_NAME]
+        .map(|name| process::Daemon::new(root, name));
     thread::scope(|s| {
-        let ks = s.spawn(|| process::stop(&keystone::daemon(root).pid_file, grace).map(|_| ()));
+        let ks: Vec<_> = keystones
+            .iter()
+            .map(|d| s.spawn(move || process::stop(&d.pid_file, grace).map(|_| ())))
+            .collect();
         let mq = s.spawn(|| rabbit::stop(root));
-        join(ks, "stop keystone")?;
+        for h in ks {
+            join(h, "stop keystone")?;
+        }
         join(mq, "stop rabbitmq")
     })?;
-    step("keystone and rabbitmq stopped");
+    step("keystones and rabbitmq stopped");
     // 4. state
     for s in &sites {
         ceph::remove_keyrings(s)?;
@@ -682,7 +778,9 @@ pub fn log_files(state_dir: &Path) -> Vec<PathBuf> {
         }
     };
     add_dir(root.join("logs"), "out");
-    add_dir(keystone::dir(&root).join("log"), "log");
+    for name in [keystone::HOST_NAME, keystone::DESTINATION_NAME] {
+        add_dir(root.join(name).join("log"), "log");
+    }
     for site in recorded_sites(&root) {
         add_dir(cinder::dir(&root, &site).join("log"), "log");
         add_dir(glance::dir(&root, &site).join("log"), "log");
@@ -873,6 +971,63 @@ mod tests {
         let [src, dst] = plans(&[site("site-a"), site("site-b")], Some(root)).unwrap();
         assert_eq!(src.chroot, None, "the source cloud stays the host's");
         assert_eq!(dst.chroot.as_deref(), Some(root));
+    }
+
+    #[test]
+    fn a_destination_in_a_chroot_gets_its_own_keystone_from_that_chroot_and_the_source_keeps_the_hosts(
+    ) {
+        let site = |name: &str| CephSite {
+            name: name.into(),
+            conf: PathBuf::new(),
+            admin_keyring: PathBuf::new(),
+            fsid: String::new(),
+        };
+        let sites = [site("site-a"), site("site-b")];
+        let root = Path::new("/r");
+        let [src, dst] = plans(&sites, Some(root)).unwrap();
+        assert_eq!(src.keystone, keystone::Keystone::host("site-a"));
+        assert_eq!(dst.keystone.name, keystone::DESTINATION_NAME);
+        assert_eq!(dst.keystone.port, DESTINATION_KEYSTONE_PORT);
+        assert_eq!(dst.keystone.region, "site-b");
+        assert_eq!(dst.keystone.chroot.as_deref(), Some(root));
+        let both = plans(&sites, Some(root)).unwrap();
+        assert_eq!(keystones(&both).len(), 2);
+        // the destination's services validate tokens against their own Keystone
+        let section = dst.keystone.authtoken_section("cinder", "site-b");
+        assert!(
+            section.contains("auth_url = http://127.0.0.1:5001\n"),
+            "{section}"
+        );
+        assert!(section.contains("www_authenticate_uri = http://127.0.0.1:5001\n"));
+        // on the host's OpenStack, both clouds share the host's Keystone
+        let shared = plans(&sites, None).unwrap();
+        assert_eq!(shared[1].keystone, shared[0].keystone);
+        assert_eq!(keystones(&shared).len(), 1);
+        assert!(shared[1]
+            .keystone
+            .authtoken_section("glance", "site-b")
+            .contains("auth_url = http://127.0.0.1:5000\n"));
+    }
+
+    #[test]
+    fn each_cloud_in_clouds_yaml_and_the_env_points_at_its_own_keystone() {
+        let mut i = info();
+        i.destination.keystone_url = "http://127.0.0.1:5001/v3".into();
+        i.destination.admin_project_id = "dst999".into();
+        let y = clouds_yaml(&i);
+        let (a, b) = y.split_once("  site-b-admin:").unwrap();
+        assert_eq!(a.matches("auth_url: http://127.0.0.1:5000\n").count(), 2);
+        assert_eq!(b.matches("auth_url: http://127.0.0.1:5001\n").count(), 2);
+        assert!(!b.contains(":5000"));
+        let lines = i.env_lines();
+        assert!(lines.contains(
+            &"export RBD_RELAY_DST_CINDER_URL='http://127.0.0.1:8777/v3/dst999'".to_string()
+        ));
+        assert!(lines.contains(
+            &"export RBD_RELAY_SRC_CINDER_URL='http://127.0.0.1:8776/v3/abc123'".to_string()
+        ));
+        assert!(lines
+            .contains(&"export RBD_RELAY_DST_KEYSTONE_URL='http://127.0.0.1:5001/v3'".to_string()));
     }
 
     #[test]
