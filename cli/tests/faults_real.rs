@@ -765,13 +765,7 @@ fn a_destination_osd_serving_nothing_during_the_flatten_is_named_within_75_s_and
 /// The quota rows: the run is held (SIGSTOP) at the first event `at` accepts, the pool's
 /// quota set below what it stores and the run let go once Ceph flags the pool full, so the
 /// writes after it meet the full pool.
-fn quota_row(
-    mode: &str,
-    handover: &str,
-    bytes: usize,
-    at: impl Fn(&Value) -> bool,
-    fault: &str,
-) {
+fn quota_row(mode: &str, handover: &str, bytes: usize, at: impl Fn(&Value) -> bool, fault: &str) {
     let _one = one_at_a_time();
     let env = testenv::shared().expect("testenv");
     let pool = OwnPool::with_filler(&env.site_b().name);
