@@ -427,6 +427,13 @@ fn sync_progress(v: &Value) -> bool {
     v["event"] == "progress" && v["phase"] == "sync" && v["percent"] != 100.0
 }
 
+/// The copy's first progress short of the end: its writes are in flight.
+fn copy_progress(v: &Value) -> bool {
+    v["event"] == "progress"
+        && v["phase"] == "copy"
+        && v["percent"].as_f64().is_some_and(|p| p < 100.0)
+}
+
 fn error_line(v: &Value) -> bool {
     v["result"] == "error"
 }
@@ -660,11 +667,7 @@ fn osd_paused_during_the_copy(prefix: &str, on_source: bool, cause: &[&str], fau
     let mut f = run_with_fault(
         &v.args("journal", "copy", &[]),
         v.state(),
-        |e| {
-            e["event"] == "progress"
-                && e["phase"] == "copy"
-                && e["percent"].as_f64().is_some_and(|p| p < 100.0)
-        },
+        copy_progress,
         |pid| {
             assert!(send(pid as i32, "STOP"));
             let paused = Paused::in_effect(&site);
@@ -759,18 +762,18 @@ fn a_destination_osd_serving_nothing_during_the_flatten_is_named_within_75_s_and
     v.remove();
 }
 
-/// The quota rows: the run is held (SIGSTOP) as `step` starts, the pool's quota set below
-/// what it stores and the run let go once Ceph flags the pool full, so the step's writes
-/// meet the full pool.
-fn quota_row(mode: &str, handover: &str, step: &'static str, fault: &str) {
+/// The quota rows: the run is held (SIGSTOP) at the first event `at` accepts, the pool's
+/// quota set below what it stores and the run let go once Ceph flags the pool full, so the
+/// writes after it meet the full pool.
+fn quota_row(mode: &str, handover: &str, bytes: usize, at: impl Fn(&Value) -> bool, fault: &str) {
     let _one = one_at_a_time();
     let env = testenv::shared().expect("testenv");
     let pool = OwnPool::with_filler(&env.site_b().name);
-    let v = Volume::new("fault-quota", &pool.name);
+    let v = Volume::sized("fault-quota", &pool.name, bytes);
     let f = run_with_fault(
         &v.args(mode, handover, &[]),
         v.state(),
-        step_started(step),
+        at,
         |pid| {
             assert!(send(pid as i32, "STOP"));
             pool.fill();
@@ -799,7 +802,8 @@ fn a_destination_pool_over_quota_during_the_copy_is_named_with_its_quota_and_res
     quota_row(
         "journal",
         "copy",
-        "copy_replica",
+        24 << 20,
+        step_started("copy_replica"),
         "destination pool over quota, copy (journal, copy)",
     );
 }
@@ -809,7 +813,21 @@ fn a_destination_pool_over_quota_during_the_flatten_is_named_with_its_quota_and_
     quota_row(
         "snapshot",
         "clone",
-        "flatten_copy",
+        24 << 20,
+        step_started("flatten_copy"),
         "destination pool over quota, flatten (snapshot, clone)",
+    );
+}
+
+#[test]
+fn a_destination_pool_filling_up_with_the_copys_writes_in_flight_is_named_with_its_quota_and_resume_converges(
+) {
+    // 96 MiB, as the OSD rows mid-copy: the copy is still writing when the pool is flagged full
+    quota_row(
+        "journal",
+        "copy",
+        96 << 20,
+        copy_progress,
+        "destination pool over quota, mid-copy with writes in flight (journal, copy)",
     );
 }

@@ -36,8 +36,11 @@ pub(crate) const READERS: usize = 2;
 pub(crate) const CHECKERS: usize = 2;
 /// Pieces the writer has in flight at once (`rbd_aio_write`): one synchronous write at a
 /// time waits on the OSD for every piece (about 6 ms per 4 MiB here). Pieces are at most
-/// 1 MiB (the engine's memory bound, see `real/memory.rs`), so this holds at most 6 MiB.
-const WINDOW: usize = 6;
+/// 1 MiB (the engine's memory bound, see `real/memory.rs`), so this holds at most 4 MiB.
+/// 4, not 6: the copy trails rbd-mirror, and its readers' buffers (the window plus one being
+/// read per reader) were 2 MiB of the copy handover's peak RSS (session 8, see
+/// docs/architecture.md).
+const WINDOW: usize = 4;
 /// How long the writer waits for a write after sending it before it gives up on it and fails
 /// the copy, naming the copy (the writes are left in flight, see
 /// [`rbd::PendingWrite::abandon`]). Ceph's client fails one op after its op timeout (30 s in
@@ -49,8 +52,10 @@ const WRITE_LIMIT: Duration = Duration::from_secs(40);
 const WRITE_POLL_MAX: Duration = Duration::from_millis(2);
 /// Buffers per reader: enough for its share of the writer's window plus one being read.
 const READ_AHEAD: usize = WINDOW.div_ceil(READERS) + 1;
-/// Buffers per checker.
-const AHEAD: usize = 2;
+/// Buffers per checker: one, the hasher takes the checkers' pieces in turns, so while it
+/// hashes one checker's piece the other checker reads the next (2 each held 2 MiB more at
+/// the copy handover's peak, session 8).
+const AHEAD: usize = 1;
 /// How often `ready` is polled while the copy waits for the source.
 const POLL: Duration = Duration::from_millis(100);
 /// Granularity of hole detection: all-zero blocks of this size are not written.
