@@ -256,10 +256,14 @@ impl Renderer<'_> {
             sh_quote(&names(original - lost))
         );
         let _ = writeln!(s, "MIRROR_SNAPSHOTS_BEFORE={}", sh_quote(&before.join(" ")));
+        self.payload_variables(s);
         s.push_str(RELEASE_PRECONDITIONS);
         self.clone_steps(s, |step| match step {
             Step::ReleaseSource => Some(STEP_RELEASE_SOURCE),
             Step::RestoreFeatures { .. } => Some(STEP_RESTORE_FEATURES),
+            Step::RestoreJournalPayload { .. } => {
+                Some(crate::cleanup::STEP_RESTORE_JOURNAL_PAYLOAD)
+            }
             _ => None,
         })?;
         let restores = self

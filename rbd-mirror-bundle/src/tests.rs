@@ -658,9 +658,24 @@ fn a_clone_bundle_has_the_cutover_scripts_in_run_order_and_the_roll_back_apart()
         kinds(Script::VerifyHandover),
         ["verify_handover", "flatten_copy"]
     );
+    // live journal mode: the writer's journal payload is set before the features and put
+    // back after them
+    assert_eq!(
+        kinds(Script::Source),
+        [
+            "preflight",
+            "set_journal_payload",
+            "enable_features",
+            "enable_mirroring"
+        ]
+    );
     assert_eq!(
         kinds(Script::Release),
-        ["release_source", "restore_features"]
+        [
+            "release_source",
+            "restore_features",
+            "restore_journal_payload"
+        ]
     );
     assert_eq!(kinds(Script::RemoveReplica), ["remove_replica"]);
     assert_eq!(
