@@ -1176,3 +1176,62 @@ fn a_snapshot_mode_cold_cutover_does_not_count_rbd_mirrors_watch_as_a_user() {
     );
     assert!(!calls.contains("demote"), "{calls}");
 }
+
+#[test]
+fn a_live_journal_bundle_sets_the_payload_in_the_source_script_and_puts_the_users_own_back() {
+    let mut live_copy = volume_plan(MirrorImageMode::Journal).migration;
+    live_copy.live = Some(Live { idle_for_ms: 2000 });
+    live_copy.allow_live = true;
+    let mut own = facts(Features::LAYERING | Features::EXCLUSIVE_LOCK);
+    own.journal_payload_before = Some("65536".into());
+    for (plan, restorer) in [
+        (
+            Plan::volume(live_copy, own.clone()),
+            "4-source-ceph-admin-cleanup.sh",
+        ),
+        (
+            {
+                let mut p = clone_plan(MirrorImageMode::Journal, Some(2000), false);
+                p.facts.journal_payload_before = Some("65536".into());
+                Plan::volume(p.migration, p.facts)
+            },
+            "7-source-ceph-admin-release.sh",
+        ),
+    ] {
+        let b = render(&plan, "x").unwrap();
+        let text = |name: &str| -> String {
+            b.files
+                .iter()
+                .find(|f| f.name == name)
+                .unwrap()
+                .contents
+                .clone()
+        };
+        let source = text("1-source-ceph-admin.sh");
+        let before = format!("PAYLOAD_BEFORE={}", sh_quote("65536"));
+        for want in [
+            format!(
+                "PAYLOAD_KEY={}",
+                sh_quote("conf_rbd_journal_max_payload_bytes")
+            ),
+            "JOURNAL_PAYLOAD=8388608".into(),
+            "PAYLOAD_BEFORE_SET=yes".into(),
+            before.clone(),
+            "converge_payload yes \"$JOURNAL_PAYLOAD\"".into(),
+        ] {
+            assert!(source.contains(&want), "{want} in {source}");
+        }
+        let at = |t: &str, s: &str| t.find(s).unwrap_or_else(|| panic!("{s} in {t}"));
+        assert!(
+            at(&source, "set_journal_payload (") < at(&source, "enable_features ("),
+            "the payload before the features"
+        );
+        let restore = text(restorer);
+        assert!(restore.contains(&before), "{restore}");
+        assert!(
+            at(&restore, "restore_features (") < at(&restore, "restore_journal_payload ("),
+            "the payload after the features"
+        );
+        assert!(restore.contains("converge_payload \"$PAYLOAD_BEFORE_SET\" \"$PAYLOAD_BEFORE\""));
+    }
+}
