@@ -230,23 +230,30 @@ impl Renderer<'_> {
     /// migration's value and the image's original as the plan recorded it. Nothing for
     /// another plan.
     pub(crate) fn payload_variables(&self, s: &mut String) {
+        if let Some(bytes) = self.payload_originals(s) {
+            let _ = writeln!(s, "JOURNAL_PAYLOAD={bytes}");
+            s.push_str(PAYLOAD_FUNCTIONS);
+        }
+    }
+
+    /// The key and the source's original of a plan that tunes the journal payload (for
+    /// the scripts that put it back); returns the migration's payload, `None` (nothing
+    /// written) for another plan.
+    pub(crate) fn payload_originals(&self, s: &mut String) -> Option<u64> {
         let p = self.plan;
-        let Some(bytes) = p.steps.iter().find_map(|st| match st {
+        let bytes = p.steps.iter().find_map(|st| match st {
             Step::SetJournalPayload { bytes } => Some(*bytes),
             _ => None,
-        }) else {
-            return;
-        };
+        })?;
         let before = p.facts.journal_payload_before.as_deref();
         let _ = writeln!(s, "PAYLOAD_KEY={}", sh_quote(JOURNAL_PAYLOAD_KEY));
-        let _ = writeln!(s, "JOURNAL_PAYLOAD={bytes}");
         let _ = writeln!(
             s,
             "PAYLOAD_BEFORE_SET={}",
             if before.is_some() { "yes" } else { "no" }
         );
         let _ = writeln!(s, "PAYLOAD_BEFORE={}", sh_quote(before.unwrap_or("")));
-        s.push_str(PAYLOAD_FUNCTIONS);
+        Some(bytes)
     }
 
     pub(crate) fn step_header(&self, s: &mut String, index: usize) {

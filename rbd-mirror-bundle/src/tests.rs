@@ -1233,5 +1233,15 @@ fn a_live_journal_bundle_sets_the_payload_in_the_source_script_and_puts_the_user
             "the payload after the features"
         );
         assert!(restore.contains("converge_payload \"$PAYLOAD_BEFORE_SET\" \"$PAYLOAD_BEFORE\""));
+        if restorer.starts_with('7') {
+            // the clone took the replica's metadata: the verify script gives the copy the
+            // source's own back
+            let verify = text("6-destination-ceph-admin-verify.sh");
+            assert!(verify.contains(&before), "{verify}");
+            assert!(
+                verify.contains("current_copy image-meta set \"$PAYLOAD_KEY\" \"$PAYLOAD_BEFORE\""),
+                "{verify}"
+            );
+        }
     }
 }
