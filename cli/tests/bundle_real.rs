@@ -915,6 +915,7 @@ fn every_plan_variant_renders_shellcheck_clean_scripts() {
         destination_pool_mode: pool_mode,
         mirroring_was_enabled: mirrored,
         watchers: vec![],
+        journal_payload_before: None,
     };
     let base = |image: &str, mode: MirrorImageMode| {
         let mut m = VolumeMigration::new(

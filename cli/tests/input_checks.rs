@@ -231,6 +231,7 @@ fn recorded_state() -> rbd_mirror_core::state::RunState {
         destination_pool_mode: PoolMirrorMode::Image,
         mirroring_was_enabled: false,
         watchers: vec![],
+        journal_payload_before: None,
     };
     rbd_mirror_core::state::RunState::new(Plan::volume(m, facts))
 }

@@ -187,6 +187,16 @@ fn live_with_a_writer_that_stops(mode: &str) {
     let state_dir = tempfile::tempdir().unwrap();
     let state = state_dir.path().to_str().unwrap().to_string();
     let args = migrate_args(&a, &b, &spec, mode, &["--live", "--idle-for", "2"]);
+    // the user's own journal payload override: a live journal migration sets its own while
+    // it runs (before journaling is enabled under the writer) and puts this one back
+    let key = rbd_mirror_core::plan::JOURNAL_PAYLOAD_KEY;
+    rbd(&a, &["image-meta", "set", &spec, key, "65536"]);
+    let payload = || {
+        rbd(&a, &["image-meta", "get", &spec, key])
+            .trim()
+            .to_string()
+    };
+    let mut payload_while_waiting = None;
 
     let mut writer = Some(Writer::start(env.site_a(), "volumes", &image, 20.0).unwrap());
     let mut waits_seen = 0;
@@ -204,6 +214,9 @@ fn live_with_a_writer_that_stops(mode: &str) {
                 "{detail}"
             );
             waits_seen += 1;
+            if waits_seen == 1 {
+                payload_while_waiting = Some(payload());
+            }
             if waits_seen == 2 {
                 // 5 s of waiting while written to; now the instance "shuts down"
                 let w = writer.take().unwrap();
@@ -240,6 +253,41 @@ fn live_with_a_writer_that_stops(mode: &str) {
     );
     assert_handed_over(&a, &b, &image, &original, &want);
     eprintln!("live {mode}: {:.1} s", took.as_secs_f64());
+    let tuned = rbd_mirror_core::plan::JOURNAL_PAYLOAD_BYTES.to_string();
+    assert_eq!(
+        payload_while_waiting.as_deref(),
+        Some(if mode == "journal" {
+            tuned.as_str()
+        } else {
+            "65536"
+        }),
+        "the source's payload while the migration waited for the cutover"
+    );
+    assert_eq!(
+        payload(),
+        "65536",
+        "the user's own payload back on the source"
+    );
+    // the clone took the replica's metadata, which rbd-mirror copied from the source while
+    // the migration had it changed: the copy ends with the source's own, no marker
+    let copy = format!("cinder/{image}");
+    let copy_meta = |k: &str| {
+        testenv::probe::try_rbd(&b, &["image-meta", "get", &copy, k])
+            .ok()
+            .map(|v| v.trim().to_string())
+    };
+    if mode == "journal" {
+        assert_eq!(
+            copy_meta(key).as_deref(),
+            Some("65536"),
+            "the copy's payload"
+        );
+    }
+    assert_eq!(
+        copy_meta(rbd_mirror_core::preflight::SOURCE_MARKER_KEY),
+        None,
+        "no marker of the migration on the copy"
+    );
 
     // past its cutover: `cutover` has nothing to do, and says so
     let id = result["summary"]["id"].as_str().unwrap();

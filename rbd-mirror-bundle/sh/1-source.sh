@@ -53,6 +53,19 @@ else
     say "pool $SRC_POOL already mirrors in image mode"
 fi
 
+#@ step_set_journal_payload
+read_payload
+if [ "$PAYLOAD_SET" = "$PAYLOAD_BEFORE_SET" ] && [ "$PAYLOAD_NOW" = "$PAYLOAD_BEFORE" ]; then
+    say "image metadata $PAYLOAD_KEY as the plan recorded it: ${PAYLOAD_BEFORE:-not set}"
+elif [ "$PAYLOAD_SET" = yes ] && [ "$PAYLOAD_NOW" = "$JOURNAL_PAYLOAD" ]; then
+    say "image metadata $PAYLOAD_KEY is already this migration's $JOURNAL_PAYLOAD (its original, ${PAYLOAD_BEFORE:-not set}, goes back with the features)"
+else
+    fail "$SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE has image metadata $PAYLOAD_KEY '${PAYLOAD_NOW:-not set}', the plan recorded '${PAYLOAD_BEFORE:-not set}'; the image changed since the plan: generate a new bundle"
+fi
+# before journaling is enabled: the running writer's librbd reads it when it opens the new
+# journal (entries up to JOURNAL_PAYLOAD bytes, so rbd-mirror's replay keeps up)
+converge_payload yes "$JOURNAL_PAYLOAD"
+
 #@ step_enable_features
 if [ "$MSTATE" = enabled ]; then
     say "features already set"

@@ -48,6 +48,10 @@ NOW=$(features_of "$(src_image info)")
 [ "$NOW" = "$RESTORABLE_FEATURES" ] || fail "the source has features '$NOW', expected '$RESTORABLE_FEATURES'"
 say "features restored: $NOW"
 
+#@ step_restore_journal_payload
+converge_payload "$PAYLOAD_BEFORE_SET" "$PAYLOAD_BEFORE"
+say "image metadata $PAYLOAD_KEY as before the migration: ${PAYLOAD_BEFORE:-not set} (the migration had it at $JOURNAL_PAYLOAD)"
+
 #@ features_as_before
 NOW=$(features_of "$(src_image info)")
 [ "$NOW" = "$RESTORABLE_FEATURES" ] || fail "the source has features '$NOW', expected its original '$RESTORABLE_FEATURES'"

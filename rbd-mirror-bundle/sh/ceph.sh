@@ -65,9 +65,42 @@ remove_leftover_mirror_snapshots() {
         fi
     done
 }
-
 #@ destination_cluster
 dst_rbd() { rbd --conf "$DST_CONF" --cluster "$DST_CLUSTER" --id "$DST_ID" "$@"; }
 dst_ceph() { ceph --conf "$DST_CONF" --cluster "$DST_CLUSTER" --id "$DST_ID" "$@"; }
 replica() { dst_rbd "$@" --pool "$REPLICA_POOL" --namespace "$REPLICA_NAMESPACE" --image "$REPLICA_IMAGE"; }
 copy() { dst_rbd "$@" --pool "$COPY_POOL" --namespace "$COPY_NAMESPACE" --image "$COPY_IMAGE"; }
+
+#@ payload_functions
+# read_payload: the source's journal payload override (image metadata $PAYLOAD_KEY, a live
+# journal-mode migration's) into PAYLOAD_NOW and PAYLOAD_SET (yes, or no when the image has
+# none); stops on any other failure to read it
+read_payload() {
+    if PAYLOAD_NOW=$(src_image image-meta get "$PAYLOAD_KEY" 2>/dev/null); then
+        PAYLOAD_SET=yes
+    else
+        _rc=$?
+        # rbd exits 2 (ENOENT) for a key the image does not have
+        [ "$_rc" -eq 2 ] || fail "cannot read image metadata $PAYLOAD_KEY of $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE as client.$SRC_ID (rbd exit $_rc)"
+        PAYLOAD_NOW=''
+        PAYLOAD_SET=no
+    fi
+}
+# converge_payload SET VALUE: bring the source's $PAYLOAD_KEY to VALUE (SET=yes) or to no
+# key at all (SET=no); a re-run finds it done
+converge_payload() {
+    read_payload
+    if [ "$1" = yes ]; then
+        if [ "$PAYLOAD_SET" = yes ] && [ "$PAYLOAD_NOW" = "$2" ]; then
+            say "image metadata $PAYLOAD_KEY is already $2"
+        else
+            say "set image metadata $PAYLOAD_KEY = $2 on $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE"
+            src_image image-meta set "$PAYLOAD_KEY" "$2"
+        fi
+    elif [ "$PAYLOAD_SET" = yes ]; then
+        say "remove image metadata $PAYLOAD_KEY from $SRC_CLUSTER:$SRC_POOL/$SRC_IMAGE (it had none before the migration)"
+        src_image image-meta remove "$PAYLOAD_KEY"
+    else
+        say "image metadata $PAYLOAD_KEY is already not set"
+    fi
+}

@@ -287,6 +287,17 @@ HAVE=$(sha256_of read_back)
 state_set verified_digest "$REPLICA_DIGEST"
 say "the flattened copy equals the replica's handover snapshot (sha256 $HAVE)"
 
+#@ copy_journal_payload
+# the clone took the replica's image metadata, which rbd-mirror copied from the source while the
+# migration had the source's journal payload changed: the copy gets the source's own back
+if [ "$PAYLOAD_BEFORE_SET" = yes ]; then
+    say "image metadata $PAYLOAD_KEY of the copy: the source's own $PAYLOAD_BEFORE"
+    current_copy image-meta set "$PAYLOAD_KEY" "$PAYLOAD_BEFORE"
+elif current_copy image-meta get "$PAYLOAD_KEY" >/dev/null 2>&1; then
+    say "remove image metadata $PAYLOAD_KEY from the copy (the source had none)"
+    current_copy image-meta remove "$PAYLOAD_KEY"
+fi
+
 #@ verify_handoff
 
 # --- handoff: the digest of the replica's snapshot and of the flattened copy; the source

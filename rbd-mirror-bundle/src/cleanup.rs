@@ -17,6 +17,8 @@ const NOTHING_TO_CLEAN_UP: &str = section(CLEANUP, "nothing_to_clean_up");
 const STEP_DISABLE_MIRRORING: &str = section(CLEANUP, "step_disable_mirroring");
 const STEP_RESTORE_FEATURES: &str = section(CLEANUP, "step_restore_features");
 const FEATURES_AS_BEFORE: &str = section(CLEANUP, "features_as_before");
+pub(crate) const STEP_RESTORE_JOURNAL_PAYLOAD: &str =
+    section(CLEANUP, "step_restore_journal_payload");
 
 impl Renderer<'_> {
     /// The body of the cleanup script.
@@ -52,6 +54,7 @@ impl Renderer<'_> {
             let restorable = names(original - lost);
             let _ = writeln!(s, "RESTORABLE_FEATURES={}", sh_quote(&restorable));
         }
+        self.payload_variables(s);
         if carries(&Step::DisableMirroring) {
             let _ = writeln!(s, "MIRROR_SNAPSHOTS_BEFORE={}", sh_quote(&before.join(" ")));
         }
@@ -98,7 +101,9 @@ fn cleanup_step(step: &Step) -> Result<&'static str, BundleError> {
         | Step::RemoveReplica { .. } => Err(BundleError::not_in(step, "cleanup")),
         Step::DisableMirroring => Ok(STEP_DISABLE_MIRRORING),
         Step::RestoreFeatures { .. } => Ok(STEP_RESTORE_FEATURES),
+        Step::RestoreJournalPayload { .. } => Ok(STEP_RESTORE_JOURNAL_PAYLOAD),
         Step::Preflight
+        | Step::SetJournalPayload { .. }
         | Step::EnablePoolMirroring
         | Step::EnableFeatures { .. }
         | Step::EnableMirroring { .. }

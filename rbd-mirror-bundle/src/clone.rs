@@ -55,6 +55,7 @@ const HANDOVER_HANDOFF: &str = section(CLONE_DESTINATION, "handover_handoff");
 const VERIFY_PRECONDITIONS: &str = section(CLONE_DESTINATION, "verify_preconditions");
 const STEP_VERIFY_HANDOVER: &str = section(CLONE_DESTINATION, "step_verify_handover");
 const STEP_FLATTEN_COPY: &str = section(CLONE_DESTINATION, "step_flatten_copy");
+const COPY_JOURNAL_PAYLOAD: &str = section(CLONE_DESTINATION, "copy_journal_payload");
 const VERIFY_HANDOFF: &str = section(CLONE_DESTINATION, "verify_handoff");
 const REMOVE_PRECONDITIONS: &str = section(CLONE_DESTINATION, "remove_preconditions");
 const STEP_REMOVE_REPLICA: &str = section(CLONE_DESTINATION, "step_remove_replica");
@@ -217,12 +218,16 @@ impl Renderer<'_> {
             // the clone was grown to a whole GiB for Cinder: the read-back covers the source's size
             let _ = writeln!(s, "SOURCE_SIZE={}", self.plan.facts.size);
         }
+        let payload = self.payload_originals(s).is_some();
         s.push_str(VERIFY_PRECONDITIONS);
         self.clone_steps(s, |step| match step {
             Step::VerifyHandover { .. } => Some(STEP_VERIFY_HANDOVER),
             Step::FlattenCopy => Some(STEP_FLATTEN_COPY),
             _ => None,
         })?;
+        if payload {
+            s.push_str(COPY_JOURNAL_PAYLOAD);
+        }
         s.push_str(VERIFY_HANDOFF);
         self.hand_to_next(s);
         Ok(())
@@ -256,10 +261,14 @@ impl Renderer<'_> {
             sh_quote(&names(original - lost))
         );
         let _ = writeln!(s, "MIRROR_SNAPSHOTS_BEFORE={}", sh_quote(&before.join(" ")));
+        self.payload_variables(s);
         s.push_str(RELEASE_PRECONDITIONS);
         self.clone_steps(s, |step| match step {
             Step::ReleaseSource => Some(STEP_RELEASE_SOURCE),
             Step::RestoreFeatures { .. } => Some(STEP_RESTORE_FEATURES),
+            Step::RestoreJournalPayload { .. } => {
+                Some(crate::cleanup::STEP_RESTORE_JOURNAL_PAYLOAD)
+            }
             _ => None,
         })?;
         let restores = self

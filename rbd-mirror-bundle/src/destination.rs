@@ -134,6 +134,8 @@ fn destination_step(step: &Step) -> Result<&'static str, BundleError> {
         Step::GrowCopy { .. } => Ok(STEP_GROW_COPY),
         Step::Preflight
         | Step::EnablePoolMirroring
+        | Step::SetJournalPayload { .. }
+        | Step::RestoreJournalPayload { .. }
         | Step::EnableFeatures { .. }
         | Step::EnableMirroring { .. }
         | Step::DisableMirroring

@@ -232,7 +232,12 @@ impl Script {
     /// build here until it has a script.
     pub fn for_step(step: &Step, flow: Flow) -> Script {
         match (flow, step) {
-            (Flow::Copy, Step::DisableMirroring | Step::RestoreFeatures { .. }) => Script::Cleanup,
+            (
+                Flow::Copy,
+                Step::DisableMirroring
+                | Step::RestoreFeatures { .. }
+                | Step::RestoreJournalPayload { .. },
+            ) => Script::Cleanup,
             (Flow::Clone, Step::WaitForCutover { .. } | Step::DemoteSource) => Script::Cutover,
             (
                 Flow::Clone,
@@ -242,12 +247,18 @@ impl Script {
             (Flow::Clone, Step::VerifyHandover { .. } | Step::FlattenCopy) => {
                 Script::VerifyHandover
             }
-            (Flow::Clone, Step::ReleaseSource | Step::RestoreFeatures { .. }) => Script::Release,
+            (
+                Flow::Clone,
+                Step::ReleaseSource
+                | Step::RestoreFeatures { .. }
+                | Step::RestoreJournalPayload { .. },
+            ) => Script::Release,
             (Flow::Clone, Step::RemoveReplica { .. }) => Script::RemoveReplica,
             (
                 _,
                 Step::Preflight
                 | Step::EnablePoolMirroring
+                | Step::SetJournalPayload { .. }
                 | Step::EnableFeatures { .. }
                 | Step::EnableMirroring { .. }
                 | Step::WaitForReplica

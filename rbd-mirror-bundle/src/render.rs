@@ -5,10 +5,13 @@
 use std::fmt::Write as _;
 
 use rbd_mirror_core::features::MirrorImageMode;
-use rbd_mirror_core::plan::Plan;
+use rbd_mirror_core::plan::{Plan, Step, JOURNAL_PAYLOAD_KEY};
 use rbd_mirror_core::spec::{ClusterSpec, ImageSpec};
 
 use crate::template::{section, CEPH, COMMON, COMPLETION};
+
+/// The functions that read and converge the source's journal payload override.
+const PAYLOAD_FUNCTIONS: &str = section(CEPH, "payload_functions");
 use crate::{sh_quote, BundleError, Flow, Script};
 
 const COMMON_FUNCTIONS: &str = section(COMMON, "functions");
@@ -223,6 +226,36 @@ impl Renderer<'_> {
     }
 
     /// The comment and `say` that open the section of plan step `index`.
+    /// The journal payload's names of a plan that tunes it (live journal mode): the key, this
+    /// migration's value and the image's original as the plan recorded it. Nothing for
+    /// another plan.
+    pub(crate) fn payload_variables(&self, s: &mut String) {
+        if let Some(bytes) = self.payload_originals(s) {
+            let _ = writeln!(s, "JOURNAL_PAYLOAD={bytes}");
+            s.push_str(PAYLOAD_FUNCTIONS);
+        }
+    }
+
+    /// The key and the source's original of a plan that tunes the journal payload (for
+    /// the scripts that put it back); returns the migration's payload, `None` (nothing
+    /// written) for another plan.
+    pub(crate) fn payload_originals(&self, s: &mut String) -> Option<u64> {
+        let p = self.plan;
+        let bytes = p.steps.iter().find_map(|st| match st {
+            Step::SetJournalPayload { bytes } => Some(*bytes),
+            _ => None,
+        })?;
+        let before = p.facts.journal_payload_before.as_deref();
+        let _ = writeln!(s, "PAYLOAD_KEY={}", sh_quote(JOURNAL_PAYLOAD_KEY));
+        let _ = writeln!(
+            s,
+            "PAYLOAD_BEFORE_SET={}",
+            if before.is_some() { "yes" } else { "no" }
+        );
+        let _ = writeln!(s, "PAYLOAD_BEFORE={}", sh_quote(before.unwrap_or("")));
+        Some(bytes)
+    }
+
     pub(crate) fn step_header(&self, s: &mut String, index: usize) {
         let step = &self.plan.steps[index];
         let _ = writeln!(

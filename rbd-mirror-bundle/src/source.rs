@@ -19,6 +19,7 @@ const POOL_MODE_IMAGE: &str = section(SOURCE, "pool_mode_image");
 const PRECONDITIONS_HOLD: &str = section(SOURCE, "preconditions_hold");
 const STEP_PREFLIGHT: &str = section(SOURCE, "step_preflight");
 const STEP_ENABLE_POOL_MIRRORING: &str = section(SOURCE, "step_enable_pool_mirroring");
+const STEP_SET_JOURNAL_PAYLOAD: &str = section(SOURCE, "step_set_journal_payload");
 const STEP_ENABLE_FEATURES: &str = section(SOURCE, "step_enable_features");
 const STEP_ENABLE_MIRRORING: &str = section(SOURCE, "step_enable_mirroring");
 const HANDOFF_JOURNAL: &str = section(SOURCE, "handoff_journal");
@@ -54,6 +55,7 @@ impl Renderer<'_> {
             "no"
         };
         let _ = writeln!(s, "MIRRORED_BEFORE={mirrored}");
+        self.payload_variables(s);
         let flow = Flow::of(p);
         let in_use = match flow {
             Flow::Copy => "writes after the copy are not in the copy",
@@ -116,6 +118,7 @@ fn source_step(step: &Step) -> Result<&'static str, BundleError> {
         | Step::ReleaseSource
         | Step::RemoveReplica { .. } => Err(BundleError::not_in(step, "source")),
         Step::Preflight => Ok(STEP_PREFLIGHT),
+        Step::SetJournalPayload { .. } => Ok(STEP_SET_JOURNAL_PAYLOAD),
         Step::EnablePoolMirroring => Ok(STEP_ENABLE_POOL_MIRRORING),
         Step::EnableFeatures { .. } => Ok(STEP_ENABLE_FEATURES),
         Step::EnableMirroring { .. } => Ok(STEP_ENABLE_MIRRORING),
@@ -125,6 +128,7 @@ fn source_step(step: &Step) -> Result<&'static str, BundleError> {
         | Step::Verify
         | Step::DisableMirroring
         | Step::RestoreFeatures { .. }
+        | Step::RestoreJournalPayload { .. }
         | Step::AdoptVolume { .. }
         | Step::GrowCopy { .. }
         | Step::SnapshotAndProtect { .. }

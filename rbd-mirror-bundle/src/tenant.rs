@@ -64,6 +64,8 @@ impl Renderer<'_> {
                 }
                 Step::Preflight
                 | Step::EnablePoolMirroring
+                | Step::SetJournalPayload { .. }
+                | Step::RestoreJournalPayload { .. }
                 | Step::EnableFeatures { .. }
                 | Step::EnableMirroring { .. }
                 | Step::WaitForReplica

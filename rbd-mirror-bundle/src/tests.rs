@@ -658,9 +658,24 @@ fn a_clone_bundle_has_the_cutover_scripts_in_run_order_and_the_roll_back_apart()
         kinds(Script::VerifyHandover),
         ["verify_handover", "flatten_copy"]
     );
+    // live journal mode: the writer's journal payload is set before the features and put
+    // back after them
+    assert_eq!(
+        kinds(Script::Source),
+        [
+            "preflight",
+            "set_journal_payload",
+            "enable_features",
+            "enable_mirroring"
+        ]
+    );
     assert_eq!(
         kinds(Script::Release),
-        ["release_source", "restore_features"]
+        [
+            "release_source",
+            "restore_features",
+            "restore_journal_payload"
+        ]
     );
     assert_eq!(kinds(Script::RemoveReplica), ["remove_replica"]);
     assert_eq!(
@@ -1160,4 +1175,73 @@ fn a_snapshot_mode_cold_cutover_does_not_count_rbd_mirrors_watch_as_a_user() {
         "{err}"
     );
     assert!(!calls.contains("demote"), "{calls}");
+}
+
+#[test]
+fn a_live_journal_bundle_sets_the_payload_in_the_source_script_and_puts_the_users_own_back() {
+    let mut live_copy = volume_plan(MirrorImageMode::Journal).migration;
+    live_copy.live = Some(Live { idle_for_ms: 2000 });
+    live_copy.allow_live = true;
+    let mut own = facts(Features::LAYERING | Features::EXCLUSIVE_LOCK);
+    own.journal_payload_before = Some("65536".into());
+    for (plan, restorer) in [
+        (
+            Plan::volume(live_copy, own.clone()),
+            "4-source-ceph-admin-cleanup.sh",
+        ),
+        (
+            {
+                let mut p = clone_plan(MirrorImageMode::Journal, Some(2000), false);
+                p.facts.journal_payload_before = Some("65536".into());
+                Plan::volume(p.migration, p.facts)
+            },
+            "7-source-ceph-admin-release.sh",
+        ),
+    ] {
+        let b = render(&plan, "x").unwrap();
+        let text = |name: &str| -> String {
+            b.files
+                .iter()
+                .find(|f| f.name == name)
+                .unwrap()
+                .contents
+                .clone()
+        };
+        let source = text("1-source-ceph-admin.sh");
+        let before = format!("PAYLOAD_BEFORE={}", sh_quote("65536"));
+        for want in [
+            format!(
+                "PAYLOAD_KEY={}",
+                sh_quote("conf_rbd_journal_max_payload_bytes")
+            ),
+            "JOURNAL_PAYLOAD=8388608".into(),
+            "PAYLOAD_BEFORE_SET=yes".into(),
+            before.clone(),
+            "converge_payload yes \"$JOURNAL_PAYLOAD\"".into(),
+        ] {
+            assert!(source.contains(&want), "{want} in {source}");
+        }
+        let at = |t: &str, s: &str| t.find(s).unwrap_or_else(|| panic!("{s} in {t}"));
+        assert!(
+            at(&source, "set_journal_payload (") < at(&source, "enable_features ("),
+            "the payload before the features"
+        );
+        let restore = text(restorer);
+        assert!(restore.contains(&before), "{restore}");
+        assert!(
+            at(&restore, "restore_features (") < at(&restore, "restore_journal_payload ("),
+            "the payload after the features"
+        );
+        assert!(restore.contains("converge_payload \"$PAYLOAD_BEFORE_SET\" \"$PAYLOAD_BEFORE\""));
+        if restorer.starts_with('7') {
+            // the clone took the replica's metadata: the verify script gives the copy the
+            // source's own back
+            let verify = text("6-destination-ceph-admin-verify.sh");
+            assert!(verify.contains(&before), "{verify}");
+            assert!(
+                verify.contains("current_copy image-meta set \"$PAYLOAD_KEY\" \"$PAYLOAD_BEFORE\""),
+                "{verify}"
+            );
+        }
+    }
 }

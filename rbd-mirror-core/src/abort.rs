@@ -21,6 +21,9 @@
 //! - mirror snapshots of the source that did not exist before the migration;
 //! - the source's features, back to exactly the recorded original ones (as far as librbd
 //!   allows: a deep-flatten disabled with `--disable-object-map` cannot come back);
+//! - the source's journal payload override (image metadata
+//!   `conf_rbd_journal_max_payload_bytes`, set by a live journal-mode migration), back to
+//!   the image's own value, or removed when it had none;
 //! - the migration's marker on the source (image metadata, see
 //!   [`crate::preflight::SourceMarker`]), last.
 //!
@@ -152,6 +155,13 @@ fn undo_of(step: &Step, state: &RunState) -> UndoOf {
                 },
             }
         }
+        // the writer's journal payload: the image's own value back (or none)
+        Step::SetJournalPayload { .. } => UndoOf::steps(vec![
+            Step::RestoreJournalPayload {
+                original: facts.journal_payload_before.clone(),
+            },
+            Step::RemoveSourceMarker,
+        ]),
         // mirroring that was on before the migration stays on
         Step::EnableMirroring { .. } if facts.mirroring_was_enabled => {
             UndoOf::steps(vec![Step::RemoveSourceMarker])
@@ -176,7 +186,9 @@ fn undo_of(step: &Step, state: &RunState) -> UndoOf {
             UndoOf::default()
         }
         // they put the source back themselves
-        Step::DisableMirroring | Step::RestoreFeatures { .. } => {
+        Step::DisableMirroring
+        | Step::RestoreFeatures { .. }
+        | Step::RestoreJournalPayload { .. } => {
             UndoOf::steps(vec![Step::RemoveSourceMarker])
         }
         // once sent, the cloud owns the copy and abort refuses (RunState::handed_to_cloud);

@@ -89,6 +89,7 @@ pub async fn cleanup(
             s,
             Step::DisableMirroring
                 | Step::RestoreFeatures { .. }
+                | Step::RestoreJournalPayload { .. }
                 | Step::FlattenCopy
                 | Step::ReleaseSource
                 | Step::RemoveReplica { .. }

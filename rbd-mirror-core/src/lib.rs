@@ -51,3 +51,5 @@ mod exec_tests;
 mod fake;
 #[cfg(test)]
 mod ownership_tests;
+#[cfg(test)]
+mod payload_tests;

@@ -169,8 +169,36 @@ pub struct Adoption {
     pub no_grow: bool,
 }
 
+/// Image metadata key of the image-level override of librbd's `rbd_journal_max_payload_bytes`
+/// (librbd reads `conf_`-prefixed image metadata as that image's configuration): the
+/// largest journal entry a writer of the image makes. A live journal-mode migration sets it
+/// ([`Step::SetJournalPayload`]) before it enables journaling under the running writer,
+/// whose librbd reads it when it opens the new journal.
+pub const JOURNAL_PAYLOAD_KEY: &str = "conf_rbd_journal_max_payload_bytes";
+
+/// The value a live journal-mode migration gives [`JOURNAL_PAYLOAD_KEY`]: 8 MiB, so a
+/// write of up to 8 MiB is one journal entry instead of one per 16 KiB (librbd's default),
+/// and rbd-mirror's replay keeps up with the writer (see docs/architecture.md, "Journal
+/// live").
+pub const JOURNAL_PAYLOAD_BYTES: u64 = 8 << 20;
+
 /// One GiB: Cinder sizes volumes in whole GiB (manage-existing rounds an image's size up).
 pub const GIB: u64 = 1 << 30;
+
+/// Whether the plan tunes the writer's journal payload ([`Step::SetJournalPayload`] before
+/// the features, [`Step::RestoreJournalPayload`] after they are back): a live journal-mode
+/// migration that enables journaling itself, under a running writer whose librbd then
+/// opens the new journal with the image-level override. Not a cold one: nobody writes the
+/// source then (preflight refuses an image in use without `--allow-live`, and a cold copy
+/// does not carry writes made after it), so the override would change nothing. Not when
+/// journaling was on before: the writer's journal is already open with its own payload.
+fn tunes_journal_payload(m: &VolumeMigration, change: &FeatureChange) -> bool {
+    m.live.is_some()
+        && m.mode == MirrorImageMode::Journal
+        && change
+            .enable
+            .contains(crate::features::Features::JOURNALING)
+}
 
 /// The step growing the copy to the next whole GiB before its adoption, when it is adopted,
 /// its size is not a whole GiB and growing is not refused (`--no-grow`, then preflight
@@ -381,6 +409,11 @@ pub struct SourceFacts {
     pub mirroring_was_enabled: bool,
     /// Clients watching the image at preflight.
     pub watchers: Vec<String>,
+    /// The image's own value of [`JOURNAL_PAYLOAD_KEY`] before the migration (read by
+    /// preflight of a live journal-mode migration), `None` when it had none: what
+    /// [`Step::RestoreJournalPayload`] puts back. Plans recorded before it existed had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_payload_before: Option<String>,
 }
 
 impl SourceFacts {
@@ -398,6 +431,7 @@ impl SourceFacts {
             destination_pool_mode: PoolMirrorMode::Disabled,
             mirroring_was_enabled: false,
             watchers: Vec::new(),
+            journal_payload_before: None,
         }
     }
 
@@ -458,6 +492,7 @@ impl Plan {
         mut steps: Vec<Step>,
         restore: FeatureChange,
         lost: Features,
+        restore_payload: Option<Step>,
     ) -> Self {
         let snap = crate::exec::handover_snapshot().to_string();
         if let Some(live) = migration.live {
@@ -488,6 +523,7 @@ impl Plan {
                 lost,
             });
         }
+        steps.extend(restore_payload);
         steps.push(Step::RemoveReplica { snap });
         Self {
             version: PLAN_VERSION,
@@ -537,6 +573,12 @@ impl Plan {
             )
         };
         let during = change.apply(facts.features);
+        let payload = tunes_journal_payload(&migration, &change);
+        if payload {
+            steps.push(Step::SetJournalPayload {
+                bytes: JOURNAL_PAYLOAD_BYTES,
+            });
+        }
         if !change.is_empty() {
             steps.push(Step::EnableFeatures { change });
         }
@@ -545,8 +587,11 @@ impl Plan {
         });
         steps.push(Step::WaitForReplica);
         let (restore, lost) = plan_restore(during, facts.features);
+        let restore_payload = payload.then(|| Step::RestoreJournalPayload {
+            original: facts.journal_payload_before.clone(),
+        });
         if migration.hands_over_clone(&facts) {
-            return Self::clone_handover(migration, facts, steps, restore, lost);
+            return Self::clone_handover(migration, facts, steps, restore, lost, restore_payload);
         }
         steps.push(Step::CopyReplica);
         steps.push(Step::SetCopyFeatures {
@@ -561,6 +606,7 @@ impl Plan {
                     lost,
                 });
             }
+            steps.extend(restore_payload);
         }
         if let Some(r) = &migration.register {
             steps.push(Step::SnapshotAndProtect {
@@ -763,6 +809,7 @@ pub mod test_support {
             destination_pool_mode: PoolMirrorMode::Image,
             mirroring_was_enabled: false,
             watchers: vec![],
+            journal_payload_before: None,
         }
     }
 }

@@ -156,6 +156,11 @@ fn check(
     }
 
     let (user, mirror_snapshots_before) = check_snapshots(m, src, events, &mut problems);
+    let journal_payload_before = if m.live.is_some() && m.mode == MirrorImageMode::Journal {
+        read_journal_payload(m, src, &mut problems)
+    } else {
+        None
+    };
 
     if !problems.is_empty() {
         return Err(Error::Preflight(problems));
@@ -171,7 +176,32 @@ fn check(
         destination_pool_mode,
         mirroring_was_enabled,
         watchers,
+        journal_payload_before,
     })
+}
+
+/// The source image's own journal payload override (image metadata
+/// [`crate::plan::JOURNAL_PAYLOAD_KEY`]), which a live journal-mode migration replaces while
+/// it runs and puts back after ([`crate::plan::Step::SetJournalPayload`]).
+fn read_journal_payload(
+    m: &VolumeMigration,
+    src: &dyn CephOps,
+    problems: &mut Vec<Problem>,
+) -> Option<String> {
+    let key = crate::plan::JOURNAL_PAYLOAD_KEY;
+    match src.metadata_get(&m.image, key) {
+        Ok(v) => v,
+        Err(e) => {
+            problems.push(problem(
+                format!(
+                    "cannot read image metadata {key} of {}:{} ({e}), which a live journal-mode migration sets while it runs and puts back after",
+                    m.source.name, m.image
+                ),
+                "give the source's client read access to the image's metadata (`profile rbd`) and re-run",
+            ));
+            None
+        }
+    }
 }
 
 /// Two clusters, told apart by fsid, not by name or conf: two names or two conf files can

@@ -1029,6 +1029,16 @@ impl Executor {
         // the features the clone was made with (a resumed flatten turned the map off);
         // an object map enabled again is rebuilt from the objects
         let (d, t) = (dst.clone(), target.clone());
+        // librbd's clone copied the replica's image metadata, which rbd-mirror's sync copied
+        // from the source while this migration had it changed: the copy gets the source's
+        // own journal payload back, and no marker of this migration
+        let payload = state
+            .plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::SetJournalPayload { .. }))
+            .then(|| state.plan.facts.journal_payload_before.clone());
+        let id = state.plan.id.clone();
         on_ceph(
             "flatten_copy",
             dst.name().to_string(),
@@ -1038,6 +1048,16 @@ impl Executor {
                 converge_features(d.as_ref(), &t, wanted)?;
                 if !had_map && wanted.contains(Features::OBJECT_MAP) {
                     d.rebuild_object_map(&t, &mut |_, _| true)?;
+                }
+                if let Some(original) = payload {
+                    super::converge_journal_payload(d.as_ref(), &t, original.as_deref())?;
+                }
+                let marker = d.metadata_get(&t, preflight::SOURCE_MARKER_KEY)?;
+                let ours = marker
+                    .and_then(|v| serde_json::from_str::<preflight::SourceMarker>(&v).ok())
+                    .is_some_and(|mk| mk.migration == id);
+                if ours {
+                    d.metadata_remove(&t, preflight::SOURCE_MARKER_KEY)?;
                 }
                 Ok(())
             },

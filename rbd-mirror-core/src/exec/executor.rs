@@ -282,6 +282,13 @@ impl Executor {
         match step {
             Step::Preflight => self.preflight(state, file).await,
             Step::EnablePoolMirroring => self.enable_pool_mirroring(state).await,
+            Step::SetJournalPayload { bytes } => {
+                let value = bytes.to_string();
+                if self.set_journal_payload(step, state, Some(value)).await? {
+                    self.skipped(index, step, "the payload is already set");
+                }
+                Ok(())
+            }
             Step::EnableFeatures { change } => {
                 self.enable_features(step, index, state, change).await
             }
@@ -297,6 +304,29 @@ impl Executor {
             }
             Step::DisableMirroring => self.disable_mirroring(step, index, state).await,
             Step::RestoreFeatures { .. } => self.restore_features(state).await,
+            Step::RestoreJournalPayload { original } => {
+                if self
+                    .set_journal_payload(step, state, original.clone())
+                    .await?
+                {
+                    self.skipped(index, step, "the payload is already as it was");
+                } else if let Some(u) = &mut state.undo {
+                    // the undo of an abort: one line of its report
+                    let m = &state.plan.migration;
+                    u.undone.push(format!(
+                        "put image metadata {} of {}:{} back ({})",
+                        crate::plan::JOURNAL_PAYLOAD_KEY,
+                        m.source.name,
+                        m.image,
+                        original
+                            .as_ref()
+                            .map_or("removed: it had none".to_string(), |v| format!(
+                                "{v}, its own value"
+                            ))
+                    ));
+                }
+                Ok(())
+            }
             Step::GrowCopy { size } => {
                 let m = state.plan.migration.clone();
                 if self.grow_copy(&m, state, *size).await? {
@@ -475,6 +505,26 @@ impl Executor {
             .await?;
         }
         Ok(())
+    }
+
+    /// Bring the source's journal payload override ([`crate::plan::JOURNAL_PAYLOAD_KEY`])
+    /// to `wanted`: that value, or no key at all for `None`. Returns whether it already was
+    /// (a re-run converges; a user's own original is set back, never removed).
+    async fn set_journal_payload(
+        &self,
+        step: &Step,
+        state: &RunState,
+        wanted: Option<String>,
+    ) -> Result<bool> {
+        let src = self.src(step.kind())?;
+        let image = state.plan.migration.image.clone();
+        on_ceph(
+            step.kind(),
+            src.name().to_string(),
+            image.to_string(),
+            move || converge_journal_payload(src.as_ref(), &image, wanted.as_deref()),
+        )
+        .await
     }
 
     async fn enable_features(

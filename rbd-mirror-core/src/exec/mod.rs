@@ -181,6 +181,24 @@ pub(crate) fn converge_features(
     Ok(true)
 }
 
+/// Bring image metadata [`crate::plan::JOURNAL_PAYLOAD_KEY`] of `image` to `wanted` (that
+/// value, or no key for `None`). Returns whether it already was.
+pub(crate) fn converge_journal_payload(
+    ops: &dyn CephOps,
+    image: &ImageSpec,
+    wanted: Option<&str>,
+) -> std::result::Result<bool, OpsError> {
+    let key = crate::plan::JOURNAL_PAYLOAD_KEY;
+    if ops.metadata_get(image, key)?.as_deref() == wanted {
+        return Ok(true);
+    }
+    match wanted {
+        Some(v) => ops.metadata_set(image, key, v)?,
+        None => ops.metadata_remove(image, key)?,
+    }
+    Ok(false)
+}
+
 /// Remove an image this migration created (a partial or discarded copy). A killed run's
 /// watch on it lingers until the OSD times it out (~30 s), so `EBUSY` is retried for up to
 /// 90 s. An image that is already gone is fine (a re-run converges).
@@ -232,10 +250,12 @@ fn source_changes_left(state: &RunState) -> bool {
         .iter()
         .any(|s| match s {
             Step::EnablePoolMirroring
+            | Step::SetJournalPayload { .. }
             | Step::EnableFeatures { .. }
             | Step::EnableMirroring { .. }
             | Step::DisableMirroring
             | Step::RestoreFeatures { .. }
+            | Step::RestoreJournalPayload { .. }
             | Step::DemoteSource
             | Step::ReleaseSource
             | Step::DisableSourceMirroring

@@ -16,6 +16,15 @@ pub enum Step {
     Preflight,
     /// Set image-mode mirroring on the source and destination pools.
     EnablePoolMirroring,
+    /// Live journal mode: set the source image's own override of the writer's journal
+    /// payload (image metadata [`crate::plan::JOURNAL_PAYLOAD_KEY`]) before journaling is
+    /// enabled under the running writer, so its journal entries are up to `bytes` each
+    /// (fewer entries: rbd-mirror's replay keeps up). The image's original value is in the
+    /// facts and goes back with [`Step::RestoreJournalPayload`].
+    SetJournalPayload {
+        /// The payload in bytes.
+        bytes: u64,
+    },
     /// Change the source image's features so it can be mirrored.
     EnableFeatures {
         /// The change.
@@ -45,6 +54,13 @@ pub enum Step {
         change: FeatureChange,
         /// Features that cannot come back (deep-flatten once disabled).
         lost: Features,
+    },
+    /// Put the source image's journal payload override back as it was before
+    /// [`Step::SetJournalPayload`]: its original value, or none (the key removed). In a
+    /// plan after the features are back, and the undo of [`Step::SetJournalPayload`].
+    RestoreJournalPayload {
+        /// The image's own value before the migration, `None` when it had none.
+        original: Option<String>,
     },
     /// Grow the copy to `size` bytes, the next whole GiB, right before its adoption: Cinder
     /// records a volume of that size whatever the image's, and later Cinder operations
@@ -168,6 +184,7 @@ impl Step {
         match self {
             Step::Preflight => "preflight",
             Step::EnablePoolMirroring => "enable_pool_mirroring",
+            Step::SetJournalPayload { .. } => "set_journal_payload",
             Step::EnableFeatures { .. } => "enable_features",
             Step::EnableMirroring { .. } => "enable_mirroring",
             Step::WaitForReplica => "wait_for_replica",
@@ -176,6 +193,7 @@ impl Step {
             Step::Verify => "verify",
             Step::DisableMirroring => "disable_mirroring",
             Step::RestoreFeatures { .. } => "restore_features",
+            Step::RestoreJournalPayload { .. } => "restore_journal_payload",
             Step::GrowCopy { .. } => "grow_copy",
             Step::AdoptVolume { .. } => "adopt_volume",
             Step::SnapshotAndProtect { .. } => "snapshot_and_protect",
@@ -205,10 +223,12 @@ impl Step {
         match self {
             Step::Preflight
             | Step::EnablePoolMirroring
+            | Step::SetJournalPayload { .. }
             | Step::EnableFeatures { .. }
             | Step::EnableMirroring { .. }
             | Step::DisableMirroring
             | Step::RestoreFeatures { .. }
+            | Step::RestoreJournalPayload { .. }
             | Step::WaitForCutover { .. }
             | Step::DemoteSource
             | Step::ReleaseSource
@@ -251,6 +271,12 @@ impl Step {
                 "enable image-mode mirroring on pool {} on {src} and {dst}",
                 m.image.pool
             ),
+            Step::SetJournalPayload { bytes } => format!(
+                "set image metadata {} = {bytes} on {src}:{} before journaling is enabled (the running writer's journal entries up to {} MiB each, so rbd-mirror's replay keeps up; the original is put back with the features)",
+                crate::plan::JOURNAL_PAYLOAD_KEY,
+                m.image,
+                bytes >> 20
+            ),
             Step::EnableFeatures { change } => {
                 format!("{change} on {src}:{}", m.image)
             }
@@ -284,6 +310,18 @@ impl Step {
                 }
                 s
             }
+            Step::RestoreJournalPayload { original } => match original {
+                Some(v) => format!(
+                    "set image metadata {} of {src}:{} back to its original {v}",
+                    crate::plan::JOURNAL_PAYLOAD_KEY,
+                    m.image
+                ),
+                None => format!(
+                    "remove image metadata {} from {src}:{} (it had none before the migration)",
+                    crate::plan::JOURNAL_PAYLOAD_KEY,
+                    m.image
+                ),
+            },
             Step::GrowCopy { size } => format!(
                 "grow {dst}:{} to {size} bytes ({} GiB, the size Cinder records; every byte stays, the new ones read as zeros)",
                 m.copy_target(),
