@@ -878,10 +878,18 @@ async fn stopped_before_the_demotion_with_a_backlog(
     (dir, a, b, w, m)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_promote_wait_says_how_far_the_replay_is_and_outwaits_its_patience_while_it_progresses()
-{
-    let (dir, a, b, w, m) = stopped_before_the_demotion_with_a_backlog(2000).await;
+/// The migration of `m` run again (in a task) with a 300 ms promote patience, and the
+/// details of the promote wait's progress events as they come.
+#[allow(clippy::type_complexity)]
+fn migrating_with_a_300_ms_promote_patience(
+    dir: &tempfile::TempDir,
+    a: &Arc<dyn crate::ops::CephOps>,
+    b: &Arc<dyn crate::ops::CephOps>,
+    m: &VolumeMigration,
+) -> (
+    tokio::task::JoinHandle<crate::error::Result<crate::exec::Summary>>,
+    Arc<std::sync::Mutex<Vec<String>>>,
+) {
     let mut o = crate::fake::fixtures::opts();
     o.wait.promote_patience = Duration::from_millis(300);
     let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -895,11 +903,19 @@ async fn the_promote_wait_says_how_far_the_replay_is_and_outwaits_its_patience_w
             }
         }
     };
-    let started = std::time::Instant::now();
     let task = tokio::spawn({
         let (m, a, b, d) = (m.clone(), a.clone(), b.clone(), dir.path().to_path_buf());
         async move { crate::exec::migrate_volume(&m, a, b, &d, &o, Arc::new(sink)).await }
     });
+    (task, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_promote_wait_says_how_far_the_replay_is_and_outwaits_its_patience_while_it_progresses()
+{
+    let (dir, a, b, w, m) = stopped_before_the_demotion_with_a_backlog(2000).await;
+    let started = std::time::Instant::now();
+    let (task, seen) = migrating_with_a_300_ms_promote_patience(&dir, &a, &b, &m);
     // rbd-mirror replays the backlog for 1.5 s, five times the patience, then the demotion
     for behind in (0..15).rev() {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -977,23 +993,7 @@ async fn a_replay_seen_only_in_the_journal_positions_keeps_the_promote_wait_goin
     // peer's commit position moving in the source's journal
     let (dir, a, b, w, m) = stopped_before_the_demotion_with_a_backlog(2000).await;
     w.lock().unwrap().peer_committed = Some(100);
-    let mut o = crate::fake::fixtures::opts();
-    o.wait.promote_patience = Duration::from_millis(300);
-    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let sink = {
-        let seen = seen.clone();
-        move |e: crate::event::Event| {
-            if let crate::event::Event::Progress(p) = e {
-                if p.phase == "promote_replica" {
-                    seen.lock().unwrap().push(p.detail);
-                }
-            }
-        }
-    };
-    let task = tokio::spawn({
-        let (m, a, b, d) = (m.clone(), a.clone(), b.clone(), dir.path().to_path_buf());
-        async move { crate::exec::migrate_volume(&m, a, b, &d, &o, Arc::new(sink)).await }
-    });
+    let (task, seen) = migrating_with_a_300_ms_promote_patience(&dir, &a, &b, &m);
     for committed in 1..=15 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         w.lock().unwrap().peer_committed = Some(100 + committed * 50);
