@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use librbd::{
     Cluster, ClusterConfig, ErrorKind, Image, ImageOptions, IoCtx, MirrorImageMode,
-    SnapNamespaceType, RBD_FEATURE_DEEP_FLATTEN, RBD_FEATURE_EXCLUSIVE_LOCK, RBD_FEATURE_FAST_DIFF,
-    RBD_FEATURE_JOURNALING, RBD_FEATURE_LAYERING, RBD_FEATURE_OBJECT_MAP, RBD_FEATURE_OPERATIONS,
+    MirrorImageState, SnapNamespaceType, RBD_FEATURE_DEEP_FLATTEN, RBD_FEATURE_EXCLUSIVE_LOCK,
+    RBD_FEATURE_FAST_DIFF, RBD_FEATURE_JOURNALING, RBD_FEATURE_LAYERING, RBD_FEATURE_OBJECT_MAP,
+    RBD_FEATURE_OPERATIONS,
 };
 
 #[path = "rbd_wrapper/helpers.rs"]
@@ -625,10 +626,19 @@ fn promote_after_demote_refusals(mode: MirrorImageMode) {
             .unwrap();
     }
     img.flush().unwrap();
-    // the replica exists and has started (it may still be syncing)
-    wait_for("replica on B", Duration::from_secs(120), || {
-        Image::open_read_only(&io_b, &s.name, None).ok()
-    });
+    // the replica exists and its mirror record is enabled (it may still be syncing). Until
+    // rbd-mirror's bootstrap finishes, the replica's record is CREATING (state 3, `Unknown`
+    // here), and a promote is refused with EINVAL ("mirroring is not currently enabled"):
+    // seen once in CI right after the replica became openable.
+    wait_for(
+        "replica on B with mirroring enabled",
+        Duration::from_secs(120),
+        || {
+            let r = Image::open_read_only(&io_b, &s.name, None).ok()?;
+            let info = r.mirror_info().ok()?;
+            (info.state == MirrorImageState::Enabled).then_some(())
+        },
+    );
     let replica_guard = ReplicaCleanup {
         io: &io_b,
         name: s.name.clone(),
