@@ -155,6 +155,7 @@ pub async fn abort_cmd(
     let (src, dst) = clusters(m).await?;
     let opts = AbortOptions {
         discard_verified_copy: args.discard_verified_copy,
+        ..Default::default()
     };
     if args.dry_run {
         reporter.undo_plan(&plan_abort(state_dir, &args.id, dst, opts).await?);

@@ -72,17 +72,20 @@ fn image_with_data(cluster: &str, pool: &str, image: &str, len: usize) {
 }
 
 fn mirror_snapshots(cluster: &str, pool: &str, image: &str) -> Vec<Value> {
+    all_snapshots(cluster, pool, image)
+        .into_iter()
+        .filter(|s| s["namespace"]["type"] == "mirror")
+        .collect()
+}
+
+/// Every snapshot of the image, in every namespace.
+fn all_snapshots(cluster: &str, pool: &str, image: &str) -> Vec<Value> {
     let mut args = vec!["snap", "ls", "--all", "--format", "json"];
     args.extend(image_args(pool, image));
     let out = rbd_output(cluster, &args);
     assert!(out.status.success(), "{out:?}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["namespace"]["type"] == "mirror")
-        .cloned()
-        .collect()
+    v.as_array().unwrap().clone()
 }
 
 /// rbd-mirror removes a replica asynchronously once mirroring of its primary is disabled.
@@ -462,6 +465,14 @@ fn volume_bundle(mode: &str, source_only: bool) {
     assert!(r.stdout.contains("nothing to copy again"), "{}", r.stdout);
     assert!(info(&b, &into, &image).is_none(), "a second copy was made");
 
+    // what an image sync that a disable interrupted can leave on the source (rbd-mirror's
+    // journal sync point): the cleanup removes it once mirroring is off
+    let mut args = vec!["snap", "create", "--no-progress", "--snap"];
+    args.push(".rbd-mirror.5e7b3c1d-left-by.an-interrupted-sync");
+    args.extend(image_args(&pool, &image));
+    let out = rbd_output(&a, &args);
+    assert!(out.status.success(), "{out:?}");
+
     // 4. Ceph source admin's cleanup, twice
     for _ in 0..2 {
         let r = script(
@@ -486,6 +497,8 @@ fn volume_bundle(mode: &str, source_only: bool) {
         "mirroring off: {after}"
     );
     assert!(mirror_snapshots(&a, &pool, &image).is_empty());
+    let left = all_snapshots(&a, &pool, &image);
+    assert!(left.is_empty(), "no snapshot left on the source: {left:?}");
     assert!(gone_soon(&b, &pool, &image), "the replica is removed");
     let v = openstack(
         &os.clouds_yaml,

@@ -16,7 +16,7 @@ mod common;
 use common::{describe, relay, relay_env, BIN, REPLICA_GONE_LIMIT};
 use testenv::probe::{
     exists, image_with_data, info, mirror_snapshots, mirroring_off, rbd, sha, sha_of_first,
-    wait_gone,
+    snapshot_names, wait_gone,
 };
 
 /// An image in `volumes` with 40 MiB of non-repeating data (the sync takes a moment).
@@ -100,6 +100,17 @@ fn abort_after_kill_mid_wait(mode: &str) {
     let _logs = env.log_guard();
     let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
     let (image, spec) = make_image(&a, &format!("abort-{mode}"));
+    // the user's own snapshot, named like rbd-mirror's sync points: never removed
+    let users_own = ".rbd-mirror.the-users-own-from-before";
+    rbd(
+        &a,
+        &[
+            "snap",
+            "create",
+            "--no-progress",
+            &format!("{spec}@{users_own}"),
+        ],
+    );
     let original = info(&a, &spec)["features"].clone();
     let want = sha(&a, &spec);
     let state = tempfile::tempdir().unwrap();
@@ -124,6 +135,18 @@ fn abort_after_kill_mid_wait(mode: &str) {
     );
     let id = the_id(&s);
     assert!(!mirroring_off(&a, &spec), "mirroring was on when killed");
+    // what a journal image sync interrupted by the disable can leave on the source (seen in
+    // CI): rbd-mirror's sync point, made as the daemon's sync started
+    let sync_point = ".rbd-mirror.5e7b3c1d-left-by.an-interrupted-sync";
+    rbd(
+        &a,
+        &[
+            "snap",
+            "create",
+            "--no-progress",
+            &format!("{spec}@{sync_point}"),
+        ],
+    );
 
     // cleanup refuses an unverified copy, pointing at resume and abort; nothing changes
     let out = relay(&["cleanup", &id], &s);
@@ -159,6 +182,13 @@ fn abort_after_kill_mid_wait(mode: &str) {
     assert_eq!(info(&a, &spec)["features"], original, "features as before");
     assert!(mirroring_off(&a, &spec), "mirroring off");
     assert_eq!(mirror_snapshots(&a, &spec), 0, "no mirror snapshot left");
+    // nor any other: rbd-mirror's sync point of the interrupted sync included; the user's
+    // snapshot from before stays
+    assert_eq!(
+        snapshot_names(&a, &spec),
+        vec![users_own.to_string()],
+        "no snapshot of the migration left"
+    );
     assert_eq!(sha(&a, &spec), want, "source data untouched");
     assert!(!exists(&b, &format!("cinder/{image}")), "no copy");
     wait_gone(&b, &spec, REPLICA_GONE_LIMIT);
@@ -177,6 +207,15 @@ fn abort_after_kill_mid_wait(mode: &str) {
     let out = relay(&["resume", &id], &s);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("was aborted"));
+    rbd(
+        &a,
+        &[
+            "snap",
+            "rm",
+            "--no-progress",
+            &format!("{spec}@{users_own}"),
+        ],
+    );
     rbd(&a, &["rm", "--no-progress", &spec]);
 }
 
@@ -263,6 +302,11 @@ fn cleanup_after_a_verified_copy_keeps_it_and_restores_the_source() {
     assert!(mirroring_off(&a, &spec));
     assert_eq!(info(&a, &spec)["features"], original);
     assert_eq!(mirror_snapshots(&a, &spec), 0);
+    assert_eq!(
+        snapshot_names(&a, &spec),
+        Vec::<String>::new(),
+        "no snapshot left"
+    );
     assert_eq!(sha(&b, &format!("cinder/{image}")), want, "copy kept");
     wait_gone(&b, &spec, REPLICA_GONE_LIMIT);
     // again: nothing to do; --forget drops the finished record

@@ -48,6 +48,23 @@ mirror_snapshots() {
     }'
 }
 
+# sync_points JSON: rbd-mirror's journal sync points of an `rbd snap ls --all --format json`
+# output (user snapshots named .rbd-mirror.*, without spaces), one per line: ID NAME
+sync_points() {
+    printf '%s\n' "$1" | awk '{
+        n = split($0, parts, /\{"id":/)
+        for (i = 2; i <= n; i++) {
+            p = parts[i]
+            if (index(p, "\"type\":\"user\"") == 0) continue
+            if (!match(p, /"name":"\.rbd-mirror\.[A-Za-z0-9._-]*"/)) continue
+            name = substr(p, RSTART + 8, RLENGTH - 9)
+            id = p
+            sub(/[^0-9].*/, "", id)
+            print id, name
+        }
+    }'
+}
+
 #@ source_cluster
 src_ceph() { ceph --conf "$SRC_CONF" --cluster "$SRC_CLUSTER" --id "$SRC_ID" "$@"; }
 src_rbd() { rbd --conf "$SRC_CONF" --cluster "$SRC_CLUSTER" --id "$SRC_ID" "$@"; }
@@ -55,12 +72,21 @@ src_rbd() { rbd --conf "$SRC_CONF" --cluster "$SRC_CLUSTER" --id "$SRC_ID" "$@";
 src_rados() { rados --conf "$SRC_CONF" --cluster "$SRC_CLUSTER" --id "$SRC_ID" --pool "$SRC_POOL" --namespace "$SRC_NAMESPACE" "$@"; }
 src_image() { src_rbd "$@" --pool "$SRC_POOL" --namespace "$SRC_NAMESPACE" --image "$SRC_IMAGE"; }
 # remove the source's mirror snapshots this migration made: every one not named in
-# MIRROR_SNAPSHOTS_BEFORE (those were there before it began)
+# MIRROR_SNAPSHOTS_BEFORE (those were there before it began); and, once mirroring of the
+# source is off, rbd-mirror's journal sync points (user snapshots .rbd-mirror.UUID.UUID)
+# not named in SYNC_POINTS_BEFORE: a disable in the middle of an image sync can miss one
 remove_leftover_mirror_snapshots() {
     _snaps=$(src_image snap ls --all --format json)
     for _id in $(mirror_snapshots "$_snaps" | cut -d ' ' -f 1); do
         if ! has_word "$MIRROR_SNAPSHOTS_BEFORE" "$_id"; then
             say "remove leftover mirror snapshot $_id"
+            src_image snap rm --snap-id "$_id"
+        fi
+    done
+    [ "$(mirroring_of "$(src_image info)" state)" != enabled ] || return 0
+    sync_points "$_snaps" | while read -r _id _name; do
+        if ! has_word "$SYNC_POINTS_BEFORE" "$_name"; then
+            say "remove rbd-mirror's leftover sync point $_name"
             src_image snap rm --snap-id "$_id"
         fi
     done

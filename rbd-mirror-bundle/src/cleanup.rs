@@ -57,6 +57,11 @@ impl Renderer<'_> {
         self.payload_variables(s);
         if carries(&Step::DisableMirroring) {
             let _ = writeln!(s, "MIRROR_SNAPSHOTS_BEFORE={}", sh_quote(&before.join(" ")));
+            let _ = writeln!(
+                s,
+                "SYNC_POINTS_BEFORE={}",
+                sh_quote(&crate::render::sync_points_before(p))
+            );
         }
         s.push_str(PRECONDITIONS);
         if self.steps.is_empty() {

@@ -261,6 +261,11 @@ impl Renderer<'_> {
             sh_quote(&names(original - lost))
         );
         let _ = writeln!(s, "MIRROR_SNAPSHOTS_BEFORE={}", sh_quote(&before.join(" ")));
+        let _ = writeln!(
+            s,
+            "SYNC_POINTS_BEFORE={}",
+            sh_quote(&crate::render::sync_points_before(p))
+        );
         self.payload_variables(s);
         s.push_str(RELEASE_PRECONDITIONS);
         self.clone_steps(s, |step| match step {

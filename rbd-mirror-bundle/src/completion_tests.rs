@@ -497,3 +497,46 @@ fn the_rendered_scripts_carry_the_tested_functions() {
         assert!(b.files[1].contents.contains(SNAPSHOT_REPLICA_COMPLETION));
     }
 }
+
+/// `rbd snap ls --all --format json` (Ceph 16.2, from the test environment) of an image with a
+/// primary mirror snapshot, a snapshot named as rbd-mirror names its journal sync points, and a
+/// user's own snapshot.
+const SNAPS_WITH_A_SYNC_POINT: &str = r#"[{"id":28,"name":".mirror.primary.230cc41f-d1d7-4758-a4e8-0bf276d8bfc0.ec28eaf4-0f38-4f22-ba94-7d43f3a8e4cf","size":8388608,"protected":"false","timestamp":"Fri Dec  4 19:56:24 2026","namespace":{"type":"mirror","state":"primary","mirror_peer_uuids":["552c2b62-90ef-4aa4-adfd-cb7fda0a7be3"],"complete":true}},{"id":29,"name":".rbd-mirror.d1e2f3a4-0000-4c1b-9a55-111122223333.8f0e6a2c-5b7d-4e1f-a3c9-444455556666","size":8388608,"protected":"false","timestamp":"Fri Dec  4 19:56:24 2026","namespace":{"type":"user"}},{"id":30,"name":"plain","size":8388608,"protected":"false","timestamp":"Fri Dec  4 19:56:24 2026","namespace":{"type":"user"}}]"#;
+
+#[test]
+fn the_shell_lists_rbd_mirrors_sync_points_only() {
+    let spaced = edit(
+        SNAPS_WITH_A_SYNC_POINT,
+        r#""plain""#,
+        r#"".rbd-mirror.a b""#,
+    );
+    for shell in ["sh", "bash"] {
+        assert_eq!(
+            run(shell, r#"sync_points "$1""#, &[SNAPS_WITH_A_SYNC_POINT], ""),
+            "29 .rbd-mirror.d1e2f3a4-0000-4c1b-9a55-111122223333.8f0e6a2c-5b7d-4e1f-a3c9-444455556666\n",
+            "{shell}"
+        );
+        // a name the daemon never makes (a space) is not listed, so never removed
+        assert_eq!(
+            run(
+                shell,
+                r#"sync_points "$1" | cut -d ' ' -f 1"#,
+                &[&spaced],
+                ""
+            ),
+            "29\n",
+            "{shell}"
+        );
+        // the mirror snapshot is listed by its own function, the user's never
+        assert_eq!(
+            run(
+                shell,
+                r#"mirror_snapshots "$1""#,
+                &[SNAPS_WITH_A_SYNC_POINT],
+                ""
+            ),
+            "28 primary true -\n",
+            "{shell}"
+        );
+    }
+}

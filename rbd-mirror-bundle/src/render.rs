@@ -225,7 +225,6 @@ impl Renderer<'_> {
         }
     }
 
-    /// The comment and `say` that open the section of plan step `index`.
     /// The journal payload's names of a plan that tunes it (live journal mode): the key, this
     /// migration's value and the image's original as the plan recorded it. Nothing for
     /// another plan.
@@ -323,4 +322,17 @@ fn image_vars(out: &mut String, prefix: &str, i: &ImageSpec) {
     let _ = writeln!(out, "{prefix}_POOL={}", sh_quote(&i.pool.pool));
     let _ = writeln!(out, "{prefix}_NAMESPACE={}", sh_quote(&i.pool.namespace));
     let _ = writeln!(out, "{prefix}_IMAGE={}", sh_quote(&i.image));
+}
+
+/// The source's user snapshots from before the migration that look like rbd-mirror sync
+/// points (`.rbd-mirror.*`), space-separated: the scripts never remove those.
+pub(crate) fn sync_points_before(p: &Plan) -> String {
+    let names: Vec<&str> = p
+        .facts
+        .snapshots
+        .iter()
+        .filter(|n| n.starts_with(rbd_mirror_core::ops::SYNC_POINT_PREFIX))
+        .map(String::as_str)
+        .collect();
+    names.join(" ")
 }

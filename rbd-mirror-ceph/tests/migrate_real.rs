@@ -699,6 +699,7 @@ async fn an_image_under_the_copy_name_not_made_by_this_run_survives_a_rerun_and_
         f.dst.clone(),
         rbd_mirror_core::abort::AbortOptions {
             discard_verified_copy: true,
+            ..Default::default()
         },
         Arc::new(NullSink),
     )

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::abort::{abort, AbortOptions};
+use crate::abort::abort;
 use crate::event::NullSink;
 use crate::exec::migrate_volume;
 use crate::fake::fixtures::{data, migration_of, opts, DEFAULT};
@@ -96,7 +96,7 @@ async fn an_abort_dropped_at_any_await_is_finished_by_the_next_call() {
             &id,
             a.clone(),
             b.clone(),
-            AbortOptions::default(),
+            crate::fake::fixtures::abort_opts(),
             Arc::new(NullSink),
         );
         if tokio::time::timeout(Duration::from_millis(ms), undo)
@@ -114,7 +114,7 @@ async fn an_abort_dropped_at_any_await_is_finished_by_the_next_call() {
             &m.id(),
             a.clone(),
             b.clone(),
-            AbortOptions::default(),
+            crate::fake::fixtures::abort_opts(),
             Arc::new(NullSink),
         )
         .await
@@ -302,7 +302,7 @@ async fn read_only_calls_dropped_at_any_await_change_nothing() {
                     dir.path(),
                     &recorded.id(),
                     b.clone(),
-                    AbortOptions::default(),
+                    crate::fake::fixtures::abort_opts(),
                 ),
             )
             .await
@@ -348,9 +348,14 @@ async fn read_only_calls_dropped_at_any_await_change_nothing() {
         .await
         .unwrap();
     assert!(!p.steps.is_empty());
-    plan_abort(dir.path(), &recorded.id(), b, AbortOptions::default())
-        .await
-        .unwrap();
+    plan_abort(
+        dir.path(),
+        &recorded.id(),
+        b,
+        crate::fake::fixtures::abort_opts(),
+    )
+    .await
+    .unwrap();
 }
 
 /// `cleanup`, `delete_source` and the split roles' `adopt_image`, dropped at any await:

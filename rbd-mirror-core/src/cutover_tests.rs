@@ -487,6 +487,7 @@ async fn an_abort_after_a_clone_migration_stopped_at_any_cutover_step_puts_every
                 b.clone(),
                 AbortOptions {
                     discard_verified_copy: verified,
+                    ..crate::fake::fixtures::abort_opts()
                 },
                 Arc::new(NullSink),
             )

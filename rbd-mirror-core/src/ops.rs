@@ -112,6 +112,11 @@ impl PoolSpace {
     }
 }
 
+/// The name prefix of rbd-mirror's journal-mode sync points: user snapshots
+/// `.rbd-mirror.<mirror uuid>.<uuid>` the daemon makes on the primary for an image sync
+/// (and removes when the sync is done).
+pub const SYNC_POINT_PREFIX: &str = ".rbd-mirror.";
+
 /// Namespace of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]

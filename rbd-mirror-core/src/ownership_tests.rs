@@ -57,6 +57,7 @@ async fn a_copy_made_by_another_migration_survives_a_rerun_and_an_abort() {
         b,
         AbortOptions {
             discard_verified_copy: true,
+            ..crate::fake::fixtures::abort_opts()
         },
         Arc::new(NullSink),
     )
@@ -87,7 +88,7 @@ async fn a_copy_this_migration_made_is_recorded_by_id_and_removed_by_abort() {
         &m.id(),
         a,
         b,
-        AbortOptions::default(),
+        crate::fake::fixtures::abort_opts(),
         Arc::new(NullSink),
     )
     .await
@@ -224,7 +225,7 @@ async fn an_abort_after_a_lost_state_file_restores_the_originals_from_the_marker
         &m.id(),
         a,
         b,
-        AbortOptions::default(),
+        crate::fake::fixtures::abort_opts(),
         Arc::new(NullSink),
     )
     .await

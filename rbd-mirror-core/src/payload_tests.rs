@@ -209,6 +209,7 @@ async fn an_abort_of_a_live_journal_migration_stopped_at_any_step_puts_the_paylo
                     b.clone(),
                     AbortOptions {
                         discard_verified_copy: verified,
+                        ..crate::fake::fixtures::abort_opts()
                     },
                     Arc::new(NullSink),
                 )

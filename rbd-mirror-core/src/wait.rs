@@ -628,6 +628,11 @@ pub struct WaitOptions {
     /// is waited for, however long.
     #[serde(default = "default_promote_patience")]
     pub promote_patience: Duration,
+    /// An abort of a journal-mode migration keeps looking this long for a sync point
+    /// rbd-mirror makes late, after the source's mirroring is off (see
+    /// [`crate::abort::AbortOptions::sync_point_watch`]); nothing for a run.
+    #[serde(default)]
+    pub sync_point_watch: Duration,
 }
 
 fn default_promote_patience() -> Duration {
@@ -645,6 +650,7 @@ impl Default for WaitOptions {
             on_daemon_down: OnDaemonDown::Fail,
             initial_sync_only: false,
             promote_patience: default_promote_patience(),
+            sync_point_watch: Duration::ZERO,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::abort::{abort, AbortOptions};
+use crate::abort::abort;
 use crate::batch::{check_distinct, migrate_batch};
 use crate::cleanup::cleanup;
 use crate::error::Error;
@@ -257,7 +257,7 @@ async fn cleanup_forget_with_a_path_as_migration_id_is_refused_and_deletes_nothi
                 id,
                 a.clone(),
                 b.clone(),
-                AbortOptions::default(),
+                crate::fake::fixtures::abort_opts(),
                 Arc::new(NullSink),
             )
             .await
@@ -306,7 +306,7 @@ async fn a_state_file_whose_next_step_is_past_the_plan_is_refused_as_damaged() {
                 &id,
                 a.clone(),
                 b.clone(),
-                AbortOptions::default(),
+                crate::fake::fixtures::abort_opts(),
                 Arc::new(NullSink),
             )
             .await

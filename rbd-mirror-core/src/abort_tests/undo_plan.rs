@@ -146,9 +146,14 @@ async fn a_dry_run_shows_the_undo_plan_and_changes_nothing() {
     let file_before = std::fs::read(&path).unwrap();
 
     // a verified copy: refused as the abort would be
-    let e = plan_abort(dir.path(), &m.id(), b.clone(), AbortOptions::default())
-        .await
-        .unwrap_err();
+    let e = plan_abort(
+        dir.path(),
+        &m.id(),
+        b.clone(),
+        crate::fake::fixtures::abort_opts(),
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(&e, Error::AbortRefusedVerifiedCopy { copy, .. } if copy == "site-b:cinder/vol1"),
         "{e}"
@@ -159,6 +164,7 @@ async fn a_dry_run_shows_the_undo_plan_and_changes_nothing() {
         b.clone(),
         AbortOptions {
             discard_verified_copy: true,
+            ..crate::fake::fixtures::abort_opts()
         },
     )
     .await
@@ -203,7 +209,7 @@ async fn an_abort_interrupted_midway_continues_its_recorded_plan_and_blocks_othe
         &m.id(),
         a.clone(),
         b.clone(),
-        AbortOptions::default(),
+        crate::fake::fixtures::abort_opts(),
         Arc::new(NullSink),
     )
     .await
@@ -265,9 +271,14 @@ async fn an_abort_interrupted_midway_continues_its_recorded_plan_and_blocks_othe
     }
     assert_eq!(*w.lock().unwrap(), before);
     // the dry run shows where it stopped
-    let p = plan_abort(dir.path(), &m.id(), b.clone(), AbortOptions::default())
-        .await
-        .unwrap();
+    let p = plan_abort(
+        dir.path(),
+        &m.id(),
+        b.clone(),
+        crate::fake::fixtures::abort_opts(),
+    )
+    .await
+    .unwrap();
     assert_eq!((p.next_step, p.steps.len()), (2, 4));
 
     // the next abort continues at the features: it reports only what it did itself
@@ -276,7 +287,7 @@ async fn an_abort_interrupted_midway_continues_its_recorded_plan_and_blocks_othe
         &m.id(),
         a.clone(),
         b.clone(),
-        AbortOptions::default(),
+        crate::fake::fixtures::abort_opts(),
         Arc::new(NullSink),
     )
     .await
@@ -307,7 +318,7 @@ async fn an_abort_killed_between_two_undo_steps_is_listed_as_interrupted_and_con
         &m.id(),
         a.clone(),
         b.clone(),
-        AbortOptions::default(),
+        crate::fake::fixtures::abort_opts(),
         Arc::new(NullSink),
     )
     .await
@@ -331,7 +342,7 @@ async fn an_abort_killed_between_two_undo_steps_is_listed_as_interrupted_and_con
         &m.id(),
         a,
         b,
-        AbortOptions::default(),
+        crate::fake::fixtures::abort_opts(),
         Arc::new(NullSink),
     )
     .await

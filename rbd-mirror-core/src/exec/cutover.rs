@@ -1110,7 +1110,7 @@ impl Executor {
             });
         }
         let (s, image) = (src.clone(), m.image.clone());
-        let before = state.plan.facts.mirror_snapshots_before.clone();
+        let facts = state.plan.facts.clone();
         on_ceph(
             "release_source",
             src.name().to_string(),
@@ -1121,7 +1121,7 @@ impl Executor {
                 if !already {
                     s.disable_mirroring(&image, !mi.primary)?;
                 }
-                remove_mirror_snapshots_except(s.as_ref(), &image, &before)?;
+                remove_mirror_snapshots_except(s.as_ref(), &image, KeptSnapshots::of(&facts))?;
                 Ok(already)
             },
         )

@@ -4,7 +4,7 @@
 //! `background.rs`, the steps that talk to a cloud in `cloud_steps.rs`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::background::Background;
 use super::*;
@@ -416,7 +416,12 @@ impl Executor {
             }
             Step::RemoveMirrorSnapshots { kept } => {
                 let u = self.undo_context(step, state, file)?;
-                let work = undo::remove_mirror_snapshots(&u.src, &u.m, kept);
+                let before = state.plan.facts.snapshots.clone();
+                let watch = match u.m.mode {
+                    MirrorImageMode::Journal => self.opts.wait.sync_point_watch,
+                    MirrorImageMode::Snapshot => Duration::ZERO,
+                };
+                let work = undo::remove_mirror_snapshots(&u.src, &u.m, kept, &before, watch);
                 undo::record(work, index, step, state, u.events.as_ref()).await
             }
             Step::RestoreOriginalFeatures { original } => {
@@ -659,7 +664,7 @@ impl Executor {
         }
         let src = self.src(step.kind())?;
         let image = state.plan.migration.image.clone();
-        let before = state.plan.facts.mirror_snapshots_before.clone();
+        let facts = state.plan.facts.clone();
         let already = on_ceph(
             step.kind(),
             src.name().to_string(),
@@ -671,7 +676,7 @@ impl Executor {
                     src.disable_mirroring(&image, false)?;
                 }
                 // no mirror snapshot made by this migration is left behind
-                remove_mirror_snapshots_except(src.as_ref(), &image, &before)?;
+                remove_mirror_snapshots_except(src.as_ref(), &image, KeptSnapshots::of(&facts))?;
                 Ok(already)
             },
         )

@@ -16,7 +16,7 @@ use crate::cloud::{AdoptedVolume, CloudError, CloudImage, CloudOps};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink};
 use crate::features::{plan_restore, Features};
-use crate::ops::{CephOps, ErrorKind, OpsError};
+use crate::ops::{CephOps, ErrorKind, MirrorImageState, OpsError};
 use crate::plan::{Plan, Step, VolumeMigration};
 use crate::preflight;
 use crate::spec::ImageSpec;
@@ -744,18 +744,53 @@ pub(crate) fn record_created_id(
     record().map_err(|e| OpsError::new(ErrorKind::Other, "record created image id", e.to_string()))
 }
 
-/// Remove the mirror snapshots of `image` whose ids are not in `kept` (those from before
-/// the migration); returns how many went. No mirror snapshot a migration made is left.
+/// What a sweep of the source's snapshots keeps: what was there before the migration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeptSnapshots<'a> {
+    /// Ids of the mirror snapshots from before the migration.
+    pub(crate) mirror_ids: &'a [u64],
+    /// Names of the user snapshots from before the migration.
+    pub(crate) user_names: &'a [String],
+}
+
+impl<'a> KeptSnapshots<'a> {
+    /// What preflight recorded in `facts`.
+    pub(crate) fn of(facts: &'a crate::plan::SourceFacts) -> Self {
+        KeptSnapshots {
+            mirror_ids: &facts.mirror_snapshots_before,
+            user_names: &facts.snapshots,
+        }
+    }
+}
+
+/// Remove the mirror snapshots of `image` whose ids are not kept (those from before the
+/// migration) and, once mirroring of `image` is off, the rbd-mirror sync points
+/// (`.rbd-mirror.*` user snapshots) that were not there before; returns how many went.
+///
+/// A journal-mode image sync records its sync point in the journal client and then creates
+/// the snapshot; disabling mirroring removes the recorded ones, so a disable that lands
+/// between the two (an abort mid-sync) leaves the snapshot behind (seen in CI: the source
+/// then could not be removed, "image has snapshots"). No snapshot a migration caused is
+/// left.
 pub(crate) fn remove_mirror_snapshots_except(
     ops: &dyn CephOps,
     image: &ImageSpec,
-    kept: &[u64],
+    kept: KeptSnapshots<'_>,
 ) -> std::result::Result<usize, OpsError> {
+    let mirroring_off = ops.mirror_image(image)?.state == MirrorImageState::Disabled;
     let mut removed = 0;
     for s in ops.snapshots(image)? {
-        if matches!(s.namespace, crate::ops::SnapshotNamespace::Mirror { .. })
-            && !kept.contains(&s.id)
-        {
+        let ours = match s.namespace {
+            crate::ops::SnapshotNamespace::Mirror { .. } => !kept.mirror_ids.contains(&s.id),
+            // a sync point in use while mirroring is on is the daemon's, never touched
+            crate::ops::SnapshotNamespace::User => {
+                mirroring_off
+                    && s.name.starts_with(crate::ops::SYNC_POINT_PREFIX)
+                    && !kept.user_names.contains(&s.name)
+            }
+            crate::ops::SnapshotNamespace::Other => false,
+        };
+        if ours {
             ops.remove_snapshot_by_id(image, s.id)?;
             removed += 1;
         }

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::{converge_features, on_ceph, remove_own_image};
 use crate::error::{Error, Result};
@@ -15,6 +16,9 @@ use crate::ops::{CephOps, ErrorKind, MirrorImageState};
 use crate::plan::{Step, VolumeMigration};
 use crate::preflight;
 use crate::state::RunState;
+
+/// How often a sync-point watch looks again.
+const SYNC_POINT_POLL: Duration = Duration::from_millis(200);
 
 /// What one undo step found.
 pub(crate) enum Undone {
@@ -127,20 +131,41 @@ pub(super) async fn disable_source_mirroring(
     })
 }
 
-/// [`Step::RemoveMirrorSnapshots`]: remove the source's mirror snapshots except `kept`.
+/// [`Step::RemoveMirrorSnapshots`]: remove the source's mirror snapshots except `kept`, and
+/// rbd-mirror's sync points left behind except the user snapshots from before
+/// (`user_before`); then, for `watch`, remove any sync point the daemon makes late (it may
+/// create one just after the disable it raced, see
+/// [`crate::abort::AbortOptions::sync_point_watch`]).
 pub(super) async fn remove_mirror_snapshots(
     src: &Arc<dyn CephOps>,
     m: &VolumeMigration,
     kept: &[u64],
+    user_before: &[String],
+    watch: Duration,
 ) -> Result<Undone> {
-    let (s, image, kept) = (src.clone(), m.image.clone(), kept.to_vec());
-    let removed = on_ceph(
-        "remove_mirror_snapshots",
-        src.name().to_string(),
-        m.image.to_string(),
-        move || super::remove_mirror_snapshots_except(s.as_ref(), &image, &kept),
-    )
-    .await?;
+    let until = Instant::now() + watch;
+    let mut removed = 0;
+    loop {
+        let (s, image) = (src.clone(), m.image.clone());
+        let (kept, user_before) = (kept.to_vec(), user_before.to_vec());
+        removed += on_ceph(
+            "remove_mirror_snapshots",
+            src.name().to_string(),
+            m.image.to_string(),
+            move || {
+                let kept = super::KeptSnapshots {
+                    mirror_ids: &kept,
+                    user_names: &user_before,
+                };
+                super::remove_mirror_snapshots_except(s.as_ref(), &image, kept)
+            },
+        )
+        .await?;
+        if Instant::now() >= until {
+            break;
+        }
+        tokio::time::sleep(SYNC_POINT_POLL.min(until - Instant::now())).await;
+    }
     Ok(if removed > 0 {
         Undone::Changed(format!(
             "removed {removed} mirror snapshot(s) of {}:{}",

@@ -65,6 +65,22 @@ impl CephOps for Fake {
     }
     fn snapshots(&self, image: &ImageSpec) -> OpsResult<Vec<SnapshotInfo>> {
         self.with("snapshots", |w, s| {
+            let unmirrored_source = s == 0 && img(w, s, image, "snapshots")?.mirror.is_none();
+            if let Some((n, name)) = w.late_sync_point.as_mut().filter(|_| unmirrored_source) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    let name = std::mem::take(name);
+                    w.late_sync_point = None;
+                    w.next_snap += 1;
+                    let id = w.next_snap;
+                    img(w, s, image, "snapshots")?.snaps.push(SnapshotInfo {
+                        id,
+                        name,
+                        namespace: SnapshotNamespace::User,
+                        protected: false,
+                    });
+                }
+            }
             Ok(img(w, s, image, "snapshots")?.snaps.clone())
         })
     }

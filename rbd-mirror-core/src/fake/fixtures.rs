@@ -35,6 +35,15 @@ pub fn opts() -> RunOptions {
     o
 }
 
+/// Abort options of the tests: no watch for a late sync point (the fake daemon makes
+/// none, except where a test asks for one and sets its own watch).
+pub fn abort_opts() -> crate::abort::AbortOptions {
+    crate::abort::AbortOptions {
+        sync_point_watch: Duration::ZERO,
+        ..Default::default()
+    }
+}
+
 /// 4099 bytes (not a multiple of anything) of a repeating pattern.
 pub fn data() -> Vec<u8> {
     (0..4099u32).map(|i| (i * 7 % 251) as u8).collect()

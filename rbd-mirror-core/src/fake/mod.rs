@@ -125,6 +125,9 @@ pub struct World {
     /// The journal entry (tag 1) the mirror peer has committed up to, whatever the sync,
     /// for a replay that moves while its status stands still.
     pub peer_committed: Option<u64>,
+    /// rbd-mirror making a journal sync point (a user snapshot of this name) on a source
+    /// image late: at the n-th listing of its snapshots once its mirroring is off.
+    pub late_sync_point: Option<(u32, String)>,
 }
 
 /// Beacons sent so far by the fake daemons (one per look at the service map). Outside the

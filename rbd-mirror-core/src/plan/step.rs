@@ -152,7 +152,9 @@ pub enum Step {
     /// Undo: disable mirroring of the source image, which this migration enabled (rbd-mirror
     /// then removes the replica; the source's data is untouched).
     DisableSourceMirroring,
-    /// Undo: remove the mirror snapshots of the source except those from before the migration.
+    /// Undo: remove the mirror snapshots of the source except those from before the migration,
+    /// and (once its mirroring is off) the rbd-mirror sync points an interrupted image sync
+    /// left behind.
     RemoveMirrorSnapshots {
         /// Ids of the mirror snapshots that existed before the migration (kept).
         kept: Vec<u64>,
@@ -410,7 +412,7 @@ impl Step {
             ),
             Step::RemoveMirrorSnapshots { kept } => {
                 let mut s = format!(
-                    "remove the mirror snapshots of {src}:{} made by this migration",
+                    "remove the mirror snapshots and rbd-mirror sync points of {src}:{} made by this migration",
                     m.image
                 );
                 if !kept.is_empty() {

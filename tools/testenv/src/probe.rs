@@ -154,6 +154,19 @@ pub fn mirror_snapshots(site: &str, image: &str) -> usize {
         })
 }
 
+/// The names of every snapshot of IMAGE on SITE, in every namespace (user snapshots,
+/// rbd-mirror's `.rbd-mirror.*` sync points, mirror snapshots, trash).
+pub fn snapshot_names(site: &str, image: &str) -> Vec<String> {
+    rbd_json(site, &["snap", "ls", "--all", image])
+        .as_array()
+        .map_or_else(Vec::new, |snaps| {
+            snaps
+                .iter()
+                .filter_map(|s| s["name"].as_str().map(str::to_string))
+                .collect()
+        })
+}
+
 /// Whether mirroring of IMAGE on SITE is off.
 pub fn mirroring_off(site: &str, image: &str) -> bool {
     info(site, image)
