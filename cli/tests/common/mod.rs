@@ -15,11 +15,65 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_rbd-relay");
 /// How long rbd-mirror may take to remove a replica once mirroring of its primary is off.
 pub const REPLICA_GONE_LIMIT: Duration = Duration::from_secs(90);
 
-/// `rbd-relay` with no `OS_CLOUD` of the caller and stdin closed; add the arguments.
+/// `rbd-relay` with no `OS_CLOUD` of the caller and stdin closed; add the arguments. It
+/// may write a core file if it dies by a signal (see [`describe`]): it is started by `sh`,
+/// which raises its core size limit and then execs it (same pid, same arguments).
+///
+/// Why: an intermittent SIGABRT inside librados/librbd 16.2.15 under load
+/// (docs/reliability.md) that no stress run here has reproduced; a CI run that meets it
+/// prints the backtraces of every thread.
 pub fn relay_command() -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = Command::new("sh");
+    c.args([
+        "-c",
+        r#"ulimit -c unlimited 2>/dev/null; exec "$0" "$@""#,
+        BIN,
+    ]);
     c.env_remove("OS_CLOUD").stdin(Stdio::null());
     c
+}
+
+/// For a run that died by a signal: the backtraces of all its threads from the core file it
+/// left in this test's directory (gdb, when installed), or where the core is. The core is
+/// renamed so that the next crash does not overwrite it.
+fn crash_report(o: &Output) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let Some(signal) = o.status.signal() else {
+        return String::new();
+    };
+    let mut report = format!("\nkilled by signal {signal}");
+    let core = std::path::Path::new("core");
+    if !core.exists() {
+        report.push_str(" (no core file in the test's directory)");
+        return report;
+    }
+    let kept = format!(
+        "core.rbd-relay.{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let kept = match std::fs::rename(core, &kept) {
+        Ok(()) => std::fs::canonicalize(&kept).unwrap_or_else(|_| kept.into()),
+        Err(e) => {
+            report.push_str(&format!(" (core file not kept: {e})"));
+            return report;
+        }
+    };
+    report.push_str(&format!("; core file {}", kept.display()));
+    match Command::new("gdb")
+        .args(["-batch", "-nx", "-ex", "thread apply all bt", BIN])
+        .arg(&kept)
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(g) => report.push_str(&format!(
+            "\ngdb, thread apply all bt:\n{}",
+            String::from_utf8_lossy(&g.stdout)
+        )),
+        Err(e) => report.push_str(&format!(" (gdb not run: {e})")),
+    }
+    report
 }
 
 /// Runs `rbd-relay ARGS --state-dir STATE` to the end.
@@ -37,13 +91,15 @@ pub fn relay_env(args: &[&str], state: &str, env: &[(&str, &str)]) -> Output {
         .expect("run rbd-relay")
 }
 
-/// Exit code, stdout and stderr of a run, for assertion messages.
+/// Exit code, stdout and stderr of a run, for assertion messages; for a run that died by a
+/// signal also the backtraces of its core file.
 pub fn describe(o: &Output) -> String {
     format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}{}",
         o.status.code(),
         String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+        String::from_utf8_lossy(&o.stderr),
+        crash_report(o)
     )
 }
 
