@@ -468,7 +468,9 @@ fn volume_bundle(mode: &str, source_only: bool) {
     // what an image sync that a disable interrupted can leave on the source (rbd-mirror's
     // journal sync point): the cleanup removes it once mirroring is off
     let mut args = vec!["snap", "create", "--no-progress", "--snap"];
-    args.push(".rbd-mirror.5e7b3c1d-left-by.an-interrupted-sync");
+    args.push(
+        ".rbd-mirror.0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9.5e7b3c1d-9a8b-4c7d-8e6f-5a4b3c2d1e0f",
+    );
     args.extend(image_args(&pool, &image));
     let out = rbd_output(&a, &args);
     assert!(out.status.success(), "{out:?}");

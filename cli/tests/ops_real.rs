@@ -100,8 +100,10 @@ fn abort_after_kill_mid_wait(mode: &str) {
     let _logs = env.log_guard();
     let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
     let (image, spec) = make_image(&a, &format!("abort-{mode}"));
-    // the user's own snapshot, named like rbd-mirror's sync points: never removed
-    let users_own = ".rbd-mirror.the-users-own-from-before";
+    // a snapshot from before the migration, named as rbd-mirror names its sync points: never
+    // removed (it is not this migration's)
+    let users_own =
+        ".rbd-mirror.0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9.11111111-2222-4333-8444-555555555555";
     rbd(
         &a,
         &[
@@ -137,7 +139,8 @@ fn abort_after_kill_mid_wait(mode: &str) {
     assert!(!mirroring_off(&a, &spec), "mirroring was on when killed");
     // what a journal image sync interrupted by the disable can leave on the source (seen in
     // CI): rbd-mirror's sync point, made as the daemon's sync started
-    let sync_point = ".rbd-mirror.5e7b3c1d-left-by.an-interrupted-sync";
+    let sync_point =
+        ".rbd-mirror.0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9.5e7b3c1d-9a8b-4c7d-8e6f-5a4b3c2d1e0f";
     rbd(
         &a,
         &[

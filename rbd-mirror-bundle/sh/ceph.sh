@@ -49,15 +49,29 @@ mirror_snapshots() {
 }
 
 # sync_points JSON: rbd-mirror's journal sync points of an `rbd snap ls --all --format json`
-# output (user snapshots named .rbd-mirror.*, without spaces), one per line: ID NAME
+# output (user snapshots named exactly .rbd-mirror.UUID.UUID, UUIDs in lower-case text
+# form), one per line: ID NAME
 sync_points() {
     printf '%s\n' "$1" | awk '{
         n = split($0, parts, /\{"id":/)
         for (i = 2; i <= n; i++) {
             p = parts[i]
             if (index(p, "\"type\":\"user\"") == 0) continue
-            if (!match(p, /"name":"\.rbd-mirror\.[A-Za-z0-9._-]*"/)) continue
+            if (!match(p, /"name":"\.rbd-mirror\.[0-9a-f.-]*"/)) continue
             name = substr(p, RSTART + 8, RLENGTH - 9)
+            rest = substr(name, 13)
+            if (length(rest) != 73 || substr(rest, 37, 1) != ".") continue
+            bad = 0
+            for (k = 0; k < 2; k++) {
+                u = substr(rest, 1 + 37 * k, 36)
+                for (c = 1; c <= 36; c++) {
+                    ch = substr(u, c, 1)
+                    dash = (c == 9 || c == 14 || c == 19 || c == 24)
+                    if (dash && ch != "-") bad = 1
+                    if (!dash && index("0123456789abcdef", ch) == 0) bad = 1
+                }
+            }
+            if (bad) continue
             id = p
             sub(/[^0-9].*/, "", id)
             print id, name
@@ -74,7 +88,7 @@ src_image() { src_rbd "$@" --pool "$SRC_POOL" --namespace "$SRC_NAMESPACE" --ima
 # remove the source's mirror snapshots this migration made: every one not named in
 # MIRROR_SNAPSHOTS_BEFORE (those were there before it began); and, once mirroring of the
 # source is off, rbd-mirror's journal sync points (user snapshots .rbd-mirror.UUID.UUID)
-# not named in SYNC_POINTS_BEFORE: a disable in the middle of an image sync can miss one
+# not named in SYNC_POINTS_BEFORE: a disable as an image sync starts can leave one
 remove_leftover_mirror_snapshots() {
     _snaps=$(src_image snap ls --all --format json)
     for _id in $(mirror_snapshots "$_snaps" | cut -d ' ' -f 1); do

@@ -516,17 +516,23 @@ fn the_shell_lists_rbd_mirrors_sync_points_only() {
             "29 .rbd-mirror.d1e2f3a4-0000-4c1b-9a55-111122223333.8f0e6a2c-5b7d-4e1f-a3c9-444455556666\n",
             "{shell}"
         );
-        // a name the daemon never makes (a space) is not listed, so never removed
-        assert_eq!(
-            run(
-                shell,
-                r#"sync_points "$1" | cut -d ' ' -f 1"#,
-                &[&spaced],
-                ""
-            ),
-            "29\n",
-            "{shell}"
-        );
+        // names the daemon never makes (a space, not two UUIDs, upper case) are not listed,
+        // so never removed
+        let only_29 = |json: &str| run(shell, r#"sync_points "$1" | cut -d ' ' -f 1"#, &[json], "");
+        assert_eq!(only_29(&spaced), "29\n", "{shell}");
+        for users in [
+            ".rbd-mirror.a.b",
+            ".rbd-mirror.D1E2F3A4-0000-4C1B-9A55-111122223333.8f0e6a2c-5b7d-4e1f-a3c9-444455556666",
+            ".rbd-mirror.d1e2f3a4-0000-4c1b-9a55-11112222333.8f0e6a2c-5b7d-4e1f-a3c9-4444555566667",
+            ".rbd-mirror.d1e2f3a40-000-4c1b-9a55-111122223333.8f0e6a2c-5b7d-4e1f-a3c9-444455556666",
+        ] {
+            let json = edit(
+                SNAPS_WITH_A_SYNC_POINT,
+                r#""plain""#,
+                &format!("\"{users}\""),
+            );
+            assert_eq!(only_29(&json), "29\n", "{users} ({shell})");
+        }
         // the mirror snapshot is listed by its own function, the user's never
         assert_eq!(
             run(

@@ -324,14 +324,15 @@ fn image_vars(out: &mut String, prefix: &str, i: &ImageSpec) {
     let _ = writeln!(out, "{prefix}_IMAGE={}", sh_quote(&i.image));
 }
 
-/// The source's user snapshots from before the migration that look like rbd-mirror sync
-/// points (`.rbd-mirror.*`), space-separated: the scripts never remove those.
+/// The source's user snapshots from before the migration named like rbd-mirror sync points
+/// ([`rbd_mirror_core::ops::is_sync_point_name`]), space-separated: the scripts never
+/// remove those.
 pub(crate) fn sync_points_before(p: &Plan) -> String {
     let names: Vec<&str> = p
         .facts
         .snapshots
         .iter()
-        .filter(|n| n.starts_with(rbd_mirror_core::ops::SYNC_POINT_PREFIX))
+        .filter(|n| rbd_mirror_core::ops::is_sync_point_name(n))
         .map(String::as_str)
         .collect();
     names.join(" ")

@@ -117,6 +117,22 @@ impl PoolSpace {
 /// (and removes when the sync is done).
 pub const SYNC_POINT_PREFIX: &str = ".rbd-mirror.";
 
+/// Whether `name` has the exact shape of an rbd-mirror sync point: the prefix, then two
+/// UUIDs in their text form (36 characters of lower-case hex and dashes) joined by a dot.
+/// Only such a snapshot is ever taken for the daemon's; any other name is a user's.
+pub fn is_sync_point_name(name: &str) -> bool {
+    let uuid = |s: &str| {
+        s.len() == 36
+            && s.char_indices().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => c == '-',
+                _ => c.is_ascii_digit() || ('a'..='f').contains(&c),
+            })
+    };
+    name.strip_prefix(SYNC_POINT_PREFIX)
+        .and_then(|rest| rest.split_once('.'))
+        .is_some_and(|(mirror, point)| uuid(mirror) && uuid(point))
+}
+
 /// Namespace of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
@@ -478,4 +494,32 @@ pub trait CephOps: Send + Sync {
         snap: &str,
         progress: Progress<'_>,
     ) -> OpsResult<String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_sync_point_name;
+
+    #[test]
+    fn only_the_daemons_exact_sync_point_names_are_sync_points() {
+        // as rbd-mirror 16.2 named them on the test environment
+        assert!(is_sync_point_name(
+            ".rbd-mirror.1f81caeb-923d-4948-86c2-f4f277ac4bd3.8fa90f01-045e-49ff-a70f-fc228450e891"
+        ));
+        for users in [
+            ".rbd-mirror.",
+            ".rbd-mirror.a.b",
+            ".rbd-mirror.users-own.made-meanwhile",
+            // upper case, a missing or extra character, a dash out of place, no dot
+            ".rbd-mirror.1F81CAEB-923D-4948-86C2-F4F277AC4BD3.8fa90f01-045e-49ff-a70f-fc228450e891",
+            ".rbd-mirror.1f81caeb-923d-4948-86c2-f4f277ac4bd.8fa90f01-045e-49ff-a70f-fc228450e891",
+            ".rbd-mirror.1f81caeb-923d-4948-86c2-f4f277ac4bd3.8fa90f01-045e-49ff-a70f-fc228450e8911",
+            ".rbd-mirror.1f81caeb9-23d-4948-86c2-f4f277ac4bd3.8fa90f01-045e-49ff-a70f-fc228450e891",
+            ".rbd-mirror.1f81caeb-923d-4948-86c2-f4f277ac4bd3-8fa90f01-045e-49ff-a70f-fc228450e891",
+            "rbd-mirror.1f81caeb-923d-4948-86c2-f4f277ac4bd3.8fa90f01-045e-49ff-a70f-fc228450e891",
+            "plain",
+        ] {
+            assert!(!is_sync_point_name(users), "{users}");
+        }
+    }
 }

@@ -493,14 +493,23 @@ async fn abort_mid_sync_removes_a_sync_point_left_by_rbd_mirror_and_keeps_older_
     let dir = tempfile::tempdir().unwrap();
     let mut world = World::standard(DEFAULT, data());
     world.stuck = true;
-    add_source_snapshot(&mut world, ".rbd-mirror.from-before.1");
+    add_source_snapshot(
+        &mut world,
+        ".rbd-mirror.0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9.11111111-2222-4333-8444-555555555555",
+    );
     add_source_snapshot(&mut world, "users-own");
     let (a, b, w) = pair(world);
     let m = migration("vol1", MirrorImageMode::Journal);
     let e = run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
     assert!(matches!(e, Error::Wait(_)), "{e}");
-    let sync_point = ".rbd-mirror.2b1e0c9a-mirror-uuid.5f3d-sync-point";
+    let sync_point =
+        ".rbd-mirror.0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9.5f3d2a1b-0c9e-4d8f-a7b6-c5d4e3f2a1b0";
     add_source_snapshot(&mut w.lock().unwrap(), sync_point);
+    // a user's snapshot made meanwhile, named with the prefix but not as the daemon names
+    add_source_snapshot(
+        &mut w.lock().unwrap(),
+        ".rbd-mirror.users-own.made-meanwhile",
+    );
 
     // the refused cleanup changes nothing: mirroring is on, the sync point is the daemon's
     let e = cleanup(
@@ -530,7 +539,12 @@ async fn abort_mid_sync_removes_a_sync_point_left_by_rbd_mirror_and_keeps_older_
     assert_undone(&w, DEFAULT);
     assert_eq!(
         source_snapshot_names(&w),
-        vec![".rbd-mirror.from-before.1".to_string(), "users-own".into()],
+        vec![
+            ".rbd-mirror.0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9.11111111-2222-4333-8444-555555555555"
+                .to_string(),
+            "users-own".into(),
+            ".rbd-mirror.users-own.made-meanwhile".into(),
+        ],
         "the sync point removed, the snapshots from before kept"
     );
 }
@@ -540,7 +554,8 @@ async fn abort_mid_sync_removes_a_sync_point_left_by_rbd_mirror_and_keeps_older_
 /// late sync point stays behind (what the watch is for).
 #[tokio::test]
 async fn a_sync_point_made_just_after_the_disable_is_removed_by_the_aborts_watch() {
-    let late = ".rbd-mirror.2b1e0c9a-mirror-uuid.late";
+    let late =
+        ".rbd-mirror.0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9.9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d";
     for (watch, left) in [
         (std::time::Duration::from_secs(1), vec![]),
         (std::time::Duration::ZERO, vec![late.to_string()]),

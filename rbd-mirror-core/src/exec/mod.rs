@@ -785,7 +785,7 @@ pub(crate) fn remove_mirror_snapshots_except(
             // a sync point in use while mirroring is on is the daemon's, never touched
             crate::ops::SnapshotNamespace::User => {
                 mirroring_off
-                    && s.name.starts_with(crate::ops::SYNC_POINT_PREFIX)
+                    && crate::ops::is_sync_point_name(&s.name)
                     && !kept.user_names.contains(&s.name)
             }
             crate::ops::SnapshotNamespace::Other => false,
