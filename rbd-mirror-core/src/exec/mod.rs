@@ -764,8 +764,9 @@ impl<'a> KeptSnapshots<'a> {
 }
 
 /// Remove the mirror snapshots of `image` whose ids are not kept (those from before the
-/// migration) and, once mirroring of `image` is off, the rbd-mirror sync points
-/// (`.rbd-mirror.*` user snapshots) that were not there before; returns how many went.
+/// migration) and, once mirroring of `image` is off, the rbd-mirror sync points (user
+/// snapshots named as the daemon names them, [`crate::ops::is_sync_point_name`]) that were
+/// not there before; returns how many went.
 ///
 /// A journal-mode image sync records its sync point in the journal client and then creates
 /// the snapshot; disabling mirroring removes the recorded ones, so a disable that lands
