@@ -1121,7 +1121,13 @@ impl Executor {
                 if !already {
                     s.disable_mirroring(&image, !mi.primary)?;
                 }
-                remove_mirror_snapshots_except(s.as_ref(), &image, KeptSnapshots::of(&facts))?;
+                // mirroring is off now: disabled just above, or already
+                remove_mirror_snapshots_except(
+                    s.as_ref(),
+                    &image,
+                    KeptSnapshots::of(&facts),
+                    true,
+                )?;
                 Ok(already)
             },
         )

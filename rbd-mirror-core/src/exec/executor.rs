@@ -676,7 +676,13 @@ impl Executor {
                     src.disable_mirroring(&image, false)?;
                 }
                 // no mirror snapshot made by this migration is left behind
-                remove_mirror_snapshots_except(src.as_ref(), &image, KeptSnapshots::of(&facts))?;
+                // mirroring is off now: disabled just above, or already
+                remove_mirror_snapshots_except(
+                    src.as_ref(),
+                    &image,
+                    KeptSnapshots::of(&facts),
+                    true,
+                )?;
                 Ok(already)
             },
         )

@@ -16,7 +16,7 @@ use crate::cloud::{AdoptedVolume, CloudError, CloudImage, CloudOps};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink};
 use crate::features::{plan_restore, Features};
-use crate::ops::{CephOps, ErrorKind, MirrorImageState, OpsError};
+use crate::ops::{CephOps, ErrorKind, OpsError};
 use crate::plan::{Plan, Step, VolumeMigration};
 use crate::preflight;
 use crate::spec::ImageSpec;
@@ -764,9 +764,9 @@ impl<'a> KeptSnapshots<'a> {
 }
 
 /// Remove the mirror snapshots of `image` whose ids are not kept (those from before the
-/// migration) and, once mirroring of `image` is off, the rbd-mirror sync points (user
-/// snapshots named as the daemon names them, [`crate::ops::is_sync_point_name`]) that were
-/// not there before; returns how many went.
+/// migration) and, when the caller knows mirroring of `image` is off (`mirroring_off`), the
+/// rbd-mirror sync points (user snapshots named as the daemon names them,
+/// [`crate::ops::is_sync_point_name`]) that were not there before; returns how many went.
 ///
 /// A journal-mode image sync records its sync point in the journal client and then creates
 /// the snapshot; disabling mirroring removes the recorded ones, so a disable that lands
@@ -777,8 +777,8 @@ pub(crate) fn remove_mirror_snapshots_except(
     ops: &dyn CephOps,
     image: &ImageSpec,
     kept: KeptSnapshots<'_>,
+    mirroring_off: bool,
 ) -> std::result::Result<usize, OpsError> {
-    let mirroring_off = ops.mirror_image(image)?.state == MirrorImageState::Disabled;
     let mut removed = 0;
     for s in ops.snapshots(image)? {
         let ours = match s.namespace {

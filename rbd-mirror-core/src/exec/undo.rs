@@ -144,6 +144,16 @@ pub(super) async fn remove_mirror_snapshots(
     watch: Duration,
 ) -> Result<Undone> {
     let until = Instant::now() + watch;
+    let (s, image) = (src.clone(), m.image.clone());
+    // read once: the watch below does not change it (a sync point in use while mirroring is
+    // on, as after an abort of a migration that found it on, is the daemon's)
+    let mirroring_off = on_ceph(
+        "remove_mirror_snapshots",
+        src.name().to_string(),
+        m.image.to_string(),
+        move || Ok(s.mirror_image(&image)?.state == MirrorImageState::Disabled),
+    )
+    .await?;
     let mut removed = 0;
     loop {
         let (s, image) = (src.clone(), m.image.clone());
@@ -157,7 +167,7 @@ pub(super) async fn remove_mirror_snapshots(
                     mirror_ids: &kept,
                     user_names: &user_before,
                 };
-                super::remove_mirror_snapshots_except(s.as_ref(), &image, kept)
+                super::remove_mirror_snapshots_except(s.as_ref(), &image, kept, mirroring_off)
             },
         )
         .await?;
