@@ -160,30 +160,15 @@ async fn an_abort_of_a_live_journal_migration_stopped_at_any_step_puts_the_paylo
                 world.op_delay = Duration::from_millis(2);
                 let (a, b, w) = pair(world);
                 let m = live(MirrorImageMode::Journal, handover);
-                let task = tokio::spawn({
-                    let (m, a, b, d) = (m.clone(), a.clone(), b.clone(), dir.path().to_path_buf());
-                    async move {
-                        let o = crate::fake::fixtures::opts();
-                        crate::exec::migrate_volume(&m, a, b, &d, &o, Arc::new(NullSink)).await
-                    }
-                });
-                let mut stopped_at = None;
-                for _ in 0..5000 {
-                    if let Ok(st) = crate::state::recorded(dir.path(), &m.id()) {
-                        if st.next_step >= stop_at {
-                            task.abort();
-                            stopped_at = Some(st.next_step);
-                            break;
-                        }
-                    }
-                    if task.is_finished() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                let _ = task.await;
-                // the dropped run's blocking call ends, as a killed process's would
-                tokio::time::sleep(Duration::from_millis(30)).await;
+                // stopped once the state says step `stop_at` is the next to run, as by a kill
+                let stopped_at = crate::fake::fixtures::drop_run_at(
+                    &m,
+                    a.clone(),
+                    b.clone(),
+                    dir.path(),
+                    stop_at,
+                )
+                .await;
                 let Some(at) = stopped_at else {
                     panic!("{handover:?}: the run never reached step {}", k[stop_at]);
                 };

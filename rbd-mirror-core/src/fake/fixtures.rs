@@ -66,3 +66,47 @@ pub async fn run(
     )
     .await
 }
+
+/// Runs `m` with [`opts`] and drops the run (as a killed process stops) once its state file
+/// in `dir` says step `stop_at` is the next to run; then waits for the dropped run's blocking
+/// call to end, as a killed process's would. Returns the step it stopped before, `None` if
+/// the run ended first.
+pub async fn drop_run_at(
+    m: &VolumeMigration,
+    a: std::sync::Arc<crate::fake::Fake>,
+    b: std::sync::Arc<crate::fake::Fake>,
+    dir: &std::path::Path,
+    stop_at: usize,
+) -> Option<usize> {
+    let task = tokio::spawn({
+        let (m, d) = (m.clone(), dir.to_path_buf());
+        async move {
+            crate::exec::migrate_volume(
+                &m,
+                a,
+                b,
+                &d,
+                &opts(),
+                std::sync::Arc::new(crate::event::NullSink),
+            )
+            .await
+        }
+    });
+    let mut stopped_at = None;
+    for _ in 0..5000 {
+        if let Ok(st) = crate::state::recorded(dir, &m.id()) {
+            if st.next_step >= stop_at {
+                task.abort();
+                stopped_at = Some(st.next_step);
+                break;
+            }
+        }
+        if task.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let _ = task.await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    stopped_at
+}
