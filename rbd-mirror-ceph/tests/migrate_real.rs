@@ -9,12 +9,14 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rbd_mirror_ceph::real::RbdCeph;
 use rbd_mirror_core::error::Error;
 use rbd_mirror_core::event::NullSink;
 use rbd_mirror_core::exec::{migrate_volume, RunOptions};
 use rbd_mirror_core::features::MirrorImageMode;
+use rbd_mirror_core::ops::CephOps;
 use rbd_mirror_core::plan::VolumeMigration;
-use rbd_mirror_core::spec::{ClusterSpec, PoolSpec};
+use rbd_mirror_core::spec::{ClusterSpec, ImageSpec, PoolSpec};
 use serde_json::Value;
 use testenv::probe::{exists, rbd, rbd_json, sha, wait_gone};
 
@@ -826,4 +828,125 @@ fn the_destination_daemons_running_configuration_is_read_from_the_manager() {
             .map(|v| v.trim().parse::<f64>().unwrap());
         assert_eq!(poll, Some(1.0), "{c:?}");
     }
+}
+
+/// Preflight reads a clone (and so its parent) through one pinned read-only handle: one open
+/// and one close of the clone instead of one per read (librbd 16.2.15 was seen to abort the
+/// process in such a close). Pinned reads answer as unpinned ones, and the pin is gone after.
+#[test]
+fn preflight_opens_a_clone_once_and_pinned_reads_answer_as_unpinned_ones() {
+    let env = testenv::shared().expect("testenv (run `testenv up` or `make test`)");
+    let _logs = env.log_guard();
+    let (a, b) = (env.site_a(), env.site_b());
+    let src = RbdCeph::connect(&ClusterSpec::with_conf(&a.name, a.conf.clone()).unwrap()).unwrap();
+    let dst = RbdCeph::connect(&ClusterSpec::with_conf(&b.name, b.conf.clone()).unwrap()).unwrap();
+    let parent = testenv::unique_name("pin-parent");
+    let child = testenv::unique_name("pin-child");
+    rbd(
+        &a.name,
+        &["create", "--size", "8M", &format!("volumes/{parent}")],
+    );
+    rbd(
+        &a.name,
+        &["snap", "create", &format!("volumes/{parent}@base")],
+    );
+    rbd(
+        &a.name,
+        &["snap", "protect", &format!("volumes/{parent}@base")],
+    );
+    rbd(
+        &a.name,
+        &[
+            "clone",
+            &format!("volumes/{parent}@base"),
+            &format!("volumes/{child}"),
+        ],
+    );
+    let spec: ImageSpec = format!("volumes/{child}").parse().unwrap();
+
+    let unpinned = (
+        src.stat(&spec).unwrap(),
+        src.snapshots(&spec).unwrap(),
+        src.parent(&spec).unwrap(),
+        src.mirror_image(&spec).unwrap(),
+        src.watchers(&spec).unwrap(),
+        src.data_pool(&spec).unwrap(),
+    );
+    let before = src.image_opens();
+    let pinned = {
+        let pin = src.pin_read_only(&spec);
+        assert!(pin.holds());
+        let reads = (
+            src.stat(&spec).unwrap(),
+            src.snapshots(&spec).unwrap(),
+            src.parent(&spec).unwrap(),
+            src.mirror_image(&spec).unwrap(),
+            src.watchers(&spec).unwrap(),
+            src.data_pool(&spec).unwrap(),
+        );
+        assert!(src.image_exists(&spec).unwrap());
+        reads
+    };
+    assert_eq!(src.image_opens() - before, 1, "six reads through the pin");
+    assert_eq!(pinned, unpinned);
+    // the pin is released: the next read opens the image again
+    src.stat(&spec).unwrap();
+    assert_eq!(src.image_opens() - before, 2);
+    // a pin of a missing image holds nothing, and the image is still reported missing
+    let missing: ImageSpec = format!("volumes/{child}-missing").parse().unwrap();
+    assert!(!src.pin_read_only(&missing).holds());
+    assert!(!src.image_exists(&missing).unwrap());
+
+    // preflight of the clone (refused: its parent is not mirrored) opens the clone once and
+    // its parent once (the parent's mirroring)
+    let mut m = VolumeMigration::new(
+        ClusterSpec::named(&a.name).unwrap(),
+        ClusterSpec::named(&b.name).unwrap(),
+        spec.clone(),
+        PoolSpec::new("cinder").unwrap(),
+    );
+    m.mode = MirrorImageMode::Snapshot;
+    let before = src.image_opens();
+    let e = rbd_mirror_core::preflight::check_volume(&m, &src, &dst, &NullSink).unwrap_err();
+    assert!(e.to_string().contains("flatten"), "{e}");
+    assert_eq!(src.image_opens() - before, 2, "{e}");
+    // and so does a migration's whole read of the source (marker, preflight, originals)
+    let (src, dst) = (Arc::new(src), Arc::new(dst));
+    let state = tempfile::tempdir().unwrap();
+    let before = src.image_opens();
+    let e = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(migrate_volume(
+            &m,
+            src.clone(),
+            dst,
+            state.path(),
+            &RunOptions::default(),
+            Arc::new(NullSink),
+        ))
+        .unwrap_err();
+    assert!(matches!(e, Error::Preflight(_)), "{e}");
+    assert_eq!(src.image_opens() - before, 2, "{e}");
+
+    rbd(
+        &a.name,
+        &["rm", "--no-progress", &format!("volumes/{child}")],
+    );
+    rbd(
+        &a.name,
+        &["snap", "unprotect", &format!("volumes/{parent}@base")],
+    );
+    rbd(
+        &a.name,
+        &[
+            "snap",
+            "purge",
+            "--no-progress",
+            &format!("volumes/{parent}"),
+        ],
+    );
+    rbd(
+        &a.name,
+        &["rm", "--no-progress", &format!("volumes/{parent}")],
+    );
 }

@@ -91,6 +91,9 @@ fn check(
     if let Some(dst) = dst {
         check_two_clusters(src, dst)?;
     }
+    // every read of the source image below goes through one read-only handle: a clone is
+    // opened (with its parent) and closed once, not once per read
+    let _one_handle = src.pin_read_only(&m.image);
 
     // --- source pool and image. When either is missing, the checks that need the image are
     // skipped, but the destination is still checked, so one refusal names every problem.
@@ -945,5 +948,22 @@ mod source_only_tests {
         m.image = "volumes/nope".parse().unwrap();
         let e = check_source(&m, a.as_ref(), &NullSink).unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn the_source_image_is_read_through_one_pinned_handle_released_on_success_and_refusal() {
+        let (a, b, w) = pair(World::standard(Features::LAYERING, vec![7; 4096]));
+        check_volume(&migration(), a.as_ref(), b.as_ref(), &NullSink).unwrap();
+        assert_eq!(
+            std::mem::take(&mut w.lock().unwrap().pin_log.0),
+            ["pin site-a:volumes/vol1", "unpin site-a:volumes/vol1"]
+        );
+        // a refusal (here the destination's daemon is down) releases the handle as well
+        w.lock().unwrap().sites[1].daemon_healthy = false;
+        check_volume(&migration(), a.as_ref(), b.as_ref(), &NullSink).unwrap_err();
+        assert_eq!(
+            w.lock().unwrap().pin_log.0,
+            ["pin site-a:volumes/vol1", "unpin site-a:volumes/vol1"]
+        );
     }
 }

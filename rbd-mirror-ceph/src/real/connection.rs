@@ -5,8 +5,10 @@ use super::memory;
 use super::replies::{parse_df, parse_pool_ids, DfPool};
 use super::{OrOps, RbdCeph};
 use librbd::{Cluster, ClusterConfig, Image, IoCtx};
-use rbd_mirror_core::ops::{ErrorKind, OpsError, OpsResult};
+use rbd_mirror_core::ops::{ErrorKind, OpsError, OpsResult, ReadPin};
 use rbd_mirror_core::spec::{ClusterSpec, ImageSpec, PoolSpec};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Client global id -> cephx name, from every monitor's `sessions` (each monitor lists only
 /// the clients connected to it). Empty when the monitors cannot be asked (a client without
@@ -83,6 +85,8 @@ impl RbdCeph {
         Ok(Self {
             name: spec.name.clone(),
             cluster,
+            pinned: Mutex::new(None),
+            image_opens: AtomicU64::new(0),
         })
     }
 
@@ -96,7 +100,9 @@ impl RbdCeph {
     }
 
     pub(super) fn open(&self, image: &ImageSpec) -> OpsResult<Image> {
-        self.io(&image.pool)?.open_image(&image.image).ops()
+        let io = self.io(&image.pool)?;
+        self.image_opens.fetch_add(1, Ordering::Relaxed);
+        io.open_image(&image.image).ops()
     }
 
     pub(super) fn open_ro(&self, image: &ImageSpec) -> OpsResult<Image> {
@@ -106,7 +112,66 @@ impl RbdCeph {
     /// Opens read-only at user snapshot `snap` (`None`: the head).
     pub(super) fn open_ro_at(&self, image: &ImageSpec, snap: Option<&str>) -> OpsResult<Image> {
         let io = self.io(&image.pool)?;
-        Image::open_read_only(&io, &image.image, snap).ops()
+        self.open_ro_in(&io, &image.image, snap)
+    }
+
+    /// Opens `name` in `io` read-only at user snapshot `snap` (`None`: the head): every
+    /// read-only open of this connection goes through here (counted in [`Self::image_opens`]).
+    pub(super) fn open_ro_in(
+        &self,
+        io: &IoCtx,
+        name: &str,
+        snap: Option<&str>,
+    ) -> OpsResult<Image> {
+        self.image_opens.fetch_add(1, Ordering::Relaxed);
+        Image::open_read_only(io, name, snap).ops()
+    }
+
+    /// Runs `read` with a read-only handle of `image`'s head: the handle pinned by
+    /// [`CephOps::pin_read_only`](rbd_mirror_core::ops::CephOps::pin_read_only) when it is
+    /// that image's and free, otherwise a new one, closed when `read` is done.
+    pub(super) fn with_read_only<T>(
+        &self,
+        image: &ImageSpec,
+        read: impl FnOnce(&Image) -> OpsResult<T>,
+    ) -> OpsResult<T> {
+        if let Ok(guard) = self.pinned.try_lock() {
+            if let Some(p) = guard.as_ref().filter(|p| &p.spec == image) {
+                return read(&p.image);
+            }
+        }
+        read(&self.open_ro(image)?)
+    }
+
+    /// Pins a read-only handle of `image` (see `read_only`); the guard unpins and closes it.
+    /// Holds nothing when another image is pinned or this one cannot be opened.
+    pub(super) fn pin(&self, image: &ImageSpec) -> ReadPin<'_> {
+        let Ok(mut slot) = self.pinned.lock() else {
+            return ReadPin::none();
+        };
+        if slot.is_some() {
+            return ReadPin::none();
+        }
+        let Ok(handle) = self.open_ro(image) else {
+            return ReadPin::none();
+        };
+        *slot = Some(Pinned {
+            spec: image.clone(),
+            image: handle,
+        });
+        drop(slot);
+        ReadPin::releasing(move || {
+            // taken out under the lock, closed after it
+            let pinned = self.pinned.lock().map(|mut s| s.take()).unwrap_or_default();
+            drop(pinned);
+        })
+    }
+
+    /// How many image handles this connection has opened so far (read-write and read-only),
+    /// for diagnostics and tests: each open of a clone also opens its parent, and each
+    /// close closes both.
+    pub fn image_opens(&self) -> u64 {
+        self.image_opens.load(Ordering::Relaxed)
     }
 
     /// The pools of the cluster with their usage (mon command `df`).
@@ -146,4 +211,10 @@ impl RbdCeph {
             )),
         }
     }
+}
+
+/// The read-only handle held by a [`ReadPin`], and whose it is.
+pub(super) struct Pinned {
+    spec: ImageSpec,
+    image: Image,
 }

@@ -10,7 +10,7 @@ use rbd_mirror_core::features::{Features, MirrorImageMode};
 use rbd_mirror_core::ops::{
     CephOps, Created, ErrorKind, ImageStat, ImageUser, JournalPeer, JournalPosition,
     JournalPositions, MirrorDaemon, MirrorDaemonConfig, MirrorImage, MirrorImageState, MirrorPeer,
-    OpsError, OpsResult, PoolMirrorMode, PoolSpace, Progress, Ready, SnapshotInfo,
+    OpsError, OpsResult, PoolMirrorMode, PoolSpace, Progress, ReadPin, Ready, SnapshotInfo,
     SnapshotNamespace,
 };
 use rbd_mirror_core::spec::{ImageSpec, PoolSpec};
@@ -64,10 +64,64 @@ fn piece_of(img: &Image) -> OpsResult<usize> {
     Ok(usize::try_from(object.clamp(4096, PIECE as u64)).unwrap_or(PIECE))
 }
 
+/// Every snapshot of `img`, with namespaces (`rbd_snap_list2`).
+fn snapshots_of(img: &Image) -> OpsResult<Vec<SnapshotInfo>> {
+    let mut out = Vec::new();
+    for s in img.snapshots().ops()? {
+        let namespace = match s.namespace {
+            rbd::SnapNamespaceType::User => SnapshotNamespace::User,
+            rbd::SnapNamespaceType::Mirror => {
+                let m = img.snap_mirror_namespace(s.id).ops()?;
+                SnapshotNamespace::Mirror {
+                    primary: m.state.is_primary(),
+                    complete: m.complete,
+                    primary_snap_id: m.primary_snap_id,
+                    last_copied_object_number: m.last_copied_object_number,
+                }
+            }
+            _ => SnapshotNamespace::Other,
+        };
+        let protected =
+            namespace == SnapshotNamespace::User && img.snap_is_protected(&s.name).unwrap_or(false);
+        out.push(SnapshotInfo {
+            id: s.id,
+            name: s.name,
+            namespace,
+            protected,
+        });
+    }
+    Ok(out)
+}
+
+/// The mirroring state of `img` (`rbd_mirror_image_get_info` + `get_mode`).
+fn mirror_image_of(img: &Image) -> OpsResult<MirrorImage> {
+    let info = img.mirror_info().ops()?;
+    let state = match info.state {
+        rbd::MirrorImageState::Enabled => MirrorImageState::Enabled,
+        rbd::MirrorImageState::Disabling => MirrorImageState::Disabling,
+        _ => MirrorImageState::Disabled,
+    };
+    let mode = if state == MirrorImageState::Enabled {
+        img.mirror_mode().ok().and_then(mirror_mode_of)
+    } else {
+        None
+    };
+    Ok(MirrorImage {
+        state,
+        mode,
+        primary: info.primary || state == MirrorImageState::Disabled,
+        global_id: info.global_id,
+    })
+}
+
 /// A connected cluster, implementing [`CephOps`].
 pub struct RbdCeph {
     name: String,
     cluster: Cluster,
+    /// The read-only handle of [`CephOps::pin_read_only`], if one is pinned.
+    pinned: std::sync::Mutex<Option<connection::Pinned>>,
+    /// See [`RbdCeph::image_opens`].
+    image_opens: std::sync::atomic::AtomicU64,
 }
 
 fn mirror_mode_of(m: rbd::MirrorImageMode) -> Option<MirrorImageMode> {
@@ -141,18 +195,29 @@ impl CephOps for RbdCeph {
         }
     }
 
+    fn pin_read_only(&self, image: &ImageSpec) -> ReadPin<'_> {
+        self.pin(image)
+    }
+
     fn image_exists(&self, image: &ImageSpec) -> OpsResult<bool> {
-        self.io(&image.pool)?.image_exists(&image.image).ops()
+        // a missing pool is an error, not a missing image
+        self.io(&image.pool)?;
+        match self.with_read_only(image, |_| Ok(())) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     fn stat(&self, image: &ImageSpec) -> OpsResult<ImageStat> {
-        let img = self.open_ro(image)?;
-        let info = img.stat().ops()?;
-        Ok(ImageStat {
-            size: info.size,
-            object_size: info.obj_size,
-            features: Features::from_bits_retain(img.features().ops()?),
-            id: img.id().ops()?,
+        self.with_read_only(image, |img| {
+            let info = img.stat().ops()?;
+            Ok(ImageStat {
+                size: info.size,
+                object_size: info.obj_size,
+                features: Features::from_bits_retain(img.features().ops()?),
+                id: img.id().ops()?,
+            })
         })
     }
 
@@ -168,32 +233,7 @@ impl CephOps for RbdCeph {
     }
 
     fn snapshots(&self, image: &ImageSpec) -> OpsResult<Vec<SnapshotInfo>> {
-        let img = self.open_ro(image)?;
-        let mut out = Vec::new();
-        for s in img.snapshots().ops()? {
-            let namespace = match s.namespace {
-                rbd::SnapNamespaceType::User => SnapshotNamespace::User,
-                rbd::SnapNamespaceType::Mirror => {
-                    let m = img.snap_mirror_namespace(s.id).ops()?;
-                    SnapshotNamespace::Mirror {
-                        primary: m.state.is_primary(),
-                        complete: m.complete,
-                        primary_snap_id: m.primary_snap_id,
-                        last_copied_object_number: m.last_copied_object_number,
-                    }
-                }
-                _ => SnapshotNamespace::Other,
-            };
-            let protected = namespace == SnapshotNamespace::User
-                && img.snap_is_protected(&s.name).unwrap_or(false);
-            out.push(SnapshotInfo {
-                id: s.id,
-                name: s.name,
-                namespace,
-                protected,
-            });
-        }
-        Ok(out)
+        self.with_read_only(image, snapshots_of)
     }
 
     fn create_snapshot(&self, image: &ImageSpec, name: &str) -> OpsResult<()> {
@@ -220,12 +260,13 @@ impl CephOps for RbdCeph {
     }
 
     fn watchers(&self, image: &ImageSpec) -> OpsResult<Vec<String>> {
-        let img = self.open_ro(image)?;
-        Ok(img.watchers().ops()?.into_iter().map(|w| w.addr).collect())
+        self.with_read_only(image, |img| {
+            Ok(img.watchers().ops()?.into_iter().map(|w| w.addr).collect())
+        })
     }
 
     fn image_users(&self, image: &ImageSpec) -> OpsResult<Vec<ImageUser>> {
-        let watchers = self.open_ro(image)?.watchers().ops()?;
+        let watchers = self.with_read_only(image, |img| img.watchers().ops())?;
         if watchers.is_empty() {
             return Ok(Vec::new());
         }
@@ -323,24 +364,7 @@ impl CephOps for RbdCeph {
     }
 
     fn mirror_image(&self, image: &ImageSpec) -> OpsResult<MirrorImage> {
-        let img = self.open_ro(image)?;
-        let info = img.mirror_info().ops()?;
-        let state = match info.state {
-            rbd::MirrorImageState::Enabled => MirrorImageState::Enabled,
-            rbd::MirrorImageState::Disabling => MirrorImageState::Disabling,
-            _ => MirrorImageState::Disabled,
-        };
-        let mode = if state == MirrorImageState::Enabled {
-            img.mirror_mode().ok().and_then(mirror_mode_of)
-        } else {
-            None
-        };
-        Ok(MirrorImage {
-            state,
-            mode,
-            primary: info.primary || state == MirrorImageState::Disabled,
-            global_id: info.global_id,
-        })
+        self.with_read_only(image, mirror_image_of)
     }
 
     fn enable_mirroring(&self, image: &ImageSpec, mode: MirrorImageMode) -> OpsResult<()> {
@@ -376,10 +400,7 @@ impl CephOps for RbdCeph {
 
     fn journal_positions(&self, image: &ImageSpec) -> OpsResult<JournalPositions> {
         let io = self.io(&image.pool)?;
-        let id = Image::open_read_only(&io, &image.image, None)
-            .ops()?
-            .id()
-            .ops()?;
+        let id = self.open_ro_in(&io, &image.image, None)?.id().ops()?;
         let status = io.journal_status(&id).ops()?;
         let pos = |c: &rbd::JournalClient| {
             c.newest().map(|p| JournalPosition {
@@ -507,10 +528,10 @@ impl CephOps for RbdCeph {
     /// trash, untouched (`rbd trash restore` puts it back), and the call fails saying so.
     fn remove_image_with_id(&self, image: &ImageSpec, id: &str) -> OpsResult<()> {
         let io = self.io(&image.pool)?;
-        let found = match Image::open_read_only(&io, &image.image, None) {
+        let found = match self.open_ro_in(&io, &image.image, None) {
             Ok(img) => Some(img.id().ops()?),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(ops_error(e)),
+            Err(e) if e.kind == ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
         };
         match found {
             Some(found) if found != id => Err(OpsError::new(
@@ -541,7 +562,7 @@ impl CephOps for RbdCeph {
     }
 
     fn metadata_get(&self, image: &ImageSpec, key: &str) -> OpsResult<Option<String>> {
-        self.open_ro(image)?.metadata_get(key).ops()
+        self.with_read_only(image, |img| img.metadata_get(key).ops())
     }
 
     fn metadata_set(&self, image: &ImageSpec, key: &str, value: &str) -> OpsResult<()> {
@@ -574,8 +595,7 @@ impl CephOps for RbdCeph {
 
     fn data_pool(&self, image: &ImageSpec) -> OpsResult<Option<String>> {
         let io = self.io(&image.pool)?;
-        let img = Image::open_read_only(&io, &image.image, None).ops()?;
-        self.data_pool_of(&io, &img)
+        self.with_read_only(image, |img| self.data_pool_of(&io, img))
     }
 
     fn pool_space(&self, pool: &str) -> OpsResult<PoolSpace> {
@@ -645,10 +665,7 @@ impl CephOps for RbdCeph {
         };
         cio.clone_image(&pio, &parent.image, snap, &child.image, &opts)
             .ops()?;
-        let id = Image::open_read_only(&cio, &child.image, None)
-            .ops()?
-            .id()
-            .ops()?;
+        let id = self.open_ro_in(&cio, &child.image, None)?.id().ops()?;
         if let Err(e) = created(&id) {
             // not recorded: nobody would know this clone is ours, so it goes now
             let _ = self.remove_image_with_id(child, &id);
@@ -666,7 +683,7 @@ impl CephOps for RbdCeph {
     }
 
     fn parent(&self, image: &ImageSpec) -> OpsResult<Option<(ImageSpec, String)>> {
-        let Some(p) = self.open_ro(image)?.parent().ops()? else {
+        let Some(p) = self.with_read_only(image, |img| img.parent().ops())? else {
             return Ok(None);
         };
         let spec = ImageSpec {

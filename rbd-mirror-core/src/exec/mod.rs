@@ -481,6 +481,9 @@ async fn read_source(
 ) -> Result<crate::plan::SourceFacts> {
     let (m, dir) = (m.clone(), state_dir.to_path_buf());
     tokio::task::spawn_blocking(move || {
+        // the marker, preflight and the originals all read the source through one handle
+        // (see CephOps::pin_read_only)
+        let _one_handle = src.pin_read_only(&m.image);
         // another run's marker first: its changes to the image are not this image's
         // problems (and its warnings would mislead), so the refusal names that run, and
         // lists what else the checks find

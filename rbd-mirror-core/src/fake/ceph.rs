@@ -23,6 +23,20 @@ impl CephOps for Fake {
             Ok(w.sites[s].pools.contains_key(&pool.pool))
         })
     }
+    fn pin_read_only(&self, image: &ImageSpec) -> ReadPin<'_> {
+        let what = format!("{}:{image}", self.name);
+        self.world
+            .lock()
+            .unwrap()
+            .pin_log
+            .0
+            .push(format!("pin {what}"));
+        ReadPin::releasing(move || {
+            if let Ok(mut w) = self.world.lock() {
+                w.pin_log.0.push(format!("unpin {what}"));
+            }
+        })
+    }
     fn image_exists(&self, image: &ImageSpec) -> OpsResult<bool> {
         self.with("image_exists", |w, s| {
             Ok(w.sites[s].images.contains_key(&image.to_string()))

@@ -97,9 +97,23 @@ pub struct Site {
     pub space: BTreeMap<String, PoolSpace>,
 }
 
+/// A record of calls, not state: two worlds that differ only in their logs are equal (the
+/// tests' "changes nothing" compares worlds).
+#[derive(Debug, Clone, Default)]
+pub struct CallLog(pub Vec<String>);
+
+impl PartialEq for CallLog {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct World {
     pub sites: [Site; 2],
+    /// `pin SITE:IMAGE` and `unpin SITE:IMAGE`, in order: what [`CephOps::pin_read_only`]
+    /// guards were taken and dropped.
+    pub pin_log: CallLog,
     pub next_snap: u64,
     /// Polls of the exact signal before a sync completes.
     pub sync_polls: u32,
