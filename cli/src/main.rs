@@ -59,6 +59,9 @@ fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
     }
 }
 
+/// Printed if the process is aborted (see [`librbd::explain_aborts`]).
+const ABORT_EXPLAINED: &str = "\nrbd-relay: stopped by SIGABRT. If the lines above end in \"terminate called after throwing an instance of ...\", Ceph's client library (librados/librbd) aborted the process: Ceph 16.2 can do that while it closes an image on a loaded machine. Every finished step is recorded in the state file and the others repeat safely: run the same command again to continue (`rbd-relay list` shows where each migration stopped).\n";
+
 fn main() {
     let code = run_to_the_end();
     // The Ceph connections were left open (`librbd::leave_connections_to_process_exit`);
@@ -73,6 +76,7 @@ fn main() {
 fn run_to_the_end() -> ExitCode {
     let cli = Cli::parse(); // bad usage: clap prints it and exits with 2 (exit::USAGE)
     librbd::leave_connections_to_process_exit();
+    librbd::explain_aborts(ABORT_EXPLAINED);
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (_, 0) => "warn",

@@ -1,7 +1,8 @@
 //! The `rbd-relay` binary against the real Ceph pair, stopped by SIGINT or SIGTERM in the
 //! middle of a migration: it stops within 2 s, exits 130 or 143, prints the command that
 //! continues it, `list` shows it as interrupted (not running), and that command converges to
-//! the same end state as an undisturbed run.
+//! the same end state as an undisturbed run. And aborted (SIGABRT, as Ceph's client library
+//! can abort it): it says what that was and that the same command continues, which it does.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -168,3 +169,92 @@ fn sigint_during_the_wait_stops_within_2_s_and_prints_the_resume_command() {
 fn sigterm_during_the_wait_stops_within_2_s_and_resumes_to_the_same_end() {
     stopped_by("TERM", "snapshot", 143);
 }
+
+/// SIGABRT is how Ceph 16.2's client libraries end a process when one of their threads
+/// throws (seen during an image close under load). rbd-relay cannot stop cleanly then, but
+/// it says what happened and what to do, dies of the signal as before, and the same command
+/// run again finishes the migration.
+#[test]
+fn sigabrt_during_the_wait_explains_the_abort_and_the_same_command_finishes_the_migration() {
+    let env = testenv::shared().expect("testenv");
+    let _logs = env.log_guard();
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    let image = testenv::unique_name("sigabrt");
+    let spec = format!("volumes/{image}");
+    let want = source_image(&a, &spec);
+    let original = info(&a, &spec)["features"].clone();
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = state_dir.path().to_str().unwrap().to_string();
+    let args = [
+        "migrate",
+        "volume",
+        "--from",
+        &a,
+        "--to",
+        &b,
+        &spec,
+        "--into",
+        "cinder",
+        "--output",
+        "json",
+        "--state-dir",
+        &state,
+    ];
+    // no core file of the abort in the working directory
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -c 0; exec "$0" "$@""#)
+        .arg(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut sent = false;
+    for line in lines.by_ref() {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap_or_default();
+        if v["event"] == "progress" && v["phase"] == "sync" {
+            assert!(Command::new("kill")
+                .args(["-ABRT", &pid])
+                .status()
+                .unwrap()
+                .success());
+            sent = true;
+            break;
+        }
+    }
+    assert!(sent, "the wait was never reached");
+    lines.for_each(drop);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    stderr.read_to_string(&mut err).unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(SIGABRT), "{status:?}, stderr: {err}");
+    assert!(err.contains("rbd-relay: stopped by SIGABRT"), "{err}");
+    assert!(err.contains("run the same command again"), "{err}");
+
+    // list: interrupted, not running
+    let text = String::from_utf8_lossy(&relay(&["list"], &state).stdout).into_owned();
+    assert!(text.contains("interrupted at step"), "{text}");
+
+    // the same command again finishes it, to the end state of an undisturbed run
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sha(&b, &format!("cinder/{image}")), want);
+    assert_eq!(info(&a, &spec)["features"], original);
+    assert!(mirroring_off(&a, &spec));
+
+    wait_gone(&b, &spec, REPLICA_GONE_LIMIT);
+    rbd(&a, &["rm", "--no-progress", &spec]);
+    rbd(&b, &["rm", "--no-progress", &format!("cinder/{image}")]);
+}
+
+/// SIGABRT's number on Linux.
+const SIGABRT: i32 = 6;

@@ -55,3 +55,41 @@ pub fn exit_immediately(code: u8) -> ! {
     // Rust or C++ state, so nothing can observe a half-torn-down library afterwards.
     unsafe { libc::_exit(i32::from(code)) }
 }
+
+/// The text [`explain_aborts`] writes, kept for its signal handler (a static: the handler
+/// may only read memory that is never freed).
+static ABORT_TEXT: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Write `text` to stderr if the process is aborted (SIGABRT), then die of that signal as
+/// before (exit status 134, a core file where enabled). For a program whose abort would
+/// otherwise end on librados' or librbd's own last words only (`terminate called after
+/// throwing an instance of ...`): Ceph 16.2's client libraries were seen to abort the
+/// process from one of their threads during an image close under load, so the program can
+/// say what that means and what to do. Process-wide; the first call's text wins. Returns
+/// false where the handler could not be installed.
+pub fn explain_aborts(text: &'static str) -> bool {
+    let _ = ABORT_TEXT.set(text);
+    extern "C" fn on_abort(_: libc::c_int) {
+        if let Some(text) = ABORT_TEXT.get() {
+            // SAFETY: `write` is async-signal-safe; the buffer is a `'static` str, valid for
+            // its length. A short or failed write is ignored: the process dies anyway.
+            unsafe { libc::write(2, text.as_ptr().cast(), text.len()) };
+        }
+        // the action is the default again (SA_RESETHAND): raise it once more so that a
+        // SIGABRT sent by another process also ends the process (abort() would re-raise on
+        // its own); delivered at the latest when this handler returns
+        // SAFETY: `raise` is async-signal-safe.
+        unsafe { libc::raise(libc::SIGABRT) };
+    }
+    // SAFETY: a zeroed sigaction is a valid start (empty mask, no flags); the handler is a
+    // plain `extern "C" fn` that only makes async-signal-safe calls, and `sigaction` copies
+    // the struct before returning.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_abort as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        // the handler runs once: SA_RESETHAND restores the default before it is entered
+        action.sa_flags = libc::SA_RESETHAND;
+        libc::sigaction(libc::SIGABRT, &action, std::ptr::null_mut()) == 0
+    }
+}
