@@ -35,6 +35,28 @@ fn source_image(a: &str, spec: &str) -> String {
     sha(a, spec)
 }
 
+/// `migrate volume` of `spec` from site `a` into `b`'s cinder pool, JSON output, state in
+/// `state`.
+fn migrate_args(a: &str, b: &str, spec: &str, state: &str) -> Vec<String> {
+    [
+        "migrate",
+        "volume",
+        "--from",
+        a,
+        "--to",
+        b,
+        spec,
+        "--into",
+        "cinder",
+        "--output",
+        "json",
+        "--state-dir",
+        state,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Start the migration, send `signal` (`INT` or `TERM`) at the first progress event of the
 /// wait, and check how it stops. Then `list` and the printed command.
 fn stopped_by(signal: &str, mode: &str, want_code: i32) {
@@ -49,23 +71,8 @@ fn stopped_by(signal: &str, mode: &str, want_code: i32) {
     let state = state_dir.path().to_str().unwrap().to_string();
 
     let mut child = Command::new(BIN)
-        .args([
-            "migrate",
-            "volume",
-            "--from",
-            &a,
-            "--to",
-            &b,
-            &spec,
-            "--into",
-            "cinder",
-            "--mode",
-            mode,
-            "--output",
-            "json",
-            "--state-dir",
-            &state,
-        ])
+        .args(migrate_args(&a, &b, &spec, &state))
+        .args(["--mode", mode])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -185,27 +192,13 @@ fn sigabrt_during_the_wait_explains_the_abort_and_the_same_command_finishes_the_
     let original = info(&a, &spec)["features"].clone();
     let state_dir = tempfile::tempdir().unwrap();
     let state = state_dir.path().to_str().unwrap().to_string();
-    let args = [
-        "migrate",
-        "volume",
-        "--from",
-        &a,
-        "--to",
-        &b,
-        &spec,
-        "--into",
-        "cinder",
-        "--output",
-        "json",
-        "--state-dir",
-        &state,
-    ];
+    let args = migrate_args(&a, &b, &spec, &state);
     // no core file of the abort in the working directory
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(r#"ulimit -c 0; exec "$0" "$@""#)
         .arg(BIN)
-        .args(args)
+        .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -241,7 +234,7 @@ fn sigabrt_during_the_wait_explains_the_abort_and_the_same_command_finishes_the_
     assert!(text.contains("interrupted at step"), "{text}");
 
     // the same command again finishes it, to the end state of an undisturbed run
-    let out = Command::new(BIN).args(args).output().unwrap();
+    let out = Command::new(BIN).args(&args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",

@@ -864,28 +864,24 @@ fn preflight_opens_a_clone_once_and_pinned_reads_answer_as_unpinned_ones() {
     );
     let spec: ImageSpec = format!("volumes/{child}").parse().unwrap();
 
-    let unpinned = (
-        src.stat(&spec).unwrap(),
-        src.snapshots(&spec).unwrap(),
-        src.parent(&spec).unwrap(),
-        src.mirror_image(&spec).unwrap(),
-        src.watchers(&spec).unwrap(),
-        src.data_pool(&spec).unwrap(),
-    );
-    let before = src.image_opens();
-    let pinned = {
-        let pin = src.pin_read_only(&spec);
-        assert!(pin.holds());
-        let reads = (
+    let reads = || {
+        (
             src.stat(&spec).unwrap(),
             src.snapshots(&spec).unwrap(),
             src.parent(&spec).unwrap(),
             src.mirror_image(&spec).unwrap(),
             src.watchers(&spec).unwrap(),
             src.data_pool(&spec).unwrap(),
-        );
+        )
+    };
+    let unpinned = reads();
+    let before = src.image_opens();
+    let pinned = {
+        let pin = src.pin_read_only(&spec);
+        assert!(pin.holds());
+        let pinned = reads();
         assert!(src.image_exists(&spec).unwrap());
-        reads
+        pinned
     };
     assert_eq!(src.image_opens() - before, 1, "six reads through the pin");
     assert_eq!(pinned, unpinned);
