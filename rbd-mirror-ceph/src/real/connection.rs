@@ -143,8 +143,10 @@ impl RbdCeph {
         read(&self.open_ro(image)?)
     }
 
-    /// Pins a read-only handle of `image` (see `read_only`); the guard unpins and closes it.
-    /// Holds nothing when another image is pinned or this one cannot be opened.
+    /// Pins a read-only handle of `image` for [`Self::with_read_only`]; the guard unpins and
+    /// closes it. One image at a time per connection: holds nothing when another image is
+    /// pinned (its reads then open their own handles, as without a pin) or when this one
+    /// cannot be opened.
     pub(super) fn pin(&self, image: &ImageSpec) -> ReadPin<'_> {
         let Ok(mut slot) = self.pinned.lock() else {
             return ReadPin::none();
