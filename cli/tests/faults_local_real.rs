@@ -66,21 +66,7 @@ fn source(a: &str, prefix: &str, len: usize) -> (String, String, Value, String) 
 
 /// The clone-handover migration of `spec` into `cinder` (the CLI's default handover).
 fn migrate_args(a: &str, b: &str, spec: &str, mode: &str) -> Vec<String> {
-    args_of(&[
-        "migrate",
-        "volume",
-        "--from",
-        a,
-        "--to",
-        b,
-        spec,
-        "--into",
-        "cinder",
-        "--mode",
-        mode,
-        "--handover",
-        "clone",
-    ])
+    common::migrate_volume_args(a, b, spec, &["--mode", mode, "--handover", "clone"])
 }
 
 /// Nothing of a migration on the clusters: the source as it was (features, no mirroring,

@@ -61,25 +61,9 @@ fn source_image(
 }
 
 fn migrate_args(a: &str, b: &str, spec: &str, mode: &str, extra: &[&str]) -> Vec<String> {
-    [
-        "migrate",
-        "volume",
-        "--from",
-        a,
-        "--to",
-        b,
-        spec,
-        "--into",
-        "cinder",
-        "--mode",
-        mode,
-        "--handover",
-        "clone",
-    ]
-    .iter()
-    .chain(extra)
-    .map(|s| s.to_string())
-    .collect()
+    let mode_and_handover = ["--mode", mode, "--handover", "clone"];
+    let extra: Vec<&str> = mode_and_handover.iter().chain(extra).copied().collect();
+    common::migrate_volume_args(a, b, spec, &extra)
 }
 
 /// Stop the writer, within 60 s (a write that hangs fails the test instead of hanging it).

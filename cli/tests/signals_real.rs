@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{relay, BIN, REPLICA_GONE_LIMIT};
+use common::{migrate_volume_args, relay, BIN, REPLICA_GONE_LIMIT};
 use testenv::probe::{info, mirroring_off, rbd, sha, wait_gone};
 
 /// Import 40 MiB of patterned data as `volumes/NAME` on site `a`; returns its sha256.
@@ -38,23 +38,29 @@ fn source_image(a: &str, spec: &str) -> String {
 /// `migrate volume` of `spec` from site `a` into `b`'s cinder pool, JSON output, state in
 /// `state`.
 fn migrate_args(a: &str, b: &str, spec: &str, state: &str) -> Vec<String> {
-    [
-        "migrate",
-        "volume",
-        "--from",
-        a,
-        "--to",
-        b,
-        spec,
-        "--into",
-        "cinder",
-        "--output",
-        "json",
-        "--state-dir",
-        state,
-    ]
-    .map(String::from)
-    .to_vec()
+    migrate_volume_args(a, b, spec, &["--output", "json", "--state-dir", state])
+}
+
+/// The run that continued a stopped migration of `volumes/IMAGE` ended as an undisturbed
+/// run does: it succeeded, the copy holds the source's content (`want`, its sha256), and the
+/// source has its `original` features back and no mirroring.
+fn assert_finished(
+    out: &std::process::Output,
+    a: &str,
+    b: &str,
+    image: &str,
+    want: &str,
+    original: &Value,
+) {
+    let spec = format!("volumes/{image}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sha(b, &format!("cinder/{image}")), want);
+    assert_eq!(info(a, &spec)["features"], *original);
+    assert!(mirroring_off(a, &spec));
 }
 
 /// Start the migration, send `signal` (`INT` or `TERM`) at the first progress event of the
@@ -151,14 +157,7 @@ fn stopped_by(signal: &str, mode: &str, want_code: i32) {
     // state as an undisturbed run
     let pasted = resume.replacen("rbd-relay", BIN, 1);
     let out = Command::new("sh").arg("-c").arg(&pasted).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(sha(&b, &format!("cinder/{image}")), want);
-    assert_eq!(info(&a, &spec)["features"], original);
-    assert!(mirroring_off(&a, &spec));
+    assert_finished(&out, &a, &b, &image, &want, &original);
     let text = String::from_utf8_lossy(&relay(&["list"], &state).stdout).into_owned();
     assert!(text.contains("finished"), "{text}");
 
@@ -235,14 +234,7 @@ fn sigabrt_during_the_wait_explains_the_abort_and_the_same_command_finishes_the_
 
     // the same command again finishes it, to the end state of an undisturbed run
     let out = Command::new(BIN).args(&args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(sha(&b, &format!("cinder/{image}")), want);
-    assert_eq!(info(&a, &spec)["features"], original);
-    assert!(mirroring_off(&a, &spec));
+    assert_finished(&out, &a, &b, &image, &want, &original);
 
     wait_gone(&b, &spec, REPLICA_GONE_LIMIT);
     rbd(&a, &["rm", "--no-progress", &spec]);

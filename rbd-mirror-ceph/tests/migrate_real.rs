@@ -842,27 +842,23 @@ fn preflight_opens_a_clone_once_and_pinned_reads_answer_as_unpinned_ones() {
     let dst = RbdCeph::connect(&ClusterSpec::with_conf(&b.name, b.conf.clone()).unwrap()).unwrap();
     let parent = testenv::unique_name("pin-parent");
     let child = testenv::unique_name("pin-child");
-    rbd(
-        &a.name,
-        &["create", "--size", "8M", &format!("volumes/{parent}")],
+    let (parent, base, child) = (
+        format!("volumes/{parent}"),
+        format!("volumes/{parent}@base"),
+        format!("volumes/{child}"),
     );
-    rbd(
-        &a.name,
-        &["snap", "create", &format!("volumes/{parent}@base")],
-    );
-    rbd(
-        &a.name,
-        &["snap", "protect", &format!("volumes/{parent}@base")],
-    );
-    rbd(
-        &a.name,
-        &[
-            "clone",
-            &format!("volumes/{parent}@base"),
-            &format!("volumes/{child}"),
-        ],
-    );
-    let spec: ImageSpec = format!("volumes/{child}").parse().unwrap();
+    let run_all = |commands: &[&[&str]]| {
+        commands.iter().for_each(|c| {
+            rbd(&a.name, c);
+        })
+    };
+    run_all(&[
+        &["create", "--size", "8M", &parent],
+        &["snap", "create", &base],
+        &["snap", "protect", &base],
+        &["clone", &base, &child],
+    ]);
+    let spec: ImageSpec = child.parse().unwrap();
 
     let reads = || {
         (
@@ -889,7 +885,7 @@ fn preflight_opens_a_clone_once_and_pinned_reads_answer_as_unpinned_ones() {
     src.stat(&spec).unwrap();
     assert_eq!(src.image_opens() - before, 2);
     // a pin of a missing image holds nothing, and the image is still reported missing
-    let missing: ImageSpec = format!("volumes/{child}-missing").parse().unwrap();
+    let missing: ImageSpec = format!("{child}-missing").parse().unwrap();
     assert!(!src.pin_read_only(&missing).holds());
     assert!(!src.image_exists(&missing).unwrap());
 
@@ -924,25 +920,10 @@ fn preflight_opens_a_clone_once_and_pinned_reads_answer_as_unpinned_ones() {
     assert!(matches!(e, Error::Preflight(_)), "{e}");
     assert_eq!(src.image_opens() - before, 2, "{e}");
 
-    rbd(
-        &a.name,
-        &["rm", "--no-progress", &format!("volumes/{child}")],
-    );
-    rbd(
-        &a.name,
-        &["snap", "unprotect", &format!("volumes/{parent}@base")],
-    );
-    rbd(
-        &a.name,
-        &[
-            "snap",
-            "purge",
-            "--no-progress",
-            &format!("volumes/{parent}"),
-        ],
-    );
-    rbd(
-        &a.name,
-        &["rm", "--no-progress", &format!("volumes/{parent}")],
-    );
+    run_all(&[
+        &["rm", "--no-progress", &child],
+        &["snap", "unprotect", &base],
+        &["snap", "purge", "--no-progress", &parent],
+        &["rm", "--no-progress", &parent],
+    ]);
 }

@@ -12,6 +12,17 @@ use serde_json::Value;
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_rbd-relay");
 
+/// `migrate volume` of `spec` from site `a` into site `b`'s `cinder` pool, then `extra`.
+pub fn migrate_volume_args(a: &str, b: &str, spec: &str, extra: &[&str]) -> Vec<String> {
+    [
+        "migrate", "volume", "--from", a, "--to", b, spec, "--into", "cinder",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// How long rbd-mirror may take to remove a replica once mirroring of its primary is off.
 pub const REPLICA_GONE_LIMIT: Duration = Duration::from_secs(90);
 
