@@ -7,7 +7,9 @@
 # fail); 4. tears the environment down, also on failure (KEEP_ENV=1 keeps it for debugging).
 # When tests fail, the daemons' logs (Ceph, rbd-mirror, Cinder, Glance, Keystone) are first
 # copied into target/test-logs/ and the last lines of the ones that matter most are printed,
-# so the cause of a failed run survives the teardown.
+# so the cause of a failed run survives the teardown. Last come the failed tests' own
+# messages (where each panicked, and the end of its output), so that a CI page that shows
+# only the end of the output still shows why.
 # The output of `cargo test` is also written to $TEST_LOG (default target/test.log).
 set -eu
 cd "$(dirname "$0")/.."
@@ -53,6 +55,26 @@ keep_logs() {
     done
 }
 
+# the failed tests of $TEST_LOG: for each, the lines where it panicked (with the 15 lines
+# after) and the last 40 lines of its captured output
+failed_tests() {
+  echo "== failed tests"
+  grep -E '^test .* \.\.\. FAILED$' "$TEST_LOG" || true
+  awk '
+    function flush(   i, from) {
+      if (name == "") return
+      print "---- " name ": where it panicked"
+      for (i = 1; i <= n; i++) if (buf[i] ~ /panicked at/) { from = i; for (; i <= n && i < from + 16; i++) print buf[i] }
+      print "---- " name ": last 40 lines of its output"
+      for (i = (n > 40 ? n - 39 : 1); i <= n; i++) print buf[i]
+      name = ""; n = 0
+    }
+    /^---- .* stdout ----$/ { flush(); name = $2; next }
+    name != "" && (/^failures:$/ || /^---- /) { flush(); next }
+    name != "" { buf[++n] = $0 }
+    END { flush() }' "$TEST_LOG"
+}
+
 echo "== testenv up --openstack"
 start=$(date +%s)
 "$TESTENV" up --openstack
@@ -67,6 +89,7 @@ rc=$(cat "$rcfile" 2>/dev/null || true); rm -f "$rcfile"
 rc=${rc:-1} # no exit code recorded: count it as a failure
 if [ "$rc" != 0 ]; then
   keep_logs
+  failed_tests
   echo "test.sh: some tests failed (exit $rc; full output in $TEST_LOG)" >&2
   exit "$rc"
 fi
