@@ -308,3 +308,91 @@ fn the_running_clouds_log_files_are_listed() {
     }
     assert!(files.iter().all(|f| f.is_file()));
 }
+
+/// A transaction that reads and then writes while another process holds sqlite's write lock
+/// (Cinder's quota reservation in manage-existing, beside the state reports of the other
+/// Cinder services). Run with `/usr/bin/python3 -c RACE DB`, through oslo.db's own engine as
+/// the services use it; prints `ok WAITED_S` or `failed WAITED_S: ERROR`.
+const SQLITE_RACE: &str = r#"
+import subprocess, sys, time
+import sqlalchemy
+from oslo_db.sqlalchemy import engines
+db = sys.argv[1]
+engine = engines.create_engine('sqlite:///%s?timeout=20' % db)
+with engine.begin() as c:
+    c.execute(sqlalchemy.text('create table quota (used int)'))
+    c.execute(sqlalchemy.text('insert into quota values (0)'))
+holder = subprocess.Popen([sys.executable, '-c', '''
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=20)
+c.execute("BEGIN IMMEDIATE")
+c.execute("update quota set used = used + 1")
+print("locked", flush=True)
+time.sleep(1.0)
+c.execute("COMMIT")
+''', db], stdout=subprocess.PIPE, text=True)
+assert holder.stdout.readline().strip() == 'locked'
+t0 = time.monotonic()
+try:
+    with engine.begin() as c:
+        used = c.execute(sqlalchemy.text('select used from quota')).scalar()
+        c.execute(sqlalchemy.text('update quota set used = :u'), {'u': used + 1})
+    print('ok %.2f' % (time.monotonic() - t0))
+except Exception as e:
+    print('failed %.2f: %s' % (time.monotonic() - t0, str(e).splitlines()[0]))
+holder.wait()
+"#;
+
+fn sqlite_race(preamble: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(format!("{preamble}{SQLITE_RACE}"))
+        .arg(dir.path().join("race.sqlite"))
+        .output()
+        .expect("/usr/bin/python3 (installed by make deps)");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The clouds' Cinder and Glance begin their sqlite transactions IMMEDIATE
+/// (`testenv::openstack::SQLITE_BEGIN_IMMEDIATE`, run by every entry point), so a
+/// read-then-write transaction waits for another process's write instead of failing at once
+/// with "database is locked", which ended a Cinder manage in `error_managing`.
+#[test]
+fn the_clouds_sqlite_transactions_wait_for_a_concurrent_writer_instead_of_failing() {
+    let _ = clouds();
+    let env = testenv::shared_with_openstack().expect("shared test environment with clouds");
+    let preamble = testenv::openstack::SQLITE_BEGIN_IMMEDIATE;
+    for service in [
+        "cinder-api",
+        "cinder-scheduler",
+        "cinder-volume",
+        "cinder-manage",
+        "glance-api",
+        "glance-manage",
+    ] {
+        let shim = env.state_dir().join("openstack/bin").join(service);
+        let text = std::fs::read_to_string(&shim).unwrap();
+        let (patch, main) = (text.find(preamble), text.find(" import main"));
+        assert!(
+            patch.is_some() && patch < main,
+            "{} does not run the preamble before the service:\n{text}",
+            shim.display()
+        );
+    }
+    // oslo.db alone: the write fails at once
+    let plain = sqlite_race("");
+    assert!(
+        plain.starts_with("failed") && plain.contains("database is locked"),
+        "{plain}"
+    );
+    // with the preamble: the transaction waits for the other writer (held 1 s), then succeeds
+    let patched = sqlite_race(preamble);
+    let waited: f64 = patched
+        .strip_prefix("ok ")
+        .unwrap_or_else(|| panic!("{patched}"))
+        .parse()
+        .unwrap();
+    assert!(waited >= 0.5, "did not wait for the writer: {patched}");
+}

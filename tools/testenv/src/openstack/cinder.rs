@@ -96,14 +96,9 @@ pub(crate) fn write_conf(root: &Path, plan: &CloudPlan) -> Result<(), Error> {
             port = plan.cinder_port,
             glance_port = plan.glance_port,
             db = db_path(root, site).display(),
-            // 2025.1's Cinder failed its scheduler's start and a quota reservation with
-            // "database is locked" while the volume service wrote: its chroot's oslo.db
-            // begins IMMEDIATE (add-openstack.sh), and transactions wait for the lock
-            busy = if plan.chroot.is_some() {
-                "?timeout=60"
-            } else {
-                ""
-            },
+            // transactions begin IMMEDIATE (the shims; in the 2025.1 chroot oslo.db too,
+            // add-openstack.sh) and wait this long for another process's write lock
+            busy = super::SQLITE_BUSY_TIMEOUT,
             pool = plan.volume_pool,
             ceph_conf = super::ceph::client_conf_path(root, site).display(),
             authtoken = plan.keystone.authtoken_section("cinder", site),

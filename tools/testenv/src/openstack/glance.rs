@@ -59,7 +59,7 @@ pub(crate) fn write_conf(root: &Path, plan: &CloudPlan) -> Result<(), Error> {
              node_staging_uri = file://{ds}/staging\n\
              enforce_secure_rbac = False\n\
              [database]\n\
-             connection = sqlite:///{db}\n\
+             connection = sqlite:///{db}{busy}\n\
              [paste_deploy]\n\
              config_file = {ds}/glance-api-paste.ini\n\
              flavor = keystone\n\
@@ -78,6 +78,7 @@ pub(crate) fn write_conf(root: &Path, plan: &CloudPlan) -> Result<(), Error> {
              {authtoken}",
             port = plan.glance_port,
             db = db_path(root, site).display(),
+            busy = super::SQLITE_BUSY_TIMEOUT,
             pool = plan.image_pool,
             ceph_conf = super::ceph::client_conf_path(root, site).display(),
             authtoken = plan.keystone.authtoken_section("glance", site),

@@ -219,8 +219,42 @@ pub(crate) fn shim(root: &Path, name: &str) -> PathBuf {
     root.join("bin").join(name)
 }
 
+/// Python that every Cinder and Glance entry point of the test clouds runs before the
+/// service: sqlite transactions begin `IMMEDIATE`.
+///
+/// The test clouds keep their databases in sqlite; three Cinder processes (api, scheduler,
+/// volume) write one file. oslo.db begins every sqlite transaction with a deferred `BEGIN`,
+/// so a transaction that reads and then writes (the quota reservation of Cinder's
+/// manage-existing) fails at once with "database is locked" when another process writes
+/// meanwhile: sqlite refuses that lock upgrade instead of waiting, to avoid a deadlock, so
+/// no busy timeout helps. Such a failed manage ends in `error_managing`. Taking the write
+/// lock at `BEGIN` makes every transaction queue on the busy timeout instead (the
+/// connections set `?timeout=60`). This listener on every engine runs before oslo.db's own
+/// `begin` listener, which then sees the transaction begun and emits nothing. Production
+/// clouds use MySQL or PostgreSQL, where none of this applies.
+pub const SQLITE_BEGIN_IMMEDIATE: &str = "\
+import sqlalchemy
+import sqlalchemy.event
+from sqlalchemy.engine import Engine
+
+
+@sqlalchemy.event.listens_for(Engine, 'begin')
+def _testenv_begin_immediate(conn):
+    # test clouds only: see testenv::openstack::SQLITE_BEGIN_IMMEDIATE
+    if conn.engine.dialect.name == 'sqlite' and 'in_transaction' not in conn.info:
+        conn.execute(sqlalchemy.text('BEGIN IMMEDIATE'))
+        conn.info['in_transaction'] = True
+
+
+";
+
+/// The busy timeout of the test clouds' sqlite connections (a query of their
+/// `connection` URL): with [`SQLITE_BEGIN_IMMEDIATE`], a transaction waits this long for
+/// another process's write lock.
+pub(crate) const SQLITE_BUSY_TIMEOUT: &str = "?timeout=60";
+
 /// python3-cinder and python3-glance ship no `/usr/bin` scripts: write `bin/PROJECT-CMD`
-/// calling `PROJECT.cmd.CMD.main`.
+/// calling `PROJECT.cmd.CMD.main`, after [`SQLITE_BEGIN_IMMEDIATE`].
 fn write_shims(root: &Path) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
     for (project, cmd) in [
@@ -235,7 +269,7 @@ fn write_shims(root: &Path) -> Result<(), Error> {
         write(
             &path,
             &format!(
-                "#!{PYTHON}\nimport sys\nfrom {project}.cmd.{cmd} import main\nsys.exit(main())\n"
+                "#!{PYTHON}\nimport sys\n{SQLITE_BEGIN_IMMEDIATE}from {project}.cmd.{cmd} import main\nsys.exit(main())\n"
             ),
         )?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
