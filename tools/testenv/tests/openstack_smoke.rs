@@ -344,7 +344,7 @@ holder.wait()
 "#;
 
 fn sqlite_race(preamble: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("temporary directory");
     let out = std::process::Command::new("/usr/bin/python3")
         .arg("-c")
         .arg(format!("{preamble}{SQLITE_RACE}"))
@@ -373,7 +373,8 @@ fn the_clouds_sqlite_transactions_wait_for_a_concurrent_writer_instead_of_failin
         "glance-manage",
     ] {
         let shim = env.state_dir().join("openstack/bin").join(service);
-        let text = std::fs::read_to_string(&shim).unwrap();
+        let text =
+            std::fs::read_to_string(&shim).unwrap_or_else(|e| panic!("{}: {e}", shim.display()));
         let (patch, main) = (text.find(preamble), text.find(" import main"));
         assert!(
             patch.is_some() && patch < main,
@@ -393,6 +394,6 @@ fn the_clouds_sqlite_transactions_wait_for_a_concurrent_writer_instead_of_failin
         .strip_prefix("ok ")
         .unwrap_or_else(|| panic!("{patched}"))
         .parse()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{patched}: {e}"));
     assert!(waited >= 0.5, "did not wait for the writer: {patched}");
 }
