@@ -160,8 +160,10 @@ else
         _elapsed=$((_now - _start))
         if [ -z "$USERS" ]; then
             [ -n "$_idle_since" ] || _idle_since=$_now
-            if [ $((_now - _idle_since)) -ge "$IDLE_FOR" ]; then
-                say "the source has had no user for $((_now - _idle_since))s: cutting over"
+            # whole seconds: a difference of IDLE_FOR could be IDLE_FOR - 1 s and a bit,
+            # one more second is more than IDLE_FOR s for sure
+            if [ $((_now - _idle_since)) -gt "$IDLE_FOR" ]; then
+                say "the source has had no user for more than ${IDLE_FOR}s: cutting over"
                 break
             fi
         else
