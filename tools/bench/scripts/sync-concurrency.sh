@@ -49,4 +49,4 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 "$T/testenv" down >/dev/null 2>&1
-rm -rf "$VAR"/*
+rm -rf "${VAR:?}"/*
