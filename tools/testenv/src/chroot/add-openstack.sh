@@ -20,17 +20,8 @@ chroot "$dir" /usr/bin/env DEBIAN_FRONTEND=noninteractive apt-get install -y -q 
   awk '/^(Get|Setting up)/ { n++; if (n % 25 == 0) { print "  " n " package steps done"; fflush() } next }
        /^(E:|W:|dpkg: error)/ { print "  " $0; fflush() }'
 chroot "$dir" python3 -c 'import keystone, cinder, glance, glance_store, rbd; print("openstack python modules import")'
-# Test clouds keep their databases in sqlite, where three Cinder processes share one file.
-# oslo.db opens every transaction with a deferred BEGIN: a transaction that reads and then
-# writes (Cinder's quota reservation of manage-existing) fails at once with "database is
-# locked" when another process writes meanwhile (seen on 2025.1's Cinder 26; a busy timeout
-# does not help, sqlite refuses the lock upgrade to avoid a deadlock). BEGIN IMMEDIATE takes
-# the write lock up front, so transactions queue on the busy timeout instead (testenv sets
-# ?timeout=60). Production clouds use MySQL/PostgreSQL, where none of this applies.
-engines=$dir/usr/lib/python3/dist-packages/oslo_db/sqlalchemy/engines.py
-grep -q 'sqlalchemy.text("BEGIN")' "$engines" || { echo "oslo.db: no deferred BEGIN found in $engines" >&2; exit 1; }
-sed -i 's/sqlalchemy.text("BEGIN")/sqlalchemy.text("BEGIN IMMEDIATE")/' "$engines"
-echo "oslo.db: sqlite transactions begin IMMEDIATE (test clouds only)"
+# (sqlite transactions of the test clouds begin IMMEDIATE through testenv's entry points,
+# testenv::openstack::SQLITE_BEGIN_IMMEDIATE, the same as on the host)
 chroot "$dir" dpkg-query -W python3-keystone python3-cinder python3-glance python3-glance-store
 chroot "$dir" apt-get clean
 echo "done"

@@ -96,8 +96,8 @@ pub(crate) fn write_conf(root: &Path, plan: &CloudPlan) -> Result<(), Error> {
             port = plan.cinder_port,
             glance_port = plan.glance_port,
             db = db_path(root, site).display(),
-            // transactions begin IMMEDIATE (the shims; in the 2025.1 chroot oslo.db too,
-            // add-openstack.sh) and wait this long for another process's write lock
+            // transactions begin IMMEDIATE (the shims: SQLITE_BEGIN_IMMEDIATE) and wait
+            // this long for another process's write lock
             busy = super::SQLITE_BUSY_TIMEOUT,
             pool = plan.volume_pool,
             ceph_conf = super::ceph::client_conf_path(root, site).display(),
