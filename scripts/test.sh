@@ -7,7 +7,8 @@
 # fail); 4. tears the environment down, also on failure (KEEP_ENV=1 keeps it for debugging).
 # When tests fail, the daemons' logs (Ceph, rbd-mirror, Cinder, Glance, Keystone) are first
 # copied into target/test-logs/ and the last lines of the ones that matter most are printed,
-# so the cause of a failed run survives the teardown. Last come the failed tests' own
+# so the cause of a failed run survives the teardown, followed by `testenv status` (each
+# site's health: a full OSD, a down daemon). Last come the failed tests' own
 # messages (where each panicked, and the end of its output), so that a CI page that shows
 # only the end of the output still shows why.
 # The output of `cargo test` is also written to $TEST_LOG (default target/test.log).
@@ -89,6 +90,8 @@ rc=$(cat "$rcfile" 2>/dev/null || true); rm -f "$rcfile"
 rc=${rc:-1} # no exit code recorded: count it as a failure
 if [ "$rc" != 0 ]; then
   keep_logs
+  echo "== environment status (health of both sites, daemons, mirroring)"
+  "$TESTENV" status || true
   failed_tests
   echo "test.sh: some tests failed (exit $rc; full output in $TEST_LOG)" >&2
   exit "$rc"
