@@ -129,6 +129,46 @@ async fn cold_clone_handovers_end_clean_in_both_modes_and_a_rerun_finds_them_don
 }
 
 #[tokio::test]
+async fn a_cold_journal_clone_demotes_once_the_initial_sync_is_over() {
+    // rbd-mirror writes the peer's commit position only every rbd_mirror_journal_commit_age
+    // (5 s by default): a handover by clone does not wait for it, its promotion waits for
+    // the replay up to the demotion, and verify_handover proves the content
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    w.lock().unwrap().peer_committed = Some(1);
+    let m = clone_migration(MirrorImageMode::Journal);
+    tokio::time::timeout(Duration::from_secs(10), run(&m, a, b, dir.path()))
+        .await
+        .expect("the clone handover did not wait for the commit position")
+        .unwrap();
+    assert_handed_over(&w.lock().unwrap());
+}
+
+#[tokio::test]
+async fn a_cold_journal_copy_waits_for_the_commit_position() {
+    // the copy reads the replica itself: it must hold everything first
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, w) = pair(World::standard(DEFAULT, data()));
+    w.lock().unwrap().peer_committed = Some(1);
+    let m = migration_of("vol1", MirrorImageMode::Journal);
+    assert_eq!(m.handover, Handover::Copy);
+    let e = run(&m, a.clone(), b.clone(), dir.path()).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("has not replayed up to the master position"),
+        "{e}"
+    );
+    assert!(
+        !w.lock().unwrap().sites[1]
+            .images
+            .contains_key("cinder/vol1"),
+        "copied before the replica held everything"
+    );
+    w.lock().unwrap().peer_committed = None;
+    run(&m, a, b, dir.path()).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_failure_in_every_operation_of_the_cutover_converges_on_rerun() {
     let ops = [
         "demote",

@@ -618,8 +618,9 @@ pub struct WaitOptions {
     /// What to do while no daemon responds.
     #[serde(default)]
     pub on_daemon_down: OnDaemonDown,
-    /// Journal mode: done once rbd-mirror's initial sync is (a live migration, whose source
-    /// keeps changing until its cutover), not when the replica caught the primary.
+    /// Journal mode: done once rbd-mirror's initial sync is, not when the replica caught
+    /// the primary: for a handover by clone, whose promotion waits for the rest of the
+    /// replay (and a live source keeps changing until its cutover anyway).
     #[serde(default)]
     pub initial_sync_only: bool,
     /// The cutover's promote wait gives up once rbd-mirror has reported no replay

@@ -602,7 +602,15 @@ impl Executor {
             }
         }
         let mut wait_opts = self.opts.wait.clone();
-        wait_opts.initial_sync_only = m.live.is_some();
+        // Journal mode: once the initial sync is over, a handover by clone (cold or live)
+        // can demote. Its promotion (without force) waits until the replica has replayed
+        // everything up to the demotion, and verify_handover proves the content after it,
+        // so waiting here for the peer's commit position to reach the master's as well
+        // (which rbd-mirror writes only every rbd_mirror_journal_commit_age, 5 s by
+        // default) would only delay the demotion. A copy reads the replica: it waits for
+        // the position.
+        let demotes_next = state.plan.steps.get(index + 1) == Some(&Step::DemoteSource);
+        wait_opts.initial_sync_only = m.live.is_some() || demotes_next;
         let waited = wait::wait_for_replica(
             self.src(kind)?,
             self.dst(kind)?,
