@@ -7,7 +7,6 @@
 //! writes. A bluestore pair keeps bluestore's own, exact accounting.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use testenv::{probe, Objectstore, SITE_A};
@@ -16,34 +15,29 @@ use testenv::{probe, Objectstore, SITE_A};
 const TINY_BYTES: &str = "1048576";
 /// [`TINY_BYTES`] as a number.
 const TINY: u64 = 1 << 20;
-/// Memstore's configured capacity (testenv's conf), restored after the test.
-const MEMSTORE_BYTES: &str = "6442450944";
 
-/// `ceph --cluster site-a tell osd.0 ARGS`; `Err` with the output on failure.
-fn tell_osd(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("timeout")
-        .args(["30", "ceph", "--cluster", SITE_A, "tell", "osd.0"])
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run ceph tell: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "ceph tell osd.0 {args:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+/// `ceph --cluster site-a tell osd.0 ARGS --format json`.
+fn tell_osd(args: &[&str]) -> Result<serde_json::Value, String> {
+    let mut all = vec!["tell", "osd.0"];
+    all.extend_from_slice(args);
+    probe::try_ceph_json(SITE_A, &all)
 }
 
-/// Puts memstore's reported capacity back, also when the test fails.
-struct RestoreCapacity;
+/// A setting of site-a's OSD, as the OSD holds it now.
+fn osd_setting(name: &str) -> String {
+    let v = tell_osd(&["config", "get", name]).expect("config get");
+    v[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {name} in {v}"))
+        .to_string()
+}
+
+/// Puts memstore's reported capacity back to what it was, also when the test fails.
+struct RestoreCapacity(String);
 
 impl Drop for RestoreCapacity {
     fn drop(&mut self) {
-        if let Err(e) = tell_osd(&["config", "set", "memstore_device_bytes", MEMSTORE_BYTES]) {
+        if let Err(e) = tell_osd(&["config", "set", "memstore_device_bytes", &self.0]) {
             eprintln!("could not restore memstore_device_bytes on site-a's osd.0: {e}");
         }
     }
@@ -70,9 +64,7 @@ fn pg_based_statfs_updates(log: &PathBuf) -> usize {
 
 /// The OSD's own view of its capacity: `(stat_bytes, stat_bytes_used)`.
 fn osd_stat_bytes() -> (u64, u64) {
-    let dump: serde_json::Value =
-        serde_json::from_str(&tell_osd(&["perf", "dump", "osd"]).expect("perf dump"))
-            .expect("perf dump json");
+    let dump = tell_osd(&["perf", "dump", "osd"]).expect("perf dump");
     let field = |k: &str| {
         dump["osd"][k]
             .as_u64()
@@ -87,11 +79,8 @@ fn a_memstore_osd_takes_writes_when_memstores_own_counter_says_full() {
     let _logs = env.log_guard();
     if env.objectstore() == Objectstore::Bluestore {
         // bluestore's accounting is exact: the pair must not override it
-        let v = tell_osd(&["config", "get", "fake_statfs_for_testing"]).expect("config get");
-        assert!(
-            v.contains("\"0\""),
-            "a bluestore OSD overrides its statfs: {v}"
-        );
+        let v = osd_setting("fake_statfs_for_testing");
+        assert_eq!(v, "0", "a bluestore OSD overrides its statfs");
         return;
     }
     let log = env
@@ -104,7 +93,8 @@ fn a_memstore_osd_takes_writes_when_memstores_own_counter_says_full() {
     let _image = RemoveImage(image.clone());
 
     let before = pg_based_statfs_updates(&log);
-    let _restore = RestoreCapacity;
+    let capacity = osd_setting("memstore_device_bytes");
+    let _restore = RestoreCapacity(capacity.clone());
     tell_osd(&["config", "set", "memstore_device_bytes", TINY_BYTES]).expect("lower capacity");
     // two statfs rounds after the change (one per OSD heartbeat, a few seconds apart), or
     // the OSD taking memstore's lowered capacity as its own: then it sees itself over
@@ -117,7 +107,7 @@ fn a_memstore_osd_takes_writes_when_memstores_own_counter_says_full() {
     let (total, _) = osd_stat_bytes();
     assert_eq!(
         total.to_string(),
-        MEMSTORE_BYTES,
+        capacity,
         "site-a's OSD reports memstore's lowered capacity as its own"
     );
 
@@ -130,7 +120,7 @@ fn a_memstore_osd_takes_writes_when_memstores_own_counter_says_full() {
         Duration::from_secs(60),
         || Ok(osd_stat_bytes().1 >= 4 << 20),
     );
-    assert_eq!(osd_stat_bytes().0.to_string(), MEMSTORE_BYTES);
+    assert_eq!(osd_stat_bytes().0.to_string(), capacity);
     let health = probe::try_ceph_json(SITE_A, &["health"]).expect("ceph health");
     assert!(
         health["checks"].get("OSD_FULL").is_none(),
