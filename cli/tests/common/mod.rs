@@ -48,8 +48,13 @@ pub fn relay_command() -> Command {
 /// left in this test's directory (gdb, when installed), or where the core is. The core is
 /// renamed so that the next crash does not overwrite it.
 fn crash_report(o: &Output) -> String {
+    crash_report_of(o.status)
+}
+
+/// [`crash_report`] of a run that ended with `status`.
+fn crash_report_of(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
-    let Some(signal) = o.status.signal() else {
+    let Some(signal) = status.signal() else {
         return String::new();
     };
     let mut report = format!("\nkilled by signal {signal}");
@@ -164,7 +169,7 @@ pub fn run_json_via(
 ) -> JsonRun {
     use std::io::{BufRead, BufReader, Read};
     let mut command = match wrapper {
-        [] => Command::new(BIN),
+        [] => relay_command(),
         [program, rest @ ..] => {
             let mut c = Command::new(program);
             c.args(rest).arg(BIN);
@@ -297,26 +302,62 @@ pub fn kill_at_each(
     plan_steps: &[Value],
     kills: &[KillAt],
 ) -> (usize, usize) {
-    let (mut killed, mut passed) = (0, 0);
-    for &at in kills {
-        if at.step(plan_steps) < next_step(state, id) {
-            passed += 1;
-            continue;
-        }
-        let run = run_until(args, state, at);
-        if run.killed {
-            killed += 1;
-        } else {
+    let (mut killed, mut passed, mut aborts) = (0, 0, 0);
+    'points: for &at in kills {
+        loop {
+            if at.step(plan_steps) < next_step(state, id) {
+                passed += 1;
+                continue 'points;
+            }
+            let run = run_until(args, state, at);
+            if run.killed {
+                killed += 1;
+                continue 'points;
+            }
+            if died_of_ceph_client_abort(&run) && aborts < CEPH_CLIENT_ABORTS_TOLERATED {
+                aborts += 1;
+                eprintln!(
+                    "kill_at_each: {at:?}: the run died of Ceph 16.2.15's client-library abort \
+                     (docs/reliability.md, \"A loaded machine\"), tolerated ({aborts} of at most \
+                     {CEPH_CLIENT_ABORTS_TOLERATED}) as one more interruption; the same point again.\n\
+                     its last events: {:?}\nits stderr:\n{}{}",
+                    run.events.iter().rev().take(3).collect::<Vec<_>>(),
+                    run.stderr,
+                    crash_report_of(run.status)
+                );
+                continue;
+            }
             assert!(
                 run.status.success(),
-                "{at:?}: run neither killed nor successful: {:?}\n{}",
+                "{at:?}: run neither killed nor successful: {:?}\n{}{}",
                 run.events,
-                run.stderr
+                run.stderr,
+                crash_report_of(run.status)
             );
-            break;
+            break 'points;
         }
     }
     (killed, passed)
+}
+
+/// How many runs of one [`kill_at_each`] chain may die of Ceph's client-library abort.
+///
+/// Why: librbd/librados 16.2.15 can abort the whole process on a loaded machine (a librados
+/// thread ends by an uncaught `std::system_error`, seen while a clone is closed); rbd-relay
+/// cannot catch it and explains it from its SIGABRT handler. For a chain of interrupted runs
+/// such a death is one more interruption of the kind the chain tests: the state file keeps
+/// every finished step and the next run resumes. A third one in a chain fails the test.
+const CEPH_CLIENT_ABORTS_TOLERATED: usize = 2;
+
+/// Whether `run` died of SIGABRT raised by Ceph's client library: libstdc++'s terminate
+/// line, then rbd-relay's own explanation from its SIGABRT handler.
+fn died_of_ceph_client_abort(run: &JsonRun) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    run.status.signal() == Some(6)
+        && run
+            .stderr
+            .contains("terminate called after throwing an instance of")
+        && run.stderr.contains("rbd-relay: stopped by SIGABRT")
 }
 
 /// The recorded migrations in state directory `dir`: every file but the lock files, by
