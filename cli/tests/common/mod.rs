@@ -380,3 +380,23 @@ pub fn state_dir_files(
     }
     Some(files)
 }
+
+/// Only a SIGABRT with both libstdc++'s terminate line and rbd-relay's explanation counts as
+/// Ceph's client-library abort: a `kill -ABRT` from outside, a SIGKILL or an exit with the
+/// same text do not.
+#[test]
+fn a_ceph_client_abort_is_told_from_other_deaths() {
+    use std::os::unix::process::ExitStatusExt;
+    let run = |raw: i32, stderr: &str| JsonRun {
+        killed: false,
+        status: std::process::ExitStatus::from_raw(raw),
+        events: Vec::new(),
+        stderr: stderr.to_string(),
+    };
+    let ceph = "terminate called after throwing an instance of 'std::system_error'\n  what():  Invalid argument\n\nrbd-relay: stopped by SIGABRT. If the lines above ...";
+    let outside = "\nrbd-relay: stopped by SIGABRT. If the lines above ...";
+    assert!(died_of_ceph_client_abort(&run(6, ceph)));
+    assert!(!died_of_ceph_client_abort(&run(6, outside)));
+    assert!(!died_of_ceph_client_abort(&run(9, ceph)));
+    assert!(!died_of_ceph_client_abort(&run(1 << 8, ceph)));
+}
