@@ -9,7 +9,13 @@ use rbd_mirror_core::ops::{ErrorKind, OpsError, OpsResult, Progress};
 use super::ops_error;
 
 /// Reader threads (each with its own image handle) of a digest.
-pub(super) const DIGEST_READERS: usize = 3;
+///
+/// 2, not 3: the copy handover runs the source's digest beside the trailing copy, and with
+/// 3 readers its peak RSS reached 63-64.07 MiB (4 GiB bluestore, session 13), at the 64 MiB
+/// bound. With 2 (one handle and 2 MiB of pieces less) the same bench gave 61 MiB, and the
+/// digests were not slower: `verify_handover` 11.73-12.36 s against 11.04-14.18 s with 3
+/// (docs/architecture.md, sessions 12 and 13).
+pub(super) const DIGEST_READERS: usize = 2;
 
 /// What a digest reader needs from an image: a positioned read. Implemented by
 /// [`rbd::Image`]; unit tests implement it to inject failures and slow reads.
