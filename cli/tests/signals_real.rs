@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{migrate_volume_args, relay, BIN, REPLICA_GONE_LIMIT};
+use common::{migrate_volume_args, relay, BIN, REPLICA_GONE_LIMIT, SIGABRT};
 use testenv::probe::{info, mirroring_off, rbd, sha, wait_gone};
 
 /// Import 40 MiB of patterned data as `volumes/NAME` on site `a`; returns its sha256.
@@ -240,6 +240,3 @@ fn sigabrt_during_the_wait_explains_the_abort_and_the_same_command_finishes_the_
     rbd(&a, &["rm", "--no-progress", &spec]);
     rbd(&b, &["rm", "--no-progress", &format!("cinder/{image}")]);
 }
-
-/// SIGABRT's number on Linux.
-const SIGABRT: i32 = 6;

@@ -47,12 +47,7 @@ pub fn relay_command() -> Command {
 /// For a run that died by a signal: the backtraces of all its threads from the core file it
 /// left in this test's directory (gdb, when installed), or where the core is. The core is
 /// renamed so that the next crash does not overwrite it.
-fn crash_report(o: &Output) -> String {
-    crash_report_of(o.status)
-}
-
-/// [`crash_report`] of a run that ended with `status`.
-fn crash_report_of(status: std::process::ExitStatus) -> String {
+fn crash_report(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     let Some(signal) = status.signal() else {
         return String::new();
@@ -115,7 +110,7 @@ pub fn describe(o: &Output) -> String {
         o.status.code(),
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr),
-        crash_report(o)
+        crash_report(o.status)
     )
 }
 
@@ -323,7 +318,7 @@ pub fn kill_at_each(
                      its last events: {:?}\nits stderr:\n{}{}",
                     run.events.iter().rev().take(3).collect::<Vec<_>>(),
                     run.stderr,
-                    crash_report_of(run.status)
+                    crash_report(run.status)
                 );
                 continue;
             }
@@ -332,7 +327,7 @@ pub fn kill_at_each(
                 "{at:?}: run neither killed nor successful: {:?}\n{}{}",
                 run.events,
                 run.stderr,
-                crash_report_of(run.status)
+                crash_report(run.status)
             );
             break 'points;
         }
@@ -353,12 +348,15 @@ const CEPH_CLIENT_ABORTS_TOLERATED: usize = 2;
 /// line, then rbd-relay's own explanation from its SIGABRT handler.
 fn died_of_ceph_client_abort(run: &JsonRun) -> bool {
     use std::os::unix::process::ExitStatusExt;
-    run.status.signal() == Some(6)
+    run.status.signal() == Some(SIGABRT)
         && run
             .stderr
             .contains("terminate called after throwing an instance of")
         && run.stderr.contains("rbd-relay: stopped by SIGABRT")
 }
+
+/// SIGABRT's number on Linux.
+pub const SIGABRT: i32 = 6;
 
 /// The recorded migrations in state directory `dir`: every file but the lock files, by
 /// name, with its content (`None` when the directory does not exist). A refused command
@@ -395,8 +393,8 @@ fn a_ceph_client_abort_is_told_from_other_deaths() {
     };
     let ceph = "terminate called after throwing an instance of 'std::system_error'\n  what():  Invalid argument\n\nrbd-relay: stopped by SIGABRT. If the lines above ...";
     let outside = "\nrbd-relay: stopped by SIGABRT. If the lines above ...";
-    assert!(died_of_ceph_client_abort(&run(6, ceph)));
-    assert!(!died_of_ceph_client_abort(&run(6, outside)));
+    assert!(died_of_ceph_client_abort(&run(SIGABRT, ceph)));
+    assert!(!died_of_ceph_client_abort(&run(SIGABRT, outside)));
     assert!(!died_of_ceph_client_abort(&run(9, ceph)));
     assert!(!died_of_ceph_client_abort(&run(1 << 8, ceph)));
 }
