@@ -293,12 +293,15 @@ fn make_cluster(
     let fsid = Uuid::new_v4().to_string();
     let osd_uuid = Uuid::new_v4().to_string();
     let conf = conf_path(site);
-    let bluestore_bytes = crate::layout::bluestore_bytes().map_err(Error::BadSetting)?;
+    let bluestore = crate::layout::bluestore_file().map_err(Error::BadSetting)?;
     fs::write(
         &conf,
-        conf::render(spec, &fsid, &dir, objectstore, release, bluestore_bytes),
+        conf::render(spec, &fsid, &dir, objectstore, release, bluestore),
     )
     .map_err(|e| Error::io("write", &conf, e))?;
+    if objectstore == Objectstore::Bluestore && bluestore.on_loop {
+        crate::loopdev::attach(&dir.join("osd.0"), bluestore.bytes)?;
+    }
 
     mkfs_mon(layout, spec, &dir, &fsid, chroot_root)?;
     start(layout, site, Daemon::Mon, chroot_root)?;
@@ -738,6 +741,8 @@ pub(crate) fn teardown(layout: &Layout, fast: bool) -> Result<Teardown> {
     }
     for spec in &SITES {
         let dir = layout.site_dir(spec.name);
+        // a loop device would keep the removed file's space in use
+        crate::loopdev::detach_all(&dir.join("osd.0"))?;
         match fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(Error::io("remove", dir, e))

@@ -46,10 +46,39 @@ pub(crate) const BLUESTORE_BYTES: u64 = 20 << 30;
 /// and its copy at once, and bluestore frees removed images' space lazily).
 pub const BLUESTORE_GIB_ENV: &str = "RBD_RELAY_TESTENV_BLUESTORE_GIB";
 
-/// The bluestore block file size in effect: [`BLUESTORE_GIB_ENV`] when it holds a whole
-/// number of GiB from 1 to 1024, else [`BLUESTORE_BYTES`].
-pub(crate) fn bluestore_bytes() -> Result<u64, String> {
-    bluestore_bytes_from(std::env::var(BLUESTORE_GIB_ENV).ok().as_deref())
+/// Environment variable that, set to `1`, puts each bluestore OSD on a loop device over its
+/// sparse file with bluestore's discard on. The space of removed images then goes back to
+/// the host's disk. A plain file only grows: bluestore's allocator moves on through the
+/// whole file before it reuses freed space, so a run that writes and removes N GiB in turn
+/// takes up to the file's full size on the disk. Unset or `0`: a plain file (the default).
+pub const BLUESTORE_LOOP_ENV: &str = "RBD_RELAY_TESTENV_BLUESTORE_LOOP";
+
+/// How each bluestore OSD keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BluestoreFile {
+    /// Size of the block file (and device), bytes.
+    pub bytes: u64,
+    /// On a loop device with discard ([`BLUESTORE_LOOP_ENV`]), not on the file itself.
+    pub on_loop: bool,
+}
+
+/// The bluestore settings in effect: [`BLUESTORE_GIB_ENV`] when it holds a whole number of
+/// GiB from 1 to 1024, else [`BLUESTORE_BYTES`]; and [`BLUESTORE_LOOP_ENV`].
+pub(crate) fn bluestore_file() -> Result<BluestoreFile, String> {
+    Ok(BluestoreFile {
+        bytes: bluestore_bytes_from(std::env::var(BLUESTORE_GIB_ENV).ok().as_deref())?,
+        on_loop: bluestore_on_loop_from(std::env::var(BLUESTORE_LOOP_ENV).ok().as_deref())?,
+    })
+}
+
+fn bluestore_on_loop_from(value: Option<&str>) -> Result<bool, String> {
+    match value.map(str::trim) {
+        None | Some("") | Some("0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(v) => Err(format!(
+            "{BLUESTORE_LOOP_ENV}={v}: set it to 1 to put each bluestore OSD on a loop device with discard, to 0 or unset it for a plain file"
+        )),
+    }
 }
 
 fn bluestore_bytes_from(value: Option<&str>) -> Result<u64, String> {
@@ -67,6 +96,18 @@ fn bluestore_bytes_from(value: Option<&str>) -> Result<u64, String> {
 #[cfg(test)]
 mod bluestore_size_tests {
     use super::*;
+
+    #[test]
+    fn bluestore_goes_on_a_loop_device_only_when_asked_with_1() {
+        for off in [None, Some(""), Some("0"), Some(" 0 ")] {
+            assert_eq!(bluestore_on_loop_from(off), Ok(false), "{off:?}");
+        }
+        assert_eq!(bluestore_on_loop_from(Some("1")), Ok(true));
+        for bad in ["yes", "true", "2", "-1"] {
+            let e = bluestore_on_loop_from(Some(bad)).unwrap_err();
+            assert!(e.contains(BLUESTORE_LOOP_ENV) && e.contains(bad), "{e}");
+        }
+    }
 
     #[test]
     fn the_bluestore_size_is_twenty_gib_unless_a_whole_number_of_gib_is_given() {

@@ -46,6 +46,7 @@ mod env;
 mod error;
 mod health;
 mod layout;
+mod loopdev;
 mod process;
 mod roles;
 mod state;
@@ -64,8 +65,9 @@ pub use error::{Error, Result};
 pub use health::running_release;
 pub use layout::{
     conf_path, default_state_dir, keyring_path, Daemon, Objectstore, Release, UnknownObjectstore,
-    UnknownRelease, DEFAULT_STATE_DIR, ETC_CEPH, MIRRORED_POOLS, PLAIN_POOLS, POOL_CINDER,
-    POOL_GLANCE, POOL_IMAGES, POOL_VOLUMES, RBD_MIRROR_ID, SITE_A, SITE_B, STATE_DIR_ENV,
+    UnknownRelease, BLUESTORE_GIB_ENV, BLUESTORE_LOOP_ENV, DEFAULT_STATE_DIR, ETC_CEPH,
+    MIRRORED_POOLS, PLAIN_POOLS, POOL_CINDER, POOL_GLANCE, POOL_IMAGES, POOL_VOLUMES,
+    RBD_MIRROR_ID, SITE_A, SITE_B, STATE_DIR_ENV,
 };
 pub use roles::{RoleUser, RoleUsers, DESTINATION_ADMIN_ID, SOURCE_ADMIN_ID};
 pub use test_cloud::{test_cloud, TestCloud};
