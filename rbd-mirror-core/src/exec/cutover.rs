@@ -702,33 +702,43 @@ impl Executor {
         let mut first_position: Option<Option<JournalPosition>> = None;
         let mut last_change = started;
         loop {
-            let (d, r) = (dst.clone(), replica.clone());
+            let (d, r, known) = (dst.clone(), replica.clone(), state.replica_id.clone());
+            // the replica's id is recorded before it is promoted: a run killed right after
+            // the promotion leaves the id for abort, which removes only that image
             let attempt = on_ceph(
                 "promote_replica",
                 dst.name().to_string(),
                 replica.to_string(),
                 move || {
+                    let id = d.stat(&r)?.id;
                     let already = d.mirror_image(&r)?.primary;
+                    if known.as_deref() != Some(id.as_str()) {
+                        return Ok(Promotion::Unrecorded { id, already });
+                    }
                     if !already {
                         match d.promote(&r, false) {
                             Ok(()) => {}
-                            Err(e) if is_not_yet(&e) => return Ok(None),
+                            Err(e) if is_not_yet(&e) => return Ok(Promotion::NotYet),
                             Err(e) => return Err(e),
                         }
                     }
-                    Ok(Some((already, d.stat(&r)?.id)))
+                    Ok(Promotion::Done { already })
                 },
             );
             let (attempt, lost) = self
                 .watching_the_daemon(&replica.pool, &replica, attempt)
                 .await;
-            let attempt = attempt?;
-            if let Some((already, id)) = attempt {
-                if state.replica_id.as_deref() != Some(id.as_str()) {
+            match attempt? {
+                Promotion::Done { already } => return Ok(already),
+                Promotion::Unrecorded { id, already } => {
                     state.replica_id = Some(id);
                     self.save(state, file)?;
+                    if already {
+                        return Ok(true);
+                    }
+                    continue;
                 }
-                return Ok(already);
+                Promotion::NotYet => {}
             }
             if let Some(e) = lost {
                 return Err(e.into());
@@ -1171,23 +1181,8 @@ impl Executor {
                     // not the replica this migration promoted: never removed
                     return Ok(true);
                 }
-                let mi = d.mirror_image(&r)?;
-                if mi.state != MirrorImageState::Disabled {
-                    d.disable_mirroring(&r, !mi.primary)?;
-                }
-                remove_snapshot_if_there(d.as_ref(), &r, &sn)?;
-                // rbd-mirror replicates the source's own snapshots: their copies go with the
-                // replica (the source keeps its own), a protected one unprotected first; an
-                // image with snapshots cannot be removed
-                for s in d.snapshots(&r)? {
-                    if s.namespace == SnapshotNamespace::User {
-                        if s.protected {
-                            d.unprotect_snapshot(&r, &s.name)?;
-                        }
-                        d.remove_snapshot(&r, &s.name)?;
-                    }
-                }
-                d.remove_image_with_id(&r, &replica_id)?;
+                // the source keeps its own snapshots; their copies go with the replica
+                remove_promoted_replica(d.as_ref(), &r, &replica_id, &sn)?;
                 Ok(false)
             },
         )
@@ -1196,7 +1191,9 @@ impl Executor {
 
     /// Undo a cutover that failed before the handover: remove the clone this run made (not
     /// handed to a cloud), demote the replica again if it was promoted, promote the source
-    /// again. Leaves the run at the step before the demotion, so a re-run tries again.
+    /// again, then remove the demoted replica (rbd-mirror syncs a new one: it never replays
+    /// a replica that was primary). Leaves the run at the step before the demotion, so a
+    /// re-run tries again.
     pub(super) async fn roll_back_cutover(
         &self,
         state: &mut RunState,
@@ -1225,17 +1222,20 @@ impl Executor {
         let (d, s, replica, image) = (dst.clone(), src.clone(), m.replica(), m.image.clone());
         let snap = handover_snapshot().to_string();
         let handed = state.handed_to_cloud();
+        let replica_id = state.replica_id.clone();
         on_ceph(
             "roll_back_cutover",
             src.name().to_string(),
             m.image.to_string(),
             move || {
+                let mut demoted = false;
                 if d.image_exists(&replica)? {
                     if !handed {
                         remove_snapshot_if_there(d.as_ref(), &replica, &snap)?;
                     }
                     if d.mirror_image(&replica)?.primary {
                         d.demote(&replica)?;
+                        demoted = true;
                     }
                 }
                 if !s.mirror_image(&image)?.primary {
@@ -1243,6 +1243,11 @@ impl Executor {
                         tracing::warn!("promote of the source without force failed ({e}); forcing");
                         s.promote(&image, true)?;
                     }
+                }
+                // a replica that was promoted is never replayed again: rbd-mirror syncs a
+                // new one for the re-run
+                if let (Some(id), true, false) = (&replica_id, demoted, handed) {
+                    remove_demoted_replica(d.as_ref(), &replica, id, &snap)?;
                 }
                 Ok(())
             },
@@ -1252,6 +1257,24 @@ impl Executor {
         self.save(state, file)?;
         Ok(())
     }
+}
+
+/// One try of [`Executor::promote_replica`].
+enum Promotion {
+    /// The replica's id is not the recorded one yet: record it, then promote.
+    Unrecorded {
+        /// The replica's image id.
+        id: String,
+        /// Whether it is primary already (a re-run after the promotion).
+        already: bool,
+    },
+    /// librbd does not allow the promotion without force yet.
+    NotYet,
+    /// Primary now; `already` when it was before this try.
+    Done {
+        /// Whether it was primary before this try.
+        already: bool,
+    },
 }
 
 /// Whether a refused promote means "not yet": the replica has not replayed up to the

@@ -411,7 +411,8 @@ impl Executor {
             }
             Step::DisableSourceMirroring => {
                 let u = self.undo_context(step, state, file)?;
-                let work = undo::disable_source_mirroring(&u.src, &u.m);
+                let work =
+                    undo::disable_source_mirroring(&u.src, &u.dst, &u.m, state.replica_id.clone());
                 undo::record(work, index, step, state, u.events.as_ref()).await
             }
             Step::RemoveMirrorSnapshots { kept } => {

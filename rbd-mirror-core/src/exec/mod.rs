@@ -16,7 +16,7 @@ use crate::cloud::{AdoptedVolume, CloudError, CloudImage, CloudOps};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink};
 use crate::features::{plan_restore, Features};
-use crate::ops::{CephOps, ErrorKind, OpsError};
+use crate::ops::{CephOps, ErrorKind, MirrorImageState, OpsError, SnapshotNamespace};
 use crate::plan::{Plan, Step, VolumeMigration};
 use crate::preflight;
 use crate::spec::ImageSpec;
@@ -726,6 +726,132 @@ pub(crate) fn remove_snapshot_if_there(
     }
     Ok(())
 }
+
+/// Remove the replica `image` this migration promoted (its id is `replica_id`, checked by
+/// the caller): mirroring of it off, the handover snapshot `snap` and the copies of the
+/// source's own snapshots (rbd-mirror replicated them; an image with snapshots cannot be
+/// removed) gone, then the image, by id. Used once the copy no longer hangs from it, and
+/// for a replica promoted and demoted again (see [`remove_demoted_replica`]).
+pub(crate) fn remove_promoted_replica(
+    d: &dyn CephOps,
+    image: &ImageSpec,
+    replica_id: &str,
+    snap: &str,
+) -> std::result::Result<(), OpsError> {
+    let mi = d.mirror_image(image)?;
+    if mi.state != MirrorImageState::Disabled {
+        d.disable_mirroring(image, !mi.primary)?;
+    }
+    remove_snapshot_if_there(d, image, snap)?;
+    for s in d.snapshots(image)? {
+        if s.namespace == SnapshotNamespace::User {
+            if s.protected {
+                d.unprotect_snapshot(image, &s.name)?;
+            }
+            d.remove_snapshot(image, &s.name)?;
+        }
+    }
+    d.remove_image_with_id(image, replica_id)
+}
+
+/// After a cutover is undone (the replica this migration promoted demoted again, the source
+/// primary again): remove that replica if it is the one this migration recorded
+/// (`replica_id`). rbd-mirror never takes back a replica that was primary: demoted again it
+/// stays in split-brain ("error bootstrapping replay"), is never replayed, and is not
+/// removed when the source's mirroring is disabled. Only once the source is primary again:
+/// with the source demoted, a daemon mirroring towards the source could take the replica's
+/// removal for the primary's and remove the source. rbd-mirror opens the demoted replica
+/// for a moment (its bootstrap, which finds the split-brain): a removal refused as busy is
+/// tried again for up to [`DEMOTED_REPLICA_BUSY_FOR`]. Returns whether it removed it; while
+/// the source stays mirrored, rbd-mirror then syncs a new replica from it.
+pub(crate) fn remove_demoted_replica(
+    d: &dyn CephOps,
+    image: &ImageSpec,
+    replica_id: &str,
+    snap: &str,
+) -> std::result::Result<bool, OpsError> {
+    let started = Instant::now();
+    loop {
+        if !d.image_exists(image)? || d.stat(image)?.id != replica_id {
+            return Ok(false);
+        }
+        if d.mirror_image(image)?.primary {
+            return Ok(false);
+        }
+        match remove_promoted_replica(d, image, replica_id, snap) {
+            Ok(()) => return Ok(true),
+            // rbd-mirror removed it meanwhile
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind == ErrorKind::Busy && started.elapsed() < DEMOTED_REPLICA_BUSY_FOR => {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Once the source's mirroring is disabled (abort): the replica rbd-mirror will not remove.
+/// A replica that cannot be replayed (split-brain after a demotion and promotion of the
+/// source, or a promotion of the replica; Ceph 16.2 reports "error bootstrapping replay")
+/// is never removed by rbd-mirror when the source's mirroring is disabled. So: the image
+/// under the replica's name, not primary, identified as this migration's replica by the
+/// source's mirror global id (read before the disable) or by the id recorded at its
+/// promotion, is watched for up to [`ORPHANED_REPLICA_WATCH`]: gone (rbd-mirror removed it)
+/// is the end; in error for rbd-mirror (its status) and open by nobody, it is removed here.
+/// A replica rbd-mirror replays is left to rbd-mirror (it removes it), so the two never
+/// race. Returns whether it removed it.
+pub(crate) fn remove_orphaned_replica(
+    d: &dyn CephOps,
+    image: &ImageSpec,
+    source_global_id: Option<&str>,
+    replica_id: Option<&str>,
+) -> std::result::Result<bool, OpsError> {
+    let started = Instant::now();
+    // one look: Some(removed) ends the watch; rbd-mirror may remove the image between any
+    // two calls (NotFound: gone, the end)
+    let look = || -> std::result::Result<Option<bool>, OpsError> {
+        if !d.image_exists(image)? {
+            return Ok(Some(false));
+        }
+        let mi = d.mirror_image(image)?;
+        let id = d.stat(image)?.id;
+        let ours = source_global_id
+            .is_some_and(|g| mi.state != MirrorImageState::Disabled && mi.global_id == g)
+            || replica_id.is_some_and(|r| r == id);
+        if mi.primary || !ours {
+            return Ok(Some(false));
+        }
+        let unreplayable = d
+            .mirror_status(image)?
+            .is_some_and(|st| st.state == crate::status::MirrorState::Error);
+        if unreplayable && d.watchers(image)?.is_empty() {
+            match remove_promoted_replica(d, image, &id, handover_snapshot()) {
+                Ok(()) => return Ok(Some(true)),
+                Err(e) if e.kind == ErrorKind::Busy => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    };
+    loop {
+        match look() {
+            Ok(Some(removed)) => return Ok(removed),
+            Ok(None) => {}
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        if started.elapsed() >= ORPHANED_REPLICA_WATCH {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// How long [`remove_orphaned_replica`] watches a replica that rbd-mirror still has open.
+pub(crate) const ORPHANED_REPLICA_WATCH: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// How long [`remove_demoted_replica`] tries again while rbd-mirror has the replica open.
+pub(crate) const DEMOTED_REPLICA_BUSY_FOR: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Record the id of the image a copy or clone just created in the state file at `path`
 /// (when the run has one), before anything is written into the image: a later run then

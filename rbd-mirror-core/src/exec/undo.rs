@@ -99,35 +99,52 @@ pub(super) async fn remove_copy(
 
 /// [`Step::DisableSourceMirroring`]: disable mirroring of the source unless it is off. A
 /// `disabling` image is disabled again: a run killed in the middle of disabling left it so,
-/// and disabling again completes it.
+/// and disabling again completes it. Then the replica that rbd-mirror will not remove (it
+/// cannot replay it) goes too ([`super::remove_orphaned_replica`]).
 pub(super) async fn disable_source_mirroring(
     src: &Arc<dyn CephOps>,
+    dst: &Arc<dyn CephOps>,
     m: &VolumeMigration,
+    replica_id: Option<String>,
 ) -> Result<Undone> {
-    let (s, image) = (src.clone(), m.image.clone());
-    let disabled = on_ceph(
+    let (s, d, image, replica) = (src.clone(), dst.clone(), m.image.clone(), m.replica());
+    let (disabled, orphan_removed) = on_ceph(
         "disable_source_mirroring",
         src.name().to_string(),
         m.image.to_string(),
         move || {
-            if s.mirror_image(&image)?.state == MirrorImageState::Disabled {
-                return Ok(false);
-            }
-            s.disable_mirroring(&image, false)?;
-            Ok(true)
+            let mi = s.mirror_image(&image)?;
+            let mut global_id = None;
+            let disabled = if mi.state == MirrorImageState::Disabled {
+                false
+            } else {
+                global_id = Some(mi.global_id);
+                s.disable_mirroring(&image, false)?;
+                true
+            };
+            let removed = super::remove_orphaned_replica(
+                d.as_ref(),
+                &replica,
+                global_id.as_deref(),
+                replica_id.as_deref(),
+            )?;
+            Ok((disabled, removed))
         },
     )
     .await?;
-    Ok(if disabled {
-        Undone::Changed(format!(
-            "disabled mirroring of {}:{} (rbd-mirror removes the replica {}:{})",
+    let replica = format!("{}:{}", m.destination.name, m.replica());
+    Ok(match (disabled, orphan_removed) {
+        (_, true) => Undone::Changed(format!(
+            "disabled mirroring of {}:{}, and removed the replica {replica} (rbd-mirror could not replay it any more, and does not remove such a replica)",
             src.name(),
             m.image,
-            m.destination.name,
-            m.replica()
-        ))
-    } else {
-        Undone::NothingLeft("mirroring is already off".into())
+        )),
+        (true, false) => Undone::Changed(format!(
+            "disabled mirroring of {}:{} (rbd-mirror removes the replica {replica})",
+            src.name(),
+            m.image,
+        )),
+        (false, false) => Undone::NothingLeft("mirroring is already off".into()),
     })
 }
 
