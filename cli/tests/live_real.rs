@@ -18,7 +18,9 @@ use testenv::writer::{WriteReport, Writer};
 
 mod common;
 use common::{describe, kill_at_each, relay, run_json, run_until, signal, KillAt, Watch};
-use testenv::probe::{exists, info, mirror_snapshots, mirroring_off, rbd, sha, wait_gone};
+use testenv::probe::{
+    exists, info, mirror_snapshots, mirroring_off, rbd, sha, snapshot_names, wait_gone,
+};
 
 /// A source image `volumes/<unique>` on site `a` of `size_mib` MiB, its first `written_mib`
 /// written, with objects of `object_size` (e.g. `4M`). Returns (image name, `volumes/NAME`).
@@ -515,6 +517,157 @@ fn journal_cutover_resumes_after_kill_at_every_cutover_step() {
 #[test]
 fn snapshot_cutover_resumes_after_kill_at_every_cutover_step() {
     kills_at_every_cutover_step("snapshot");
+}
+
+/// A cold migration by clone SIGKILLed at the start of one cutover step, then aborted, for
+/// every cutover step in turn (each on an image of its own): the source is back as a plain,
+/// writable image (mirroring off, no snapshot, its features, its data) and nothing of the
+/// migration is left on the destination (no copy, no replica). A copy already verified is
+/// kept unless abort is told `--discard-verified-copy`: the refusal without it changes
+/// nothing. A run that finished before its kill point is refused by abort.
+fn abort_after_a_kill_at_every_cutover_step(mode: &str) {
+    let env = testenv::shared().expect("testenv");
+    let _logs = env.log_guard();
+    let (a, b) = (env.site_a().name.clone(), env.site_b().name.clone());
+    // the plan's steps, from a dry run of the same arguments (an image is needed for it)
+    let (_, spec) = source_image(&a, &format!("cutabort-{mode}"), 64, 32, "4M");
+    let dry_state = tempfile::tempdir().unwrap();
+    let dry = run_until(
+        &[
+            migrate_args(&a, &b, &spec, mode, &[]),
+            vec!["--dry-run".into()],
+        ]
+        .concat(),
+        dry_state.path().to_str().unwrap(),
+        KillAt::Never,
+    );
+    assert!(dry.status.success(), "{}", dry.stderr);
+    let steps: Vec<String> = dry.last()["plan"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap().to_string())
+        .collect();
+    rbd(&a, &["rm", "--no-progress", &spec]);
+    let demote = steps
+        .iter()
+        .position(|s| s == "demote_source")
+        .unwrap_or_else(|| panic!("no cutover in {steps:?}"));
+
+    let (mut aborted, mut finished) = (Vec::new(), Vec::new());
+    for (index, step) in steps.iter().enumerate().skip(demote) {
+        let what = format!("{mode}, killed as {step} started");
+        let (image, spec) = source_image(&a, &format!("cutabort-{mode}"), 64, 32, "4M");
+        let original = info(&a, &spec)["features"].clone();
+        let want = sha(&a, &spec);
+        let state_dir = tempfile::tempdir().unwrap();
+        let state = state_dir.path().to_str().unwrap().to_string();
+        let args = migrate_args(&a, &b, &spec, mode, &[]);
+        let run = run_until(&args, &state, KillAt::StepStarted(index as u64));
+        let id = the_id(&state);
+        let copy = format!("cinder/{image}");
+        if !run.killed && !common::died_of_ceph_client_abort(&run) {
+            // a late, instant step: the run finished before the kill landed
+            assert!(
+                run.status.success(),
+                "{what}: {:?}\n{}",
+                run.events,
+                run.stderr
+            );
+            let out = relay(&["abort", &id, "--discard-verified-copy"], &state);
+            assert_eq!(out.status.code(), Some(1), "{what}: {}", describe(&out));
+            assert!(exists(&b, &copy), "{what}: the refusal kept the copy");
+            finished.push(step.clone());
+            remove(&a, &b, &image);
+            continue;
+        }
+        let recorded: Value =
+            serde_json::from_slice(&std::fs::read(format!("{state}/{id}.json")).unwrap()).unwrap();
+        let verified = !recorded["source_digest"].is_null()
+            && recorded["source_digest"] == recorded["copy_digest"];
+        if verified {
+            // a verified copy is not thrown away unasked: refused, nothing changed
+            let before = std::fs::read(format!("{state}/{id}.json")).unwrap();
+            let out = relay(&["abort", &id], &state);
+            assert_eq!(out.status.code(), Some(1), "{what}: {}", describe(&out));
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("--discard-verified-copy"),
+                "{what}: {}",
+                describe(&out)
+            );
+            assert_eq!(
+                std::fs::read(format!("{state}/{id}.json")).unwrap(),
+                before,
+                "{what}: the refused abort left the state as it was"
+            );
+            assert_eq!(sha(&b, &copy), want, "{what}: the refusal kept the copy");
+        }
+        let mut abort_args = vec!["abort", id.as_str()];
+        if verified {
+            abort_args.push("--discard-verified-copy");
+        }
+        let out = relay(&abort_args, &state);
+        assert!(out.status.success(), "{what}: {}", describe(&out));
+        assert!(
+            mirroring_off(&a, &spec),
+            "{what}: the source is not mirrored"
+        );
+        assert_eq!(
+            snapshot_names(&a, &spec),
+            Vec::<String>::new(),
+            "{what}: no snapshot left on the source"
+        );
+        assert_eq!(
+            info(&a, &spec)["features"],
+            original,
+            "{what}: source features restored"
+        );
+        assert_eq!(sha(&a, &spec), want, "{what}: source data unchanged");
+        // primary and writable (a demoted image refuses this write, and `rbd` fails the test)
+        rbd(
+            &a,
+            &[
+                "bench",
+                "--io-type",
+                "write",
+                "--io-size",
+                "4K",
+                "--io-total",
+                "64K",
+                &spec,
+            ],
+        );
+        assert!(!exists(&b, &copy), "{what}: no copy left");
+        wait_gone(&b, &spec, common::REPLICA_GONE_LIMIT);
+        aborted.push(step.clone());
+        remove(&a, &b, &image);
+    }
+    eprintln!("abort {mode}: aborted after a kill at {aborted:?}; finished first: {finished:?}");
+    assert!(
+        aborted.len() * 3 >= (steps.len() - demote) * 2,
+        "{mode}: only {aborted:?} of the cutover steps were reached before the run finished"
+    );
+    for step in [
+        "demote_source",
+        "promote_replica",
+        "clone_replica",
+        "verify_handover",
+    ] {
+        assert!(
+            aborted.contains(&step.to_string()),
+            "{mode}: never aborted at {step}: {aborted:?}"
+        );
+    }
+}
+
+#[test]
+fn journal_abort_after_a_kill_at_every_cutover_step_puts_the_source_back() {
+    abort_after_a_kill_at_every_cutover_step("journal");
+}
+
+#[test]
+fn snapshot_abort_after_a_kill_at_every_cutover_step_puts_the_source_back() {
+    abort_after_a_kill_at_every_cutover_step("snapshot");
 }
 
 /// On Ceph 16.2 the objects whose copy-up was in flight when the flatten's client was killed

@@ -346,7 +346,7 @@ const CEPH_CLIENT_ABORTS_TOLERATED: usize = 2;
 
 /// Whether `run` died of SIGABRT raised by Ceph's client library: libstdc++'s terminate
 /// line, then rbd-relay's own explanation from its SIGABRT handler.
-fn died_of_ceph_client_abort(run: &JsonRun) -> bool {
+pub fn died_of_ceph_client_abort(run: &JsonRun) -> bool {
     use std::os::unix::process::ExitStatusExt;
     run.status.signal() == Some(SIGABRT)
         && run
