@@ -236,8 +236,8 @@ async fn a_failed_clone_rolls_the_cutover_back_and_the_source_is_primary_again()
     let state = crate::state::recorded(dir.path(), &m.id()).unwrap();
     assert_eq!(
         state.plan.steps[state.next_step],
-        Step::DemoteSource,
-        "a re-run starts the cutover again"
+        Step::WaitForReplica,
+        "a re-run waits for the new replica, then starts the cutover again"
     );
 }
 

@@ -1223,7 +1223,7 @@ impl Executor {
         let snap = handover_snapshot().to_string();
         let handed = state.handed_to_cloud();
         let replica_id = state.replica_id.clone();
-        on_ceph(
+        let replica_removed = on_ceph(
             "roll_back_cutover",
             src.name().to_string(),
             m.image.to_string(),
@@ -1246,14 +1246,25 @@ impl Executor {
                 }
                 // a replica that was promoted is never replayed again: rbd-mirror syncs a
                 // new one for the re-run
-                if let (Some(id), true, false) = (&replica_id, demoted, handed) {
-                    remove_demoted_replica(d.as_ref(), &replica, id, &snap)?;
+                match (&replica_id, demoted, handed) {
+                    (Some(id), true, false) => {
+                        remove_demoted_replica(d.as_ref(), &replica, id, &snap)
+                    }
+                    _ => Ok(false),
                 }
-                Ok(())
             },
         )
         .await?;
-        state.next_step = restart_at;
+        // a new replica is synced from scratch: the re-run waits for it first
+        let wait_for_replica = state
+            .plan
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::WaitForReplica));
+        state.next_step = match (replica_removed, wait_for_replica) {
+            (true, Some(wait)) => wait.min(restart_at),
+            _ => restart_at,
+        };
         self.save(state, file)?;
         Ok(())
     }
