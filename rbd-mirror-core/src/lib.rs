@@ -50,6 +50,8 @@ mod exec_tests;
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
+mod orphan_tests;
+#[cfg(test)]
 mod ownership_tests;
 #[cfg(test)]
 mod payload_tests;

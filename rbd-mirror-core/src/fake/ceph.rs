@@ -359,6 +359,12 @@ impl CephOps for Fake {
                 .images
                 .get(&image.to_string())
                 .map(|_| match &w.replica_description {
+                    _ if w.replica_in_error && s == 1 => SiteStatus {
+                        up: true,
+                        state: MirrorState::Error,
+                        description: "error bootstrapping replay".into(),
+                        last_update: 0,
+                    },
                     Some(d) => SiteStatus {
                         up: true,
                         state: MirrorState::Replaying,

@@ -142,6 +142,10 @@ pub struct World {
     /// rbd-mirror making a journal sync point (a user snapshot of this name) on a source
     /// image late: at the n-th listing of its snapshots once its mirroring is off.
     pub late_sync_point: Option<(u32, String)>,
+    /// The destination daemon reports every replica in error ("error bootstrapping
+    /// replay": a split-brain after a demotion and promotion), as Ceph 16.2 does for a
+    /// replica it will neither replay nor remove.
+    pub replica_in_error: bool,
 }
 
 /// Beacons sent so far by the fake daemons (one per look at the service map). Outside the
