@@ -1077,3 +1077,42 @@ fn the_journal_lag_is_the_masters_entry_less_the_peers_and_its_rate_the_peers_ad
     // entry ids count within a tag: positions in two tags are not compared
     assert_eq!(lag.sample(Some(at(4, 10)), at(3, 900), t0), None);
 }
+
+/// The replica's id is in the state file before the source is demoted: a run stopped right
+/// after the demotion (as by a kill) leaves abort the id of the replica it may have to
+/// remove (rbd-mirror never replays a replica again once the source was demoted and
+/// promoted back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replicas_id_is_recorded_before_the_source_is_demoted() {
+    for mode in [MirrorImageMode::Journal, MirrorImageMode::Snapshot] {
+        let kinds: Vec<&str> = Plan::volume(
+            clone_migration(mode),
+            crate::plan::test_support::facts(DEFAULT),
+        )
+        .steps
+        .iter()
+        .map(Step::kind)
+        .collect();
+        let promote = kinds.iter().position(|k| *k == "promote_replica").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut world = World::standard(DEFAULT, data());
+        world.sync_polls = 2;
+        // slow enough calls that the run is seen between the demotion and the promotion
+        world.op_delay = Duration::from_millis(5);
+        let (a, b, w) = pair(world);
+        let m = clone_migration(mode);
+        let stopped = crate::fake::fixtures::drop_run_at(&m, a, b, dir.path(), promote).await;
+        assert_eq!(stopped, Some(promote), "{mode}: stopped after the demotion");
+        let state = crate::state::recorded(dir.path(), &m.id()).unwrap();
+        let ww = w.lock().unwrap();
+        assert!(
+            ww.sites[0].images["volumes/vol1"].demoted,
+            "{mode}: demoted"
+        );
+        assert_eq!(
+            state.replica_id.as_deref(),
+            Some(ww.sites[1].images["volumes/vol1"].id.as_str()),
+            "{mode}: the replica's id recorded before the demotion"
+        );
+    }
+}

@@ -589,6 +589,39 @@ impl Executor {
 
     /// Demote the source: from here it is read-only for every client, its data fixed.
     /// Returns whether it was already demoted (a re-run).
+    /// Record the replica's image id before the source is demoted: from the demotion on,
+    /// rbd-mirror may stop replaying the replica for good (split-brain once the source is
+    /// promoted again), and abort removes such a replica only by the id this migration
+    /// recorded (or by the source's mirror global id, gone once the source's mirroring is
+    /// off). Nothing when there is no replica.
+    pub(super) async fn record_replica_id(
+        &self,
+        m: &VolumeMigration,
+        state: &mut RunState,
+        file: &dyn Record,
+    ) -> Result<()> {
+        let dst = self.dst("demote_source")?;
+        let (d, replica) = (dst.clone(), m.replica());
+        let id = on_ceph(
+            "demote_source",
+            dst.name().to_string(),
+            m.replica().to_string(),
+            move || match d.stat(&replica) {
+                Ok(st) => Ok(Some(st.id)),
+                Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            },
+        )
+        .await?;
+        if let Some(id) = id {
+            if state.replica_id.as_deref() != Some(id.as_str()) {
+                state.replica_id = Some(id);
+                self.save(state, file)?;
+            }
+        }
+        Ok(())
+    }
+
     pub(super) async fn demote_source(&self, m: &VolumeMigration) -> Result<bool> {
         let src = self.src("demote_source")?;
         let (s, image) = (src.clone(), m.image.clone());

@@ -360,6 +360,7 @@ impl Executor {
             }
             Step::DemoteSource => {
                 let m = state.plan.migration.clone();
+                self.record_replica_id(&m, state, file).await?;
                 if self.demote_source(&m).await? {
                     self.skipped(index, step, "the source is already demoted");
                 }
