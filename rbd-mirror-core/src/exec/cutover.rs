@@ -736,7 +736,8 @@ impl Executor {
         let mut last_change = started;
         loop {
             let (d, r, known) = (dst.clone(), replica.clone(), state.replica_id.clone());
-            // the replica's id is recorded before it is promoted: a run killed right after
+            // the replica's id is recorded before it is promoted (already before the
+            // demotion, unless rbd-mirror made a new replica since): a run killed right after
             // the promotion leaves the id for abort, which removes only that image
             let attempt = on_ceph(
                 "promote_replica",

@@ -795,8 +795,8 @@ pub(crate) fn remove_demoted_replica(
 /// source, or a promotion of the replica; Ceph 16.2 reports "error bootstrapping replay")
 /// is never removed by rbd-mirror when the source's mirroring is disabled. So: the image
 /// under the replica's name, not primary, identified as this migration's replica by the
-/// source's mirror global id (read before the disable) or by the id recorded at its
-/// promotion, is watched for up to [`ORPHANED_REPLICA_WATCH`]: gone (rbd-mirror removed it)
+/// source's mirror global id (read before the disable) or by the id recorded before the
+/// source's demotion (and again at the promotion), is watched for up to [`ORPHANED_REPLICA_WATCH`]: gone (rbd-mirror removed it)
 /// is the end; in error for rbd-mirror (its status) and open by nobody, it is removed here.
 /// A replica rbd-mirror replays is left to rbd-mirror (it removes it), so the two never
 /// race. Returns whether it removed it.
