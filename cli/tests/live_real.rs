@@ -129,9 +129,14 @@ fn assert_handed_over(a: &str, b: &str, image: &str, original: &Value, want: &st
         "source features restored"
     );
     assert_eq!(sha(a, &spec), want, "source data unchanged");
-    // writable again (a demoted image refuses this write, and `rbd` fails the test)
+    assert_writable(a, &spec);
+}
+
+/// IMAGE on SITE takes a write: it is primary (a demoted image refuses the write, and
+/// `rbd` fails the test).
+fn assert_writable(site: &str, image: &str) {
     rbd(
-        a,
+        site,
         &[
             "bench",
             "--io-type",
@@ -140,7 +145,7 @@ fn assert_handed_over(a: &str, b: &str, image: &str, original: &Value, want: &st
             "4K",
             "--io-total",
             "64K",
-            &spec,
+            image,
         ],
     );
 }
@@ -623,20 +628,7 @@ fn abort_after_a_kill_at_every_cutover_step(mode: &str) {
             "{what}: source features restored"
         );
         assert_eq!(sha(&a, &spec), want, "{what}: source data unchanged");
-        // primary and writable (a demoted image refuses this write, and `rbd` fails the test)
-        rbd(
-            &a,
-            &[
-                "bench",
-                "--io-type",
-                "write",
-                "--io-size",
-                "4K",
-                "--io-total",
-                "64K",
-                &spec,
-            ],
-        );
+        assert_writable(&a, &spec);
         assert!(!exists(&b, &copy), "{what}: no copy left");
         wait_gone(&b, &spec, common::REPLICA_GONE_LIMIT);
         aborted.push(step.clone());

@@ -12,6 +12,18 @@ use crate::features::MirrorImageMode;
 use crate::ops::SnapshotNamespace;
 use crate::plan::{Handover, Live, Plan, Step, VolumeMigration};
 
+/// The kinds of the steps of [`clone_migration`]'s plan, in order.
+fn step_kinds(mode: MirrorImageMode) -> Vec<&'static str> {
+    Plan::volume(
+        clone_migration(mode),
+        crate::plan::test_support::facts(DEFAULT),
+    )
+    .steps
+    .iter()
+    .map(Step::kind)
+    .collect()
+}
+
 fn clone_migration(mode: MirrorImageMode) -> VolumeMigration {
     let mut m = migration_of("vol1", mode);
     m.handover = Handover::Clone;
@@ -471,14 +483,7 @@ async fn an_abort_after_a_clone_migration_stopped_at_any_cutover_step_puts_every
     use crate::abort::{abort, AbortOptions};
     use crate::event::NullSink;
     for mode in [MirrorImageMode::Journal, MirrorImageMode::Snapshot] {
-        let kinds: Vec<&str> = Plan::volume(
-            clone_migration(mode),
-            crate::plan::test_support::facts(DEFAULT),
-        )
-        .steps
-        .iter()
-        .map(Step::kind)
-        .collect();
+        let kinds = step_kinds(mode);
         let first = kinds.iter().position(|k| *k == "demote_source").unwrap();
         for stop_at in first..kinds.len() {
             let dir = tempfile::tempdir().unwrap();
@@ -1085,14 +1090,7 @@ fn the_journal_lag_is_the_masters_entry_less_the_peers_and_its_rate_the_peers_ad
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_replicas_id_is_recorded_before_the_source_is_demoted() {
     for mode in [MirrorImageMode::Journal, MirrorImageMode::Snapshot] {
-        let kinds: Vec<&str> = Plan::volume(
-            clone_migration(mode),
-            crate::plan::test_support::facts(DEFAULT),
-        )
-        .steps
-        .iter()
-        .map(Step::kind)
-        .collect();
+        let kinds = step_kinds(mode);
         let promote = kinds.iter().position(|k| *k == "promote_replica").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut world = World::standard(DEFAULT, data());

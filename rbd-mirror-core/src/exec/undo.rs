@@ -114,14 +114,12 @@ pub(super) async fn disable_source_mirroring(
         m.image.to_string(),
         move || {
             let mi = s.mirror_image(&image)?;
-            let mut global_id = None;
-            let disabled = if mi.state == MirrorImageState::Disabled {
-                false
-            } else {
-                global_id = Some(mi.global_id);
+            // known only while mirroring is on: read before the disable
+            let global_id = (mi.state != MirrorImageState::Disabled).then_some(mi.global_id);
+            if global_id.is_some() {
                 s.disable_mirroring(&image, false)?;
-                true
-            };
+            }
+            let disabled = global_id.is_some();
             let removed = super::remove_orphaned_replica(
                 d.as_ref(),
                 &replica,

@@ -162,6 +162,18 @@ mod tests {
         on_loop: false,
     };
 
+    /// site-a's conf with a bluestore OSD kept as `bluestore` says.
+    fn site_a_bluestore(bluestore: BluestoreFile) -> String {
+        render(
+            &SITES[0],
+            "f",
+            Path::new("/s/site-a"),
+            Objectstore::Bluestore,
+            Release::Pacific,
+            bluestore,
+        )
+    }
+
     #[test]
     fn site_b_conf_has_rbd_mirror_section_and_own_ports() {
         let conf = render(
@@ -178,14 +190,7 @@ mod tests {
         assert!(conf.contains("ms_bind_port_min = 7350"));
         assert!(conf.contains("admin_socket = /s/site-b/run/$cluster-$name.asok"));
         assert!(conf.contains("admin_socket = /s/site-b/run/$cluster-$name.$pid.$cctid.asok"));
-        let a = render(
-            &SITES[0],
-            "f",
-            Path::new("/s/site-a"),
-            Objectstore::Bluestore,
-            Release::Pacific,
-            PLAIN,
-        );
+        let a = site_a_bluestore(PLAIN);
         assert!(!a.contains("[client.rbd-mirror.b]"));
         assert!(a.contains("osd_objectstore = bluestore"));
         assert!(!a.contains("fake_statfs_for_testing"), "{a}");
@@ -200,14 +205,7 @@ mod tests {
             bytes: 36 << 30,
             on_loop: true,
         };
-        let a = render(
-            &SITES[0],
-            "f",
-            Path::new("/s/site-a"),
-            Objectstore::Bluestore,
-            Release::Pacific,
-            on_loop,
-        );
+        let a = site_a_bluestore(on_loop);
         assert!(
             a.contains("bdev_enable_discard = true\nbdev_async_discard = true\n"),
             "{a}"
